@@ -1,0 +1,36 @@
+# gurugrow — two commands for a newcomer: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run serve test test-unit lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: serve the API on http://localhost:8000 (sandbox: demo upstreams, no accounts needed)
+run: install
+	$(BIN)/python -m gurugrow.sandbox.run
+
+## serve: production-style start with the real upstreams from .env
+serve: install
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## test: the whole suite, real-Redis integration tests included
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check gurugrow tests wsgi.py gunicorn.conf.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,48 @@
+"""gunicorn settings, from the environment (and .env) with sane defaults."""
+
+import os
+import sys
+
+from dotenv import dotenv_values
+
+_env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+
+
+def _int(name: str, default: int) -> int:
+    try:
+        return int(_env.get(name) or default)
+    except ValueError:
+        print(f"gurugrow: configuration error: {name} has a malformed value (expected int)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+bind = f"{_env.get('APP_HOST') or '0.0.0.0'}:{_int('APP_PORT', 8000)}"
+# The sandbox keeps its stand-in data in process memory: one worker sees it all.
+_sandbox = (_env.get("GURUGROW_SANDBOX") or "").lower() in ("1", "true", "yes", "on")
+workers = _int("GUNICORN_WORKERS", 1 if _sandbox else 2)
+# Threads: a worker mostly waits on RetailCRM/GreenSMS, so it serves others meanwhile.
+threads = _int("GUNICORN_THREADS", 8)
+worker_class = "gthread"
+# Longer than the slowest upstream chain (several calls with 10 s read timeouts).
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = 5
+accesslog = None  # gurugrow logs one line per request itself, with the request id
+errorlog = "-"
+loglevel = (_env.get("LOG_LEVEL") or "info").lower()
+
+
+def _check_settings() -> None:
+    """Refuse to start on a bad configuration with one line naming the variable."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gurugrow import ConfigError, load_settings
+
+    try:
+        load_settings()
+    except ConfigError as e:
+        print(f"gurugrow: configuration error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+_check_settings()

@@ -1,0 +1,118 @@
+"""gurugrow: the HTTP backend BotMarketing bots call to authorize messenger accounts as
+RetailCRM customers, show their orders and create orders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from dotenv import dotenv_values
+from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gurugrow.config import ConfigError, Settings
+from gurugrow.logs import begin_request, configure_logging, log_event
+
+__all__ = ["ConfigError", "Settings", "create_app"]
+
+
+def load_settings(overrides: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``.env`` (if present), then the environment, then ``overrides``."""
+    import os
+
+    env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    env.update(os.environ)
+    env.update(overrides or {})
+    return Settings.load(env)
+
+
+def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
+               redis_client: Any = None) -> Flask:
+    """The app factory. ``test_config`` overrides env variables (or is ready Settings);
+    ``redis_client`` replaces the client built from ``REDIS_URL`` (tests: fakeredis)."""
+    settings = test_config if isinstance(test_config, Settings) else load_settings(test_config)
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    if settings.proxy_count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count,
+                                x_proto=settings.proxy_count)
+    app.extensions["gurugrow"] = build_services(settings, redis_client)
+
+    from gurugrow.api import auth, health, orders, recommended
+    from gurugrow.api.errors import register_error_handlers
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(orders.bp)
+    app.register_blueprint(recommended.bp)
+    register_error_handlers(app)
+    _install_request_logging(app)
+    if settings.sandbox:
+        from gurugrow.sandbox.mount import mount_sandbox
+
+        mount_sandbox(app)
+    return app
+
+
+def build_services(settings: Settings, redis_client: Any = None):
+    """Redis client, OTP store and gateways, created once per process."""
+    from gurugrow.gateways.deduper import DeduperGateway
+    from gurugrow.gateways.greensms import GreenSmsGateway
+    from gurugrow.gateways.retailcrm import RetailCrmGateway
+    from gurugrow.otp import OtpPolicy, OtpStore
+    from gurugrow.services import Services
+
+    s = settings
+    client = redis_client or make_redis_client(s)
+    policy = OtpPolicy(
+        secret=s.otp_secret, length=s.otp_length, ttl_seconds=s.otp_ttl_seconds,
+        max_attempts=s.otp_max_attempts, resend_cooldown_seconds=s.otp_resend_cooldown_seconds,
+        max_sends=s.otp_max_sends, max_sends_per_phone_per_day=s.otp_max_sends_per_phone_per_day,
+        hash_iterations=s.otp_hash_iterations)
+    connect = s.http_connect_timeout_seconds
+    return Services(
+        settings=s,
+        redis=client,
+        otp=OtpStore(client, s.redis_prefix, policy),
+        crm=RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,
+                             timeout=s.retailcrm_timeout_seconds, connect_timeout=connect,
+                             max_retries=s.retailcrm_max_retries),
+        sms=GreenSmsGateway(s.greensms_base_url, token=s.greensms_token, user=s.greensms_user,
+                            password=s.greensms_pass, sms_from=s.greensms_sms_from,
+                            vk_from=s.greensms_vk_from,
+                            telegram_ttl=s.greensms_telegram_ttl or None,
+                            timeout=s.greensms_timeout_seconds, connect_timeout=connect),
+        deduper=DeduperGateway(s.dedupe_base_url, s.dedupe_api_key,
+                               timeout=s.dedupe_timeout_seconds, connect_timeout=connect),
+    )
+
+
+def make_redis_client(settings: Settings) -> Any:
+    """The Redis client of ``REDIS_URL``; ``memory://`` (sandbox only) is in-process."""
+    if settings.redis_url == "memory://":
+        import fakeredis
+
+        return fakeredis.FakeRedis()
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds, health_check_interval=30)
+
+
+def _install_request_logging(app: Flask) -> None:
+    @app.before_request
+    def _begin() -> None:
+        g.request_id = begin_request(request.headers.get("X-Request-ID"))
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log_event("request", method=request.method, path=request.path,
+                  http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
+        return response

@@ -1,0 +1,100 @@
+"""parse → call → render: the one wrapper every contract endpoint goes through."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, jsonify, request
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from gurugrow import texts
+from gurugrow.flows.codes import FlowRefusal
+from gurugrow.gateways.errors import UpstreamError
+from gurugrow.logs import log_event
+from gurugrow.storage import InProgress, StorageUnavailable
+from gurugrow.services import Services
+
+
+def services() -> Services:
+    """The process's Services (built by create_app)."""
+    return current_app.extensions["gurugrow"]
+
+
+def request_values() -> dict[str, Any]:
+    """Query string merged with the body (JSON object or form); the body wins.
+
+    BotMarketing sends GET parameters in the query and POST bodies as either encoding.
+    A repeated key counts once (its first value).
+    """
+    values: dict[str, Any] = request.args.to_dict(flat=True)
+    if request.method == "GET":
+        return values
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ValidationError({"_body": ["A JSON object is required."]})
+        values.update(body)
+    else:
+        values.update(request.form.to_dict(flat=True))
+    return values
+
+
+def first_error_code(schema: Schema, messages: dict[str, Any]) -> str:
+    """The ``errorCode`` of the first failing field, in the schema's declared order."""
+    for name, field in schema.fields.items():
+        if name in messages:
+            return field.metadata.get("error_code", "invalid_request")
+    return "invalid_request"
+
+
+def render(schema: Schema, answer: dict[str, Any]) -> dict[str, Any]:
+    """Dump through the response schema so every contract field is present."""
+    if answer.get("errorCode") and not answer.get("message"):
+        answer["message"] = texts.error_message(answer["errorCode"])
+    return schema.dump(answer)
+
+
+def endpoint(request_schema: type[Schema], response_schema: type[Schema]
+             ) -> Callable[[Callable[[Services, dict[str, Any]], dict[str, Any]]], Callable]:
+    """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200."""
+    req, resp = request_schema(), response_schema()
+
+    def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
+        @functools.wraps(flow)
+        def view() -> Any:
+            return jsonify(render(resp, _run(flow, req)))
+        return view
+    return decorate
+
+
+def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
+         ) -> dict[str, Any]:
+    try:
+        data = req.load(request_values())
+        return flow(services(), data)
+    except ValidationError as e:
+        messages = e.messages if isinstance(e.messages, dict) else {}
+        code = first_error_code(req, messages)
+        log_event("request_invalid", endpoint=request.path, error_code=code,
+                  fields=",".join(sorted(messages)))
+        return {"status": "error", "errorCode": code}
+    except FlowRefusal as refusal:
+        return {"status": refusal.status, "errorCode": refusal.error_code, **refusal.fields}
+    except InProgress:
+        return {"status": "error", "errorCode": "in_progress"}
+    except StorageUnavailable as e:
+        log_event("storage_unavailable", logging.ERROR, endpoint=request.path, error=e)
+        return {"status": "error", "errorCode": "storage_unavailable"}
+    except UpstreamError as e:
+        log_event("upstream_failed", logging.ERROR, endpoint=request.path, error=e)
+        return {"status": "error", "errorCode": "crm_unavailable"}
+    except HTTPException:
+        raise
+    except Exception:  # a bug must still answer the bot with its envelope
+        current_app.logger.exception("unhandled error")
+        log_event("internal_error", logging.ERROR, endpoint=request.path)
+        return {"status": "error", "errorCode": "internal_error"}

@@ -1,0 +1,31 @@
+"""Answers outside the contract (unknown path, wrong method, body too large) as JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from gurugrow.logs import log_event
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every HTTP error the app raises becomes ``{"status": "error", "errorCode": ...}``."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        code = error.code or 500
+        body = {"status": "error", "errorCode": _CODES.get(code, "http_error"),
+                "message": error.description}
+        return jsonify(body), code
+
+    @app.errorhandler(Exception)
+    def unhandled(error: Exception):
+        app.logger.exception("unhandled error")
+        log_event("internal_error", logging.ERROR, error=type(error).__name__)
+        body = {"status": "error", "errorCode": "internal_error",
+                "message": InternalServerError.description}
+        return jsonify(body), 500

@@ -1,0 +1,243 @@
+"""Settings: every environment variable the service reads, typed, with defaults.
+
+Built once in ``create_app`` from ``os.environ`` (and ``.env`` via python-dotenv).
+A missing or malformed value raises ``ConfigError`` whose message names the variable,
+so a bad start stops with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
+
+
+class ConfigError(Exception):
+    """A required setting is missing or a value cannot be parsed."""
+
+
+def _env(name: str, default: Any = None, *, required: bool = False, secret: bool = False,
+         minimum: float | None = None, choices: tuple | None = None) -> Any:
+    """Declare a setting: its env variable, default and checks (read by ``Settings.load``)."""
+    meta = {"env": name, "required": required, "secret": secret, "minimum": minimum,
+            "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _parse_csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+_PARSERS = {"bool": _parse_bool, "int": int, "float": float, "str": str,
+            "tuple[str, ...]": _parse_csv}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, validated configuration. Field names are the env names in lower case."""
+
+    # Service
+    app_host: str = _env("APP_HOST", "0.0.0.0")
+    app_port: int = _env("APP_PORT", 8000, minimum=1)
+    log_level: str = _env("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    sandbox: bool = _env("GURUGROW_SANDBOX", False)
+    max_body_bytes: int = _env("MAX_BODY_BYTES", 16384, minimum=1024)
+    proxy_count: int = _env("PROXY_COUNT", 0, minimum=0)
+
+    # Redis
+    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0")
+    redis_prefix: str = _env("REDIS_PREFIX", "gg:")
+    redis_timeout_seconds: float = _env("REDIS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+
+    # RetailCRM
+    retailcrm_base_url: str = _env("RETAILCRM_BASE_URL", "", required=True)
+    retailcrm_api_key: str = _env("RETAILCRM_API_KEY", "", required=True, secret=True)
+    retailcrm_site: str = _env("RETAILCRM_SITE", "")
+    retailcrm_timeout_seconds: float = _env("RETAILCRM_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+    retailcrm_max_retries: int = _env("RETAILCRM_MAX_RETRIES", 2, minimum=0)
+    http_connect_timeout_seconds: float = _env("HTTP_CONNECT_TIMEOUT_SECONDS", 3.0,
+                                               minimum=0.1)
+    retailcrm_cf_telegram_id: str = _env("RETAILCRM_CF_TELEGRAM_ID", "bot_telegram_account_id")
+    retailcrm_cf_vk_id: str = _env("RETAILCRM_CF_VK_ID", "bot_vk_account_id")
+    retailcrm_cf_whatsapp_id: str = _env("RETAILCRM_CF_WHATSAPP_ID", "bot_whatsapp_account_id")
+    retailcrm_cf_max_id: str = _env("RETAILCRM_CF_MAX_ID", "bot_max_account_id")
+    retailcrm_cf_instagram_id: str = _env("RETAILCRM_CF_INSTAGRAM_ID",
+                                          "bot_instagram_account_id")
+    retailcrm_cf_last_verified_channel: str = _env("RETAILCRM_CF_LAST_VERIFIED_CHANNEL",
+                                                   "bot_last_verified_channel")
+    retailcrm_cf_last_verified_at: str = _env("RETAILCRM_CF_LAST_VERIFIED_AT",
+                                              "bot_last_verified_at")
+    retailcrm_cf_last_verification_method: str = _env("RETAILCRM_CF_LAST_VERIFICATION_METHOD",
+                                                      "bot_last_verification_method")
+    retailcrm_cf_chatbot_interacted: str = _env("RETAILCRM_CF_CHATBOT_INTERACTED",
+                                                "chatbot_interacted")
+
+    # GreenSMS
+    greensms_base_url: str = _env("GREENSMS_BASE_URL", "https://api3.greensms.ru")
+    greensms_token: str = _env("GREENSMS_TOKEN", "", secret=True)
+    greensms_user: str = _env("GREENSMS_USER", "")
+    greensms_pass: str = _env("GREENSMS_PASS", "", secret=True)
+    greensms_sms_from: str = _env("GREENSMS_SMS_FROM", "")
+    greensms_vk_from: str = _env("GREENSMS_VK_FROM", "")
+    greensms_telegram_ttl: int = _env("GREENSMS_TELEGRAM_TTL", 0, minimum=0)
+    greensms_timeout_seconds: float = _env("GREENSMS_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+
+    # Deduper
+    dedupe_base_url: str = _env("DEDUPE_BASE_URL", "")
+    dedupe_api_key: str = _env("DEDUPE_API_KEY", "", secret=True)
+    dedupe_timeout_seconds: float = _env("DEDUPE_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+
+    # OTP policy
+    otp_secret: str = _env("OTP_SECRET", "", required=True, secret=True)
+    otp_length: int = _env("OTP_LENGTH", 6, choices=(4, 5, 6, 7, 8))
+    otp_ttl_seconds: int = _env("OTP_TTL_SECONDS", 300, minimum=30)
+    otp_max_attempts: int = _env("OTP_MAX_ATTEMPTS", 5, minimum=1)
+    otp_resend_cooldown_seconds: int = _env("OTP_RESEND_COOLDOWN_SECONDS", 60, minimum=0)
+    otp_max_sends: int = _env("OTP_MAX_SENDS", 5, minimum=1)
+    otp_max_sends_per_phone_per_day: int = _env("OTP_MAX_SENDS_PER_PHONE_PER_DAY", 10,
+                                                minimum=1)
+    otp_hash_iterations: int = _env("OTP_HASH_ITERATIONS", 20000, minimum=1000)
+    auth_verified_days: int = _env("AUTH_VERIFIED_DAYS", 180, minimum=1)
+
+    # My orders
+    retailcrm_order_excluded_status_codes: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_EXCLUDED_STATUS_CODES", ())
+    retailcrm_order_excluded_status_names: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_EXCLUDED_STATUS_NAMES", ())
+    retailcrm_order_excluded_group_codes: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_EXCLUDED_GROUP_CODES", ("cancel",))
+    retailcrm_order_group_complete_codes: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_GROUP_COMPLETE_CODES", ("complete",))
+    retailcrm_order_group_delivery_codes: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_GROUP_DELIVERY_CODES", ("delivery",))
+    retailcrm_order_group_complete_names: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_GROUP_COMPLETE_NAMES", ())
+    retailcrm_order_group_delivery_names: tuple[str, ...] = _env(
+        "RETAILCRM_ORDER_GROUP_DELIVERY_NAMES", ())
+    orders_default_limit: int = _env("ORDERS_DEFAULT_LIMIT", 3, choices=(1, 2, 3, 4, 5))
+    orders_max_lookback: int = _env("ORDERS_MAX_LOOKBACK", 20, choices=(20, 50, 100))
+    order_tracking_urls: tuple[str, ...] = _env("ORDER_TRACKING_URLS", ())
+    reference_cache_seconds: int = _env("REFERENCE_CACHE_SECONDS", 600, minimum=0)
+
+    # Repeat order
+    repeat_order_number_prefix: str = _env("REPEAT_ORDER_NUMBER_PREFIX", "CHT")
+    repeat_order_number_suffix: str = _env("REPEAT_ORDER_NUMBER_SUFFIX", "-BOT")
+    repeat_order_comment_template: str = _env(
+        "REPEAT_ORDER_COMMENT_TEMPLATE",
+        "Повтор заказа {sourceOrderNumber} из чат-бота ({channelType})")
+    repeat_order_status: str = _env("REPEAT_ORDER_STATUS", "new")
+    repeat_order_site: str = _env("REPEAT_ORDER_SITE", "")
+
+    # Recommended sets
+    recommended_order_site: str = _env("RECOMMENDED_ORDER_SITE", "1minoxidil-ru")
+    recommended_order_status: str = _env("RECOMMENDED_ORDER_STATUS", "ruchnaia-obrabotka")
+
+    # A repeated identical order request within this window gets the first answer back.
+    order_idempotency_seconds: int = _env("ORDER_IDEMPOTENCY_SECONDS", 600, minimum=10)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raise ConfigError."""
+        env = dict(os.environ if environ is None else environ)
+        try:
+            sandbox = _parse_bool(env.get("GURUGROW_SANDBOX", "0") or "0")
+        except ValueError as e:
+            raise ConfigError("GURUGROW_SANDBOX has a malformed value (expected bool)") from e
+        if sandbox:
+            env = {**sandbox_defaults(env), **{k: v for k, v in env.items() if v != ""}}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            meta = f.metadata
+            raw = env.get(meta["env"])
+            if raw is None or raw.strip() == "":
+                if meta["required"]:
+                    raise ConfigError(f"{meta['env']} is required but not set")
+                continue
+            values[f.name] = _convert(f.type, meta, raw.strip())
+        settings = cls(**values)
+        settings._check_consistency()
+        return settings
+
+    def _check_consistency(self) -> None:
+        if not self.retailcrm_base_url.startswith(("http://", "https://")):
+            raise ConfigError("RETAILCRM_BASE_URL must start with http:// or https://")
+        if len(self.otp_secret) < 16:
+            raise ConfigError("OTP_SECRET must be at least 16 characters long")
+        if self.redis_url == "memory://" and not self.sandbox:
+            raise ConfigError("REDIS_URL=memory:// is allowed only with GURUGROW_SANDBOX=1")
+        for entry in self.order_tracking_urls:
+            code, sep, template = entry.partition("=")
+            if not (sep and code.strip() and template.strip().startswith("http")
+                    and "{code}" in template):
+                raise ConfigError("ORDER_TRACKING_URLS entries must be code=https://...{code}")
+        try:
+            self.repeat_order_comment_template.format(sourceOrderNumber="", channelType="",
+                                                      sourceOrderId="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError("REPEAT_ORDER_COMMENT_TEMPLATE may use only {sourceOrderNumber}, "
+                              "{sourceOrderId} and {channelType}") from e
+        if not self.redis_prefix:
+            raise ConfigError("REDIS_PREFIX must not be empty")
+
+    def tracking_urls(self) -> dict[str, str]:
+        """Delivery code → tracking URL template: the contract's three plus
+        ``ORDER_TRACKING_URLS`` entries ``code=https://...{code}``."""
+        from gurugrow.flows.order_view import DEFAULT_TRACKING_URLS
+
+        urls = dict(DEFAULT_TRACKING_URLS)
+        for entry in self.order_tracking_urls:
+            code, _, template = entry.partition("=")
+            urls[code.strip()] = template.strip()
+        return urls
+
+    def channel_field(self, channel: str) -> str:
+        """The customer custom field that stores the messenger id of ``channel``."""
+        return getattr(self, f"retailcrm_cf_{channel}_id")
+
+
+def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
+    name = meta["env"]
+    try:
+        value = _PARSERS[type_name](raw)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"{name} has a malformed value (expected {type_name})") from e
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"{name} must be at least {meta['minimum']}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        allowed = ", ".join(str(c) for c in meta["choices"])
+        raise ConfigError(f"{name} must be one of: {allowed}")
+    return value
+
+
+def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """Values that make a sandbox start work with no .env: upstreams are the stand-ins."""
+    from gurugrow.sandbox import (  # noqa: PLC0415 - sandbox is optional at runtime
+        SANDBOX_DEDUPE_KEY,
+        SANDBOX_GREENSMS_TOKEN,
+        SANDBOX_RETAILCRM_KEY,
+    )
+
+    port = env.get("APP_PORT") or "8000"
+    base = f"http://127.0.0.1:{port}/sandbox"
+    return {
+        "RETAILCRM_BASE_URL": f"{base}/retailcrm",
+        "RETAILCRM_API_KEY": SANDBOX_RETAILCRM_KEY,
+        "RETAILCRM_SITE": "1minoxidil-ru",
+        "GREENSMS_BASE_URL": f"{base}/greensms",
+        "GREENSMS_TOKEN": SANDBOX_GREENSMS_TOKEN,
+        "DEDUPE_BASE_URL": f"{base}/deduper",
+        "DEDUPE_API_KEY": SANDBOX_DEDUPE_KEY,
+        "OTP_SECRET": "sandbox-only-otp-pepper-not-secret",
+    }

@@ -1,0 +1,207 @@
+"""Messenger authorization: /auth/status, start, check, resend, unlink.
+
+Each function takes the parsed request (a dict from the schema) and returns the answer's
+fields; refusals are raised as ``FlowRefusal`` and rendered by the API layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gurugrow import texts
+from gurugrow.flows.codes import (
+    FlowRefusal,
+    default_route,
+    find_customer_id_by_phone,
+    send_or_pretend,
+    take_send_allowance,
+)
+from gurugrow.gateways.errors import UpstreamError
+from gurugrow.identity import MessengerIdentity, identity_for
+from gurugrow.logs import log_event
+from gurugrow.phone import mask_phone, normalize_phone
+from gurugrow.services import Services
+
+Answer = dict[str, Any]
+
+_CHECK_REFUSALS = {
+    "invalid": ("invalid_code", "invalid_code"),
+    "locked": ("too_many_attempts", "too_many_attempts"),
+    "expired": ("expired", "expired"),
+    "busy": ("error", "session_busy"),
+    "missing": ("error", "session_not_found"),
+}
+
+
+def _identity(svc: Services, data: dict[str, Any]) -> MessengerIdentity:
+    return identity_for(data["channel"], data["accountId"], svc.settings)
+
+
+def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dict[str, Any]]:
+    """CRM customers whose channel field holds this messenger id (raises FlowRefusal)."""
+    try:
+        return svc.crm.find_customers_by_custom_field(identity.field_code, identity.account_id)
+    except UpstreamError as e:
+        log_event("crm_binding_lookup_failed", logging.WARNING, channel=identity.channel,
+                  error=e)
+        raise FlowRefusal("crm_unavailable") from e
+
+
+def bound_customer(svc: Services, identity: MessengerIdentity,
+                   claimed_customer_id: str | None = None) -> dict[str, Any]:
+    """The one customer bound to ``identity``; ``claimed_customer_id`` is only checked.
+
+    Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
+    claimed id differs).
+    """
+    customers = find_bound_customers(svc, identity)
+    if not customers:
+        raise FlowRefusal("not_authorized", status="not_authorized")
+    if len(customers) > 1:
+        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
+                  customers=len(customers))
+        raise FlowRefusal("conflict", status="conflict")
+    customer = customers[0]
+    if claimed_customer_id and claimed_customer_id != str(customer["id"]):
+        raise FlowRefusal("customer_mismatch", status="conflict")
+    return customer
+
+
+def customer_masked_phone(customer: dict[str, Any]) -> str | None:
+    for entry in customer.get("phones") or []:
+        phone = normalize_phone(str(entry.get("number", "")))
+        if phone:
+            return mask_phone(phone)
+    return None
+
+
+def status(svc: Services, data: dict[str, Any]) -> Answer:
+    """Is this messenger account bound to exactly one customer?"""
+    customer = bound_customer(svc, _identity(svc, data), data.get("customerId"))
+    return {"status": "authorized", "customerId": str(customer["id"]),
+            "maskedPhone": customer_masked_phone(customer)}
+
+
+def start(svc: Services, data: dict[str, Any]) -> Answer:
+    """Send a code to the phone's customer; an unknown phone gets the same answer, no code."""
+    identity = _identity(svc, data)
+    phone = data["phone"]
+    route = data.get("deliveryRoute") or default_route(identity.channel)
+    take_send_allowance(svc, phone, identity.channel, identity.account_id)
+    try:
+        customer_id = find_customer_id_by_phone(svc, phone)
+    except FlowRefusal:
+        svc.otp.release_send_slot(phone, identity.channel, identity.account_id)
+        raise
+    code = svc.otp.new_code()
+    method = send_or_pretend(svc, phone=phone, channel=identity.channel,
+                             account_id=identity.account_id, code=code, route=route,
+                             send=customer_id is not None)
+    session = svc.otp.create_session(
+        phone=phone, channel=identity.channel, account_id=identity.account_id,
+        customer_id=customer_id, code=code if customer_id else None, route=method)
+    # Deliberately the same line for a decoy: logs must not tell who is a customer.
+    log_event("auth_started", channel=identity.channel, phone=mask_phone(phone))
+    return {"status": "sent", "sessionId": session.session_id,
+            "maskedPhone": mask_phone(phone),
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+
+
+def check(svc: Services, data: dict[str, Any]) -> Answer:
+    """Verify the code, then bind the messenger account to the session's customer."""
+    identity = _identity(svc, data)
+    session = svc.otp.load(data["sessionId"])
+    if session is None or session.purpose != "auth" or (
+            session.channel, session.account_id) != (identity.channel, identity.account_id):
+        raise FlowRefusal("session_not_found")
+    outcome = svc.otp.verify(session.session_id, data["code"])
+    if outcome != "ok":
+        answer_status, error_code = _CHECK_REFUSALS[outcome]
+        log_event("code_rejected", channel=identity.channel, outcome=outcome)
+        raise FlowRefusal(error_code, status=answer_status,
+                          maskedPhone=mask_phone(session.phone))
+    customer_id = str(session.customer_id)
+    try:
+        verified_until = bind_identity(svc, identity, customer_id, session.route)
+    except FlowRefusal as refusal:
+        if refusal.status == "conflict":
+            svc.otp.consume(session)
+        else:
+            # Our own failure must not burn the customer's code.
+            svc.otp.release(session.session_id)
+        raise
+    svc.otp.consume(session)
+    log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
+    return {"status": "authorized", "authorized": True, "customerId": customer_id,
+            "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
+
+
+def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
+                  method: str | None) -> str:
+    """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
+
+    Refuses with ``conflict`` (nothing written) when another customer holds the id.
+    """
+    holders = find_bound_customers(svc, identity)
+    if any(str(c["id"]) != customer_id for c in holders):
+        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
+                  customers=len(holders))
+        raise FlowRefusal("conflict", status="conflict")
+    now = datetime.fromtimestamp(svc.clock(), UTC).replace(microsecond=0)
+    s = svc.settings
+    fields = {
+        identity.field_code: identity.account_id,
+        s.retailcrm_cf_last_verified_channel: identity.channel,
+        s.retailcrm_cf_last_verified_at: _iso(now),
+        s.retailcrm_cf_last_verification_method: method or "",
+        s.retailcrm_cf_chatbot_interacted: "true",
+    }
+    try:
+        svc.crm.edit_customer_custom_fields(customer_id, fields)
+    except UpstreamError as e:
+        log_event("crm_bind_failed", logging.WARNING, customer_id=customer_id, error=e)
+        raise FlowRefusal("crm_unavailable") from e
+    return _iso(now + timedelta(days=s.auth_verified_days))
+
+
+def resend(svc: Services, data: dict[str, Any]) -> Answer:
+    """A new code for a live session, after the cooldown and within the send caps."""
+    session = svc.otp.load(data["sessionId"])
+    if session is None or (data.get("channel") and data["channel"] != session.channel):
+        raise FlowRefusal("session_not_found")
+    masked = mask_phone(session.phone)
+    if session.attempts >= svc.settings.otp_max_attempts:
+        raise FlowRefusal("too_many_attempts", maskedPhone=masked)
+    if not svc.otp.sends_left(session):
+        raise FlowRefusal("rate_limited", maskedPhone=masked)
+    route = data.get("deliveryRoute") or default_route(session.channel)
+    take_send_allowance(svc, session.phone, session.channel, session.account_id)
+    code = svc.otp.new_code()
+    method = send_or_pretend(svc, phone=session.phone, channel=session.channel,
+                             account_id=session.account_id, code=code, route=route,
+                             send=not session.is_decoy)
+    svc.otp.replace_code(session, code, method)
+    log_event("code_resent", channel=session.channel, phone=masked)
+    return {"status": "sent", "maskedPhone": masked,
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+
+
+def unlink(svc: Services, data: dict[str, Any]) -> Answer:
+    """Clear only the channel field of the customer bound to this messenger account."""
+    identity = _identity(svc, data)
+    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer_id = str(customer["id"])
+    try:
+        svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
+    except UpstreamError as e:
+        log_event("crm_unlink_failed", logging.WARNING, customer_id=customer_id, error=e)
+        raise FlowRefusal("crm_unavailable") from e
+    log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
+    return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
+            "text": texts.UNLINKED}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,227 @@
+"""My orders: GET /orders and POST /orders/repeat.
+
+Access is by messenger binding only; a ``customerId`` in the request is a consistency
+check, never a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from typing import Any
+
+from gurugrow import redis_keys, texts
+from gurugrow.flows.auth import _identity, bound_customer
+from gurugrow.flows.codes import FlowRefusal
+from gurugrow.flows.order_view import StatusRules, orders_text, present_order, status_group
+from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.logs import log_event
+from gurugrow.services import Services
+from gurugrow.storage import cached_json, run_once
+
+Answer = dict[str, Any]
+_NUMBER_ATTEMPTS = 3
+
+
+def _crm(action: str, call, *args: Any) -> Any:
+    """Run a CRM read; a failure becomes the contract's ``error``/``crm_unavailable``."""
+    try:
+        return call(*args)
+    except UpstreamError as e:
+        log_event("crm_failed", logging.WARNING, action=action, error=e)
+        raise FlowRefusal("crm_unavailable") from e
+
+
+def status_rules(svc: Services) -> StatusRules:
+    s = svc.settings
+    return StatusRules(
+        excluded_status_codes=frozenset(s.retailcrm_order_excluded_status_codes),
+        excluded_status_names=frozenset(s.retailcrm_order_excluded_status_names),
+        excluded_group_codes=frozenset(s.retailcrm_order_excluded_group_codes),
+        complete_group_codes=frozenset(s.retailcrm_order_group_complete_codes),
+        complete_group_names=frozenset(s.retailcrm_order_group_complete_names),
+        delivery_group_codes=frozenset(s.retailcrm_order_group_delivery_codes),
+        delivery_group_names=frozenset(s.retailcrm_order_group_delivery_names),
+    )
+
+
+def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The statuses reference (and status groups, only when group names are configured),
+    cached in Redis so a typical /orders call costs two CRM requests."""
+    s, prefix = svc.settings, svc.settings.redis_prefix
+    ttl = s.reference_cache_seconds
+    statuses = cached_json(svc.redis, redis_keys.reference(prefix, "statuses"), ttl,
+                           lambda: _crm("statuses", svc.crm.get_statuses))
+    groups: dict[str, Any] = {}
+    if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
+        groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
+                             lambda: _crm("status_groups", svc.crm.get_status_groups))
+    return statuses, groups
+
+
+def mark_interacted(svc: Services, customer: dict[str, Any]) -> None:
+    """Best-effort ``chatbot_interacted=true``; skipped when already set, never fails."""
+    code = svc.settings.retailcrm_cf_chatbot_interacted
+    fields = customer.get("customFields") or {}
+    if str(fields.get(code, "")).lower() in ("true", "1"):
+        return
+    try:
+        svc.crm.edit_customer_custom_fields(str(customer["id"]), {code: "true"})
+    except UpstreamError as e:
+        log_event("mark_interacted_failed", logging.WARNING, customer_id=customer["id"],
+                  error=e)
+
+
+def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
+    """The customer's latest visible orders with the bot texts."""
+    customer = bound_customer(svc, _identity(svc, data), data.get("customerId"))
+    customer_id = str(customer["id"])
+    limit = data.get("limit") or svc.settings.orders_default_limit
+    orders = _crm("orders", svc.crm.list_customer_orders, customer_id,
+                  svc.settings.orders_max_lookback)
+    statuses, groups = order_statuses(svc)
+    rules, urls = status_rules(svc), svc.settings.tracking_urls()
+    shown = []
+    for order in sorted(orders, key=lambda o: str(o.get("createdAt") or ""), reverse=True):
+        group = status_group(str(order.get("status") or ""), statuses, groups, rules)
+        if group is not None:
+            shown.append(present_order(order, group, urls))
+        if len(shown) == limit:
+            break
+    mark_interacted(svc, customer)
+    if not shown:
+        return {"status": "empty", "customerId": customer_id, "shownCount": 0, "orders": [],
+                "text": texts.ORDERS_EMPTY}
+    return {"status": "ok", "customerId": customer_id, "shownCount": len(shown),
+            "orders": shown, "text": orders_text(shown)}
+
+
+# -- repeat ---------------------------------------------------------------------------
+def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
+    """Create a new order with the items of one of the customer's orders, once."""
+    identity = _identity(svc, data)
+    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer_id = str(customer["id"])
+    source = _source_order(svc, data, customer_id)
+    digest = hashlib.sha256(f"{identity.channel}|{identity.account_id}|{customer_id}|"
+                            f"{source['id']}".encode()).hexdigest()[:32]
+    key = redis_keys.operation_once(svc.settings.redis_prefix, "repeat", digest)
+    answer = run_once(svc.redis, key, svc.settings.order_idempotency_seconds,
+                      lambda: _create_repeat(svc, identity.channel, customer_id, source),
+                      keep=lambda result: result["status"] == "created")
+    mark_interacted(svc, customer)
+    return answer
+
+
+def _source_order(svc: Services, data: dict[str, Any], customer_id: str) -> dict[str, Any]:
+    if data.get("sourceOrderId"):
+        order = _crm("order", svc.crm.get_order, data["sourceOrderId"])
+    else:
+        found = _crm("order_by_number", svc.crm.find_orders_by_number,
+                     data["sourceOrderNumber"], customer_id)
+        order = found[0] if found else None
+    # Someone else's order is answered exactly like a missing one.
+    if not order or str((order.get("customer") or {}).get("id")) != customer_id:
+        raise FlowRefusal("order_not_found", status="not_found")
+    return order
+
+
+def _offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
+    for key in ("id", "externalId", "xmlId"):
+        if offer.get(key):
+            return {key: offer[key]}
+    return None
+
+
+def unavailable_item(svc: Services, items: list[dict[str, Any]]) -> str | None:
+    """Name of the first item whose offer no longer exists or is inactive, else None.
+
+    RetailCRM would silently turn an unknown offer into a free-form line, so this check
+    must come before the order is created.
+    """
+    refs = [(_offer_ref(item.get("offer") or {}), item) for item in items]
+    ids = [str(r["id"]) for r, _ in refs if r and "id" in r]
+    external = [str(r["externalId"]) for r, _ in refs if r and "externalId" in r]
+    xml = [str(r["xmlId"]) for r, _ in refs if r and "xmlId" in r]
+    offers = _crm("offers", svc.crm.find_offers, ids, external, xml)
+    known = set()
+    for offer in offers:
+        if offer.get("active", True) is False:
+            continue
+        known.update((key, str(offer[key])) for key in ("id", "externalId", "xmlId")
+                     if offer.get(key))
+    for ref, item in refs:
+        if ref is None or not any((k, str(v)) in known for k, v in ref.items()):
+            offer = item.get("offer") or {}
+            return (offer.get("displayName") or offer.get("name") or item.get("productName")
+                    or texts.ITEM_NAME_DEFAULT)
+    return None
+
+
+def _new_number(svc: Services) -> str:
+    s = svc.settings
+    return f"{s.repeat_order_number_prefix}{secrets.randbelow(10**8):08d}" \
+           f"{s.repeat_order_number_suffix}"
+
+
+def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[str, Any]
+                    ) -> dict[str, Any]:
+    s = svc.settings
+    order: dict[str, Any] = {
+        "status": s.repeat_order_status,
+        "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
+        "items": [{"offer": _offer_ref(item.get("offer") or {}),
+                   "quantity": item.get("quantity", 1)} for item in source.get("items") or []],
+        "customerComment": s.repeat_order_comment_template.format(
+            sourceOrderNumber=source.get("number") or source["id"],
+            sourceOrderId=source["id"], channelType=channel),
+    }
+    for key in ("firstName", "lastName", "patronymic", "phone", "email"):
+        if source.get(key):
+            order[key] = source[key]
+    address = (source.get("delivery") or {}).get("address")
+    if address:
+        order["delivery"] = {"address": address}
+    return order
+
+
+def _create_repeat(svc: Services, channel: str, customer_id: str, source: dict[str, Any]
+                   ) -> Answer:
+    base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
+            "sourceOrderNumber": str(source.get("number") or source["id"])}
+    missing = unavailable_item(svc, source.get("items") or [])
+    if missing is not None or not source.get("items"):
+        log_event("repeat_unavailable_item", source_order_id=source["id"])
+        return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
+                "unavailableItemName": missing}
+    site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
+    payload = _repeat_payload(svc, channel, customer_id, source)
+    created = _create_with_fresh_number(svc, payload, site)
+    log_event("repeat_created", source_order_id=source["id"], new_order_id=created["id"])
+    return {**base, "status": "created", "newOrderId": str(created["id"]),
+            "newOrderNumber": created["number"],
+            "text": texts.REPEAT_CREATED.format(number=created["number"])}
+
+
+def _create_with_fresh_number(svc: Services, payload: dict[str, Any], site: str
+                              ) -> dict[str, Any]:
+    """Create the order; a taken number is regenerated. A lost answer (timeout) is
+    resolved by looking the number up, never by creating again."""
+    for _ in range(_NUMBER_ATTEMPTS):
+        number = _new_number(svc)
+        try:
+            created = svc.crm.create_order({**payload, "number": number}, site)
+            return {"id": created["id"], "number": number}
+        except UpstreamRejected as e:
+            if "number" in f"{e.message} {e.errors}".lower():
+                continue
+            log_event("repeat_create_rejected", logging.WARNING, error=e)
+            raise FlowRefusal("crm_unavailable") from e
+        except UpstreamUnavailable as e:
+            existing = _crm("order_by_number", svc.crm.find_orders_by_number, number, None)
+            if existing:
+                return {"id": existing[0]["id"], "number": number}
+            log_event("repeat_create_failed", logging.WARNING, error=e)
+            raise FlowRefusal("crm_unavailable") from e
+    raise FlowRefusal("crm_unavailable")

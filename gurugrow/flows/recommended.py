@@ -1,0 +1,273 @@
+"""Recommended-set orders: preview and create (authorized), start and check (by code)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from typing import Any
+
+from gurugrow import redis_keys, texts
+from gurugrow.catalog import RecommendedSet, find_set
+from gurugrow.flows.auth import _identity, bind_identity, bound_customer, find_bound_customers
+from gurugrow.flows.codes import (
+    FlowRefusal,
+    default_route,
+    find_customer_id_by_phone,
+    send_or_pretend,
+    take_send_allowance,
+)
+from gurugrow.flows.orders import mark_interacted
+from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.identity import MessengerIdentity
+from gurugrow.logs import log_event
+from gurugrow.phone import mask_phone
+from gurugrow.services import Services
+from gurugrow.storage import cached_json, run_once
+
+Answer = dict[str, Any]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CHECK_REFUSALS = {
+    "invalid": ("invalid_code", "invalid_code"),
+    "locked": ("too_many_attempts", "too_many_attempts"),
+    "expired": ("expired", "expired"),
+    "busy": ("error", "session_busy"),
+    "missing": ("error", "session_not_found"),
+}
+
+
+def _set(data: dict[str, Any]) -> RecommendedSet:
+    found = find_set(data.get("offerCode"))
+    if found is None:
+        raise FlowRefusal("unknown_offer")
+    return found
+
+
+def clean_email(raw: str | None) -> str | None:
+    """The email if it looks valid; an invalid one is dropped, not an error."""
+    email = (raw or "").strip()
+    return email if _EMAIL.match(email) and len(email) <= 100 else None
+
+
+def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
+    """The active catalog offer of the bundle article, as ``{id|externalId|xmlId: ...}``.
+
+    ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
+    Raises FlowRefusal("bundle_unavailable") when the catalog has no active match.
+    """
+    key = redis_keys.reference(svc.settings.redis_prefix, f"bundle:{bundle.bundle_article}")
+
+    def load() -> dict[str, Any]:
+        try:
+            products = svc.crm.find_products_by_name(bundle.bundle_article)
+        except UpstreamError as e:
+            log_event("bundle_lookup_failed", logging.WARNING, error=e)
+            raise FlowRefusal("crm_unavailable") from e
+        return {"offer": _bundle_offer(products, bundle.bundle_article)}
+
+    offer = cached_json(svc.redis, key, svc.settings.reference_cache_seconds, load)["offer"]
+    if offer is None:
+        log_event("bundle_unavailable", logging.WARNING, article=bundle.bundle_article)
+        raise FlowRefusal("bundle_unavailable")
+    return offer
+
+
+def _bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any] | None:
+    for product in products:
+        if product.get("active") is False:
+            continue
+        for offer in product.get("offers") or []:
+            if offer.get("active") is False:
+                continue
+            if article in (offer.get("article"), product.get("article")):
+                for key in ("id", "externalId", "xmlId"):
+                    if offer.get(key):
+                        return {key: offer[key]}
+    return None
+
+
+def preview(svc: Services, data: dict[str, Any]) -> Answer:
+    """The set's text for an authorized customer."""
+    customer = bound_customer(svc, _identity(svc, data), data.get("customerId"))
+    bundle = _set(data)
+    components = "\n".join(texts.RECOMMENDED_COMPONENT.format(name=c) for c in bundle.components)
+    return {"status": "ok", "customerId": str(customer["id"]), "offerCode": bundle.offer_code,
+            "title": bundle.title,
+            "text": texts.RECOMMENDED_PREVIEW.format(title=bundle.title, components=components)}
+
+
+def _recipient(data: dict[str, Any]) -> dict[str, Any]:
+    return {"firstName": data.get("firstName"), "lastName": data.get("lastName"),
+            "phone": data.get("phone"), "email": clean_email(data.get("email"))}
+
+
+def create(svc: Services, data: dict[str, Any]) -> Answer:
+    """Order the set for the customer bound to this messenger account, once."""
+    identity = _identity(svc, data)
+    customer = bound_customer(svc, identity, data.get("customerId"))
+    bundle = _set(data)
+    customer_id = str(customer["id"])
+    recipient = _recipient(data)
+    token = _digest(identity.channel, identity.account_id, customer_id, bundle.offer_code,
+                    *(str(v) for v in recipient.values()))
+    answer = _place_once(svc, token, bundle, customer_id, recipient)
+    mark_interacted(svc, customer)
+    return answer
+
+
+def start(svc: Services, data: dict[str, Any]) -> Answer:
+    """Send a code to a not-yet-authorized customer and remember what to order."""
+    identity = _identity(svc, data)
+    bundle = _set(data)
+    resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
+    phone = data["phone"]
+    take_send_allowance(svc, phone, identity.channel, identity.account_id)
+    try:
+        customer_id = find_customer_id_by_phone(svc, phone)
+    except FlowRefusal:
+        svc.otp.release_send_slot(phone, identity.channel, identity.account_id)
+        raise
+    code = svc.otp.new_code()
+    route = data.get("deliveryRoute") or default_route(identity.channel)
+    method = send_or_pretend(svc, phone=phone, channel=identity.channel,
+                             account_id=identity.account_id, code=code, route=route, send=True)
+    payload = {"offerCode": bundle.offer_code, "createCustomer": customer_id is None,
+               **_recipient(data)}
+    session = svc.otp.create_session(
+        phone=phone, channel=identity.channel, account_id=identity.account_id,
+        customer_id=customer_id, code=code, route=method, purpose="recommended",
+        payload=payload)
+    log_event("recommended_started", channel=identity.channel, phone=mask_phone(phone),
+              offer_code=bundle.offer_code)
+    return {"status": "sent", "sessionId": session.session_id, "maskedPhone": mask_phone(phone),
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+
+
+def check(svc: Services, data: dict[str, Any]) -> Answer:
+    """Verify the code; create the customer if needed, bind the account, order the set."""
+    identity = _identity(svc, data)
+    session = svc.otp.load(data["sessionId"])
+    if session is None or session.purpose != "recommended" or (
+            session.channel, session.account_id) != (identity.channel, identity.account_id):
+        raise FlowRefusal("session_not_found")
+    outcome = svc.otp.verify(session.session_id, data["code"])
+    if outcome != "ok":
+        answer_status, error_code = _CHECK_REFUSALS[outcome]
+        raise FlowRefusal(error_code, status=answer_status)
+    try:
+        answer = _complete(svc, identity, session)
+    except FlowRefusal as refusal:
+        if refusal.status == "conflict":
+            svc.otp.consume(session)
+        else:
+            svc.otp.release(session.session_id)  # the customer can try the same code again
+        raise
+    if answer["status"] == "created":
+        svc.otp.consume(session)
+    else:
+        svc.otp.release(session.session_id)
+    return answer
+
+
+def _complete(svc: Services, identity: MessengerIdentity, session: Any) -> Answer:
+    payload = session.payload
+    bundle = find_set(payload["offerCode"])
+    if bundle is None:
+        raise FlowRefusal("unknown_offer")
+    recipient = {k: payload.get(k) for k in ("firstName", "lastName", "phone", "email")}
+    if session.customer_id is None:
+        holders = find_bound_customers(svc, identity)
+        if holders:
+            raise FlowRefusal("conflict", status="conflict")
+        svc.otp.remember_customer(session, _create_customer(svc, identity, session, recipient))
+        verified_until = None
+    else:
+        verified_until = bind_identity(svc, identity, session.customer_id, session.route)
+    answer = _place_once(svc, _digest("session", session.session_id), bundle,
+                         str(session.customer_id), recipient)
+    return {**answer, "authorized": True, "verifiedUntil": verified_until}
+
+
+def _create_customer(svc: Services, identity: MessengerIdentity, session: Any,
+                     recipient: dict[str, Any]) -> str:
+    s = svc.settings
+    customer = {
+        "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
+        "phones": [{"number": session.phone}],
+        "customFields": {identity.field_code: identity.account_id,
+                         s.retailcrm_cf_last_verified_channel: identity.channel,
+                         s.retailcrm_cf_last_verification_method: session.route or "",
+                         s.retailcrm_cf_chatbot_interacted: "true"},
+    }
+    if recipient.get("email"):
+        customer["email"] = recipient["email"]
+    try:
+        customer_id = svc.crm.create_customer(customer, s.recommended_order_site)
+    except UpstreamError as e:
+        log_event("customer_create_failed", logging.WARNING, error=e)
+        raise FlowRefusal("crm_unavailable") from e
+    log_event("customer_created", customer_id=customer_id, channel=identity.channel)
+    return customer_id
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
+                recipient: dict[str, Any]) -> Answer:
+    key = redis_keys.operation_once(svc.settings.redis_prefix, "recommended", token)
+    return run_once(svc.redis, key, svc.settings.order_idempotency_seconds,
+                    lambda: _place(svc, token, bundle, customer_id, recipient),
+                    keep=lambda result: result["status"] == "created")
+
+
+def _place(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
+           recipient: dict[str, Any]) -> Answer:
+    s = svc.settings
+    base = {"customerId": customer_id, "offerCode": bundle.offer_code}
+    offer = resolve_bundle(svc, bundle)
+    order: dict[str, Any] = {
+        # externalId makes the create itself idempotent: RetailCRM refuses a second one.
+        "externalId": f"bot-rec-{token}",
+        "status": s.recommended_order_status,
+        "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
+        "items": [{"offer": offer, "quantity": 1}],
+        "customerComment": texts.RECOMMENDED_COMMENT.format(offerCode=bundle.offer_code),
+    }
+    order.update({k: v for k, v in recipient.items() if v})
+    created = _create_order_retrying_once(svc, order, s.recommended_order_site)
+    if created is None:
+        return {**base, "status": "error", "errorCode": "order_failed",
+                "text": texts.MANAGER_HANDOFF}
+    number = created.get("number") or str(created["id"])
+    log_event("recommended_created", order_id=created["id"], offer_code=bundle.offer_code)
+    return {**base, "status": "created", "orderId": str(created["id"]), "orderNumber": number,
+            "text": texts.RECOMMENDED_CREATED.format(number=number)}
+
+
+def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
+                                ) -> dict[str, Any] | None:
+    """Create, retrying one transient failure; a lost answer is found by externalId."""
+    for attempt in (1, 2):
+        try:
+            return svc.crm.create_order(order, site)
+        except UpstreamRejected as e:
+            existing = _existing(svc, order["externalId"])
+            if existing:  # our first attempt did land
+                return existing
+            log_event("recommended_create_rejected", logging.WARNING, error=e)
+            return None
+        except UpstreamUnavailable as e:
+            existing = _existing(svc, order["externalId"])
+            if existing:
+                return existing
+            log_event("recommended_create_failed", logging.WARNING, attempt=attempt, error=e)
+    return None
+
+
+def _existing(svc: Services, external_id: str) -> dict[str, Any] | None:
+    try:
+        return svc.crm.get_order_by_external_id(external_id)
+    except UpstreamError:
+        return None

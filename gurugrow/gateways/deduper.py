@@ -1,0 +1,56 @@
+"""The shop's deduper: picks one customer among several sharing a phone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import requests
+
+from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.http import HttpClient
+
+GATEWAY = "deduper"
+USABLE_STATUSES = frozenset({"single", "resolved", "resolved_with_fallback_primary"})
+
+
+@dataclass(frozen=True)
+class DedupeResult:
+    """The deduper's verdict."""
+
+    status: str
+    final_customer_id: str | None
+    request_id: str | None = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return self.status in USABLE_STATUSES and bool(self.final_customer_id)
+
+
+class DeduperGateway:
+    """``POST /api/dedupe/auto-resolve`` with ``X-API-Key``; never retried."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10,
+                 connect_timeout: float = 3, session: requests.Session | None = None) -> None:
+        self._http = HttpClient(GATEWAY, base_url, timeout=timeout,
+                                connect_timeout=connect_timeout, session=session)
+        self._headers = {"X-API-Key": api_key}
+        self._configured = bool(base_url)
+
+    def auto_resolve(self, phone: str, site: str, request_id: str) -> DedupeResult:
+        """Ask which customer of ``phone`` is the one; raise on any failure."""
+        if not self._configured:
+            raise UpstreamUnavailable(GATEWAY, "DEDUPE_BASE_URL is not set")
+        payload = {"phone": phone, "site": site, "requestSource": "auth-backend",
+                   "requestId": request_id, "waitForConfirmation": False}
+        status, body = self._http.request("POST", "/api/dedupe/auto-resolve", json=payload,
+                                          headers=self._headers)
+        if status >= 500:
+            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}")
+        if status >= 400 or not isinstance(body, dict):
+            raise UpstreamRejected(GATEWAY, f"HTTP {status}", status)
+        final = body.get("finalCustomerId")
+        return DedupeResult(status=str(body.get("status") or ""),
+                            final_customer_id=str(final) if final not in (None, "") else None,
+                            request_id=body.get("requestId"),
+                            warnings=list(body.get("warnings") or []))

@@ -1,0 +1,33 @@
+"""Typed errors raised by the gateways; flows turn them into contract statuses."""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """Base class: an upstream call did not give a usable answer."""
+
+    def __init__(self, gateway: str, message: str) -> None:
+        super().__init__(f"{gateway}: {message}")
+        self.gateway = gateway
+        self.message = message
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Timeout, connection error, 5xx/429, or a body that is not the expected JSON.
+
+    Transient: the same request may succeed later.
+    """
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream understood the request and refused it (4xx, success=false, error)."""
+
+    def __init__(self, gateway: str, message: str, status_code: int | None = None,
+                 errors: object = None) -> None:
+        super().__init__(gateway, message)
+        self.status_code = status_code
+        self.errors = errors
+
+
+class NotFound(UpstreamRejected):
+    """The requested entity does not exist (HTTP 404)."""

@@ -1,0 +1,55 @@
+"""GreenSMS: sends a code by Telegram, VK or SMS. Never retried: every send is paid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.http import HttpClient
+
+GATEWAY = "greensms"
+ROUTES = ("telegram", "vk", "sms")
+
+
+class GreenSmsGateway:
+    """GreenSMS over one Session; credentials go in a header or the body, never the URL."""
+
+    def __init__(self, base_url: str, *, token: str = "", user: str = "", password: str = "",
+                 sms_from: str = "", vk_from: str = "", telegram_ttl: int | None = None,
+                 timeout: float = 10, connect_timeout: float = 3,
+                 session: requests.Session | None = None) -> None:
+        self._http = HttpClient(GATEWAY, base_url, timeout=timeout,
+                                connect_timeout=connect_timeout, session=session)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._credentials = {} if token else {"user": user, "pass": password}
+        self._sms_from = sms_from
+        self._vk_from = vk_from
+        self._telegram_ttl = telegram_ttl
+
+    def send_code(self, route: str, phone: str, code: str, sms_text: str) -> str:
+        """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's request_id.
+
+        Telegram gets the code alone (the gateway renders the message); VK and SMS get
+        ``sms_text``. An ``error`` in the body is a refusal whatever the HTTP status.
+        """
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}")
+        form: dict[str, Any] = {"to": phone, **self._credentials}
+        if route == "telegram":
+            form["txt"] = code
+            if self._telegram_ttl:
+                form["ttl"] = self._telegram_ttl
+        else:
+            form["txt"] = sms_text
+            sender = self._vk_from if route == "vk" else self._sms_from
+            if sender:
+                form["from"] = sender
+        status, body = self._http.request("POST", f"/{route}/send", data=form,
+                                          headers=self._headers)
+        if isinstance(body, dict) and "error" in body:
+            raise UpstreamRejected(GATEWAY, f"{route}: {body['error']}", body.get("code"))
+        if not isinstance(body, dict) or not body.get("request_id") or status >= 400:
+            raise UpstreamUnavailable(GATEWAY, f"{route}: HTTP {status} without request_id")
+        return str(body["request_id"])

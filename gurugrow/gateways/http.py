@@ -1,0 +1,67 @@
+"""The one way gateways talk HTTP: a Session, a timeout on every call, typed errors."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from gurugrow.gateways.errors import UpstreamUnavailable
+
+USER_AGENT = "gurugrow/1.0"
+RETRYABLE_STATUSES = frozenset({429, 503})
+
+
+def make_session() -> requests.Session:
+    """A Session with the project's User-Agent (connection pooling per gateway)."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+class HttpClient:
+    """Sends requests for one gateway and translates failures into typed errors."""
+
+    def __init__(self, gateway: str, base_url: str, *, timeout: float, connect_timeout: float,
+                 session: requests.Session | None = None, max_retries: int = 0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.gateway = gateway
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, timeout)
+        self.session = session or make_session()
+        self.max_retries = max_retries
+        self._sleep = sleep
+
+    def request(self, method: str, path: str, *, retry: bool = False,
+                **kwargs: Any) -> tuple[int, Any]:
+        """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
+        they are retried on 429/503 with jittered backoff, up to ``max_retries`` times."""
+        attempts = 1 + (self.max_retries if retry else 0)
+        for attempt in range(attempts):
+            response = self._send(method, path, **kwargs)
+            if response.status_code in RETRYABLE_STATUSES and attempt + 1 < attempts:
+                self._sleep(min(0.2 * 2 ** attempt, 2.0) * (0.5 + random.random()))
+                continue
+            return response.status_code, self._json(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, self.base_url + path, timeout=self.timeout,
+                                        **kwargs)
+        except requests.Timeout as e:
+            raise UpstreamUnavailable(self.gateway, f"{method} {path}: timeout") from e
+        except requests.RequestException as e:
+            raise UpstreamUnavailable(self.gateway,
+                                      f"{method} {path}: {type(e).__name__}") from e
+
+    def _json(self, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as e:
+            # HTML error pages (proxies, a wrong account URL) and truncated bodies.
+            raise UpstreamUnavailable(
+                self.gateway, f"HTTP {response.status_code}: body is not JSON") from e

@@ -1,0 +1,184 @@
+"""RetailCRM API v5: the customer, order, reference and catalog calls the flows use."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.http import HttpClient
+
+GATEWAY = "retailcrm"
+Params = list[tuple[str, str]]
+
+
+def phone_digits(raw: str) -> str:
+    """Digits of a stored phone, as the flows normalise them (8… and 10-digit RU → 7…)."""
+    digits = "".join(ch for ch in str(raw) if ch.isdigit())
+    if len(digits) == 11 and digits[0] == "8":
+        return "7" + digits[1:]
+    if len(digits) == 10 and digits[0] == "9":
+        return "7" + digits
+    return digits
+
+
+def custom_fields(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity's custom fields; RetailCRM sends ``[]`` instead of ``{}`` when empty."""
+    fields = entity.get("customFields")
+    return fields if isinstance(fields, dict) else {}
+
+
+class RetailCrmGateway:
+    """RetailCRM v5 over one Session; the key travels only in the X-API-KEY header."""
+
+    def __init__(self, base_url: str, api_key: str, site: str, *, timeout: float = 10,
+                 connect_timeout: float = 3, max_retries: int = 2,
+                 session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.site = site
+        self._http = HttpClient(GATEWAY, base_url, timeout=timeout,
+                                connect_timeout=connect_timeout, session=session,
+                                max_retries=max_retries, sleep=sleep)
+        self._headers = {"X-API-KEY": api_key}
+
+    # -- transport --------------------------------------------------------------------
+    def _get(self, path: str, params: Params | None = None) -> dict[str, Any]:
+        status, body = self._http.request("GET", path, params=params or [], retry=True,
+                                          headers=self._headers)
+        return self._envelope(status, body, path)
+
+    def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        # Never repeated: a create or edit that timed out may have been applied.
+        status, body = self._http.request("POST", path, data=form, headers=self._headers)
+        return self._envelope(status, body, path)
+
+    @staticmethod
+    def _envelope(status: int, body: Any, path: str) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}, unexpected body")
+        if status >= 500 or status == 429:
+            raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}")
+        message = str(body.get("errorMsg") or f"HTTP {status}")
+        if status == 404:
+            raise NotFound(GATEWAY, f"{path}: {message}", status, body.get("errors"))
+        if status >= 400 or body.get("success") is not True:
+            raise UpstreamRejected(GATEWAY, f"{path}: {message}", status, body.get("errors"))
+        return body
+
+    def _site_params(self) -> Params:
+        return [("site", self.site)] if self.site else []
+
+    # -- customers --------------------------------------------------------------------
+    def find_customers_by_phone(self, phone: str) -> list[dict[str, Any]]:
+        """Customers with exactly this phone (digits, e.g. ``79991234567``).
+
+        ``filter[name]`` also matches phones but loosely, so numbers are compared here.
+        """
+        body = self._get("/api/v5/customers", [("filter[name]", phone), ("limit", "100")])
+        return [c for c in body.get("customers") or []
+                if any(phone_digits(p.get("number", "")) == phone for p in c.get("phones") or [])]
+
+    def find_customers_by_custom_field(self, code: str, value: str) -> list[dict[str, Any]]:
+        """Customers whose custom field ``code`` equals ``value`` exactly (as text)."""
+        body = self._get("/api/v5/customers",
+                         [(f"filter[customFields][{code}]", value), ("limit", "20")])
+        return [c for c in body.get("customers") or []
+                if str(custom_fields(c).get(code, "")) == value]
+
+    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer by internal id, or None."""
+        try:
+            body = self._get(f"/api/v5/customers/{customer_id}",
+                             [("by", "id"), *self._site_params()])
+        except NotFound:
+            return None
+        return body.get("customer")
+
+    def edit_customer_custom_fields(self, customer_id: str, fields: dict[str, str]) -> None:
+        """Set (``""`` clears) only the given custom fields of one customer."""
+        form = {"by": "id", "customer": json.dumps({"customFields": fields}, ensure_ascii=False)}
+        if self.site:
+            form["site"] = self.site
+        self._post(f"/api/v5/customers/{customer_id}/edit", form)
+
+    def create_customer(self, customer: dict[str, Any], site: str | None = None) -> str:
+        """Create a customer; return its internal id."""
+        form = {"customer": json.dumps(customer, ensure_ascii=False)}
+        if site or self.site:
+            form["site"] = site or self.site
+        return str(self._post("/api/v5/customers/create", form)["id"])
+
+    # -- orders -----------------------------------------------------------------------
+    def list_customer_orders(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+        """The customer's latest orders (one page of ``limit``: 20, 50 or 100)."""
+        body = self._get("/api/v5/orders", [("filter[customerId]", customer_id),
+                                             ("limit", str(limit))])
+        return body.get("orders") or []
+
+    def get_order(self, order_id: str) -> dict[str, Any] | None:
+        """The order by internal id, or None."""
+        try:
+            return self._get(f"/api/v5/orders/{order_id}", [("by", "id")]).get("order")
+        except NotFound:
+            return None
+
+    def get_order_by_external_id(self, external_id: str) -> dict[str, Any] | None:
+        """The order by externalId, or None."""
+        try:
+            return self._get(f"/api/v5/orders/{external_id}",
+                             [("by", "externalId"), *self._site_params()]).get("order")
+        except NotFound:
+            return None
+
+    def find_orders_by_number(self, number: str, customer_id: str | None = None
+                              ) -> list[dict[str, Any]]:
+        """Orders with this exact number (optionally of one customer)."""
+        params = [("filter[numbers][]", number), ("limit", "20")]
+        if customer_id:
+            params.append(("filter[customerId]", customer_id))
+        body = self._get("/api/v5/orders", params)
+        return [o for o in body.get("orders") or [] if str(o.get("number")) == number]
+
+    def create_order(self, order: dict[str, Any], site: str | None = None) -> dict[str, Any]:
+        """Create an order (always pass ``customer.id``); return ``{"id", "number"?}``."""
+        form = {"order": json.dumps(order, ensure_ascii=False)}
+        if site or self.site:
+            form["site"] = site or self.site
+        body = self._post("/api/v5/orders/create", form)
+        created = body.get("order") if isinstance(body.get("order"), dict) else {}
+        return {"id": body.get("id", created.get("id")), "number": created.get("number")}
+
+    # -- reference and catalog --------------------------------------------------------
+    def get_statuses(self) -> dict[str, Any]:
+        """Order statuses keyed by code (``{code: {name, group, ...}}``)."""
+        statuses = self._get("/api/v5/reference/statuses").get("statuses")
+        return statuses if isinstance(statuses, dict) else {}
+
+    def get_status_groups(self) -> dict[str, Any]:
+        """Status groups keyed by code."""
+        groups = self._get("/api/v5/reference/status-groups").get("statusGroups")
+        return groups if isinstance(groups, dict) else {}
+
+    def find_offers(self, ids: list[str], external_ids: list[str], xml_ids: list[str]
+                    ) -> list[dict[str, Any]]:
+        """Catalog offers with any of the given ids; one request per kind of id given
+        (filters of different kinds would be combined with AND)."""
+        found: list[dict[str, Any]] = []
+        for kind, values in (("ids", ids), ("externalIds", external_ids), ("xmlIds", xml_ids)):
+            if values:
+                params = [(f"filter[{kind}][]", v) for v in values] + [("limit", "100")]
+                found += self._get("/api/v5/store/offers", params).get("offers") or []
+        return found
+
+    def find_products_by_name(self, name: str) -> list[dict[str, Any]]:
+        """Products whose name/article/offer article loosely match ``name``."""
+        body = self._get("/api/v5/store/products", [("filter[name]", name), ("limit", "100")])
+        return body.get("products") or []
+
+    def get_credentials(self) -> dict[str, Any]:
+        """The key's scopes and site access (``/api/credentials``)."""
+        return self._get("/api/credentials")

@@ -1,0 +1,37 @@
+"""Every Redis key the service uses, built here and nowhere else.
+
+All keys live under ``REDIS_PREFIX``. A part in braces is a Redis Cluster hash tag:
+keys that one operation touches together share it, so they land on one slot.
+"""
+
+from __future__ import annotations
+
+
+def otp_session(prefix: str, session_id: str) -> str:
+    """The OTP session hash (code hash, salt, attempts, customer, route...)."""
+    return f"{prefix}otp:{{{session_id}}}:session"
+
+
+def otp_active(prefix: str, phone: str, channel: str, account_id: str) -> str:
+    """Points at the live session of one phone + messenger identity (one code at a time)."""
+    return f"{prefix}otp:active:{phone}:{channel}:{account_id}"
+
+
+def phone_daily_sends(prefix: str, phone: str, day: str) -> str:
+    """Codes sent to one phone on one UTC day (``day`` as YYYYMMDD)."""
+    return f"{prefix}throttle:phone-day:{phone}:{day}"
+
+
+def otp_cooldown(prefix: str, phone: str, channel: str, account_id: str) -> str:
+    """Exists while phone + messenger identity must wait before another code is sent."""
+    return f"{prefix}otp:cooldown:{phone}:{channel}:{account_id}"
+
+
+def reference(prefix: str, name: str) -> str:
+    """Cached RetailCRM reference data (statuses, status groups, offers)."""
+    return f"{prefix}cache:{name}"
+
+
+def operation_once(prefix: str, operation: str, digest: str) -> str:
+    """The claim and then the remembered answer of one idempotent operation."""
+    return f"{prefix}once:{operation}:{digest}"

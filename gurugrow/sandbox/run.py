@@ -1,0 +1,87 @@
+"""``make run``: serve the API in sandbox mode on :8000 with no .env and no accounts.
+
+Redis: ``REDIS_URL`` when set; else a ``redis-server`` binary on the PATH, started here on
+a free port; else (sandbox only) an in-process store, announced in one log line.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _say(message: str) -> None:
+    print(f"gurugrow sandbox: {message}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_redis(binary: str) -> str | None:
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="gurugrow-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.terminate()
+    return None
+
+
+def choose_redis_url(env: dict[str, str]) -> str:
+    """The Redis the sandbox uses (see the module docstring)."""
+    if env.get("REDIS_URL"):
+        return env["REDIS_URL"]
+    binary = shutil.which("redis-server")
+    if binary and (url := _start_redis(binary)):
+        _say(f"started redis-server for this run at {url}")
+        return url
+    _say("no Redis reachable: using the embedded in-process store (sandbox only, "
+         "data is lost on restart)")
+    return "memory://"
+
+
+def main() -> None:
+    env = dict(os.environ)
+    env.setdefault("APP_HOST", "127.0.0.1")
+    env.setdefault("APP_PORT", "8000")
+    env["GURUGROW_SANDBOX"] = "1"
+    # The stand-ins keep their data in process memory: one worker, threads for the
+    # calls the app makes to its own stand-ins over HTTP.
+    env["GUNICORN_WORKERS"] = "1"
+    env.setdefault("GUNICORN_THREADS", "16")
+    env["REDIS_URL"] = choose_redis_url(env)
+    _say(f"serving on http://localhost:{env['APP_PORT']} (codes appear in this log and "
+         f"at /sandbox/outbox)")
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    sys.stdout.flush()
+    proc = subprocess.Popen([gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+                            cwd=ROOT, env=env)
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        sys.exit(proc.wait())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Every Russian text a bot shows or a customer receives, in one place.
+
+``ERROR_MESSAGES`` maps each ``errorCode`` to the neutral sentence sent as ``message``.
+"""
+
+from __future__ import annotations
+
+SMS_CODE = "Код подтверждения: {code}. Никому его не сообщайте."
+
+UNLINKED = (
+    "Учётная запись отвязана. Для входа в защищённые разделы потребуется снова "
+    "подтвердить номер телефона."
+)
+
+ERROR_MESSAGES: dict[str, str] = {
+    "invalid_request": "Не удалось разобрать запрос. Попробуйте ещё раз.",
+    "invalid_phone": "Проверьте номер телефона: он указан в неверном формате.",
+    "invalid_channel": "Этот мессенджер не поддерживается.",
+    "invalid_identity": "Не удалось определить ваш аккаунт в мессенджере.",
+    "invalid_code": "Код неверный. Проверьте его и попробуйте ещё раз.",
+    "expired": "Срок действия кода истёк. Запросите новый код.",
+    "too_many_attempts": "Слишком много неверных попыток. Запросите новый код.",
+    "resend_too_early": "Новый код можно будет запросить чуть позже.",
+    "rate_limited": "Превышено количество запросов кода. Попробуйте позже.",
+    "session_not_found": "Сессия подтверждения не найдена. Запросите новый код.",
+    "session_busy": "Код уже проверяется. Подождите несколько секунд.",
+    "crm_unavailable": "Сервис временно недоступен. Попробуйте чуть позже.",
+    "delivery_failed": "Не удалось отправить код. Попробуйте позже.",
+    "dedupe_failed": "Не удалось проверить номер телефона. Обратитесь к менеджеру.",
+    "conflict": "Этот аккаунт уже связан с другим клиентом. Обратитесь к менеджеру.",
+    "customer_mismatch": "Данные клиента не совпадают. Обратитесь к менеджеру.",
+    "storage_unavailable": "Сервис временно недоступен. Попробуйте чуть позже.",
+    "invalid_limit": "Не удалось разобрать количество заказов.",
+    "unknown_offer": "Такой набор не найден.",
+    "bundle_unavailable": "Этот набор сейчас недоступен. Обратитесь к менеджеру.",
+    "order_failed": "Не получилось оформить заказ. Подключаем менеджера.",
+    "in_progress": "Запрос уже выполняется. Подождите несколько секунд.",
+    "order_not_found": "Заказ не найден.",
+    "unavailable_item": "Одного из товаров сейчас нет в наличии. Обратитесь к менеджеру.",
+    "not_authorized": "Аккаунт мессенджера не привязан. Подтвердите номер телефона.",
+}
+
+
+def error_message(error_code: str | None) -> str | None:
+    """The customer-facing sentence for an ``errorCode`` (None for none)."""
+    if error_code is None:
+        return None
+    return ERROR_MESSAGES.get(error_code, ERROR_MESSAGES["invalid_request"])
+
+
+# -- My orders ------------------------------------------------------------------------
+STATUS_LABELS = {"assembling": "Собираем заказ", "delivery": "В доставке",
+                 "complete": "Получен"}
+# The line of the orders list that tells where an order is.
+STATUS_LINES = {"assembling": "📦 Собираем ваш заказ", "delivery": "🚚 Уже едет к вам",
+                "complete": "✅ Заказ получен"}
+DELIVERY_NAMES = {"pr-rs": "Почта РФ", "5post": "5Post",
+                  "sdek-v-2-7b30522f5b0a597f679345a92b57c324": "СДЭК"}
+DELIVERY_NAME_DEFAULT = "Доставка"
+
+ORDERS_HEADER = "Твои заказы 👇\n\nМожно отследить текущий заказ или быстро повторить прошлый."
+ORDERS_EMPTY = "У вас пока нет заказов."
+ORDER_LIST_ENTRY = "🗒️Номер заказа: {number}\n📆Оформлен: {date}\n\n{status_line}\n\n{items}"
+ORDER_LIST_ADDRESS = "🚙{address}"
+ORDER_LIST_TRACKING = "🔍Отследить заказ: {url}"
+ORDER_DETAIL = "Вот этот заказ 👇\n\n{number}\n{date}\n{status}\n\n{items}\n\n{delivery}\n\nЧто сделаем?"
+ORDER_DETAIL_DELIVERY = "{name}: {address}"
+ORDER_REPEAT_CONFIRM = (
+    "Заказ {number}\n\nВот этот заказ 👇\n\n{number}\n{date}\n\n🗒️Состав:\n{items}\n\n"
+    "🚙Доставка:\n{address}\n\nУверены, что хотите его повторить?"
+)
+ORDER_TRACKING = "📬 Ваш заказ уже едет к вам\n\nВот ссылка для отслеживания 👇\n{url}"
+ORDER_ITEM = "• {name} x{quantity}"
+ITEM_NAME_DEFAULT = "Товар"
+
+REPEAT_CREATED = (
+    "Заказ оформлен! 👍\n\nНомер вашего заказа: {number}\n\nПока что мы не можем оформить "
+    "оплату через бота, поэтому придётся подключить менеджера. Уже спешим на помощь! 🦸\n\n"
+    "А если хотите что-то поменять, то можете пока написать, что нужно скорректировать, "
+    "мы обязательно поможем."
+)
+
+
+# -- Recommended sets -----------------------------------------------------------------
+RECOMMENDED_PREVIEW = "{title}\n\nВ набор входит:\n{components}\n\nОформляем заказ?"
+RECOMMENDED_COMPONENT = "• {name}"
+RECOMMENDED_COMMENT = "Заказ создан чат-ботом по рекомендации: {offerCode}"
+RECOMMENDED_CREATED = (
+    "Заказ оформлен! 👍\n\nНомер вашего заказа: {number}\n\nМенеджер скоро свяжется с вами, "
+    "чтобы подтвердить состав, доставку и оплату."
+)
+MANAGER_HANDOFF = (
+    "Не получилось оформить заказ автоматически 😔\n\nУже подключаем менеджера: он поможет "
+    "оформить заказ. А можно попробовать ещё раз чуть позже."
+)

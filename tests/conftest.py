@@ -1,0 +1,51 @@
+"""Fixtures: ``app`` and ``client`` on fakeredis, upstreams mocked at the transport."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import responses
+
+from gurugrow import create_app
+from tests.upstreams import CRM, DEDUPE, SMS, Upstreams
+
+TEST_ENV = {
+    "RETAILCRM_BASE_URL": CRM,
+    "RETAILCRM_API_KEY": "test-crm-key-0000",
+    "RETAILCRM_SITE": "test-site",
+    "GREENSMS_BASE_URL": SMS,
+    "GREENSMS_TOKEN": "test-sms-token-0000",
+    "DEDUPE_BASE_URL": DEDUPE,
+    "DEDUPE_API_KEY": "test-dedupe-key-0000",
+    "OTP_SECRET": "test-pepper-0123456789",
+    "OTP_HASH_ITERATIONS": "1000",
+    "RETAILCRM_MAX_RETRIES": "0",
+    "GURUGROW_SANDBOX": "0",
+}
+
+
+@pytest.fixture
+def redis_client():
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def env_overrides() -> dict[str, str]:
+    """Override in a test module to change settings."""
+    return {}
+
+
+@pytest.fixture
+def app(redis_client, env_overrides):
+    return create_app({**TEST_ENV, **env_overrides}, redis_client=redis_client)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def upstreams():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield Upstreams(rsps)

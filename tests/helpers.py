@@ -1,0 +1,33 @@
+"""Small helpers shared by the HTTP tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BODY_KINDS = ("form", "json")
+
+TG = {"channelType": "telegram", "messengerUserId": "123456789", "chatExternalId": "chat-1"}
+
+
+def post(client, path: str, data: dict[str, Any], kind: str = "form"):
+    """POST ``data`` as form-urlencoded or JSON; return the parsed JSON answer."""
+    if kind == "json":
+        response = client.post(path, json=data)
+    else:
+        response = client.post(path, data=data)
+    assert response.status_code == 200, response.data
+    assert response.is_json
+    return response.get_json()
+
+
+def get(client, path: str, params: dict[str, Any]):
+    response = client.get(path, query_string=params)
+    assert response.status_code == 200, response.data
+    return response.get_json()
+
+
+def set_clock(app, now: float) -> None:
+    """Move the app's notion of time (OTP expiry and verifiedUntil)."""
+    svc = app.extensions["gurugrow"]
+    svc.otp.clock = lambda: now
+    svc.clock = lambda: now

@@ -1,0 +1,102 @@
+"""The OTP store and a whole journey against a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gurugrow import create_app
+from gurugrow.otp import OtpPolicy, OtpStore
+from tests.conftest import TEST_ENV
+from tests.helpers import TG, get, post
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(real_redis, prefix):
+    return create_app({**TEST_ENV, "REDIS_PREFIX": prefix}, redis_client=real_redis)
+
+
+def test_journey_on_real_redis(app, real_redis, prefix, upstreams):
+    client = app.test_client()
+    upstreams.add_customer(626518, "+7 999 123-45-67")
+    assert client.get("/health").status_code == 200
+    assert get(client, "/auth/status", TG)["status"] == "not_authorized"
+    session_id = post(client, "/auth/start", {**TG, "phone": "+7 999 123-45-67"},
+                      "json")["sessionId"]
+    answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                          "code": upstreams.codes_sent()[0]})
+    assert answer["status"] == "authorized"
+    assert get(client, "/auth/status", TG)["customerId"] == "626518"
+    assert post(client, "/auth/unlink", TG, "json")["status"] == "unlinked"
+    # Every key this journey wrote lives under the prefix and expires.
+    keys = real_redis.keys(prefix + "*")
+    assert keys
+    assert all(real_redis.ttl(k) > 0 for k in keys)
+    # No code in clear text anywhere in Redis.
+    code = upstreams.codes_sent()[0]
+    for key in keys:
+        value = real_redis.dump(key)
+        assert code.encode() not in value
+
+
+def test_concurrent_checks_of_one_code_succeed_once(real_redis, prefix):
+    store = OtpStore(real_redis, prefix, OtpPolicy(secret="x" * 16, hash_iterations=1000))
+    session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
+                                   customer_id="5", code="424242", route="telegram_otp")
+    barrier = threading.Barrier(16)
+    results: list[str] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        results.append(store.verify(session.session_id, "424242"))
+
+    threads = [threading.Thread(target=attempt) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 1
+    assert set(results) <= {"ok", "busy"}
+
+
+def test_concurrent_http_checks_bind_once(app, upstreams):
+    upstreams.add_customer(5, "79991234567")
+    client = app.test_client()
+    session_id = post(client, "/auth/start", {**TG, "phone": "79991234567"})["sessionId"]
+    code = upstreams.codes_sent()[0]
+    barrier = threading.Barrier(8)
+    statuses: list[str] = []
+
+    def attempt() -> None:
+        own = app.test_client()
+        barrier.wait()
+        statuses.append(post(own, "/auth/check", {**TG, "sessionId": session_id,
+                                                  "code": code})["status"])
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count("authorized") == 1
+    assert len(upstreams.edits) == 1
+
+
+def test_wrong_guesses_are_all_counted_under_concurrency(real_redis, prefix):
+    store = OtpStore(real_redis, prefix, OtpPolicy(secret="x" * 16, hash_iterations=1000,
+                                                   max_attempts=5))
+    session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
+                                   customer_id="5", code="424242", route="telegram_otp")
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        store.verify(session.session_id, "000000"))) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("invalid") == 4
+    assert results.count("locked") == 16
+    assert store.verify(session.session_id, "424242") == "locked"

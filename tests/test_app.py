@@ -1,0 +1,145 @@
+"""The app around the endpoints: health, HTTP errors as JSON, request ids, logs, config."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from gurugrow import ConfigError, Settings, create_app
+from tests.conftest import TEST_ENV
+from tests.helpers import TG, post
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_health_ok(client):
+    response = client.get("/health")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok", "redis": "ok"})
+
+
+@pytest.fixture
+def dead_redis():
+    server = fakeredis.FakeServer()
+    server.connected = False
+    return fakeredis.FakeRedis(server=server)
+
+
+def test_health_without_redis_is_503_json(dead_redis):
+    client = create_app(TEST_ENV, redis_client=dead_redis).test_client()
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "error", "redis": "unavailable"}
+
+
+@pytest.mark.parametrize("kind", ["form", "json"])
+def test_endpoints_answer_storage_unavailable_without_redis(dead_redis, upstreams, kind):
+    upstreams.add_customer(5, "79991234567")
+    client = create_app(TEST_ENV, redis_client=dead_redis).test_client()
+    answer = post(client, "/auth/start", {**TG, "phone": "79991234567"}, kind)
+    assert (answer["status"], answer["errorCode"]) == ("error", "storage_unavailable")
+    assert upstreams.sent == []
+    answer = post(client, "/auth/check", {**TG, "sessionId": "s", "code": "123456"}, kind)
+    assert (answer["status"], answer["errorCode"]) == ("error", "storage_unavailable")
+
+
+@pytest.mark.parametrize(("method", "path", "status", "error_code"), [
+    ("get", "/nowhere", 404, "not_found"),
+    ("get", "/auth/start", 405, "method_not_allowed"),
+    ("delete", "/auth/status", 405, "method_not_allowed"),
+])
+def test_http_errors_are_json(client, method, path, status, error_code):
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response.get_json()["errorCode"] == error_code
+
+
+def test_oversized_body_is_413_json(client):
+    response = client.post("/auth/start", data={"phone": "7" * 20000})
+    assert response.status_code == 413
+    assert response.get_json()["errorCode"] == "body_too_large"
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    ("[1, 2]", "application/json"),
+    ("{broken", "application/json"),
+    ('"text"', "application/json"),
+])
+def test_json_that_is_not_an_object(client, body, content_type):
+    response = client.post("/auth/start", data=body, content_type=content_type)
+    assert response.status_code == 200
+    assert response.get_json()["errorCode"] == "invalid_request"
+
+
+def test_numbers_in_json_are_accepted_as_ids(client, upstreams):
+    upstreams.add_customer(3, "79991234567", bot_telegram_account_id="123456789")
+    answer = post(client, "/auth/unlink", {"channelType": "telegram",
+                                           "messengerUserId": 123456789}, "json")
+    assert answer["status"] == "unlinked"
+
+
+@pytest.mark.parametrize("value", [True, 1.5, {"a": 1}, ["x"], None])
+def test_wrong_json_types_are_refused(client, upstreams, value):
+    answer = post(client, "/auth/start", {**TG, "phone": value}, "json")
+    assert (answer["status"], answer["errorCode"]) == ("error", "invalid_phone")
+
+
+def test_request_id_is_echoed_or_made(client):
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers[
+        "X-Request-ID"] == "abc-123"
+    made = client.get("/health", headers={"X-Request-ID": "bad id;" + "x" * 80}).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+
+
+def test_logs_hold_no_code_phone_or_secret(client, upstreams, caplog):
+    logging.getLogger("gurugrow").propagate = True
+    upstreams.add_customer(5, "79991234567")
+    with caplog.at_level(logging.DEBUG, logger="gurugrow"):
+        session_id = post(client, "/auth/start", {**TG, "phone": "79991234567"})["sessionId"]
+        code = upstreams.codes_sent()[0]
+        post(client, "/auth/check", {**TG, "sessionId": session_id, "code": code})
+    text = caplog.text
+    assert "auth_started" in text and "auth_checked" in text and "request_id=" in text
+    for secret in (code, "79991234567", "9991234567", TEST_ENV["RETAILCRM_API_KEY"],
+                   TEST_ENV["GREENSMS_TOKEN"], TEST_ENV["OTP_SECRET"]):
+        assert secret not in text
+    assert "+7******4567" in text
+
+
+# -- configuration --------------------------------------------------------------------
+@pytest.mark.parametrize(("change", "named"), [
+    ({"RETAILCRM_BASE_URL": ""}, "RETAILCRM_BASE_URL"),
+    ({"RETAILCRM_API_KEY": ""}, "RETAILCRM_API_KEY"),
+    ({"OTP_SECRET": ""}, "OTP_SECRET"),
+    ({"OTP_SECRET": "short"}, "OTP_SECRET"),
+    ({"OTP_TTL_SECONDS": "soon"}, "OTP_TTL_SECONDS"),
+    ({"OTP_LENGTH": "3"}, "OTP_LENGTH"),
+    ({"GURUGROW_SANDBOX": "maybe"}, "GURUGROW_SANDBOX"),
+    ({"RETAILCRM_BASE_URL": "crm.example.com"}, "RETAILCRM_BASE_URL"),
+])
+def test_bad_configuration_names_the_variable(change, named):
+    with pytest.raises(ConfigError, match=named):
+        Settings.load({**TEST_ENV, **change})
+
+
+def test_defaults_match_the_contract():
+    s = Settings.load({k: v for k, v in TEST_ENV.items() if k != "GREENSMS_BASE_URL"})
+    assert [s.channel_field(c) for c in ("telegram", "vk", "whatsapp", "max", "instagram")] == [
+        "bot_telegram_account_id", "bot_vk_account_id", "bot_whatsapp_account_id",
+        "bot_max_account_id", "bot_instagram_account_id"]
+    assert (s.otp_length, s.otp_ttl_seconds, s.otp_max_attempts, s.otp_resend_cooldown_seconds,
+            s.otp_max_sends, s.otp_max_sends_per_phone_per_day, s.auth_verified_days) == (
+        6, 300, 5, 60, 5, 10, 180)
+    assert (s.redis_prefix, s.greensms_base_url) == ("gg:", "https://api3.greensms.ru")
+
+
+def test_env_example_lists_every_variable_the_code_reads():
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.M))
+    read = {f.metadata["env"] for f in Settings.__dataclass_fields__.values()}
+    read |= set(re.findall(r"_int\(\"([A-Z_]+)\"", (ROOT / "gunicorn.conf.py").read_text()))
+    assert read <= listed, read - listed
+    assert listed <= read, listed - read
