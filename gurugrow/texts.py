@@ -63,7 +63,9 @@ ORDERS_EMPTY = "У вас пока нет заказов."
 ORDER_LIST_ENTRY = "🗒️Номер заказа: {number}\n📆Оформлен: {date}\n\n{status_line}\n\n{items}"
 ORDER_LIST_ADDRESS = "🚙{address}"
 ORDER_LIST_TRACKING = "🔍Отследить заказ: {url}"
-ORDER_DETAIL = "Вот этот заказ 👇\n\n{number}\n{date}\n{status}\n\n{items}\n\n{delivery}\n\nЧто сделаем?"
+ORDER_DETAIL = (
+    "Вот этот заказ 👇\n\n{number}\n{date}\n{status}\n\n{items}\n\n{delivery}\n\nЧто сделаем?"
+)
 ORDER_DETAIL_DELIVERY = "{name}: {address}"
 ORDER_REPEAT_CONFIRM = (
     "Заказ {number}\n\nВот этот заказ 👇\n\n{number}\n{date}\n\n🗒️Состав:\n{items}\n\n"

@@ -90,7 +90,8 @@ def test_wrong_json_types_are_refused(client, upstreams, value):
 def test_request_id_is_echoed_or_made(client):
     assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers[
         "X-Request-ID"] == "abc-123"
-    made = client.get("/health", headers={"X-Request-ID": "bad id;" + "x" * 80}).headers["X-Request-ID"]
+    unsafe = {"X-Request-ID": "bad id;" + "x" * 80}
+    made = client.get("/health", headers=unsafe).headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", made)
 
 

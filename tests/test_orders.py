@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.helpers import BODY_KINDS, TG, get, post
+from tests.helpers import BODY_KINDS, get, post
 
 ORDERS_FIELDS = {"status", "customerId", "shownCount", "orders", "text", "errorCode", "message"}
 ORDER_FIELDS = {

@@ -42,6 +42,7 @@ class Upstreams:
         self.created: list[dict[str, Any]] = []
         self.lose_create_answer = False
         self.offers: list[dict[str, Any]] = []
+        self.products: list[dict[str, Any]] = []
         self.calls: list[str] = []  # "METHOD /path" of every CRM call, in order
         self.statuses = {
             code: {"code": code, "name": name, "active": True, "ordering": i, "group": group}
@@ -56,13 +57,18 @@ class Upstreams:
                 ("new", "Новый"), ("assembling", "Комплектация"), ("delivery", "Доставка"),
                 ("complete", "Выполнен"), ("cancel", "Отменен")])}
         self.dedupe_answer: dict[str, Any] = {"status": "resolved", "finalCustomerId": None}
-        # kind → (status, body-or-raw-text); kinds: customers, edit, telegram, vk, sms, dedupe
+        # kind → (status, body-or-raw-text); kinds: customers, edit, orders, order, create,
+        # statuses, offers, products, create_customer, telegram, vk, sms, dedupe
         self.fail: dict[str, tuple[int, Any]] = {}
+        self.fail_once: dict[str, tuple[int, Any]] = {}  # the next such call only
         rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/customers(\?.*)?$"), self._list)
         rsps.add_callback("POST", re.compile(rf"{CRM}/api/v5/customers/(\d+)/edit"), self._edit)
         rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/orders(\?.*)?$"), self._orders)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/orders/(\d+)(\?.*)?$"),
+        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/orders/([^/?]+)(\?.*)?$"),
                           self._order)
+        rsps.add_callback("POST", f"{CRM}/api/v5/customers/create", self._create_customer)
+        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/store/products(\?.*)?$"),
+                          self._products)
         rsps.add_callback("POST", f"{CRM}/api/v5/orders/create", self._create_order)
         rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/reference/statuses(\?.*)?$"),
                           self._statuses)
@@ -109,14 +115,25 @@ class Upstreams:
         self.offers.append({"id": offer_id, "externalId": f"ext-{offer_id}",
                             "xmlId": f"xml-{offer_id}", "name": name, "active": active})
 
+    def add_bundle(self, product_id: int, article: str, *, active: bool = True,
+                   offer_active: bool = True) -> None:
+        self.products.append({
+            "id": product_id, "article": article, "name": f"Набор {article}", "active": active,
+            "offers": [{"id": product_id * 10, "externalId": f"ext-{product_id * 10}",
+                        "xmlId": "", "article": article, "name": f"Набор {article}",
+                        "active": offer_active, "quantity": 5}]})
+
     def crm_calls(self, prefix: str = "") -> list[str]:
         return [c for c in self.calls if c.startswith(prefix)]
 
     # -- callbacks --------------------------------------------------------------------
     def _failure(self, kind: str) -> Answer | None:
-        if kind not in self.fail:
+        if kind in self.fail_once:
+            status, body = self.fail_once.pop(kind)
+        elif kind in self.fail:
+            status, body = self.fail[kind]
+        else:
             return None
-        status, body = self.fail[kind]
         if isinstance(body, str):
             return status, {"Content-Type": "text/html"}, body
         return _json(status, body)
@@ -196,10 +213,13 @@ class Upstreams:
         self._log(request)
         if failed := self._failure("order"):
             return failed
-        oid = re.search(r"/orders/(\d+)", request.url)[1]
-        if oid not in self.orders:
+        ref = re.search(r"/orders/([^/?]+)", request.url)[1]
+        by = parse_qs(urlsplit(request.url).query).get("by", ["externalId"])[0]
+        found = [o for o in self.orders.values()
+                 if str(o.get("id" if by == "id" else "externalId")) == ref]
+        if not found:
             return _json(404, {"success": False, "errorMsg": "Not found"})
-        return _json(200, {"success": True, "order": self.orders[oid]})
+        return _json(200, {"success": True, "order": found[0]})
 
     def _create_order(self, request) -> Answer:
         self._log(request)
@@ -207,14 +227,22 @@ class Upstreams:
             return failed
         form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
         order = json.loads(form["order"][0])
-        if any(o["number"] == order.get("number") for o in self.orders.values()):
+        if order.get("externalId") and any(
+                o.get("externalId") == order["externalId"] for o in self.orders.values()):
+            return _json(400, {"success": False, "errorMsg": "Order is not loaded",
+                               "errors": {"externalId": "Order already exists."}})
+        if order.get("number") and any(
+                o["number"] == order["number"] for o in self.orders.values()):
             return _json(400, {"success": False, "errorMsg": "Order is not loaded",
                                "errors": {"number": "Order with this number already exists"}})
         oid = 900000 + len(self.created)
         self.created.append({**order, "id": oid, "site": form.get("site", [""])[0]})
+        order.setdefault("number", f"{oid}A")
         self.orders[str(oid)] = {**order, "id": oid, "createdAt": "2026-07-01 12:00:00"}
-        if self.lose_create_answer:
+        if self.lose_create_answer is True:
             return 504, {"Content-Type": "text/html"}, "<html>Gateway Timeout</html>"
+        if self.lose_create_answer == "reject":
+            return _json(400, {"success": False, "errorMsg": "Order is not loaded"})
         return _json(201, {"success": True, "id": oid, "order": {"id": oid, **order}})
 
     def _statuses(self, request) -> Answer:
@@ -240,3 +268,26 @@ class Upstreams:
         return _json(200, {"success": True, "pagination": {
             "limit": 20, "totalCount": len(found), "currentPage": 1, "totalPageCount": 1},
             "offers": found})
+
+    def _create_customer(self, request) -> Answer:
+        self._log(request)
+        if failed := self._failure("create_customer"):
+            return failed
+        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
+        customer = json.loads(form["customer"][0])
+        cid = 700000 + len(self.customers)
+        self.customers[str(cid)] = {**customer, "id": cid,
+                                    "customFields": customer.get("customFields") or []}
+        return _json(201, {"success": True, "id": cid})
+
+    def _products(self, request) -> Answer:
+        self._log(request)
+        if failed := self._failure("products"):
+            return failed
+        needle = parse_qs(urlsplit(request.url).query).get("filter[name]", [""])[0].lower()
+        # Fuzzy like RetailCRM: a prefix of the article is enough to match.
+        found = [p for p in self.products if needle[:6] in p["article"].lower()
+                 or needle[:6] in p["name"].lower()]
+        return _json(200, {"success": True, "pagination": {
+            "limit": 100, "totalCount": len(found), "currentPage": 1, "totalPageCount": 1},
+            "products": found})

@@ -15,8 +15,8 @@ from gurugrow import texts
 from gurugrow.flows.codes import FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.logs import log_event
-from gurugrow.storage import InProgress, StorageUnavailable
 from gurugrow.services import Services
+from gurugrow.storage import InProgress, StorageUnavailable
 
 
 def services() -> Services:

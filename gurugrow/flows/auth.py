@@ -138,6 +138,21 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
             "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
 
 
+def binding_fields(svc: Services, identity: MessengerIdentity, method: str | None
+                   ) -> tuple[dict[str, str], str]:
+    """The custom fields a verified binding writes, and its ``verifiedUntil``."""
+    now = datetime.fromtimestamp(svc.clock(), UTC).replace(microsecond=0)
+    s = svc.settings
+    fields = {
+        identity.field_code: identity.account_id,
+        s.retailcrm_cf_last_verified_channel: identity.channel,
+        s.retailcrm_cf_last_verified_at: _iso(now),
+        s.retailcrm_cf_last_verification_method: method or "",
+        s.retailcrm_cf_chatbot_interacted: "true",
+    }
+    return fields, _iso(now + timedelta(days=s.auth_verified_days))
+
+
 def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
                   method: str | None) -> str:
     """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
@@ -149,21 +164,13 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
         log_event("binding_conflict", logging.WARNING, channel=identity.channel,
                   customers=len(holders))
         raise FlowRefusal("conflict", status="conflict")
-    now = datetime.fromtimestamp(svc.clock(), UTC).replace(microsecond=0)
-    s = svc.settings
-    fields = {
-        identity.field_code: identity.account_id,
-        s.retailcrm_cf_last_verified_channel: identity.channel,
-        s.retailcrm_cf_last_verified_at: _iso(now),
-        s.retailcrm_cf_last_verification_method: method or "",
-        s.retailcrm_cf_chatbot_interacted: "true",
-    }
+    fields, verified_until = binding_fields(svc, identity, method)
     try:
         svc.crm.edit_customer_custom_fields(customer_id, fields)
     except UpstreamError as e:
         log_event("crm_bind_failed", logging.WARNING, customer_id=customer_id, error=e)
         raise FlowRefusal("crm_unavailable") from e
-    return _iso(now + timedelta(days=s.auth_verified_days))
+    return verified_until
 
 
 def resend(svc: Services, data: dict[str, Any]) -> Answer:

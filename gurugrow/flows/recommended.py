@@ -9,7 +9,13 @@ from typing import Any
 
 from gurugrow import redis_keys, texts
 from gurugrow.catalog import RecommendedSet, find_set
-from gurugrow.flows.auth import _identity, bind_identity, bound_customer, find_bound_customers
+from gurugrow.flows.auth import (
+    _identity,
+    bind_identity,
+    binding_fields,
+    bound_customer,
+    find_bound_customers,
+)
 from gurugrow.flows.codes import (
     FlowRefusal,
     default_route,
@@ -179,8 +185,8 @@ def _complete(svc: Services, identity: MessengerIdentity, session: Any) -> Answe
         holders = find_bound_customers(svc, identity)
         if holders:
             raise FlowRefusal("conflict", status="conflict")
-        svc.otp.remember_customer(session, _create_customer(svc, identity, session, recipient))
-        verified_until = None
+        customer_id, verified_until = _create_customer(svc, identity, session, recipient)
+        svc.otp.remember_customer(session, customer_id)
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
     answer = _place_once(svc, _digest("session", session.session_id), bundle,
@@ -189,15 +195,14 @@ def _complete(svc: Services, identity: MessengerIdentity, session: Any) -> Answe
 
 
 def _create_customer(svc: Services, identity: MessengerIdentity, session: Any,
-                     recipient: dict[str, Any]) -> str:
+                     recipient: dict[str, Any]) -> tuple[str, str]:
+    """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
     s = svc.settings
+    fields, verified_until = binding_fields(svc, identity, session.route)
     customer = {
         "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
         "phones": [{"number": session.phone}],
-        "customFields": {identity.field_code: identity.account_id,
-                         s.retailcrm_cf_last_verified_channel: identity.channel,
-                         s.retailcrm_cf_last_verification_method: session.route or "",
-                         s.retailcrm_cf_chatbot_interacted: "true"},
+        "customFields": fields,
     }
     if recipient.get("email"):
         customer["email"] = recipient["email"]
@@ -207,7 +212,7 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: Any,
         log_event("customer_create_failed", logging.WARNING, error=e)
         raise FlowRefusal("crm_unavailable") from e
     log_event("customer_created", customer_id=customer_id, channel=identity.channel)
-    return customer_id
+    return customer_id, verified_until
 
 
 def _digest(*parts: str) -> str:
