@@ -66,7 +66,7 @@ class Settings:
     retailcrm_api_key: str = _env("RETAILCRM_API_KEY", "", required=True, secret=True)
     retailcrm_site: str = _env("RETAILCRM_SITE", "")
     retailcrm_timeout_seconds: float = _env("RETAILCRM_TIMEOUT_SECONDS", 10.0, minimum=0.1)
-    retailcrm_max_retries: int = _env("RETAILCRM_MAX_RETRIES", 2, minimum=0)
+    retailcrm_max_retries: int = _env("RETAILCRM_MAX_RETRIES", 3, minimum=0)
     http_connect_timeout_seconds: float = _env("HTTP_CONNECT_TIMEOUT_SECONDS", 3.0,
                                                minimum=0.1)
     retailcrm_cf_telegram_id: str = _env("RETAILCRM_CF_TELEGRAM_ID", "bot_telegram_account_id")
@@ -237,6 +237,8 @@ def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
         "RETAILCRM_SITE": "1minoxidil-ru",
         "GREENSMS_BASE_URL": f"{base}/greensms",
         "GREENSMS_TOKEN": SANDBOX_GREENSMS_TOKEN,
+        "GREENSMS_VK_FROM": "sandbox",
+        "GREENSMS_SMS_FROM": "sandbox",
         "DEDUPE_BASE_URL": f"{base}/deduper",
         "DEDUPE_API_KEY": SANDBOX_DEDUPE_KEY,
         "OTP_SECRET": "sandbox-only-otp-pepper-not-secret",

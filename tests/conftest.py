@@ -7,16 +7,17 @@ import pytest
 import responses
 
 from gurugrow import create_app
+from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY
 from tests.upstreams import CRM, DEDUPE, SMS, Upstreams
 
 TEST_ENV = {
     "RETAILCRM_BASE_URL": CRM,
-    "RETAILCRM_API_KEY": "test-crm-key-0000",
+    "RETAILCRM_API_KEY": SANDBOX_RETAILCRM_KEY,
     "RETAILCRM_SITE": "test-site",
     "GREENSMS_BASE_URL": SMS,
-    "GREENSMS_TOKEN": "test-sms-token-0000",
+    "GREENSMS_TOKEN": SANDBOX_GREENSMS_TOKEN,
     "DEDUPE_BASE_URL": DEDUPE,
-    "DEDUPE_API_KEY": "test-dedupe-key-0000",
+    "DEDUPE_API_KEY": SANDBOX_DEDUPE_KEY,
     "OTP_SECRET": "test-pepper-0123456789",
     "OTP_HASH_ITERATIONS": "1000",
     "RETAILCRM_MAX_RETRIES": "0",

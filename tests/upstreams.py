@@ -1,96 +1,63 @@
-"""Transport-level doubles (``responses``) of RetailCRM, GreenSMS and the deduper.
+"""RetailCRM, GreenSMS and the deduper for unit tests: the sandbox stand-ins, reached
+through ``responses`` (mocked at the transport, no socket), starting empty.
 
-Answers are shaped like the real ones (INTEGRATIONS.md): RetailCRM's success envelope,
-``customFields`` as ``[]`` when empty, GreenSMS ``{"request_id"}`` / ``{"error","code"}``.
-A test sets ``fail`` to make one kind of call answer a given (status, body).
+The stand-ins answer as the real services do (envelopes, ``customFields: []``, GreenSMS
+``request_id``/``error``); this adapter adds the few helpers tests use to arrange data
+and read what was called. ``fail``/``fail_once`` make one kind of call answer a given
+(status, JSON body or raw text): customers, edit, orders, order, create, statuses,
+offers, products, create_customer, telegram, vk, sms, dedupe.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import responses
+
+from gurugrow.sandbox.data import demo_data
+from gurugrow.sandbox.standins import create_standins_app
 
 CRM = "https://crm.test"
 SMS = "https://sms.test"
 DEDUPE = "https://dedupe.test"
 
-Answer = tuple[int, dict[str, str], str]
 
-
-def _json(status: int, body: Any) -> Answer:
-    return status, {"Content-Type": "application/json"}, json.dumps(body)
-
-
-def _digits(text: str) -> str:
-    return "".join(ch for ch in text if ch.isdigit())
+def _empty_data() -> dict[str, Any]:
+    reference = demo_data()
+    return {"statuses": reference["statuses"], "statusGroups": reference["statusGroups"],
+            "customFields": reference["customFields"], "sites": ["test-site"]}
 
 
 class Upstreams:
-    """All three upstreams on one ``responses`` mock, with call logs and failure switches."""
+    """The stand-ins on a ``responses`` mock, plus arrange/inspect helpers."""
 
     def __init__(self, rsps: responses.RequestsMock) -> None:
-        self.customers: dict[str, dict[str, Any]] = {}
-        self.edits: list[tuple[str, dict[str, Any]]] = []
-        self.sent: list[dict[str, str]] = []
-        self.dedupe_calls: list[dict[str, Any]] = []
-        self.orders: dict[str, dict[str, Any]] = {}
-        self.created: list[dict[str, Any]] = []
-        self.lose_create_answer = False
-        self.offers: list[dict[str, Any]] = []
-        self.products: list[dict[str, Any]] = []
-        self.calls: list[str] = []  # "METHOD /path" of every CRM call, in order
-        self.statuses = {
-            code: {"code": code, "name": name, "active": True, "ordering": i, "group": group}
-            for i, (code, name, group) in enumerate([
-                ("new", "Новый", "new"), ("assembling", "Комплектуется", "assembling"),
-                ("send-to-delivery", "Передан в доставку", "delivery"),
-                ("complete", "Выполнен", "complete"), ("cancel-other", "Отменён", "cancel")])}
-        self.status_groups = {
-            code: {"code": code, "name": name, "active": True, "ordering": i,
-                   "statuses": [s for s, v in self.statuses.items() if v["group"] == code]}
-            for i, (code, name) in enumerate([
-                ("new", "Новый"), ("assembling", "Комплектация"), ("delivery", "Доставка"),
-                ("complete", "Выполнен"), ("cancel", "Отменен")])}
-        self.dedupe_answer: dict[str, Any] = {"status": "resolved", "finalCustomerId": None}
-        # kind → (status, body-or-raw-text); kinds: customers, edit, orders, order, create,
-        # statuses, offers, products, create_customer, telegram, vk, sms, dedupe
-        self.fail: dict[str, tuple[int, Any]] = {}
-        self.fail_once: dict[str, tuple[int, Any]] = {}  # the next such call only
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/customers(\?.*)?$"), self._list)
-        rsps.add_callback("POST", re.compile(rf"{CRM}/api/v5/customers/(\d+)/edit"), self._edit)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/orders(\?.*)?$"), self._orders)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/orders/([^/?]+)(\?.*)?$"),
-                          self._order)
-        rsps.add_callback("POST", f"{CRM}/api/v5/customers/create", self._create_customer)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/store/products(\?.*)?$"),
-                          self._products)
-        rsps.add_callback("POST", f"{CRM}/api/v5/orders/create", self._create_order)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/reference/statuses(\?.*)?$"),
-                          self._statuses)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/reference/status-groups(\?.*)?$"),
-                          self._status_groups)
-        rsps.add_callback("GET", re.compile(rf"{CRM}/api/v5/store/offers(\?.*)?$"), self._offers)
-        rsps.add_callback("POST", re.compile(rf"{SMS}/(telegram|vk|sms)/send"), self._send)
-        rsps.add_callback("POST", f"{DEDUPE}/api/dedupe/auto-resolve", self._dedupe)
+        self.app = create_standins_app(_empty_data(), rate_limit_per_second=0)
+        self.state = self.app.extensions["sandbox_state"]
+        self._client = self.app.test_client()
+        for base, mount in ((CRM, "/retailcrm"), (SMS, "/greensms"), (DEDUPE, "/deduper")):
+            for method in ("GET", "POST"):
+                rsps.add_callback(method, re.compile(re.escape(base) + r"/.*"),
+                                  self._forward(base, mount))
 
-    # -- data -------------------------------------------------------------------------
+    def _forward(self, base: str, mount: str):
+        def callback(request) -> tuple[int, dict[str, str], bytes]:
+            parts = urlsplit(request.url)
+            body = request.body.encode() if isinstance(request.body, str) else request.body
+            response = self._client.open(
+                mount + parts.path, method=request.method, query_string=parts.query,
+                headers=dict(request.headers), data=body or b"")
+            return response.status_code, {"Content-Type": response.content_type}, response.data
+        return callback
+
+    # -- arrange ----------------------------------------------------------------------
     def add_customer(self, cid: int, phone: str, **custom_fields: str) -> dict[str, Any]:
         customer = {"id": cid, "firstName": "Тест", "lastName": f"Клиент{cid}",
                     "phones": [{"number": phone}], "customFields": dict(custom_fields) or []}
-        self.customers[str(cid)] = customer
+        self.state.customers[str(cid)] = customer
         return customer
-
-    def field(self, cid: int, code: str) -> str | None:
-        fields = self.customers[str(cid)]["customFields"] or {}
-        return fields.get(code)
-
-    def codes_sent(self) -> list[str]:
-        return [m["code"] for m in self.sent]
 
     def add_order(self, oid: int, customer_id: int, *, number: str | None = None,
                   status: str = "new", created: str = "2026-06-01 10:00:00",
@@ -108,186 +75,88 @@ class Upstreams:
         }
         if delivery is not None:
             order["delivery"] = delivery
-        self.orders[str(oid)] = order
+        self.state.orders[str(oid)] = order
         return order
 
     def add_offer(self, offer_id: int, name: str, active: bool = True) -> None:
-        self.offers.append({"id": offer_id, "externalId": f"ext-{offer_id}",
-                            "xmlId": f"xml-{offer_id}", "name": name, "active": active})
+        offer = {"id": offer_id, "externalId": f"ext-{offer_id}", "xmlId": f"xml-{offer_id}",
+                 "article": f"ART-{offer_id}", "name": name, "active": active, "quantity": 5}
+        self.state.products.append({"id": offer_id, "article": offer["article"], "name": name,
+                                    "active": True, "offers": [offer]})
 
     def add_bundle(self, product_id: int, article: str, *, active: bool = True,
                    offer_active: bool = True) -> None:
-        self.products.append({
+        self.state.products.append({
             "id": product_id, "article": article, "name": f"Набор {article}", "active": active,
             "offers": [{"id": product_id * 10, "externalId": f"ext-{product_id * 10}",
                         "xmlId": "", "article": article, "name": f"Набор {article}",
                         "active": offer_active, "quantity": 5}]})
 
+    @property
+    def offers(self) -> list[dict[str, Any]]:
+        return [o for p in self.state.products for o in p["offers"]]
+
+    @offers.setter
+    def offers(self, keep: list[dict[str, Any]]) -> None:
+        for product in self.state.products:
+            product["offers"] = [o for o in product["offers"] if o in keep]
+
+    @property
+    def dedupe_answer(self) -> dict[str, Any] | None:
+        return self.state.dedupe_default
+
+    @dedupe_answer.setter
+    def dedupe_answer(self, answer: dict[str, Any]) -> None:
+        self.state.dedupe_default = answer
+
+    @property
+    def lose_create_answer(self) -> bool:
+        return self.state.lose_create_answer
+
+    @lose_create_answer.setter
+    def lose_create_answer(self, value: bool) -> None:
+        self.state.lose_create_answer = value
+
+    # -- inspect ----------------------------------------------------------------------
+    @property
+    def customers(self) -> dict[str, dict[str, Any]]:
+        return self.state.customers
+
+    @property
+    def fail(self) -> dict[str, tuple[int, Any]]:
+        return self.state.fail
+
+    @property
+    def fail_once(self) -> dict[str, tuple[int, Any]]:
+        return self.state.fail_once
+
+    @property
+    def edits(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.state.edits
+
+    @property
+    def created(self) -> list[dict[str, Any]]:
+        return self.state.created_orders
+
+    @property
+    def dedupe_calls(self) -> list[dict[str, Any]]:
+        return self.state.dedupe_calls
+
+    @property
+    def calls(self) -> list[str]:
+        return self.state.calls
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """Messages GreenSMS accepted, oldest first."""
+        return list(reversed(self.state.outbox))
+
+    def codes_sent(self) -> list[str]:
+        return [m["code"] for m in self.sent]
+
+    def field(self, cid: int, code: str) -> str | None:
+        fields = self.state.customers[str(cid)]["customFields"] or {}
+        return fields.get(code)
+
     def crm_calls(self, prefix: str = "") -> list[str]:
         return [c for c in self.calls if c.startswith(prefix)]
-
-    # -- callbacks --------------------------------------------------------------------
-    def _failure(self, kind: str) -> Answer | None:
-        if kind in self.fail_once:
-            status, body = self.fail_once.pop(kind)
-        elif kind in self.fail:
-            status, body = self.fail[kind]
-        else:
-            return None
-        if isinstance(body, str):
-            return status, {"Content-Type": "text/html"}, body
-        return _json(status, body)
-
-    def _log(self, request) -> None:
-        self.calls.append(f"{request.method} {urlsplit(request.url).path}")
-
-    def _list(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("customers"):
-            return failed
-        query = parse_qs(urlsplit(request.url).query)
-        found = list(self.customers.values())
-        if "filter[name]" in query:
-            # Loose on purpose, like RetailCRM: a substring of the phone digits matches.
-            needle = _digits(query["filter[name]"][0])[-10:]
-            found = [c for c in found if any(needle in _digits(p["number"]) for p in c["phones"])]
-        for key, values in query.items():
-            if match := re.fullmatch(r"filter\[customFields\]\[(.+)\]", key):
-                found = [c for c in found if (c["customFields"] or {}).get(match[1]) == values[0]]
-        return _json(200, {"success": True, "pagination": {
-            "limit": 20, "totalCount": len(found), "currentPage": 1, "totalPageCount": 1},
-            "customers": found})
-
-    def _edit(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("edit"):
-            return failed
-        cid = re.search(r"/customers/(\d+)/edit", request.url)[1]
-        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
-        assert form["by"] == ["id"], "edits by internal id must say by=id"
-        changes = json.loads(form["customer"][0])["customFields"]
-        self.edits.append((cid, changes))
-        customer = self.customers[cid]
-        fields = dict(customer["customFields"] or {})
-        fields.update(changes)
-        customer["customFields"] = {k: v for k, v in fields.items() if v != ""} or []
-        return _json(200, {"success": True, "id": int(cid)})
-
-    def _send(self, request) -> Answer:
-        route = re.search(r"/(telegram|vk|sms)/send", request.url)[1]
-        if failed := self._failure(route):
-            return failed
-        form = {k: v[0] for k, v in parse_qs(request.body).items()}
-        code = form["txt"] if route == "telegram" else re.search(r"\d{4,8}", form["txt"])[0]
-        self.sent.append({"route": route, "to": form["to"], "code": code, "txt": form["txt"]})
-        return _json(200, {"request_id": str(uuid.uuid4())})
-
-    def _dedupe(self, request) -> Answer:
-        if failed := self._failure("dedupe"):
-            return failed
-        self.dedupe_calls.append(json.loads(request.body))
-        return _json(200, {**self.dedupe_answer, "requestId": self.dedupe_calls[-1]["requestId"],
-                           "warnings": []})
-
-    def _orders(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("orders"):
-            return failed
-        query = parse_qs(urlsplit(request.url).query)
-        found = list(self.orders.values())
-        if "filter[customerId]" in query:
-            found = [o for o in found if str(o["customer"]["id"]) == query["filter[customerId]"][0]]
-        if "filter[numbers][]" in query:
-            found = [o for o in found if o["number"] in query["filter[numbers][]"]]
-        limit = int(query.get("limit", ["20"])[0])
-        if limit not in (20, 50, 100):
-            return _json(400, {"success": False, "errorMsg": "Errors in the input parameters",
-                               "errors": {"limit": "This value should be 20, 50 or 100."}})
-        # RetailCRM's default order is unconfirmed: answer oldest first to catch reliance.
-        found.sort(key=lambda o: o["createdAt"])
-        return _json(200, {"success": True, "pagination": {
-            "limit": limit, "totalCount": len(found), "currentPage": 1, "totalPageCount": 1},
-            "orders": found[:limit]})
-
-    def _order(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("order"):
-            return failed
-        ref = re.search(r"/orders/([^/?]+)", request.url)[1]
-        by = parse_qs(urlsplit(request.url).query).get("by", ["externalId"])[0]
-        found = [o for o in self.orders.values()
-                 if str(o.get("id" if by == "id" else "externalId")) == ref]
-        if not found:
-            return _json(404, {"success": False, "errorMsg": "Not found"})
-        return _json(200, {"success": True, "order": found[0]})
-
-    def _create_order(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("create"):
-            return failed
-        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
-        order = json.loads(form["order"][0])
-        if order.get("externalId") and any(
-                o.get("externalId") == order["externalId"] for o in self.orders.values()):
-            return _json(400, {"success": False, "errorMsg": "Order is not loaded",
-                               "errors": {"externalId": "Order already exists."}})
-        if order.get("number") and any(
-                o["number"] == order["number"] for o in self.orders.values()):
-            return _json(400, {"success": False, "errorMsg": "Order is not loaded",
-                               "errors": {"number": "Order with this number already exists"}})
-        oid = 900000 + len(self.created)
-        self.created.append({**order, "id": oid, "site": form.get("site", [""])[0]})
-        order.setdefault("number", f"{oid}A")
-        self.orders[str(oid)] = {**order, "id": oid, "createdAt": "2026-07-01 12:00:00"}
-        if self.lose_create_answer is True:
-            return 504, {"Content-Type": "text/html"}, "<html>Gateway Timeout</html>"
-        if self.lose_create_answer == "reject":
-            return _json(400, {"success": False, "errorMsg": "Order is not loaded"})
-        return _json(201, {"success": True, "id": oid, "order": {"id": oid, **order}})
-
-    def _statuses(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("statuses"):
-            return failed
-        return _json(200, {"success": True, "statuses": self.statuses})
-
-    def _status_groups(self, request) -> Answer:
-        self._log(request)
-        return _json(200, {"success": True, "statusGroups": self.status_groups})
-
-    def _offers(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("offers"):
-            return failed
-        query = parse_qs(urlsplit(request.url).query)
-        wanted = {("id", v) for v in query.get("filter[ids][]", [])}
-        wanted |= {("externalId", v) for v in query.get("filter[externalIds][]", [])}
-        wanted |= {("xmlId", v) for v in query.get("filter[xmlIds][]", [])}
-        found = [o for o in self.offers
-                 if any((k, str(o.get(k))) in wanted for k in ("id", "externalId", "xmlId"))]
-        return _json(200, {"success": True, "pagination": {
-            "limit": 20, "totalCount": len(found), "currentPage": 1, "totalPageCount": 1},
-            "offers": found})
-
-    def _create_customer(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("create_customer"):
-            return failed
-        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
-        customer = json.loads(form["customer"][0])
-        cid = 700000 + len(self.customers)
-        self.customers[str(cid)] = {**customer, "id": cid,
-                                    "customFields": customer.get("customFields") or []}
-        return _json(201, {"success": True, "id": cid})
-
-    def _products(self, request) -> Answer:
-        self._log(request)
-        if failed := self._failure("products"):
-            return failed
-        needle = parse_qs(urlsplit(request.url).query).get("filter[name]", [""])[0].lower()
-        # Fuzzy like RetailCRM: a prefix of the article is enough to match.
-        found = [p for p in self.products if needle[:6] in p["article"].lower()
-                 or needle[:6] in p["name"].lower()]
-        return _json(200, {"success": True, "pagination": {
-            "limit": 100, "totalCount": len(found), "currentPage": 1, "totalPageCount": 1},
-            "products": found})

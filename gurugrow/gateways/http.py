@@ -10,9 +10,13 @@ from typing import Any
 import requests
 
 from gurugrow.gateways.errors import UpstreamUnavailable
+from gurugrow.logs import current_request_id
 
 USER_AGENT = "gurugrow/1.0"
 RETRYABLE_STATUSES = frozenset({429, 503})
+# RetailCRM counts requests per second: the backoffs of all retries together must outlast
+# one second even at the lowest jitter, or a retry lands in the same full window.
+BACKOFF_BASE_SECONDS = 0.3
 
 
 def make_session() -> requests.Session:
@@ -43,15 +47,18 @@ class HttpClient:
         for attempt in range(attempts):
             response = self._send(method, path, **kwargs)
             if response.status_code in RETRYABLE_STATUSES and attempt + 1 < attempts:
-                self._sleep(min(0.2 * 2 ** attempt, 2.0) * (0.5 + random.random()))
+                self._sleep(min(BACKOFF_BASE_SECONDS * 2 ** attempt, 2.0)
+                            * (0.5 + random.random()))
                 continue
             return response.status_code, self._json(response)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        # The caller's request id travels upstream, so one journey can be traced across logs.
+        headers = {"X-Request-ID": current_request_id(), **kwargs.pop("headers", {})}
         try:
             return self.session.request(method, self.base_url + path, timeout=self.timeout,
-                                        **kwargs)
+                                        headers=headers, **kwargs)
         except requests.Timeout as e:
             raise UpstreamUnavailable(self.gateway, f"{method} {path}: timeout") from e
         except requests.RequestException as e:
