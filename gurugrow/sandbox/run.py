@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,11 +77,17 @@ def main() -> None:
     sys.stdout.flush()
     proc = subprocess.Popen([gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
                             cwd=ROOT, env=env)
+    # SIGTERM/SIGINT end gunicorn and the redis-server this run started, too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        sys.exit(proc.wait())
+        code = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        sys.exit(proc.wait())
+        code = 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

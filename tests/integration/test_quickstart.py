@@ -1,0 +1,95 @@
+"""The README quickstart, parsed from the README and run against a live sandbox."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.integration.conftest import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+README = ROOT / "README.md"
+
+
+def quickstart_commands() -> list[tuple[str, str | None]]:
+    """(command, expected substring or None) in README order, continuation lines joined."""
+    text = README.read_text()
+    section = text.split("<!-- quickstart:start -->")[1].split("<!-- quickstart:end -->")[0]
+    steps: list[tuple[str, str | None]] = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        pending: list[str] = []
+        for line in block.splitlines():
+            if line.startswith("# → "):
+                command, _ = steps[-1]
+                steps[-1] = (command, line.removeprefix("# → "))
+                continue
+            pending.append(line)
+            if not line.endswith("\\"):
+                steps.append(("\n".join(pending), None))
+                pending = []
+    return steps
+
+
+def test_readme_quickstart_has_both_body_kinds_and_checks():
+    steps = quickstart_commands()
+    commands = "\n".join(c for c, _ in steps)
+    assert "application/json" in commands and "x-www-form-urlencoded" in commands
+    for path in ("/auth/status", "/auth/start", "/auth/check", "/auth/unlink", "/orders",
+                 "/orders/repeat", "/orders/recommended/preview",
+                 "/orders/recommended/create", "/orders/recommended/start",
+                 "/orders/recommended/check", "/sandbox/outbox"):
+        assert path in commands, path
+    assert sum(1 for _, expected in steps if expected) >= 10
+
+
+@pytest.fixture
+def sandbox_server(redis_url, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RETAILCRM_", "GREENSMS_", "DEDUPE_", "OTP_"))}
+    env.update(APP_PORT=str(port), REDIS_URL=redis_url, REDIS_PREFIX="quickstart:")
+    log = (tmp_path / "sandbox.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "gurugrow.sandbox.run"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://localhost:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        assert wait_until(up, timeout=30), "the sandbox did not come up"
+        yield base, tmp_path / "sandbox.log"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_readme_quickstart_runs_against_the_sandbox(sandbox_server):
+    base, log_path = sandbox_server
+    steps = quickstart_commands()
+    script = ["set -euo pipefail"]
+    for index, (command, _) in enumerate(steps):
+        script += [f"echo '@@STEP {index}@@'", command.replace("http://localhost:8000", base),
+                   "echo"]
+    result = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    outputs = re.split(r"@@STEP \d+@@\n", result.stdout)[1:]
+    assert len(outputs) == len(steps)
+    for (command, expected), output in zip(steps, outputs, strict=True):
+        if expected:
+            assert expected in output, f"{command}\n→ {output}"
+    # The sandbox logs each code it "sent"; the real log never holds a full phone.
+    log = log_path.read_text()
+    assert "sandbox_code" in log
+    assert "79990000001" not in log
+    assert "Traceback" not in log
