@@ -1,0 +1,202 @@
+"""Gateway transport rules, with raw upstream answers mocked by ``responses``."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+import responses
+
+from gurugrow.gateways.deduper import DeduperGateway
+from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.greensms import GreenSmsGateway
+from gurugrow.gateways.retailcrm import RetailCrmGateway
+
+CRM = "https://crm.example"
+KEY = "crm-key-do-not-leak"
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture
+def slept():
+    return []
+
+
+@pytest.fixture
+def crm(slept):
+    return RetailCrmGateway(CRM + "/", KEY, "site-1", timeout=7, connect_timeout=2,
+                            max_retries=2, sleep=slept.append)
+
+
+def test_every_call_has_connect_and_read_timeouts_and_key_only_in_header(rsps, crm):
+    rsps.get(f"{CRM}/api/v5/reference/statuses", json={"success": True, "statuses": {}})
+    crm.get_statuses()
+    call = rsps.calls[0]
+    assert call.request.req_kwargs["timeout"] == (2, 7)
+    assert call.request.headers["X-API-KEY"] == KEY
+    assert KEY not in call.request.url
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (400, {"success": False, "errorMsg": "Errors", "errors": {"phone": "bad"}}, UpstreamRejected),
+    (400, {"success": False, "errorMsg": "Errors", "errors": ["bad"]}, UpstreamRejected),
+    (200, {"success": False, "errorMsg": "Access denied"}, UpstreamRejected),
+    (403, {"success": False, "errorMsg": 'Wrong "apiKey" value.'}, UpstreamRejected),
+    (404, {"success": False, "errorMsg": "Not found"}, NotFound),
+    (500, {"success": False, "errorMsg": "Internal"}, UpstreamUnavailable),
+    (405, "<html>Not Allowed</html>", UpstreamUnavailable),
+    (200, "{truncated", UpstreamUnavailable),
+    (200, [], UpstreamUnavailable),
+])
+def test_crm_answers_become_typed_errors(rsps, crm, status, body, error):
+    kwargs = {"json": body} if not isinstance(body, str) else {"body": body}
+    rsps.post(f"{CRM}/api/v5/customers/1/edit", status=status, **kwargs)
+    with pytest.raises(error):
+        crm.edit_customer_custom_fields("1", {"a": "b"})
+
+
+def test_rejection_keeps_the_errors(rsps, crm):
+    rsps.post(f"{CRM}/api/v5/orders/create", status=400,
+              json={"success": False, "errorMsg": "Order is not loaded",
+                    "errors": {"number": "exists"}})
+    with pytest.raises(UpstreamRejected) as caught:
+        crm.create_order({"customer": {"id": 1}})
+    assert caught.value.errors == {"number": "exists"} and caught.value.status_code == 400
+
+
+@pytest.mark.parametrize("exc", [requests.ConnectTimeout, requests.ReadTimeout,
+                                 requests.ConnectionError])
+def test_network_failures_are_unavailable(rsps, crm, exc):
+    rsps.get(f"{CRM}/api/v5/reference/statuses", body=exc("boom"))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        crm.get_statuses()
+    assert isinstance(caught.value.__cause__, exc)
+
+
+def test_reads_are_retried_on_503_and_429_a_bounded_number_of_times(rsps, crm, slept):
+    url = f"{CRM}/api/v5/reference/statuses"
+    rsps.get(url, status=503, json={"success": False, "errorMsg": "Rate limit"})
+    rsps.get(url, status=429, json={"success": False, "errorMsg": "Too many"})
+    rsps.get(url, json={"success": True, "statuses": {"new": {}}})
+    assert crm.get_statuses() == {"new": {}}
+    assert len(slept) == 2 and all(0 < s <= 3 for s in slept)
+
+
+def test_retries_give_up(rsps, crm, slept):
+    rsps.get(f"{CRM}/api/v5/reference/statuses", status=503,
+             json={"success": False, "errorMsg": "Rate limit"})
+    with pytest.raises(UpstreamUnavailable):
+        crm.get_statuses()
+    assert len(rsps.calls) == 3
+
+
+def test_writes_are_never_retried(rsps, crm):
+    rsps.post(f"{CRM}/api/v5/orders/create", status=503,
+              json={"success": False, "errorMsg": "Rate limit"})
+    with pytest.raises(UpstreamUnavailable):
+        crm.create_order({"customer": {"id": 1}})
+    assert len(rsps.calls) == 1
+
+
+def test_edit_sends_by_id_site_and_json_customer(rsps, crm):
+    rsps.post(f"{CRM}/api/v5/customers/42/edit", json={"success": True, "id": 42})
+    crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "Ж1"})
+    form = parse_qs(rsps.calls[0].request.body)
+    assert form["by"] == ["id"] and form["site"] == ["site-1"]
+    assert json.loads(form["customer"][0]) == {"customFields": {"bot_telegram_account_id": "Ж1"}}
+
+
+def test_phone_search_compares_numbers_exactly(rsps, crm):
+    rsps.get(f"{CRM}/api/v5/customers", json={"success": True, "customers": [
+        {"id": 1, "phones": [{"number": "8 (999) 123-45-67"}]},
+        {"id": 2, "phones": [{"number": "+7 999 123-45-678"}]},
+        {"id": 3, "phones": [{"number": "9991234567"}], "customFields": []},
+        {"id": 4}]})
+    assert [c["id"] for c in crm.find_customers_by_phone("79991234567")] == [1, 3]
+    assert "filter%5Bname%5D=79991234567" in rsps.calls[0].request.url
+
+
+# -- GreenSMS -------------------------------------------------------------------------
+SMS = "https://sms.example"
+
+
+@pytest.mark.parametrize(("kwargs", "header", "body_auth"), [
+    ({"token": "tok"}, "Bearer tok", {}),
+    ({"user": "u", "password": "p"}, None, {"user": ["u"], "pass": ["p"]}),
+])
+def test_greensms_auth_is_header_or_body(rsps, kwargs, header, body_auth):
+    rsps.post(f"{SMS}/telegram/send", json={"request_id": "r-1"})
+    gateway = GreenSmsGateway(SMS, telegram_ttl=300, **kwargs)
+    assert gateway.send_code("telegram", "79991234567", "123456", "Код 123456") == "r-1"
+    request = rsps.calls[0].request
+    form = parse_qs(request.body)
+    assert request.headers.get("Authorization") == header
+    assert form["txt"] == ["123456"] and form["to"] == ["79991234567"] and form["ttl"] == ["300"]
+    assert {k: form[k] for k in body_auth} == body_auth
+    assert "?" not in request.url
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (200, {"error": "Insufficient funds", "code": -1}, UpstreamRejected),
+    (401, {"error": "Authorization declined", "code": 0}, UpstreamRejected),
+    (200, {}, UpstreamUnavailable),
+    (502, "<html>Bad Gateway</html>", UpstreamUnavailable),
+])
+def test_greensms_failures(rsps, status, body, error):
+    kwargs = {"json": body} if not isinstance(body, str) else {"body": body}
+    rsps.post(f"{SMS}/sms/send", status=status, **kwargs)
+    with pytest.raises(error):
+        GreenSmsGateway(SMS, token="t").send_code("sms", "79991234567", "1234", "Код 1234")
+    assert len(rsps.calls) == 1  # a paid send is never repeated
+
+
+def test_vk_sends_text_and_sender(rsps):
+    rsps.post(f"{SMS}/vk/send", json={"request_id": "r-2"})
+    GreenSmsGateway(SMS, token="t", vk_from="shop").send_code("vk", "79991234567", "1234",
+                                                               "Код 1234")
+    form = parse_qs(rsps.calls[0].request.body)
+    assert form["txt"] == ["Код 1234"] and form["from"] == ["shop"]
+
+
+# -- deduper --------------------------------------------------------------------------
+@pytest.mark.parametrize(("answer", "usable", "final"), [
+    ({"status": "resolved", "finalCustomerId": 7}, True, "7"),
+    ({"status": "single", "finalCustomerId": "8"}, True, "8"),
+    ({"status": "resolved_with_fallback_primary", "finalCustomerId": "9"}, True, "9"),
+    ({"status": "resolved", "finalCustomerId": ""}, False, None),
+    ({"status": "not_found", "finalCustomerId": None}, False, None),
+    ({"status": "error"}, False, None),
+])
+def test_deduper_verdicts(rsps, answer, usable, final):
+    rsps.post("https://dd.example/api/dedupe/auto-resolve", json=answer)
+    result = DeduperGateway("https://dd.example", "dk").auto_resolve("79991234567", "s", "rid")
+    assert (result.usable, result.final_customer_id) == (usable, final)
+    request = rsps.calls[0].request
+    assert request.headers["X-API-Key"] == "dk"
+    assert json.loads(request.body) == {"phone": "79991234567", "site": "s",
+                                        "requestSource": "auth-backend", "requestId": "rid",
+                                        "waitForConfirmation": False}
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (500, {"detail": "x"}, UpstreamUnavailable),
+    (401, {"detail": "key"}, UpstreamRejected),
+    (200, "<html/>", UpstreamUnavailable),
+])
+def test_deduper_failures(rsps, status, body, error):
+    kwargs = {"json": body} if not isinstance(body, str) else {"body": body}
+    rsps.post("https://dd.example/api/dedupe/auto-resolve", status=status, **kwargs)
+    with pytest.raises(error):
+        DeduperGateway("https://dd.example", "dk").auto_resolve("7999", "s", "r")
+
+
+def test_unconfigured_deduper_is_unavailable():
+    with pytest.raises(UpstreamUnavailable):
+        DeduperGateway("", "").auto_resolve("7999", "s", "r")
