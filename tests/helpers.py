@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 BODY_KINDS = ("form", "json")
@@ -31,3 +33,20 @@ def set_clock(app, now: float) -> None:
     svc = app.extensions["gurugrow"]
     svc.otp.clock = lambda: now
     svc.clock = lambda: now
+
+
+def run_concurrently(count: int, action: Callable[[], Any]) -> list[Any]:
+    """Start ``count`` threads that call ``action`` at the same moment; their results."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(action())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

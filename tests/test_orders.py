@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.helpers import BODY_KINDS, get, post
+from tests.helpers import BODY_KINDS, get, post, run_concurrently
 
 ORDERS_FIELDS = {"status", "customerId", "shownCount", "orders", "text", "errorCode", "message"}
 ORDER_FIELDS = {
@@ -230,19 +228,7 @@ def test_repeated_request_gets_the_first_answer(client, upstreams, source, kind)
 
 
 def test_concurrent_identical_repeats_create_one_order(app, upstreams, source):
-    barrier = threading.Barrier(6)
-    answers = []
-
-    def attempt():
-        own = app.test_client()
-        barrier.wait()
-        answers.append(repeat(own, sourceOrderId="123456"))
-
-    threads = [threading.Thread(target=attempt) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = run_concurrently(6, lambda: repeat(app.test_client(), sourceOrderId="123456"))
     assert len(upstreams.created) == 1
     assert {a["newOrderNumber"] for a in answers} == {upstreams.created[0]["number"]}
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.helpers import BODY_KINDS, TG, post
+from tests.helpers import BODY_KINDS, TG, post, run_concurrently
 
 TG_FIELD = "bot_telegram_account_id"
 PREVIEW_FIELDS = {"status", "customerId", "offerCode", "title", "text", "errorCode", "message"}
@@ -107,19 +105,8 @@ def test_lost_answer_is_found_by_external_id(client, catalog, bound):
 
 
 def test_double_tap_creates_one_order(app, catalog, bound):
-    barrier = threading.Barrier(5)
-    answers = []
-
-    def tap():
-        own = app.test_client()
-        barrier.wait()
-        answers.append(call(own, "create", offerCode="male_hairloss_basic", **RECIPIENT))
-
-    threads = [threading.Thread(target=tap) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = run_concurrently(5, lambda: call(app.test_client(), "create",
+                                               offerCode="male_hairloss_basic", **RECIPIENT))
     assert len(catalog.created) == 1
     assert {a["orderId"] for a in answers} == {str(catalog.created[0]["id"])}
 

@@ -13,9 +13,12 @@ from typing import Any
 from gurugrow import texts
 from gurugrow.flows.codes import (
     FlowRefusal,
+    claim_code,
+    complete_claimed,
     default_route,
-    find_customer_id_by_phone,
+    issue_code,
     send_or_pretend,
+    sent_answer,
     take_send_allowance,
 )
 from gurugrow.gateways.errors import UpstreamError
@@ -25,15 +28,6 @@ from gurugrow.phone import mask_phone, normalize_phone
 from gurugrow.services import Services
 
 Answer = dict[str, Any]
-
-_CHECK_REFUSALS = {
-    "invalid": ("invalid_code", "invalid_code"),
-    "locked": ("too_many_attempts", "too_many_attempts"),
-    "expired": ("expired", "expired"),
-    "busy": ("error", "session_busy"),
-    "missing": ("error", "session_not_found"),
-}
-
 
 def _identity(svc: Services, data: dict[str, Any]) -> MessengerIdentity:
     return identity_for(data["channel"], data["accountId"], svc.settings)
@@ -87,52 +81,19 @@ def status(svc: Services, data: dict[str, Any]) -> Answer:
 def start(svc: Services, data: dict[str, Any]) -> Answer:
     """Send a code to the phone's customer; an unknown phone gets the same answer, no code."""
     identity = _identity(svc, data)
-    phone = data["phone"]
-    route = data.get("deliveryRoute") or default_route(identity.channel)
-    take_send_allowance(svc, phone, identity.channel, identity.account_id)
-    try:
-        customer_id = find_customer_id_by_phone(svc, phone)
-    except FlowRefusal:
-        svc.otp.release_send_slot(phone, identity.channel, identity.account_id)
-        raise
-    code = svc.otp.new_code()
-    method = send_or_pretend(svc, phone=phone, channel=identity.channel,
-                             account_id=identity.account_id, code=code, route=route,
-                             send=customer_id is not None)
-    session = svc.otp.create_session(
-        phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=code if customer_id else None, route=method)
+    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"))
     # Deliberately the same line for a decoy: logs must not tell who is a customer.
-    log_event("auth_started", channel=identity.channel, phone=mask_phone(phone))
-    return {"status": "sent", "sessionId": session.session_id,
-            "maskedPhone": mask_phone(phone),
-            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+    log_event("auth_started", channel=identity.channel, phone=mask_phone(session.phone))
+    return sent_answer(svc, session)
 
 
 def check(svc: Services, data: dict[str, Any]) -> Answer:
     """Verify the code, then bind the messenger account to the session's customer."""
     identity = _identity(svc, data)
-    session = svc.otp.load(data["sessionId"])
-    if session is None or session.purpose != "auth" or (
-            session.channel, session.account_id) != (identity.channel, identity.account_id):
-        raise FlowRefusal("session_not_found")
-    outcome = svc.otp.verify(session.session_id, data["code"])
-    if outcome != "ok":
-        answer_status, error_code = _CHECK_REFUSALS[outcome]
-        log_event("code_rejected", channel=identity.channel, outcome=outcome)
-        raise FlowRefusal(error_code, status=answer_status,
-                          maskedPhone=mask_phone(session.phone))
+    session = claim_code(svc, identity, data["sessionId"], data["code"], "auth")
     customer_id = str(session.customer_id)
-    try:
-        verified_until = bind_identity(svc, identity, customer_id, session.route)
-    except FlowRefusal as refusal:
-        if refusal.status == "conflict":
-            svc.otp.consume(session)
-        else:
-            # Our own failure must not burn the customer's code.
-            svc.otp.release(session.session_id)
-        raise
-    svc.otp.consume(session)
+    verified_until = complete_claimed(
+        svc, session, lambda: bind_identity(svc, identity, customer_id, session.route))
     log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
     return {"status": "authorized", "authorized": True, "customerId": customer_id,
             "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gurugrow import texts
 from gurugrow.gateways.errors import UpstreamError
+from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
+from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
+
+T = TypeVar("T")
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
@@ -101,3 +107,81 @@ def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str,
     except FlowRefusal:
         svc.otp.release_send_slot(phone, channel, account_id)
         raise
+
+
+_CHECK_REFUSALS = {
+    "invalid": ("invalid_code", "invalid_code"),
+    "locked": ("too_many_attempts", "too_many_attempts"),
+    "expired": ("expired", "expired"),
+    "busy": ("error", "session_busy"),
+    "missing": ("error", "session_not_found"),
+}
+
+
+def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: str | None, *,
+               purpose: str = "auth", payload: dict[str, Any] | None = None,
+               send_to_unknown: bool = False) -> OtpSession:
+    """Throttle, find the phone's customer, send the code (or pretend), store the session.
+
+    A phone with no customer gets a decoy session and no message, unless
+    ``send_to_unknown`` (the customer will be created after the check).
+    """
+    take_send_allowance(svc, phone, identity.channel, identity.account_id)
+    try:
+        customer_id = find_customer_id_by_phone(svc, phone)
+    except FlowRefusal:
+        svc.otp.release_send_slot(phone, identity.channel, identity.account_id)
+        raise
+    send = customer_id is not None or send_to_unknown
+    code = svc.otp.new_code()
+    method = send_or_pretend(svc, phone=phone, channel=identity.channel,
+                             account_id=identity.account_id, code=code,
+                             route=route or default_route(identity.channel), send=send)
+    return svc.otp.create_session(
+        phone=phone, channel=identity.channel, account_id=identity.account_id,
+        customer_id=customer_id, code=code if send else None, route=method, purpose=purpose,
+        payload=payload)
+
+
+def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
+               purpose: str) -> OtpSession:
+    """The session once its code checks out (claimed: finish with ``complete_claimed``).
+
+    Another identity's or another purpose's session is answered as not found.
+    """
+    session = svc.otp.load(session_id)
+    if session is None or session.purpose != purpose or (
+            session.channel, session.account_id) != (identity.channel, identity.account_id):
+        raise FlowRefusal("session_not_found")
+    outcome = svc.otp.verify(session.session_id, code)
+    if outcome != "ok":
+        log_event("code_rejected", channel=identity.channel, outcome=outcome)
+        answer_status, error_code = _CHECK_REFUSALS[outcome]
+        raise FlowRefusal(error_code, status=answer_status, maskedPhone=mask_phone(session.phone))
+    return session
+
+
+def complete_claimed(svc: Services, session: OtpSession, work: Callable[[], T],
+                     done: Callable[[T], bool] = lambda answer: True) -> T:
+    """Run ``work`` for a claimed code; the code is used up when ``done(answer)`` or on a
+    conflict, and released otherwise, so our own failure never burns the customer's code."""
+    try:
+        answer = work()
+    except FlowRefusal as refusal:
+        if refusal.status == "conflict":
+            svc.otp.consume(session)
+        else:
+            svc.otp.release(session.session_id)
+        raise
+    if done(answer):
+        svc.otp.consume(session)
+    else:
+        svc.otp.release(session.session_id)
+    return answer
+
+
+def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
+    """The answer to a start that sent (or pretended to send) a code."""
+    return {"status": "sent", "sessionId": session.session_id,
+            "maskedPhone": mask_phone(session.phone),
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}

@@ -18,28 +18,22 @@ from gurugrow.flows.auth import (
 )
 from gurugrow.flows.codes import (
     FlowRefusal,
-    default_route,
-    find_customer_id_by_phone,
-    send_or_pretend,
-    take_send_allowance,
+    claim_code,
+    complete_claimed,
+    issue_code,
+    sent_answer,
 )
 from gurugrow.flows.orders import mark_interacted
 from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
+from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
 from gurugrow.storage import cached_json, run_once
 
 Answer = dict[str, Any]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CHECK_REFUSALS = {
-    "invalid": ("invalid_code", "invalid_code"),
-    "locked": ("too_many_attempts", "too_many_attempts"),
-    "expired": ("expired", "expired"),
-    "busy": ("error", "session_busy"),
-    "missing": ("error", "session_not_found"),
-}
 
 
 def _set(data: dict[str, Any]) -> RecommendedSet:
@@ -126,64 +120,30 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
     identity = _identity(svc, data)
     bundle = _set(data)
     resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
-    phone = data["phone"]
-    take_send_allowance(svc, phone, identity.channel, identity.account_id)
-    try:
-        customer_id = find_customer_id_by_phone(svc, phone)
-    except FlowRefusal:
-        svc.otp.release_send_slot(phone, identity.channel, identity.account_id)
-        raise
-    code = svc.otp.new_code()
-    route = data.get("deliveryRoute") or default_route(identity.channel)
-    method = send_or_pretend(svc, phone=phone, channel=identity.channel,
-                             account_id=identity.account_id, code=code, route=route, send=True)
-    payload = {"offerCode": bundle.offer_code, "createCustomer": customer_id is None,
-               **_recipient(data)}
-    session = svc.otp.create_session(
-        phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=code, route=method, purpose="recommended",
-        payload=payload)
-    log_event("recommended_started", channel=identity.channel, phone=mask_phone(phone),
-              offer_code=bundle.offer_code)
-    return {"status": "sent", "sessionId": session.session_id, "maskedPhone": mask_phone(phone),
-            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
+                         purpose="recommended", send_to_unknown=True,
+                         payload={"offerCode": bundle.offer_code, **_recipient(data)})
+    log_event("recommended_started", channel=identity.channel,
+              phone=mask_phone(session.phone), offer_code=bundle.offer_code)
+    return sent_answer(svc, session)
 
 
 def check(svc: Services, data: dict[str, Any]) -> Answer:
     """Verify the code; create the customer if needed, bind the account, order the set."""
     identity = _identity(svc, data)
-    session = svc.otp.load(data["sessionId"])
-    if session is None or session.purpose != "recommended" or (
-            session.channel, session.account_id) != (identity.channel, identity.account_id):
-        raise FlowRefusal("session_not_found")
-    outcome = svc.otp.verify(session.session_id, data["code"])
-    if outcome != "ok":
-        answer_status, error_code = _CHECK_REFUSALS[outcome]
-        raise FlowRefusal(error_code, status=answer_status)
-    try:
-        answer = _complete(svc, identity, session)
-    except FlowRefusal as refusal:
-        if refusal.status == "conflict":
-            svc.otp.consume(session)
-        else:
-            svc.otp.release(session.session_id)  # the customer can try the same code again
-        raise
-    if answer["status"] == "created":
-        svc.otp.consume(session)
-    else:
-        svc.otp.release(session.session_id)
-    return answer
+    session = claim_code(svc, identity, data["sessionId"], data["code"], "recommended")
+    return complete_claimed(svc, session, lambda: _complete(svc, identity, session),
+                            done=lambda answer: answer["status"] == "created")
 
 
-def _complete(svc: Services, identity: MessengerIdentity, session: Any) -> Answer:
+def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -> Answer:
     payload = session.payload
     bundle = find_set(payload["offerCode"])
     if bundle is None:
         raise FlowRefusal("unknown_offer")
     recipient = {k: payload.get(k) for k in ("firstName", "lastName", "phone", "email")}
-    if session.customer_id is None:
-        holders = find_bound_customers(svc, identity)
-        if holders:
+    if session.customer_id is None:  # nobody had this phone: the customer is created now
+        if find_bound_customers(svc, identity):
             raise FlowRefusal("conflict", status="conflict")
         customer_id, verified_until = _create_customer(svc, identity, session, recipient)
         svc.otp.remember_customer(session, customer_id)
@@ -194,7 +154,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: Any) -> Answe
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
 
 
-def _create_customer(svc: Services, identity: MessengerIdentity, session: Any,
+def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
                      recipient: dict[str, Any]) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
     s = svc.settings

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from gurugrow import create_app
 from gurugrow.otp import OtpPolicy, OtpStore
 from tests.conftest import TEST_ENV
-from tests.helpers import TG, get, post
+from tests.helpers import TG, get, post, run_concurrently
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +44,7 @@ def test_concurrent_checks_of_one_code_succeed_once(real_redis, prefix):
     store = OtpStore(real_redis, prefix, OtpPolicy(secret="x" * 16, hash_iterations=1000))
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
                                    customer_id="5", code="424242", route="telegram_otp")
-    barrier = threading.Barrier(16)
-    results: list[str] = []
-
-    def attempt() -> None:
-        barrier.wait()
-        results.append(store.verify(session.session_id, "424242"))
-
-    threads = [threading.Thread(target=attempt) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_concurrently(16, lambda: store.verify(session.session_id, "424242"))
     assert results.count("ok") == 1
     assert set(results) <= {"ok", "busy"}
 
@@ -67,21 +54,9 @@ def test_concurrent_http_checks_bind_once(app, upstreams):
     client = app.test_client()
     session_id = post(client, "/auth/start", {**TG, "phone": "79991234567"})["sessionId"]
     code = upstreams.codes_sent()[0]
-    barrier = threading.Barrier(8)
-    statuses: list[str] = []
-
-    def attempt() -> None:
-        own = app.test_client()
-        barrier.wait()
-        statuses.append(post(own, "/auth/check", {**TG, "sessionId": session_id,
-                                                  "code": code})["status"])
-
-    threads = [threading.Thread(target=attempt) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert statuses.count("authorized") == 1
+    answers = run_concurrently(8, lambda: post(app.test_client(), "/auth/check", {
+        **TG, "sessionId": session_id, "code": code}))
+    assert [a["status"] for a in answers].count("authorized") == 1
     assert len(upstreams.edits) == 1
 
 
@@ -90,13 +65,7 @@ def test_wrong_guesses_are_all_counted_under_concurrency(real_redis, prefix):
                                                    max_attempts=5))
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
                                    customer_id="5", code="424242", route="telegram_otp")
-    results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        store.verify(session.session_id, "000000"))) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_concurrently(20, lambda: store.verify(session.session_id, "000000"))
     assert results.count("invalid") == 4
     assert results.count("locked") == 16
     assert store.verify(session.session_id, "424242") == "locked"
