@@ -10,7 +10,6 @@ from typing import Any
 import redis
 from dotenv import dotenv_values
 from flask import Flask, g, request
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gurugrow.config import ConfigError, Settings
 from gurugrow.logs import begin_request, configure_logging, log_event
@@ -38,9 +37,6 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    if settings.proxy_count:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count,
-                                x_proto=settings.proxy_count)
     app.extensions["gurugrow"] = build_services(settings, redis_client)
 
     from gurugrow.api import auth, health, orders, recommended
@@ -64,6 +60,7 @@ def build_services(settings: Settings, redis_client: Any = None):
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.retailcrm import RetailCrmGateway
+    from gurugrow.limits import LimitPolicy, Limits
     from gurugrow.otp import OtpPolicy, OtpStore
     from gurugrow.services import Services
 
@@ -75,10 +72,19 @@ def build_services(settings: Settings, redis_client: Any = None):
         max_sends=s.otp_max_sends, max_sends_per_phone_per_day=s.otp_max_sends_per_phone_per_day,
         hash_iterations=s.otp_hash_iterations)
     connect = s.http_connect_timeout_seconds
+    limits = LimitPolicy(
+        per_phone_hour=s.otp_max_sends_per_phone_per_hour,
+        per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
+        identity_max_failures=s.otp_identity_max_failures,
+        lockout_base_seconds=s.otp_lockout_base_seconds,
+        lockout_max_seconds=s.otp_lockout_max_seconds,
+        allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions))
+    otp = OtpStore(client, s.redis_prefix, policy)
     return Services(
         settings=s,
         redis=client,
-        otp=OtpStore(client, s.redis_prefix, policy),
+        otp=otp,
+        limits=Limits(client, s.redis_prefix, limits, clock=otp.clock),
         crm=RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,
                              timeout=s.retailcrm_timeout_seconds, connect_timeout=connect,
                              max_retries=s.retailcrm_max_retries),

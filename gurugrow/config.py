@@ -7,6 +7,7 @@ so a bad start stops with one clear line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -54,7 +55,7 @@ class Settings:
     log_level: str = _env("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     sandbox: bool = _env("GURUGROW_SANDBOX", False)
     max_body_bytes: int = _env("MAX_BODY_BYTES", 16384, minimum=1024)
-    proxy_count: int = _env("PROXY_COUNT", 0, minimum=0)
+    trusted_proxies: tuple[str, ...] = _env("TRUSTED_PROXIES", ())
 
     # Redis
     redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0")
@@ -110,6 +111,16 @@ class Settings:
                                                 minimum=1)
     otp_hash_iterations: int = _env("OTP_HASH_ITERATIONS", 20000, minimum=1000)
     auth_verified_days: int = _env("AUTH_VERIFIED_DAYS", 180, minimum=1)
+
+    # Abuse limits (0 switches a counter off)
+    otp_max_sends_per_phone_per_hour: int = _env("OTP_MAX_SENDS_PER_PHONE_PER_HOUR", 5,
+                                                 minimum=0)
+    otp_max_sends_per_ip_per_hour: int = _env("OTP_MAX_SENDS_PER_IP_PER_HOUR", 300, minimum=0)
+    otp_daily_send_budget: int = _env("OTP_DAILY_SEND_BUDGET", 2000, minimum=0)
+    otp_identity_max_failures: int = _env("OTP_IDENTITY_MAX_FAILURES", 10, minimum=0)
+    otp_lockout_base_seconds: int = _env("OTP_LOCKOUT_BASE_SECONDS", 300, minimum=1)
+    otp_lockout_max_seconds: int = _env("OTP_LOCKOUT_MAX_SECONDS", 86400, minimum=1)
+    phone_allowed_regions: tuple[str, ...] = _env("PHONE_ALLOWED_REGIONS", ("RU", "KZ", "BY"))
 
     # My orders
     retailcrm_order_excluded_status_codes: tuple[str, ...] = _env(
@@ -188,6 +199,11 @@ class Settings:
         except (KeyError, IndexError, ValueError) as e:
             raise ConfigError("REPEAT_ORDER_COMMENT_TEMPLATE may use only {sourceOrderNumber}, "
                               "{sourceOrderId} and {channelType}") from e
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as e:
+                raise ConfigError(f"TRUSTED_PROXIES has a malformed address: {proxy}") from e
         if not self.redis_prefix:
             raise ConfigError("REDIS_PREFIX must not be empty")
 
@@ -201,6 +217,10 @@ class Settings:
             code, _, template = entry.partition("=")
             urls[code.strip()] = template.strip()
         return urls
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """TRUSTED_PROXIES as networks (single addresses become /32 or /128)."""
+        return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]
 
     def channel_field(self, channel: str) -> str:
         """The customer custom field that stores the messenger id of ``channel``."""

@@ -35,3 +35,23 @@ def reference(prefix: str, name: str) -> str:
 def operation_once(prefix: str, operation: str, digest: str) -> str:
     """The claim and then the remembered answer of one idempotent operation."""
     return f"{prefix}once:{operation}:{digest}"
+
+
+def send_counter(prefix: str, kind: str, subject: str, period: str) -> str:
+    """Codes sent in one period: per phone or IP per hour, or the global daily budget."""
+    return f"{prefix}throttle:{kind}:{subject}:{period}"
+
+
+def identity_failures(prefix: str, channel: str, account_id: str) -> str:
+    """Wrong codes entered by one messenger identity, across its sessions."""
+    return f"{prefix}guard:fails:{channel}:{account_id}"
+
+
+def identity_lock(prefix: str, channel: str, account_id: str) -> str:
+    """Exists while the messenger identity is locked out of checking codes."""
+    return f"{prefix}guard:lock:{channel}:{account_id}"
+
+
+def identity_lock_level(prefix: str, channel: str, account_id: str) -> str:
+    """How many lockouts the identity had today (each one lasts twice as long)."""
+    return f"{prefix}guard:lock-level:{channel}:{account_id}"

@@ -11,7 +11,18 @@ from gurugrow.config import Settings
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway
+from gurugrow.limits import Limits
 from gurugrow.otp import OtpStore
+
+
+class SendTimer:
+    """How long a real code send takes (moving average), so a decoy can take as long."""
+
+    def __init__(self, initial_seconds: float = 0.05) -> None:
+        self.average = initial_seconds
+
+    def observe(self, seconds: float) -> None:
+        self.average = 0.8 * self.average + 0.2 * min(seconds, 5.0)
 
 
 @dataclass
@@ -21,7 +32,9 @@ class Services:
     settings: Settings
     redis: Any
     otp: OtpStore
+    limits: Limits
     crm: RetailCrmGateway
     sms: GreenSmsGateway
     deduper: DeduperGateway
     clock: Callable[[], float] = field(default=time.time)
+    send_timer: SendTimer = field(default_factory=SendTimer)

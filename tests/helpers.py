@@ -33,6 +33,7 @@ def set_clock(app, now: float) -> None:
     svc = app.extensions["gurugrow"]
     svc.otp.clock = lambda: now
     svc.clock = lambda: now
+    svc.limits.clock = lambda: now
 
 
 def run_concurrently(count: int, action: Callable[[], Any]) -> list[Any]:

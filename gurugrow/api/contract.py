@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from gurugrow import texts
 from gurugrow.flows.codes import FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
+from gurugrow.limits import client_ip
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.storage import InProgress, StorageUnavailable
@@ -75,7 +76,10 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
          ) -> dict[str, Any]:
     try:
         data = req.load(request_values())
-        return flow(services(), data)
+        svc = services()
+        data["clientIp"] = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                     svc.settings.trusted_networks())
+        return flow(svc, data)
     except ValidationError as e:
         messages = e.messages if isinstance(e.messages, dict) else {}
         code = first_error_code(req, messages)

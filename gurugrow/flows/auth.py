@@ -81,7 +81,8 @@ def status(svc: Services, data: dict[str, Any]) -> Answer:
 def start(svc: Services, data: dict[str, Any]) -> Answer:
     """Send a code to the phone's customer; an unknown phone gets the same answer, no code."""
     identity = _identity(svc, data)
-    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"))
+    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
+                         client_ip=data.get("clientIp"))
     # Deliberately the same line for a decoy: logs must not tell who is a customer.
     log_event("auth_started", channel=identity.channel, phone=mask_phone(session.phone))
     return sent_answer(svc, session)
@@ -145,7 +146,8 @@ def resend(svc: Services, data: dict[str, Any]) -> Answer:
     if not svc.otp.sends_left(session):
         raise FlowRefusal("rate_limited", maskedPhone=masked)
     route = data.get("deliveryRoute") or default_route(session.channel)
-    take_send_allowance(svc, session.phone, session.channel, session.account_id)
+    take_send_allowance(svc, session.phone, session.channel, session.account_id,
+                        data.get("clientIp"))
     code = svc.otp.new_code()
     method = send_or_pretend(svc, phone=session.phone, channel=session.channel,
                              account_id=session.account_id, code=code, route=route,

@@ -6,6 +6,8 @@ Shared by /auth/start, /auth/resend and the recommended-order start.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,6 +15,7 @@ from typing import Any, TypeVar
 from gurugrow import texts
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
+from gurugrow.limits import LimitExceeded
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
@@ -84,14 +87,24 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> str:
     raise FlowRefusal("delivery_failed")
 
 
-def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str) -> None:
-    """Apply the resend cooldown and the per-phone daily cap before any code goes out."""
-    wait = svc.otp.reserve_send_slot(phone, channel, account_id)
-    if wait:
-        raise FlowRefusal("resend_too_early", retryAfterSec=wait, maskedPhone=mask_phone(phone))
-    if not svc.otp.count_phone_send(phone):
-        log_event("phone_daily_cap_reached", logging.WARNING, phone=mask_phone(phone))
-        raise FlowRefusal("rate_limited", maskedPhone=mask_phone(phone))
+def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
+                        client_ip: str | None) -> None:
+    """Apply every send limit before any code goes out (and before the phone is looked
+    up, so a refusal says nothing about whether the phone is a customer)."""
+    masked = mask_phone(phone)
+    try:
+        svc.limits.check_region(phone)
+        if not svc.limits.budget_left():
+            raise LimitExceeded("budget", "send_budget_exhausted")
+        wait = svc.otp.reserve_send_slot(phone, channel, account_id)
+        if wait:
+            raise LimitExceeded("cooldown", "resend_too_early", wait)
+        if not svc.otp.count_phone_send(phone):
+            raise LimitExceeded("phone_day", "rate_limited")
+        svc.limits.count_send(phone, client_ip)
+    except LimitExceeded as e:
+        log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
+        raise FlowRefusal(e.error_code, retryAfterSec=e.retry_after, maskedPhone=masked) from e
 
 
 def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str, code: str,
@@ -100,13 +113,19 @@ def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str,
 
     On failure the cooldown slot is given back, so the customer may try again at once.
     """
+    if not send:
+        # A decoy takes as long as a real send, so timing does not tell who is a customer.
+        time.sleep(svc.send_timer.average * random.uniform(0.8, 1.2))
+        return ROUTE_METHODS[route]
+    started = time.perf_counter()
     try:
-        if not send:
-            return ROUTE_METHODS[route]
-        return deliver_code(svc, phone, code, route)
+        method = deliver_code(svc, phone, code, route)
     except FlowRefusal:
         svc.otp.release_send_slot(phone, channel, account_id)
         raise
+    svc.send_timer.observe(time.perf_counter() - started)
+    svc.limits.spend_budget()
+    return method
 
 
 _CHECK_REFUSALS = {
@@ -119,14 +138,15 @@ _CHECK_REFUSALS = {
 
 
 def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: str | None, *,
-               purpose: str = "auth", payload: dict[str, Any] | None = None,
+               client_ip: str | None = None, purpose: str = "auth",
+               payload: dict[str, Any] | None = None,
                send_to_unknown: bool = False) -> OtpSession:
     """Throttle, find the phone's customer, send the code (or pretend), store the session.
 
     A phone with no customer gets a decoy session and no message, unless
     ``send_to_unknown`` (the customer will be created after the check).
     """
-    take_send_allowance(svc, phone, identity.channel, identity.account_id)
+    take_send_allowance(svc, phone, identity.channel, identity.account_id, client_ip)
     try:
         customer_id = find_customer_id_by_phone(svc, phone)
     except FlowRefusal:
@@ -153,7 +173,12 @@ def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     if session is None or session.purpose != purpose or (
             session.channel, session.account_id) != (identity.channel, identity.account_id):
         raise FlowRefusal("session_not_found")
+    if svc.limits.identity_locked_for(identity.channel, identity.account_id):
+        raise FlowRefusal("too_many_attempts", status="too_many_attempts",
+                          maskedPhone=mask_phone(session.phone))
     outcome = svc.otp.verify(session.session_id, code)
+    if outcome in ("invalid", "locked"):
+        svc.limits.record_wrong_code(identity.channel, identity.account_id)
     if outcome != "ok":
         log_event("code_rejected", channel=identity.channel, outcome=outcome)
         answer_status, error_code = _CHECK_REFUSALS[outcome]

@@ -121,7 +121,8 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
     bundle = _set(data)
     resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
     session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
-                         purpose="recommended", send_to_unknown=True,
+                         client_ip=data.get("clientIp"), purpose="recommended",
+                         send_to_unknown=True,
                          payload={"offerCode": bundle.offer_code, **_recipient(data)})
     log_event("recommended_started", channel=identity.channel,
               phone=mask_phone(session.phone), offer_code=bundle.offer_code)

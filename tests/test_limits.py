@@ -1,0 +1,114 @@
+"""Abuse limits through HTTP: countries, hourly caps per phone and address, the global
+daily budget, lockout of a messenger account that keeps guessing, forwarded addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import pytest
+
+from gurugrow.limits import client_ip
+from tests.helpers import BODY_KINDS, TG, post
+
+NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}
+
+
+def start(client, phone="79991234567", kind="form", headers=None, **fields):
+    data = {**TG, "phone": phone, **fields}
+    if headers:
+        response = client.post("/auth/start", data=data, headers=headers)
+        return response.get_json()
+    return post(client, "/auth/start", data, kind)
+
+
+@pytest.mark.parametrize(("phone", "allowed"), [
+    ("+7 999 123-45-67", True), ("+7 701 123 45 67", True), ("+375 29 123-45-67", True),
+    ("+1 202 555 0143", False), ("+44 7911 123456", False), ("+998 90 123 45 67", False),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_only_allowed_countries_get_codes(client, upstreams, kind, phone, allowed):
+    answer = start(client, phone, kind)
+    if allowed:
+        assert answer["status"] == "sent"
+    else:
+        assert (answer["status"], answer["errorCode"]) == ("error", "phone_country_not_allowed")
+        assert upstreams.crm_calls() == []  # refused before any lookup
+
+
+@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN,
+                                            "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "2"}])
+def test_hourly_cap_per_phone_applies_to_known_and_unknown_alike(client, upstreams):
+    upstreams.add_customer(1, "79991234567")
+    for phone in ("79991234567", "79997654321"):  # a customer's phone, then nobody's
+        answers = [start(client, phone, messengerUserId=f"u{i}") for i in range(3)]
+        assert [a["status"] for a in answers] == ["sent", "sent", "error"]
+        assert answers[2]["errorCode"] == "rate_limited"
+        assert set(answers[2]) == set(answers[0])
+
+
+@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_MAX_SENDS_PER_IP_PER_HOUR": "2",
+                                            "TRUSTED_PROXIES": "127.0.0.1"}])
+def test_hourly_cap_per_client_address_behind_a_trusted_proxy(client, upstreams):
+    def from_client(address, n):
+        return start(client, f"7999123450{n}", headers={"X-Forwarded-For": address},
+                     messengerUserId=f"ip{n}")["status"]
+
+    assert [from_client("203.0.113.5", n) for n in range(3)] == ["sent", "sent", "error"]
+    assert from_client("203.0.113.6", 4) == "sent"  # another client is not affected
+
+
+@pytest.mark.parametrize(("remote", "forwarded", "expected"), [
+    ("127.0.0.1", "203.0.113.5", "203.0.113.5"),
+    ("127.0.0.1", "198.51.100.1, 203.0.113.5", "203.0.113.5"),  # prepended hop ignored
+    ("127.0.0.1", "203.0.113.5, 10.0.0.2", "203.0.113.5"),  # trusted hops skipped
+    ("192.0.2.9", "203.0.113.5", "192.0.2.9"),  # peer is not a trusted proxy
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("127.0.0.1", "not-an-ip", "not-an-ip"),
+])
+def test_client_address(remote, forwarded, expected):
+    trusted = [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8")]
+    assert client_ip(remote, forwarded, trusted) == expected
+
+
+@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_DAILY_SEND_BUDGET": "2"}])
+def test_daily_budget_stops_all_sending(client, upstreams, caplog):
+    logging.getLogger("gurugrow").propagate = True
+    upstreams.add_customer(1, "79991234567")
+    upstreams.add_customer(2, "79991234568")
+    with caplog.at_level(logging.ERROR, logger="gurugrow"):
+        assert start(client, "79991234567")["status"] == "sent"
+        assert start(client, "79991234568")["status"] == "sent"
+    assert "send_budget_exhausted budget=2" in caplog.text
+    for phone in ("79991234567", "79990000000"):  # known and unknown: the same refusal
+        answer = start(client, phone, messengerUserId="again")
+        assert (answer["status"], answer["errorCode"]) == ("error", "send_budget_exhausted")
+    assert len(upstreams.sent) == 2
+
+
+@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_IDENTITY_MAX_FAILURES": "3",
+                                            "OTP_LOCKOUT_BASE_SECONDS": "100"}])
+def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, client,
+                                                                          upstreams):
+    upstreams.add_customer(1, "79991234567")
+    limits = app.extensions["gurugrow"].limits
+
+    def guess_three_times() -> list[str]:
+        session_id = start(client)["sessionId"]
+        wrong = "000000" if upstreams.codes_sent()[-1] != "000000" else "111111"
+        return [post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                             "code": wrong})["status"] for _ in range(3)]
+
+    assert guess_three_times() == ["invalid_code", "invalid_code", "invalid_code"]
+    assert 90 < limits.identity_locked_for("telegram", "123456789") <= 100
+    # Locked: even the right code of a new session is refused.
+    session_id = start(client)["sessionId"]
+    answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                          "code": upstreams.codes_sent()[-1]})
+    assert (answer["status"], answer["errorCode"]) == ("too_many_attempts", "too_many_attempts")
+    store = app.extensions["gurugrow"].redis
+    store.delete(*store.keys("gg:guard:lock:*"))  # the first lockout has run out
+    guess_three_times()
+    assert 190 < limits.identity_locked_for("telegram", "123456789") <= 200
+    # Another messenger account is not affected.
+    assert limits.identity_locked_for("telegram", "someone-else") == 0
