@@ -75,6 +75,7 @@ class SandboxState:
             # kind → (HTTP status, JSON body or raw text): that kind of call fails.
             self.fail: dict[str, tuple[int, Any]] = {}
             self.fail_once: dict[str, tuple[int, Any]] = {}
+            self.delay: dict[str, float] = {}  # kind → seconds to wait before answering
             self.lose_create_answer = False
             self._window: deque[float] = deque()
             self._next_id = 900000
@@ -85,6 +86,9 @@ class SandboxState:
             return self._next_id
 
     def failure(self, kind: str) -> Answer | None:
+        """The injected answer for this kind of call, if any (after an injected delay)."""
+        if kind in self.delay:
+            time.sleep(self.delay[kind])
         with self.lock:
             spec = self.fail_once.pop(kind, None) or self.fail.get(kind)
         if spec is None:
