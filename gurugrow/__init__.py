@@ -68,16 +68,17 @@ def build_services(settings: Settings, redis_client: Any = None):
     client = redis_client or make_redis_client(s)
     policy = OtpPolicy(
         secret=s.otp_secret, length=s.otp_length, ttl_seconds=s.otp_ttl_seconds,
-        max_attempts=s.otp_max_attempts, resend_cooldown_seconds=s.otp_resend_cooldown_seconds,
-        max_sends=s.otp_max_sends, max_sends_per_phone_per_day=s.otp_max_sends_per_phone_per_day,
-        hash_iterations=s.otp_hash_iterations)
-    connect = s.http_connect_timeout_seconds
-    limits = LimitPolicy(
-        per_phone_hour=s.otp_max_sends_per_phone_per_hour,
-        per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
+        max_attempts=s.otp_max_attempts, max_sends=s.otp_max_sends,
+        hash_iterations=s.otp_hash_iterations,
         identity_max_failures=s.otp_identity_max_failures,
         lockout_base_seconds=s.otp_lockout_base_seconds,
-        lockout_max_seconds=s.otp_lockout_max_seconds,
+        lockout_max_seconds=s.otp_lockout_max_seconds)
+    connect = s.http_connect_timeout_seconds
+    limits = LimitPolicy(
+        cooldown_seconds=s.otp_resend_cooldown_seconds,
+        per_phone_day=s.otp_max_sends_per_phone_per_day,
+        per_phone_hour=s.otp_max_sends_per_phone_per_hour,
+        per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
         allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions))
     otp = OtpStore(client, s.redis_prefix, policy)
     return Services(

@@ -1,4 +1,4 @@
-"""Abuse limits on sending codes and guessing them (every SMS is paid).
+"""Abuse limits on sending codes (every SMS is paid); guessing is limited in ``otp``.
 
 Counters are INCR + EXPIRE under keys from ``redis_keys``. Every refusal here applies
 before the phone is looked up, so it says nothing about whether the phone is a customer.
@@ -19,17 +19,49 @@ from gurugrow import redis_keys
 from gurugrow.logs import log_event
 from gurugrow.storage import redis_guard
 
+# Budget, cooldown, and the per-phone day/hour and per-address hour counters, checked and
+# counted in one step: two simultaneous starts can never both pass a limit.
+_ADMIT_SCRIPT = """
+local budget, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2])
+if budget > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= budget then
+  return {'budget', 0}
+end
+if cooldown > 0 and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', cooldown) then
+  return {'cooldown', redis.call('TTL', KEYS[2])}
+end
+local counters = {{KEYS[3], ARGV[3], 172800, 'phone_day'},
+                  {KEYS[4], ARGV[4], 3600, 'phone_hour'},
+                  {KEYS[5], ARGV[5], 3600, 'ip_hour'}}
+for _, c in ipairs(counters) do
+  local limit = tonumber(c[2])
+  if limit > 0 or c[4] ~= 'ip_hour' then
+    local n = redis.call('INCR', c[1])
+    if n == 1 then redis.call('EXPIRE', c[1], c[3]) end
+    if limit > 0 and n > limit then return {c[4], 0} end
+  end
+end
+if budget > 0 then
+  local spent = redis.call('INCR', KEYS[1])
+  if spent == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
+  if spent == budget then return {'budget_spent_now', 0} end
+end
+return {'ok', 0}
+"""
+_REFUSALS = {"budget": "send_budget_exhausted", "cooldown": "resend_too_early",
+             "phone_day": "rate_limited", "phone_hour": "rate_limited",
+             "ip_hour": "rate_limited"}
+
 
 @dataclass(frozen=True)
 class LimitPolicy:
     """The configured limits (0 switches a counter limit off)."""
 
+    cooldown_seconds: int = 60
+    per_phone_day: int = 10
     per_phone_hour: int = 5
+
     per_ip_hour: int = 20
     daily_budget: int = 1000
-    identity_max_failures: int = 10
-    lockout_base_seconds: int = 300
-    lockout_max_seconds: int = 86400
     allowed_regions: frozenset[str] = frozenset({"RU", "KZ", "BY"})
 
 
@@ -52,6 +84,7 @@ class Limits:
         self._prefix = prefix
         self.policy = policy
         self.clock = clock
+        self._admit = client.register_script(_ADMIT_SCRIPT)
 
     def check_region(self, phone: str) -> None:
         """Only phones of the allowed countries get codes (SMS pumping goes abroad)."""
@@ -64,80 +97,41 @@ class Limits:
         if region not in self.policy.allowed_regions:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
-    def budget_left(self) -> bool:
-        """False once today's global send budget is spent."""
-        if not self.policy.daily_budget:
-            return True
-        with redis_guard():
-            spent = int(self._redis.get(self._budget_key()) or 0)
-        return spent < self.policy.daily_budget
+    def admit_send(self, phone: str, channel: str, account_id: str,
+                   client_ip: str | None) -> None:
+        """Take one send against every limit in one atomic Redis step, or refuse.
 
-    def count_send(self, phone: str, client_ip: str | None) -> None:
-        """Count one code about to go out against the hourly phone and IP limits."""
-        hour = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d%H")
-        counters = [(redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
-                     self.policy.per_phone_hour, "phone_hour")]
-        if client_ip:
-            counters.append((redis_keys.send_counter(self._prefix, "ip-hour", client_ip, hour),
-                             self.policy.per_ip_hour, "ip_hour"))
+        The global budget counts every admitted send, real or decoy, so the budget says
+        nothing about who is a customer; ``give_back`` returns it when nothing went out.
+        """
+        now = self.clock()
+        day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+        hour = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H")
+        p = self.policy
+        keys = [redis_keys.send_counter(self._prefix, "budget", "all", day),
+                redis_keys.otp_cooldown(self._prefix, phone, channel, account_id),
+                redis_keys.send_counter(self._prefix, "phone-day", phone, day),
+                redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
+                redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour)]
+        args = [p.daily_budget, p.cooldown_seconds, p.per_phone_day, p.per_phone_hour,
+                p.per_ip_hour if client_ip else 0]
         with redis_guard():
-            pipe = self._redis.pipeline()
-            for key, _, _ in counters:
-                pipe.incr(key)
-                pipe.expire(key, 3600)
-            counts = pipe.execute()[::2]
-        for (_, limit, kind), count in zip(counters, counts, strict=True):
-            if limit and int(count) > limit:
-                raise LimitExceeded(kind, "rate_limited")
+            kind, retry_after = self._admit(keys=keys, args=args)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "budget_spent_now":
+            log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)
+        elif kind != "ok":
+            raise LimitExceeded(kind, _REFUSALS[kind], int(retry_after) or None)
 
-    def spend_budget(self) -> None:
-        """Record one paid message in today's global budget; log when it runs out."""
-        if not self.policy.daily_budget:
-            return
-        key = self._budget_key()
-        with redis_guard():
-            pipe = self._redis.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, 2 * 86400)
-            spent = int(pipe.execute()[0])
-        if spent == self.policy.daily_budget:
-            log_event("send_budget_exhausted", logging.ERROR, budget=spent)
-
-    def _budget_key(self) -> str:
+    def give_back(self, phone: str, channel: str, account_id: str) -> None:
+        """Nothing was sent after all: free the cooldown and return the budget unit."""
         day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")
-        return redis_keys.send_counter(self._prefix, "budget", "all", day)
-
-    # -- wrong codes per messenger identity ---------------------------------------------
-    def identity_locked_for(self, channel: str, account_id: str) -> int:
-        """Seconds this messenger identity is still locked out of checking codes (0: not)."""
         with redis_guard():
-            ttl = self._redis.ttl(redis_keys.identity_lock(self._prefix, channel, account_id))
-        return max(int(ttl), 0)
-
-    def record_wrong_code(self, channel: str, account_id: str) -> None:
-        """Count a wrong code across sessions; past the limit lock the identity out, each
-        lockout twice as long as the one before (within a day)."""
-        if not self.policy.identity_max_failures:
-            return
-        failures = redis_keys.identity_failures(self._prefix, channel, account_id)
-        with redis_guard():
-            pipe = self._redis.pipeline()
-            pipe.incr(failures)
-            pipe.expire(failures, 3600)
-            count = int(pipe.execute()[0])
-            if count < self.policy.identity_max_failures:
-                return
-            level_key = redis_keys.identity_lock_level(self._prefix, channel, account_id)
-            pipe = self._redis.pipeline()
-            pipe.incr(level_key)
-            pipe.expire(level_key, 86400)
-            pipe.delete(failures)
-            level = int(pipe.execute()[0])
-            seconds = min(self.policy.lockout_base_seconds * 2 ** (level - 1),
-                          self.policy.lockout_max_seconds)
-            self._redis.set(redis_keys.identity_lock(self._prefix, channel, account_id), "1",
-                            ex=seconds)
-        log_event("identity_locked", logging.WARNING, channel=channel, seconds=seconds)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(redis_keys.otp_cooldown(self._prefix, phone, channel, account_id))
+            if self.policy.daily_budget:
+                pipe.decr(redis_keys.send_counter(self._prefix, "budget", "all", day))
+            pipe.execute()
 
 
 def client_ip(remote_addr: str | None, forwarded_for: str | None,

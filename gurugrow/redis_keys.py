@@ -13,13 +13,9 @@ def otp_session(prefix: str, session_id: str) -> str:
 
 
 def otp_active(prefix: str, phone: str, channel: str, account_id: str) -> str:
-    """Points at the live session of one phone + messenger identity (one code at a time)."""
+    """Holds the key of the live session of one phone + messenger identity (one code at a
+    time)."""
     return f"{prefix}otp:active:{phone}:{channel}:{account_id}"
-
-
-def phone_daily_sends(prefix: str, phone: str, day: str) -> str:
-    """Codes sent to one phone on one UTC day (``day`` as YYYYMMDD)."""
-    return f"{prefix}throttle:phone-day:{phone}:{day}"
 
 
 def otp_cooldown(prefix: str, phone: str, channel: str, account_id: str) -> str:

@@ -91,7 +91,7 @@ def test_daily_budget_stops_all_sending(client, upstreams, caplog):
 def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, client,
                                                                           upstreams):
     upstreams.add_customer(1, "79991234567")
-    limits = app.extensions["gurugrow"].limits
+    limits = app.extensions["gurugrow"].otp
 
     def guess_three_times() -> list[str]:
         session_id = start(client)["sessionId"]

@@ -91,18 +91,11 @@ def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str
                         client_ip: str | None) -> None:
     """Apply every send limit before any code goes out (and before the phone is looked
     up, so a refusal says nothing about whether the phone is a customer)."""
-    masked = mask_phone(phone)
     try:
         svc.limits.check_region(phone)
-        if not svc.limits.budget_left():
-            raise LimitExceeded("budget", "send_budget_exhausted")
-        wait = svc.otp.reserve_send_slot(phone, channel, account_id)
-        if wait:
-            raise LimitExceeded("cooldown", "resend_too_early", wait)
-        if not svc.otp.count_phone_send(phone):
-            raise LimitExceeded("phone_day", "rate_limited")
-        svc.limits.count_send(phone, client_ip)
+        svc.limits.admit_send(phone, channel, account_id, client_ip)
     except LimitExceeded as e:
+        masked = mask_phone(phone)
         log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
         raise FlowRefusal(e.error_code, retryAfterSec=e.retry_after, maskedPhone=masked) from e
 
@@ -121,18 +114,17 @@ def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str,
     try:
         method = deliver_code(svc, phone, code, route)
     except FlowRefusal:
-        svc.otp.release_send_slot(phone, channel, account_id)
+        svc.limits.give_back(phone, channel, account_id)
         raise
     svc.send_timer.observe(time.perf_counter() - started)
-    svc.limits.spend_budget()
     return method
 
 
 _CHECK_REFUSALS = {
     "invalid": ("invalid_code", "invalid_code"),
     "locked": ("too_many_attempts", "too_many_attempts"),
+    "identity_locked": ("too_many_attempts", "too_many_attempts"),
     "expired": ("expired", "expired"),
-    "busy": ("error", "session_busy"),
     "missing": ("error", "session_not_found"),
 }
 
@@ -150,7 +142,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     try:
         customer_id = find_customer_id_by_phone(svc, phone)
     except FlowRefusal:
-        svc.otp.release_send_slot(phone, identity.channel, identity.account_id)
+        svc.limits.give_back(phone, identity.channel, identity.account_id)
         raise
     send = customer_id is not None or send_to_unknown
     code = svc.otp.new_code()
@@ -165,7 +157,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
 
 def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
                purpose: str) -> OtpSession:
-    """The session once its code checks out (claimed: finish with ``complete_claimed``).
+    """The session once its code checks out (consumed: finish with ``complete_claimed``).
 
     Another identity's or another purpose's session is answered as not found.
     """
@@ -173,12 +165,7 @@ def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     if session is None or session.purpose != purpose or (
             session.channel, session.account_id) != (identity.channel, identity.account_id):
         raise FlowRefusal("session_not_found")
-    if svc.limits.identity_locked_for(identity.channel, identity.account_id):
-        raise FlowRefusal("too_many_attempts", status="too_many_attempts",
-                          maskedPhone=mask_phone(session.phone))
-    outcome = svc.otp.verify(session.session_id, code)
-    if outcome in ("invalid", "locked"):
-        svc.limits.record_wrong_code(identity.channel, identity.account_id)
+    outcome = svc.otp.verify(session, code)
     if outcome != "ok":
         log_event("code_rejected", channel=identity.channel, outcome=outcome)
         answer_status, error_code = _CHECK_REFUSALS[outcome]
@@ -188,20 +175,20 @@ def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code
 
 def complete_claimed(svc: Services, session: OtpSession, work: Callable[[], T],
                      done: Callable[[T], bool] = lambda answer: True) -> T:
-    """Run ``work`` for a claimed code; the code is used up when ``done(answer)`` or on a
-    conflict, and released otherwise, so our own failure never burns the customer's code."""
+    """Run ``work`` for a consumed code; the code stays used when ``done(answer)`` or on a
+    conflict, and is released otherwise, so our own failure never burns the customer's
+    code."""
     try:
         answer = work()
     except FlowRefusal as refusal:
-        if refusal.status == "conflict":
-            svc.otp.consume(session)
-        else:
-            svc.otp.release(session.session_id)
+        if refusal.status != "conflict":
+            svc.otp.release(session)
         raise
-    if done(answer):
-        svc.otp.consume(session)
-    else:
-        svc.otp.release(session.session_id)
+    except Exception:
+        svc.otp.release(session)
+        raise
+    if not done(answer):
+        svc.otp.release(session)
     return answer
 
 
