@@ -1,0 +1,122 @@
+"""Pins the upstream requests and Redis round trips each endpoint makes in its common case,
+at the minimum the contract allows (RetailCRM allows a key ~10 requests a second)."""
+
+from __future__ import annotations
+
+import pytest
+from fakeredis._clients._sync import FakeRedisConnection
+
+from tests.helpers import TG, get, post
+
+BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
+
+
+class RoundTrips:
+    """Counts what the app sends to Redis: one per command, one per pipeline or script."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    counter = RoundTrips()
+    original = FakeRedisConnection.send_packed_command
+
+    def counting(self, command, *args, **kwargs):
+        counter.count += 1
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(FakeRedisConnection, "send_packed_command", counting)
+    return counter
+
+
+@pytest.fixture
+def world(upstreams):
+    """A bound customer with an order, a catalog with the offers and a bundle."""
+    upstreams.add_customer(626518, "+79990000006", bot_telegram_account_id="100500",
+                           chatbot_interacted="true")
+    upstreams.add_customer(1001, "+79990000001")
+    upstreams.add_offer(501, "Миноксидил 5%")
+    upstreams.add_bundle(31, "SET-MALE-BASIC")
+    upstreams.add_order(5001, 626518, status="send-to-delivery")
+    return upstreams
+
+
+def measure(world, round_trips, call):
+    """(CRM requests as METHOD path, GreenSMS sends, deduper calls, Redis round trips)."""
+    crm_before, sent_before = len(world.calls), len(world.sent)
+    dedupe_before, trips_before = len(world.dedupe_calls), round_trips.count
+    answer = call()
+    return (answer, world.calls[crm_before:], len(world.sent) - sent_before,
+            len(world.dedupe_calls) - dedupe_before, round_trips.count - trips_before)
+
+
+def warm(client):
+    """First calls load scripts and fill caches; the common case is the warm one."""
+    get(client, "/orders", BOUND)
+    post(client, "/orders/recommended/preview", {**BOUND, "offerCode": "male_hairloss_basic"})
+    warm_session = post(client, "/auth/start", {**TG, "phone": "79990000009",
+                                                "messengerUserId": "warm"})["sessionId"]
+    post(client, "/auth/check", {**TG, "messengerUserId": "warm", "sessionId": warm_session,
+                                 "code": "000000"})
+    post(client, "/orders/recommended/create", {**BOUND, "offerCode": "male_hairloss_basic",
+                                                "firstName": "Разогрев"})
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+def test_requests_per_endpoint(client, world, round_trips):
+    warm(client)
+    m = lambda call: measure(world, round_trips, call)  # noqa: E731
+
+    answer, crm, sms, dedupe, trips = m(lambda: get(client, "/auth/status", BOUND))
+    assert (answer["status"], crm, sms, dedupe, trips) == (
+        "authorized", ["GET /api/v5/customers"], 0, 0, 0)
+
+    answer, crm, sms, dedupe, trips = m(lambda: get(client, "/orders", BOUND))
+    assert (answer["status"], crm, trips) == (
+        "ok", ["GET /api/v5/customers", "GET /api/v5/orders"], 1)
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
+        **TG, "phone": "79990000001"}))
+    assert (answer["status"], crm, sms, dedupe, trips) == (
+        "sent", ["GET /api/v5/customers"], 1, 0, 2)
+    session_id = answer["sessionId"]
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/check", {
+        **TG, "sessionId": session_id, "code": world.codes_sent()[-1]}))
+    assert (answer["status"], crm, trips) == (
+        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 2)
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
+        **TG, "phone": "79990000001", "messengerUserId": "r"}))
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/resend", {
+        "sessionId": answer["sessionId"]}))
+    assert (answer["status"], crm, sms, trips) == ("sent", [], 1, 3)
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/repeat", {
+        **BOUND, "sourceOrderId": "5001"}))
+    assert (answer["status"], crm, trips) == ("created", [
+        "GET /api/v5/customers", "GET /api/v5/orders/5001", "GET /api/v5/store/offers",
+        "POST /api/v5/orders/create"], 2)
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/preview", {
+        **BOUND, "offerCode": "male_hairloss_basic"}))
+    assert (answer["status"], crm, trips) == ("ok", ["GET /api/v5/customers"], 0)
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/create", {
+        **BOUND, "offerCode": "male_hairloss_basic"}))
+    assert (answer["status"], crm, trips) == (
+        "created", ["GET /api/v5/customers", "POST /api/v5/orders/create"], 3)
+
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/unlink", BOUND))
+    assert (answer["status"], crm, trips) == (
+        "unlinked", ["GET /api/v5/customers", "POST /api/v5/customers/626518/edit"], 0)
+
+
+def test_duplicates_cost_one_deduper_call(client, world, round_trips):
+    world.add_customer(2, "89990000001")
+    world.dedupe_answer = {"status": "resolved", "finalCustomerId": "2"}
+    answer, crm, sms, dedupe, trips = measure(world, round_trips, lambda: post(
+        client, "/auth/start", {**TG, "phone": "79990000001"}))
+    assert (answer["status"], crm, sms, dedupe) == ("sent", ["GET /api/v5/customers"], 1, 1)
