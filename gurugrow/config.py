@@ -11,6 +11,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
@@ -109,7 +110,7 @@ class Settings:
     otp_max_sends: int = _env("OTP_MAX_SENDS", 5, minimum=1)
     otp_max_sends_per_phone_per_day: int = _env("OTP_MAX_SENDS_PER_PHONE_PER_DAY", 10,
                                                 minimum=1)
-    otp_hash_iterations: int = _env("OTP_HASH_ITERATIONS", 20000, minimum=1000)
+    otp_hash_iterations: int = _env("OTP_HASH_ITERATIONS", 2000, minimum=1000)
     auth_verified_days: int = _env("AUTH_VERIFIED_DAYS", 180, minimum=1)
 
     # Abuse limits (0 switches a counter off)
@@ -207,6 +208,7 @@ class Settings:
         if not self.redis_prefix:
             raise ConfigError("REDIS_PREFIX must not be empty")
 
+    @cached_property
     def tracking_urls(self) -> dict[str, str]:
         """Delivery code → tracking URL template: the contract's three plus
         ``ORDER_TRACKING_URLS`` entries ``code=https://...{code}``."""
@@ -218,6 +220,7 @@ class Settings:
             urls[code.strip()] = template.strip()
         return urls
 
+    @cached_property
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """TRUSTED_PROXIES as networks (single addresses become /32 or /128)."""
         return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import phonenumbers
 import redis
 
 from gurugrow import redis_keys
 from gurugrow.logs import log_event
+from gurugrow.phone import phone_region
 from gurugrow.storage import redis_guard
 
 # Budget, cooldown, and the per-phone day/hour and per-address hour counters, checked and
@@ -90,11 +90,7 @@ class Limits:
         """Only phones of the allowed countries get codes (SMS pumping goes abroad)."""
         if not self.policy.allowed_regions:
             return
-        try:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse("+" + phone))
-        except phonenumbers.NumberParseException:
-            region = None
-        if region not in self.policy.allowed_regions:
+        if phone_region(phone) not in self.policy.allowed_regions:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,

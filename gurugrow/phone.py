@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 DEFAULT_REGION = "RU"
 
 
+@lru_cache(maxsize=4096)  # parsing is the costliest step of a request's validation
 def normalize_phone(raw: str | None) -> str | None:
     """Return the phone as international digits (``79991234567``), or None if invalid.
 
@@ -32,6 +35,7 @@ def normalize_phone(raw: str | None) -> str | None:
     return f"{parsed.country_code}{parsed.national_number}"
 
 
+@lru_cache(maxsize=4096)
 def mask_phone(phone: str | None) -> str | None:
     """Mask normalised digits for answers and logs: ``79991234567`` → ``+7******4567``."""
     if not phone:
@@ -44,3 +48,12 @@ def mask_phone(phone: str | None) -> str | None:
     except phonenumbers.NumberParseException:
         country = digits[0]
     return f"+{country}{'*' * (len(digits) - len(country) - 4)}{digits[-4:]}"
+
+
+@lru_cache(maxsize=4096)
+def phone_region(phone: str) -> str | None:
+    """ISO region of normalised digits (``RU``, ``KZ``...), or None."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse("+" + phone))
+    except phonenumbers.NumberParseException:
+        return None

@@ -78,7 +78,7 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
         data = req.load(request_values())
         svc = services()
         data["clientIp"] = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                                     svc.settings.trusted_networks())
+                                     svc.settings.trusted_networks)
         return flow(svc, data)
     except ValidationError as e:
         messages = e.messages if isinstance(e.messages, dict) else {}

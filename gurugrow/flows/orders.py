@@ -81,7 +81,7 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
     orders = _crm("orders", svc.crm.list_customer_orders, customer_id,
                   svc.settings.orders_max_lookback)
     statuses, groups = order_statuses(svc)
-    rules, urls = status_rules(svc), svc.settings.tracking_urls()
+    rules, urls = status_rules(svc), svc.settings.tracking_urls
     shown = []
     for order in sorted(orders, key=lambda o: str(o.get("createdAt") or ""), reverse=True):
         group = status_group(str(order.get("status") or ""), statuses, groups, rules)

@@ -10,6 +10,7 @@ The state is one ``SandboxState``; tests reach it to inject failures and inspect
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -48,6 +49,7 @@ class SandboxState:
                  on_message: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.lock = threading.RLock()
         self.rate_limit = rate_limit_per_second
+        self.latency = 0.0
         self.clock = clock
         self.on_message = on_message
         self._initial = data
@@ -76,6 +78,7 @@ class SandboxState:
             self.fail: dict[str, tuple[int, Any]] = {}
             self.fail_once: dict[str, tuple[int, Any]] = {}
             self.delay: dict[str, float] = {}  # kind → seconds to wait before answering
+            self.messages_sent = 0
             self.lose_create_answer = False
             self._window: deque[float] = deque()
             self._next_id = 900000
@@ -117,6 +120,7 @@ class SandboxState:
                    "request_id": str(uuid.uuid4())}
         with self.lock:
             self.outbox.appendleft(message)
+            self.messages_sent += 1
         if self.on_message:
             self.on_message(message)
         return message
@@ -474,6 +478,31 @@ def outbox():
     return jsonify({"messages": list(state().outbox)})
 
 
+@control.get("/stats")
+def stats():
+    """Requests each stand-in served so far (the benchmark's upstream-call counts)."""
+    st = state()
+    return jsonify({"retailcrm": len(st.calls), "greensms": st.messages_sent,
+                    "deduper": len(st.dedupe_calls)})
+
+
+@control.post("/seed-orders")
+def seed_orders():
+    """Copies of one order (``from``) for one customer, ``count`` times: distinct orders to
+    repeat in the benchmark. Answers the new ids."""
+    st = state()
+    template = st.orders.get(request.args.get("from", ""))
+    if template is None:
+        return jsonify({"status": "error", "errorCode": "not_found"}), 404
+    ids = []
+    with st.lock:
+        for _ in range(min(int(request.args.get("count", "1")), 10000)):
+            oid = st.new_id()
+            st.orders[str(oid)] = {**template, "id": oid, "number": f"S{oid}"}
+            ids.append(oid)
+    return jsonify({"ids": ids})
+
+
 @control.post("/reset")
 def reset():
     state().reset()
@@ -494,9 +523,20 @@ def create_standins_app(data: dict[str, Any] | None = None, *, rate_limit_per_se
     @app.before_request
     def _adopt_request_id() -> None:
         begin_request(request.headers.get("X-Request-ID"))
+        if app.extensions["sandbox_state"].latency:  # a fixed upstream latency (benchmark)
+            time.sleep(app.extensions["sandbox_state"].latency)
 
     @app.errorhandler(404)
     def not_found(_error):
         return jsonify({"status": "error", "errorCode": "not_found"}), 404
 
+    return app
+
+
+def standins_from_env() -> Flask:
+    """The stand-ins as a WSGI app for their own server process (the benchmark):
+    SANDBOX_LATENCY_MS delays every answer, SANDBOX_RATE_LIMIT (0: off) per second."""
+    app = create_standins_app(rate_limit_per_second=int(os.environ.get("SANDBOX_RATE_LIMIT", "0")))
+    latency_ms = float(os.environ.get("SANDBOX_LATENCY_MS", "0"))
+    app.extensions["sandbox_state"].latency = latency_ms / 1000
     return app

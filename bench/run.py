@@ -1,0 +1,306 @@
+"""Benchmark: gurugrow against a bare-Flask baseline on the same stack, same upstreams.
+
+Starts a redis-server, the stand-ins (own gunicorn, fixed latency), gurugrow and the
+baseline (both: gunicorn with gunicorn.conf.py), then drives each endpoint from a thread
+pool on loopback, bounded in count. Writes bench/RESULTS.md.
+
+    python -m bench.run            # or: make bench
+Settings (env): BENCH_REQUESTS (200), BENCH_CONCURRENCY (16), BENCH_LATENCY_MS (20).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+LATENCY_MS = float(os.environ.get("BENCH_LATENCY_MS", "20"))
+TRIP_SAMPLE = 20
+BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
+SCRATCH = Path(tempfile.mkdtemp(prefix="gurugrow-bench-"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+    log = (SCRATCH / f"{name}.log").open("w")
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+class Stack:
+    """redis-server, stand-ins, gurugrow and the baseline, each its own process."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.redis_port, self.up_port = free_port(), free_port()
+        self.app_port, self.base_port = free_port(), free_port()
+        self.upstream = f"http://127.0.0.1:{self.up_port}"
+
+    def start(self) -> None:
+        self.procs.append(spawn([shutil.which("redis-server") or "redis-server", "--port",
+                                 str(self.redis_port), "--save", "", "--appendonly", "no"],
+                                dict(os.environ), "redis"))
+        env = {**os.environ, "SANDBOX_LATENCY_MS": str(LATENCY_MS)}
+        plain_config = SCRATCH / "upstreams.conf.py"  # not the app's gunicorn.conf.py
+        plain_config.write_text("")
+        self.procs.append(spawn([GUNICORN, "-c", str(plain_config), "-k", "gthread", "-w", "1",
+                                 "--threads", "64",
+                                 "-b", f"127.0.0.1:{self.up_port}", "--log-level", "warning",
+                                 "gurugrow.sandbox.standins:standins_from_env()"],
+                                env, "upstreams"))
+        wait_http(f"{self.upstream}/outbox")
+        self.procs.append(spawn([GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
+                                self.app_env(self.app_port), "gurugrow"))
+        self.procs.append(spawn([GUNICORN, "-c", "gunicorn.conf.py", "bench.baseline:app"],
+                                {**self.app_env(self.base_port),
+                                 "BASELINE_UPSTREAM": self.upstream}, "baseline"))
+        for port in (self.app_port, self.base_port):
+            wait_http(f"http://127.0.0.1:{port}/health")
+
+    def app_env(self, port: int) -> dict[str, str]:
+        up = self.upstream
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("GURUGROW_")},
+                "APP_HOST": "127.0.0.1", "APP_PORT": str(port),
+                "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "RETAILCRM_BASE_URL": f"{up}/retailcrm", "RETAILCRM_API_KEY":
+                "sandbox-retailcrm-key", "RETAILCRM_SITE": "1minoxidil-ru",
+                "GREENSMS_BASE_URL": f"{up}/greensms", "GREENSMS_TOKEN": "sandbox-greensms-token",
+                "DEDUPE_BASE_URL": f"{up}/deduper", "DEDUPE_API_KEY": "sandbox-dedupe-key",
+                "OTP_SECRET": "benchmark-pepper-0123456789",
+                # The benchmark sends many codes to one demo phone: limits off, not skipped.
+                "OTP_RESEND_COOLDOWN_SECONDS": "0", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0",
+                "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000000", "OTP_MAX_SENDS_PER_IP_PER_HOUR": "0",
+                "OTP_DAILY_SEND_BUDGET": "0"}
+
+    def worker_peak_mb(self, master: subprocess.Popen) -> float:
+        children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+        peaks = []
+        for pid in children:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return max(peaks)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=30)
+
+
+def upstream_stats(stack: Stack) -> dict[str, int]:
+    return requests.get(f"{stack.upstream}/stats", timeout=5).json()
+
+
+def drive(base: str, calls: list[tuple[str, str, dict]], concurrency: int
+          ) -> tuple[float, list[float], int]:
+    """Send every call with ``concurrency`` workers; (seconds, latencies, non-2xx count)."""
+    local = threading.local()
+    failures = 0
+
+    def one(call: tuple[str, str, dict]) -> float:
+        nonlocal failures
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        method, path, kwargs = call
+        started = time.perf_counter()
+        response = local.session.request(method, base + path, timeout=30, **kwargs)
+        elapsed = time.perf_counter() - started
+        if response.status_code >= 300 or response.json().get("status") == "error":
+            failures += 1
+            if failures <= 3:
+                print(f"  failed {method} {path}: {response.text[:200]}", flush=True)
+        return elapsed
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(one, calls, timeout=300))
+    return time.perf_counter() - began, latencies, failures
+
+
+def check_calls(stack: Stack, base: str, count: int, tag: str, is_gurugrow: bool) -> list:
+    """Fresh sessions (made untimed) to check: gurugrow needs a real code each."""
+    if not is_gurugrow:
+        return [("POST", "/auth/check", {"data": {**BOUND}})] * count
+    calls = []
+    for i in range(count):
+        ident = {"channelType": "telegram", "messengerUserId": f"chk-{tag}-{i}"}
+        started = requests.post(base + "/auth/start", data={**ident, "phone": "79990000001"},
+                                timeout=30).json()
+        code = requests.get(f"{stack.upstream}/outbox", timeout=5).json()["messages"][0]["code"]
+        calls.append(("POST", "/auth/check", {"data": {**ident, "code": code,
+                                                       "sessionId": started["sessionId"]}}))
+    return calls
+
+
+def repeat_calls(stack: Stack, count: int) -> list:
+    seeded = requests.post(f"{stack.upstream}/seed-orders", timeout=30,
+                           params={"from": "5001", "count": count}).json()["ids"]
+    return [("POST", "/orders/repeat", {"data": {**BOUND, "sourceOrderId": str(oid)}})
+            for oid in seeded]
+
+
+def scenarios(stack: Stack, base: str, is_gurugrow: bool) -> dict[str, Callable]:
+    """Endpoint → a function making ``count`` distinct calls tagged ``tag``."""
+    start = {"channelType": "telegram", "phone": "79990000001"}
+    return {
+        "GET /health": lambda count, tag: [("GET", "/health", {})] * count,
+        "GET /auth/status": lambda count, tag: [("GET", "/auth/status",
+                                                 {"params": BOUND})] * count,
+        "GET /orders": lambda count, tag: [("GET", "/orders", {"params": BOUND})] * count,
+        "POST /auth/start": lambda count, tag: [("POST", "/auth/start", {"data": {
+            **start, "messengerUserId": f"st-{tag}-{i}"}}) for i in range(count)],
+        "POST /auth/check": lambda count, tag: check_calls(stack, base, count, tag,
+                                                           is_gurugrow),
+        "POST /orders/repeat": lambda count, tag: repeat_calls(stack, count),
+        "POST /orders/recommended/preview": lambda count, tag: [(
+            "POST", "/orders/recommended/preview",
+            {"data": {**BOUND, "offerCode": "male_hairloss_basic"}})] * count,
+    }
+
+
+def redis_round_trips(stack: Stack, base: str, calls: list) -> float:
+    """Round trips per request, from MONITOR: script-internal commands are not trips, a
+    MULTI…EXEC block is one. Sent one at a time so connections do not interleave."""
+    seen: list[str] = []
+    client = redis.Redis(port=stack.redis_port)
+    stop = threading.Event()
+
+    def listen() -> None:
+        with client.monitor() as monitor:
+            for command in monitor.listen():
+                if stop.is_set():
+                    break
+                if command.get("client_type") != "lua":
+                    seen.append(command["command"].split(" ")[0].upper())
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    for method, path, kwargs in calls:
+        requests.request(method, base + path, timeout=30, **kwargs)
+    time.sleep(0.3)
+    stop.set()
+    client.ping()  # wakes the listener so it sees the stop flag
+    thread.join(timeout=5)
+    trips, in_block = 0, False
+    for name in seen:
+        if name == "MULTI":
+            in_block, trips = True, trips + 1
+        elif name == "EXEC":
+            in_block = False
+        elif not in_block and name != "PING":
+            trips += 1
+    return trips / len(calls)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)] * 1000
+
+
+def main() -> None:
+    stack = Stack()
+    rows = []
+    try:
+        stack.start()
+        apps = {"gurugrow": f"http://127.0.0.1:{stack.app_port}",
+                "baseline": f"http://127.0.0.1:{stack.base_port}"}
+        plans = {name: scenarios(stack, base, name == "gurugrow")
+                 for name, base in apps.items()}
+        for endpoint in plans["gurugrow"]:
+            result = {"endpoint": endpoint}
+            for name, base in apps.items():
+                calls = plans[name][endpoint](REQUESTS, name)
+                drive(base, calls[:5], 1)  # warm: scripts loaded, caches filled
+                before = upstream_stats(stack)
+                seconds, latencies, failures = drive(base, calls[5:], CONCURRENCY)
+                after = upstream_stats(stack)
+                n = len(calls) - 5
+                result[name] = {
+                    "rps": n / seconds, "p50": percentile(latencies, 0.5),
+                    "p95": percentile(latencies, 0.95), "p99": percentile(latencies, 0.99),
+                    "upstream": sum(after[k] - before[k] for k in after) / n,
+                    "failures": failures}
+            sample = plans["gurugrow"][endpoint](TRIP_SAMPLE, "trips")
+            result["redis"] = redis_round_trips(stack, apps["gurugrow"], sample)
+            result["ratio"] = result["gurugrow"]["rps"] / result["baseline"]["rps"]
+            rows.append(result)
+            print(f"{endpoint:34} ratio {result['ratio']:.2f}", flush=True)
+        memory = {"gurugrow": stack.worker_peak_mb(stack.procs[2]),
+                  "baseline": stack.worker_peak_mb(stack.procs[3])}
+    finally:
+        stack.stop()
+    write_results(rows, memory)
+
+
+def write_results(rows: list[dict], memory: dict[str, float]) -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    lines = [
+        "# Benchmark results", "",
+        "Written by `make bench` (bench/run.py); do not edit by hand.", "",
+        f"- Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}",
+        f"- Both apps: gunicorn with gunicorn.conf.py defaults (2 workers × 8 threads, "
+        f"gthread), the same redis-server-free baseline stack, the same upstream stand-ins "
+        f"answering after {LATENCY_MS:g} ms.",
+        f"- Load: {REQUESTS - 5} requests per endpoint after 5 warm-up requests, "
+        f"{CONCURRENCY} concurrent, on loopback; the load generator shares the 2 cores.",
+        "- Send limits are switched off (many codes go to one demo phone); everything else "
+        "runs as in production (logging at INFO, PBKDF2 hashing, Redis).",
+        "",
+        "| endpoint | gurugrow req/s | baseline req/s | ratio | p50 / p95 / p99 ms (gurugrow)"
+        " | p50 / p95 / p99 ms (baseline) | upstream calls/req | Redis round trips/req |",
+        "|---|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for r in rows:
+        g, b = r["gurugrow"], r["baseline"]
+        lines.append(
+            f"| {r['endpoint']} | {g['rps']:.0f} | {b['rps']:.0f} | {r['ratio']:.2f} | "
+            f"{g['p50']:.0f} / {g['p95']:.0f} / {g['p99']:.0f} | "
+            f"{b['p50']:.0f} / {b['p95']:.0f} / {b['p99']:.0f} | "
+            f"{g['upstream']:.2f} (baseline {b['upstream']:.2f}) | {r['redis']:.1f} |")
+    failed = {r["endpoint"]: (r["gurugrow"]["failures"], r["baseline"]["failures"])
+              for r in rows if r["gurugrow"]["failures"] or r["baseline"]["failures"]}
+    lines += ["", f"Peak memory per worker (VmHWM): gurugrow {memory['gurugrow']:.0f} MB, "
+              f"baseline {memory['baseline']:.0f} MB.",
+              f"Lowest ratio: {min(r['ratio'] for r in rows):.2f} (target ≥ 0.85).",
+              f"Failed answers (gurugrow, baseline): {failed or 'none'}.", ""]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
