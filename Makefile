@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test test-unit lint clean
+.PHONY: install run serve test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -30,7 +30,11 @@ test-unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
 lint: install
-	$(BIN)/ruff check gurugrow tests wsgi.py gunicorn.conf.py
+	$(BIN)/ruff check gurugrow tests bench wsgi.py gunicorn.conf.py
+
+## bench: gurugrow against a bare-Flask baseline on the real stack; writes bench/RESULTS.md
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -59,6 +59,7 @@ def build_services(settings: Settings, redis_client: Any = None):
     """Redis client, OTP store and gateways, created once per process."""
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
+    from gurugrow.gateways.http import make_session
     from gurugrow.gateways.retailcrm import RetailCrmGateway
     from gurugrow.limits import LimitPolicy, Limits
     from gurugrow.otp import OtpPolicy, OtpStore
@@ -74,6 +75,10 @@ def build_services(settings: Settings, redis_client: Any = None):
         lockout_base_seconds=s.otp_lockout_base_seconds,
         lockout_max_seconds=s.otp_lockout_max_seconds)
     connect = s.http_connect_timeout_seconds
+
+    def session():
+        return make_session(trust_env=s.http_proxy_from_env)
+
     limits = LimitPolicy(
         cooldown_seconds=s.otp_resend_cooldown_seconds,
         per_phone_day=s.otp_max_sends_per_phone_per_day,
@@ -88,14 +93,16 @@ def build_services(settings: Settings, redis_client: Any = None):
         limits=Limits(client, s.redis_prefix, limits, clock=otp.clock),
         crm=RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,
                              timeout=s.retailcrm_timeout_seconds, connect_timeout=connect,
-                             max_retries=s.retailcrm_max_retries),
+                             max_retries=s.retailcrm_max_retries, session=session()),
         sms=GreenSmsGateway(s.greensms_base_url, token=s.greensms_token, user=s.greensms_user,
                             password=s.greensms_pass, sms_from=s.greensms_sms_from,
                             vk_from=s.greensms_vk_from,
                             telegram_ttl=s.greensms_telegram_ttl or None,
-                            timeout=s.greensms_timeout_seconds, connect_timeout=connect),
+                            timeout=s.greensms_timeout_seconds, connect_timeout=connect,
+                            session=session()),
         deduper=DeduperGateway(s.dedupe_base_url, s.dedupe_api_key,
-                               timeout=s.dedupe_timeout_seconds, connect_timeout=connect),
+                               timeout=s.dedupe_timeout_seconds, connect_timeout=connect,
+                               session=session()),
     )
 
 

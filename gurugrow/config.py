@@ -69,6 +69,7 @@ class Settings:
     retailcrm_site: str = _env("RETAILCRM_SITE", "")
     retailcrm_timeout_seconds: float = _env("RETAILCRM_TIMEOUT_SECONDS", 10.0, minimum=0.1)
     retailcrm_max_retries: int = _env("RETAILCRM_MAX_RETRIES", 3, minimum=0)
+    http_proxy_from_env: bool = _env("HTTP_PROXY_FROM_ENV", False)
     http_connect_timeout_seconds: float = _env("HTTP_CONNECT_TIMEOUT_SECONDS", 3.0,
                                                minimum=0.1)
     retailcrm_cf_telegram_id: str = _env("RETAILCRM_CF_TELEGRAM_ID", "bot_telegram_account_id")

@@ -19,10 +19,15 @@ RETRYABLE_STATUSES = frozenset({429, 503})
 BACKOFF_BASE_SECONDS = 0.3
 
 
-def make_session() -> requests.Session:
-    """A Session with the project's User-Agent (connection pooling per gateway)."""
+def make_session(trust_env: bool = False) -> requests.Session:
+    """A Session with the project's User-Agent (connection pooling per gateway).
+
+    ``trust_env`` off by default: requests would otherwise scan the environment for
+    proxies and read ~/.netrc on every call, the costliest step of a local request.
+    """
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    session.trust_env = trust_env
     return session
 
 
