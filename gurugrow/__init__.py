@@ -41,12 +41,14 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
 
     from gurugrow.api import auth, health, orders, recommended
     from gurugrow.api.errors import register_error_handlers
+    from gurugrow.cli import cli
 
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(orders.bp)
     app.register_blueprint(recommended.bp)
     register_error_handlers(app)
+    app.cli.add_command(cli)
     _install_request_logging(app)
     if settings.sandbox:
         from gurugrow.sandbox.mount import mount_sandbox
@@ -107,14 +109,29 @@ def build_services(settings: Settings, redis_client: Any = None):
 
 
 def make_redis_client(settings: Settings) -> Any:
-    """The Redis client of ``REDIS_URL``; ``memory://`` (sandbox only) is in-process."""
-    if settings.redis_url == "memory://":
+    """The Redis client of ``REDIS_URL``: a single server (``redis://``, TLS with
+    ``rediss://``), a Cluster (``REDIS_CLUSTER``) or a Sentinel-watched master
+    (``REDIS_SENTINELS``); ``memory://`` (sandbox only) is in-process."""
+    s = settings
+    if s.redis_url == "memory://":
         import fakeredis
 
         return fakeredis.FakeRedis()
-    return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds, health_check_interval=30)
+    timeouts = {"socket_timeout": s.redis_timeout_seconds,
+                "socket_connect_timeout": s.redis_timeout_seconds}
+    if s.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(s.redis_url, **timeouts)
+    if s.redis_sentinels:
+        from redis.sentinel import Sentinel
+
+        url = redis.connection.parse_url(s.redis_url)
+        hosts = [(h, int(p)) for h, _, p in (e.rpartition(":") for e in s.redis_sentinels)]
+        sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts)
+        return sentinel.master_for(s.redis_sentinel_master, db=url.get("db", 0),
+                                   username=url.get("username"), password=url.get("password"))
+    return redis.Redis.from_url(s.redis_url, health_check_interval=30, **timeouts)
 
 
 def _install_request_logging(app: Flask) -> None:

@@ -62,6 +62,9 @@ class Settings:
     redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0")
     redis_prefix: str = _env("REDIS_PREFIX", "gg:")
     redis_timeout_seconds: float = _env("REDIS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+    redis_cluster: bool = _env("REDIS_CLUSTER", False)
+    redis_sentinels: tuple[str, ...] = _env("REDIS_SENTINELS", ())
+    redis_sentinel_master: str = _env("REDIS_SENTINEL_MASTER", "mymaster")
 
     # RetailCRM
     retailcrm_base_url: str = _env("RETAILCRM_BASE_URL", "", required=True)
@@ -208,6 +211,12 @@ class Settings:
                 raise ConfigError(f"TRUSTED_PROXIES has a malformed address: {proxy}") from e
         if not self.redis_prefix:
             raise ConfigError("REDIS_PREFIX must not be empty")
+        if self.redis_cluster and self.redis_sentinels:
+            raise ConfigError("REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
+        for entry in self.redis_sentinels:
+            host, sep, port = entry.rpartition(":")
+            if not (sep and host and port.isdigit()):
+                raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry}")
 
     @cached_property
     def tracking_urls(self) -> dict[str, str]:

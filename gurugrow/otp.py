@@ -20,7 +20,7 @@ import redis
 
 from gurugrow import redis_keys
 from gurugrow.logs import log_event
-from gurugrow.storage import StorageUnavailable, redis_guard
+from gurugrow.storage import REDIS_ERRORS, StorageUnavailable, redis_guard
 
 # After the code's own lifetime the session hash is kept this long more, so a late
 # check can be told "expired" rather than "no such session".
@@ -145,8 +145,10 @@ class OtpStore:
                        purpose: str = "auth",
                        payload: dict[str, Any] | None = None) -> OtpSession:
         """Store a new session for a code that was just sent; drop the previous one."""
+        # The id starts with the account's hash tag, so its keys share one cluster slot.
+        tag = redis_keys.identity_tag(channel, account_id)
         session = OtpSession(
-            session_id=secrets.token_urlsafe(18), phone=phone, channel=channel,
+            session_id=f"{tag}.{secrets.token_urlsafe(18)}", phone=phone, channel=channel,
             account_id=account_id, customer_id=customer_id, purpose=purpose, route=route,
             expires_at=self.clock() + self._policy.ttl_seconds, payload=payload or {},
         )
@@ -171,6 +173,8 @@ class OtpStore:
 
     def load(self, session_id: str) -> OtpSession | None:
         """The session unless it is unknown or used (an expired or locked one is returned)."""
+        if redis_keys.session_tag(session_id) is None:
+            return None
         with redis_guard():
             raw = self._redis.hgetall(self._session_key(session_id))
         if not raw:
@@ -197,7 +201,8 @@ class OtpStore:
                   "state": "pending", "expires_at": f"{session.expires_at:.3f}",
                   **self._hashed_fields(code if not session.is_decoy else None)}
         with redis_guard():
-            pipe = self._redis.pipeline()
+            # One key, which already has a TTL: no transaction needed (nor cluster-safe).
+            pipe = self._redis.pipeline(transaction=False)
             pipe.hset(self._session_key(session.session_id), mapping=record)
             pipe.expire(self._session_key(session.session_id),
                         self._policy.ttl_seconds + _TOMBSTONE_SECONDS)
@@ -251,7 +256,7 @@ class OtpStore:
         """True when Redis answers."""
         try:
             return bool(self._redis.ping())
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return False
 
 

@@ -1,26 +1,50 @@
 """Every Redis key the service uses, built here and nowhere else.
 
 All keys live under ``REDIS_PREFIX``. A part in braces is a Redis Cluster hash tag:
-keys that one operation touches together share it, so they land on one slot.
+keys that one operation touches together share it, so they land on one slot and every
+script runs unchanged on Redis Cluster:
+
+- ``{<identity tag>}``: one messenger account's OTP sessions, its live-session pointer and
+  its wrong-code guard (the create and verify scripts);
+- ``{send}``: every send limit and the cooldowns, which one script admits together. Sends
+  are rare (each one is paid), so this one slot is never hot.
 """
 
 from __future__ import annotations
 
+import hashlib
+
+SEND_TAG = "{send}"
+
+
+def identity_tag(channel: str, account_id: str) -> str:
+    """The hash tag of one messenger account: 16 hex digits, safe in any key."""
+    return hashlib.blake2b(f"{channel}:{account_id}".encode(), digest_size=8).hexdigest()
+
+
+def session_tag(session_id: str) -> str | None:
+    """The identity tag a session id starts with (``<tag>.<random>``), if well formed."""
+    tag, dot, rest = session_id.partition(".")
+    if not dot or not rest or len(tag) != 16 or not all(c in "0123456789abcdef" for c in tag):
+        return None
+    return tag
+
 
 def otp_session(prefix: str, session_id: str) -> str:
-    """The OTP session hash (code hash, salt, attempts, customer, route...)."""
-    return f"{prefix}otp:{{{session_id}}}:session"
+    """The OTP session hash (code hash, salt, attempts, customer, route...); the session
+    id carries its identity tag (see ``session_tag``)."""
+    return f"{prefix}otp:{{{session_tag(session_id)}}}:session:{session_id}"
 
 
 def otp_active(prefix: str, phone: str, channel: str, account_id: str) -> str:
     """Holds the key of the live session of one phone + messenger identity (one code at a
     time)."""
-    return f"{prefix}otp:active:{phone}:{channel}:{account_id}"
+    return f"{prefix}otp:{{{identity_tag(channel, account_id)}}}:active:{phone}"
 
 
 def otp_cooldown(prefix: str, phone: str, channel: str, account_id: str) -> str:
     """Exists while phone + messenger identity must wait before another code is sent."""
-    return f"{prefix}otp:cooldown:{phone}:{channel}:{account_id}"
+    return f"{prefix}throttle:{SEND_TAG}:cooldown:{phone}:{channel}:{account_id}"
 
 
 def reference(prefix: str, name: str) -> str:
@@ -35,19 +59,19 @@ def operation_once(prefix: str, operation: str, digest: str) -> str:
 
 def send_counter(prefix: str, kind: str, subject: str, period: str) -> str:
     """Codes sent in one period: per phone or IP per hour, or the global daily budget."""
-    return f"{prefix}throttle:{kind}:{subject}:{period}"
+    return f"{prefix}throttle:{SEND_TAG}:{kind}:{subject}:{period}"
 
 
 def identity_failures(prefix: str, channel: str, account_id: str) -> str:
     """Wrong codes entered by one messenger identity, across its sessions."""
-    return f"{prefix}guard:fails:{channel}:{account_id}"
+    return f"{prefix}guard:{{{identity_tag(channel, account_id)}}}:fails"
 
 
 def identity_lock(prefix: str, channel: str, account_id: str) -> str:
     """Exists while the messenger identity is locked out of checking codes."""
-    return f"{prefix}guard:lock:{channel}:{account_id}"
+    return f"{prefix}guard:{{{identity_tag(channel, account_id)}}}:lock"
 
 
 def identity_lock_level(prefix: str, channel: str, account_id: str) -> str:
     """How many lockouts the identity had today (each one lasts twice as long)."""
-    return f"{prefix}guard:lock-level:{channel}:{account_id}"
+    return f"{prefix}guard:{{{identity_tag(channel, account_id)}}}:lock-level"

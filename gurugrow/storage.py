@@ -9,6 +9,9 @@ from typing import Any
 
 import redis
 
+# A cluster client also raises RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
 
 class StorageUnavailable(Exception):
     """Redis cannot be reached or answered with an error."""
@@ -21,7 +24,7 @@ class redis_guard:  # noqa: N801 - used as a context manager, reads like a state
         return None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is not None and isinstance(exc, redis.RedisError):
+        if exc is not None and isinstance(exc, REDIS_ERRORS):
             raise StorageUnavailable(type(exc).__name__) from exc
         return False
 

@@ -42,7 +42,8 @@ def test_endpoints_answer_storage_unavailable_without_redis(dead_redis, upstream
     answer = post(client, "/auth/start", {**TG, "phone": "79991234567"}, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "storage_unavailable")
     assert upstreams.sent == []
-    answer = post(client, "/auth/check", {**TG, "sessionId": "s", "code": "123456"}, kind)
+    answer = post(client, "/auth/check",
+                  {**TG, "sessionId": "0123456789abcdef.x", "code": "123456"}, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "storage_unavailable")
 
 
@@ -120,10 +121,30 @@ def test_logs_hold_no_code_phone_or_secret(client, upstreams, caplog):
     ({"OTP_LENGTH": "3"}, "OTP_LENGTH"),
     ({"GURUGROW_SANDBOX": "maybe"}, "GURUGROW_SANDBOX"),
     ({"RETAILCRM_BASE_URL": "crm.example.com"}, "RETAILCRM_BASE_URL"),
+    ({"REDIS_SENTINELS": "sentinel-a"}, "REDIS_SENTINELS"),
+    ({"REDIS_SENTINELS": "a:26379", "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER"),
+    ({"REDIS_CLUSTER": "perhaps"}, "REDIS_CLUSTER"),
 ])
 def test_bad_configuration_names_the_variable(change, named):
     with pytest.raises(ConfigError, match=named):
         Settings.load({**TEST_ENV, **change})
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"REDIS_URL": "rediss://:pw@redis.example:6380/2"}, ("SSLConnection", 2, None)),
+    ({"REDIS_URL": "redis://:pw@ignored:1/3", "REDIS_SENTINELS": "s1:26379,s2:26379",
+      "REDIS_SENTINEL_MASTER": "shop"}, ("SentinelManagedConnection", 3, "shop")),
+])
+def test_redis_client_kinds(change, expected):
+    """TLS and Sentinel clients are built from settings alone (no connection is made)."""
+    from gurugrow import make_redis_client
+
+    client = make_redis_client(Settings.load({**TEST_ENV, **change}))
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    assert (pool.connection_class.__name__, kwargs["db"],
+            getattr(pool, "service_name", None)) == expected
+    assert kwargs["password"] == "pw" and kwargs["socket_timeout"] == 2.0
 
 
 def test_defaults_match_the_contract():

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from gurugrow import redis_keys
 from gurugrow.limits import client_ip
 from tests.helpers import BODY_KINDS, TG, post
 
@@ -107,7 +108,8 @@ def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, 
                                           "code": upstreams.codes_sent()[-1]})
     assert (answer["status"], answer["errorCode"]) == ("too_many_attempts", "too_many_attempts")
     store = app.extensions["gurugrow"].redis
-    store.delete(*store.keys("gg:guard:lock:*"))  # the first lockout has run out
+    # The first lockout has run out.
+    store.delete(redis_keys.identity_lock("gg:", "telegram", "123456789"))
     guess_three_times()
     assert 190 < limits.identity_locked_for("telegram", "123456789") <= 200
     # Another messenger account is not affected.

@@ -26,6 +26,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    import random
+
+    while True:
+        port = random.randint(20000, 29999)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,12 +52,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed"
-        if os.environ.get("GURUGROW_REQUIRE_REDIS") == "1":
-            pytest.fail(message + " (GURUGROW_REQUIRE_REDIS=1)")
-        pytest.skip(message)
+    binary = _redis_binary()
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
@@ -65,9 +75,74 @@ def redis_url(tmp_path_factory):
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def real_redis(redis_url):
-    return redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed"
+        if os.environ.get("GURUGROW_REQUIRE_REDIS") == "1":
+            pytest.fail(message + " (GURUGROW_REQUIRE_REDIS=1)")
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory):
+    """A three-node Redis Cluster (no replicas) on free ports; the URL of one node."""
+    binary = _redis_binary()
+    cli = shutil.which("redis-cli") or str(Path(binary).with_name("redis-cli"))
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    ports = [free_cluster_port() for _ in range(3)]
+    procs = [subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--cluster-enabled", "yes",
+         "--cluster-config-file", f"nodes-{port}.conf", "--dir", str(workdir),
+         "--logfile", f"redis-{port}.log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
+    try:
+        nodes = [redis.Redis(port=port, socket_timeout=2) for port in ports]
+
+        def all_answer() -> bool:
+            try:
+                return all(node.ping() for node in nodes)
+            except redis.RedisError:
+                return False
+
+        assert wait_until(all_answer), "cluster nodes did not start: " + " | ".join(
+            (workdir / f"redis-{p}.log").read_text()[-300:] for p in ports
+            if (workdir / f"redis-{p}.log").exists())
+        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+        def cluster_ok() -> bool:
+            try:
+                return all(node.cluster("info").get("cluster_state") == "ok" for node in nodes)
+            except redis.RedisError:
+                return False
+
+        assert wait_until(cluster_ok, timeout=30), "the cluster did not become ok"
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def real_redis(request):
+    """The Redis-backed tests run twice: on one redis-server and on a Redis Cluster, with
+    the client the service builds itself from REDIS_URL / REDIS_CLUSTER."""
+    from gurugrow import make_redis_client
+    from gurugrow.config import Settings
+    from tests.conftest import TEST_ENV
+
+    cluster = request.param == "cluster"
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    settings = Settings.load({**TEST_ENV, "REDIS_URL": url, "REDIS_CLUSTER": str(int(cluster))})
+    client = make_redis_client(settings)
+    yield client
+    client.close()
 
 
 @pytest.fixture

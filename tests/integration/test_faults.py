@@ -87,7 +87,7 @@ def test_retailcrm_faults_become_contract_errors(fresh, fault, bound_seconds):
 
 
 def session_keys(redis_url: str) -> list[bytes]:
-    return redis.Redis.from_url(redis_url).keys("gg:otp:{*}:session")
+    return redis.Redis.from_url(redis_url).keys("gg:otp:{*}:session:*")
 
 
 def test_greensms_failing_falls_back_or_sends_nothing(fresh):

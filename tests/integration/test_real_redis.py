@@ -1,4 +1,4 @@
-"""The OTP store and a whole journey against a real redis-server."""
+"""The OTP store and whole journeys against a real redis-server and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_journey_on_real_redis(app, real_redis, prefix, upstreams):
     assert get(client, "/auth/status", TG)["customerId"] == "626518"
     assert post(client, "/auth/unlink", TG, "json")["status"] == "unlinked"
     # Every key this journey wrote lives under the prefix and expires.
-    keys = real_redis.keys(prefix + "*")
+    keys = list(real_redis.scan_iter(match=prefix + "*"))  # every node of a cluster
     assert keys
     assert all(real_redis.ttl(k) > 0 for k in keys)
     # No code in clear text anywhere in Redis.
@@ -71,3 +71,46 @@ def test_wrong_guesses_are_all_counted_under_concurrency(real_redis, prefix):
     assert results.count("invalid") == 4
     assert results.count("locked") == 16
     assert store.verify(loaded, "424242") == "locked"
+
+
+def test_every_redis_step_on_real_redis(real_redis, prefix, upstreams):
+    """Resend, cached references, run-once repeats and the recommended path: every
+    script and key the service uses, on a real server and on a cluster."""
+    app = create_app({**TEST_ENV, "REDIS_PREFIX": prefix, "OTP_RESEND_COOLDOWN_SECONDS": "0"},
+                     redis_client=real_redis)
+    client = app.test_client()
+    upstreams.add_customer(626518, "+79991234567", bot_telegram_account_id="123456789")
+    upstreams.add_offer(501, "Миноксидил 5%")
+    upstreams.add_order(123456, 626518, number="ELM278345", status="complete",
+                        items=[(501, "Миноксидил 5%", 2)])
+    upstreams.add_bundle(31, "SET-MALE-BASIC")
+
+    started = post(client, "/auth/start", {**TG, "phone": "79991234567"}, "json")
+    resent = post(client, "/auth/resend", {**TG, "sessionId": started["sessionId"]})
+    assert resent["status"] == "sent"
+    assert post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
+                                        "code": upstreams.codes_sent()[-1]}
+                )["status"] == "authorized"
+
+    for _ in range(2):  # the second answer comes from the cached status reference
+        assert get(client, "/orders", TG)["status"] == "ok"
+    repeat = {**TG, "sourceOrderId": "123456"}
+    first, again = (post(client, "/orders/repeat", repeat, "json") for _ in range(2))
+    assert first["status"] == "created" and again == first
+
+    order = {**TG, "offerCode": "male_hairloss_basic", "firstName": "Иван",
+             "phone": "79991234567"}
+    created = [post(client, "/orders/recommended/create", order) for _ in range(2)]
+    assert created[0]["status"] == "created" and created[1] == created[0]
+
+    other = {**TG, "messengerUserId": "555", "offerCode": "male_hairloss_basic",
+             "firstName": "Пётр", "phone": "79997654321"}
+    session_id = post(client, "/orders/recommended/start", other)["sessionId"]
+    checked = post(client, "/orders/recommended/check", {
+        **other, "sessionId": session_id, "code": upstreams.codes_sent()[-1]})
+    assert checked["status"] == "created"
+    assert len(upstreams.created) == 3  # one repeat, two recommended: no doubles
+
+    keys = list(real_redis.scan_iter(match=prefix + "*"))
+    assert {k.decode().split(":")[1] for k in keys} >= {"otp", "throttle", "cache", "once"}
+    assert all(real_redis.ttl(k) > 0 for k in keys)
