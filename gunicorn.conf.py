@@ -33,6 +33,37 @@ errorlog = "-"
 loglevel = (_env.get("LOG_LEVEL") or "info").lower()
 
 
+def _metrics_dir() -> str:
+    """Where workers write their metric samples, so /metrics adds all workers up.
+
+    Set before the app is imported (prometheus-client picks its mode at import). Left
+    unset, a fresh directory is made per start; a given one is emptied of a previous
+    run's samples once per master (not again when a HUP reloads this file).
+    """
+    import glob
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="gurugrow-metrics-")
+    os.makedirs(path, exist_ok=True)
+    if os.environ.get("GURUGROW_METRICS_MASTER") != str(os.getpid()):
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        os.environ["GURUGROW_METRICS_MASTER"] = str(os.getpid())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+_metrics_dir()
+
+
+def child_exit(server, worker) -> None:
+    """A finished worker's live gauges no longer count (counters are kept)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def _check_settings() -> None:
     """Refuse to start on a bad configuration with one line naming the variable."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

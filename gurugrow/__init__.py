@@ -39,7 +39,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.json.sort_keys = False
     app.extensions["gurugrow"] = build_services(settings, redis_client)
 
-    from gurugrow.api import auth, health, orders, recommended
+    from gurugrow.api import auth, health, ops, orders, recommended
     from gurugrow.api.errors import register_error_handlers
     from gurugrow.cli import cli
 
@@ -47,6 +47,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.register_blueprint(auth.bp)
     app.register_blueprint(orders.bp)
     app.register_blueprint(recommended.bp)
+    app.register_blueprint(ops.bp)
     register_error_handlers(app)
     app.cli.add_command(cli)
     _install_request_logging(app)
@@ -140,10 +141,17 @@ def _install_request_logging(app: Flask) -> None:
         g.request_id = begin_request(request.headers.get("X-Request-ID"))
         g.started = time.perf_counter()
 
+    from gurugrow import metrics
+
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "-")
-        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        elapsed_ms = elapsed * 1000
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(route, request.method, response.status_code,
+                                g.get("contract_status") or "-").inc()
+        metrics.REQUEST_SECONDS.labels(route, request.method).observe(elapsed)
         log_event("request", method=request.method, path=request.path,
                   http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
         return response

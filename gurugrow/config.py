@@ -62,6 +62,7 @@ class Settings:
     redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0")
     redis_prefix: str = _env("REDIS_PREFIX", "gg:")
     redis_timeout_seconds: float = _env("REDIS_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+    metrics_token: str = _env("METRICS_TOKEN", "", secret=True)
     redis_cluster: bool = _env("REDIS_CLUSTER", False)
     redis_sentinels: tuple[str, ...] = _env("REDIS_SENTINELS", ())
     redis_sentinel_master: str = _env("REDIS_SENTINEL_MASTER", "mymaster")

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -67,7 +67,9 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema]
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
         def view() -> Any:
-            return jsonify(render(resp, _run(flow, req)))
+            answer = render(resp, _run(flow, req))
+            g.contract_status = answer.get("status")  # for the request metrics
+            return jsonify(answer)
         return view
     return decorate
 

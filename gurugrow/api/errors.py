@@ -9,7 +9,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from gurugrow.logs import log_event
 
-_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          413: "body_too_large"}
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gurugrow import texts
+from gurugrow import metrics, texts
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
 from gurugrow.limits import LimitExceeded
@@ -83,6 +83,9 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> str:
             continue
         log_event("code_sent", route=attempt, phone=mask_phone(phone),
                   fallback=attempt != route)
+        metrics.CODES_SENT.labels(attempt).inc()
+        if attempt != route:
+            metrics.SMS_FALLBACKS.labels(route).inc()
         return ROUTE_METHODS[attempt]
     raise FlowRefusal("delivery_failed")
 
@@ -97,6 +100,7 @@ def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str
     except LimitExceeded as e:
         masked = mask_phone(phone)
         log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
+        metrics.LIMIT_REFUSALS.labels(e.kind).inc()
         raise FlowRefusal(e.error_code, retryAfterSec=e.retry_after, maskedPhone=masked) from e
 
 
@@ -168,6 +172,8 @@ def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     outcome = svc.otp.verify(session, code)
     if outcome != "ok":
         log_event("code_rejected", channel=identity.channel, outcome=outcome)
+        if outcome == "identity_locked":
+            metrics.LIMIT_REFUSALS.labels(outcome).inc()
         answer_status, error_code = _CHECK_REFUSALS[outcome]
         raise FlowRefusal(error_code, status=answer_status, maskedPhone=mask_phone(session.phone))
     return session

@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from gurugrow import metrics
 from gurugrow.gateways.errors import UpstreamUnavailable
 from gurugrow.logs import current_request_id
 
@@ -61,14 +62,24 @@ class HttpClient:
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         # The caller's request id travels upstream, so one journey can be traced across logs.
         headers = {"X-Request-ID": current_request_id(), **kwargs.pop("headers", {})}
+        call = metrics.upstream_call_name(method, path)
+        started = time.perf_counter()
+        outcome = "unreachable"
         try:
-            return self.session.request(method, self.base_url + path, timeout=self.timeout,
-                                        headers=headers, **kwargs)
+            response = self.session.request(method, self.base_url + path,
+                                            timeout=self.timeout, headers=headers, **kwargs)
+            outcome = metrics.upstream_outcome(response.status_code)
+            return response
         except requests.Timeout as e:
+            outcome = "timeout"
             raise UpstreamUnavailable(self.gateway, f"{method} {path}: timeout") from e
         except requests.RequestException as e:
             raise UpstreamUnavailable(self.gateway,
                                       f"{method} {path}: {type(e).__name__}") from e
+        finally:
+            metrics.UPSTREAM_CALLS.labels(self.gateway, call, outcome).inc()
+            metrics.UPSTREAM_SECONDS.labels(self.gateway, call).observe(
+                time.perf_counter() - started)
 
     def _json(self, response: requests.Response) -> Any:
         try:

@@ -73,11 +73,28 @@ def test_gunicorn_serves_the_endpoints(redis_url, crm_stub, tmp_path):
         assert status.headers["X-Request-ID"]
         missing = requests.get(f"{base}/nope", timeout=5)
         assert (missing.status_code, missing.json()["errorCode"]) == (404, "not_found")
+        for _ in range(20):
+            requests.get(f"{base}/auth/status", params={
+                "channelType": "telegram", "messengerUserId": "42"}, timeout=5)
+        # Whichever worker answers the scrape, it reports every worker's requests.
+        for _ in range(4):
+            assert authorized_status_requests(requests.get(f"{base}/metrics", timeout=5)) == 21
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=20)
     assert "Traceback" not in stderr
     assert "79991234567" not in stderr
+
+
+def authorized_status_requests(response: requests.Response) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert response.status_code == 200
+    return sum(sample.value for family in text_string_to_metric_families(response.text)
+               for sample in family.samples
+               if sample.name == "gurugrow_requests_total"
+               and sample.labels["endpoint"] == "/auth/status"
+               and sample.labels["status"] == "authorized")
 
 
 def test_gunicorn_refuses_to_start_without_retailcrm_url(tmp_path):

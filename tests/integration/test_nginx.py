@@ -1,0 +1,240 @@
+"""The real deploy/nginx/gurugrow.conf in front of the real stack: a real nginx, gunicorn
+(TRUSTED_PROXIES=127.0.0.1), redis-server and the stand-ins over HTTP.
+
+The site file is only rewritten for ports (``listen 80`` and the upstream's
+``127.0.0.1:8000``), so what is tested is the file that gets deployed. Without an nginx
+binary these tests skip, unless GURUGROW_REQUIRE_NGINX=1, where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from requests.adapters import HTTPAdapter
+
+from tests.integration.conftest import ROOT, free_port, wait_until
+from tests.integration.stack import Gunicorn, RedisServer, Standins
+
+pytestmark = pytest.mark.integration
+
+SITE = ROOT / "deploy" / "nginx" / "gurugrow.conf"
+PHONE = "79990000001"  # sandbox data: exactly one customer (1001), a plain code by Telegram
+SPOOFED = ("203.0.113.9", "203.0.113.10")
+UNTRUSTED_PEER = "127.0.0.2"  # also loopback on Linux, but not in TRUSTED_PROXIES
+# One code per client address per hour makes the address the app believes observable:
+# a second start counted against the same address is refused with rate_limited.
+SETTINGS = {"TRUSTED_PROXIES": "127.0.0.1", "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1",
+            "OTP_RESEND_COOLDOWN_SECONDS": "0", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0",
+            "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000", "GUNICORN_WORKERS": "2"}
+
+
+def _require(binary: str | None, what: str, flag: str) -> str:
+    if binary and os.access(binary, os.X_OK):
+        return binary
+    message = f"{what} is not installed"
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{message} ({flag}=1)")
+    pytest.skip(message)
+
+
+class Nginx:
+    """nginx running deploy/nginx/gurugrow.conf on a free port, without root."""
+
+    def __init__(self, binary: str, workdir: Path, upstream_port: int) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        site = SITE.read_text()
+        assert "listen 80;" in site and "server 127.0.0.1:8000;" in site, "site file changed"
+        (workdir / "site.conf").write_text(
+            site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+                .replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}"))
+        temp = "\n".join(f"    {kind}_temp_path {workdir / kind};"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        # As root the workers would drop to `nobody`, who cannot enter pytest's 0700 tmp dir.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(
+            f"{user}daemon off;\nworker_processes 1;\npid {workdir / 'nginx.pid'};\n"
+            f"error_log {workdir / 'error.log'} info;\nevents {{}}\n"
+            f"http {{\n    access_log off;\n{temp}\n    include {workdir / 'site.conf'};\n}}\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf), "-p", f"{self.workdir}/",
+             "-e", str(self.workdir / "error.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            assert self.proc.poll() is None, f"nginx exited: {self.error_log()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+
+        assert wait_until(answers), f"nginx did not start: {self.error_log()}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: fast shutdown, workers included
+            self.proc.wait(timeout=10)
+
+    def error_log(self) -> str:
+        path = self.workdir / "error.log"
+        return path.read_text()[-2000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    _require(shutil.which("redis-server"), "redis-server", "GURUGROW_REQUIRE_REDIS")
+    binary = _require(shutil.which("nginx") or "/usr/sbin/nginx", "nginx",
+                      "GURUGROW_REQUIRE_NGINX")
+    workdir = tmp_path_factory.mktemp("nginx")
+    redis_server = RedisServer(workdir)
+    redis_server.start()
+    standins = Standins()
+    app = Gunicorn({**standins.env(), **SETTINGS, "REDIS_URL": redis_server.url},
+                   workdir / "gunicorn.log")
+    nginx = Nginx(binary, workdir, app.port)
+    try:
+        app.start()
+        nginx.start()
+        yield app, standins, redis_server, nginx
+    finally:
+        nginx.stop()
+        if app.proc:
+            app.stop()
+        standins.stop()
+        redis_server.stop()
+
+
+@pytest.fixture
+def fresh(stack):
+    _, standins, redis_server, _ = stack
+    redis.Redis.from_url(redis_server.url).flushdb()
+    standins.state.reset()
+    return stack
+
+
+def ip_counters(redis_url: str) -> dict[str, int]:
+    """The per-address hourly send counters: address -> codes counted."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = client.keys("gg:throttle:*:ip-hour:*")
+    return {key.split(":ip-hour:")[1].rsplit(":", 1)[0]: int(client.get(key)) for key in keys}
+
+
+def peer_session(source: str) -> requests.Session:
+    """A requests session whose connections leave from ``source`` (a loopback address)."""
+    try:
+        socket.create_server((source, 0)).close()
+    except OSError as e:
+        pytest.skip(f"no local address {source}: {e}")
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **{**kwargs, "source_address": (source, 0)})
+
+    session = requests.Session()
+    session.mount("http://", Adapter())
+    return session
+
+
+def start_code(http, base: str, user: str, spoofed: str) -> dict:
+    return http.post(f"{base}/auth/start", timeout=10, headers={"X-Forwarded-For": spoofed},
+                     data={"phone": PHONE, "channelType": "telegram",
+                           "messengerUserId": user}).json()
+
+
+@pytest.mark.parametrize("encoding", ["form", "json"])
+def test_journey_through_nginx(fresh, encoding):
+    app, standins, _, nginx = fresh
+    identity = {"channelType": "telegram", "messengerUserId": f"nginx-{encoding}"}
+
+    def post(path: str, body: dict) -> dict:
+        body_kwarg = {"data": body} if encoding == "form" else {"json": body}
+        response = requests.post(nginx.base + path, timeout=10, **body_kwarg)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def status() -> str:
+        return requests.get(f"{nginx.base}/auth/status", params=identity,
+                            timeout=10).json()["status"]
+
+    health = requests.get(f"{nginx.base}/health", headers={"X-Request-ID": "from-client"},
+                          timeout=10)
+    assert health.status_code == 200
+    # nginx replaced the client's id by its $request_id, which the app adopted: echoed back
+    # and on its request log line.
+    request_id = health.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+    assert status() == "not_authorized"
+    started = post("/auth/start", {"phone": PHONE, **identity})
+    assert started["status"] == "sent", started
+    code = next(m["code"] for m in list(standins.state.outbox) if m["to"] == PHONE)
+    checked = post("/auth/check", {"sessionId": started["sessionId"], "code": code, **identity})
+    assert checked["status"] == "authorized", checked
+    assert status() == "authorized"
+    assert re.search(rf"request method=GET path=/health .*request_id={request_id}", app.log())
+
+
+def test_client_address_is_the_peer_nginx_sees(fresh):
+    """Through nginx, a start counts against the address nginx saw the client at, whatever
+    X-Forwarded-For the client sends: two starts with two different spoofed addresses share
+    one counter, and a client at another address has a counter of its own."""
+    app, _, redis_server, nginx = fresh
+    for peer, users in (("127.0.0.1", ("a", "b")), (UNTRUSTED_PEER, ("c", "d"))):
+        http = peer_session(peer)
+        assert start_code(http, nginx.base, users[0], SPOOFED[0])["status"] == "sent"
+        refused = start_code(http, nginx.base, users[1], SPOOFED[1])
+        assert (refused["status"], refused["errorCode"]) == ("error", "rate_limited"), refused
+        assert re.search(rf"limit_refused kind=ip_hour .* ip={re.escape(peer)} ", app.log())
+    # 127.0.0.2 can only be known from nginx's X-Forwarded-For: gunicorn's peer is nginx.
+    assert ip_counters(redis_server.url) == {"127.0.0.1": 2, UNTRUSTED_PEER: 2}
+
+
+def test_forwarded_header_is_believed_only_from_trusted_proxies(fresh):
+    """Straight to gunicorn: from an untrusted peer the header is ignored; from a trusted
+    one (what nginx is) it is believed, so the checks above are not vacuous."""
+    app, _, redis_server, _ = fresh
+    untrusted = peer_session(UNTRUSTED_PEER)
+    assert start_code(untrusted, app.base, "e", SPOOFED[0])["status"] == "sent"
+    refused = start_code(untrusted, app.base, "f", SPOOFED[1])
+    assert (refused["status"], refused["errorCode"]) == ("error", "rate_limited"), refused
+    assert ip_counters(redis_server.url) == {UNTRUSTED_PEER: 2}
+    trusted = peer_session("127.0.0.1")  # in TRUSTED_PROXIES, as nginx is
+    for spoofed, user in zip(SPOOFED, ("g", "h"), strict=True):
+        assert start_code(trusted, app.base, user, spoofed)["status"] == "sent"
+    assert ip_counters(redis_server.url) == {UNTRUSTED_PEER: 2, SPOOFED[0]: 1, SPOOFED[1]: 1}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "//metrics", "/metrics?x=1",
+                                  "/sandbox", "/sandbox/outbox", "/sandbox/reset"])
+def test_private_paths_are_not_served_through_nginx(stack, path):
+    _, _, _, nginx = stack
+    for method in ("GET", "POST"):
+        response = requests.request(method, nginx.base + path, timeout=10)
+        assert response.status_code == 404
+        assert "X-Request-ID" not in response.headers  # answered by nginx, the app never saw it
+
+
+def test_large_body_is_refused_by_nginx(stack):
+    app, _, _, nginx = stack
+    body = {"phone": PHONE, "channelType": "telegram", "messengerUserId": "x" * 17000}
+    response = requests.post(f"{nginx.base}/auth/start", data=body, timeout=10)
+    assert response.status_code == 413
+    assert "X-Request-ID" not in response.headers
+    # Just under the limit still reaches the app (which answers with its envelope).
+    body["messengerUserId"] = "x" * 16000
+    response = requests.post(f"{nginx.base}/auth/start", data=body, timeout=10)
+    assert response.status_code == 200 and response.headers["X-Request-ID"]

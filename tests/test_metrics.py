@@ -1,0 +1,103 @@
+"""GET /metrics: Prometheus text counting requests, upstream calls, codes and refusals."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gurugrow.metrics import upstream_call_name
+from tests.helpers import TG, get, post
+
+PHONE = "79991234567"
+
+
+def scrape(client) -> dict[tuple[str, frozenset], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True))
+            for s in family.samples}
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def start(client, phone: str = PHONE) -> dict:
+    return post(client, "/auth/start", {**TG, "phone": phone})
+
+
+# Each case: what happens → the samples that must grow by exactly that much.
+@pytest.mark.parametrize(("case", "grows"), [
+    ("status", [("gurugrow_requests_total", {"endpoint": "/auth/status", "method": "GET",
+                                             "http_status": "200", "status": "not_authorized"}, 1),
+                ("gurugrow_request_duration_seconds_count",
+                 {"endpoint": "/auth/status", "method": "GET"}, 1),
+                ("gurugrow_upstream_requests_total",
+                 {"gateway": "retailcrm", "method": "GET /api/v5/customers", "outcome": "ok"}, 1)]),
+    ("unknown_path", [("gurugrow_requests_total", {"endpoint": "unmatched", "method": "GET",
+                                                   "http_status": "404", "status": "-"}, 1)]),
+    ("sent", [("gurugrow_codes_sent_total", {"route": "telegram"}, 1),
+              ("gurugrow_upstream_requests_total",
+               {"gateway": "greensms", "method": "POST /telegram/send", "outcome": "ok"}, 1)]),
+    ("fallback", [("gurugrow_codes_sent_total", {"route": "sms"}, 1),
+                  ("gurugrow_sms_fallbacks_total", {"from_route": "telegram"}, 1),
+                  ("gurugrow_upstream_requests_total",
+                   {"gateway": "greensms", "method": "POST /telegram/send",
+                    "outcome": "http_5xx"}, 1)]),
+    ("region", [("gurugrow_limit_refusals_total", {"kind": "region"}, 1)]),
+    ("cooldown", [("gurugrow_limit_refusals_total", {"kind": "cooldown"}, 1)]),
+    ("crm_down", [("gurugrow_upstream_requests_total",
+                   {"gateway": "retailcrm", "method": "GET /api/v5/customers",
+                    "outcome": "http_5xx"}, 1),
+                  ("gurugrow_requests_total", {"endpoint": "/auth/status", "method": "GET",
+                                               "http_status": "200", "status": "error"}, 1)]),
+])
+def test_metrics_count_what_happened(client, upstreams, case, grows):
+    upstreams.add_customer(5, PHONE)
+    if case == "cooldown":
+        start(client)
+    before = scrape(client)
+    if case in ("status", "crm_down"):
+        if case == "crm_down":
+            upstreams.fail["customers"] = (503, {"success": False, "errorMsg": "Rate limit"})
+        get(client, "/auth/status", TG)
+    elif case == "unknown_path":
+        client.get("/nowhere")
+    elif case == "fallback":
+        upstreams.fail["telegram"] = (500, "<html>Internal</html>")
+        start(client)
+        assert [m["route"] for m in upstreams.sent] == ["sms"]
+    elif case == "region":
+        assert start(client, "+12025550123")["errorCode"] == "phone_country_not_allowed"
+    else:
+        start(client)
+    after = scrape(client)
+    for name, labels, delta in grows:
+        assert value(after, name, **labels) - value(before, name, **labels) == delta, name
+
+
+@pytest.mark.parametrize(("method", "path", "name"), [
+    ("GET", "/api/v5/customers/626518", "GET /api/v5/customers/{id}"),
+    ("POST", "/api/v5/customers/626518/edit", "POST /api/v5/customers/{id}/edit"),
+    ("GET", "/api/v5/orders/ELM278345", "GET /api/v5/orders/{id}"),
+    ("GET", "/api/credentials", "GET /api/credentials"),
+    ("POST", "/sms/send", "POST /sms/send"),
+])
+def test_upstream_call_names_never_carry_ids(method, path, name):
+    assert upstream_call_name(method, path) == name
+
+
+@pytest.mark.parametrize(("env_overrides", "headers", "expected"), [
+    ({"METRICS_TOKEN": "scrape-token-123"}, {}, 401),
+    ({"METRICS_TOKEN": "scrape-token-123"}, {"Authorization": "Bearer wrong"}, 401),
+    ({"METRICS_TOKEN": "scrape-token-123"}, {"Authorization": "Bearer scrape-token-123"}, 200),
+    ({}, {}, 200),
+])
+def test_metrics_token(client, env_overrides, headers, expected):
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == expected
+    if expected == 401:
+        assert response.get_json()["errorCode"] == "unauthorized"
+        assert "gurugrow_requests_total" not in response.get_data(as_text=True)
