@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test test-unit lint bench clean
+.PHONY: install run serve test test-unit lint bench doctor clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test-unit: install
 
 lint: install
 	$(BIN)/ruff check gurugrow tests bench wsgi.py gunicorn.conf.py
+
+## doctor: check the .env configuration against Redis, RetailCRM, GreenSMS and the deduper
+doctor: install
+	$(BIN)/flask --app wsgi gurugrow doctor
 
 ## bench: gurugrow against a bare-Flask baseline on the real stack; writes bench/RESULTS.md
 bench: install

@@ -2,6 +2,50 @@
 
 from __future__ import annotations
 
+import click
+from flask import current_app
 from flask.cli import AppGroup
 
+from gurugrow.doctor import FieldSpec, create_missing_fields, run_doctor, safe_url
+
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration.")
+
+
+def _print_all(checks) -> bool:
+    """Print each check's line as it completes; True when every one passed."""
+    all_ok = True
+    for check in checks:
+        click.echo(check.line())
+        all_ok = all_ok and check.ok
+    return all_ok
+
+
+@cli.command("doctor")
+def doctor() -> None:
+    """Check the configuration against Redis, RetailCRM, GreenSMS and the deduper.
+
+    One line per check (ok / FAIL … — fix: …); exit status 0 only if all passed.
+    """
+    svc = current_app.extensions["gurugrow"]
+    raise SystemExit(0 if _print_all(run_doctor(svc)) else 1)
+
+
+@cli.command("create-fields")
+@click.option("--yes", is_flag=True, help="Create the missing fields without asking.")
+def create_fields(yes: bool) -> None:
+    """Create the customer custom fields the settings name and RetailCRM lacks.
+
+    Fields are type String, shown under Main data. Exit status 0 only if every field
+    exists afterwards.
+    """
+    svc = current_app.extensions["gurugrow"]
+
+    def confirm(missing: list[FieldSpec]) -> bool:
+        if yes:
+            return True
+        codes = ", ".join(spec.code for spec in missing)
+        where = safe_url(svc.settings.retailcrm_base_url)
+        return click.confirm(f"Create {len(missing)} customer custom field(s) in {where}: "
+                             f"{codes}?", default=False)
+
+    raise SystemExit(0 if _print_all(create_missing_fields(svc, confirm)) else 1)

@@ -75,3 +75,8 @@ def identity_lock(prefix: str, channel: str, account_id: str) -> str:
 def identity_lock_level(prefix: str, channel: str, account_id: str) -> str:
     """How many lockouts the identity had today (each one lasts twice as long)."""
     return f"{prefix}guard:{{{identity_tag(channel, account_id)}}}:lock-level"
+
+
+def doctor_probe(prefix: str) -> str:
+    """Written and deleted by `gurugrow doctor` to prove Redis takes writes."""
+    return f"{prefix}doctor:probe"

@@ -200,3 +200,115 @@ def test_deduper_failures(rsps, status, body, error):
 def test_unconfigured_deduper_is_unavailable():
     with pytest.raises(UpstreamUnavailable):
         DeduperGateway("", "").auto_resolve("7999", "s", "r")
+
+
+# -- setup calls (flask gurugrow doctor / create-fields) ------------------------------
+def _field(code: str) -> dict:
+    return {"code": code, "name": code, "type": "string", "entity": "customer"}
+
+
+def test_custom_fields_are_listed_page_by_page(rsps, crm):
+    url = f"{CRM}/api/v5/custom-fields"
+    rsps.get(url, json={"success": True, "customFields": [_field("a"), _field("b")],
+                        "pagination": {"currentPage": 1, "totalPageCount": 2}})
+    rsps.get(url, json={"success": True,
+                        "customFields": [_field("c"), {**_field("o"), "entity": "order"}],
+                        "pagination": {"currentPage": 2, "totalPageCount": 2}})
+    assert [f["code"] for f in crm.list_custom_fields("customer")] == ["a", "b", "c"]
+    queries = [parse_qs(call.request.url.split("?", 1)[1]) for call in rsps.calls]
+    assert [q["page"] for q in queries] == [["1"], ["2"]]
+    assert all(q["filter[entity]"] == ["customer"] and q["limit"] == ["100"] for q in queries)
+    assert all(call.request.headers["X-API-KEY"] == KEY for call in rsps.calls)
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (403, {"success": False, "errorMsg": "Access denied"}, UpstreamRejected),
+    (503, {"success": False, "errorMsg": "Rate limit"}, UpstreamUnavailable),
+])
+def test_custom_field_listing_failures(rsps, crm, status, body, error):
+    rsps.get(f"{CRM}/api/v5/custom-fields", status=status, json=body)
+    with pytest.raises(error):
+        crm.list_custom_fields("customer")
+
+
+def test_custom_field_create_sends_one_json_field_once(rsps, crm):
+    url = f"{CRM}/api/v5/custom-fields/customer/create"
+    rsps.post(url, json={"success": True, "code": "bot_vk_account_id"})
+    crm.create_custom_field("customer", "bot_vk_account_id", "VK account id (bot)")
+    form = parse_qs(rsps.calls[0].request.body)
+    assert json.loads(form["customField"][0]) == {
+        "name": "VK account id (bot)", "code": "bot_vk_account_id", "type": "string",
+        "displayArea": "main_data"}
+    rsps.post(url, status=503, json={"success": False, "errorMsg": "Rate limit"})
+    with pytest.raises(UpstreamUnavailable):
+        crm.create_custom_field("customer", "x", "X")
+    assert len(rsps.calls) == 2  # a create is never repeated
+
+
+def test_balance_with_a_token_sends_it_as_bearer(rsps):
+    rsps.get(f"{SMS}/account/balance", json={"balance": "12.50"})
+    assert GreenSmsGateway(SMS, token="tok").account_balance() == "12.50"
+    request = rsps.calls[0].request
+    assert request.headers["Authorization"] == "Bearer tok" and "?" not in request.url
+
+
+def test_balance_with_user_and_pass_gets_a_token_from_the_body(rsps):
+    rsps.post(f"{SMS}/account/token", json={"access_token": "short-lived"})
+    rsps.get(f"{SMS}/account/balance", json={"balance": 3})
+    assert GreenSmsGateway(SMS, user="u", password="p").account_balance() == "3"
+    token_call, balance_call = (call.request for call in rsps.calls)
+    form = parse_qs(token_call.body)
+    assert (form["user"], form["pass"]) == (["u"], ["p"]) and "?" not in token_call.url
+    assert "Authorization" not in token_call.headers
+    assert balance_call.headers["Authorization"] == "Bearer short-lived"
+    assert "p" not in balance_call.url.split("//", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.parametrize(("path", "status", "body", "error", "http_status", "code"), [
+    ("/account/balance", 401, {"error": "Authorization declined", "code": 0},
+     UpstreamRejected, 401, 0),
+    ("/account/balance", 200, {"error": "Authorization declined", "code": 0},
+     UpstreamRejected, 200, 0),
+    ("/account/balance", 200, {}, UpstreamUnavailable, None, None),
+    ("/account/balance", 502, "<html>Bad Gateway</html>", UpstreamUnavailable, None, None),
+    ("/account/token", 401, {"error": "Authorization declined", "code": 0},
+     UpstreamRejected, 401, 0),
+    ("/account/token", 200, {}, UpstreamUnavailable, None, None),
+])
+def test_balance_failures(rsps, path, status, body, error, http_status, code):
+    kwargs = {"json": body} if not isinstance(body, str) else {"body": body}
+    method = rsps.post if path == "/account/token" else rsps.get
+    method(f"{SMS}{path}", status=status, **kwargs)
+    gateway = (GreenSmsGateway(SMS, user="u", password="p") if path == "/account/token"
+               else GreenSmsGateway(SMS, token="t"))
+    with pytest.raises(error) as caught:
+        gateway.account_balance()
+    if http_status is not None:
+        assert caught.value.status_code == http_status and caught.value.errors["code"] == code
+
+
+def test_deduper_probe_asks_about_a_phone_nobody_has(rsps):
+    rsps.post("https://dd.example/api/dedupe/auto-resolve",
+              json={"status": "not_found", "finalCustomerId": None})
+    assert DeduperGateway("https://dd.example", "dk").probe("s") == "not_found"
+    request = rsps.calls[0].request
+    body = json.loads(request.body)
+    assert request.headers["X-API-Key"] == "dk"
+    assert (body["phone"], body["site"], body["waitForConfirmation"]) == (
+        "70000000000", "s", False)
+
+
+@pytest.mark.parametrize(("status", "body", "error", "http_status"), [
+    (401, {"detail": "Invalid API key"}, UpstreamRejected, 401),
+    (422, {"detail": "phone"}, UpstreamRejected, 422),
+    (503, {"detail": "down"}, UpstreamUnavailable, None),
+    (200, {"ok": True}, UpstreamUnavailable, None),
+    (200, "<html/>", UpstreamUnavailable, None),
+])
+def test_deduper_probe_failures(rsps, status, body, error, http_status):
+    kwargs = {"json": body} if not isinstance(body, str) else {"body": body}
+    rsps.post("https://dd.example/api/dedupe/auto-resolve", status=status, **kwargs)
+    with pytest.raises(error) as caught:
+        DeduperGateway("https://dd.example", "dk").probe("s")
+    if http_status is not None:
+        assert caught.value.status_code == http_status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import requests
@@ -11,6 +12,8 @@ from gurugrow.gateways.http import HttpClient
 
 GATEWAY = "deduper"
 USABLE_STATUSES = frozenset({"single", "resolved", "resolved_with_fallback_primary"})
+# A phone no customer can have (all zeros after the country code): the probe's subject.
+PROBE_PHONE = "70000000000"
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,24 @@ class DeduperGateway:
                             final_customer_id=str(final) if final not in (None, "") else None,
                             request_id=body.get("requestId"),
                             warnings=list(body.get("warnings") or []))
+
+    def probe(self, site: str) -> str:
+        """Does the deduper answer? An auto-resolve of ``PROBE_PHONE`` (no customer can
+        have it, so nothing is resolved or merged); return the ``status`` it answered.
+
+        Any JSON answer carrying ``status`` counts (whatever its value). Raises
+        ``UpstreamRejected`` on 4xx (401/403: the key), ``UpstreamUnavailable`` otherwise.
+        """
+        if not self._configured:
+            raise UpstreamUnavailable(GATEWAY, "DEDUPE_BASE_URL is not set")
+        payload = {"phone": PROBE_PHONE, "site": site, "requestSource": "auth-backend",
+                   "requestId": str(uuid.uuid4()), "waitForConfirmation": False}
+        status, body = self._http.request("POST", "/api/dedupe/auto-resolve", json=payload,
+                                          headers=self._headers)
+        if status >= 500:
+            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}")
+        if status >= 400:
+            raise UpstreamRejected(GATEWAY, f"HTTP {status}", status)
+        if not isinstance(body, dict) or "status" not in body:
+            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}: answer has no status field")
+        return str(body["status"])

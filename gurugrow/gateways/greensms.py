@@ -11,6 +11,8 @@ from gurugrow.gateways.http import HttpClient
 
 GATEWAY = "greensms"
 ROUTES = ("telegram", "vk", "sms")
+# Lifetime asked for a token made from user/pass just to read the balance.
+TOKEN_EXPIRE_SECONDS = 300
 
 
 class GreenSmsGateway:
@@ -53,3 +55,34 @@ class GreenSmsGateway:
         if not isinstance(body, dict) or not body.get("request_id") or status >= 400:
             raise UpstreamUnavailable(GATEWAY, f"{route}: HTTP {status} without request_id")
         return str(body["request_id"])
+
+    def account_balance(self) -> str:
+        """The account balance (``GET /account/balance``): proves the credentials work.
+
+        With a token it travels as the Bearer header, as for sends. With user/pass they go
+        in the body of ``POST /account/token`` (never a URL), and the short-lived token it
+        answers reads the balance. A refusal raises ``UpstreamRejected`` whose
+        ``status_code`` is the HTTP status and ``errors`` GreenSMS's ``{error, code}``.
+        """
+        headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
+        status, body = self._http.request("GET", "/account/balance", headers=headers)
+        self._raise_refusal("account/balance", status, body)
+        if not isinstance(body, dict) or body.get("balance") is None or status >= 400:
+            raise UpstreamUnavailable(GATEWAY, f"account/balance: HTTP {status} without balance")
+        return str(body["balance"])
+
+    def _account_token(self) -> str:
+        form = {**self._credentials, "expire": TOKEN_EXPIRE_SECONDS}
+        status, body = self._http.request("POST", "/account/token", data=form)
+        self._raise_refusal("account/token", status, body)
+        if not isinstance(body, dict) or not body.get("access_token") or status >= 400:
+            raise UpstreamUnavailable(GATEWAY, f"account/token: HTTP {status} without token")
+        return str(body["access_token"])
+
+    @staticmethod
+    def _raise_refusal(what: str, status: int, body: Any) -> None:
+        if isinstance(body, dict) and "error" in body:
+            raise UpstreamRejected(GATEWAY, f"{what}: {body['error']}", status,
+                                   {"error": body.get("error"), "code": body.get("code")})
+        if status in (401, 403):
+            raise UpstreamRejected(GATEWAY, f"{what}: HTTP {status}", status)

@@ -14,6 +14,8 @@ from gurugrow.gateways.http import HttpClient
 
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
+# A safety stop for paginated listings (100 per page): far beyond any real account.
+MAX_LIST_PAGES = 50
 
 
 def phone_digits(raw: str) -> str:
@@ -182,3 +184,29 @@ class RetailCrmGateway:
     def get_credentials(self) -> dict[str, Any]:
         """The key's scopes and site access (``/api/credentials``)."""
         return self._get("/api/credentials")
+
+    # -- custom fields (setup: ``flask gurugrow doctor`` / ``create-fields``) ----------
+    def list_custom_fields(self, entity: str) -> list[dict[str, Any]]:
+        """Every custom field of ``entity`` (``customer``, ``order``…), all pages.
+
+        ``{code, name, type, entity, …}`` each; fields of another entity are dropped in
+        case the filter is not honoured.
+        """
+        found: list[dict[str, Any]] = []
+        for page in range(1, MAX_LIST_PAGES + 1):
+            body = self._get("/api/v5/custom-fields", [("filter[entity]", entity),
+                                                       ("limit", "100"), ("page", str(page))])
+            chunk = [f for f in body.get("customFields") or []
+                     if isinstance(f, dict) and f.get("entity", entity) == entity]
+            found += chunk
+            total = (body.get("pagination") or {}).get("totalPageCount")
+            if not chunk or not isinstance(total, int) or page >= total:
+                break
+        return found
+
+    def create_custom_field(self, entity: str, code: str, name: str,
+                            display_area: str = "main_data") -> None:
+        """Create a ``string`` custom field (never repeated: the caller lists again first)."""
+        field = {"name": name, "code": code, "type": "string", "displayArea": display_area}
+        self._post(f"/api/v5/custom-fields/{entity}/create",
+                   {"customField": json.dumps(field, ensure_ascii=False)})

@@ -26,6 +26,8 @@ from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX
 from gurugrow.sandbox.data import demo_data
 
 PAGE_SIZES = (20, 50, 100)
+CRM_SCOPES = ("customer_read", "customer_write", "order_read", "order_write", "store_read",
+              "reference_read", "custom_fields_read", "custom_fields_write")
 Answer = tuple[Any, int]
 
 
@@ -68,6 +70,10 @@ class SandboxState:
             self.dedupe_answers = data.get("dedupe", {})
             self.telegram_failing = set(data.get("telegramFailingPhones", []))
             self.sites = data.get("sites", [])
+            # /api/credentials: what the key may do (tests narrow these).
+            self.scopes: list[str] = list(data.get("scopes", CRM_SCOPES))
+            self.site_access: str = data.get("siteAccess", "access_full")
+            self.sms_balance = "1000.00"
             self.dedupe_default: dict[str, Any] | None = None
             self.outbox: deque[dict[str, Any]] = deque(maxlen=200)
             self.calls: list[str] = []
@@ -191,10 +197,10 @@ def _bad_json(error: ValueError):
 
 @crm.get("/api/credentials")
 def credentials():
-    return _ok(scopes=["customer_read", "customer_write", "order_read", "order_write",
-                       "store_read", "reference_read", "custom_fields_read",
-                       "custom_fields_write"],
-               siteAccess="access_full", sitesAvailable=state().sites)
+    st = state()
+    if failed := st.failure("credentials"):
+        return failed
+    return _ok(scopes=list(st.scopes), siteAccess=st.site_access, sitesAvailable=st.sites)
 
 
 @crm.get("/api/v5/customers")
@@ -378,6 +384,8 @@ def products():
 
 @crm.get("/api/v5/custom-fields")
 def custom_fields():
+    if failed := state().failure("custom_fields"):
+        return failed
     entity = request.args.get("filter[entity]")
     found = [f for f in state().custom_fields if not entity or f["entity"] == entity]
     return _page(found, "customFields")
@@ -385,6 +393,8 @@ def custom_fields():
 
 @crm.post("/api/v5/custom-fields/<entity>/create")
 def create_custom_field(entity: str):
+    if failed := state().failure("create_custom_field"):
+        return failed
     field = _form_json("customField")
     if not field.get("code") or not field.get("name"):
         return _crm_error(400, "Errors in the entity format", {"code": "Required"})
@@ -409,6 +419,29 @@ def _sms_params() -> dict[str, str]:
         body = request.get_json(silent=True)
         return {k: str(v) for k, v in body.items()} if isinstance(body, dict) else {}
     return request.form.to_dict()
+
+
+def _bearer_ok() -> bool:
+    return request.headers.get("Authorization") == f"Bearer {SANDBOX_GREENSMS_TOKEN}"
+
+
+@sms.post("/account/token")
+def account_token():
+    """user/pass (body) → a token; the sandbox hands out its one token."""
+    params = _sms_params()
+    if (params.get("user"), params.get("pass")) != ("sandbox", "sandbox"):
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    return jsonify({"access_token": SANDBOX_GREENSMS_TOKEN}), 200
+
+
+@sms.get("/account/balance")
+def account_balance():
+    st = state()
+    if not _bearer_ok():
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    if failed := st.failure("balance"):
+        return failed
+    return jsonify({"balance": st.sms_balance}), 200
 
 
 @sms.post("/<route>/send")

@@ -1,0 +1,474 @@
+"""The setup doctor: checks a real configuration against Redis and every upstream, and
+creates the customer custom fields the service writes.
+
+Each check is one line, ``ok   <check>: <detail>`` or
+``FAIL <check>: <what is wrong> — fix: <what to change>``; the fix names the env variable
+or the RetailCRM setting to change. Every upstream call goes through the gateways (their
+timeouts and typed errors). No line carries an API key, token, password or phone.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import requests
+
+from gurugrow import redis_keys
+from gurugrow.config import Settings
+from gurugrow.gateways.errors import NotFound, UpstreamError, UpstreamRejected
+from gurugrow.logs import begin_request
+from gurugrow.services import Services
+
+# RetailCRM scopes the flows need; a key without one of them fails some endpoint.
+REQUIRED_SCOPES = ("customer_read", "customer_write", "order_read", "order_write",
+                   "store_read", "reference_read")
+# Needed only by the setup commands: reported as notes, never as failures.
+# (custom_fields_read for listing is unconfirmed: /api/v5/custom-fields is not in the
+# reference we have; the stand-in and RetailCRM's scope list both name it.)
+SETUP_SCOPES = {"custom_fields_read": "the doctor lists custom fields with it",
+                "custom_fields_write": "needed only by create-fields"}
+API_KEYS_SETTING = "RetailCRM → Settings → Integration → API access keys"
+CUSTOM_FIELDS_SETTING = "RetailCRM → Settings → Custom fields → Customers"
+# The service finds customers by ``filter[customFields][<messenger id field>]=<id>``;
+# RetailCRM filters these types by range, not by exact value, so lookups would break.
+RANGE_FILTERED_TYPES = frozenset({"integer", "numeric", "date", "datetime"})
+TEXT_TYPES = frozenset({"string", "text"})
+# Names the fields get when create-fields makes them (setting name suffix → name).
+FIELD_NAMES = {
+    "telegram_id": "Telegram account id (bot)",
+    "vk_id": "VK account id (bot)",
+    "whatsapp_id": "WhatsApp account id (bot)",
+    "max_id": "MAX account id (bot)",
+    "instagram_id": "Instagram account id (bot)",
+    "last_verified_channel": "Last verified channel (bot)",
+    "last_verified_at": "Last verified at (bot)",
+    "last_verification_method": "Last verification method (bot)",
+    "chatbot_interacted": "Chatbot interacted (bot)",
+}
+PROBE_TTL_SECONDS = 30
+CREATE_FIELDS_COMMAND = "flask --app wsgi gurugrow create-fields"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: ``detail`` is what was seen (or what is wrong)."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok   {self.name}: {self.detail}"
+        return f"FAIL {self.name}: {self.detail} — fix: {self.fix}"
+
+
+def passed(name: str, detail: str) -> Check:
+    return Check(name, True, detail)
+
+
+def failed(name: str, detail: str, fix: str) -> Check:
+    return Check(name, False, detail, fix)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A customer custom field the settings name: its code, env variable(s), new name."""
+
+    code: str
+    env: str
+    name: str
+    messenger_id: bool  # customers are looked up by it (exact-match filter)
+
+
+def field_specs(settings: Settings) -> list[FieldSpec]:
+    """The ``RETAILCRM_CF_*`` fields in settings order, one per distinct code."""
+    specs: dict[str, FieldSpec] = {}
+    for f in fields(Settings):
+        if not f.name.startswith("retailcrm_cf_"):
+            continue
+        code, suffix = getattr(settings, f.name), f.name.removeprefix("retailcrm_cf_")
+        if code in specs:
+            old = specs[code]
+            specs[code] = FieldSpec(code, f"{old.env}, {f.metadata['env']}", old.name,
+                                    old.messenger_id or suffix.endswith("_id"))
+        else:
+            specs[code] = FieldSpec(code, f.metadata["env"], FIELD_NAMES.get(suffix, code),
+                                    suffix.endswith("_id"))
+    return list(specs.values())
+
+
+# -- output hygiene -----------------------------------------------------------------------
+def safe_url(url: str) -> str:
+    """``url`` without credentials, query or fragment (what a line may show)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<malformed URL>"
+    netloc = f"{host}:{port}" if port else host
+    if parts.username or parts.password:
+        netloc = f"***@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class Redactor:
+    """Replaces every configured secret in a line (a defence against an upstream that
+    echoes what it was sent)."""
+
+    def __init__(self, settings: Settings) -> None:
+        values = [getattr(settings, f.name) for f in fields(Settings) if f.metadata["secret"]]
+        self._secrets = sorted({v for v in values if isinstance(v, str) and len(v) >= 4},
+                               key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._secrets:
+            text = text.replace(value, "***")
+        return text
+
+
+def _http_status(error: UpstreamError) -> int | None:
+    if isinstance(error, UpstreamRejected) and error.status_code:
+        return error.status_code
+    match = re.search(r"HTTP (\d{3})", error.message)
+    return int(match[1]) if match else None
+
+
+def _network_failure(error: UpstreamError) -> bool:
+    return isinstance(error.__cause__, requests.RequestException)
+
+
+# -- the checks ---------------------------------------------------------------------------
+def run_doctor(svc: Services) -> Iterator[Check]:
+    """Every check, in order, as it completes (a slow upstream shows where it hangs)."""
+    begin_request(f"doctor-{uuid.uuid4().hex[:12]}")  # traceable in the upstreams' logs
+    redact = Redactor(svc.settings)
+    for check in _checks(svc):
+        yield Check(check.name, check.ok, redact(check.detail), redact(check.fix))
+
+
+def _checks(svc: Services) -> Iterator[Check]:
+    s = svc.settings
+    yield check_settings(s)
+    yield check_redis(svc)
+    credentials, key_check = check_retailcrm_key(svc)
+    yield key_check
+    if credentials is None:
+        first = 'fix "retailcrm key" first'
+        reason = "not checked: it needs the retailcrm key check to pass"
+        yield failed("retailcrm scopes", reason, first)
+        yield failed("retailcrm site", reason, first)
+        yield failed("custom fields", reason, first)
+    else:
+        yield check_scopes(credentials)
+        yield check_sites(s, credentials)
+        yield from check_custom_fields(svc)
+    yield check_greensms(svc)
+    yield check_deduper(svc)
+
+
+def check_settings(s: Settings) -> Check:
+    """Loading already validated every value; what is left are cross-field clashes."""
+    shared = [spec for spec in field_specs(s) if ", " in spec.env]
+    if shared:
+        spec = shared[0]
+        return failed("settings", f"{spec.env} all name the custom field {spec.code}, so "
+                      "they would overwrite each other",
+                      f"give each of {spec.env} its own field code")
+    mode = "sandbox mode (upstreams are the built-in stand-ins)" if s.sandbox else "live mode"
+    return passed("settings", f"loaded and valid, {mode}; RetailCRM "
+                  f"{safe_url(s.retailcrm_base_url)}, site {s.retailcrm_site or '(none)'}")
+
+
+def _redis_where(s: Settings) -> tuple[str, str]:
+    """Where Redis is (for a line) and the variables that say so (for a fix)."""
+    sentinels = getattr(s, "redis_sentinels", ())
+    if sentinels:
+        master = getattr(s, "redis_sentinel_master", "")
+        return (f"master {master} via sentinels {', '.join(sentinels)}",
+                "REDIS_SENTINELS / REDIS_SENTINEL_MASTER / REDIS_URL")
+    if s.redis_url == "memory://":
+        return "the in-process store (memory://, sandbox only)", "REDIS_URL"
+    cluster = " (cluster)" if getattr(s, "redis_cluster", False) else ""
+    return f"{safe_url(s.redis_url)}{cluster}", "REDIS_URL"
+
+
+def check_redis(svc: Services) -> Check:
+    """PING, then SET with a TTL and DEL of a probe key under ``REDIS_PREFIX``."""
+    s = svc.settings
+    where, env = _redis_where(s)
+    key = redis_keys.doctor_probe(s.redis_prefix)
+    try:
+        svc.redis.ping()
+        if not svc.redis.set(key, secrets.token_hex(8), ex=PROBE_TTL_SECONDS):
+            return failed("redis", f"{where} did not store the probe key {key}",
+                          f"check that Redis at {env} accepts writes")
+        svc.redis.delete(key)
+    except redis.AuthenticationError:
+        return failed("redis", f"{where} refused the credentials",
+                      f"put the right user/password in {env} "
+                      "(redis://user:password@host:6379/0)")
+    except redis.ReadOnlyError:
+        return failed("redis", f"{where} is a read-only replica",
+                      f"point {env} at the primary")
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        hint = " (sandbox: use the Redis `make run` announced, or memory://)" if s.sandbox else ""
+        return failed("redis", f"cannot reach {where} ({type(e).__name__})",
+                      f"start Redis there or set {env} to a reachable Redis; the wait is "
+                      f"REDIS_TIMEOUT_SECONDS={s.redis_timeout_seconds:g}{hint}")
+    except redis.RedisError as e:  # NOPERM (ACL) and other refusals
+        return failed("redis", f"{where} refused a command: {type(e).__name__} {e}",
+                      f"let the Redis user of {env} run PING/SET/DEL/EVALSHA on "
+                      f"{s.redis_prefix}* keys")
+    return passed("redis", f"{where}: PING, SET with TTL and DEL of {key} worked")
+
+
+def _crm_unreachable_fix(s: Settings) -> str:
+    fix = "set RETAILCRM_BASE_URL to https://<account>.retailcrm.ru (no /api path)"
+    if s.sandbox:
+        fix += "; sandbox: start it first (`make run`) with the same APP_PORT"
+    return fix
+
+
+def check_retailcrm_key(svc: Services) -> tuple[dict[str, Any] | None, Check]:
+    """``GET /api/credentials``: the key works; its answer feeds the next checks."""
+    s, name = svc.settings, "retailcrm key"
+    base = safe_url(s.retailcrm_base_url)
+    try:
+        credentials = svc.crm.get_credentials()
+    except NotFound as e:
+        return None, failed(name, f"{base} has no /api/credentials ({e.message})",
+                            _crm_unreachable_fix(s))
+    except UpstreamRejected as e:
+        if e.status_code in (401, 403):
+            return None, failed(
+                name, f"{base} refused the API key (HTTP {e.status_code}: {e.message})",
+                f"set RETAILCRM_API_KEY to an active key from {API_KEYS_SETTING}")
+        return None, failed(name, f"{base} refused /api/credentials: {e.message}",
+                            f"check RETAILCRM_API_KEY in {API_KEYS_SETTING}")
+    except UpstreamError as e:
+        status = _http_status(e)
+        if _network_failure(e):
+            what = f"cannot reach {base} ({e.message})"
+        elif status in (429, 503):
+            what = f"{base} is rate-limiting or down (HTTP {status})"
+            return None, failed(name, what, "run the doctor again in a minute; if it "
+                                "persists, check RETAILCRM_BASE_URL is the account's address")
+        elif status is not None and status >= 500:
+            what = f"{base} failed (HTTP {status})"
+        else:
+            what = f"{base} did not answer as RetailCRM's API ({e.message})"
+        return None, failed(name, what, _crm_unreachable_fix(s))
+    return credentials, passed(name, f"accepted by {base}")
+
+
+def check_scopes(credentials: dict[str, Any]) -> Check:
+    name = "retailcrm scopes"
+    scopes = credentials.get("scopes")
+    if not isinstance(scopes, list):
+        return failed(name, "RetailCRM did not list the key's scopes",
+                      f"check in {API_KEYS_SETTING} that the key has: "
+                      + ", ".join(REQUIRED_SCOPES))
+    missing = [scope for scope in REQUIRED_SCOPES if scope not in scopes]
+    notes = [f"{scope} not granted, {why}" for scope, why in SETUP_SCOPES.items()
+             if scope not in scopes]
+    note = f" (note: {'; '.join(notes)})" if notes else ""
+    if missing:
+        return failed(name, f"the key lacks {', '.join(missing)}{note}",
+                      f"allow {', '.join(missing)} for this key in {API_KEYS_SETTING} "
+                      "(or set RETAILCRM_API_KEY to a key that has them)")
+    return passed(name, f"{', '.join(REQUIRED_SCOPES)} granted{note}")
+
+
+def check_sites(s: Settings, credentials: dict[str, Any]) -> Check:
+    """Every site the service sends requests or orders to must be open to the key."""
+    name = "retailcrm site"
+    configured: dict[str, list[str]] = {}
+    for env, site in (("RETAILCRM_SITE", s.retailcrm_site),
+                      ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
+                      ("REPEAT_ORDER_SITE", s.repeat_order_site)):
+        if site:
+            configured.setdefault(site, []).append(env)
+    listed = ", ".join(f"{site} ({'/'.join(envs)})" for site, envs in configured.items())
+    access = credentials.get("siteAccess")
+    if access == "access_full":
+        return passed(name, f"the key may use every site (access_full): {listed or 'none set'}")
+    available = [str(site) for site in credentials.get("sitesAvailable") or []]
+    allowed = ", ".join(available) or "none"
+    denied = {site: envs for site, envs in configured.items() if site not in available}
+    if denied:
+        envs = [env for site_envs in denied.values() for env in site_envs]
+        sites = ", ".join(f"{site} ({'/'.join(e)})" for site, e in denied.items())
+        return failed(name, f"the key may not use {sites}; it may use: {allowed}",
+                      f"allow {', '.join(denied)} for this key in {API_KEYS_SETTING} "
+                      f"(site access), or set {' / '.join(envs)} to one of: {allowed}")
+    if not s.retailcrm_site and len(available) > 1:
+        return failed(name, f"RETAILCRM_SITE is not set and the key may use several sites "
+                      f"({allowed})", f"set RETAILCRM_SITE to one of: {allowed}")
+    return passed(name, f"{listed or 'no site set'} among the key's sites ({access})")
+
+
+def list_customer_fields(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None]:
+    """The account's customer custom fields by code, or a failing ``custom fields`` check."""
+    name = "custom fields"
+    try:
+        listed = svc.crm.list_custom_fields("customer")
+    except UpstreamRejected as e:
+        return None, failed(
+            name, f"RetailCRM refused to list customer custom fields ({e.message})",
+            f"allow custom_fields_read for the key in {API_KEYS_SETTING}, or check by hand "
+            f"in {CUSTOM_FIELDS_SETTING} that these exist: "
+            + ", ".join(spec.code for spec in field_specs(svc.settings)))
+    except UpstreamError as e:
+        return None, failed(name, f"could not list customer custom fields ({e.message})",
+                            "run the doctor again; if it persists, check RETAILCRM_BASE_URL")
+    return {str(f.get("code")): f for f in listed}, None
+
+
+def check_custom_fields(svc: Services) -> Iterator[Check]:
+    """One line per configured customer custom field."""
+    existing, failure = list_customer_fields(svc)
+    if existing is None:
+        yield failure  # type: ignore[misc]
+        return
+    for spec in field_specs(svc.settings):
+        yield check_field(spec, existing.get(spec.code))
+
+
+def check_field(spec: FieldSpec, found: dict[str, Any] | None) -> Check:
+    name = f"custom field {spec.code}"
+    if found is None:
+        return failed(name, f"no customer custom field with this code ({spec.env})",
+                      f"run `{CREATE_FIELDS_COMMAND}`, or create it in "
+                      f"{CUSTOM_FIELDS_SETTING} (code {spec.code}, type String), or set "
+                      f"{spec.env} to the code of an existing field")
+    kind = str(found.get("type") or "")
+    if spec.messenger_id and kind in RANGE_FILTERED_TYPES:
+        return failed(name, f"is of type {kind}: RetailCRM filters it by range, so customers "
+                      "cannot be found by their messenger id",
+                      f"create a String field in {CUSTOM_FIELDS_SETTING} (a field's type "
+                      f"cannot change) and set {spec.env} to its code")
+    note = ""
+    if kind and kind not in TEXT_TYPES:
+        note = f"; note: the service writes text to it, check a {kind} field accepts that"
+    return passed(name, f"exists ({kind or 'type not reported'}, {spec.env}){note}")
+
+
+def check_greensms(svc: Services) -> Check:
+    s, name = svc.settings, "greensms"
+    base = safe_url(s.greensms_base_url)
+    if s.greensms_token:
+        how, env = "token", "GREENSMS_TOKEN"
+    elif s.greensms_user and s.greensms_pass:
+        how, env = "user/pass", "GREENSMS_USER / GREENSMS_PASS"
+    else:
+        return failed(name, "no credentials set, no code can be sent",
+                      "set GREENSMS_TOKEN, or GREENSMS_USER and GREENSMS_PASS")
+    try:
+        balance = svc.sms.account_balance()
+    except UpstreamRejected as e:
+        code = (e.errors or {}).get("code") if isinstance(e.errors, dict) else None
+        if e.status_code in (401, 403) or code == 0:
+            return failed(name, f"{base} declined the {how} ({e.message})",
+                          f"set {env} to valid GreenSMS API credentials")
+        return failed(name, f"{base} refused the balance request ({e.message})",
+                      f"check {env} and GREENSMS_BASE_URL (https://api3.greensms.ru)")
+    except UpstreamError as e:
+        hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
+        return failed(name, f"cannot get an answer from {base} ({e.message})",
+                      f"set GREENSMS_BASE_URL to GreenSMS's API, e.g. "
+                      f"https://api3.greensms.ru{hint}")
+    return passed(name, f"{how} accepted by {base}; balance {balance[:24]}")
+
+
+def check_deduper(svc: Services) -> Check:
+    s, name = svc.settings, "deduper"
+    if not s.dedupe_base_url:
+        return failed(name, "DEDUPE_BASE_URL is not set: a phone shared by several "
+                      "customers gets no code", "set DEDUPE_BASE_URL and DEDUPE_API_KEY")
+    base = safe_url(s.dedupe_base_url)
+    try:
+        status = svc.deduper.probe(s.retailcrm_site)
+    except UpstreamRejected as e:
+        if e.status_code in (401, 403):
+            return failed(name, f"{base} refused the API key (HTTP {e.status_code})",
+                          "set DEDUPE_API_KEY to the key the deduper expects")
+        return failed(name, f"{base} answered {e.message} to an auto-resolve",
+                      "check DEDUPE_BASE_URL is the deduper's base (it serves "
+                      "POST /api/dedupe/auto-resolve)")
+    except UpstreamError as e:
+        hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
+        return failed(name, f"no usable answer from {base} ({e.message})",
+                      f"check the deduper is up and DEDUPE_BASE_URL points at it{hint}")
+    return passed(name, f"answers at {base} (status {status[:40]} for a probe phone "
+                  "no customer has)")
+
+
+# -- create-fields --------------------------------------------------------------------
+def create_missing_fields(svc: Services, confirm: Callable[[list[FieldSpec]], bool]
+                          ) -> Iterator[Check]:
+    """One line per configured field: already there, created, or failed. ``confirm``
+    is asked once, with the fields about to be created, before anything is created."""
+    redact = Redactor(svc.settings)
+    begin_request(f"create-fields-{uuid.uuid4().hex[:12]}")
+    for check in _create_missing(svc, confirm):
+        yield Check(check.name, check.ok, redact(check.detail), redact(check.fix))
+
+
+def _create_missing(svc: Services, confirm: Callable[[list[FieldSpec]], bool]
+                    ) -> Iterator[Check]:
+    existing, failure = list_customer_fields(svc)
+    if existing is None:
+        yield failure  # type: ignore[misc]
+        return
+    specs = field_specs(svc.settings)
+    for spec in specs:
+        if spec.code in existing:
+            yield passed(f"custom field {spec.code}", f"already exists ({spec.env})")
+    missing = [spec for spec in specs if spec.code not in existing]
+    if not missing:
+        return
+    if not confirm(missing):
+        for spec in missing:
+            yield failed(f"custom field {spec.code}", "missing, not created (not confirmed)",
+                         "run again and answer y, or pass --yes")
+        return
+    for spec in missing:
+        yield _create_one(svc, spec)
+
+
+def _create_one(svc: Services, spec: FieldSpec) -> Check:
+    name = f"custom field {spec.code}"
+    try:
+        svc.crm.create_custom_field("customer", spec.code, spec.name)
+    except UpstreamRejected as e:
+        by_hand = (f"create it in {CUSTOM_FIELDS_SETTING} (code {spec.code}, type String), "
+                   f"or set {spec.env} to an existing field's code")
+        if e.status_code in (401, 403):
+            return failed(name, f"RetailCRM refused to create it ({e.message})",
+                          f"allow custom_fields_write for the key in {API_KEYS_SETTING}, "
+                          f"or {by_hand}")
+        return failed(name, f"RetailCRM refused to create it ({e.message}"
+                      f"{_errors_text(e.errors)})", by_hand)
+    except UpstreamError as e:
+        return failed(name, f"no answer from RetailCRM ({e.message}); it may or may not "
+                      "exist now", "run create-fields again: it lists first and creates "
+                      "only what is missing")
+    return passed(name, f'created "{spec.name}" (string, main_data; {spec.env})')
+
+
+def _errors_text(errors: Any) -> str:
+    if isinstance(errors, dict) and errors:
+        return ": " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+    if isinstance(errors, list) and errors:
+        return ": " + "; ".join(str(v) for v in errors)
+    return ""

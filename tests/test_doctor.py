@@ -1,0 +1,289 @@
+"""``flask gurugrow doctor`` and ``create-fields`` against the sandbox stand-ins: every
+check passes on a good configuration, and each broken piece fails its own line, names
+the fix and sets exit status 1."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import fakeredis
+import pytest
+
+from gurugrow import create_app
+from tests.conftest import TEST_ENV
+from tests.upstreams import Upstreams
+
+LINE = re.compile(r"^(?P<mark>ok  |FAIL) (?P<check>[^:]+): (?P<detail>.+?)"
+                  r"(?: — fix: (?P<fix>.+))?$")
+FIELDS = ["bot_telegram_account_id", "bot_vk_account_id", "bot_whatsapp_account_id",
+          "bot_max_account_id", "bot_instagram_account_id", "bot_last_verified_channel",
+          "bot_last_verified_at", "bot_last_verification_method", "chatbot_interacted"]
+ALL_CHECKS = ["settings", "redis", "retailcrm key", "retailcrm scopes", "retailcrm site",
+              *[f"custom field {code}" for code in FIELDS], "greensms", "deduper"]
+CRM_CASCADE = {"retailcrm key", "retailcrm scopes", "retailcrm site", "custom fields"}
+SECRET_ENV = ("RETAILCRM_API_KEY", "GREENSMS_TOKEN", "GREENSMS_PASS", "DEDUPE_API_KEY",
+              "OTP_SECRET")
+
+
+def dead_redis() -> fakeredis.FakeRedis:
+    server = fakeredis.FakeServer()
+    server.connected = False
+    return fakeredis.FakeRedis(server=server)
+
+
+def make_app(env: dict[str, str] | None = None, redis_client: Any = None):
+    return create_app({**TEST_ENV, **(env or {})},
+                      redis_client=redis_client or fakeredis.FakeRedis())
+
+
+def run(app, *args: str, input: str | None = None) -> tuple[int, list[dict[str, str]], str]:
+    """Exit code, the parsed lines (a line that does not parse fails the test), stdout."""
+    result = app.test_cli_runner().invoke(args=["gurugrow", *args], input=input)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    lines = []
+    for text in result.stdout.splitlines():
+        if text.startswith("Create "):  # create-fields' confirmation prompt
+            continue
+        match = LINE.match(text)
+        assert match, f"not a check line: {text!r}"
+        lines.append(match.groupdict())
+    return result.exit_code, lines, result.stdout
+
+
+def failing(lines: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {line["check"]: line for line in lines if line["mark"] == "FAIL"}
+
+
+def assert_no_secrets(env: dict[str, str], stdout: str) -> None:
+    for name in SECRET_ENV:
+        value = {**TEST_ENV, **env}.get(name)
+        if value:
+            assert value not in stdout, name
+    assert "70000000000" not in stdout
+
+
+# -- doctor: a good configuration -------------------------------------------------------
+@pytest.mark.parametrize("env", [
+    {},
+    {"GREENSMS_TOKEN": "", "GREENSMS_USER": "sandbox", "GREENSMS_PASS": "sandbox"},
+], ids=["greensms-token", "greensms-user-pass"])
+def test_doctor_passes_against_the_sandbox(upstreams: Upstreams, env):
+    redis_client = fakeredis.FakeRedis()
+    code, lines, stdout = run(make_app(env, redis_client), "doctor")
+    assert [line["check"] for line in lines] == ALL_CHECKS
+    assert failing(lines) == {} and code == 0, stdout
+    assert all(line["fix"] is None for line in lines)
+    assert_no_secrets(env, stdout)
+    # Reads only: nothing written to RetailCRM, no message sent, no probe key left behind.
+    assert upstreams.crm_calls() == ["GET /api/credentials", "GET /api/v5/custom-fields"]
+    assert upstreams.sent == []
+    assert [c["phone"] for c in upstreams.dedupe_calls] == ["70000000000"]
+    assert redis_client.keys("*") == []
+
+
+@pytest.mark.parametrize(("drop", "note"), [
+    ("custom_fields_write", "custom_fields_write not granted, needed only by create-fields"),
+    ("custom_fields_read", "custom_fields_read not granted"),
+])
+def test_setup_scopes_are_notes_not_failures(upstreams: Upstreams, drop, note):
+    upstreams.state.scopes.remove(drop)
+    code, lines, stdout = run(make_app(), "doctor")
+    scopes = next(line for line in lines if line["check"] == "retailcrm scopes")
+    assert scopes["mark"] == "ok  " and note in scopes["detail"]
+    assert code == 0, stdout
+
+
+def test_a_sandbox_app_points_the_fix_at_make_run():
+    # Nothing listens on the sandbox's port here: the stand-ins are not being served.
+    app = create_app({"GURUGROW_SANDBOX": "1", "APP_PORT": "9", "REDIS_URL": "memory://"})
+    code, lines, _ = run(app, "doctor")
+    assert code == 1
+    assert failing(lines).keys() == CRM_CASCADE | {"greensms", "deduper"}
+    assert all("make run" in failing(lines)[name]["fix"]
+               for name in ("retailcrm key", "greensms", "deduper"))
+
+
+# -- doctor: one broken piece at a time -------------------------------------------------
+Arrange = Callable[[Upstreams], Any]
+
+
+def _retype(up: Upstreams, code: str, kind: str) -> None:
+    for field in up.state.custom_fields:
+        if field["code"] == code:
+            field["type"] = kind
+
+
+def _drop_field(up: Upstreams, code: str) -> None:
+    up.state.custom_fields[:] = [f for f in up.state.custom_fields if f["code"] != code]
+
+
+def _selective(*sites: str) -> Arrange:
+    def arrange(up: Upstreams) -> None:
+        up.state.site_access = "access_selective"
+        up.state.sites = list(sites)
+    return arrange
+
+
+# An upstream that echoes the key it got: the line must still not show it.
+CRM_KEY_REFUSED = {"success": False,
+                   "errorMsg": f'Wrong "apiKey" value: {TEST_ENV["RETAILCRM_API_KEY"]}'}
+
+FAILURES = [
+    # id, env, arrange, dead redis, failing checks, the check whose fix is read, fix parts
+    ("crm-key-401", {}, lambda up: up.fail.update(credentials=(401, CRM_KEY_REFUSED)),
+     False, CRM_CASCADE, "retailcrm key", ["set RETAILCRM_API_KEY", "API access keys"]),
+    ("crm-key-wrong-403", {"RETAILCRM_API_KEY": "not-the-sandbox-key"}, None,
+     False, CRM_CASCADE, "retailcrm key", ["set RETAILCRM_API_KEY"]),
+    ("crm-unreachable", {"RETAILCRM_BASE_URL": "https://no-such-account.test"}, None,
+     False, CRM_CASCADE, "retailcrm key", ["RETAILCRM_BASE_URL"]),
+    ("crm-503", {}, lambda up: up.fail.update(credentials=(503, {"success": False})),
+     False, CRM_CASCADE, "retailcrm key", ["RETAILCRM_BASE_URL", "again"]),
+    ("crm-html-405", {}, lambda up: up.fail.update(credentials=(405, "<html>405</html>")),
+     False, CRM_CASCADE, "retailcrm key", ["RETAILCRM_BASE_URL"]),
+    ("missing-scopes", {}, lambda up: [up.state.scopes.remove(s)
+                                       for s in ("order_write", "store_read")],
+     False, {"retailcrm scopes"}, "retailcrm scopes",
+     ["order_write, store_read", "API access keys"]),
+    ("site-not-accessible", {}, _selective("other-site"),
+     False, {"retailcrm site"}, "retailcrm site", ["RETAILCRM_SITE", "other-site"]),
+    ("recommended-site-not-accessible", {}, _selective("test-site"),
+     False, {"retailcrm site"}, "retailcrm site", ["RECOMMENDED_ORDER_SITE", "1minoxidil-ru"]),
+    ("site-not-set-with-several-sites", {"RETAILCRM_SITE": ""},
+     _selective("1minoxidil-ru", "other-site"),
+     False, {"retailcrm site"}, "retailcrm site", ["set RETAILCRM_SITE to one of"]),
+    ("custom-field-missing", {}, lambda up: _drop_field(up, "bot_vk_account_id"),
+     False, {"custom field bot_vk_account_id"}, "custom field bot_vk_account_id",
+     ["create-fields", "RETAILCRM_CF_VK_ID"]),
+    ("renamed-field-missing", {"RETAILCRM_CF_MAX_ID": "max_messenger_id"}, None,
+     False, {"custom field max_messenger_id"}, "custom field max_messenger_id",
+     ["RETAILCRM_CF_MAX_ID"]),
+    ("messenger-field-integer", {}, lambda up: _retype(up, "bot_telegram_account_id",
+                                                       "integer"),
+     False, {"custom field bot_telegram_account_id"}, "custom field bot_telegram_account_id",
+     ["String", "RETAILCRM_CF_TELEGRAM_ID"]),
+    ("custom-fields-unlistable", {}, lambda up: up.fail.update(
+        custom_fields=(403, {"success": False, "errorMsg": "Access denied"})),
+     False, {"custom fields"}, "custom fields", ["custom_fields_read"]),
+    ("greensms-token-rejected", {"GREENSMS_TOKEN": "not-the-sandbox-token"}, None,
+     False, {"greensms"}, "greensms", ["set GREENSMS_TOKEN to valid"]),
+    ("greensms-pass-rejected",
+     {"GREENSMS_TOKEN": "", "GREENSMS_USER": "sandbox", "GREENSMS_PASS": "wrong-pass"}, None,
+     False, {"greensms"}, "greensms", ["set GREENSMS_USER / GREENSMS_PASS to valid"]),
+    ("greensms-no-credentials", {"GREENSMS_TOKEN": ""}, None,
+     False, {"greensms"}, "greensms", ["GREENSMS_TOKEN", "GREENSMS_PASS"]),
+    ("greensms-down", {}, lambda up: up.fail.update(balance=(502, "<html>502</html>")),
+     False, {"greensms"}, "greensms", ["GREENSMS_BASE_URL"]),
+    ("deduper-down", {}, lambda up: up.fail.update(dedupe=(503, {"detail": "down"})),
+     False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL"]),
+    ("deduper-unreachable", {"DEDUPE_BASE_URL": "https://no-such-deduper.test"}, None,
+     False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL"]),
+    ("deduper-key-rejected", {"DEDUPE_API_KEY": "not-the-dedupe-key"}, None,
+     False, {"deduper"}, "deduper", ["DEDUPE_API_KEY"]),
+    ("deduper-not-set", {"DEDUPE_BASE_URL": ""}, None,
+     False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL", "DEDUPE_API_KEY"]),
+    ("redis-down", {}, None, True, {"redis"}, "redis", ["REDIS_URL"]),
+    ("two-settings-one-field", {"RETAILCRM_CF_MAX_ID": "bot_vk_account_id"}, None,
+     False, {"settings"}, "settings", ["RETAILCRM_CF_VK_ID, RETAILCRM_CF_MAX_ID"]),
+]
+
+
+@pytest.mark.parametrize(("env", "arrange", "redis_down", "failed", "check", "fix_parts"),
+                         [pytest.param(*case[1:], id=case[0]) for case in FAILURES])
+def test_doctor_fails_the_broken_check_and_names_the_fix(
+        upstreams: Upstreams, env, arrange, redis_down, failed, check, fix_parts):
+    if arrange:
+        arrange(upstreams)
+    app = make_app(env, dead_redis() if redis_down else None)
+    code, lines, stdout = run(app, "doctor")
+    assert code == 1, stdout
+    assert failing(lines).keys() == failed, stdout
+    assert next(line for line in lines if line["mark"] == "FAIL")["check"] == check
+    fix = failing(lines)[check]["fix"]
+    assert all(part in fix for part in fix_parts), fix
+    assert_no_secrets(env, stdout)
+    # Every check still gets its line: the later ones run after a failure.
+    assert [line["check"] for line in lines][-2:] == ["greensms", "deduper"]
+
+
+# -- create-fields ------------------------------------------------------------------------
+MISSING = ["bot_vk_account_id", "chatbot_interacted"]
+ACCESS_DENIED = (403, {"success": False, "errorMsg": "Access denied"})
+
+CREATE_CASES = [
+    # id, args, input, arrange, exit code, {code: expected line}, fix part of a FAIL line
+    ("yes-flag", ["--yes"], None, None, 0,
+     {"bot_vk_account_id": "created", "chatbot_interacted": "created"}, None),
+    ("confirmed", [], "y\n", None, 0,
+     {"bot_vk_account_id": "created", "chatbot_interacted": "created"}, None),
+    ("declined", [], "n\n", None, 1,
+     {"bot_vk_account_id": "not created", "chatbot_interacted": "not created"}, "--yes"),
+    ("enter-means-no", [], "\n", None, 1,
+     {"bot_vk_account_id": "not created", "chatbot_interacted": "not created"}, "--yes"),
+    ("create-refused", ["--yes"], None,
+     lambda up: up.fail.update(create_custom_field=ACCESS_DENIED), 1,
+     {"bot_vk_account_id": "refused", "chatbot_interacted": "refused"}, "custom_fields_write"),
+    ("create-invalid", ["--yes"], None, lambda up: up.fail.update(create_custom_field=(
+        400, {"success": False, "errorMsg": "Errors in the entity format",
+              "errors": {"code": "Invalid"}})), 1,
+     {"bot_vk_account_id": "code: Invalid", "chatbot_interacted": "code: Invalid"},
+     "type String"),
+    ("one-create-fails", ["--yes"], None,
+     lambda up: up.fail_once.update(create_custom_field=(503, {"success": False})), 1,
+     {"bot_vk_account_id": "no answer", "chatbot_interacted": "created"}, "again"),
+]
+
+
+@pytest.mark.parametrize(("args", "input", "arrange", "exit_code", "expected", "fix_part"),
+                         [pytest.param(*case[1:], id=case[0]) for case in CREATE_CASES])
+def test_create_fields(upstreams: Upstreams, args, input, arrange, exit_code, expected,
+                       fix_part):
+    for code in MISSING:
+        _drop_field(upstreams, code)
+    if arrange:
+        arrange(upstreams)
+    app = make_app()
+    code, lines, stdout = run(app, "create-fields", *args, input=input)
+    assert code == exit_code, stdout
+    by_field = {line["check"].removeprefix("custom field "): line for line in lines}
+    assert sorted(by_field) == sorted(FIELDS)  # one line per field
+    for field, line in by_field.items():
+        if field not in MISSING:
+            assert (line["mark"], line["detail"].split(" (")[0]) == ("ok  ", "already exists")
+    for field, text in expected.items():
+        assert text in by_field[field]["detail"], by_field[field]
+        if text != "created":
+            assert by_field[field]["mark"] == "FAIL" and fix_part in by_field[field]["fix"]
+    created = [f for f in upstreams.state.custom_fields if f["code"] in MISSING]
+    assert [f["code"] for f in created] == [f for f, t in expected.items() if t == "created"]
+    for field in created:
+        assert (field["type"], field["displayArea"], field["entity"]) == (
+            "string", "main_data", "customer")
+        assert field["name"].endswith("(bot)")
+    # The doctor agrees with what create-fields said.
+    assert run(app, "doctor")[0] == exit_code
+
+
+def test_create_fields_with_nothing_missing_asks_nothing(upstreams: Upstreams):
+    # No input: a confirmation prompt would abort with exit 1.
+    code, lines, stdout = run(make_app(), "create-fields")
+    assert code == 0, stdout
+    assert [line["detail"].split(" (")[0] for line in lines] == ["already exists"] * len(FIELDS)
+    assert upstreams.crm_calls("POST") == []
+
+
+def test_create_fields_stops_when_fields_cannot_be_listed(upstreams: Upstreams):
+    upstreams.fail["custom_fields"] = ACCESS_DENIED
+    code, lines, _ = run(make_app(), "create-fields", "--yes")
+    assert code == 1
+    assert [(line["mark"], line["check"]) for line in lines] == [("FAIL", "custom fields")]
+    assert upstreams.crm_calls("POST") == []
+
+
+def test_create_fields_creates_a_shared_code_once(upstreams: Upstreams):
+    _drop_field(upstreams, "bot_vk_account_id")
+    env = {"RETAILCRM_CF_MAX_ID": "bot_vk_account_id"}
+    code, lines, _ = run(make_app(env), "create-fields", "--yes")
+    assert code == 0
+    assert upstreams.crm_calls("POST") == ["POST /api/v5/custom-fields/customer/create"]
