@@ -39,7 +39,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.json.sort_keys = False
     app.extensions["gurugrow"] = build_services(settings, redis_client)
 
-    from gurugrow.api import auth, health, ops, orders, recommended
+    from gurugrow.api import auth, health, openapi, ops, orders, recommended
     from gurugrow.api.errors import register_error_handlers
     from gurugrow.cli import cli
 
@@ -48,6 +48,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.register_blueprint(orders.bp)
     app.register_blueprint(recommended.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(openapi.bp)
     register_error_handlers(app)
     app.cli.add_command(cli)
     _install_request_logging(app)

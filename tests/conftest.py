@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import fakeredis
 import pytest
 import responses
 
 from gurugrow import create_app
+from gurugrow.api.contract import UNDOCUMENTED_ANSWERS
 from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY
 from tests.upstreams import CRM, DEDUPE, SMS, Upstreams
 
@@ -23,6 +26,17 @@ TEST_ENV = {
     "RETAILCRM_MAX_RETRIES": "0",
     "GURUGROW_SANDBOX": "0",
 }
+
+
+# Every answer a test provokes must be one its endpoint declares (and so documents).
+os.environ["GURUGROW_STRICT_CONTRACT"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _answers_are_documented():
+    UNDOCUMENTED_ANSWERS.clear()
+    yield
+    assert UNDOCUMENTED_ANSWERS == [], "answers missing from the endpoint's contract"
 
 
 @pytest.fixture

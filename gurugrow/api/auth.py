@@ -4,14 +4,35 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from gurugrow import schemas
+from gurugrow import schemas as s
 from gurugrow.api.contract import endpoint
 from gurugrow.flows import auth
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
-bp.get("/status")(endpoint(schemas.AuthStatusQuery, schemas.AuthStatusResponse)(auth.status))
-bp.post("/start")(endpoint(schemas.AuthStartBody, schemas.AuthStartResponse)(auth.start))
-bp.post("/check")(endpoint(schemas.AuthCheckBody, schemas.AuthCheckResponse)(auth.check))
-bp.post("/resend")(endpoint(schemas.AuthResendBody, schemas.AuthResendResponse)(auth.resend))
-bp.post("/unlink")(endpoint(schemas.AuthUnlinkBody, schemas.AuthUnlinkResponse)(auth.unlink))
+# The refusals every code-sending endpoint can give before any code goes out.
+SEND_REFUSALS = ("phone_country_not_allowed", "resend_too_early", "rate_limited",
+                 "send_budget_exhausted", "dedupe_failed", "delivery_failed")
+# A messenger account bound to no customer, to several, or to another than customerId.
+BINDING_REFUSALS = ("not_authorized", "conflict", "customer_mismatch")
+CHECK_REFUSALS = ("invalid_code", "expired", "too_many_attempts", "session_not_found",
+                  "conflict")
+
+bp.get("/status")(endpoint(
+    s.AuthStatusQuery, s.AuthStatusResponse,
+    statuses=("authorized", "not_authorized", "conflict"),
+    error_codes=BINDING_REFUSALS)(auth.status))
+bp.post("/start")(endpoint(
+    s.AuthStartBody, s.AuthStartResponse, statuses=("sent",),
+    error_codes=SEND_REFUSALS)(auth.start))
+bp.post("/check")(endpoint(
+    s.AuthCheckBody, s.AuthCheckResponse,
+    statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict"),
+    error_codes=CHECK_REFUSALS)(auth.check))
+bp.post("/resend")(endpoint(
+    s.AuthResendBody, s.AuthResendResponse, statuses=("sent",),
+    error_codes=("session_not_found", "too_many_attempts", *SEND_REFUSALS))(auth.resend))
+bp.post("/unlink")(endpoint(
+    s.AuthUnlinkBody, s.AuthUnlinkResponse,
+    statuses=("unlinked", "not_authorized", "conflict"),
+    error_codes=BINDING_REFUSALS)(auth.unlink))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g, jsonify, request
@@ -59,19 +61,69 @@ def render(schema: Schema, answer: dict[str, Any]) -> dict[str, Any]:
     return schema.dump(answer)
 
 
-def endpoint(request_schema: type[Schema], response_schema: type[Schema]
+# Any endpoint may answer these: bad input, Redis or RetailCRM down, a bug.
+COMMON_ERROR_CODES = ("invalid_request", "storage_unavailable", "crm_unavailable",
+                      "internal_error")
+
+# Answers outside an endpoint's declared statuses and errorCodes, collected when
+# GURUGROW_STRICT_CONTRACT=1 (the test suite fails on any).
+UNDOCUMENTED_ANSWERS: list[tuple[str, str | None, str | None]] = []
+
+
+@dataclass(frozen=True)
+class EndpointContract:
+    """What an endpoint takes and answers: the source of the OpenAPI document."""
+
+    request: Schema
+    response: Schema
+    statuses: tuple[str, ...]
+    error_codes: tuple[str, ...]
+
+    def allows(self, answer: dict[str, Any]) -> bool:
+        code = answer.get("errorCode")
+        return answer.get("status") in self.statuses and (
+            code is None or code in self.error_codes)
+
+
+def validation_error_codes(schema: Schema) -> tuple[str, ...]:
+    """The errorCodes a request schema's fields can answer, in declared order."""
+    codes = [f.metadata.get("error_code", "invalid_request") for f in schema.fields.values()]
+    return tuple(dict.fromkeys(codes))
+
+
+def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
+             statuses: tuple[str, ...], error_codes: tuple[str, ...] = ()
              ) -> Callable[[Callable[[Services, dict[str, Any]], dict[str, Any]]], Callable]:
-    """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200."""
+    """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200.
+
+    ``statuses`` and ``error_codes`` are the answers the flow gives; the request
+    schema's validation codes and ``COMMON_ERROR_CODES`` are added.
+    """
     req, resp = request_schema(), response_schema()
+    codes = tuple(dict.fromkeys((*error_codes, *validation_error_codes(req),
+                                 *COMMON_ERROR_CODES)))
+    contract = EndpointContract(req, resp, ("error", *statuses) if "error" not in statuses
+                                else statuses, codes)
 
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
         def view() -> Any:
             answer = render(resp, _run(flow, req))
             g.contract_status = answer.get("status")  # for the request metrics
+            if not contract.allows(answer):
+                _undocumented(answer)
             return jsonify(answer)
+        view.contract = contract
         return view
     return decorate
+
+
+def _undocumented(answer: dict[str, Any]) -> None:
+    log_event("undocumented_answer", logging.WARNING, endpoint=request.path,
+              answer_status=answer.get("status"), error_code=answer.get("errorCode"))
+    if os.environ.get("GURUGROW_STRICT_CONTRACT") == "1":
+        UNDOCUMENTED_ANSWERS.append((request.path, answer.get("status"),
+                                     answer.get("errorCode")))
 
 
 def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema

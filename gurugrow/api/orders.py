@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from gurugrow import schemas
+from gurugrow import schemas as s
+from gurugrow.api.auth import BINDING_REFUSALS
 from gurugrow.api.contract import endpoint
 from gurugrow.flows import orders
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
-bp.get("")(endpoint(schemas.OrdersQuery, schemas.OrdersResponse)(orders.list_orders))
-bp.post("/repeat")(endpoint(schemas.RepeatOrderBody, schemas.RepeatOrderResponse)(
+bp.get("")(endpoint(
+    s.OrdersQuery, s.OrdersResponse,
+    statuses=("ok", "empty", "not_authorized", "conflict"),
+    error_codes=BINDING_REFUSALS)(orders.list_orders))
+bp.post("/repeat")(endpoint(
+    s.RepeatOrderBody, s.RepeatOrderResponse,
+    statuses=("created", "unavailable_item", "not_found", "not_authorized", "conflict"),
+    error_codes=("unavailable_item", "order_not_found", "in_progress", *BINDING_REFUSALS))(
     orders.repeat_order))

@@ -5,15 +5,28 @@ from __future__ import annotations
 from flask import Blueprint
 
 from gurugrow import schemas as s
+from gurugrow.api.auth import BINDING_REFUSALS, CHECK_REFUSALS, SEND_REFUSALS
 from gurugrow.api.contract import endpoint
 from gurugrow.flows import recommended
 
 bp = Blueprint("recommended", __name__, url_prefix="/orders/recommended")
 
-bp.post("/preview")(endpoint(s.RecommendedPreviewBody, s.RecommendedPreviewResponse)(
-    recommended.preview))
-bp.post("/create")(endpoint(s.RecommendedCreateBody, s.RecommendedCreateResponse)(
-    recommended.create))
-bp.post("/start")(endpoint(s.RecommendedStartBody, s.AuthStartResponse)(recommended.start))
-bp.post("/check")(endpoint(s.RecommendedCheckBody, s.RecommendedCheckResponse)(
-    recommended.check))
+# An unknown offerCode, a bundle missing from the catalog, an order RetailCRM refused
+# twice (answered with the manager-handoff text), the same order still being placed.
+ORDER_REFUSALS = ("unknown_offer", "bundle_unavailable", "order_failed", "in_progress")
+
+bp.post("/preview")(endpoint(
+    s.RecommendedPreviewBody, s.RecommendedPreviewResponse,
+    statuses=("ok", "not_authorized", "conflict"),
+    error_codes=("unknown_offer", *BINDING_REFUSALS))(recommended.preview))
+bp.post("/create")(endpoint(
+    s.RecommendedCreateBody, s.RecommendedCreateResponse,
+    statuses=("created", "not_authorized", "conflict"),
+    error_codes=(*ORDER_REFUSALS, *BINDING_REFUSALS))(recommended.create))
+bp.post("/start")(endpoint(
+    s.RecommendedStartBody, s.AuthStartResponse, statuses=("sent",),
+    error_codes=("unknown_offer", "bundle_unavailable", *SEND_REFUSALS))(recommended.start))
+bp.post("/check")(endpoint(
+    s.RecommendedCheckBody, s.RecommendedCheckResponse,
+    statuses=("created", "invalid_code", "expired", "too_many_attempts", "conflict"),
+    error_codes=(*CHECK_REFUSALS, *ORDER_REFUSALS))(recommended.check))

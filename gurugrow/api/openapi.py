@@ -1,0 +1,216 @@
+"""The OpenAPI 3 document, built from the endpoints' marshmallow schemas and declared
+answers (`/openapi.json`), and a page rendering it without JavaScript (`/docs`)."""
+
+from __future__ import annotations
+
+import copy
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, current_app, jsonify, render_template
+
+from gurugrow import schemas, texts
+from gurugrow.api.contract import EndpointContract
+
+bp = Blueprint("openapi", __name__)
+
+# The sandbox's stand-ins imitate other services' APIs; they are not gurugrow's.
+UNDOCUMENTED_PREFIXES = ("/sandbox", "/static")
+FORM = "application/x-www-form-urlencoded"
+
+FIELD_DESCRIPTIONS = {
+    "channelType": "Messenger: telegram | vk | whatsapp | max | instagram (aliases accepted).",
+    "messengerUserId": "Stable messenger account id; the first non-empty of this, "
+                       "customerExternalId, messengerAccountId, messengerAccountIdFallback "
+                       "identifies the account.",
+    "customerExternalId": "Identity fallback 1 (BotMarketing's external id).",
+    "messengerAccountId": "Identity fallback 2.",
+    "messengerAccountIdFallback": "Identity fallback 3.",
+    "chatExternalId": "Accepted and ignored: a chat id never binds an account.",
+    "customerId": "RetailCRM customer id. In a request only a consistency check against "
+                  "the bound customer (mismatch → conflict / customer_mismatch).",
+    "phone": "Phone in any common format (+7 999 123-45-67, 8999…); country must be "
+             "allowed (ALLOWED_PHONE_COUNTRIES).",
+    "deliveryRoute": "Preferred route for the code: telegram | vk | sms (falls back to SMS).",
+    "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
+    "code": "The code the customer received.",
+    "limit": "Orders to show, 1..5 (default ORDERS_DEFAULT_LIMIT; out of range is clamped).",
+    "sourceOrderId": "RetailCRM id of the order to repeat.",
+    "sourceOrderNumber": "Its number, used when sourceOrderId is empty.",
+    "offerCode": "Recommended set code from the offer catalog.",
+    "firstName": "Recipient first name.",
+    "lastName": "Recipient last name.",
+    "email": "Recipient email; an invalid one is dropped, not refused.",
+    "status": "Outcome; bots branch on it.",
+    "errorCode": "Why, when the outcome is not a success (null otherwise).",
+    "message": "Neutral Russian sentence for errorCode (null without one).",
+    "maskedPhone": "The customer's phone with the middle hidden: +7******4567.",
+    "retryAfterSec": "Seconds until another code may be sent (resend_too_early).",
+    "authorized": "True once the messenger account is bound to the customer.",
+    "verifiedUntil": "ISO 8601 UTC time until which the binding counts as verified.",
+    "text": "Ready-to-send bot text.",
+    "shownCount": "Number of orders in `orders`.",
+    "orders": "The customer's latest visible orders, newest first.",
+    "newOrderId": "RetailCRM id of the created order.",
+    "newOrderNumber": "Its number (CHT…-BOT).",
+    "unavailableItemName": "The first item that can no longer be ordered.",
+    "orderId": "RetailCRM id of the created order.",
+    "orderNumber": "Number of the order.",
+    "title": "Recommended set title.",
+}
+
+
+def package_version() -> str:
+    try:
+        return version("gurugrow")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0"
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3 document of every route of ``app`` (sandbox stand-ins aside)."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="gurugrow", version=package_version(), openapi_version="3.0.3",
+        plugins=[plugin],
+        info={"description": "Messenger authorization, orders and recommended-set orders "
+                             "for BotMarketing bots over RetailCRM. Every contract answer "
+                             "is HTTP 200 with a JSON envelope; bots branch on `status` "
+                             "and `errorCode`. POST bodies may be JSON or form-encoded."})
+    plugin.map_to_openapi_type(schemas.Text, "string", None)
+    plugin.converter.add_attribute_function(_text_attributes)
+    spec.components.schema("Error", {
+        "type": "object", "required": ["status", "errorCode"],
+        "properties": {"status": {"type": "string", "enum": ["error"]},
+                       "errorCode": {"type": "string"}, "message": {"type": "string"}}})
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.rule.startswith(UNDOCUMENTED_PREFIXES):
+            continue
+        view = app.view_functions[rule.endpoint]
+        contract: EndpointContract | None = getattr(view, "contract", None)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            operation = (_contract_operation(plugin, contract, method, view) if contract
+                         else copy.deepcopy(OPERATIONS[(method, rule.rule)]))
+            spec.path(path=rule.rule, operations={method.lower(): operation})
+    return spec.to_dict()
+
+
+def _text_attributes(self, field, **kwargs) -> dict[str, Any]:
+    """maxLength of the project's Text fields, and the errorCode a bad value answers."""
+    if isinstance(field, schemas.Text):
+        return {"maxLength": field.max_length,
+                "x-errorCode": field.metadata.get("error_code", "invalid_request")}
+    return {}
+
+
+def _describe(properties: dict[str, Any]) -> dict[str, Any]:
+    for name, prop in properties.items():
+        if name in FIELD_DESCRIPTIONS:
+            prop.setdefault("description", FIELD_DESCRIPTIONS[name])
+    return properties
+
+
+def _contract_operation(plugin: MarshmallowPlugin, contract: EndpointContract, method: str,
+                        view: Any) -> dict[str, Any]:
+    converter = plugin.converter
+    doc = (view.__doc__ or "").strip()
+    summary, _, description = doc.partition("\n")
+    request_schema = converter.schema2jsonschema(contract.request)
+    _describe(request_schema["properties"])
+    required = list(getattr(contract.request, "required_fields", ()))
+    if required:
+        request_schema["required"] = required
+    response = converter.schema2jsonschema(contract.response)
+    props = _describe(response["properties"])
+    props["status"]["enum"] = list(contract.statuses)
+    props["errorCode"]["enum"] = [*contract.error_codes, None]
+    props["errorCode"]["x-messages"] = {code: texts.error_message(code)
+                                        for code in contract.error_codes}
+    response["required"] = list(props)
+    response["additionalProperties"] = False  # an undocumented field fails validation
+    operation: dict[str, Any] = {
+        "summary": summary.strip(), "description": " ".join(description.split()),
+        "responses": {
+            "200": {"description": "The contract answer: every field present, null when "
+                                   "empty.",
+                    "content": {"application/json": {"schema": response}}},
+            **HTTP_ERRORS,
+        },
+    }
+    if method == "GET":
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": name in required, "schema": prop,
+             **({"description": prop["description"]} if "description" in prop else {})}
+            for name, prop in request_schema["properties"].items()]
+    else:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": request_schema},
+            FORM: {"schema": request_schema}}}
+    return operation
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+HTTP_ERRORS = {
+    "404": _error("Unknown path (errorCode not_found)."),
+    "405": _error("Wrong HTTP method (errorCode method_not_allowed)."),
+    "413": _error("Body larger than MAX_BODY_BYTES (errorCode body_too_large)."),
+}
+
+# Routes outside the bot contract, documented by hand.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/health"): {
+        "summary": "Liveness and Redis reachability.",
+        "responses": {
+            "200": {"description": "Redis answers.", "content": {"application/json": {
+                "schema": {"type": "object", "required": ["status", "redis"], "properties": {
+                    "status": {"type": "string", "enum": ["ok"]},
+                    "redis": {"type": "string", "enum": ["ok"]}}}}}},
+            "503": {"description": "Redis does not answer.", "content": {
+                "application/json": {"schema": {
+                    "type": "object", "required": ["status", "redis"], "properties": {
+                        "status": {"type": "string", "enum": ["error"]},
+                        "redis": {"type": "string", "enum": ["unavailable"]}}}}}}}},
+    ("GET", "/metrics"): {
+        "summary": "Prometheus metrics (text format 0.0.4).",
+        "description": "Requests by endpoint and status, latency, upstream calls, codes "
+                       "sent by route, SMS fallbacks, limit refusals. Needs "
+                       "`Authorization: Bearer <METRICS_TOKEN>` when that is set; keep it "
+                       "closed in nginx (deploy/nginx/gurugrow.conf).",
+        "responses": {"200": {"description": "The metrics.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                      "401": _error("METRICS_TOKEN is set and was not sent "
+                                    "(errorCode unauthorized).")}},
+    ("GET", "/openapi.json"): {
+        "summary": "This document.",
+        "responses": {"200": {"description": "OpenAPI 3 document.",
+                              "content": {"application/json": {"schema": {
+                                  "type": "object"}}}}}},
+    ("GET", "/docs"): {
+        "summary": "This document as a page (no JavaScript, no external resources).",
+        "responses": {"200": {"description": "HTML page.",
+                              "content": {"text/html": {"schema": {"type": "string"}}}}}},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document of the running app, built once per process."""
+    cache = current_app.extensions.setdefault("gurugrow_openapi", {})
+    if "spec" not in cache:
+        cache["spec"] = build_spec(current_app)
+    return cache["spec"]
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(openapi_document())
+
+
+@bp.get("/docs")
+def docs_page():
+    return render_template("docs.html", spec=openapi_document())
