@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -118,3 +120,22 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+@contextmanager
+def running_stack(workdir: Path, settings: dict[str, str]
+                  ) -> Iterator[tuple[Gunicorn, Standins, RedisServer]]:
+    """redis-server, the stand-ins and gunicorn with ``settings``, stopped afterwards."""
+    redis_server = RedisServer(workdir)
+    redis_server.start()
+    standins = Standins()
+    app = Gunicorn({**standins.env(), **settings, "REDIS_URL": redis_server.url},
+                   workdir / "gunicorn.log")
+    try:
+        app.start()
+        yield app, standins, redis_server
+    finally:
+        if app.proc:
+            app.stop()
+        standins.stop()
+        redis_server.stop()

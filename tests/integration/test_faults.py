@@ -12,7 +12,7 @@ import pytest
 import redis
 import requests
 
-from tests.integration.stack import Gunicorn, RedisServer, Standins
+from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +26,8 @@ BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("faults")
-    redis_server = RedisServer(workdir)
-    redis_server.start()
-    standins = Standins()
-    app = Gunicorn({**standins.env(), **SETTINGS, "REDIS_URL": redis_server.url},
-                   workdir / "gunicorn.log")
-    app.start()
-    yield app, standins, redis_server
-    app.stop()
-    standins.stop()
-    redis_server.stop()
+    with running_stack(tmp_path_factory.mktemp("faults"), SETTINGS) as running:
+        yield running
 
 
 @pytest.fixture
@@ -167,13 +158,7 @@ def test_timing_does_not_tell_customers_from_strangers(fresh):
 
 
 def test_redis_stopped_mid_journey_then_back(tmp_path):
-    redis_server = RedisServer(tmp_path)
-    redis_server.start()
-    standins = Standins()
-    app = Gunicorn({**standins.env(), **SETTINGS, "REDIS_URL": redis_server.url},
-                   tmp_path / "gunicorn.log")
-    app.start()
-    try:
+    with running_stack(tmp_path, SETTINGS) as (app, standins, redis_server):
         response, _ = start(app.base)
         session_id = response.json()["sessionId"]
         redis_server.stop()
@@ -207,7 +192,3 @@ def test_redis_stopped_mid_journey_then_back(tmp_path):
             "channelType": "telegram", "messengerUserId": "u10"}, timeout=10).json()
         assert check["status"] == "authorized"
         assert "Traceback" not in app.log()
-    finally:
-        app.stop()
-        standins.stop()
-        redis_server.stop()

@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.integration.conftest import ROOT, free_port, wait_until
-from tests.integration.stack import Gunicorn, RedisServer, Standins
+from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -101,22 +101,13 @@ def stack(tmp_path_factory):
     binary = _require(shutil.which("nginx") or "/usr/sbin/nginx", "nginx",
                       "GURUGROW_REQUIRE_NGINX")
     workdir = tmp_path_factory.mktemp("nginx")
-    redis_server = RedisServer(workdir)
-    redis_server.start()
-    standins = Standins()
-    app = Gunicorn({**standins.env(), **SETTINGS, "REDIS_URL": redis_server.url},
-                   workdir / "gunicorn.log")
-    nginx = Nginx(binary, workdir, app.port)
-    try:
-        app.start()
-        nginx.start()
-        yield app, standins, redis_server, nginx
-    finally:
-        nginx.stop()
-        if app.proc:
-            app.stop()
-        standins.stop()
-        redis_server.stop()
+    with running_stack(workdir, SETTINGS) as (app, standins, redis_server):
+        nginx = Nginx(binary, workdir, app.port)
+        try:
+            nginx.start()
+            yield app, standins, redis_server, nginx
+        finally:
+            nginx.stop()
 
 
 @pytest.fixture
