@@ -129,18 +129,52 @@ def redis_cluster_url(tmp_path_factory):
             proc.wait(timeout=10)
 
 
-@pytest.fixture(params=["single", "cluster"])
+@pytest.fixture(scope="session")
+def redis_sentinel(redis_url, tmp_path_factory):
+    """A Sentinel watching the ``redis_url`` server as master ``gg-master``; host:port."""
+    binary = _redis_binary()
+    workdir = tmp_path_factory.mktemp("sentinel")
+    port, master_port = free_port(), redis_url.rsplit(":", 1)[1].split("/")[0]
+    config = workdir / "sentinel.conf"
+    config.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                      f"sentinel monitor gg-master 127.0.0.1 {master_port} 1\n")
+    proc = subprocess.Popen([binary, str(config), "--sentinel"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sentinel = redis.Redis(port=port, socket_timeout=2)
+
+    def knows_master() -> bool:
+        try:
+            return sentinel.sentinel_get_master_addr_by_name("gg-master") is not None
+        except redis.RedisError:
+            return False
+
+    try:
+        assert wait_until(knows_master), "redis sentinel did not start"
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["single", "cluster", "sentinel"])
 def real_redis(request):
-    """The Redis-backed tests run twice: on one redis-server and on a Redis Cluster, with
-    the client the service builds itself from REDIS_URL / REDIS_CLUSTER."""
+    """The Redis-backed tests run on one redis-server, on a Redis Cluster and through a
+    Sentinel, each with the client the service builds itself from its settings."""
     from gurugrow import make_redis_client
     from gurugrow.config import Settings
     from tests.conftest import TEST_ENV
 
-    cluster = request.param == "cluster"
-    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
-    settings = Settings.load({**TEST_ENV, "REDIS_URL": url, "REDIS_CLUSTER": str(int(cluster))})
-    client = make_redis_client(settings)
+    env = {**TEST_ENV, "REDIS_URL": request.getfixturevalue("redis_url")}
+    if request.param == "cluster":
+        env.update(REDIS_URL=request.getfixturevalue("redis_cluster_url"), REDIS_CLUSTER="1")
+    elif request.param == "sentinel":
+        env.update(REDIS_SENTINELS=request.getfixturevalue("redis_sentinel"),
+                   REDIS_SENTINEL_MASTER="gg-master")
+    client = make_redis_client(Settings.load(env))
+    if request.param == "cluster":
+        assert type(client).__name__ == "RedisCluster"
+    if request.param == "sentinel":  # the master is found through the Sentinel
+        assert client.connection_pool.service_name == "gg-master"
     yield client
     client.close()
 
