@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -62,6 +63,13 @@ class HttpClient:
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         # The caller's request id travels upstream, so one journey can be traced across logs.
         headers = {"X-Request-ID": current_request_id(), **kwargs.pop("headers", {})}
+        # Encoded here: given a dict or a list, requests runs typing-Protocol isinstance
+        # checks that cost more CPU than the rest of a request's preparation.
+        if kwargs.get("params"):
+            kwargs["params"] = urlencode(kwargs["params"], doseq=True)
+        if isinstance(kwargs.get("data"), dict | list):
+            kwargs["data"] = urlencode(kwargs["data"], doseq=True)
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         call = metrics.upstream_call_name(method, path)
         started = time.perf_counter()
         outcome = "unreachable"
