@@ -115,7 +115,7 @@ class Settings:
     otp_max_sends: int = _env("OTP_MAX_SENDS", 5, minimum=1)
     otp_max_sends_per_phone_per_day: int = _env("OTP_MAX_SENDS_PER_PHONE_PER_DAY", 10,
                                                 minimum=1)
-    otp_hash_iterations: int = _env("OTP_HASH_ITERATIONS", 2000, minimum=1000)
+    otp_hash_iterations: int = _env("OTP_HASH_ITERATIONS", 1000, minimum=1000)
     auth_verified_days: int = _env("AUTH_VERIFIED_DAYS", 180, minimum=1)
 
     # Abuse limits (0 switches a counter off)
