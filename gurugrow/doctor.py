@@ -25,6 +25,7 @@ from gurugrow.config import Settings
 from gurugrow.gateways.errors import NotFound, UpstreamError, UpstreamRejected
 from gurugrow.logs import begin_request
 from gurugrow.services import Services
+from gurugrow.storage import REDIS_ERRORS
 
 # RetailCRM scopes the flows need; a key without one of them fails some endpoint.
 REQUIRED_SCOPES = ("customer_read", "customer_write", "order_read", "order_write",
@@ -191,14 +192,13 @@ def check_settings(s: Settings) -> Check:
 
 def _redis_where(s: Settings) -> tuple[str, str]:
     """Where Redis is (for a line) and the variables that say so (for a fix)."""
-    sentinels = getattr(s, "redis_sentinels", ())
-    if sentinels:
-        master = getattr(s, "redis_sentinel_master", "")
-        return (f"master {master} via sentinels {', '.join(sentinels)}",
+    if s.redis_sentinels:
+        return (f"master {s.redis_sentinel_master} via sentinels "
+                f"{', '.join(s.redis_sentinels)}",
                 "REDIS_SENTINELS / REDIS_SENTINEL_MASTER / REDIS_URL")
     if s.redis_url == "memory://":
         return "the in-process store (memory://, sandbox only)", "REDIS_URL"
-    cluster = " (cluster)" if getattr(s, "redis_cluster", False) else ""
+    cluster = " (cluster)" if s.redis_cluster else ""
     return f"{safe_url(s.redis_url)}{cluster}", "REDIS_URL"
 
 
@@ -225,7 +225,7 @@ def check_redis(svc: Services) -> Check:
         return failed("redis", f"cannot reach {where} ({type(e).__name__})",
                       f"start Redis there or set {env} to a reachable Redis; the wait is "
                       f"REDIS_TIMEOUT_SECONDS={s.redis_timeout_seconds:g}{hint}")
-    except redis.RedisError as e:  # NOPERM (ACL) and other refusals
+    except REDIS_ERRORS as e:  # NOPERM (ACL), cluster trouble and other refusals
         return failed("redis", f"{where} refused a command: {type(e).__name__} {e}",
                       f"let the Redis user of {env} run PING/SET/DEL/EVALSHA on "
                       f"{s.redis_prefix}* keys")
