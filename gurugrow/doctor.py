@@ -9,7 +9,6 @@ timeouts and typed errors). No line carries an API key, token, password or phone
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -137,13 +136,6 @@ class Redactor:
         return text
 
 
-def _http_status(error: UpstreamError) -> int | None:
-    if isinstance(error, UpstreamRejected) and error.status_code:
-        return error.status_code
-    match = re.search(r"HTTP (\d{3})", error.message)
-    return int(match[1]) if match else None
-
-
 def _network_failure(error: UpstreamError) -> bool:
     return isinstance(error.__cause__, requests.RequestException)
 
@@ -256,7 +248,7 @@ def check_retailcrm_key(svc: Services) -> tuple[dict[str, Any] | None, Check]:
         return None, failed(name, f"{base} refused /api/credentials: {e.message}",
                             f"check RETAILCRM_API_KEY in {API_KEYS_SETTING}")
     except UpstreamError as e:
-        status = _http_status(e)
+        status = e.status_code
         if _network_failure(e):
             what = f"cannot reach {base} ({e.message})"
         elif status in (429, 503):

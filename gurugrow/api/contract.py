@@ -96,14 +96,13 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
              ) -> Callable[[Callable[[Services, dict[str, Any]], dict[str, Any]]], Callable]:
     """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200.
 
-    ``statuses`` and ``error_codes`` are the answers the flow gives; the request
-    schema's validation codes and ``COMMON_ERROR_CODES`` are added.
+    ``statuses`` and ``error_codes`` are the answers the flow gives; ``error``, the
+    request schema's validation codes and ``COMMON_ERROR_CODES`` are added.
     """
     req, resp = request_schema(), response_schema()
     codes = tuple(dict.fromkeys((*error_codes, *validation_error_codes(req),
                                  *COMMON_ERROR_CODES)))
-    contract = EndpointContract(req, resp, ("error", *statuses) if "error" not in statuses
-                                else statuses, codes)
+    contract = EndpointContract(req, resp, ("error", *statuses), codes)
 
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)

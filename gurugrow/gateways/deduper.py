@@ -42,16 +42,7 @@ class DeduperGateway:
 
     def auto_resolve(self, phone: str, site: str, request_id: str) -> DedupeResult:
         """Ask which customer of ``phone`` is the one; raise on any failure."""
-        if not self._configured:
-            raise UpstreamUnavailable(GATEWAY, "DEDUPE_BASE_URL is not set")
-        payload = {"phone": phone, "site": site, "requestSource": "auth-backend",
-                   "requestId": request_id, "waitForConfirmation": False}
-        status, body = self._http.request("POST", "/api/dedupe/auto-resolve", json=payload,
-                                          headers=self._headers)
-        if status >= 500:
-            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}")
-        if status >= 400 or not isinstance(body, dict):
-            raise UpstreamRejected(GATEWAY, f"HTTP {status}", status)
+        body = self._auto_resolve(phone, site, request_id)
         final = body.get("finalCustomerId")
         return DedupeResult(status=str(body.get("status") or ""),
                             final_customer_id=str(final) if final not in (None, "") else None,
@@ -65,16 +56,20 @@ class DeduperGateway:
         Any JSON answer carrying ``status`` counts (whatever its value). Raises
         ``UpstreamRejected`` on 4xx (401/403: the key), ``UpstreamUnavailable`` otherwise.
         """
+        body = self._auto_resolve(PROBE_PHONE, site, str(uuid.uuid4()))
+        if "status" not in body:
+            raise UpstreamUnavailable(GATEWAY, "answer has no status field")
+        return str(body["status"])
+
+    def _auto_resolve(self, phone: str, site: str, request_id: str) -> dict:
         if not self._configured:
             raise UpstreamUnavailable(GATEWAY, "DEDUPE_BASE_URL is not set")
-        payload = {"phone": PROBE_PHONE, "site": site, "requestSource": "auth-backend",
-                   "requestId": str(uuid.uuid4()), "waitForConfirmation": False}
+        payload = {"phone": phone, "site": site, "requestSource": "auth-backend",
+                   "requestId": request_id, "waitForConfirmation": False}
         status, body = self._http.request("POST", "/api/dedupe/auto-resolve", json=payload,
                                           headers=self._headers)
         if status >= 500:
-            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}")
-        if status >= 400:
+            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}", status)
+        if status >= 400 or not isinstance(body, dict):
             raise UpstreamRejected(GATEWAY, f"HTTP {status}", status)
-        if not isinstance(body, dict) or "status" not in body:
-            raise UpstreamUnavailable(GATEWAY, f"HTTP {status}: answer has no status field")
-        return str(body["status"])
+        return body

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 
 class UpstreamError(Exception):
-    """Base class: an upstream call did not give a usable answer."""
+    """Base class: an upstream call did not give a usable answer; ``status_code`` is the
+    HTTP status when there was one."""
 
-    def __init__(self, gateway: str, message: str) -> None:
+    def __init__(self, gateway: str, message: str, status_code: int | None = None) -> None:
         super().__init__(f"{gateway}: {message}")
         self.gateway = gateway
         self.message = message
+        self.status_code = status_code
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -24,8 +26,7 @@ class UpstreamRejected(UpstreamError):
 
     def __init__(self, gateway: str, message: str, status_code: int | None = None,
                  errors: object = None) -> None:
-        super().__init__(gateway, message)
-        self.status_code = status_code
+        super().__init__(gateway, message, status_code)
         self.errors = errors
 
 

@@ -50,11 +50,7 @@ class GreenSmsGateway:
                 form["from"] = sender
         status, body = self._http.request("POST", f"/{route}/send", data=form,
                                           headers=self._headers)
-        if isinstance(body, dict) and "error" in body:
-            raise UpstreamRejected(GATEWAY, f"{route}: {body['error']}", body.get("code"))
-        if not isinstance(body, dict) or not body.get("request_id") or status >= 400:
-            raise UpstreamUnavailable(GATEWAY, f"{route}: HTTP {status} without request_id")
-        return str(body["request_id"])
+        return _answer_field(route, status, body, "request_id")
 
     def account_balance(self) -> str:
         """The account balance (``GET /account/balance``): proves the credentials work.
@@ -66,23 +62,22 @@ class GreenSmsGateway:
         """
         headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
         status, body = self._http.request("GET", "/account/balance", headers=headers)
-        self._raise_refusal("account/balance", status, body)
-        if not isinstance(body, dict) or body.get("balance") is None or status >= 400:
-            raise UpstreamUnavailable(GATEWAY, f"account/balance: HTTP {status} without balance")
-        return str(body["balance"])
+        return _answer_field("account/balance", status, body, "balance")
 
     def _account_token(self) -> str:
         form = {**self._credentials, "expire": TOKEN_EXPIRE_SECONDS}
         status, body = self._http.request("POST", "/account/token", data=form)
-        self._raise_refusal("account/token", status, body)
-        if not isinstance(body, dict) or not body.get("access_token") or status >= 400:
-            raise UpstreamUnavailable(GATEWAY, f"account/token: HTTP {status} without token")
-        return str(body["access_token"])
+        return _answer_field("account/token", status, body, "access_token")
 
-    @staticmethod
-    def _raise_refusal(what: str, status: int, body: Any) -> None:
-        if isinstance(body, dict) and "error" in body:
-            raise UpstreamRejected(GATEWAY, f"{what}: {body['error']}", status,
-                                   {"error": body.get("error"), "code": body.get("code")})
-        if status in (401, 403):
-            raise UpstreamRejected(GATEWAY, f"{what}: HTTP {status}", status)
+
+def _answer_field(what: str, status: int, body: Any, key: str) -> str:
+    """``body[key]`` of a GreenSMS answer. An ``error`` in the body is a refusal whatever
+    the HTTP status (``errors`` carries GreenSMS's ``{error, code}``); so is 401/403."""
+    if isinstance(body, dict) and "error" in body:
+        raise UpstreamRejected(GATEWAY, f"{what}: {body['error']}", status,
+                               {"error": body.get("error"), "code": body.get("code")})
+    if status in (401, 403):
+        raise UpstreamRejected(GATEWAY, f"{what}: HTTP {status}", status)
+    if not isinstance(body, dict) or body.get(key) in (None, "") or status >= 400:
+        raise UpstreamUnavailable(GATEWAY, f"{what}: HTTP {status} without {key}", status)
+    return str(body[key])

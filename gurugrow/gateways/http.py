@@ -95,4 +95,5 @@ class HttpClient:
         except ValueError as e:
             # HTML error pages (proxies, a wrong account URL) and truncated bodies.
             raise UpstreamUnavailable(
-                self.gateway, f"HTTP {response.status_code}: body is not JSON") from e
+                self.gateway, f"HTTP {response.status_code}: body is not JSON",
+                response.status_code) from e

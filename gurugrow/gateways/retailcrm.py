@@ -61,9 +61,10 @@ class RetailCrmGateway:
     @staticmethod
     def _envelope(status: int, body: Any, path: str) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}, unexpected body")
+            raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}, unexpected body",
+                                      status)
         if status >= 500 or status == 429:
-            raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}")
+            raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}", status)
         message = str(body.get("errorMsg") or f"HTTP {status}")
         if status == 404:
             raise NotFound(GATEWAY, f"{path}: {message}", status, body.get("errors"))
