@@ -13,6 +13,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -43,6 +44,39 @@ LIMIT_REFUSALS = Counter(
     "gurugrow_limit_refusals_total",
     "Refusals by a send limit or a lockout, by kind (region, budget, cooldown, phone_day, "
     "phone_hour, ip_hour, identity_locked).", ["kind"])
+
+# RetailCRM quota (the shared bucket), circuit breaker and caches.
+CRM_SLOTS = Counter(
+    "gurugrow_crm_slots_total", "RetailCRM call slots taken from the shared bucket, by "
+    "priority (journey: a step after a code was sent; read: status and order reads).",
+    ["priority"])
+CRM_SLOT_WAIT_SECONDS = Histogram(
+    "gurugrow_crm_slot_wait_seconds", "Time a RetailCRM call waited for a slot, by priority.",
+    ["priority"], buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+CRM_BUSY = Counter(
+    "gurugrow_crm_busy_total",
+    "Requests answered errorCode=busy: no RetailCRM slot within RETAILCRM_QUEUE_SECONDS.",
+    ["priority"])
+CRM_THROTTLED = Counter(
+    "gurugrow_crm_throttled_total", "RetailCRM answers 503 or 429 (over the key's quota).",
+    ["http_status"])
+CRM_BREAKER_OPEN = Gauge(
+    "gurugrow_crm_breaker_open", "1 while the RetailCRM circuit breaker is open.",
+    multiprocess_mode="livemax")
+CACHE_LOOKUPS = Counter(
+    "gurugrow_cache_lookups_total", "Cache lookups, by cache (binding, orders, statuses) and "
+    "result (hit, miss).", ["cache", "result"])
+
+# Code delivery tracking (GreenSMS status) and the deliveries worker.
+DELIVERIES = Counter(
+    "gurugrow_deliveries_total", "Code sends by route and delivery outcome (sent, delivered, "
+    "failed, unknown).", ["route", "outcome"])
+DELIVERY_SECONDS = Histogram(
+    "gurugrow_delivery_seconds", "Time from a send to its delivered status, by route.",
+    ["route"], buckets=(1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0))
+AUTO_FALLBACKS = Counter(
+    "gurugrow_auto_fallbacks_total", "Codes the deliveries worker re-sent by SMS after a "
+    "messenger send was not delivered in time, by the first route.", ["from_route"])
 
 # A path segment holding an id (digits in it), except the API version: one label per call
 # kind, never one per customer or order.
