@@ -17,7 +17,7 @@ def _int(name: str, default: int) -> int:
         sys.exit(1)
 
 
-bind = f"{_env.get('APP_HOST') or '0.0.0.0'}:{_int('APP_PORT', 8000)}"
+bind = f"{_env.get('APP_HOST') or '127.0.0.1'}:{_int('APP_PORT', 8000)}"
 # The sandbox keeps its stand-in data in process memory: one worker sees it all.
 _sandbox = (_env.get("GURUGROW_SANDBOX") or "").lower() in ("1", "true", "yes", "on")
 workers = _int("GUNICORN_WORKERS", 1 if _sandbox else 2)

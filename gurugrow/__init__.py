@@ -11,7 +11,7 @@ import redis
 from dotenv import dotenv_values
 from flask import Flask, g, request
 
-from gurugrow.config import ConfigError, Settings
+from gurugrow.config import ConfigError, Settings, sandbox_ignored
 from gurugrow.logs import begin_request, configure_logging, log_event
 
 __all__ = ["ConfigError", "Settings", "create_app"]
@@ -19,19 +19,25 @@ __all__ = ["ConfigError", "Settings", "create_app"]
 
 def load_settings(overrides: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``.env`` (if present), then the environment, then ``overrides``."""
+    return Settings.load(load_environment(overrides))
+
+
+def load_environment(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables settings are built from: ``.env``, the environment, ``overrides``."""
     import os
 
     env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
     env.update(os.environ)
     env.update(overrides or {})
-    return Settings.load(env)
+    return env
 
 
 def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
                redis_client: Any = None) -> Flask:
     """The app factory. ``test_config`` overrides env variables (or is ready Settings);
     ``redis_client`` replaces the client built from ``REDIS_URL`` (tests: fakeredis)."""
-    settings = test_config if isinstance(test_config, Settings) else load_settings(test_config)
+    env = None if isinstance(test_config, Settings) else load_environment(test_config)
+    settings = test_config if isinstance(test_config, Settings) else Settings.load(env)
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -40,6 +46,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.extensions["gurugrow"] = build_services(settings, redis_client)
 
     from gurugrow.api import auth, health, openapi, ops, orders, recommended
+    from gurugrow.api.callers import install_caller_check
     from gurugrow.api.errors import register_error_handlers
     from gurugrow.cli import cli
 
@@ -52,10 +59,11 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     register_error_handlers(app)
     app.cli.add_command(cli)
     _install_request_logging(app)
+    install_caller_check(app, settings)
     if settings.sandbox:
         from gurugrow.sandbox.mount import mount_sandbox
 
-        mount_sandbox(app)
+        mount_sandbox(app, ignored=sandbox_ignored(env or {}))
     return app
 
 

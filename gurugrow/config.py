@@ -17,6 +17,21 @@ from typing import Any
 CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
 
 
+# Callers: the shortest API token accepted (a token is a password the bot platform keeps).
+MIN_API_TOKEN_LENGTH = 16
+# A live OTP_SECRET is the pepper that keeps a Redis dump from revealing codes.
+LIVE_MIN_OTP_SECRET_LENGTH = 32
+# The example values of .env.example a live start refuses (tests compare with the file).
+ENV_EXAMPLE_PLACEHOLDERS = {
+    "RETAILCRM_BASE_URL": "https://example.retailcrm.ru",
+    "RETAILCRM_API_KEY": "replace-with-your-retailcrm-api-key",
+    "RETAILCRM_SITE": "your-site",
+    "DEDUPE_BASE_URL": "https://dedupe.example.com",
+    "DEDUPE_API_KEY": "replace-with-your-deduper-key",
+    "OTP_SECRET": "replace-with-at-least-32-random-characters",
+}
+
+
 class ConfigError(Exception):
     """A required setting is missing or a value cannot be parsed."""
 
@@ -51,12 +66,18 @@ class Settings:
     """Typed, validated configuration. Field names are the env names in lower case."""
 
     # Service
-    app_host: str = _env("APP_HOST", "0.0.0.0")
+    app_host: str = _env("APP_HOST", "127.0.0.1")
     app_port: int = _env("APP_PORT", 8000, minimum=1)
     log_level: str = _env("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     sandbox: bool = _env("GURUGROW_SANDBOX", False)
     max_body_bytes: int = _env("MAX_BODY_BYTES", 16384, minimum=1024)
     trusted_proxies: tuple[str, ...] = _env("TRUSTED_PROXIES", ())
+
+    # Callers: who may call the contract endpoints (gurugrow/callers.py)
+    api_tokens: tuple[str, ...] = _env("API_TOKENS", (), secret=True)
+    api_token_in_query: bool = _env("API_TOKEN_IN_QUERY", False)
+    allowed_caller_networks: tuple[str, ...] = _env("ALLOWED_CALLER_NETWORKS", ())
+    allow_anonymous_callers: bool = _env("ALLOW_ANONYMOUS_CALLERS", False)
 
     # Redis
     redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0")
@@ -173,7 +194,9 @@ class Settings:
         except ValueError as e:
             raise ConfigError("GURUGROW_SANDBOX has a malformed value (expected bool)") from e
         if sandbox:
-            env = {**sandbox_defaults(env), **{k: v for k, v in env.items() if v != ""}}
+            # The stand-ins are always the upstreams: a sandbox never sends a key anywhere.
+            env = {**sandbox_defaults(env), **{k: v for k, v in env.items() if v != ""},
+                   **sandbox_upstreams(env)}
         values: dict[str, Any] = {}
         for f in fields(cls):
             meta = f.metadata
@@ -192,6 +215,9 @@ class Settings:
             raise ConfigError("RETAILCRM_BASE_URL must start with http:// or https://")
         if len(self.otp_secret) < 16:
             raise ConfigError("OTP_SECRET must be at least 16 characters long")
+        self._check_callers()
+        if not self.sandbox:
+            self._check_live_start()
         if self.redis_url == "memory://" and not self.sandbox:
             raise ConfigError("REDIS_URL=memory:// is allowed only with GURUGROW_SANDBOX=1")
         for entry in self.order_tracking_urls:
@@ -218,6 +244,39 @@ class Settings:
             host, sep, port = entry.rpartition(":")
             if not (sep and host and port.isdigit()):
                 raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry}")
+
+    def _check_callers(self) -> None:
+        for network in self.allowed_caller_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as e:
+                raise ConfigError("ALLOWED_CALLER_NETWORKS has a malformed network: "
+                                  f"{network}") from e
+        if any(len(token) < MIN_API_TOKEN_LENGTH for token in self.api_tokens):
+            raise ConfigError(f"API_TOKENS entries must be at least {MIN_API_TOKEN_LENGTH} "
+                              "characters long")
+
+    def _check_live_start(self) -> None:
+        """A live start refuses to be open by accident or to run on example values."""
+        if not (self.api_tokens or self.allowed_caller_networks
+                or self.allow_anonymous_callers):
+            raise ConfigError("API_TOKENS or ALLOWED_CALLER_NETWORKS must be set for a live "
+                              "start (ALLOW_ANONYMOUS_CALLERS=1 runs it open on purpose)")
+        for f in fields(self):
+            placeholder = ENV_EXAMPLE_PLACEHOLDERS.get(f.metadata["env"])
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if placeholder is not None and placeholder in values:
+                raise ConfigError(f"{f.metadata['env']} is still the .env.example "
+                                  "placeholder; set the real value")
+        if len(self.otp_secret) < LIVE_MIN_OTP_SECRET_LENGTH:
+            raise ConfigError(f"OTP_SECRET must be at least {LIVE_MIN_OTP_SECRET_LENGTH} "
+                              "characters long for a live start")
+
+    @cached_property
+    def caller_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """ALLOWED_CALLER_NETWORKS as networks (single addresses become /32 or /128)."""
+        return [ipaddress.ip_network(n, strict=False) for n in self.allowed_caller_networks]
 
     @cached_property
     def tracking_urls(self) -> dict[str, str]:
@@ -256,7 +315,18 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
 
 
 def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
-    """Values that make a sandbox start work with no .env: upstreams are the stand-ins."""
+    """Values that make a sandbox start work with no .env (an env value wins)."""
+    return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret"}
+
+
+def sandbox_ignored(env: Mapping[str, str]) -> list[str]:
+    """The upstream variables set in ``env`` that a sandbox start ignores."""
+    forced = sandbox_upstreams(env)
+    return [name for name in forced if env.get(name) and env[name] != forced[name]]
+
+
+def sandbox_upstreams(env: Mapping[str, str]) -> dict[str, str]:
+    """The upstream URLs and credentials of a sandbox start: always the stand-ins."""
     from gurugrow.sandbox import (  # noqa: PLC0415 - sandbox is optional at runtime
         SANDBOX_DEDUPE_KEY,
         SANDBOX_GREENSMS_TOKEN,
@@ -275,5 +345,6 @@ def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
         "GREENSMS_SMS_FROM": "sandbox",
         "DEDUPE_BASE_URL": f"{base}/deduper",
         "DEDUPE_API_KEY": SANDBOX_DEDUPE_KEY,
-        "OTP_SECRET": "sandbox-only-otp-pepper-not-secret",
+        "GREENSMS_USER": "",
+        "GREENSMS_PASS": "",
     }

@@ -127,6 +127,7 @@ class Redactor:
 
     def __init__(self, settings: Settings) -> None:
         values = [getattr(settings, f.name) for f in fields(Settings) if f.metadata["secret"]]
+        values += [v for many in values if isinstance(many, tuple) for v in many]
         self._secrets = sorted({v for v in values if isinstance(v, str) and len(v) >= 4},
                                key=len, reverse=True)
 
@@ -152,6 +153,7 @@ def run_doctor(svc: Services) -> Iterator[Check]:
 def _checks(svc: Services) -> Iterator[Check]:
     s = svc.settings
     yield check_settings(s)
+    yield check_callers(s)
     yield check_redis(svc)
     credentials, key_check = check_retailcrm_key(svc)
     yield key_check
@@ -180,6 +182,26 @@ def check_settings(s: Settings) -> Check:
     mode = "sandbox mode (upstreams are the built-in stand-ins)" if s.sandbox else "live mode"
     return passed("settings", f"loaded and valid, {mode}; RetailCRM "
                   f"{safe_url(s.retailcrm_base_url)}, site {s.retailcrm_site or '(none)'}")
+
+
+def check_callers(s: Settings) -> Check:
+    """Who may call: an open live service is a failure even when started on purpose."""
+    name = "callers"
+    if not (s.api_tokens or s.allowed_caller_networks):
+        if s.sandbox:
+            return passed(name, "sandbox without API_TOKENS: anyone who reaches it may call")
+        return failed(name, "ALLOW_ANONYMOUS_CALLERS=1 and neither API_TOKENS nor "
+                      "ALLOWED_CALLER_NETWORKS is set: anyone who reaches the service may "
+                      "read customers' orders and create orders",
+                      "set API_TOKENS (and/or ALLOWED_CALLER_NETWORKS), then "
+                      "ALLOW_ANONYMOUS_CALLERS=0")
+    parts = []
+    if s.api_tokens:
+        forms = "Bearer or X-API-Token" + (" or ?token=" if s.api_token_in_query else "")
+        parts.append(f"{len(s.api_tokens)} API token(s) ({forms})")
+    if s.allowed_caller_networks:
+        parts.append(f"networks {', '.join(s.allowed_caller_networks)}")
+    return passed(name, "callers need " + " and ".join(parts))
 
 
 def _redis_where(s: Settings) -> tuple[str, str]:

@@ -7,11 +7,17 @@ import os
 import fakeredis
 import pytest
 import responses
+from flask import Flask
+from flask.testing import FlaskClient
 
 from gurugrow import create_app
 from gurugrow.api.contract import UNDOCUMENTED_ANSWERS
 from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY
 from tests.upstreams import CRM, DEDUPE, SMS, Upstreams
+
+# The caller token every test sends by default (see CallerClient below).
+API_TOKEN = "test-caller-token-0123456789abcdef"
+TOKEN_HEADER = "X-API-Token"
 
 TEST_ENV = {
     "RETAILCRM_BASE_URL": CRM,
@@ -21,11 +27,33 @@ TEST_ENV = {
     "GREENSMS_TOKEN": SANDBOX_GREENSMS_TOKEN,
     "DEDUPE_BASE_URL": DEDUPE,
     "DEDUPE_API_KEY": SANDBOX_DEDUPE_KEY,
-    "OTP_SECRET": "test-pepper-0123456789",
+    "OTP_SECRET": "test-pepper-0123456789-0123456789",
     "OTP_HASH_ITERATIONS": "1000",
     "RETAILCRM_MAX_RETRIES": "0",
     "GURUGROW_SANDBOX": "0",
+    "API_TOKENS": API_TOKEN,
 }
+
+
+class CallerClient(FlaskClient):
+    """A test client that sends the test caller token, as the bot platform would.
+
+    Installed as every Flask app's test client, so a test that builds its own app with
+    ``create_app(TEST_ENV)`` calls as the bot does without knowing about tokens. A test
+    of refused callers uses ``anonymous_client(app)`` (or drops the header).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base["HTTP_X_API_TOKEN"] = API_TOKEN
+
+
+Flask.test_client_class = CallerClient
+
+
+def anonymous_client(app) -> FlaskClient:
+    """A test client sending no token at all."""
+    return FlaskClient(app, app.response_class, use_cookies=True)
 
 
 # Every answer a test provokes must be one its endpoint declares (and so documents).

@@ -20,11 +20,11 @@ LINE = re.compile(r"^(?P<mark>ok  |FAIL) (?P<check>[^:]+): (?P<detail>.+?)"
 FIELDS = ["bot_telegram_account_id", "bot_vk_account_id", "bot_whatsapp_account_id",
           "bot_max_account_id", "bot_instagram_account_id", "bot_last_verified_channel",
           "bot_last_verified_at", "bot_last_verification_method", "chatbot_interacted"]
-ALL_CHECKS = ["settings", "redis", "retailcrm key", "retailcrm scopes", "retailcrm site",
+ALL_CHECKS = ["settings", "callers", "redis", "retailcrm key", "retailcrm scopes", "retailcrm site",
               *[f"custom field {code}" for code in FIELDS], "greensms", "deduper"]
 CRM_CASCADE = {"retailcrm key", "retailcrm scopes", "retailcrm site", "custom fields"}
 SECRET_ENV = ("RETAILCRM_API_KEY", "GREENSMS_TOKEN", "GREENSMS_PASS", "DEDUPE_API_KEY",
-              "OTP_SECRET")
+              "OTP_SECRET", "API_TOKENS")
 
 
 def dead_redis() -> fakeredis.FakeRedis:
@@ -68,7 +68,8 @@ def assert_no_secrets(env: dict[str, str], stdout: str) -> None:
 @pytest.mark.parametrize("env", [
     {},
     {"GREENSMS_TOKEN": "", "GREENSMS_USER": "sandbox", "GREENSMS_PASS": "sandbox"},
-], ids=["greensms-token", "greensms-user-pass"])
+    {"API_TOKENS": "", "ALLOWED_CALLER_NETWORKS": "10.0.0.0/8"},
+], ids=["greensms-token", "greensms-user-pass", "caller-networks-only"])
 def test_doctor_passes_against_the_sandbox(upstreams: Upstreams, env):
     redis_client = fakeredis.FakeRedis()
     code, lines, stdout = run(make_app(env, redis_client), "doctor")
@@ -186,6 +187,8 @@ FAILURES = [
     ("redis-down", {}, None, True, {"redis"}, "redis", ["REDIS_URL"]),
     ("two-settings-one-field", {"RETAILCRM_CF_MAX_ID": "bot_vk_account_id"}, None,
      False, {"settings"}, "settings", ["RETAILCRM_CF_VK_ID, RETAILCRM_CF_MAX_ID"]),
+    ("anonymous-callers", {"API_TOKENS": "", "ALLOW_ANONYMOUS_CALLERS": "1"}, None,
+     False, {"callers"}, "callers", ["set API_TOKENS", "ALLOW_ANONYMOUS_CALLERS=0"]),
 ]
 
 

@@ -89,15 +89,32 @@ def test_upstream_call_names_never_carry_ids(method, path, name):
     assert upstream_call_name(method, path) == name
 
 
-@pytest.mark.parametrize(("env_overrides", "headers", "expected"), [
-    ({"METRICS_TOKEN": "scrape-token-123"}, {}, 401),
-    ({"METRICS_TOKEN": "scrape-token-123"}, {"Authorization": "Bearer wrong"}, 401),
-    ({"METRICS_TOKEN": "scrape-token-123"}, {"Authorization": "Bearer scrape-token-123"}, 200),
-    ({}, {}, 200),
+ELSEWHERE = "203.0.113.7"  # neither loopback nor in ALLOWED_CALLER_NETWORKS
+
+
+@pytest.mark.parametrize(("env_overrides", "address", "headers", "expected"), [
+    # From anywhere else only METRICS_TOKEN opens it.
+    ({"METRICS_TOKEN": "scrape-token-123"}, ELSEWHERE, {}, 401),
+    ({"METRICS_TOKEN": "scrape-token-123"}, ELSEWHERE, {"Authorization": "Bearer wrong"}, 401),
+    ({"METRICS_TOKEN": "scrape-token-123"}, ELSEWHERE,
+     {"Authorization": "Bearer scrape-token-123"}, 200),
+    ({}, ELSEWHERE, {}, 401),
+    # The API token is not a metrics token.
+    ({"METRICS_TOKEN": "scrape-token-123"}, ELSEWHERE,
+     {"Authorization": "Bearer test-caller-token-0123456789abcdef"}, 401),
+    # Loopback (Prometheus on the host) and the caller networks need none.
+    ({"METRICS_TOKEN": "scrape-token-123"}, "127.0.0.1", {}, 200),
+    ({}, "::1", {}, 200),
+    ({"ALLOWED_CALLER_NETWORKS": "203.0.113.0/24"}, ELSEWHERE, {}, 200),
+    # Behind a trusted proxy the forwarded address counts, not the proxy's loopback.
+    ({"TRUSTED_PROXIES": "127.0.0.1"}, "127.0.0.1", {"X-Forwarded-For": ELSEWHERE}, 401),
 ])
-def test_metrics_token(client, env_overrides, headers, expected):
-    response = client.get("/metrics", headers=headers)
+def test_metrics_access(client, env_overrides, address, headers, expected):
+    response = client.get("/metrics", headers=headers, environ_base={"REMOTE_ADDR": address})
     assert response.status_code == expected
     if expected == 401:
-        assert response.get_json()["errorCode"] == "unauthorized"
+        body = response.get_json()
+        assert (body["status"], body["errorCode"]) == ("error", "unauthorized")
         assert "gurugrow_requests_total" not in response.get_data(as_text=True)
+    else:
+        assert "gurugrow_requests_total" in response.get_data(as_text=True)

@@ -12,6 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify, render_template
 
 from gurugrow import schemas, texts
+from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, is_public
 from gurugrow.api.contract import EndpointContract
 
 bp = Blueprint("openapi", __name__)
@@ -85,6 +86,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "type": "object", "required": ["status", "errorCode"],
         "properties": {"status": {"type": "string", "enum": ["error"]},
                        "errorCode": {"type": "string"}, "message": {"type": "string"}}})
+    security = _security_schemes(spec, app.extensions["gurugrow"].settings)
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.rule.startswith(UNDOCUMENTED_PREFIXES):
             continue
@@ -93,8 +95,31 @@ def build_spec(app: Flask) -> dict[str, Any]:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             operation = (_contract_operation(plugin, contract, method, view) if contract
                          else copy.deepcopy(OPERATIONS[(method, rule.rule)]))
+            if not is_public(rule.endpoint):
+                operation["security"] = copy.deepcopy(security)
+                operation["responses"]["401"] = copy.deepcopy(UNAUTHORIZED)
             spec.path(path=rule.rule, operations={method.lower(): operation})
     return spec.to_dict()
+
+
+def _security_schemes(spec: APISpec, settings: Any) -> list[dict[str, list]]:
+    """Declare how a caller sends its API token; the requirement any one scheme meets."""
+    note = (" One of API_TOKENS; the sandbox started without API_TOKENS asks for none, "
+            "and ALLOWED_CALLER_NETWORKS, when set, must hold the caller as well.")
+    schemes = {
+        "bearerToken": {"type": "http", "scheme": "bearer",
+                        "description": "`Authorization: Bearer <token>`." + note},
+        "headerToken": {"type": "apiKey", "in": "header", "name": TOKEN_HEADER,
+                        "description": f"`{TOKEN_HEADER}: <token>`." + note},
+    }
+    if settings.api_token_in_query:
+        schemes["queryToken"] = {
+            "type": "apiKey", "in": "query", "name": TOKEN_QUERY_PARAMETER,
+            "description": f"`?{TOKEN_QUERY_PARAMETER}=<token>` (API_TOKEN_IN_QUERY=1, for "
+                           "bot builders that cannot set headers)." + note}
+    for name, scheme in schemes.items():
+        spec.components.security_scheme(name, scheme)
+    return [{name: []} for name in schemes]
 
 
 def _text_attributes(self, field, **kwargs) -> dict[str, Any]:
@@ -156,6 +181,17 @@ def _error(description: str) -> dict[str, Any]:
         "schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+UNAUTHORIZED = {
+    "description": "No valid API token, or a caller outside ALLOWED_CALLER_NETWORKS "
+                   "(errorCode unauthorized); answered before anything else runs.",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["status", "errorCode", "message"],
+        "additionalProperties": False,
+        "properties": {"status": {"type": "string", "enum": ["error"]},
+                       "errorCode": {"type": "string", "enum": ["unauthorized"]},
+                       "message": {"type": "string",
+                                   "enum": [texts.error_message("unauthorized")]}}}}}}
+
 HTTP_ERRORS = {
     "404": _error("Unknown path (errorCode not_found)."),
     "405": _error("Wrong HTTP method (errorCode method_not_allowed)."),
@@ -179,12 +215,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/metrics"): {
         "summary": "Prometheus metrics (text format 0.0.4).",
         "description": "Requests by endpoint and status, latency, upstream calls, codes "
-                       "sent by route, SMS fallbacks, limit refusals. Needs "
-                       "`Authorization: Bearer <METRICS_TOKEN>` when that is set; keep it "
-                       "closed in nginx (deploy/nginx/gurugrow.conf).",
+                       "sent by route, SMS fallbacks, limit refusals. Open to loopback "
+                       "and ALLOWED_CALLER_NETWORKS; anyone else needs "
+                       "`Authorization: Bearer <METRICS_TOKEN>`. Keep it closed in nginx "
+                       "(deploy/nginx/gurugrow.conf).",
         "responses": {"200": {"description": "The metrics.",
                               "content": {"text/plain": {"schema": {"type": "string"}}}},
-                      "401": _error("METRICS_TOKEN is set and was not sent "
+                      "401": _error("A caller from elsewhere without METRICS_TOKEN "
                                     "(errorCode unauthorized).")}},
     ("GET", "/openapi.json"): {
         "summary": "This document.",

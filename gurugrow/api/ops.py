@@ -1,22 +1,29 @@
-"""GET /metrics: Prometheus text format, behind METRICS_TOKEN when one is set."""
+"""GET /metrics: Prometheus text format. Loopback and ALLOWED_CALLER_NETWORKS may scrape
+without a token; anyone else only with ``Authorization: Bearer <METRICS_TOKEN>``."""
 
 from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, request
 
 from gurugrow import metrics
+from gurugrow.api.callers import request_client_ip, unauthorized
 from gurugrow.api.contract import services
+from gurugrow.callers import bearer_token, in_networks, is_loopback
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    token = services().settings.metrics_token
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if token and not hmac.compare_digest(offered.encode(), token.encode()):
-        abort(401)
+    settings = services().settings
+    address = request_client_ip(settings)
+    nearby = is_loopback(address) or in_networks(address, settings.caller_networks)
+    if not nearby:
+        token, offered = settings.metrics_token, bearer_token(
+            request.headers.get("Authorization")) or ""
+        if not token or not hmac.compare_digest(offered.encode(), token.encode()):
+            return unauthorized()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,24 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _requests_send_the_caller_token():
+    """Every ``requests`` call of these tests carries the test caller token (as the bot
+    platform's calls do), so a test written without tokens in mind calls as the bot.
+    A test of refused callers removes it: ``headers={TOKEN_HEADER: None}``."""
+    from tests.conftest import API_TOKEN, TOKEN_HEADER
+
+    original = requests.Session.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        self.headers[TOKEN_HEADER] = API_TOKEN
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "__init__", init)
+        yield
 
 
 @pytest.fixture(scope="session")

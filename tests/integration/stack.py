@@ -20,6 +20,7 @@ from werkzeug.serving import make_server
 
 from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY
 from gurugrow.sandbox.standins import SandboxState, create_standins_app
+from tests.conftest import TEST_ENV
 from tests.integration.conftest import ROOT, free_port, wait_until
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -85,7 +86,8 @@ class Gunicorn:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(
             ("RETAILCRM_", "GREENSMS_", "DEDUPE_", "OTP_", "REDIS_", "GUNICORN_"))}
         self.env = {**base_env, "APP_HOST": "127.0.0.1", "APP_PORT": str(self.port),
-                    "OTP_SECRET": "integration-pepper-0123", "OTP_HASH_ITERATIONS": "1000",
+                    "OTP_SECRET": TEST_ENV["OTP_SECRET"], "OTP_HASH_ITERATIONS": "1000",
+                    "API_TOKENS": TEST_ENV["API_TOKENS"],
                     **env}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None

@@ -1,0 +1,81 @@
+"""The caller check in front of every route but the few public ones.
+
+Runs as the app's first ``before_request`` after the request id is set, so a refused
+caller gets HTTP 401 before any flow, upstream call or Redis write. Routes are protected
+unless listed in ``PUBLIC_ENDPOINTS``: a new route is protected without anyone
+remembering to (tests/test_callers.py walks the URL map to hold that).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+
+from gurugrow import texts
+from gurugrow.callers import CallerPolicy, bearer_token
+from gurugrow.config import Settings
+from gurugrow.limits import client_ip
+from gurugrow.logs import log_event
+
+# Endpoints anyone may call: liveness, the API document, and /metrics (its own rule in
+# api/ops.py). The sandbox stand-ins are mounted outside the app (sandbox/mount.py).
+PUBLIC_ENDPOINTS = frozenset({"health.health", "openapi.openapi_json", "openapi.docs_page",
+                              "ops.metrics_page", "static"})
+TOKEN_HEADER = "X-API-Token"
+TOKEN_QUERY_PARAMETER = "token"
+ERROR_CODE = "unauthorized"
+_EXTENSION = "gurugrow_callers"
+
+
+def is_public(endpoint: str | None) -> bool:
+    """True for the endpoints that need no caller check."""
+    return endpoint in PUBLIC_ENDPOINTS
+
+
+def unauthorized() -> Response:
+    """The 401 answer: the JSON envelope every refusal of a caller gets."""
+    response = jsonify({"status": "error", "errorCode": ERROR_CODE,
+                        "message": texts.error_message(ERROR_CODE)})
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Bearer realm="gurugrow"'
+    return response
+
+
+def request_client_ip(settings: Settings) -> str | None:
+    """The caller's address, X-Forwarded-For believed only from TRUSTED_PROXIES."""
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                     settings.trusted_networks)
+
+
+def offered_tokens(settings: Settings) -> list[str]:
+    """Every token the request carries in the accepted places (query only if enabled)."""
+    offered = [bearer_token(request.headers.get("Authorization")) or "",
+               request.headers.get(TOKEN_HEADER, "").strip()]
+    if settings.api_token_in_query:
+        offered.append(request.args.get(TOKEN_QUERY_PARAMETER, "").strip())
+    return offered
+
+
+def install_caller_check(app: Flask, settings: Settings) -> None:
+    """Refuse callers without a valid token / outside the networks on protected routes;
+    a live start running open on purpose says so at every start."""
+    policy = CallerPolicy.build(settings.api_tokens, settings.caller_networks)
+    app.extensions[_EXTENSION] = policy
+    if policy.is_open and not settings.sandbox:  # only with ALLOW_ANONYMOUS_CALLERS=1
+        log_event("anonymous_callers_allowed", logging.WARNING,
+                  note="ALLOW_ANONYMOUS_CALLERS=1 and neither API_TOKENS nor "
+                       "ALLOWED_CALLER_NETWORKS: anyone who reaches the service may call it")
+
+    @app.before_request
+    def _check_caller() -> Response | None:
+        # An unknown path or method answers its own 404/405 (no flow runs for it).
+        if request.url_rule is None or is_public(request.endpoint) or policy.is_open:
+            return None
+        address = request_client_ip(settings)
+        reason = policy.refusal(offered_tokens(settings), address)
+        if reason is None:
+            return None
+        log_event("caller_refused", logging.WARNING, reason=reason, endpoint=request.path,
+                  ip=address)
+        return unauthorized()

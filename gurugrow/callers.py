@@ -1,0 +1,87 @@
+"""Who may call: the shared API tokens and the caller networks (decisions only, no Flask).
+
+A token is compared in constant time against every configured token (SHA-256 digests,
+so neither which token matched nor the length of a wrong one shows in the timing).
+Neither a token nor a part of one is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Why a caller was refused (logged as ``caller_refused reason=...``).
+NO_TOKEN = "no_token"
+WRONG_TOKEN = "wrong_token"
+OUTSIDE_NETWORKS = "outside_networks"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True)
+class CallerPolicy:
+    """The configured callers: tokens (any one is enough) and networks (when set, the
+    caller must be inside one as well). Neither configured: everyone may call."""
+
+    token_digests: tuple[bytes, ...]
+    networks: tuple[Network, ...]
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], networks: Iterable[Network]) -> CallerPolicy:
+        return cls(tuple(_digest(t) for t in tokens), tuple(networks))
+
+    @property
+    def is_open(self) -> bool:
+        return not self.token_digests and not self.networks
+
+    def refusal(self, offered: Sequence[str], address: str | None) -> str | None:
+        """None when a caller at ``address`` offering ``offered`` tokens may call, else
+        the reason it may not."""
+        if self.networks and not in_networks(address, self.networks):
+            return OUTSIDE_NETWORKS
+        if not self.token_digests:
+            return None
+        offered = [token for token in offered if token]
+        if not offered:
+            return NO_TOKEN
+        return None if any(self.accepts(token) for token in offered) else WRONG_TOKEN
+
+    def accepts(self, token: str) -> bool:
+        """True when ``token`` is one of the configured tokens (every one is compared)."""
+        digest = _digest(token)
+        matched = False
+        for expected in self.token_digests:
+            matched |= hmac.compare_digest(digest, expected)
+        return matched
+
+
+def in_networks(address: str | None, networks: Iterable[Network]) -> bool:
+    """True when ``address`` parses and lies inside one of ``networks``."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8 and ::1 (and their IPv4-mapped forms)."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
