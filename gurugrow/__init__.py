@@ -39,7 +39,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     env = None if isinstance(test_config, Settings) else load_environment(test_config)
     settings = test_config if isinstance(test_config, Settings) else Settings.load(env)
     configure_logging(settings.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: no route to protect
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False
     app.json.sort_keys = False
