@@ -357,3 +357,33 @@ def test_a_sandbox_without_upstream_settings_says_nothing_of_them(caplog, monkey
         create_app({"GURUGROW_SANDBOX": "1"}, redis_client=fakeredis.FakeRedis())
     assert "sandbox_enabled" in caplog.text
     assert "sandbox_ignores_upstream_settings" not in caplog.text
+
+
+# -- the API document ------------------------------------------------------------------------
+@pytest.mark.parametrize("env_overrides", [{}, {"API_TOKEN_IN_QUERY": "1"}],
+                         ids=["headers", "query-too"])
+def test_document_declares_the_token_on_every_protected_operation(app, env_overrides):
+    from openapi_schema_validator import OAS30Validator
+    from openapi_spec_validator import validate
+
+    spec = anonymous_client(app).get("/openapi.json").get_json()
+    validate(spec)
+    schemes = spec["components"]["securitySchemes"]
+    expected = {"bearerToken", "headerToken"} | (
+        {"queryToken"} if env_overrides else set())
+    assert set(schemes) == expected
+    assert schemes["headerToken"] == {**schemes["headerToken"], "in": "header",
+                                      "name": "X-API-Token"}
+    client = anonymous_client(app)
+    protected = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if path in OPEN_PATHS:
+                assert "security" not in operation, path
+                continue
+            protected += 1
+            assert operation["security"] == [{name: []} for name in schemes], path
+            refused = send(client, method.upper(), path)
+            OAS30Validator(operation["responses"]["401"]["content"]["application/json"][
+                "schema"]).validate(refused.get_json())
+    assert protected == 11

@@ -47,7 +47,8 @@ def crm_stub():
 
 
 def gunicorn_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETAILCRM_", "OTP_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RETAILCRM_", "OTP_", "API_TOKEN", "ALLOW"))}
     return {**env, **TEST_ENV, "APP_HOST": "127.0.0.1", "GUNICORN_WORKERS": "2", **extra}
 
 
@@ -106,3 +107,18 @@ def test_gunicorn_refuses_to_start_without_retailcrm_url(tmp_path):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["gurugrow: configuration error: RETAILCRM_BASE_URL is required but not set"]
+
+
+def test_gunicorn_refuses_an_open_live_start(tmp_path):
+    """Neither API_TOKENS nor ALLOWED_CALLER_NETWORKS: one line naming both, no start."""
+    env = gunicorn_env(APP_PORT=str(free_port()))
+    env.pop("API_TOKENS")
+    env.pop("ALLOWED_CALLER_NETWORKS", None)
+    result = subprocess.run([GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"),
+                             "--pythonpath", str(ROOT), "wsgi:app"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("gurugrow: configuration error: API_TOKENS or "
+                               "ALLOWED_CALLER_NETWORKS must be set")

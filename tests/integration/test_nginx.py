@@ -20,6 +20,7 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
+from tests.conftest import API_TOKEN, TOKEN_HEADER
 from tests.integration.conftest import ROOT, free_port, wait_until
 from tests.integration.stack import running_stack
 
@@ -31,9 +32,12 @@ SPOOFED = ("203.0.113.9", "203.0.113.10")
 UNTRUSTED_PEER = "127.0.0.2"  # also loopback on Linux, but not in TRUSTED_PROXIES
 # One code per client address per hour makes the address the app believes observable:
 # a second start counted against the same address is refused with rate_limited.
+# The query token is on here, so a token in the URL can be shown to stay out of the logs.
 SETTINGS = {"TRUSTED_PROXIES": "127.0.0.1", "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1",
             "OTP_RESEND_COOLDOWN_SECONDS": "0", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0",
-            "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000", "GUNICORN_WORKERS": "2"}
+            "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000", "GUNICORN_WORKERS": "2",
+            "API_TOKEN_IN_QUERY": "1"}
+ACCESS_LOG = "/var/log/nginx/gurugrow.access.log"
 
 
 def _require(binary: str | None, what: str, flag: str) -> str:
@@ -55,9 +59,12 @@ class Nginx:
         self.base = f"http://127.0.0.1:{self.port}"
         site = SITE.read_text()
         assert "listen 80;" in site and "server 127.0.0.1:8000;" in site, "site file changed"
+        assert ACCESS_LOG in site, "site file changed"
+        self.access_log = workdir / "access.log"
         (workdir / "site.conf").write_text(
             site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
-                .replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}"))
+                .replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
+                .replace(ACCESS_LOG, str(self.access_log)))
         temp = "\n".join(f"    {kind}_temp_path {workdir / kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         # As root the workers would drop to `nobody`, who cannot enter pytest's 0700 tmp dir.
@@ -229,3 +236,43 @@ def test_large_body_is_refused_by_nginx(stack):
     body["messengerUserId"] = "x" * 16000
     response = requests.post(f"{nginx.base}/auth/start", data=body, timeout=10)
     assert response.status_code == 200 and response.headers["X-Request-ID"]
+
+
+def test_a_token_is_in_neither_log(fresh):
+    """Tokens in the query (API_TOKEN_IN_QUERY=1) and in headers, valid and wrong, reach
+    the app through nginx; neither nginx's access log nor gurugrow's log holds them."""
+    app, _, _, nginx = fresh
+    identity = {"channelType": "telegram", "messengerUserId": "log-test-424242"}
+    wrong = "wrong-token-for-the-log-test-0000"
+    status_url = f"{nginx.base}/auth/status"
+
+    def call(method: str, url: str, params: dict, headers: dict, **body) -> requests.Response:
+        # None drops the token the test session sends by default.
+        return requests.request(method, url, params=params, timeout=10,
+                                headers={TOKEN_HEADER: None, **headers}, **body)
+
+    answers = [
+        (call("GET", status_url, {**identity, "token": API_TOKEN}, {}), 200),
+        (call("POST", f"{nginx.base}/auth/unlink", {"token": API_TOKEN}, {}, json=identity),
+         200),
+        (call("GET", status_url, {**identity, "token": wrong}, {}), 401),
+        (call("GET", status_url, identity, {"Authorization": f"Bearer {API_TOKEN}"}), 200),
+        (call("GET", status_url, identity, {TOKEN_HEADER: wrong}), 401),
+    ]
+    for response, expected in answers:
+        assert response.status_code == expected, response.text
+    assert answers[0][0].json()["status"] == "not_authorized"  # the query token worked
+    assert answers[2][0].json()["errorCode"] == "unauthorized"
+    request_ids = [response.headers["X-Request-ID"] for response, _ in answers]
+
+    def logged_all(path) -> bool:
+        return path.exists() and all(rid in path.read_text() for rid in request_ids)
+
+    assert wait_until(lambda: logged_all(nginx.access_log)), nginx.access_log.read_text()
+    assert wait_until(lambda: all(rid in app.log() for rid in request_ids)), app.log()[-2000:]
+    access = nginx.access_log.read_text()
+    assert '"GET /auth/status HTTP/1.1" 200' in access and '"GET /auth/status HTTP/1.1" 401' in access
+    for log in (access, app.log()):
+        for secret in (API_TOKEN, wrong, "token="):
+            assert secret not in log
+        assert "log-test-424242" not in log  # nor the rest of the query
