@@ -34,6 +34,9 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 LATENCY_MS = float(os.environ.get("BENCH_LATENCY_MS", "20"))
 TRIP_SAMPLE = 20
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
+# gurugrow refuses callers without a token; the baseline ignores the header.
+API_TOKEN = "benchmark-caller-token-0123456789"
+AUTH = {"X-API-Token": API_TOKEN}
 SCRATCH = Path(tempfile.mkdtemp(prefix="gurugrow-bench-"))
 
 
@@ -98,7 +101,7 @@ class Stack:
                 "sandbox-retailcrm-key", "RETAILCRM_SITE": "1minoxidil-ru",
                 "GREENSMS_BASE_URL": f"{up}/greensms", "GREENSMS_TOKEN": "sandbox-greensms-token",
                 "DEDUPE_BASE_URL": f"{up}/deduper", "DEDUPE_API_KEY": "sandbox-dedupe-key",
-                "OTP_SECRET": "benchmark-pepper-0123456789",
+                "OTP_SECRET": "benchmark-pepper-0123456789-0123456789", "API_TOKENS": API_TOKEN,
                 # The benchmark sends many codes to one demo phone: limits off, not skipped.
                 "OTP_RESEND_COOLDOWN_SECONDS": "0", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0",
                 "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000000", "OTP_MAX_SENDS_PER_IP_PER_HOUR": "0",
@@ -134,6 +137,7 @@ def drive(base: str, calls: list[tuple[str, str, dict]], concurrency: int
         nonlocal failures
         if not hasattr(local, "session"):
             local.session = requests.Session()
+            local.session.headers.update(AUTH)
         method, path, kwargs = call
         started = time.perf_counter()
         response = local.session.request(method, base + path, timeout=30, **kwargs)
@@ -158,7 +162,7 @@ def check_calls(stack: Stack, base: str, count: int, tag: str, is_gurugrow: bool
     for i in range(count):
         ident = {"channelType": "telegram", "messengerUserId": f"chk-{tag}-{i}"}
         started = requests.post(base + "/auth/start", data={**ident, "phone": "79990000001"},
-                                timeout=30).json()
+                                headers=AUTH, timeout=30).json()
         code = requests.get(f"{stack.upstream}/outbox", timeout=5).json()["messages"][0]["code"]
         calls.append(("POST", "/auth/check", {"data": {**ident, "code": code,
                                                        "sessionId": started["sessionId"]}}))
@@ -210,7 +214,7 @@ def redis_round_trips(stack: Stack, base: str, calls: list) -> float:
     thread.start()
     time.sleep(0.3)
     for method, path, kwargs in calls:
-        requests.request(method, base + path, timeout=30, **kwargs)
+        requests.request(method, base + path, headers=AUTH, timeout=30, **kwargs)
     time.sleep(0.3)
     stop.set()
     client.ping()  # wakes the listener so it sees the stop flag

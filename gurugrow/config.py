@@ -216,8 +216,7 @@ class Settings:
         if len(self.otp_secret) < 16:
             raise ConfigError("OTP_SECRET must be at least 16 characters long")
         self._check_callers()
-        if not self.sandbox:
-            self._check_live_start()
+        self._check_live_start()
         if self.redis_url == "memory://" and not self.sandbox:
             raise ConfigError("REDIS_URL=memory:// is allowed only with GURUGROW_SANDBOX=1")
         for entry in self.order_tracking_urls:
@@ -258,6 +257,8 @@ class Settings:
 
     def _check_live_start(self) -> None:
         """A live start refuses to be open by accident or to run on example values."""
+        if self.sandbox:
+            return
         if not (self.api_tokens or self.allowed_caller_networks
                 or self.allow_anonymous_callers):
             raise ConfigError("API_TOKENS or ALLOWED_CALLER_NETWORKS must be set for a live "
