@@ -387,3 +387,16 @@ def test_document_declares_the_token_on_every_protected_operation(app, env_overr
             OAS30Validator(operation["responses"]["401"]["content"]["application/json"][
                 "schema"]).validate(refused.get_json())
     assert protected == 11
+
+
+def test_env_example_copied_to_env_then_make_run_stays_on_the_machine(transport):
+    """`cp .env.example .env && make run`: the sandbox starts, needs no token, and calls
+    only its stand-ins, not the example RetailCRM host with the placeholder key."""
+    env = {**env_example(), "GURUGROW_SANDBOX": "1", "APP_PORT": "8124"}
+    app = create_app(env, redis_client=fakeredis.FakeRedis())
+    response = send(anonymous_client(app), "GET", "/auth/status")
+    assert response.status_code == 200
+    urls = [c.request.url for c in transport.calls]
+    assert urls and all(u.startswith("http://127.0.0.1:8124/sandbox/") for u in urls)
+    placeholder = ENV_EXAMPLE_PLACEHOLDERS["RETAILCRM_API_KEY"]
+    assert all(c.request.headers.get("X-API-KEY") != placeholder for c in transport.calls)
