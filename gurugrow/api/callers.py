@@ -25,7 +25,6 @@ PUBLIC_ENDPOINTS = frozenset({"health.health", "openapi.openapi_json", "openapi.
 TOKEN_HEADER = "X-API-Token"
 TOKEN_QUERY_PARAMETER = "token"
 ERROR_CODE = "unauthorized"
-_EXTENSION = "gurugrow_callers"
 
 
 def is_public(endpoint: str | None) -> bool:
@@ -61,7 +60,6 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
     """Refuse callers without a valid token / outside the networks on protected routes;
     a live start running open on purpose says so at every start."""
     policy = CallerPolicy.build(settings.api_tokens, settings.caller_networks)
-    app.extensions[_EXTENSION] = policy
     if policy.is_open and not settings.sandbox:  # only with ALLOW_ANONYMOUS_CALLERS=1
         log_event("anonymous_callers_allowed", logging.WARNING,
                   note="ALLOW_ANONYMOUS_CALLERS=1 and neither API_TOKENS nor "
