@@ -69,6 +69,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
 
 def build_services(settings: Settings, redis_client: Any = None):
     """Redis client, OTP store and gateways, created once per process."""
+    from gurugrow.delivery import DeliveryTracker
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.http import make_session
@@ -115,6 +116,9 @@ def build_services(settings: Settings, redis_client: Any = None):
         deduper=DeduperGateway(s.dedupe_base_url, s.dedupe_api_key,
                                timeout=s.dedupe_timeout_seconds, connect_timeout=connect,
                                session=session()),
+        # A delivery record outlives its code a little; then nothing about it matters.
+        deliveries=DeliveryTracker(client, s.redis_prefix,
+                                   ttl_seconds=s.otp_ttl_seconds + 600),
     )
 
 

@@ -122,6 +122,17 @@ class Settings:
     greensms_telegram_ttl: int = _env("GREENSMS_TELEGRAM_TTL", 0, minimum=0)
     greensms_timeout_seconds: float = _env("GREENSMS_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 
+    # Delivery tracking
+    # A messenger code not delivered this long after its send goes again by SMS (on
+    # resend, and by the `deliveries` worker); its status is asked every check interval.
+    delivery_fallback_after_seconds: int = _env("DELIVERY_FALLBACK_AFTER_SECONDS", 30,
+                                                minimum=1)
+    delivery_check_interval_seconds: int = _env("DELIVERY_CHECK_INTERVAL_SECONDS", 10,
+                                                minimum=1)
+    delivery_worker_poll_seconds: float = _env("DELIVERY_WORKER_POLL_SECONDS", 1.0,
+                                               minimum=0.05)
+    delivery_worker_batch: int = _env("DELIVERY_WORKER_BATCH", 50, minimum=1)
+
     # Deduper
     dedupe_base_url: str = _env("DEDUPE_BASE_URL", "")
     dedupe_api_key: str = _env("DEDUPE_API_KEY", "", secret=True)

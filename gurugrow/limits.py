@@ -94,11 +94,13 @@ class Limits:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,
-                   client_ip: str | None) -> None:
+                   client_ip: str | None, *, cooldown: bool = True) -> None:
         """Take one send against every limit in one atomic Redis step, or refuse.
 
         The global budget counts every admitted send, real or decoy, so the budget says
         nothing about who is a customer; ``give_back`` returns it when nothing went out.
+        ``cooldown=False`` skips the cooldown (an SMS replacing an undelivered messenger
+        code: ``restart_cooldown`` after it).
         """
         now = self.clock()
         day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
@@ -109,8 +111,8 @@ class Limits:
                 redis_keys.send_counter(self._prefix, "phone-day", phone, day),
                 redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
                 redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour)]
-        args = [p.daily_budget, p.cooldown_seconds, p.per_phone_day, p.per_phone_hour,
-                p.per_ip_hour if client_ip else 0]
+        args = [p.daily_budget, p.cooldown_seconds if cooldown else 0, p.per_phone_day,
+                p.per_phone_hour, p.per_ip_hour if client_ip else 0]
         with redis_guard():
             kind, retry_after = self._admit(keys=keys, args=args)
         kind = kind.decode() if isinstance(kind, bytes) else kind
@@ -118,6 +120,14 @@ class Limits:
             log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)
         elif kind != "ok":
             raise LimitExceeded(kind, _REFUSALS[kind], int(retry_after) or None)
+
+    def restart_cooldown(self, phone: str, channel: str, account_id: str) -> None:
+        """A code just went out without taking the cooldown: the cooldown starts now."""
+        if self.policy.cooldown_seconds:
+            with redis_guard():
+                self._redis.set(redis_keys.otp_cooldown(self._prefix, phone, channel,
+                                                        account_id),
+                                "1", ex=self.policy.cooldown_seconds)
 
     def give_back(self, phone: str, channel: str, account_id: str) -> None:
         """Nothing was sent after all: free the cooldown and return the budget unit."""

@@ -8,6 +8,8 @@ script runs unchanged on Redis Cluster:
   its wrong-code guard (the create and verify scripts);
 - ``{send}``: every send limit and the cooldowns, which one script admits together. Sends
   are rare (each one is paid), so this one slot is never hot.
+- ``{deliveries}``: the sorted set of messenger sends due a delivery check (one key; a
+  session's delivery record carries the session's identity tag).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import hashlib
 
 SEND_TAG = "{send}"
+# The one sorted set of messenger sends due a delivery check: a single key (one slot),
+# touched only by single-key commands and scripts, so it runs on Redis Cluster too.
+DELIVERY_DUE_TAG = "{deliveries}"
 
 
 def identity_tag(channel: str, account_id: str) -> str:
@@ -75,6 +80,16 @@ def identity_lock(prefix: str, channel: str, account_id: str) -> str:
 def identity_lock_level(prefix: str, channel: str, account_id: str) -> str:
     """How many lockouts the identity had today (each one lasts twice as long)."""
     return f"{prefix}guard:{{{identity_tag(channel, account_id)}}}:lock-level"
+
+
+def delivery_record(prefix: str, session_id: str) -> str:
+    """The latest send of one OTP session: route, GreenSMS request id, sent at, status."""
+    return f"{prefix}delivery:{{{session_tag(session_id)}}}:send:{session_id}"
+
+
+def delivery_due(prefix: str) -> str:
+    """Sorted set of messenger sends (``<session id>|<request id>``) by due check time."""
+    return f"{prefix}delivery:{DELIVERY_DUE_TAG}:due"
 
 
 def doctor_probe(prefix: str) -> str:

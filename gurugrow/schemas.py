@@ -227,6 +227,8 @@ class AuthStartResponse(EnvelopeSchema):
     sessionId = _nullable()
     maskedPhone = _nullable()
     retryAfterSec = _nullable(fields.Integer)
+    # The route that took the code: telegram | vk | sms (additive to the contract).
+    deliveryRoute = _nullable()
 
 
 class AuthCheckResponse(EnvelopeSchema):
@@ -239,6 +241,7 @@ class AuthCheckResponse(EnvelopeSchema):
 class AuthResendResponse(EnvelopeSchema):
     retryAfterSec = _nullable(fields.Integer)
     maskedPhone = _nullable()
+    deliveryRoute = _nullable()
 
 
 class AuthUnlinkResponse(EnvelopeSchema):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gurugrow.config import Settings
+from gurugrow.delivery import DeliveryTracker
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway
@@ -36,5 +37,8 @@ class Services:
     crm: RetailCrmGateway
     sms: GreenSmsGateway
     deduper: DeduperGateway
+    deliveries: DeliveryTracker
     clock: Callable[[], float] = field(default=time.time)
     send_timer: SendTimer = field(default_factory=SendTimer)
+    # How long a GreenSMS status read takes, so a decoy's resend can take as long.
+    status_timer: SendTimer = field(default_factory=SendTimer)

@@ -6,8 +6,10 @@ import pytest
 
 from tests.helpers import BODY_KINDS, TG, post
 
-START_FIELDS = {"status", "sessionId", "maskedPhone", "retryAfterSec", "errorCode", "message"}
-RESEND_FIELDS = {"status", "retryAfterSec", "maskedPhone", "errorCode", "message"}
+START_FIELDS = {"status", "sessionId", "maskedPhone", "retryAfterSec", "errorCode", "message",
+                "deliveryRoute"}
+RESEND_FIELDS = {"status", "retryAfterSec", "maskedPhone", "errorCode", "message",
+                 "deliveryRoute"}
 PHONE = "+7 999 123-45-67"
 
 
@@ -22,7 +24,7 @@ def test_known_phone_gets_code_by_telegram(client, upstreams, kind):
     assert set(answer) == START_FIELDS
     assert answer["status"] == "sent"
     assert answer["maskedPhone"] == "+7******4567"
-    assert answer["retryAfterSec"] == 60
+    assert answer["retryAfterSec"] == 60 and answer["deliveryRoute"] == "telegram"
     assert answer["errorCode"] is None and answer["message"] is None
     assert [(m["route"], m["to"]) for m in upstreams.sent] == [("telegram", "79991234567")]
     assert upstreams.sent[0]["txt"].isdigit() and len(upstreams.sent[0]["txt"]) == 6
@@ -81,7 +83,7 @@ def test_telegram_failure_falls_back_to_sms(client, upstreams, kind):
     upstreams.add_customer(7, PHONE)
     upstreams.fail["telegram"] = (200, {"error": "Telegram is not available", "code": 2})
     answer = start(client, kind, deliveryRoute="telegram")
-    assert answer["status"] == "sent"
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
     assert [m["route"] for m in upstreams.sent] == ["sms"]
     assert upstreams.sent[0]["code"] in upstreams.sent[0]["txt"]
 

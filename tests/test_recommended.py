@@ -10,7 +10,8 @@ TG_FIELD = "bot_telegram_account_id"
 PREVIEW_FIELDS = {"status", "customerId", "offerCode", "title", "text", "errorCode", "message"}
 CREATE_FIELDS = {"status", "customerId", "offerCode", "orderId", "orderNumber", "text",
                  "errorCode", "message"}
-START_FIELDS = {"status", "sessionId", "maskedPhone", "retryAfterSec", "errorCode", "message"}
+START_FIELDS = {"status", "sessionId", "maskedPhone", "retryAfterSec", "errorCode", "message",
+                "deliveryRoute"}
 CHECK_FIELDS = CREATE_FIELDS | {"authorized", "verifiedUntil"}
 RECIPIENT = {"firstName": "Иван", "lastName": "Иванов", "phone": "79991234567",
              "email": "mail@example.com"}

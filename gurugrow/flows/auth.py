@@ -21,6 +21,7 @@ from gurugrow.flows.codes import (
     sent_answer,
     take_send_allowance,
 )
+from gurugrow.flows.delivery import resend_route, track_send
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity, identity_for
 from gurugrow.logs import log_event
@@ -146,16 +147,22 @@ def resend(svc: Services, data: dict[str, Any]) -> Answer:
     if not svc.otp.sends_left(session):
         raise FlowRefusal("rate_limited", maskedPhone=masked)
     route = data.get("deliveryRoute") or default_route(session.channel)
+    # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
+    route, replaces_undelivered = resend_route(svc, session, route)
     take_send_allowance(svc, session.phone, session.channel, session.account_id,
-                        data.get("clientIp"))
+                        data.get("clientIp"), cooldown=not replaces_undelivered)
     code = svc.otp.new_code()
-    method = send_or_pretend(svc, phone=session.phone, channel=session.channel,
-                             account_id=session.account_id, code=code, route=route,
-                             send=not session.is_decoy)
-    svc.otp.replace_code(session, code, method)
+    sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
+                           account_id=session.account_id, code=code, route=route,
+                           send=not session.is_decoy)
+    svc.otp.replace_code(session, code, sent.method)
+    track_send(svc, session, sent)
+    if replaces_undelivered:
+        svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,
-            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
+            "deliveryRoute": sent.route}
 
 
 def unlink(svc: Services, data: dict[str, Any]) -> Answer:

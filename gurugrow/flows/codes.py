@@ -10,9 +10,11 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gurugrow import metrics, texts
+from gurugrow.flows.delivery import track_send
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
 from gurugrow.limits import LimitExceeded
@@ -25,6 +27,21 @@ T = TypeVar("T")
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
+METHOD_ROUTES = {method: route for route, method in ROUTE_METHODS.items()}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What took a code: its route and GreenSMS's request id (None: a decoy, nothing
+    went out)."""
+
+    route: str
+    request_id: str | None
+
+    @property
+    def method(self) -> str:
+        """The route as bot_last_verification_method names it."""
+        return ROUTE_METHODS[self.route]
 
 
 class FlowRefusal(Exception):
@@ -68,15 +85,16 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     return result.final_customer_id
 
 
-def deliver_code(svc: Services, phone: str, code: str, route: str) -> str:
-    """Send ``code`` by ``route``, falling back to SMS; return the method that took it.
+def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
+    """Send ``code`` by ``route``, falling back to SMS; return what took it.
 
     Raises FlowRefusal("delivery_failed") when no route accepted the code.
     """
     routes = [route] if route == "sms" else [route, "sms"]
     for attempt in routes:
         try:
-            svc.sms.send_code(attempt, phone, code, texts.SMS_CODE.format(code=code))
+            request_id = svc.sms.send_code(attempt, phone, code,
+                                           texts.SMS_CODE.format(code=code))
         except UpstreamError as e:
             log_event("code_delivery_failed", logging.WARNING, route=attempt,
                       phone=mask_phone(phone), error=e)
@@ -86,17 +104,19 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> str:
         metrics.CODES_SENT.labels(attempt).inc()
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
-        return ROUTE_METHODS[attempt]
+        return Sent(attempt, request_id)
     raise FlowRefusal("delivery_failed")
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
-                        client_ip: str | None) -> None:
+                        client_ip: str | None, *, cooldown: bool = True) -> None:
     """Apply every send limit before any code goes out (and before the phone is looked
-    up, so a refusal says nothing about whether the phone is a customer)."""
+    up, so a refusal says nothing about whether the phone is a customer).
+
+    ``cooldown=False`` only to replace a messenger code that was not delivered."""
     try:
         svc.limits.check_region(phone)
-        svc.limits.admit_send(phone, channel, account_id, client_ip)
+        svc.limits.admit_send(phone, channel, account_id, client_ip, cooldown=cooldown)
     except LimitExceeded as e:
         masked = mask_phone(phone)
         log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
@@ -105,23 +125,23 @@ def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str
 
 
 def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str, code: str,
-                    route: str, send: bool) -> str:
-    """Deliver the code (or, for a decoy, nothing) and return the delivery method.
+                    route: str, send: bool) -> Sent:
+    """Deliver the code (or, for a decoy, nothing) and return what took it.
 
     On failure the cooldown slot is given back, so the customer may try again at once.
     """
     if not send:
         # A decoy takes as long as a real send, so timing does not tell who is a customer.
         time.sleep(svc.send_timer.average * random.uniform(0.8, 1.2))
-        return ROUTE_METHODS[route]
+        return Sent(route, None)
     started = time.perf_counter()
     try:
-        method = deliver_code(svc, phone, code, route)
+        sent = deliver_code(svc, phone, code, route)
     except FlowRefusal:
         svc.limits.give_back(phone, channel, account_id)
         raise
     svc.send_timer.observe(time.perf_counter() - started)
-    return method
+    return sent
 
 
 _CHECK_REFUSALS = {
@@ -150,13 +170,15 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         raise
     send = customer_id is not None or send_to_unknown
     code = svc.otp.new_code()
-    method = send_or_pretend(svc, phone=phone, channel=identity.channel,
-                             account_id=identity.account_id, code=code,
-                             route=route or default_route(identity.channel), send=send)
-    return svc.otp.create_session(
+    sent = send_or_pretend(svc, phone=phone, channel=identity.channel,
+                           account_id=identity.account_id, code=code,
+                           route=route or default_route(identity.channel), send=send)
+    session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=code if send else None, route=method, purpose=purpose,
-        payload=payload)
+        customer_id=customer_id, code=code if send else None, route=sent.method,
+        purpose=purpose, payload=payload)
+    track_send(svc, session, sent)
+    return session
 
 
 def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
@@ -202,4 +224,10 @@ def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
     """The answer to a start that sent (or pretended to send) a code."""
     return {"status": "sent", "sessionId": session.session_id,
             "maskedPhone": mask_phone(session.phone),
-            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds}
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
+            "deliveryRoute": delivery_route(session)}
+
+
+def delivery_route(session: OtpSession) -> str | None:
+    """The route that took the session's current code (``deliveryRoute`` of answers)."""
+    return METHOD_ROUTES.get(session.route or "")

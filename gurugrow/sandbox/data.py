@@ -8,6 +8,10 @@ Phones and what each shows on /auth/start (and the recommended start):
 - 79990000005  one customer (1007) whose Telegram route fails: the code goes by SMS
 - 79990000006  customer 1006, already bound to Telegram id 100500, with orders in every
   status group (/orders, /orders/repeat), and the one in the contract's examples
+- 79990000007  one customer (1008) whose Telegram send is accepted but never delivered
+  (its status reads failed): /auth/resend, or the `deliveries` worker, sends it by SMS
+- 79990000008  one customer (1009) whose Telegram code arrives late (delivered only
+  TELEGRAM_LATE_SECONDS after the send, past DELIVERY_FALLBACK_AFTER_SECONDS)
 
 Offer codes of recommended sets: male_hairloss_basic and female_hairloss_basic resolve to
 catalog bundles; beard_growth's bundle is missing from the catalog (no order is created).
@@ -22,6 +26,10 @@ import copy
 from typing import Any
 
 TELEGRAM_FAILING_PHONES = frozenset({"79990000005"})
+# Delivery tracking: Telegram accepts these sends; one is never delivered, one is late.
+TELEGRAM_UNDELIVERED_PHONES = frozenset({"79990000007"})
+TELEGRAM_LATE_SECONDS = 45
+TELEGRAM_LATE_PHONES = {"79990000008": TELEGRAM_LATE_SECONDS}
 
 _CUSTOMERS: list[dict[str, Any]] = [
     {"id": 1001, "firstName": "Анна", "lastName": "Смирнова", "email": "anna@example.com",
@@ -41,6 +49,10 @@ _CUSTOMERS: list[dict[str, Any]] = [
                       "bot_last_verification_method": "telegram_otp"}},
     {"id": 1007, "firstName": "Глеб", "lastName": "Соколов",
      "phones": [{"number": "+7 999 000-00-05"}], "customFields": []},
+    {"id": 1008, "firstName": "Дарья", "lastName": "Орлова",
+     "phones": [{"number": "+7 999 000-00-07"}], "customFields": []},
+    {"id": 1009, "firstName": "Егор", "lastName": "Волков",
+     "phones": [{"number": "+7 999 000-00-08"}], "customFields": []},
 ]
 
 _OFFERS: list[dict[str, Any]] = [
@@ -157,5 +169,7 @@ def demo_data() -> dict[str, Any]:
         "dedupe": {"79990000002": {"status": "resolved", "finalCustomerId": "1003"},
                    "79990000003": {"status": "not_found", "finalCustomerId": None}},
         "telegramFailingPhones": sorted(TELEGRAM_FAILING_PHONES),
+        "telegramUndeliveredPhones": sorted(TELEGRAM_UNDELIVERED_PHONES),
+        "telegramLatePhones": dict(TELEGRAM_LATE_PHONES),
         "sites": ["1minoxidil-ru"],
     })

@@ -69,6 +69,13 @@ class SandboxState:
             self.custom_fields = data.get("customFields", [])
             self.dedupe_answers = data.get("dedupe", {})
             self.telegram_failing = set(data.get("telegramFailingPhones", []))
+            # Delivery status: Telegram sends to these phones are accepted but never
+            # delivered, or delivered only so many seconds after the send.
+            self.telegram_undelivered = set(data.get("telegramUndeliveredPhones", []))
+            self.telegram_late: dict[str, float] = dict(data.get("telegramLatePhones", {}))
+            # request_id → the status word GreenSMS answers for it (tests pin one here).
+            self.delivery_statuses: dict[str, str] = {}
+            self.status_calls: list[str] = []  # request ids asked about, in order
             self.sites = data.get("sites", [])
             # /api/credentials: what the key may do (tests narrow these).
             self.scopes: list[str] = list(data.get("scopes", CRM_SCOPES))
@@ -107,6 +114,28 @@ class SandboxState:
             return current_app.response_class(body, status, mimetype="text/html"), status
         return jsonify(body), status
 
+    def delivery_status(self, route: str, request_id: str) -> str | None:
+        """The status word of one accepted send (None: no such send by that route).
+
+        Pinned words first; then Telegram's undelivered and late demo phones; every
+        other send reads as delivered. The words are the stand-in's guess: GreenSMS's
+        real vocabulary is unconfirmed (see gateways/greensms.py)."""
+        with self.lock:
+            self.status_calls.append(request_id)
+            message = next((m for m in self.outbox if m["request_id"] == request_id
+                            and m["route"] == route), None)
+            pinned = self.delivery_statuses.get(request_id)
+        if message is None:
+            return None
+        if pinned:
+            return pinned
+        if route == "telegram" and message["to"] in self.telegram_undelivered:
+            return "undelivered"
+        late = self.telegram_late.get(message["to"]) if route == "telegram" else None
+        if late is not None and self.clock() - message["clock"] < late:
+            return "sent"
+        return "delivered"
+
     def over_rate_limit(self) -> bool:
         if self.rate_limit <= 0:
             return False
@@ -123,7 +152,7 @@ class SandboxState:
         code = txt if route == "telegram" else (re.search(r"\d{4,8}", txt) or [""])[0]
         message = {"route": route, "to": to, "txt": txt, "code": code,
                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   "request_id": str(uuid.uuid4())}
+                   "request_id": str(uuid.uuid4()), "clock": self.clock()}
         with self.lock:
             self.outbox.appendleft(message)
             self.messages_sent += 1
@@ -462,6 +491,26 @@ def send(route: str):
     if route == "telegram" and to in st.telegram_failing:
         return jsonify({"error": "Telegram is not available for this number", "code": 2}), 200
     return jsonify({"request_id": st.record_message(route, to, txt)["request_id"]}), 200
+
+
+@sms.get("/<route>/status")
+def delivery_status(route: str):
+    """``GET /<route>/status?id=<request_id>&extended=true`` → ``{"request_id", "status"}``
+    (the real answer's shape is unconfirmed; the gateway reads it defensively)."""
+    st = state()
+    if not _bearer_ok():
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    if route not in ("sms", "telegram", "vk"):
+        return jsonify({"error": "Method not found", "code": 1}), 404
+    if failed := st.failure("status"):
+        return failed
+    request_id = request.args.get("id", "")
+    if not request_id:
+        return jsonify({"error": "Validation error: id is required", "code": 1}), 200
+    word = st.delivery_status(route, request_id)
+    if word is None:
+        return jsonify({"error": "Message not found", "code": 2}), 200
+    return jsonify({"request_id": request_id, "status": word}), 200
 
 
 def _sms_problem(route: str, to: str, txt: str, params: dict[str, str]) -> str | None:

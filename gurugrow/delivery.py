@@ -1,0 +1,192 @@
+"""Delivery tracking in Redis: each OTP session's latest send, and the due checks.
+
+Kept apart from the OTP session record on purpose: a session's delivery record holds the
+route, GreenSMS's ``request_id``, when it was sent and its last known status; a messenger
+send is also a member ``<session id>|<request id>`` of one sorted set scored by when its
+status is next due a check (read by the `deliveries` worker).
+
+Every step that decides something is one single-key command or script, so it runs on
+Redis Cluster: claiming a due check (only one worker gets it) and claiming the fallback
+of one send (only one of the worker and a resend may send its SMS without waiting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from gurugrow import redis_keys
+from gurugrow.storage import redis_guard
+
+# Final statuses: once seen, a send's status no longer changes.
+FINAL_STATUSES = ("delivered", "failed")
+
+# Records a status of the send still on record; 1 when it changed (from a non-final one).
+_NOTE_STATUS_SCRIPT = """
+local cur = redis.call('HMGET', KEYS[1], 'request_id', 'status')
+if cur[1] ~= ARGV[1] or cur[2] == ARGV[2] then return 0 end
+if cur[2] == 'delivered' or cur[2] == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+return 1
+"""
+
+# Moves the send still on record from one state to another; 1 when this caller did it.
+_TRANSITION_SCRIPT = """
+local cur = redis.call('HMGET', KEYS[1], 'request_id', 'state')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], unpack(ARGV, 4))
+return 1
+"""
+
+# Claims a due check: pushes its due time past the lease, so no other worker takes it
+# meanwhile and a worker that dies mid-check leaves it to be taken again after the lease.
+_CLAIM_CHECK_SCRIPT = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """The latest send of one session.
+
+    ``state``: ``watching`` (a messenger send whose delivery is not settled), ``settled``
+    (delivered, sent by SMS, or given up) or ``fallen_back`` (its SMS fallback was
+    claimed). ``undeliverable``: a messenger route that did not deliver in this session.
+    """
+
+    session_id: str
+    route: str
+    request_id: str
+    sent_at: float
+    status: str
+    state: str
+    undeliverable: str = ""
+
+
+class DeliveryTracker:
+    """Delivery records and the due-check sorted set."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: int) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._note_status = client.register_script(_NOTE_STATUS_SCRIPT)
+        self._transition = client.register_script(_TRANSITION_SCRIPT)
+        self._claim_check = client.register_script(_CLAIM_CHECK_SCRIPT)
+
+    def _record_key(self, session_id: str) -> str:
+        return redis_keys.delivery_record(self._prefix, session_id)
+
+    def _due_key(self) -> str:
+        return redis_keys.delivery_due(self._prefix)
+
+    # -- records ---------------------------------------------------------------------
+    def record_send(self, session_id: str, route: str, request_id: str, sent_at: float,
+                    check_at: float | None) -> None:
+        """Store the session's latest send (the previous one is superseded); with
+        ``check_at`` it is watched, and due a status check then."""
+        record = {"route": route, "request_id": request_id, "sent_at": f"{sent_at:.3f}",
+                  "status": "pending", "state": "watching" if check_at else "settled"}
+        with redis_guard():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self._record_key(session_id), mapping=record)
+            pipe.expire(self._record_key(session_id), self._ttl)
+            if check_at is not None:
+                pipe.zadd(self._due_key(), {_member(session_id, request_id): check_at})
+                pipe.expire(self._due_key(), self._ttl)
+            pipe.execute()
+
+    def load(self, session_id: str) -> SendRecord | None:
+        """The session's latest send, if any is on record."""
+        if redis_keys.session_tag(session_id) is None:
+            return None
+        with redis_guard():
+            raw = self._redis.hgetall(self._record_key(session_id))
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        if not data.get("request_id"):
+            return None
+        return SendRecord(session_id=session_id, route=data.get("route", ""),
+                          request_id=data["request_id"],
+                          sent_at=float(data.get("sent_at") or 0),
+                          status=data.get("status", "pending"),
+                          state=data.get("state", "settled"),
+                          undeliverable=data.get("undeliverable", ""))
+
+    def note_status(self, record: SendRecord, status: str) -> bool:
+        """Record a status read for ``record``'s send; True when it is news (a change
+        from a non-final status), so each outcome is counted once."""
+        with redis_guard():
+            changed = self._note_status(keys=[self._record_key(record.session_id)],
+                                        args=[record.request_id, status])
+        return bool(changed)
+
+    def claim_fallback(self, record: SendRecord) -> bool:
+        """Take the one right to replace this undelivered send by SMS (worker or resend);
+        marks its route undeliverable for the rest of the session."""
+        return self._move(record, "watching", "fallen_back", undeliverable=record.route)
+
+    def settle(self, record: SendRecord) -> bool:
+        """Stop watching this send (delivered, closed, or given up)."""
+        return self._move(record, "watching", "settled")
+
+    def _move(self, record: SendRecord, from_state: str, to_state: str, **fields: str) -> bool:
+        extra = [str(item) for pair in fields.items() for item in pair]
+        with redis_guard():
+            moved = self._transition(keys=[self._record_key(record.session_id)],
+                                     args=[record.request_id, from_state, to_state, *extra])
+        return bool(moved)
+
+    # -- due checks ------------------------------------------------------------------
+    def due(self, now: float, limit: int) -> Iterator[tuple[str, str]]:
+        """(session id, request id) of sends due a check at ``now``, earliest first."""
+        with redis_guard():
+            members = self._redis.zrangebyscore(self._due_key(), "-inf", now, start=0,
+                                                num=limit)
+        for member in members:
+            session_id, _, request_id = _text(member).partition("|")
+            yield session_id, request_id
+
+    def claim_check(self, session_id: str, request_id: str, now: float,
+                    lease_until: float) -> bool:
+        """True for exactly one caller while the check is due (see the script)."""
+        with redis_guard():
+            claimed = self._claim_check(keys=[self._due_key()],
+                                        args=[_member(session_id, request_id), now, lease_until])
+        return bool(claimed)
+
+    def reschedule(self, session_id: str, request_id: str, check_at: float) -> None:
+        """The next check of a watched send."""
+        with redis_guard():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zadd(self._due_key(), {_member(session_id, request_id): check_at})
+            pipe.expire(self._due_key(), self._ttl)
+            pipe.execute()
+
+    def forget(self, session_id: str, request_id: str) -> None:
+        """No more checks of this send."""
+        with redis_guard():
+            self._redis.zrem(self._due_key(), _member(session_id, request_id))
+
+    def trim(self, due_before: float) -> int:
+        """Drop checks that fell due before ``due_before`` (their codes have expired)."""
+        with redis_guard():
+            return int(self._redis.zremrangebyscore(self._due_key(), "-inf", due_before))
+
+    def pending_checks(self) -> int:
+        """How many sends are watched (for tests and the worker's log)."""
+        with redis_guard():
+            return int(self._redis.zcard(self._due_key()))
+
+
+def _member(session_id: str, request_id: str) -> str:
+    return f"{session_id}|{request_id}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,111 @@
+"""Code delivery: remember every send, read its status, and decide when a messenger code
+that did not arrive goes again by SMS (on /auth/resend here; the worker's side is in
+``flows/auto_fallback.py``).
+
+A messenger send is *undelivered* when GreenSMS says it failed, or when it is still not
+delivered ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from gurugrow import metrics
+from gurugrow.delivery import FINAL_STATUSES, SendRecord
+from gurugrow.gateways.errors import UpstreamError
+from gurugrow.logs import log_event
+from gurugrow.otp import OtpSession
+from gurugrow.services import Services
+from gurugrow.storage import StorageUnavailable
+
+if TYPE_CHECKING:
+    from gurugrow.flows.codes import Sent
+
+
+def track_send(svc: Services, session: OtpSession, sent: Sent) -> None:
+    """Remember the session's latest send; a messenger send is watched until delivered.
+
+    Best effort: the code has gone out already, so a Redis failure here is logged and
+    costs only the tracking of this one send.
+    """
+    if sent.request_id is None:  # a decoy: nothing went out, nothing to watch
+        return
+    s = svc.settings
+    now = svc.clock()
+    check_at = None
+    if sent.route != "sms":
+        check_at = now + min(s.delivery_check_interval_seconds,
+                             s.delivery_fallback_after_seconds)
+    try:
+        svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
+                                   check_at)
+    except StorageUnavailable as e:
+        log_event("delivery_tracking_failed", logging.WARNING, route=sent.route, error=e)
+    metrics.DELIVERIES.labels(sent.route, "sent").inc()
+
+
+def read_status(svc: Services, record: SendRecord) -> str:
+    """The send's status: the final one on record, else GreenSMS's answer now (``unknown``
+    when GreenSMS cannot say). Each delivered/failed outcome is counted once."""
+    if record.status in FINAL_STATUSES:
+        return record.status
+    started = time.perf_counter()
+    try:
+        status = svc.sms.delivery_status(record.route, record.request_id)
+    except UpstreamError as e:
+        log_event("delivery_status_failed", logging.WARNING, route=record.route, error=e)
+        status = "unknown"
+    svc.status_timer.observe(time.perf_counter() - started)
+    if svc.deliveries.note_status(record, status) and status in FINAL_STATUSES:
+        metrics.DELIVERIES.labels(record.route, status).inc()
+        if status == "delivered":
+            # Seen by polling: an upper bound of the real time to delivery.
+            metrics.DELIVERY_SECONDS.labels(record.route).observe(
+                max(svc.clock() - record.sent_at, 0.0))
+    return status
+
+
+def overdue(svc: Services, record: SendRecord) -> bool:
+    """True once the send is older than DELIVERY_FALLBACK_AFTER_SECONDS."""
+    return svc.clock() - record.sent_at >= svc.settings.delivery_fallback_after_seconds
+
+
+def undelivered(svc: Services, record: SendRecord, status: str) -> bool:
+    """Failed, or still not delivered when the fallback time has come."""
+    return status == "failed" or (status != "delivered" and overdue(svc, record))
+
+
+def resend_route(svc: Services, session: OtpSession, asked_route: str) -> tuple[str, bool]:
+    """The route of a resend, and whether it replaces an undelivered messenger send.
+
+    Such a resend goes by SMS whatever route is asked and does not wait for the cooldown
+    (the customer got nothing). Of the worker and concurrent resends only one replaces a
+    given send that way (``claim_fallback``); a messenger route that did not deliver
+    earlier in the session is not tried again.
+    """
+    if session.is_decoy:
+        _pretend_status_read(svc, session)
+        return asked_route, False
+    record = svc.deliveries.load(session.session_id)
+    if record is None:
+        return asked_route, False
+    if record.state == "watching" and record.route != "sms":
+        status = read_status(svc, record)
+        if undelivered(svc, record, status) and svc.deliveries.claim_fallback(record):
+            metrics.SMS_FALLBACKS.labels(record.route).inc()
+            log_event("delivery_fallback", by="resend", from_route=record.route,
+                      status=status)
+            return "sms", True
+    if asked_route == record.undeliverable:
+        return "sms", False
+    return asked_route, False
+
+
+def _pretend_status_read(svc: Services, session: OtpSession) -> None:
+    # A decoy's resend takes as long as a customer's, whose previous messenger send's
+    # status is read first: timing does not tell who is a customer.
+    if session.route not in (None, "sms_otp"):
+        time.sleep(svc.status_timer.average * random.uniform(0.8, 1.2))
