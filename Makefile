@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test test-unit lint bench doctor clean
+.PHONY: install run serve test test-unit lint bench doctor deliveries clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: install
 ## doctor: check the .env configuration against Redis, RetailCRM, GreenSMS and the deduper
 doctor: install
 	$(BIN)/flask --app wsgi gurugrow doctor
+
+## deliveries: the optional worker that re-sends undelivered messenger codes by SMS (.env)
+deliveries: install
+	$(BIN)/flask --app wsgi gurugrow deliveries
 
 ## bench: gurugrow against a bare-Flask baseline on the real stack; writes bench/RESULTS.md
 bench: install

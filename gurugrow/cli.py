@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from gurugrow.deliveries_worker import run_worker
 from gurugrow.doctor import FieldSpec, create_missing_fields, run_doctor, safe_url
 
-cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration.")
+cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
+                                "run the deliveries worker.")
 
 
 def _print_all(checks) -> bool:
@@ -49,3 +54,27 @@ def create_fields(yes: bool) -> None:
                              f"{codes}?", default=False)
 
     raise SystemExit(0 if _print_all(create_missing_fields(svc, confirm)) else 1)
+
+
+@cli.command("deliveries")
+@click.option("--once", is_flag=True, help="One pass over the due checks, then exit.")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds (default: run until stopped).")
+def deliveries(once: bool, max_seconds: float | None) -> None:
+    """Watch messenger code sends; one not delivered in time gets a fresh code by SMS.
+
+    Optional (the API works without it). Run one or more anywhere that reaches Redis and
+    GreenSMS: each due send is claimed by one worker only. SIGTERM/SIGINT finish the
+    current pass, then stop.
+    """
+    svc = current_app.extensions["gurugrow"]
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        totals = run_worker(svc, once=once, max_seconds=max_seconds, stop=stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    click.echo(" ".join(f"{outcome}={count}" for outcome, count in sorted(totals.items()))
+               or "no sends were due")

@@ -1,0 +1,117 @@
+"""The `deliveries` worker's work: check messenger sends that are due, and send a fresh
+code by SMS for each one not delivered in time, so nobody has to press resend.
+
+Several workers (on several hosts) may run: a due check is claimed atomically, and so
+is the fallback of one send (shared with /auth/resend), so a send gets one SMS at most.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from gurugrow import metrics
+from gurugrow.delivery import SendRecord
+from gurugrow.flows.codes import FlowRefusal, send_or_pretend, take_send_allowance
+from gurugrow.flows.delivery import read_status, track_send, undelivered
+from gurugrow.logs import log_event
+from gurugrow.otp import OtpSession
+from gurugrow.phone import mask_phone
+from gurugrow.services import Services
+
+
+def claim_lease_seconds(svc: Services) -> float:
+    """How long a claimed check stays with its worker: a status read and an SMS send, each
+    within the GreenSMS timeouts, and a margin. A worker that dies gives it up then."""
+    s = svc.settings
+    return 2 * (s.greensms_timeout_seconds + s.http_connect_timeout_seconds) + 5
+
+
+def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: False
+                    ) -> dict[str, int]:
+    """One pass: claim each due check (one worker wins it) and act on it, until done or
+    ``should_stop()``. Returns how many checks ended in each way (``delivered``, ``sms``,
+    ``waiting``, ...)."""
+    tracker = svc.deliveries
+    now = svc.clock()
+    # A check due longer ago than a code lives is moot (its code expired meanwhile).
+    tracker.trim(now - svc.settings.otp_ttl_seconds)
+    outcomes: dict[str, int] = {}
+    for session_id, request_id in list(tracker.due(now, svc.settings.delivery_worker_batch)):
+        if should_stop():
+            break
+        if not tracker.claim_check(session_id, request_id, now,
+                                   now + claim_lease_seconds(svc)):
+            continue  # another worker has it
+        try:
+            outcome = check_send(svc, session_id, request_id)
+        except Exception as e:  # one bad check must not stop the others; retried later
+            log_event("delivery_check_failed", logging.ERROR, error=repr(e)[:200])
+            outcome = "error"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
+def check_send(svc: Services, session_id: str, request_id: str) -> str:
+    """Act on one claimed check; returns what happened to it."""
+    tracker = svc.deliveries
+    record = tracker.load(session_id)
+    if record is None or record.request_id != request_id or record.state != "watching":
+        tracker.forget(session_id, request_id)  # superseded by a newer send, or settled
+        return "superseded"
+    session = svc.otp.load(session_id)
+    if session is None or session.expires_at <= svc.clock() or (
+            session.attempts >= svc.settings.otp_max_attempts):
+        tracker.settle(record)  # used, expired or locked: no code is worth sending
+        tracker.forget(session_id, request_id)
+        return "closed"
+    status = read_status(svc, record)
+    if status == "delivered":
+        tracker.settle(record)
+        tracker.forget(session_id, request_id)
+        return "delivered"
+    if not undelivered(svc, record, status):
+        s = svc.settings
+        tracker.reschedule(session_id, request_id, min(
+            svc.clock() + s.delivery_check_interval_seconds,
+            record.sent_at + s.delivery_fallback_after_seconds))
+        return "waiting"
+    tracker.forget(session_id, request_id)
+    if status == "unknown":
+        # GreenSMS could not say: no paid SMS on a guess. The customer's resend still
+        # falls back (see flows/delivery.py); the log names the route to investigate.
+        tracker.settle(record)
+        metrics.DELIVERIES.labels(record.route, "unknown").inc()
+        log_event("delivery_unknown", logging.WARNING, route=record.route,
+                  phone=mask_phone(session.phone))
+        return "unknown"
+    return send_fallback_sms(svc, session, record)
+
+
+def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) -> str:
+    """A fresh code by SMS for the session, within its send caps (the cooldown aside:
+    the customer got nothing); ``sms`` when it went out."""
+    masked = mask_phone(session.phone)
+    if not svc.otp.sends_left(session):
+        svc.deliveries.settle(record)
+        log_event("auto_fallback_refused", logging.WARNING, reason="max_sends", phone=masked)
+        return "refused"
+    if not svc.deliveries.claim_fallback(record):
+        return "superseded"  # a resend replaced this send meanwhile
+    try:
+        take_send_allowance(svc, session.phone, session.channel, session.account_id, None,
+                            cooldown=False)
+        code = svc.otp.new_code()
+        sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
+                               account_id=session.account_id, code=code, route="sms",
+                               send=True)
+    except FlowRefusal as refusal:
+        log_event("auto_fallback_refused", logging.WARNING, reason=refusal.error_code,
+                  phone=masked)
+        return "refused"
+    svc.otp.replace_code(session, code, sent.method)
+    track_send(svc, session, sent)
+    svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
+    metrics.AUTO_FALLBACKS.labels(record.route).inc()
+    log_event("delivery_fallback", by="worker", from_route=record.route, phone=masked)
+    return "sms"

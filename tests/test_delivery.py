@@ -1,0 +1,162 @@
+"""Delivery tracking through HTTP: deliveryRoute, smart /auth/resend (delivered, failed and
+late messenger sends), the recorded verification method, against the GreenSMS stand-in."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import BODY_KINDS, TG, post, set_clock
+
+PHONE = "+7 999 123-45-67"
+CUSTOMER = 7
+
+
+@pytest.fixture
+def customer(upstreams):
+    upstreams.add_customer(CUSTOMER, PHONE)
+    return upstreams
+
+
+def start(client, kind="form", **extra):
+    return post(client, "/auth/start", {**TG, "phone": PHONE, "deliveryRoute": "telegram",
+                                        **extra}, kind)
+
+
+def resend(client, session_id, kind="form", **extra):
+    return post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram",
+                                         **extra}, kind)
+
+
+def check(client, session_id, code, kind="form"):
+    return post(client, "/auth/check", {**TG, "sessionId": session_id, "code": code}, kind)
+
+
+def pin_last_status(upstreams, word: str) -> None:
+    """GreenSMS answers ``word`` for the latest send's status."""
+    upstreams.state.delivery_statuses[upstreams.sent[-1]["request_id"]] = word
+
+
+def later(app, seconds: float) -> None:
+    set_clock(app, time.time() + seconds)
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_start_answers_the_route_that_took_the_code(client, customer, kind):
+    assert start(client, kind)["deliveryRoute"] == "telegram"
+    assert start(client, kind, phone="79990000099")["deliveryRoute"] == "telegram"  # decoy
+    assert [m["route"] for m in customer.sent] == ["telegram"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_delivered_messenger_send_resend_keeps_the_asked_route(client, customer, kind):
+    session_id = start(client, kind)["sessionId"]
+    pin_last_status(customer, "delivered")
+    answer = resend(client, session_id, kind)
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "telegram")
+    assert [m["route"] for m in customer.sent] == ["telegram", "telegram"]
+    assert customer.state.status_calls == [customer.sent[0]["request_id"]]
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_failed_messenger_send_resend_goes_by_sms_at_once(client, customer, kind):
+    """Failed: the new code goes by SMS although Telegram is asked, and without waiting
+    for the cooldown (the customer got nothing); the cooldown then starts again."""
+    session_id = start(client, kind)["sessionId"]
+    pin_last_status(customer, "undelivered")
+    answer = resend(client, session_id, kind, deliveryRoute="telegram")
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
+    assert answer["retryAfterSec"] == 60
+    assert [m["route"] for m in customer.sent] == ["telegram", "sms"]
+    again = resend(client, session_id, kind)
+    assert (again["status"], again["errorCode"]) == ("error", "resend_too_early")
+    assert len(customer.sent) == 2
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_late_messenger_send_waits_until_the_fallback_time(app, client, customer, kind):
+    """Still pending: within DELIVERY_FALLBACK_AFTER_SECONDS the asked route is kept;
+    past it, the code goes by SMS."""
+    session_id = start(client, kind)["sessionId"]
+    pin_last_status(customer, "sent")
+    later(app, 10)
+    early = resend(client, session_id, kind)
+    assert early["deliveryRoute"] == "telegram"
+    pin_last_status(customer, "sent")
+    later(app, 10 + 31)
+    late = resend(client, session_id, kind)
+    assert late["deliveryRoute"] == "sms"
+    assert [m["route"] for m in customer.sent] == ["telegram", "telegram", "sms"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_unreadable_status_counts_as_not_delivered_only_after_the_fallback_time(
+        app, client, customer, kind):
+    session_id = start(client, kind)["sessionId"]
+    customer.fail["status"] = (500, "<html>Internal</html>")
+    assert resend(client, session_id, kind)["deliveryRoute"] == "telegram"
+    later(app, 31)
+    assert resend(client, session_id, kind)["deliveryRoute"] == "sms"
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+def test_a_messenger_that_did_not_deliver_is_not_tried_again_in_the_session(client, customer):
+    session_id = start(client)["sessionId"]
+    pin_last_status(customer, "failed")
+    assert resend(client, session_id)["deliveryRoute"] == "sms"
+    assert resend(client, session_id, deliveryRoute="telegram")["deliveryRoute"] == "sms"
+    assert [m["route"] for m in customer.sent] == ["telegram", "sms", "sms"]
+    # Only the messenger send was ever asked about.
+    assert customer.state.status_calls == [customer.sent[0]["request_id"]]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+def test_resend_asked_by_sms_after_a_delivered_send(client, customer):
+    session_id = start(client)["sessionId"]
+    pin_last_status(customer, "delivered")
+    assert resend(client, session_id, deliveryRoute="sms")["deliveryRoute"] == "sms"
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_failed_fallback_send_gives_the_cooldown_back(client, customer, kind):
+    session_id = start(client, kind)["sessionId"]
+    pin_last_status(customer, "failed")
+    customer.fail["sms"] = (200, {"error": "Insufficient funds", "code": -1})
+    answer = resend(client, session_id, kind)
+    assert (answer["status"], answer["errorCode"]) == ("error", "delivery_failed")
+    del customer.fail["sms"]
+    answer = resend(client, session_id, kind)
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
+
+
+def test_decoy_resend_answers_like_a_customer_whose_code_arrived(client, upstreams):
+    session_id = post(client, "/auth/start", {**TG, "phone": "79990000099"})["sessionId"]
+    answer = resend(client, session_id)
+    assert (answer["status"], answer["errorCode"]) == ("error", "resend_too_early")
+    assert upstreams.state.status_calls == [] and upstreams.sent == []
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_verification_method_is_the_route_of_the_code_typed(client, customer, kind):
+    session_id = start(client, kind)["sessionId"]
+    pin_last_status(customer, "failed")
+    resend(client, session_id, kind)
+    old_code, sms_code = customer.codes_sent()
+    if old_code != sms_code:  # the undelivered code is no longer valid
+        assert check(client, session_id, old_code, kind)["status"] == "invalid_code"
+    assert check(client, session_id, sms_code, kind)["status"] == "authorized"
+    assert customer.field(CUSTOMER, "bot_last_verification_method") == "sms_otp"
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_verification_method_stays_telegram_when_telegram_delivered(client, customer, kind):
+    session_id = start(client, kind)["sessionId"]
+    pin_last_status(customer, "delivered")
+    resend(client, session_id, kind)
+    assert check(client, session_id, customer.codes_sent()[-1], kind)["status"] == "authorized"
+    assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
