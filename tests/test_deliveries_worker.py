@@ -1,0 +1,190 @@
+"""The `deliveries` worker (`flask --app wsgi gurugrow deliveries`) against the GreenSMS
+stand-in: automatic SMS fallback, one SMS and never two with two workers, the send caps,
+and the recorded verification method."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gurugrow import metrics
+from gurugrow.deliveries_worker import run_worker
+from tests.helpers import BODY_KINDS, TG, post, run_concurrently, set_clock
+
+PHONE = "+7 999 123-45-67"
+CUSTOMER = 7
+
+
+@pytest.fixture
+def customer(upstreams):
+    upstreams.add_customer(CUSTOMER, PHONE)
+    return upstreams
+
+
+def start(client, kind="form", account="123456789", **extra):
+    return post(client, "/auth/start", {**TG, "messengerUserId": account, "phone": PHONE,
+                                        "deliveryRoute": "telegram", **extra}, kind)
+
+
+def pin_status(upstreams, word: str, index: int = -1) -> None:
+    upstreams.state.delivery_statuses[upstreams.sent[index]["request_id"]] = word
+
+
+def worker(app, *args: str) -> str:
+    """Run the CLI command once (or as asked); its output line."""
+    result = app.test_cli_runner().invoke(args=["gurugrow", "deliveries", *args])
+    assert result.exit_code == 0, result.output
+    return result.output.strip()
+
+
+def later(app, seconds: float) -> None:
+    set_clock(app, time.time() + seconds)
+
+
+def routes(upstreams) -> list[str]:
+    return [m["route"] for m in upstreams.sent]
+
+
+def test_nothing_due_nothing_done(app):
+    assert worker(app, "--once") == "no sends were due"
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_failed_messenger_send_gets_an_sms_without_resend(app, client, customer, kind):
+    session_id = start(client, kind)["sessionId"]
+    pin_status(customer, "undelivered")
+    fallbacks = metrics.AUTO_FALLBACKS.labels("telegram")._value.get()
+    assert worker(app, "--once") == "no sends were due"  # the first check is not due yet
+    later(app, 10)
+    assert worker(app, "--once") == "sms=1"
+    assert routes(customer) == ["telegram", "sms"]
+    assert metrics.AUTO_FALLBACKS.labels("telegram")._value.get() == fallbacks + 1
+    # The customer types the SMS code: that route is what the CRM records.
+    answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                          "code": customer.codes_sent()[-1]}, kind)
+    assert answer["status"] == "authorized"
+    assert customer.field(CUSTOMER, "bot_last_verification_method") == "sms_otp"
+    # Nothing is due any more; a resend now waits for the restarted cooldown.
+    later(app, 100)
+    assert worker(app, "--once") == "no sends were due"
+
+
+def test_late_messenger_send_falls_back_at_the_fallback_time(app, client, customer):
+    start(client)
+    pin_status(customer, "sent")
+    later(app, 10)
+    assert worker(app, "--once") == "waiting=1"
+    later(app, 20)
+    assert worker(app, "--once") == "waiting=1"
+    later(app, 30)  # DELIVERY_FALLBACK_AFTER_SECONDS
+    assert worker(app, "--once") == "sms=1"
+    assert routes(customer) == ["telegram", "sms"]
+    assert len(customer.state.status_calls) == 3
+
+
+def test_delivered_messenger_send_is_left_alone(app, client, customer):
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "delivered")
+    later(app, 10)
+    assert worker(app, "--once") == "delivered=1"
+    later(app, 60)
+    assert worker(app, "--once") == "no sends were due"
+    assert routes(customer) == ["telegram"]
+    answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                          "code": customer.codes_sent()[0]})
+    assert answer["status"] == "authorized"
+    assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
+
+
+def test_unknown_status_costs_no_automatic_sms(app, client, customer):
+    start(client)
+    customer.fail["status"] = (200, {"status": 7})  # an answer nobody can read
+    later(app, 30)
+    assert worker(app, "--once") == "unknown=1"
+    assert routes(customer) == ["telegram"]
+
+
+def test_used_session_gets_nothing(app, client, customer):
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "failed")
+    post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                 "code": customer.codes_sent()[0]})
+    later(app, 10)
+    assert worker(app, "--once") == "closed=1"
+    assert routes(customer) == ["telegram"]
+
+
+def test_sms_sends_are_not_watched(app, client, customer):
+    start(client, deliveryRoute="sms")
+    later(app, 60)
+    assert worker(app, "--once") == "no sends were due"
+    assert customer.state.status_calls == []
+
+
+def test_a_resend_supersedes_the_watched_send(app, client, customer):
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "failed")
+    later(app, 61)
+    post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram"})
+    assert routes(customer) == ["telegram", "sms"]
+    later(app, 100)
+    assert worker(app, "--once") == "superseded=1"  # the resend took the fallback
+    assert routes(customer) == ["telegram", "sms"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS": "1"}])
+def test_session_send_cap_is_respected(app, client, customer):
+    start(client)
+    pin_status(customer, "failed")
+    later(app, 10)
+    assert worker(app, "--once") == "refused=1"
+    assert routes(customer) == ["telegram"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "3"}])
+def test_phone_hourly_cap_is_respected(app, client, customer):
+    start(client, account="1")
+    start(client, account="2")  # the same phone from another account: two sends this hour
+    pin_status(customer, "failed", 0)
+    pin_status(customer, "failed", 1)
+    later(app, 10)
+    assert worker(app, "--once") == "refused=1 sms=1"
+    assert routes(customer) == ["telegram", "telegram", "sms"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_DAILY_SEND_BUDGET": "1"}])
+def test_daily_budget_is_respected(app, client, customer):
+    start(client)
+    pin_status(customer, "failed")
+    later(app, 10)
+    assert worker(app, "--once") == "refused=1"
+    assert routes(customer) == ["telegram"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0"}])
+def test_two_workers_send_one_sms_per_session_never_two(app, client, customer):
+    """Many sessions due at once, two workers passing over them at the same moment,
+    several times: each undelivered send gets exactly one SMS."""
+    sessions = [start(client, account=str(1000 + i))["sessionId"] for i in range(4)]
+    for index in range(4):
+        pin_status(customer, "failed", index)
+    later(app, 10)
+    svc = app.extensions["gurugrow"]
+    results = run_concurrently(2, lambda: run_worker(svc, max_seconds=0.5))
+    assert sum(r.get("sms", 0) for r in results) == 4
+    assert routes(customer) == ["telegram"] * 4 + ["sms"] * 4
+    assert len(set(sessions)) == 4
+
+
+def test_bounded_run_stops_on_time_and_on_stop(app):
+    svc = app.extensions["gurugrow"]
+    started = time.monotonic()
+    run_worker(svc, max_seconds=0.3)
+    assert 0.3 <= time.monotonic() - started < 3
+    stop = threading.Event()
+    stop.set()
+    started = time.monotonic()
+    assert run_worker(svc, stop=stop) == {}
+    assert time.monotonic() - started < 1
