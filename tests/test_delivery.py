@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.helpers import BODY_KINDS, TG, post, set_clock
+from tests.test_metrics import scrape, value
 
 PHONE = "+7 999 123-45-67"
 CUSTOMER = 7
@@ -160,3 +161,25 @@ def test_verification_method_stays_telegram_when_telegram_delivered(client, cust
     resend(client, session_id, kind)
     assert check(client, session_id, customer.codes_sent()[-1], kind)["status"] == "authorized"
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+def test_metrics_count_sends_outcomes_and_time_to_delivered(client, customer):
+    before = scrape(client)
+    session_id = start(client)["sessionId"]
+    pin_last_status(customer, "failed")
+    resend(client, session_id)  # → sms
+    other = start(client, messengerUserId="42")["sessionId"]
+    pin_last_status(customer, "delivered")
+    resend(client, other, messengerUserId="42")
+    after = scrape(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("gurugrow_deliveries_total", route="telegram", outcome="sent") == 3
+    assert grew("gurugrow_deliveries_total", route="sms", outcome="sent") == 1
+    assert grew("gurugrow_deliveries_total", route="telegram", outcome="failed") == 1
+    assert grew("gurugrow_deliveries_total", route="telegram", outcome="delivered") == 1
+    assert grew("gurugrow_delivery_seconds_count", route="telegram") == 1
+    assert grew("gurugrow_sms_fallbacks_total", from_route="telegram") == 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import requests
 
 from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
+from gurugrow.logs import log_event
 
 GATEWAY = "greensms"
 ROUTES = ("telegram", "vk", "sms")
@@ -81,7 +83,12 @@ class GreenSmsGateway:
         status, body = self._http.request("GET", f"/{route}/status",
                                           params={"id": request_id, "extended": "true"},
                                           headers=headers)
-        return delivery_status_of(_answer_field(f"{route}/status", status, body, "status"))
+        raw = _answer_field(f"{route}/status", status, body, "status")
+        mapped = delivery_status_of(raw)
+        if mapped == "unknown":  # the word to add to DELIVERY_STATUSES, once understood
+            log_event("greensms_status_unmapped", logging.WARNING, route=route,
+                      raw_status=raw[:40])
+        return mapped
 
     def account_balance(self) -> str:
         """The account balance (``GET /account/balance``): proves the credentials work.

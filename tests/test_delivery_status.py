@@ -1,0 +1,128 @@
+"""GreenSmsGateway.delivery_status: the request, the defensive reading of the unconfirmed
+answer, and the stand-in's status calls (demo phones included)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.greensms import DELIVERY_STATUSES, GreenSmsGateway
+from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
+from gurugrow.sandbox.data import TELEGRAM_LATE_SECONDS
+from gurugrow.sandbox.standins import create_standins_app
+
+SMS = "https://sms.example"
+REQUEST_ID = "dc2bac6d-f375-4e19-9a02-ef0148991635"
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+def test_status_is_a_get_with_id_and_extended_and_the_token_in_the_header(rsps):
+    rsps.get(f"{SMS}/telegram/status", json={"status": "delivered"})
+    assert GreenSmsGateway(SMS, token="tok").delivery_status("telegram", REQUEST_ID) == (
+        "delivered")
+    request = rsps.calls[0].request
+    assert parse_qs(urlsplit(request.url).query) == {"id": [REQUEST_ID], "extended": ["true"]}
+    assert request.headers["Authorization"] == "Bearer tok"
+
+
+def test_status_with_user_and_pass_gets_a_token_from_the_body(rsps):
+    rsps.post(f"{SMS}/account/token", json={"access_token": "short-lived"})
+    rsps.get(f"{SMS}/vk/status", json={"status": "sent"})
+    assert GreenSmsGateway(SMS, user="u", password="p").delivery_status("vk", REQUEST_ID) == (
+        "pending")
+    token_call, status_call = (call.request for call in rsps.calls)
+    assert parse_qs(token_call.body)["pass"] == ["p"]
+    assert status_call.headers["Authorization"] == "Bearer short-lived"
+    assert "pass" not in status_call.url
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("delivered", "delivered"), ("DELIVRD", "delivered"), (" Read ", "delivered"),
+    ("Доставлено", "delivered"), ("sent", "pending"), ("queued", "pending"),
+    ("undelivered", "failed"), ("EXPIRED", "failed"), ("rejected", "failed"),
+    ("не доставлено", "failed"), ("something new", "unknown"), (3, "unknown"),
+    ({"state": "delivered"}, "unknown"),
+])
+def test_answers_are_read_defensively_through_one_table(rsps, raw, expected):
+    rsps.get(f"{SMS}/telegram/status", json={"request_id": REQUEST_ID, "status": raw})
+    assert GreenSmsGateway(SMS, token="t").delivery_status("telegram", REQUEST_ID) == expected
+    assert set(DELIVERY_STATUSES.values()) == {"delivered", "pending", "failed"}
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (200, {"error": "Message not found", "code": 2}, UpstreamRejected),
+    (401, {"error": "Authorization declined", "code": 0}, UpstreamRejected),
+    (200, {}, UpstreamUnavailable),
+    (200, {"status": ""}, UpstreamUnavailable),
+    (502, "<html>Bad Gateway</html>", UpstreamUnavailable),
+])
+def test_status_failures_are_typed(rsps, status, body, error):
+    kwargs = {"json": body} if not isinstance(body, str) else {"body": body}
+    rsps.get(f"{SMS}/sms/status", status=status, **kwargs)
+    with pytest.raises(error):
+        GreenSmsGateway(SMS, token="t").delivery_status("sms", REQUEST_ID)
+
+
+def test_unknown_route_is_a_programming_error():
+    with pytest.raises(ValueError):
+        GreenSmsGateway(SMS, token="t").delivery_status("fax", REQUEST_ID)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def standins():
+    clock = Clock()
+    app = create_standins_app(rate_limit_per_second=0, clock=clock)
+    return app.test_client(), clock
+
+
+def send(sb, route: str, to: str) -> str:
+    answer = sb.post(f"/greensms/{route}/send", data={"to": to, "txt": "123456"},
+                     headers={"Authorization": f"Bearer {SANDBOX_GREENSMS_TOKEN}"})
+    return answer.get_json()["request_id"]
+
+
+def status(sb, route: str, request_id: str, token: str = SANDBOX_GREENSMS_TOKEN):
+    answer = sb.get(f"/greensms/{route}/status", query_string={"id": request_id,
+                                                                "extended": "true"},
+                    headers={"Authorization": f"Bearer {token}"})
+    return answer.status_code, answer.get_json()
+
+
+def test_standin_answers_status_calls_for_the_demo_phones(standins):
+    sb, clock = standins
+    normal = send(sb, "telegram", "79990000001")
+    never = send(sb, "telegram", "79990000007")
+    late = send(sb, "telegram", "79990000008")
+    by_sms = send(sb, "sms", "79990000007")
+    assert status(sb, "telegram", normal) == (200, {"request_id": normal, "status": "delivered"})
+    assert status(sb, "telegram", never)[1]["status"] == "undelivered"
+    assert status(sb, "telegram", late)[1]["status"] == "sent"
+    assert status(sb, "sms", by_sms)[1]["status"] == "delivered"
+    clock.now += TELEGRAM_LATE_SECONDS
+    assert status(sb, "telegram", late)[1]["status"] == "delivered"
+    assert status(sb, "telegram", never)[1]["status"] == "undelivered"
+
+
+def test_standin_status_refusals(standins):
+    sb, _ = standins
+    request_id = send(sb, "telegram", "79990000001")
+    assert status(sb, "vk", request_id) == (200, {"error": "Message not found", "code": 2})
+    assert status(sb, "telegram", "no-such-id")[1]["code"] == 2
+    assert status(sb, "telegram", request_id, token="wrong")[0] == 401
+    assert status(sb, "fax", request_id)[0] == 404
