@@ -45,6 +45,9 @@ def test_readme_quickstart_has_both_body_kinds_and_checks():
                  "/orders/recommended/check", "/sandbox/outbox"):
         assert path in commands, path
     assert sum(1 for _, expected in steps if expected) >= 10
+    # An undelivered Telegram code arriving by SMS (issue 16).
+    assert ("/auth/resend" in commands
+            and any(expected == '"deliveryRoute":"sms"' for _, expected in steps))
 
 
 @pytest.fixture
