@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from gurugrow import metrics
+from gurugrow import ConfigError, Settings, metrics
 from gurugrow.deliveries_worker import run_worker
+from tests.conftest import TEST_ENV
 from tests.helpers import BODY_KINDS, TG, post, run_concurrently, set_clock
 
 PHONE = "+7 999 123-45-67"
@@ -114,6 +115,7 @@ def test_used_session_gets_nothing(app, client, customer):
     later(app, 10)
     assert worker(app, "--once") == "closed=1"
     assert routes(customer) == ["telegram"]
+    assert len(customer.state.status_calls) == 1  # read once, for the outcome counts
 
 
 def test_sms_sends_are_not_watched(app, client, customer):
@@ -188,3 +190,15 @@ def test_bounded_run_stops_on_time_and_on_stop(app):
     started = time.monotonic()
     assert run_worker(svc, stop=stop) == {}
     assert time.monotonic() - started < 1
+
+
+def test_delivery_settings_defaults_and_bad_values():
+    settings = Settings.load(TEST_ENV)
+    assert (settings.delivery_fallback_after_seconds, settings.delivery_check_interval_seconds,
+            settings.delivery_worker_poll_seconds, settings.delivery_worker_batch) == (
+        30, 10, 1.0, 50)
+    for name, bad in (("DELIVERY_FALLBACK_AFTER_SECONDS", "0"),
+                      ("DELIVERY_CHECK_INTERVAL_SECONDS", "soon"),
+                      ("DELIVERY_WORKER_POLL_SECONDS", "0"), ("DELIVERY_WORKER_BATCH", "0")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.load({**TEST_ENV, name: bad})

@@ -62,7 +62,10 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
     session = svc.otp.load(session_id)
     if session is None or session.expires_at <= svc.clock() or (
             session.attempts >= svc.settings.otp_max_attempts):
-        tracker.settle(record)  # used, expired or locked: no code is worth sending
+        # Used, expired or locked: no code is worth sending. The status is still read
+        # once, so the delivered/failed counts cover codes used before their first check.
+        read_status(svc, record)
+        tracker.settle(record)
         tracker.forget(session_id, request_id)
         return "closed"
     status = read_status(svc, record)
