@@ -60,6 +60,9 @@ def warm(client):
                                                 "messengerUserId": "warm"})["sessionId"]
     post(client, "/auth/check", {**TG, "messengerUserId": "warm", "sessionId": warm_session,
                                  "code": "000000"})
+    tracked = post(client, "/auth/start", {**TG, "phone": "79990000006",
+                                           "messengerUserId": "warm-2"})["sessionId"]
+    post(client, "/auth/resend", {"sessionId": tracked})  # loads the delivery scripts
     post(client, "/orders/recommended/create", {**BOUND, "offerCode": "male_hairloss_basic",
                                                 "firstName": "Разогрев"})
 
@@ -79,8 +82,9 @@ def test_requests_per_endpoint(client, world, round_trips):
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001"}))
+    # admission, session, delivery record (GreenSMS's request_id, the due check)
     assert (answer["status"], crm, sms, dedupe, trips) == (
-        "sent", ["GET /api/v5/customers"], 1, 0, 2)
+        "sent", ["GET /api/v5/customers"], 1, 0, 3)
     session_id = answer["sessionId"]
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/check", {
@@ -90,9 +94,13 @@ def test_requests_per_endpoint(client, world, round_trips):
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001", "messengerUserId": "r"}))
+    status_calls = len(world.state.status_calls)
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/resend", {
         "sessionId": answer["sessionId"]}))
-    assert (answer["status"], crm, sms, trips) == ("sent", [], 1, 3)
+    # session, delivery record, its new status (delivered), admission, new code, new record;
+    # and one GreenSMS status read of the previous (Telegram) send.
+    assert (answer["status"], crm, sms, trips) == ("sent", [], 1, 6)
+    assert len(world.state.status_calls) == status_calls + 1
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/repeat", {
         **BOUND, "sourceOrderId": "5001"}))

@@ -59,7 +59,8 @@ def read_status(svc: Services, record: SendRecord) -> str:
         log_event("delivery_status_failed", logging.WARNING, route=record.route, error=e)
         status = "unknown"
     svc.status_timer.observe(time.perf_counter() - started)
-    if svc.deliveries.note_status(record, status) and status in FINAL_STATUSES:
+    if status != record.status and svc.deliveries.note_status(record, status) and (
+            status in FINAL_STATUSES):
         metrics.DELIVERIES.labels(record.route, status).inc()
         if status == "delivered":
             # Seen by polling: an upper bound of the real time to delivery.
