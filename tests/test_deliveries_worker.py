@@ -12,10 +12,9 @@ import pytest
 from gurugrow import ConfigError, Settings, metrics
 from gurugrow.deliveries_worker import run_worker
 from tests.conftest import TEST_ENV
-from tests.helpers import BODY_KINDS, TG, post, run_concurrently, set_clock
-
-PHONE = "+7 999 123-45-67"
-CUSTOMER = 7
+from tests.helpers import BODY_KINDS, TG, post, run_concurrently
+from tests.test_delivery import CUSTOMER, PHONE, later, pin_status
+from tests.test_delivery import start as delivery_start
 
 
 @pytest.fixture
@@ -25,12 +24,7 @@ def customer(upstreams):
 
 
 def start(client, kind="form", account="123456789", **extra):
-    return post(client, "/auth/start", {**TG, "messengerUserId": account, "phone": PHONE,
-                                        "deliveryRoute": "telegram", **extra}, kind)
-
-
-def pin_status(upstreams, word: str, index: int = -1) -> None:
-    upstreams.state.delivery_statuses[upstreams.sent[index]["request_id"]] = word
+    return delivery_start(client, kind, messengerUserId=account, **extra)
 
 
 def worker(app, *args: str) -> str:
@@ -38,10 +32,6 @@ def worker(app, *args: str) -> str:
     result = app.test_cli_runner().invoke(args=["gurugrow", "deliveries", *args])
     assert result.exit_code == 0, result.output
     return result.output.strip()
-
-
-def later(app, seconds: float) -> None:
-    set_clock(app, time.time() + seconds)
 
 
 def routes(upstreams) -> list[str]:
@@ -136,8 +126,9 @@ def test_a_resend_supersedes_the_watched_send(app, client, customer):
     assert routes(customer) == ["telegram", "sms"]
 
 
-@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS": "1"}])
-def test_session_send_cap_is_respected(app, client, customer):
+@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS": "1"},
+                                           {"OTP_DAILY_SEND_BUDGET": "1"}])
+def test_session_cap_and_daily_budget_are_respected(app, client, customer):
     start(client)
     pin_status(customer, "failed")
     later(app, 10)
@@ -154,15 +145,6 @@ def test_phone_hourly_cap_is_respected(app, client, customer):
     later(app, 10)
     assert worker(app, "--once") == "refused=1 sms=1"
     assert routes(customer) == ["telegram", "telegram", "sms"]
-
-
-@pytest.mark.parametrize("env_overrides", [{"OTP_DAILY_SEND_BUDGET": "1"}])
-def test_daily_budget_is_respected(app, client, customer):
-    start(client)
-    pin_status(customer, "failed")
-    later(app, 10)
-    assert worker(app, "--once") == "refused=1"
-    assert routes(customer) == ["telegram"]
 
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0"}])

@@ -34,9 +34,9 @@ def check(client, session_id, code, kind="form"):
     return post(client, "/auth/check", {**TG, "sessionId": session_id, "code": code}, kind)
 
 
-def pin_last_status(upstreams, word: str) -> None:
-    """GreenSMS answers ``word`` for the latest send's status."""
-    upstreams.state.delivery_statuses[upstreams.sent[-1]["request_id"]] = word
+def pin_status(upstreams, word: str, index: int = -1) -> None:
+    """GreenSMS answers ``word`` for the status of a send (default: the latest)."""
+    upstreams.state.delivery_statuses[upstreams.sent[index]["request_id"]] = word
 
 
 def later(app, seconds: float) -> None:
@@ -54,7 +54,7 @@ def test_start_answers_the_route_that_took_the_code(client, customer, kind):
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_delivered_messenger_send_resend_keeps_the_asked_route(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_last_status(customer, "delivered")
+    pin_status(customer, "delivered")
     answer = resend(client, session_id, kind)
     assert (answer["status"], answer["deliveryRoute"]) == ("sent", "telegram")
     assert [m["route"] for m in customer.sent] == ["telegram", "telegram"]
@@ -66,7 +66,7 @@ def test_failed_messenger_send_resend_goes_by_sms_at_once(client, customer, kind
     """Failed: the new code goes by SMS although Telegram is asked, and without waiting
     for the cooldown (the customer got nothing); the cooldown then starts again."""
     session_id = start(client, kind)["sessionId"]
-    pin_last_status(customer, "undelivered")
+    pin_status(customer, "undelivered")
     answer = resend(client, session_id, kind, deliveryRoute="telegram")
     assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
     assert answer["retryAfterSec"] == 60
@@ -82,11 +82,11 @@ def test_late_messenger_send_waits_until_the_fallback_time(app, client, customer
     """Still pending: within DELIVERY_FALLBACK_AFTER_SECONDS the asked route is kept;
     past it, the code goes by SMS."""
     session_id = start(client, kind)["sessionId"]
-    pin_last_status(customer, "sent")
+    pin_status(customer, "sent")
     later(app, 10)
     early = resend(client, session_id, kind)
     assert early["deliveryRoute"] == "telegram"
-    pin_last_status(customer, "sent")
+    pin_status(customer, "sent")
     later(app, 10 + 31)
     late = resend(client, session_id, kind)
     assert late["deliveryRoute"] == "sms"
@@ -107,7 +107,7 @@ def test_unreadable_status_counts_as_not_delivered_only_after_the_fallback_time(
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 def test_a_messenger_that_did_not_deliver_is_not_tried_again_in_the_session(client, customer):
     session_id = start(client)["sessionId"]
-    pin_last_status(customer, "failed")
+    pin_status(customer, "failed")
     assert resend(client, session_id)["deliveryRoute"] == "sms"
     assert resend(client, session_id, deliveryRoute="telegram")["deliveryRoute"] == "sms"
     assert [m["route"] for m in customer.sent] == ["telegram", "sms", "sms"]
@@ -118,14 +118,14 @@ def test_a_messenger_that_did_not_deliver_is_not_tried_again_in_the_session(clie
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 def test_resend_asked_by_sms_after_a_delivered_send(client, customer):
     session_id = start(client)["sessionId"]
-    pin_last_status(customer, "delivered")
+    pin_status(customer, "delivered")
     assert resend(client, session_id, deliveryRoute="sms")["deliveryRoute"] == "sms"
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_failed_fallback_send_gives_the_cooldown_back(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_last_status(customer, "failed")
+    pin_status(customer, "failed")
     customer.fail["sms"] = (200, {"error": "Insufficient funds", "code": -1})
     answer = resend(client, session_id, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "delivery_failed")
@@ -144,7 +144,7 @@ def test_decoy_resend_answers_like_a_customer_whose_code_arrived(client, upstrea
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_verification_method_is_the_route_of_the_code_typed(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_last_status(customer, "failed")
+    pin_status(customer, "failed")
     resend(client, session_id, kind)
     old_code, sms_code = customer.codes_sent()
     if old_code != sms_code:  # the undelivered code is no longer valid
@@ -157,7 +157,7 @@ def test_verification_method_is_the_route_of_the_code_typed(client, customer, ki
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_verification_method_stays_telegram_when_telegram_delivered(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_last_status(customer, "delivered")
+    pin_status(customer, "delivered")
     resend(client, session_id, kind)
     assert check(client, session_id, customer.codes_sent()[-1], kind)["status"] == "authorized"
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
@@ -167,10 +167,10 @@ def test_verification_method_stays_telegram_when_telegram_delivered(client, cust
 def test_metrics_count_sends_outcomes_and_time_to_delivered(client, customer):
     before = scrape(client)
     session_id = start(client)["sessionId"]
-    pin_last_status(customer, "failed")
+    pin_status(customer, "failed")
     resend(client, session_id)  # → sms
     other = start(client, messengerUserId="42")["sessionId"]
-    pin_last_status(customer, "delivered")
+    pin_status(customer, "delivered")
     resend(client, other, messengerUserId="42")
     after = scrape(client)
 

@@ -13,6 +13,7 @@ from gurugrow.gateways.greensms import DELIVERY_STATUSES, GreenSmsGateway
 from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
 from gurugrow.sandbox.data import TELEGRAM_LATE_SECONDS
 from gurugrow.sandbox.standins import create_standins_app
+from tests.test_sandbox import FakeClock
 
 SMS = "https://sms.example"
 REQUEST_ID = "dc2bac6d-f375-4e19-9a02-ef0148991635"
@@ -76,17 +77,9 @@ def test_unknown_route_is_a_programming_error():
         GreenSmsGateway(SMS, token="t").delivery_status("fax", REQUEST_ID)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def standins():
-    clock = Clock()
+    clock = FakeClock()
     app = create_standins_app(rate_limit_per_second=0, clock=clock)
     return app.test_client(), clock
 
