@@ -210,6 +210,11 @@ def _nullable(field_cls: type[fields.Field] = fields.String, **kwargs: Any) -> f
     return field_cls(dump_default=None, allow_none=True, **kwargs)
 
 
+# Additive to the contract: which route took the code (null on a refusal).
+DELIVERY_ROUTE_ANSWER = ("The route that took the code: telegram | vk | sms (sms after a "
+                         "fallback; null on a refusal).")
+
+
 class EnvelopeSchema(Schema):
     """Fields every contract answer carries."""
 
@@ -227,8 +232,7 @@ class AuthStartResponse(EnvelopeSchema):
     sessionId = _nullable()
     maskedPhone = _nullable()
     retryAfterSec = _nullable(fields.Integer)
-    # The route that took the code: telegram | vk | sms (additive to the contract).
-    deliveryRoute = _nullable()
+    deliveryRoute = _nullable(metadata={"description": DELIVERY_ROUTE_ANSWER})
 
 
 class AuthCheckResponse(EnvelopeSchema):
@@ -241,7 +245,7 @@ class AuthCheckResponse(EnvelopeSchema):
 class AuthResendResponse(EnvelopeSchema):
     retryAfterSec = _nullable(fields.Integer)
     maskedPhone = _nullable()
-    deliveryRoute = _nullable()
+    deliveryRoute = _nullable(metadata={"description": DELIVERY_ROUTE_ANSWER})
 
 
 class AuthUnlinkResponse(EnvelopeSchema):

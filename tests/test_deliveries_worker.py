@@ -11,6 +11,7 @@ import pytest
 
 from gurugrow import ConfigError, Settings, metrics
 from gurugrow.deliveries_worker import run_worker
+from gurugrow.flows.auto_fallback import claim_lease_seconds
 from tests.conftest import TEST_ENV
 from tests.helpers import BODY_KINDS, TG, post, run_concurrently
 from tests.test_delivery import CUSTOMER, PHONE, later, pin_status
@@ -184,3 +185,19 @@ def test_delivery_settings_defaults_and_bad_values():
                       ("DELIVERY_WORKER_POLL_SECONDS", "0"), ("DELIVERY_WORKER_BATCH", "0")):
         with pytest.raises(ConfigError, match=name):
             Settings.load({**TEST_ENV, name: bad})
+
+
+def test_a_check_claimed_by_a_worker_that_died_is_taken_again_after_the_lease(
+        app, client, customer):
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "failed")
+    svc = app.extensions["gurugrow"]
+    now = time.time() + 10
+    later(app, 10)
+    request_id = customer.sent[0]["request_id"]
+    lease = claim_lease_seconds(svc)
+    assert svc.deliveries.claim_check(session_id, request_id, now, now + lease)  # then dies
+    assert worker(app, "--once") == "no sends were due"
+    later(app, 10 + lease + 1)
+    assert worker(app, "--once") == "sms=1"
+    assert routes(customer) == ["telegram", "sms"]
