@@ -4,6 +4,7 @@ one SMS, delivered ones none, and the SMS code authorizes with method sms_otp.""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, wait_until
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
@@ -64,3 +65,14 @@ def test_two_workers_send_one_sms_per_undelivered_code(tmp_path):
         assert answer["status"] == "authorized"
         fields = standins.state.customers["1008"]["customFields"]
         assert fields["bot_last_verification_method"] == "sms_otp"
+
+        # Unbounded, as systemd runs it: SIGTERM ends it cleanly.
+        with (tmp_path / "worker-term.log").open("w") as log:
+            proc = subprocess.Popen([FLASK, "--app", "wsgi", "gurugrow", "deliveries"],
+                                    cwd=ROOT, env=app.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            assert wait_until(lambda: "deliveries_worker_started" in
+                              (tmp_path / "worker-term.log").read_text(), timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+        assert "deliveries_worker_stopped" in (tmp_path / "worker-term.log").read_text()
