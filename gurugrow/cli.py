@@ -65,7 +65,7 @@ def deliveries(once: bool, max_seconds: float | None) -> None:
 
     Optional (the API works without it). Run one or more anywhere that reaches Redis and
     GreenSMS: each due send is claimed by one worker only. SIGTERM/SIGINT finish the
-    current pass, then stop.
+    check in hand, then stop.
     """
     svc = current_app.extensions["gurugrow"]
     stop = threading.Event()
