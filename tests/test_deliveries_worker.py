@@ -90,12 +90,17 @@ def test_delivered_messenger_send_is_left_alone(app, client, customer):
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
 
 
-def test_unknown_status_costs_no_automatic_sms(app, client, customer):
-    start(client)
+def test_unknown_status_costs_no_automatic_sms_but_resend_falls_back(app, client, customer):
+    session_id = start(client)["sessionId"]
     customer.fail["status"] = (200, {"status": 7})  # an answer nobody can read
     later(app, 30)
     assert worker(app, "--once") == "unknown=1"
+    later(app, 40)
+    assert worker(app, "--once") == "no sends were due"
     assert routes(customer) == ["telegram"]
+    answer = post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram"})
+    assert answer["deliveryRoute"] == "sms"  # not delivered in time, as far as anyone knows
+    assert routes(customer) == ["telegram", "sms"]
 
 
 def test_used_session_gets_nothing(app, client, customer):

@@ -81,9 +81,8 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
         return "waiting"
     tracker.forget(session_id, request_id)
     if status == "unknown":
-        # GreenSMS could not say: no paid SMS on a guess. The customer's resend still
-        # falls back (see flows/delivery.py); the log names the route to investigate.
-        tracker.settle(record)
+        # GreenSMS could not say: no paid SMS on a guess. The record stays watched, so
+        # the customer's resend still falls back (flows/delivery.py); the worker stops.
         metrics.DELIVERIES.labels(record.route, "unknown").inc()
         log_event("delivery_unknown", logging.WARNING, route=record.route,
                   phone=mask_phone(session.phone))
