@@ -134,7 +134,7 @@ def test_failed_fallback_send_gives_the_cooldown_back(client, customer, kind):
     assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
 
 
-def test_decoy_resend_answers_like_a_customer_whose_code_arrived(client, upstreams):
+def test_decoy_resend_reads_no_status_and_keeps_the_cooldown(client, upstreams):
     session_id = post(client, "/auth/start", {**TG, "phone": "79990000099"})["sessionId"]
     answer = resend(client, session_id)
     assert (answer["status"], answer["errorCode"]) == ("error", "resend_too_early")
