@@ -1,20 +1,50 @@
 # gurugrow — two commands for a newcomer: `make run` and `make test`.
+# `make` alone (or `make help`) lists every target with what it does.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# requirements-dev.lock: the service and its tests (make install, CI);
+# requirements.lock: the service alone (deploy/README.md installs it).
+LOCK := requirements-dev.lock
+DEPLOY_LOCK := requirements.lock
+PIN := --quiet --upgrade --generate-hashes --strip-extras --no-emit-index-url \
+	--no-emit-find-links --no-emit-trusted-host
 
-.PHONY: install run serve test test-unit lint bench doctor deliveries clean
+.DEFAULT_GOAL := help
+.PHONY: help install python-check run serve test test-unit lint bench doctor create-fields \
+	deliveries lock clean
 
-install: $(STAMP)
+## help: list every target (this text)
+help:
+	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(MAKEFILE_LIST) | \
+		awk -F'\t' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+## install: create .venv and install the pinned dependencies from requirements.lock
+install: python-check $(STAMP)
+
+## python-check: one line when the Python (or the one .venv was built with) is older than 3.11
+python-check:
+	@py=$(PYTHON); [ -x $(BIN)/python ] && py=$(BIN)/python; \
+	$$py -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	echo "gurugrow needs Python >= 3.11, but $$py is $$($$py -V 2>/dev/null || echo "not found");" \
+	"fix: make clean && make install PYTHON=python3.11"; exit 1; }
+
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-## run: serve the API on http://localhost:8000 (sandbox: demo upstreams, no accounts needed)
+## lock: re-pin requirements.lock (service) and requirements-dev.lock (+ tests), with hashes
+lock: python-check
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile $(PIN) --output-file $(DEPLOY_LOCK) pyproject.toml
+	$(BIN)/pip-compile $(PIN) --extra test --output-file $(LOCK) pyproject.toml
+
+## run: serve the API on http://localhost:8000 (sandbox, no accounts); APP_PORT=8001 make run
 run: install
 	$(BIN)/python -m gurugrow.sandbox.run
 
@@ -26,15 +56,21 @@ serve: install
 test: install
 	$(BIN)/python -m pytest
 
+## test-unit: the tests that start no real processes (no redis-server or nginx needed)
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
+## lint: ruff over the code and the tests
 lint: install
 	$(BIN)/ruff check gurugrow tests bench wsgi.py gunicorn.conf.py
 
 ## doctor: check the .env configuration against Redis, RetailCRM, GreenSMS and the deduper
 doctor: install
 	$(BIN)/flask --app wsgi gurugrow doctor
+
+## create-fields: create the RetailCRM customer fields the doctor finds missing (ARGS=--yes: no question)
+create-fields: install
+	$(BIN)/flask --app wsgi gurugrow create-fields $(ARGS)
 
 ## deliveries: the optional worker that re-sends undelivered messenger codes by SMS (.env)
 deliveries: install
@@ -44,5 +80,6 @@ deliveries: install
 bench: install
 	$(BIN)/python -m bench.run
 
+## clean: remove .venv and caches (also the fix for a .venv built by the wrong Python)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

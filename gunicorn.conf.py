@@ -17,7 +17,8 @@ def _int(name: str, default: int) -> int:
         sys.exit(1)
 
 
-bind = f"{_env.get('APP_HOST') or '127.0.0.1'}:{_int('APP_PORT', 8000)}"
+_host, _port = _env.get("APP_HOST") or "127.0.0.1", _int("APP_PORT", 8000)
+bind = f"{_host}:{_port}"
 # The sandbox keeps its stand-in data in process memory: one worker sees it all.
 _sandbox = (_env.get("GURUGROW_SANDBOX") or "").lower() in ("1", "true", "yes", "on")
 workers = _int("GUNICORN_WORKERS", 1 if _sandbox else 2)
@@ -77,3 +78,22 @@ def _check_settings() -> None:
 
 
 _check_settings()
+
+
+def _check_port() -> None:
+    """A taken port stops the start with one line (gunicorn would retry five times, one
+    error line each). Only at a master's first start: on HUP it holds the port itself,
+    and a re-exec (USR2) or systemd inherits the socket."""
+    if os.environ.get("GURUGROW_PORT_CHECKED") == str(os.getpid()):
+        return
+    os.environ["GURUGROW_PORT_CHECKED"] = str(os.getpid())
+    if "GUNICORN_FD" in os.environ or "LISTEN_FDS" in os.environ:
+        return
+    from gurugrow.ports import port_busy_line, port_in_use
+
+    if port_in_use(_host, _port):
+        print(port_busy_line(_host, _port), file=sys.stderr)
+        sys.exit(1)
+
+
+_check_port()

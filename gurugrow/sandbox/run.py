@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gurugrow.ports import port_busy_line, port_in_use
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,6 +68,10 @@ def main() -> None:
     env.setdefault("APP_HOST", "127.0.0.1")
     env.setdefault("APP_PORT", "8000")
     env["GURUGROW_SANDBOX"] = "1"
+    port = env["APP_PORT"]  # a malformed one is reported by gunicorn.conf.py
+    if port.isdigit() and port_in_use(env["APP_HOST"], int(port)):
+        print(port_busy_line(env["APP_HOST"], int(port)), file=sys.stderr)
+        sys.exit(1)
     # The stand-ins keep their data in process memory: one worker, threads for the
     # calls the app makes to its own stand-ins over HTTP.
     env["GUNICORN_WORKERS"] = "1"

@@ -94,14 +94,35 @@ def redis_url(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+def require_binary(name: str, flag: str, *candidates: str) -> str:
+    """The path of ``name`` (PATH first, then ``candidates``), else skip the test with one
+    reason line; fail instead when ``flag`` is 1 (.ci/run sets it: CI must run them)."""
+    for binary in (shutil.which(name), *candidates):
+        if binary and os.access(binary, os.X_OK):
+            return binary
+    message = f"{name}{_MISSING}{name})"
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{message} and {flag}=1", pytrace=False)
+    pytest.skip(f"{message}; CI runs these tests ({flag}=1)")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Every skip for a missing binary reported at one place, so ``-ra`` folds them into
+    one reason line per binary instead of one per test."""
+    report = yield
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and _MISSING in longrepr[2]:
+        report.longrepr = (__file__, _REQUIRE_LINE, longrepr[2])
+    return report
+
+
+_MISSING = " is not installed (apt-get install "
+_REQUIRE_LINE = require_binary.__code__.co_firstlineno
+
+
 def _redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed"
-        if os.environ.get("GURUGROW_REQUIRE_REDIS") == "1":
-            pytest.fail(message + " (GURUGROW_REQUIRE_REDIS=1)")
-        pytest.skip(message)
-    return binary
+    return require_binary("redis-server", "GURUGROW_REQUIRE_REDIS")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ them slow or failing)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from werkzeug.serving import make_server
 from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY
 from gurugrow.sandbox.standins import SandboxState, create_standins_app
 from tests.conftest import TEST_ENV
-from tests.integration.conftest import ROOT, free_port, wait_until
+from tests.integration.conftest import ROOT, free_port, require_binary, wait_until
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
@@ -37,7 +36,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+            [require_binary("redis-server", "GURUGROW_REQUIRE_REDIS"), "--port", str(self.port),
              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_timeout=0.5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -21,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.conftest import API_TOKEN, TOKEN_HEADER
-from tests.integration.conftest import ROOT, free_port, wait_until
+from tests.integration.conftest import ROOT, free_port, require_binary, wait_until
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
@@ -38,15 +37,6 @@ SETTINGS = {"TRUSTED_PROXIES": "127.0.0.1", "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1"
             "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000", "GUNICORN_WORKERS": "2",
             "API_TOKEN_IN_QUERY": "1"}
 ACCESS_LOG = "/var/log/nginx/gurugrow.access.log"
-
-
-def _require(binary: str | None, what: str, flag: str) -> str:
-    if binary and os.access(binary, os.X_OK):
-        return binary
-    message = f"{what} is not installed"
-    if os.environ.get(flag) == "1":
-        pytest.fail(f"{message} ({flag}=1)")
-    pytest.skip(message)
 
 
 class Nginx:
@@ -104,9 +94,8 @@ class Nginx:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    _require(shutil.which("redis-server"), "redis-server", "GURUGROW_REQUIRE_REDIS")
-    binary = _require(shutil.which("nginx") or "/usr/sbin/nginx", "nginx",
-                      "GURUGROW_REQUIRE_NGINX")
+    require_binary("redis-server", "GURUGROW_REQUIRE_REDIS")
+    binary = require_binary("nginx", "GURUGROW_REQUIRE_NGINX", "/usr/sbin/nginx")
     workdir = tmp_path_factory.mktemp("nginx")
     with running_stack(workdir, SETTINGS) as (app, standins, redis_server):
         nginx = Nginx(binary, workdir, app.port)
