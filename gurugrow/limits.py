@@ -129,6 +129,13 @@ class Limits:
                                                         account_id),
                                 "1", ex=self.policy.cooldown_seconds)
 
+    def budget_spent_today(self) -> int:
+        """Sends admitted so far this UTC day against the daily budget (for /metrics)."""
+        day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")
+        with redis_guard():
+            spent = self._redis.get(redis_keys.send_counter(self._prefix, "budget", "all", day))
+        return int(spent or 0)
+
     def give_back(self, phone: str, channel: str, account_id: str) -> None:
         """Nothing was sent after all: free the cooldown and return the budget unit."""
         day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")

@@ -78,6 +78,19 @@ AUTO_FALLBACKS = Counter(
     "gurugrow_auto_fallbacks_total", "Codes the deliveries worker re-sent by SMS after a "
     "messenger send was not delivered in time, by the first route.", ["from_route"])
 
+# What operators are paged on (deploy/prometheus/alerts.yml): answers by errorCode (the
+# codes the contracts declare, a closed set) and the day's send budget, read at scrape.
+ERROR_ANSWERS = Counter(
+    "gurugrow_error_answers_total", "Contract answers carrying an errorCode, by route and "
+    "errorCode (storage_unavailable: Redis; crm_unavailable: RetailCRM; delivery_failed: "
+    "no route took the code).", ["endpoint", "error_code"])
+SEND_BUDGET_USED = Gauge(
+    "gurugrow_send_budget_used", "Codes admitted today (UTC day) against "
+    "OTP_DAILY_SEND_BUDGET, read from Redis at each scrape.", multiprocess_mode="mostrecent")
+SEND_BUDGET = Gauge(
+    "gurugrow_send_budget", "OTP_DAILY_SEND_BUDGET: codes per UTC day, whole service "
+    "(0: no budget).", multiprocess_mode="mostrecent")
+
 # A path segment holding an id (digits in it), except the API version: one label per call
 # kind, never one per customer or order.
 _ID_SEGMENT = re.compile(r"/(?!v\d+(?:/|$))[^/]*\d[^/]*")

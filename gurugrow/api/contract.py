@@ -13,7 +13,7 @@ from flask import current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from gurugrow import texts
+from gurugrow import metrics, texts
 from gurugrow.flows.codes import FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.limits import client_ip
@@ -111,10 +111,18 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
             g.contract_status = answer.get("status")  # for the request metrics
             if not contract.allows(answer):
                 _undocumented(answer)
+            if answer.get("errorCode"):
+                _count_error_answer(contract, answer["errorCode"])
             return jsonify(answer)
         view.contract = contract
         return view
     return decorate
+
+
+def _count_error_answer(contract: EndpointContract, error_code: str) -> None:
+    """One more answer with ``error_code``; labels stay a closed set (declared codes)."""
+    label = error_code if error_code in contract.error_codes else "undocumented"
+    metrics.ERROR_ANSWERS.labels(request.url_rule.rule, label).inc()
 
 
 def _undocumented(answer: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from gurugrow import metrics
 from gurugrow.api.callers import request_client_ip, unauthorized
 from gurugrow.api.contract import services
 from gurugrow.callers import bearer_token, in_networks, is_loopback
+from gurugrow.storage import StorageUnavailable
 
 bp = Blueprint("ops", __name__)
 
@@ -25,5 +26,16 @@ def metrics_page() -> Response:
             request.headers.get("Authorization")) or ""
         if not token or not hmac.compare_digest(offered.encode(), token.encode()):
             return unauthorized()
+    _read_send_budget()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
+
+
+def _read_send_budget() -> None:
+    """The day's send budget and what is spent of it, so an alert fires before refusals."""
+    limits = services().limits
+    metrics.SEND_BUDGET.set(limits.policy.daily_budget)
+    try:
+        metrics.SEND_BUDGET_USED.set(limits.budget_spent_today())
+    except StorageUnavailable:  # Redis down: /health and storage_unavailable say so
+        pass
