@@ -33,8 +33,10 @@ def _empty_data() -> dict[str, Any]:
 class Upstreams:
     """The stand-ins on a ``responses`` mock, plus arrange/inspect helpers."""
 
-    def __init__(self, rsps: responses.RequestsMock) -> None:
-        self.app = create_standins_app(_empty_data(), rate_limit_per_second=0)
+    def __init__(self, rsps: responses.RequestsMock, data: dict[str, Any] | None = None
+                 ) -> None:
+        """``data``: what the stand-ins start with (default: nothing but references)."""
+        self.app = create_standins_app(data or _empty_data(), rate_limit_per_second=0)
         self.state = self.app.extensions["sandbox_state"]
         self._client = self.app.test_client()
         for base, mount in ((CRM, "/retailcrm"), (SMS, "/greensms"), (DEDUPE, "/deduper")):

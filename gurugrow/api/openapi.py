@@ -4,16 +4,22 @@ answers (`/openapi.json`), and a page rendering it without JavaScript (`/docs`).
 from __future__ import annotations
 
 import copy
+import json
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, current_app, jsonify, render_template
+from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template
 
 from gurugrow import schemas, texts
 from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, is_public
 from gurugrow.api.contract import EndpointContract
+from gurugrow.catalog import RECOMMENDED_SETS
+from gurugrow.config import CHANNELS
+from gurugrow.identity import IDENTITY_FIELDS
 
 bp = Blueprint("openapi", __name__)
 
@@ -40,7 +46,8 @@ FIELD_DESCRIPTIONS = {
     "limit": "Orders to show, 1..5 (default ORDERS_DEFAULT_LIMIT; out of range is clamped).",
     "sourceOrderId": "RetailCRM id of the order to repeat.",
     "sourceOrderNumber": "Its number, used when sourceOrderId is empty.",
-    "offerCode": "Recommended set code from the offer catalog.",
+    "offerCode": "Recommended set code (gurugrow/catalog.py): "
+                 + " | ".join(RECOMMENDED_SETS) + ".",
     "firstName": "Recipient first name.",
     "lastName": "Recipient last name.",
     "email": "Recipient email; an invalid one is dropped, not refused.",
@@ -61,6 +68,34 @@ FIELD_DESCRIPTIONS = {
     "orderNumber": "Number of the order.",
     "title": "Recommended set title.",
 }
+
+
+# Non-contract routes after the contract's, in this order.
+OPS_ORDER = ("/health", "/docs", "/openapi.json", "/metrics", "/")
+
+
+@cache
+def examples() -> dict[str, list[dict[str, Any]]]:
+    """"METHOD /path" → examples, in the bot journey's order (gurugrow/api/examples.json).
+
+    Each: ``title``, ``given`` (the state it needs), ``request`` fields, ``answer``.
+    tests/test_docs_examples.py replays every one against the sandbox stand-ins.
+    """
+    return json.loads(files("gurugrow.api").joinpath("examples.json").read_text("utf-8"))
+
+
+def journey_position(method: str, path: str, is_contract: bool) -> tuple[int, int, str]:
+    """Sort key: contract endpoints first in journey order, then the operational routes."""
+    journey = list(examples())
+    key = f"{method} {path}"
+    if is_contract:
+        return (0, journey.index(key) if key in journey else len(journey), path)
+    return (1, OPS_ORDER.index(path) if path in OPS_ORDER else len(OPS_ORDER), path)
+
+
+IDENTITY_RULE = ("A messenger account is `channelType` (" + " | ".join(CHANNELS) + ") plus "
+                 "the first non-empty of " + ", ".join(f"`{f}`" for f in IDENTITY_FIELDS)
+                 + ". `chatExternalId`, usernames and names are accepted but never bind.")
 
 
 def package_version() -> str:
@@ -87,18 +122,24 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "properties": {"status": {"type": "string", "enum": ["error"]},
                        "errorCode": {"type": "string"}, "message": {"type": "string"}}})
     security = _security_schemes(spec, app.extensions["gurugrow"].settings)
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+    routes = []
+    for rule in app.url_map.iter_rules():
         if rule.rule.startswith(UNDOCUMENTED_PREFIXES):
             continue
         view = app.view_functions[rule.endpoint]
         contract: EndpointContract | None = getattr(view, "contract", None)
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            operation = (_contract_operation(plugin, contract, method, view) if contract
-                         else copy.deepcopy(OPERATIONS[(method, rule.rule)]))
-            if not is_public(rule.endpoint):
-                operation["security"] = copy.deepcopy(security)
-                operation["responses"]["401"] = copy.deepcopy(UNAUTHORIZED)
-            spec.path(path=rule.rule, operations={method.lower(): operation})
+        routes += [(journey_position(method, rule.rule, contract is not None), method,
+                    rule.rule, rule.endpoint, view, contract)
+                   for method in rule.methods - {"HEAD", "OPTIONS"}]
+    for _, method, path, endpoint_name, view, contract in sorted(routes, key=lambda r: r[:3]):
+        operation = (_contract_operation(plugin, contract, method, view) if contract
+                     else copy.deepcopy(OPERATIONS[(method, path)]))
+        if contract:
+            _add_examples(operation, examples().get(f"{method} {path}", []))
+        if not is_public(endpoint_name):
+            operation["security"] = copy.deepcopy(security)
+            operation["responses"]["401"] = copy.deepcopy(UNAUTHORIZED)
+        spec.path(path=path, operations={method.lower(): operation})
     return spec.to_dict()
 
 
@@ -120,6 +161,19 @@ def _security_schemes(spec: APISpec, settings: Any) -> list[dict[str, list]]:
     for name, scheme in schemes.items():
         spec.components.security_scheme(name, scheme)
     return [{name: []} for name in schemes]
+
+
+def _add_examples(operation: dict[str, Any], cases: list[dict[str, Any]]) -> None:
+    """Request and answer examples into the operation: ``x-examples`` (the pairs, for
+    /docs) and OpenAPI's own ``examples`` on the body and the 200 answer."""
+    operation["x-examples"] = cases
+    named = {f"{i + 1}-{case['answer']['status']}": case for i, case in enumerate(cases)}
+    answer_content = operation["responses"]["200"]["content"]["application/json"]
+    answer_content["examples"] = {name: {"summary": case["title"], "value": case["answer"]}
+                                  for name, case in named.items()}
+    for content in operation.get("requestBody", {}).get("content", {}).values():
+        content["examples"] = {name: {"summary": case["title"], "value": case["request"]}
+                               for name, case in named.items()}
 
 
 def _text_attributes(self, field, **kwargs) -> dict[str, Any]:
@@ -228,6 +282,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": {"description": "OpenAPI 3 document.",
                               "content": {"application/json": {"schema": {
                                   "type": "object"}}}}}},
+    ("GET", "/"): {
+        "summary": "Points to this document: a redirect to /docs.",
+        "responses": {"302": {"description": "Location: /docs."}}},
     ("GET", "/docs"): {
         "summary": "This document as a page (no JavaScript, no external resources).",
         "responses": {"200": {"description": "HTML page.",
@@ -250,4 +307,17 @@ def openapi_json():
 
 @bp.get("/docs")
 def docs_page():
-    return render_template("docs.html", spec=openapi_document())
+    return render_template("docs.html", spec=openapi_document(), identity_rule=IDENTITY_RULE,
+                           offers=list(RECOMMENDED_SETS.values()))
+
+
+@bp.app_template_filter("pretty_json")
+def pretty_json(value: Any) -> str:
+    """JSON as a bot sends and gets it: fields in their order, Cyrillic as is."""
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+@bp.get("/")
+def root():
+    """A person opening the service's address wants the API document."""
+    return redirect("/docs", code=302)
