@@ -53,7 +53,8 @@ FIELD_NAMES = {
     "chatbot_interacted": "Chatbot interacted (bot)",
 }
 PROBE_TTL_SECONDS = 30
-CREATE_FIELDS_COMMAND = "flask --app wsgi gurugrow create-fields"
+# Works without an activated venv, in a checkout (make install) and in deploy/README.md.
+CREATE_FIELDS_COMMAND = ".venv/bin/flask --app wsgi gurugrow create-fields"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import fakeredis
 import pytest
 import yaml
 
-from tests.helpers import TG, get, post
+from tests.helpers import TG, post
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
