@@ -57,7 +57,7 @@ def test_readme_sections_are_in_the_readers_order():
               "Operations", "Reference"]
     positions = [next(i for i, h in enumerate(headings) if h.startswith(w)) for w in wanted]
     assert positions == sorted(positions), headings
-    assert README.index("```\n bot:") < README.index("## Two commands"), "journey diagram"
+    assert README.index("GET /auth/status ──") < README.index("## Two commands"), "journey"
 
 
 def test_every_setting_has_a_row_with_its_default():
