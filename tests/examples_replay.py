@@ -1,20 +1,15 @@
 """Replays the /docs examples (gurugrow/api/examples.json) through the test client against
-the sandbox stand-ins loaded with the demo data: each example on a fresh app and fresh
-data, its ``setup`` steps first, then its request in the given encoding."""
+the sandbox stand-ins loaded with the demo data: each example in a fresh world (the
+test's own app, fakeredis and stand-ins), its ``setup`` steps first, then its request."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import fakeredis
-import responses
+from flask import Flask
+from flask.testing import FlaskClient
 
-from gurugrow import create_app
-from gurugrow.sandbox.data import demo_data
-from tests.conftest import TEST_ENV
 from tests.helpers import set_clock
 from tests.upstreams import Upstreams
 
@@ -22,18 +17,17 @@ from tests.upstreams import Upstreams
 # replay checks that they are there and of the documented kind, not their value.
 VOLATILE = ("sessionId", "verifiedUntil", "newOrderId", "newOrderNumber", "orderId",
             "orderNumber", "retryAfterSec")
-EXAMPLE_ENV = {**TEST_ENV, "RETAILCRM_SITE": "1minoxidil-ru"}
+# The sandbox's site (the demo orders and sets live there).
+EXAMPLE_ENV = {"RETAILCRM_SITE": "1minoxidil-ru"}
 
 
 class Replay:
-    """One example's world: an app on fakeredis and the stand-ins with the demo data."""
+    """One example's world: the app of the test and the stand-ins with the demo data."""
 
-    def __init__(self, rsps: responses.RequestsMock) -> None:
-        self.upstreams = Upstreams(rsps, demo_data())
-        self.app = create_app(EXAMPLE_ENV, redis_client=fakeredis.FakeRedis())
-        self.now: float | None = None
-        self.client = self.app.test_client()
+    def __init__(self, app: Flask, client: FlaskClient, upstreams: Upstreams) -> None:
+        self.app, self.client, self.upstreams = app, client, upstreams
         self.session_id: str | None = None
+        self.now: float | None = None
 
     def call(self, method: str, path: str, data: dict[str, Any], kind: str = "form"
              ) -> tuple[int, dict[str, Any]]:
@@ -83,17 +77,9 @@ class Replay:
         return {name: placeholders[value]() if value in placeholders else value
                 for name, value in fields.items()}
 
-
-@contextmanager
-def replay() -> Iterator[Replay]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield Replay(rsps)
-
-
-def run_example(method: str, path: str, example: dict[str, Any], kind: str
-                ) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and answer the example's request gets after its setup."""
-    with replay() as world:
+    def run(self, method: str, path: str, example: dict[str, Any], kind: str
+            ) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and answer the example's request gets after its setup."""
         for step in example.get("setup", []):
-            world.step(step)
-        return world.call(method, path, world.fill(example["request"]), kind)
+            self.step(step)
+        return self.call(method, path, self.fill(example["request"]), kind)

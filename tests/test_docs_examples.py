@@ -9,14 +9,30 @@ import re
 from typing import Any
 
 import pytest
+import responses
 
 from gurugrow.api.openapi import examples
 from gurugrow.catalog import RECOMMENDED_SETS
 from gurugrow.identity import IDENTITY_FIELDS
-from tests.examples_replay import VOLATILE, run_example
+from gurugrow.sandbox.data import demo_data
+from tests.examples_replay import EXAMPLE_ENV, VOLATILE, Replay
 from tests.test_openapi import contract_operations
+from tests.upstreams import Upstreams
+
 
 # GET takes a query string only; a POST body is sent form-encoded and as JSON.
+@pytest.fixture
+def env_overrides() -> dict[str, str]:
+    return EXAMPLE_ENV
+
+
+@pytest.fixture
+def demo_upstreams():
+    """The stand-ins with the sandbox's demo data (the examples' world)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield Upstreams(rsps, demo_data())
+
+
 CASES = [(key, index, kind) for key, cases in examples().items() for index in range(len(cases))
          for kind in (("query",) if key.startswith("GET ") else ("form", "json"))]
 
@@ -43,10 +59,11 @@ def same_apart_from_volatile(real: dict[str, Any], documented: dict[str, Any]
 
 @pytest.mark.parametrize(("key", "index", "kind"), CASES,
                          ids=[f"{k}#{i}-{kind}" for k, i, kind in CASES])
-def test_every_example_is_what_the_service_answers(key, index, kind):
+def test_every_example_is_what_the_service_answers(app, client, demo_upstreams, key, index,
+                                                   kind):
     method, path = key.split(" ", 1)
     example = examples()[key][index]
-    http_status, answer = run_example(method, path, example, kind)
+    http_status, answer = Replay(app, client, demo_upstreams).run(method, path, example, kind)
     assert http_status == 200
     assert same_apart_from_volatile(answer, example["answer"]) == example["answer"]
 

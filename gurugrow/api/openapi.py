@@ -268,8 +268,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                         "redis": {"type": "string", "enum": ["unavailable"]}}}}}}}},
     ("GET", "/metrics"): {
         "summary": "Prometheus metrics (text format 0.0.4).",
-        "description": "Requests by endpoint and status, latency, upstream calls, codes "
-                       "sent by route, SMS fallbacks, limit refusals. Open to loopback "
+        "description": "Requests by endpoint and status, answers by errorCode, latency, "
+                       "upstream calls, codes sent by route, SMS fallbacks, limit refusals, "
+                       "the day's send budget and what is spent of it. Open to loopback "
                        "and ALLOWED_CALLER_NETWORKS; anyone else needs "
                        "`Authorization: Bearer <METRICS_TOKEN>`. Keep it closed in nginx "
                        "(deploy/nginx/gurugrow.conf).",
