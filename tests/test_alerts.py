@@ -16,6 +16,7 @@ from tests.helpers import TG, post
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "gurugrow.json"
 # Series Prometheus itself makes for every scrape target.
 PROMETHEUS_SERIES = {"up"}
@@ -156,3 +157,9 @@ def test_promtool_accepts_the_rules():
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rule_expressions())} rules found" in result.stdout
+    # Each alert fires on the series it is meant for and stays quiet when all is well.
+    tested = subprocess.run([promtool, "test", "rules", str(RULE_TESTS)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    exercised = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
+    assert exercised == set(rule_expressions()), "every alert has a promtool test"
