@@ -114,7 +114,7 @@ def test_docs_page_lists_offer_codes_and_the_identity_rule(client):
     for code, offer in RECOMMENDED_SETS.items():
         assert f"<code>{code}</code></td><td>{offer.title}</td>" in page
     identity = page[page.index('id="identity"'):page.index('id="offers"')]
-    positions = [identity.index(f"`{field}`") for field in IDENTITY_FIELDS]
+    positions = [identity.index(f"<code>{field}</code>") for field in IDENTITY_FIELDS]
     assert positions == sorted(positions), "the identity fields in order of preference"
     assert "chatExternalId" in identity and "never bind" in identity
 

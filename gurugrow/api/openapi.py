@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
@@ -13,6 +14,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template
+from markupsafe import Markup, escape
 
 from gurugrow import schemas, texts
 from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, is_public
@@ -316,6 +318,12 @@ def docs_page():
 def pretty_json(value: Any) -> str:
     """JSON as a bot sends and gets it: fields in their order, Cyrillic as is."""
     return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+@bp.app_template_filter("inline_code")
+def inline_code(value: str) -> Markup:
+    """Markdown-style `code` spans of a plain text as <code> (the rest escaped)."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(value))))
 
 
 @bp.get("/")
