@@ -21,7 +21,7 @@ from gurugrow.logs import log_event
 # Endpoints anyone may call: liveness, the API document, and /metrics (its own rule in
 # api/ops.py). The sandbox stand-ins are mounted outside the app (sandbox/mount.py).
 PUBLIC_ENDPOINTS = frozenset({"health.health", "openapi.openapi_json", "openapi.docs_page",
-                              "ops.metrics_page"})
+                              "ops.metrics_page", "openapi.root"})
 TOKEN_HEADER = "X-API-Token"
 TOKEN_QUERY_PARAMETER = "token"
 ERROR_CODE = "unauthorized"
