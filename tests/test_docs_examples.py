@@ -119,6 +119,13 @@ def test_docs_page_lists_offer_codes_and_the_identity_rule(client):
     assert "chatExternalId" in identity and "never bind" in identity
 
 
+def test_docs_page_says_how_to_send_the_token(client):
+    page = client.get("/docs").get_data(as_text=True)
+    callers = page[page.index('id="callers"'):page.index('id="offers"')]
+    assert "<code>Authorization: Bearer &lt;token&gt;</code>" in callers
+    assert "<code>X-API-Token: &lt;token&gt;</code>" in callers
+
+
 def test_openapi_carries_the_examples(spec):
     operation = spec["paths"]["/auth/start"]["post"]
     body = operation["requestBody"]["content"]
