@@ -1,15 +1,26 @@
 """Replays the /docs examples (gurugrow/api/examples.json) through the test client against
 the sandbox stand-ins loaded with the demo data: each example in a fresh world (the
-test's own app, fakeredis and stand-ins), its ``setup`` steps first, then its request."""
+test's own app, fakeredis and stand-ins), its ``setup`` steps first, then its request.
+
+``python -m tests.examples_replay`` rewrites every example's answer from a replay: for
+when an answer changes on purpose (a new field, a new text); review the diff.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
+import fakeredis
+import responses
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gurugrow import create_app
+from gurugrow.sandbox.data import demo_data
+from tests.conftest import TEST_ENV
 from tests.helpers import set_clock
 from tests.upstreams import Upstreams
 
@@ -83,3 +94,49 @@ class Replay:
         for step in example.get("setup", []):
             self.step(step)
         return self.call(method, path, self.fill(example["request"]), kind)
+
+
+def same_apart_from_volatile(real: dict[str, Any], documented: dict[str, Any]
+                             ) -> dict[str, Any]:
+    """``real`` with its made-up values (ids, numbers, times) replaced by the documented
+    ones, in their own fields and wherever a text repeats them."""
+    swaps = {str(real[name]): str(documented[name]) for name in VOLATILE
+             if real.get(name) is not None and documented.get(name) is not None}
+    result = {}
+    for name, value in real.items():
+        if name in VOLATILE and value is not None and documented.get(name) is not None:
+            assert type(value) is type(documented[name]), name
+            result[name] = documented[name]
+        elif isinstance(value, str):
+            result[name] = value
+            for made_up, shown in swaps.items():
+                result[name] = result[name].replace(made_up, shown)
+        else:
+            result[name] = value
+    return result
+
+
+EXAMPLES_FILE = Path(__file__).resolve().parents[1] / "gurugrow" / "api" / "examples.json"
+
+
+def rewrite_answers(path: Path = EXAMPLES_FILE) -> int:
+    """Replay every example (JSON body) in a fresh world and store the answer it gets."""
+    data = json.loads(path.read_text("utf-8"))
+    count = 0
+    for key, cases in data.items():
+        method, route = key.split(" ", 1)
+        for case in cases:
+            with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+                upstreams = Upstreams(rsps, demo_data())
+                app = create_app({**TEST_ENV, **EXAMPLE_ENV}, redis_client=fakeredis.FakeRedis())
+                _, answer = Replay(app, app.test_client(), upstreams).run(
+                    method, route, case, "json")
+            # Made-up values keep their documented form, so the diff shows real changes.
+            case["answer"] = same_apart_from_volatile(answer, case["answer"])
+            count += 1
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    return count
+
+
+if __name__ == "__main__":
+    print(f"{rewrite_answers()} example answers rewritten in {EXAMPLES_FILE}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
 
 import pytest
 import responses
@@ -15,7 +14,7 @@ from gurugrow.api.openapi import examples
 from gurugrow.catalog import RECOMMENDED_SETS
 from gurugrow.identity import IDENTITY_FIELDS
 from gurugrow.sandbox.data import demo_data
-from tests.examples_replay import EXAMPLE_ENV, VOLATILE, Replay
+from tests.examples_replay import EXAMPLE_ENV, Replay, same_apart_from_volatile
 from tests.test_openapi import contract_operations
 from tests.upstreams import Upstreams
 
@@ -37,26 +36,6 @@ CASES = [(key, index, kind) for key, cases in examples().items() for index in ra
          for kind in (("query",) if key.startswith("GET ") else ("form", "json"))]
 
 
-def same_apart_from_volatile(real: dict[str, Any], documented: dict[str, Any]
-                             ) -> dict[str, Any]:
-    """``real`` with its made-up values (ids, numbers, times) replaced by the documented
-    ones, in their own fields and wherever a text repeats them."""
-    swaps = {str(real[name]): str(documented[name]) for name in VOLATILE
-             if real.get(name) is not None and documented.get(name) is not None}
-    result = {}
-    for name, value in real.items():
-        if name in VOLATILE and value is not None and documented.get(name) is not None:
-            assert type(value) is type(documented[name]), name
-            result[name] = documented[name]
-        elif isinstance(value, str):
-            result[name] = value
-            for made_up, shown in swaps.items():
-                result[name] = result[name].replace(made_up, shown)
-        else:
-            result[name] = value
-    return result
-
-
 @pytest.mark.parametrize(("key", "index", "kind"), CASES,
                          ids=[f"{k}#{i}-{kind}" for k, i, kind in CASES])
 def test_every_example_is_what_the_service_answers(app, client, demo_upstreams, key, index,
@@ -65,7 +44,10 @@ def test_every_example_is_what_the_service_answers(app, client, demo_upstreams, 
     example = examples()[key][index]
     http_status, answer = Replay(app, client, demo_upstreams).run(method, path, example, kind)
     assert http_status == 200
-    assert same_apart_from_volatile(answer, example["answer"]) == example["answer"]
+    assert same_apart_from_volatile(answer, example["answer"]) == example["answer"], (
+        f"{key} example {index} ({example['title']}) is not what the service answers: fix "
+        "the example in gurugrow/api/examples.json, or if the answer changed on purpose, "
+        "`python -m tests.examples_replay` rewrites every answer from a replay")
 
 
 def test_every_declared_status_has_an_example(app):
