@@ -113,3 +113,14 @@ def test_every_endpoint_row_lists_its_statuses(app):
         assert key in rows, f"{key} has no row in README.md '### Endpoints and statuses'"
         statuses = set(re.findall(r"`([a-z_]+)`", rows[key][2]))
         assert statuses == set(contract.statuses), key
+
+
+def test_worked_example_is_a_replayed_example():
+    """The README's worked answer is the /docs example the suite replays."""
+    import json
+
+    from gurugrow.api.openapi import examples
+
+    worked = section(README, '### Worked example: "send a code" and "check the code"')
+    answer = json.loads(re.search(r"```json\n(.*?)```", worked, re.S).group(1))
+    assert answer == examples()["POST /auth/start"][0]["answer"]
