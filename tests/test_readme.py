@@ -3,11 +3,13 @@ the service has is documented, with the default the code uses, and nothing stale
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import fields
 from pathlib import Path
 
 from gurugrow.api.errors import _CODES as HTTP_ERROR_CODES
+from gurugrow.api.openapi import examples
 from gurugrow.config import Settings
 from tests.test_openapi import contract_operations
 
@@ -117,10 +119,6 @@ def test_every_endpoint_row_lists_its_statuses(app):
 
 def test_worked_example_is_a_replayed_example():
     """The README's worked answer is the /docs example the suite replays."""
-    import json
-
-    from gurugrow.api.openapi import examples
-
     worked = section(README, '### Worked example: "send a code" and "check the code"')
     answer = json.loads(re.search(r"```json\n(.*?)```", worked, re.S).group(1))
     assert answer == examples()["POST /auth/start"][0]["answer"]
