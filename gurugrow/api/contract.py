@@ -14,6 +14,8 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from gurugrow import metrics, texts
+from gurugrow.api.bodies import BodyNotAnObject, json_object
+from gurugrow.fields import request_settings
 from gurugrow.flows.codes import FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.limits import client_ip
@@ -37,21 +39,26 @@ def request_values() -> dict[str, Any]:
     if request.method == "GET":
         return values
     if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ValidationError({"_body": ["A JSON object is required."]})
-        values.update(body)
+        try:
+            values.update(json_object())
+        except BodyNotAnObject as e:
+            raise ValidationError({"_body": [str(e)]}) from e
     else:
         values.update(request.form.to_dict(flat=True))
     return values
 
 
-def first_error_code(schema: Schema, messages: dict[str, Any]) -> str:
-    """The ``errorCode`` of the first failing field, in the schema's declared order."""
+def first_error(schema: Schema, messages: dict[str, Any]) -> tuple[str, str]:
+    """``(status, errorCode)`` of the first failing field, in the schema's declared order.
+
+    A field whose errorCode the flow answers with another status than ``error`` says so
+    in its ``error_status`` (a customerId that is no CRM id: ``conflict``, as a mismatch),
+    so a value refused here is answered as the flow would answer it."""
     for name, field in schema.fields.items():
         if name in messages:
-            return field.metadata.get("error_code", "invalid_request")
-    return "invalid_request"
+            return (field.metadata.get("error_status", "error"),
+                    field.metadata.get("error_code", "invalid_request"))
+    return "error", "invalid_request"
 
 
 def render(schema: Schema, answer: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +109,9 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
     req, resp = request_schema(), response_schema()
     codes = tuple(dict.fromkeys((*error_codes, *validation_error_codes(req),
                                  *COMMON_ERROR_CODES)))
-    contract = EndpointContract(req, resp, ("error", *statuses), codes)
+    validation_statuses = (f.metadata.get("error_status", "error") for f in req.fields.values())
+    contract = EndpointContract(
+        req, resp, tuple(dict.fromkeys(("error", *statuses, *validation_statuses))), codes)
 
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
@@ -136,17 +145,18 @@ def _undocumented(answer: dict[str, Any]) -> None:
 def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
          ) -> dict[str, Any]:
     try:
-        data = req.load(request_values())
         svc = services()
+        with request_settings(otp_length=svc.settings.otp_length):
+            data = req.load(request_values())
         data["clientIp"] = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
                                      svc.settings.trusted_networks)
         return flow(svc, data)
     except ValidationError as e:
         messages = e.messages if isinstance(e.messages, dict) else {}
-        code = first_error_code(req, messages)
+        status, code = first_error(req, messages)
         log_event("request_invalid", endpoint=request.path, error_code=code,
                   fields=",".join(sorted(messages)))
-        return {"status": "error", "errorCode": code}
+        return {"status": status, "errorCode": code}
     except FlowRefusal as refusal:
         return {"status": refusal.status, "errorCode": refusal.error_code, **refusal.fields}
     except InProgress:

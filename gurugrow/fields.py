@@ -1,0 +1,199 @@
+"""Request field classes: each kind of value a bot sends is checked and converted once.
+
+Every field takes what BotMarketing sends (a string, or a JSON number where a number
+makes sense), treats an empty value as absent, and refuses anything else with a
+``ValidationError``; the schema answers the field's ``error_code`` (and, where the flow
+answers that code with another status, the field's ``error_status``). No value a bot can
+send reaches a flow unchecked, so none can end in ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+from gurugrow.config import CHANNELS
+from gurugrow.identity import normalize_channel
+from gurugrow.phone import normalize_phone
+
+DELIVERY_ROUTES = ("telegram", "vk", "sms")
+DEFAULT_OTP_LENGTH = 6
+# What people type into a phone number besides digits.
+_PHONE_CHARS = frozenset("0123456789+-(). ")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+_SIGNED_INTEGER = re.compile(r"[+-]?[0-9]+")
+_SESSION_ID = re.compile(r"[0-9a-f]{16}\.[A-Za-z0-9_-]{1,64}")
+_SLUG = re.compile(r"[A-Za-z0-9_.-]+")
+# Separators a customer may type inside a code ("048 117", "048-117").
+_CODE_SEPARATORS = str.maketrans("", "", " -")
+
+_otp_length: ContextVar[int] = ContextVar("otp_length", default=DEFAULT_OTP_LENGTH)
+
+
+@contextmanager
+def request_settings(*, otp_length: int) -> Iterator[None]:
+    """Settings the fields need while one request is loaded (the code's length)."""
+    token = _otp_length.set(otp_length)
+    try:
+        yield
+    finally:
+        _otp_length.reset(token)
+
+
+def clean_text(value: Any, max_length: int) -> str | None:
+    """A str (or an int) trimmed; None when empty. Refuses other types, text longer than
+    ``max_length``, and characters that are not printable text (control characters,
+    lone surrogates, line and paragraph separators), which could forge log lines or fail
+    to encode in an upstream request."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValidationError("Must be a string.")
+    text = str(value).strip()
+    if len(text) > max_length:
+        raise ValidationError(f"Longer than {max_length} characters.")
+    if not all(ch.isprintable() or ch == " " for ch in text) or any(
+            unicodedata.category(ch) == "Cs" for ch in text):
+        raise ValidationError("Only printable characters are allowed.")
+    return text or None
+
+
+class Text(fields.Field):
+    """A short text value: str or int accepted, trimmed; empty means absent."""
+
+    def __init__(self, *, max_length: int = 128, error_code: str = "invalid_request",
+                 error_status: str = "error", **kwargs: Any) -> None:
+        metadata = {"error_code": error_code, "error_status": error_status,
+                    **kwargs.pop("metadata", {})}
+        super().__init__(load_default=None, allow_none=True, metadata=metadata, **kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = clean_text(value, self.max_length)
+        return None if text is None else self.convert(text, value)
+
+    def convert(self, text: str, raw: Any) -> Any:
+        """The value of non-empty, printable ``text`` (``raw`` as sent); subclasses check."""
+        return text
+
+
+class Channel(Text):
+    """channelType: one of ``CHANNELS`` (any case), answered lower-cased."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=32, error_code="invalid_channel", **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        channel = normalize_channel(text)
+        if channel is None:
+            raise ValidationError(f"One of: {', '.join(CHANNELS)}.")
+        return channel
+
+
+class DeliveryRoute(Text):
+    """deliveryRoute: telegram | vk | sms (any case), answered lower-cased."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=16, error_code="invalid_route", **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        route = text.lower()
+        if route not in DELIVERY_ROUTES:
+            raise ValidationError(f"One of: {', '.join(DELIVERY_ROUTES)}.")
+        return route
+
+
+class Phone(Text):
+    """A phone as people type it (ASCII digits and ``+-(). ``, or a JSON number),
+    answered as international digits (``79991234567``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=40, error_code="invalid_phone", **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        phone = normalize_phone(text) if set(text) <= _PHONE_CHARS else None
+        if phone is None:
+            raise ValidationError("Not a valid phone number.")
+        return phone
+
+
+class Limit(Text):
+    """How many orders to show: a whole number (string or JSON number), clamped to
+    ``low..high`` because bots send whatever a variable holds."""
+
+    def __init__(self, *, low: int = 1, high: int = 5, **kwargs: Any) -> None:
+        super().__init__(max_length=6, error_code="invalid_limit", **kwargs)
+        self.low, self.high = low, high
+
+    def convert(self, text: str, raw: Any) -> int:
+        if not _SIGNED_INTEGER.fullmatch(text):
+            raise ValidationError(f"Must be a whole number {self.low}..{self.high}.")
+        return min(max(int(text), self.low), self.high)
+
+
+class Code(Text):
+    """The code the customer received: exactly ``OTP_LENGTH`` ASCII digits (spaces and
+    dashes inside are dropped). A JSON number lost its leading zeros on the way
+    (48117 for 048117), so it is zero-padded to ``OTP_LENGTH``. Anything that cannot be
+    a code of that length is refused here, before any attempt is counted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=32, error_code="invalid_code", **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        length = _otp_length.get()
+        digits = text.translate(_CODE_SEPARATORS)
+        if isinstance(raw, int) and raw >= 0:
+            digits = digits.zfill(length)
+        if len(digits) != length or not _ASCII_DIGITS.fullmatch(digits):
+            raise ValidationError(f"Must be {length} digits.")
+        return digits
+
+
+class InternalId(Text):
+    """A RetailCRM internal id (customerId, sourceOrderId): ASCII digits only, so it
+    can only ever name one entity in a CRM path."""
+
+    def __init__(self, *, error_code: str, **kwargs: Any) -> None:
+        super().__init__(max_length=20, error_code=error_code, **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        if not _ASCII_DIGITS.fullmatch(text):
+            raise ValidationError("Must be a number.")
+        return str(int(text))
+
+
+class AccountId(Text):
+    """A messenger account id (or another opaque id): printable text up to 128
+    characters, kept as a string even when it looks like a number."""
+
+    def __init__(self, *, error_code: str = "invalid_identity", **kwargs: Any) -> None:
+        super().__init__(max_length=128, error_code=error_code, **kwargs)
+
+
+class SessionId(Text):
+    """A session id as /auth/start answers it: ``<16 hex>.<random>``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=96, error_code="session_not_found", **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        if not _SESSION_ID.fullmatch(text):
+            raise ValidationError("Not a session id.")
+        return text
+
+
+class Slug(Text):
+    """A code from a closed catalog (offerCode): letters, digits, ``_.-``."""
+
+    def __init__(self, *, error_code: str, max_length: int = 64, **kwargs: Any) -> None:
+        super().__init__(max_length=max_length, error_code=error_code, **kwargs)
+
+    def convert(self, text: str, raw: Any) -> str:
+        if not _SLUG.fullmatch(text):
+            raise ValidationError("Letters, digits and _.- only.")
+        return text
