@@ -48,6 +48,26 @@ def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
     logger.log(level, " ".join(parts))
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+# Characters a bare value may hold: printable, and none that delimits or quotes a field.
+_NEEDS_QUOTES = frozenset(' "\\=')
+
+
 def _format(value: object) -> str:
+    """A value as one token: bare when plainly printable, else quoted with every quote,
+    backslash and non-printable character (CR, LF, tab, other controls, line
+    separators) escaped, so no value can break or forge a line, whatever it contains."""
     text = "-" if value is None else str(value)
-    return text if text and " " not in text and '"' not in text else f'"{text}"'.replace("\n", " ")
+    if text and text.isprintable() and not _NEEDS_QUOTES.intersection(text):
+        return text
+    return '"' + "".join(_escape(ch) for ch in text) + '"'
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    if ch == " " or ch.isprintable():
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else (
+        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")

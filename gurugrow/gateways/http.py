@@ -46,13 +46,17 @@ class HttpClient:
         self.max_retries = max_retries
         self._sleep = sleep
 
-    def request(self, method: str, path: str, *, retry: bool = False,
+    def request(self, method: str, path: str, *, retry: bool = False, route: str | None = None,
                 **kwargs: Any) -> tuple[int, Any]:
         """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
-        they are retried on 429/503 with jittered backoff, up to ``max_retries`` times."""
+        they are retried on 429/503 with jittered backoff, up to ``max_retries`` times.
+
+        ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
+        a path built from any value must pass one (without, the path is the label).
+        """
         attempts = 1 + (self.max_retries if retry else 0)
         for attempt in range(attempts):
-            response = self._send(method, path, **kwargs)
+            response = self._send(method, path, route or path, **kwargs)
             if response.status_code in RETRYABLE_STATUSES and attempt + 1 < attempts:
                 self._sleep(min(BACKOFF_BASE_SECONDS * 2 ** attempt, 2.0)
                             * (0.5 + random.random()))
@@ -60,7 +64,7 @@ class HttpClient:
             return response.status_code, self._json(response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, route: str, **kwargs: Any) -> requests.Response:
         # The caller's request id travels upstream, so one journey can be traced across logs.
         headers = {"X-Request-ID": current_request_id(), **kwargs.pop("headers", {})}
         # Encoded here: given a dict or a list, requests runs typing-Protocol isinstance
@@ -70,7 +74,7 @@ class HttpClient:
         if isinstance(kwargs.get("data"), dict | list):
             kwargs["data"] = urlencode(kwargs["data"], doseq=True)
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-        call = metrics.upstream_call_name(method, path)
+        call = metrics.upstream_call_name(method, route)
         started = time.perf_counter()
         outcome = "unreachable"
         try:

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -28,6 +29,18 @@ def phone_digits(raw: str) -> str:
     return digits
 
 
+def internal_id(value: str) -> str | None:
+    """``value`` as a RetailCRM internal id (ASCII digits), or None when it is not one."""
+    text = str(value)
+    return text if text.isascii() and text.isdigit() else None
+
+
+def path_segment(value: str) -> str:
+    """``value`` quoted as one path segment: ``/``, ``?``, ``#``, ``%``, ``..`` and the
+    rest cannot step out of it, so no value can change which resource is called."""
+    return quote(str(value), safe="")
+
+
 def custom_fields(entity: dict[str, Any]) -> dict[str, Any]:
     """An entity's custom fields; RetailCRM sends ``[]`` instead of ``{}`` when empty."""
     fields = entity.get("customFields")
@@ -48,15 +61,21 @@ class RetailCrmGateway:
         self._headers = {"X-API-KEY": api_key}
 
     # -- transport --------------------------------------------------------------------
-    def _get(self, path: str, params: Params | None = None) -> dict[str, Any]:
+    # Paths are built only from constants and ``path_segment``; query strings only from
+    # lists of pairs (``Params``), which the transport encodes: no value a request sent
+    # can change the path or add a parameter. ``route`` is the template, for metrics.
+    def _get(self, path: str, params: Params | None = None, route: str | None = None
+             ) -> dict[str, Any]:
         status, body = self._http.request("GET", path, params=params or [], retry=True,
-                                          headers=self._headers)
-        return self._envelope(status, body, path)
+                                          headers=self._headers, route=route)
+        return self._envelope(status, body, route or path)
 
-    def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+    def _post(self, path: str, form: dict[str, str], route: str | None = None
+              ) -> dict[str, Any]:
         # Never repeated: a create or edit that timed out may have been applied.
-        status, body = self._http.request("POST", path, data=form, headers=self._headers)
-        return self._envelope(status, body, path)
+        status, body = self._http.request("POST", path, data=form, headers=self._headers,
+                                          route=route)
+        return self._envelope(status, body, route or path)
 
     @staticmethod
     def _envelope(status: int, body: Any, path: str) -> dict[str, Any]:
@@ -93,20 +112,26 @@ class RetailCrmGateway:
                 if str(custom_fields(c).get(code, "")) == value]
 
     def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer by internal id, or None."""
+        """The customer by internal id, or None (also for a value that is not an id)."""
+        if internal_id(customer_id) is None:
+            return None
         try:
-            body = self._get(f"/api/v5/customers/{customer_id}",
-                             [("by", "id"), *self._site_params()])
+            body = self._get(f"/api/v5/customers/{path_segment(customer_id)}",
+                             [("by", "id"), *self._site_params()],
+                             route="/api/v5/customers/{id}")
         except NotFound:
             return None
         return body.get("customer")
 
     def edit_customer_custom_fields(self, customer_id: str, fields: dict[str, str]) -> None:
         """Set (``""`` clears) only the given custom fields of one customer."""
+        if internal_id(customer_id) is None:
+            raise NotFound(GATEWAY, "customer id is not a RetailCRM id")
         form = {"by": "id", "customer": json.dumps({"customFields": fields}, ensure_ascii=False)}
         if self.site:
             form["site"] = self.site
-        self._post(f"/api/v5/customers/{customer_id}/edit", form)
+        self._post(f"/api/v5/customers/{path_segment(customer_id)}/edit", form,
+                   route="/api/v5/customers/{id}/edit")
 
     def create_customer(self, customer: dict[str, Any], site: str | None = None) -> str:
         """Create a customer; return its internal id."""
@@ -123,17 +148,21 @@ class RetailCrmGateway:
         return body.get("orders") or []
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
-        """The order by internal id, or None."""
+        """The order by internal id, or None (also for a value that is not an id)."""
+        if internal_id(order_id) is None:
+            return None
         try:
-            return self._get(f"/api/v5/orders/{order_id}", [("by", "id")]).get("order")
+            return self._get(f"/api/v5/orders/{path_segment(order_id)}", [("by", "id")],
+                             route="/api/v5/orders/{id}").get("order")
         except NotFound:
             return None
 
     def get_order_by_external_id(self, external_id: str) -> dict[str, Any] | None:
         """The order by externalId, or None."""
         try:
-            return self._get(f"/api/v5/orders/{external_id}",
-                             [("by", "externalId"), *self._site_params()]).get("order")
+            return self._get(f"/api/v5/orders/{path_segment(external_id)}",
+                             [("by", "externalId"), *self._site_params()],
+                             route="/api/v5/orders/{externalId}").get("order")
         except NotFound:
             return None
 
@@ -209,5 +238,6 @@ class RetailCrmGateway:
                             display_area: str = "main_data") -> None:
         """Create a ``string`` custom field (never repeated: the caller lists again first)."""
         field = {"name": name, "code": code, "type": "string", "displayArea": display_area}
-        self._post(f"/api/v5/custom-fields/{entity}/create",
-                   {"customField": json.dumps(field, ensure_ascii=False)})
+        self._post(f"/api/v5/custom-fields/{path_segment(entity)}/create",
+                   {"customField": json.dumps(field, ensure_ascii=False)},
+                   route="/api/v5/custom-fields/{entity}/create")
