@@ -196,6 +196,12 @@ class Settings:
     # A repeated identical order request within this window gets the first answer back.
     order_idempotency_seconds: int = _env("ORDER_IDEMPOTENCY_SECONDS", 600, minimum=10)
 
+    # Side channels: /auth/start, /auth/resend and /orders/recommended/start answer no
+    # earlier than this many seconds after the request arrived, whoever the phone belongs
+    # to (no customer, one, duplicates resolved by the deduper, an SMS fallback). Set it
+    # above the slowest normal start; 0 switches the floor off.
+    start_min_seconds: float = _env("START_MIN_SECONDS", 2.0, minimum=0)
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``); raise ConfigError."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +19,23 @@ from gurugrow.otp import OtpStore
 
 
 class SendTimer:
-    """How long a real code send takes (moving average), so a decoy can take as long."""
+    """How long real code sends take, so a decoy can take as long: its wait is drawn
+    from the last real sends' durations (their distribution, not an average with a
+    jitter of its own that would tell decoys apart by their spread)."""
 
-    def __init__(self, initial_seconds: float = 0.05) -> None:
+    def __init__(self, initial_seconds: float = 0.05, keep: int = 64) -> None:
         self.average = initial_seconds
+        self._recent: deque[float] = deque(maxlen=keep)
 
     def observe(self, seconds: float) -> None:
-        self.average = 0.8 * self.average + 0.2 * min(seconds, 5.0)
+        seconds = min(seconds, 5.0)
+        self.average = 0.8 * self.average + 0.2 * seconds
+        self._recent.append(seconds)
+
+    def draw(self) -> float:
+        """A wait like a real send's: one of the recent sends' durations at random
+        (``average`` until a send was seen)."""
+        return random.choice(self._recent) if self._recent else self.average
 
 
 @dataclass

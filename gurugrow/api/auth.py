@@ -6,6 +6,7 @@ from flask import Blueprint
 
 from gurugrow import schemas as s
 from gurugrow.api.contract import endpoint
+from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import auth
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -22,16 +23,16 @@ bp.get("/status")(endpoint(
     s.AuthStatusQuery, s.AuthStatusResponse,
     statuses=("authorized", "not_authorized", "conflict"),
     error_codes=BINDING_REFUSALS)(auth.status))
-bp.post("/start")(endpoint(
+bp.post("/start")(answer_no_earlier(endpoint(
     s.AuthStartBody, s.AuthStartResponse, statuses=("sent",),
-    error_codes=SEND_REFUSALS)(auth.start))
+    error_codes=SEND_REFUSALS)(auth.start)))
 bp.post("/check")(endpoint(
     s.AuthCheckBody, s.AuthCheckResponse,
     statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict"),
     error_codes=CHECK_REFUSALS)(auth.check))
-bp.post("/resend")(endpoint(
+bp.post("/resend")(answer_no_earlier(endpoint(
     s.AuthResendBody, s.AuthResendResponse, statuses=("sent",),
-    error_codes=("session_not_found", "too_many_attempts", *SEND_REFUSALS))(auth.resend))
+    error_codes=("session_not_found", "too_many_attempts", *SEND_REFUSALS))(auth.resend)))
 bp.post("/unlink")(endpoint(
     s.AuthUnlinkBody, s.AuthUnlinkResponse,
     statuses=("unlinked", "not_authorized", "conflict"),

@@ -7,6 +7,7 @@ from flask import Blueprint
 from gurugrow import schemas as s
 from gurugrow.api.auth import BINDING_REFUSALS, CHECK_REFUSALS, SEND_REFUSALS
 from gurugrow.api.contract import endpoint
+from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import recommended
 
 bp = Blueprint("recommended", __name__, url_prefix="/orders/recommended")
@@ -23,9 +24,9 @@ bp.post("/create")(endpoint(
     s.RecommendedCreateBody, s.RecommendedCreateResponse,
     statuses=("created", "not_authorized", "conflict"),
     error_codes=(*ORDER_REFUSALS, *BINDING_REFUSALS))(recommended.create))
-bp.post("/start")(endpoint(
+bp.post("/start")(answer_no_earlier(endpoint(
     s.RecommendedStartBody, s.AuthStartResponse, statuses=("sent",),
-    error_codes=("unknown_offer", "bundle_unavailable", *SEND_REFUSALS))(recommended.start))
+    error_codes=("unknown_offer", "bundle_unavailable", *SEND_REFUSALS))(recommended.start)))
 bp.post("/check")(endpoint(
     s.RecommendedCheckBody, s.RecommendedCheckResponse,
     statuses=("created", "invalid_code", "expired", "too_many_attempts", "conflict"),

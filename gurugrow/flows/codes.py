@@ -6,7 +6,6 @@ Shared by /auth/start, /auth/resend and the recommended-order start.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -131,8 +130,9 @@ def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str,
     On failure the cooldown slot is given back, so the customer may try again at once.
     """
     if not send:
-        # A decoy takes as long as a real send, so timing does not tell who is a customer.
-        time.sleep(svc.send_timer.average * random.uniform(0.8, 1.2))
+        # A decoy takes as long as a real send, so timing does not tell who is a customer
+        # (the endpoint's START_MIN_SECONDS floor hides the rest of the path).
+        time.sleep(svc.send_timer.draw())
         return Sent(route, None)
     started = time.perf_counter()
     try:
