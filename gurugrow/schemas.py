@@ -27,6 +27,7 @@ from gurugrow.fields import (
 )
 from gurugrow.identity import IDENTITY_FIELDS, pick_account_id
 
+
 class RequestSchema(Schema):
     """Base of request schemas: unknown fields ignored; ``required_fields`` enforced."""
 

@@ -3,10 +3,11 @@ bodies that must be one shallow object."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, abort, request
 
 # Bot bodies are flat objects; nesting beyond this is not a request of the contract (and
 # json.loads would recurse on it until the interpreter gives up).
@@ -20,18 +21,37 @@ class BodyNotAnObject(ValueError):
 
 
 def install_body_limit(app: Flask) -> None:
-    """Read a body without Content-Length (chunked) before anything parses it.
+    """Read a body without Content-Length (chunked) in full before anything parses it.
 
-    gunicorn passes chunked bodies with ``wsgi.input_terminated``, which werkzeug caps at
-    ``MAX_CONTENT_LENGTH`` only when the body is read in full: the form parser would stop
-    at the cap and silently parse what it had. Reading it here raises the 413 instead,
-    answered as JSON like any other; the cached bytes are what the parsers then see.
+    gunicorn passes chunked bodies with ``wsgi.input_terminated``; werkzeug then stops
+    reading at ``MAX_CONTENT_LENGTH`` and the parsers silently take what it read. Here
+    one byte past the limit is a 413 (answered as JSON like any other), and a body
+    within it is handed on as an ordinary sized one.
     """
 
     @app.before_request
     def _read_unsized_body() -> None:
-        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
-            request.get_data(cache=True)
+        environ = request.environ
+        if request.content_length is not None or not environ.get("wsgi.input_terminated"):
+            return
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        body = _read_at_most(environ["wsgi.input"], limit + 1)
+        if len(body) > limit:
+            abort(413)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def json_depth_exceeds(raw: bytes, limit: int) -> bool:

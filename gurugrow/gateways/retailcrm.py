@@ -36,9 +36,16 @@ def internal_id(value: str) -> str | None:
 
 
 def path_segment(value: str) -> str:
-    """``value`` quoted as one path segment: ``/``, ``?``, ``#``, ``%``, ``..`` and the
-    rest cannot step out of it, so no value can change which resource is called."""
-    return quote(str(value), safe="")
+    """``value`` quoted as one path segment: ``/``, ``?``, ``#``, ``%`` and the rest
+    cannot step out of it, so no value can change which resource is called.
+
+    Raises ValueError for ``""``, ``.`` and ``..``: quoted or not, the HTTP client
+    resolves those (RFC 3986 dot segments), which would call another resource.
+    """
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ValueError(f"{text!r} cannot be a path segment")
+    return quote(text, safe="")
 
 
 def custom_fields(entity: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +165,9 @@ class RetailCrmGateway:
             return None
 
     def get_order_by_external_id(self, external_id: str) -> dict[str, Any] | None:
-        """The order by externalId, or None."""
+        """The order by externalId, or None (also for one no path can carry)."""
+        if external_id in ("", ".", ".."):
+            return None
         try:
             return self._get(f"/api/v5/orders/{path_segment(external_id)}",
                              [("by", "externalId"), *self._site_params()],
