@@ -202,6 +202,7 @@ def log_lines():
 
 @pytest.mark.parametrize("raw_path", [
     "/x%0Arequest method=GET path=/admin http_status=200 request_id=forged",
+    "/x%0Aforged_event%0D",
     "/x%0D%0Aforged", "/x%09tab%22quote%5Cback", "/x%E2%80%A8sep%00nul%1B[31m"])
 def test_a_request_path_cannot_forge_a_log_line(client, log_lines, raw_path):
     response = client.get(raw_path)
