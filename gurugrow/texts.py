@@ -105,3 +105,12 @@ MANAGER_HANDOFF = (
 ERROR_MESSAGES.update({
     "unauthorized": "Нет доступа к сервису. Обратитесь к администратору бота.",
 })
+
+
+# -- Answers outside the contract: a body over the limit, and nginx's own 502/504 ----------
+# deploy/nginx/gurugrow.conf repeats these in its error pages (tests keep them in step).
+ERROR_MESSAGES.update({
+    "body_too_large": "Запрос слишком большой.",
+    "service_unavailable": "Сервис временно недоступен. Попробуйте чуть позже.",
+    "service_timeout": "Сервис не ответил вовремя. Попробуйте чуть позже.",
+})

@@ -7,6 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from gurugrow import texts
 from gurugrow.logs import log_event
 
 _CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
@@ -19,8 +20,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         code = error.code or 500
-        body = {"status": "error", "errorCode": _CODES.get(code, "http_error"),
-                "message": error.description}
+        error_code = _CODES.get(code, "http_error")
+        body = {"status": "error", "errorCode": error_code,
+                "message": texts.ERROR_MESSAGES.get(error_code, error.description)}
         return jsonify(body), code
 
     @app.errorhandler(Exception)

@@ -19,6 +19,7 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
+from gurugrow import texts
 from tests.conftest import API_TOKEN, TOKEN_HEADER
 from tests.integration.conftest import ROOT, free_port, require_binary, wait_until
 from tests.integration.stack import running_stack
@@ -42,7 +43,8 @@ ACCESS_LOG = "/var/log/nginx/gurugrow.access.log"
 class Nginx:
     """nginx running deploy/nginx/gurugrow.conf on a free port, without root."""
 
-    def __init__(self, binary: str, workdir: Path, upstream_port: int) -> None:
+    def __init__(self, binary: str, workdir: Path, upstream_port: int,
+                 rewrite: dict[str, str] | None = None) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
@@ -51,6 +53,9 @@ class Nginx:
         assert "listen 80;" in site and "server 127.0.0.1:8000;" in site, "site file changed"
         assert ACCESS_LOG in site, "site file changed"
         self.access_log = workdir / "access.log"
+        for old, new in (rewrite or {}).items():  # e.g. a shorter timeout, to see a 504
+            assert old in site, old
+            site = site.replace(old, new)
         (workdir / "site.conf").write_text(
             site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
                 .replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}")
@@ -219,7 +224,7 @@ def test_large_body_is_refused_by_nginx(stack):
     app, _, _, nginx = stack
     body = {"phone": PHONE, "channelType": "telegram", "messengerUserId": "x" * 17000}
     response = requests.post(f"{nginx.base}/auth/start", data=body, timeout=10)
-    assert response.status_code == 413
+    assert_json_error(response, 413, "body_too_large")  # nginx's own answer, as JSON
     assert "X-Request-ID" not in response.headers
     # Just under the limit still reaches the app (which answers with its envelope).
     body["messengerUserId"] = "x" * 16000
@@ -266,3 +271,66 @@ def test_a_token_is_in_neither_log(fresh):
         for secret in (API_TOKEN, wrong, "token="):
             assert secret not in log
         assert "log-test-424242" not in log  # nor the rest of the query
+
+
+# -- nginx's own errors are JSON; chunked bodies obey the size limit -------------------
+def chunked_post(base: str, path: str, body: bytes, content_type: str) -> requests.Response:
+    """POST ``body`` with Transfer-Encoding: chunked (requests does so for a generator)."""
+    def chunks():
+        for i in range(0, len(body), 4096):
+            yield body[i:i + 4096]
+    return requests.post(base + path, data=chunks(), timeout=20,
+                         headers={"Content-Type": content_type})
+
+
+def assert_json_error(response: requests.Response, status: int, error_code: str) -> None:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert (body["status"], body["errorCode"]) == ("error", error_code)
+    assert body["message"] == texts.error_message(error_code)
+
+
+CHUNKED_FORM = "application/x-www-form-urlencoded"
+BIG_FORM = (f"phone={PHONE}&channelType=telegram&messengerUserId=big&x=").encode() + \
+    b"a" * 1_000_000
+
+
+@pytest.mark.parametrize("target", ["nginx", "gunicorn"])
+def test_chunked_bodies_obey_the_size_limit(fresh, target):
+    """A 1 MB chunked form is refused with 413 JSON, by nginx and by gunicorn alone (the
+    app reads it to the limit); a small chunked form is served."""
+    app, standins, _, nginx = fresh
+    base = nginx.base if target == "nginx" else app.base
+    refused = chunked_post(base, "/auth/start", BIG_FORM, CHUNKED_FORM)
+    assert_json_error(refused, 413, "body_too_large")
+    assert ("X-Request-ID" in refused.headers) == (target == "gunicorn")
+    assert not [m for m in list(standins.state.outbox) if m["to"] == PHONE]
+    small = chunked_post(base, "/auth/start", f"phone={PHONE}&channelType=telegram&"
+                         f"messengerUserId=chunked-{target}".encode(), CHUNKED_FORM)
+    assert small.status_code == 200 and small.json()["status"] == "sent", small.text
+
+
+def test_gateway_errors_are_json(stack, tmp_path):
+    """502 with gunicorn gone (nothing listens), 504 with gunicorn silent past the read
+    timeout (shortened to 1 s here: the deployed 65 s is what a bot never waits for)."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    silent.listen()
+    gone = free_port()
+    for port, status, error_code, rewrite in (
+            (gone, 502, "service_unavailable", None),
+            (silent.getsockname()[1], 504, "service_timeout",
+             {"proxy_read_timeout 65s;": "proxy_read_timeout 1s;"})):
+        workdir = tmp_path / str(status)
+        workdir.mkdir()
+        nginx = Nginx(binary, workdir, port, rewrite)
+        try:
+            nginx.start()
+            for method in ("GET", "POST"):
+                response = requests.request(method, f"{nginx.base}/auth/status", timeout=20,
+                                            data={"a": "1"} if method == "POST" else None)
+                assert_json_error(response, status, error_code)
+        finally:
+            nginx.stop()
+    silent.close()
