@@ -388,3 +388,10 @@ def test_start_answers_no_earlier_than_the_floor(client, upstreams, path, body):
     response = client.post(path, data=body)
     assert response.status_code == 200
     assert time.perf_counter() - started >= 0.25
+
+
+@pytest.mark.parametrize("env_overrides", [{"START_MIN_SECONDS": "0.000001"}])
+def test_a_start_slower_than_the_floor_is_logged(client, upstreams, log_lines):
+    upstreams.add_customer(1001, "79990000001")
+    assert post(client, "/auth/start", {**TG, "phone": "79990000001"})["status"] == "sent"
+    assert [m for m in log_lines if m.startswith("answer_floor_overrun floor_ms=0 over_ms=")]
