@@ -58,10 +58,11 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     register_error_handlers(app)
-    install_body_limit(app)
     app.cli.add_command(cli)
     _install_request_logging(app)
     install_caller_check(app, settings)
+    # After the request id is set (a 413 carries it too) and the caller is checked.
+    install_body_limit(app)
     if settings.sandbox:
         from gurugrow.sandbox.mount import mount_sandbox
 
