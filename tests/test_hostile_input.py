@@ -344,7 +344,8 @@ def test_deep_or_non_object_json_is_invalid_request(client, upstreams, raw, path
 
 def test_shallow_nesting_is_still_read(client, upstreams):
     upstreams.add_customer(1001, "79990000001")
-    body = {**TG, "phone": "79990000001", "extra": {"a": [{"b": [1, 2]}]}}
+    body = {**TG, "phone": "79990000001", "extra": {"a": [{"b": [1, 2]}]},
+            "note": '[[[[[[[[[[{{{{{{{{{{ \\" [[[[[[[[[['}  # brackets in a string are text
     assert post(client, "/auth/start", body, "json")["status"] == "sent"
 
 

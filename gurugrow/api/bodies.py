@@ -56,6 +56,8 @@ def _read_at_most(stream: Any, size: int) -> bytes:
 
 def json_depth_exceeds(raw: bytes, limit: int) -> bool:
     """True when brackets in ``raw`` (outside strings) nest deeper than ``limit``."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # a bot's flat body: no scan needed
+        return False
     depth, in_string, escaped = 0, False, False
     for byte in raw:
         if in_string:

@@ -44,7 +44,8 @@ FIELD_DESCRIPTIONS = {
              "allowed (ALLOWED_PHONE_COUNTRIES).",
     "deliveryRoute": "Preferred route for the code: telegram | vk | sms (falls back to SMS).",
     "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
-    "code": "The code the customer received.",
+    "code": "The code the customer received (OTP_LENGTH digits; a JSON number is "
+            "zero-padded to OTP_LENGTH; a malformed one costs no attempt).",
     "limit": "Orders to show, 1..5 (default ORDERS_DEFAULT_LIMIT; out of range is clamped).",
     "sourceOrderId": "RetailCRM id of the order to repeat.",
     "sourceOrderNumber": "Its number, used when sourceOrderId is empty.",
