@@ -165,9 +165,10 @@ def _install_request_logging(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         elapsed_ms = elapsed * 1000
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUESTS.labels(route, request.method, response.status_code,
+        method = metrics.method_label(request.method)
+        metrics.REQUESTS.labels(route, method, response.status_code,
                                 g.get("contract_status") or "-").inc()
-        metrics.REQUEST_SECONDS.labels(route, request.method).observe(elapsed)
+        metrics.REQUEST_SECONDS.labels(route, method).observe(elapsed)
         log_event("request", method=request.method, path=request.path,
                   http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
         return response

@@ -97,6 +97,15 @@ def upstream_call_name(method: str, route: str) -> str:
     return f"{method} {route}"
 
 
+# Any token is a method to an HTTP server: a label takes only the standard ones.
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request's method as a label: a standard method, else ``other``."""
+    return method if method in _HTTP_METHODS else "other"
+
+
 def upstream_outcome(http_status: int) -> str:
     """``ok``, ``http_4xx`` or ``http_5xx`` for an upstream answer."""
     if http_status < 400:

@@ -181,6 +181,20 @@ def test_ids_never_become_metric_labels(world):
     assert len(client.get("/metrics").get_data(as_text=True).splitlines()) == before
 
 
+def test_request_labels_are_routes_and_standard_methods(client):
+    """Unknown paths and invented methods share one label each: ``unmatched``, ``other``."""
+    client.open("/warmup-path", method="BREW")
+    client.open("/health", method="BREW")
+    before = len(client.get("/metrics").get_data(as_text=True).splitlines())
+    for i in range(30):
+        assert client.open(f"/no/such/path/{i}", method=f"BREW{i}").status_code in (404, 405)
+        assert client.open("/health", method=f"X{i}").status_code == 405
+    after = client.get("/metrics").get_data(as_text=True)
+    assert len(after.splitlines()) == before
+    assert "BREW" not in after and 'method="X' not in after
+    assert 'method="other"' in after
+
+
 # -- logs -------------------------------------------------------------------------------
 class Lines(logging.Handler):
     def __init__(self) -> None:
