@@ -410,3 +410,22 @@ def test_a_start_slower_than_the_floor_is_logged(client, upstreams, log_lines):
     upstreams.add_customer(1001, "79990000001")
     assert post(client, "/auth/start", {**TG, "phone": "79990000001"})["status"] == "sent"
     assert [m for m in log_lines if m.startswith("answer_floor_overrun floor_ms=0 over_ms=")]
+
+
+def test_decoy_waits_are_drawn_from_real_sends(app, client, upstreams, monkeypatch):
+    """After real sends, an unknown phone's decoy sleeps exactly one of their durations
+    (not an average with a jitter of its own, whose spread told decoys apart)."""
+    from gurugrow.flows import codes
+
+    upstreams.add_customer(1001, "79990000001")
+    for i in range(3):
+        post(client, "/auth/start", {**TG, "messengerUserId": f"real-{i}", "phone":
+                                     "79990000001"})
+    observed = set(app.extensions["gurugrow"].send_timer._recent)
+    assert len(observed) == 3
+    slept: list[float] = []
+    monkeypatch.setattr(codes.time, "sleep", slept.append)
+    for i in range(5):  # OTP_MAX_SENDS_PER_PHONE_PER_HOUR
+        post(client, "/auth/start", {**TG, "messengerUserId": f"decoy-{i}", "phone":
+                                     "79990000004"})
+    assert len(slept) == 5 and set(slept) <= observed
