@@ -14,6 +14,7 @@ from gurugrow.config import Settings
 from tests.test_openapi import contract_operations
 
 ROOT = Path(__file__).resolve().parents[1]
+NGINX_SITE = ROOT / "deploy" / "nginx" / "gurugrow.conf"
 README = (ROOT / "README.md").read_text()
 WHERE_SETTINGS = "README.md, '## Reference' › '### Settings' table"
 WHERE_CODES = "README.md, '## Reference' › '### errorCodes' tables"
@@ -88,6 +89,9 @@ def answered_error_codes(app) -> dict[str, str]:
     for method, path, contract in contract_operations(app):
         for code in contract.error_codes:
             codes.setdefault(code, f"the contract of {method} {path} (gurugrow/api/)")
+    # nginx's own error pages (413, 502, 504) answer the envelope too.
+    for code in re.findall(r'"errorCode":"([a-z_]+)"', NGINX_SITE.read_text()):
+        codes.setdefault(code, "deploy/nginx/gurugrow.conf")
     return codes
 
 

@@ -9,7 +9,6 @@ delivered ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import TYPE_CHECKING
 
@@ -109,4 +108,4 @@ def _pretend_status_read(svc: Services, session: OtpSession) -> None:
     # A decoy's resend takes as long as a customer's, whose previous messenger send's
     # status is read first: timing does not tell who is a customer.
     if session.route not in (None, "sms_otp"):
-        time.sleep(svc.status_timer.average * random.uniform(0.8, 1.2))
+        time.sleep(svc.status_timer.draw())  # a real read's duration, not a jitter

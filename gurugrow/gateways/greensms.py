@@ -81,7 +81,7 @@ class GreenSmsGateway:
             raise ValueError(f"unknown route {route!r}")
         headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
         status, body = self._http.request("GET", f"/{route}/status",
-                                          params={"id": request_id, "extended": "true"},
+                                          params=[("id", request_id), ("extended", "true")],
                                           headers=headers)
         raw = _answer_field(f"{route}/status", status, body, "status")
         mapped = delivery_status_of(raw)

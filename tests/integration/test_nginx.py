@@ -319,7 +319,7 @@ def test_chunked_bodies_obey_the_size_limit(fresh, target):
 def test_gateway_errors_are_json(stack, tmp_path):
     """502 with gunicorn gone (nothing listens), 504 with gunicorn silent past the read
     timeout (shortened to 1 s here: the deployed 65 s is what a bot never waits for)."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    binary = stack[3].binary
     silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
     silent.listen()
     gone = free_port()
