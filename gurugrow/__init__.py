@@ -89,7 +89,8 @@ def build_services(settings: Settings, redis_client: Any = None):
         hash_iterations=s.otp_hash_iterations,
         identity_max_failures=s.otp_identity_max_failures,
         lockout_base_seconds=s.otp_lockout_base_seconds,
-        lockout_max_seconds=s.otp_lockout_max_seconds)
+        lockout_max_seconds=s.otp_lockout_max_seconds,
+        lease_seconds=s.in_progress_lease_seconds)
     connect = s.http_connect_timeout_seconds
 
     def session():
@@ -100,7 +101,9 @@ def build_services(settings: Settings, redis_client: Any = None):
         per_phone_day=s.otp_max_sends_per_phone_per_day,
         per_phone_hour=s.otp_max_sends_per_phone_per_hour,
         per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
-        allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions))
+        allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions),
+        per_account_hour=s.otp_max_sends_per_account_per_hour,
+        per_account_day=s.otp_max_sends_per_account_per_day)
     otp = OtpStore(client, s.redis_prefix, policy)
     return Services(
         settings=s,

@@ -159,6 +159,11 @@ class Settings:
     otp_lockout_base_seconds: int = _env("OTP_LOCKOUT_BASE_SECONDS", 300, minimum=1)
     otp_lockout_max_seconds: int = _env("OTP_LOCKOUT_MAX_SECONDS", 86400, minimum=1)
     phone_allowed_regions: tuple[str, ...] = _env("PHONE_ALLOWED_REGIONS", ("RU", "KZ", "BY"))
+    # Codes per messenger account (channel + id), so one chat user cannot drain the budget.
+    otp_max_sends_per_account_per_hour: int = _env("OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR", 10,
+                                                   minimum=0)
+    otp_max_sends_per_account_per_day: int = _env("OTP_MAX_SENDS_PER_ACCOUNT_PER_DAY", 20,
+                                                  minimum=0)
 
     # My orders
     retailcrm_order_excluded_status_codes: tuple[str, ...] = _env(
@@ -201,6 +206,12 @@ class Settings:
     # to (no customer, one, duplicates resolved by the deduper, an SMS fallback). Set it
     # above the slowest normal start; 0 switches the floor off.
     start_min_seconds: float = _env("START_MIN_SECONDS", 2.0, minimum=0)
+    # Retries and crashes: a check or order in progress holds a lease this long, renewed
+    # while it runs; a crashed worker's lease lapses by itself and the next attempt resumes.
+    in_progress_lease_seconds: float = _env("IN_PROGRESS_LEASE_SECONDS", 1.0, minimum=0.2)
+    # Sandbox: where the stand-ins run on their own server (`make run` sets it); empty
+    # serves them inside the app.
+    sandbox_standins_url: str = _env("SANDBOX_STANDINS_URL", "")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -352,7 +363,9 @@ def sandbox_upstreams(env: Mapping[str, str]) -> dict[str, str]:
     )
 
     port = env.get("APP_PORT") or "8000"
-    base = f"http://127.0.0.1:{port}/sandbox"
+    # The stand-ins' own server when one runs (make run), else the app's /sandbox mount.
+    base = (env.get("SANDBOX_STANDINS_URL") or "").rstrip("/") or \
+        f"http://127.0.0.1:{port}/sandbox"
     return {
         "RETAILCRM_BASE_URL": f"{base}/retailcrm",
         "RETAILCRM_API_KEY": SANDBOX_RETAILCRM_KEY,

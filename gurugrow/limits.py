@@ -19,25 +19,31 @@ from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
 from gurugrow.storage import redis_guard
 
-# Budget, cooldown, and the per-phone day/hour and per-address hour counters, checked and
-# counted in one step: two simultaneous starts can never both pass a limit.
+# Budget, cooldown and the counters (per phone day/hour, per address hour, per messenger
+# account hour/day), admitted as a whole in one step: every limit is checked first, and
+# only when all pass is anything taken. A refused admission takes nothing, and two
+# simultaneous starts can never both pass a limit.
+# KEYS: budget, cooldown, then one key per counter; ARGV: budget, cooldown seconds, then
+# (limit, ttl, kind) per counter. Answers the refusal's kind and its retry-after seconds.
 _ADMIT_SCRIPT = """
 local budget, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2])
 if budget > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= budget then
   return {'budget', 0}
 end
-if cooldown > 0 and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', cooldown) then
+if cooldown > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   return {'cooldown', redis.call('TTL', KEYS[2])}
 end
-local counters = {{KEYS[3], ARGV[3], 172800, 'phone_day'},
-                  {KEYS[4], ARGV[4], 3600, 'phone_hour'},
-                  {KEYS[5], ARGV[5], 3600, 'ip_hour'}}
-for _, c in ipairs(counters) do
-  local limit = tonumber(c[2])
-  if limit > 0 or c[4] ~= 'ip_hour' then
-    local n = redis.call('INCR', c[1])
-    if n == 1 then redis.call('EXPIRE', c[1], c[3]) end
-    if limit > 0 and n > limit then return {c[4], 0} end
+for i = 3, #KEYS do
+  local limit = tonumber(ARGV[3 * i - 6])
+  if limit > 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then
+    return {ARGV[3 * i - 4], 0}
+  end
+end
+if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'EX', cooldown) end
+for i = 3, #KEYS do
+  if tonumber(ARGV[3 * i - 6]) > 0 then
+    local n = redis.call('INCR', KEYS[i])
+    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 5]) end
   end
 end
 if budget > 0 then
@@ -47,9 +53,25 @@ if budget > 0 then
 end
 return {'ok', 0}
 """
+
+# Returns what an admission took: KEYS are the cooldown it set (when ARGV[1] is '1') and
+# then every counter it incremented, the budget included; a counter never goes below 0.
+_GIVE_BACK_SCRIPT = """
+local first = 1
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[1])
+  first = 2
+end
+for i = first, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 1
+"""
 _REFUSALS = {"budget": "send_budget_exhausted", "cooldown": "resend_too_early",
              "phone_day": "rate_limited", "phone_hour": "rate_limited",
-             "ip_hour": "rate_limited"}
+             "ip_hour": "rate_limited", "account_hour": "rate_limited",
+             "account_day": "rate_limited"}
+_HOUR, _DAY = 3600, 86400
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,8 @@ class LimitPolicy:
     per_ip_hour: int = 20
     daily_budget: int = 1000
     allowed_regions: frozenset[str] = frozenset({"RU", "KZ", "BY"})
+    per_account_hour: int = 0
+    per_account_day: int = 0
 
 
 class LimitExceeded(Exception):
@@ -75,6 +99,15 @@ class LimitExceeded(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What one admitted send took, so ``give_back`` can return exactly that, even when
+    an hour or a day has turned (or the limits changed) in between."""
+
+    cooldown_key: str | None
+    counter_keys: tuple[str, ...]
+
+
 class Limits:
     """Checks and counts the send and guess limits in Redis."""
 
@@ -85,6 +118,7 @@ class Limits:
         self.policy = policy
         self.clock = clock
         self._admit = client.register_script(_ADMIT_SCRIPT)
+        self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
 
     def check_region(self, phone: str) -> None:
         """Only phones of the allowed countries get codes (SMS pumping goes abroad)."""
@@ -94,32 +128,55 @@ class Limits:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,
-                   client_ip: str | None, *, cooldown: bool = True) -> None:
-        """Take one send against every limit in one atomic Redis step, or refuse.
+                   client_ip: str | None, *, cooldown: bool = True) -> Admission:
+        """Take one send against every limit in one atomic Redis step, or refuse as a
+        whole (``LimitExceeded``), taking nothing.
 
         The global budget counts every admitted send, real or decoy, so the budget says
-        nothing about who is a customer; ``give_back`` returns it when nothing went out.
-        ``cooldown=False`` skips the cooldown (an SMS replacing an undelivered messenger
-        code: ``restart_cooldown`` after it).
+        nothing about who is a customer; ``give_back`` returns what the admission took
+        when nothing went out. ``cooldown=False`` neither checks nor sets the cooldown (an
+        SMS replacing an undelivered messenger code: ``restart_cooldown`` after it, and a
+        give-back clears it).
         """
         now = self.clock()
         day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
         hour = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H")
         p = self.policy
-        keys = [redis_keys.send_counter(self._prefix, "budget", "all", day),
-                redis_keys.otp_cooldown(self._prefix, phone, channel, account_id),
-                redis_keys.send_counter(self._prefix, "phone-day", phone, day),
-                redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
-                redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour)]
-        args = [p.daily_budget, p.cooldown_seconds if cooldown else 0, p.per_phone_day,
-                p.per_phone_hour, p.per_ip_hour if client_ip else 0]
+        account = redis_keys.identity_tag(channel, account_id)
+        counters = [  # (kind, key, limit, key TTL)
+            ("phone_day", redis_keys.send_counter(self._prefix, "phone-day", phone, day),
+             p.per_phone_day, 2 * _DAY),
+            ("phone_hour", redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
+             p.per_phone_hour, _HOUR),
+            ("ip_hour", redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour),
+             p.per_ip_hour if client_ip else 0, _HOUR),
+            ("account_hour",
+             redis_keys.send_counter(self._prefix, "account-hour", account, hour),
+             p.per_account_hour, _HOUR),
+            ("account_day", redis_keys.send_counter(self._prefix, "account-day", account, day),
+             p.per_account_day, 2 * _DAY),
+        ]
+        budget_key = redis_keys.send_counter(self._prefix, "budget", "all", day)
+        cooldown_key = redis_keys.otp_cooldown(self._prefix, phone, channel, account_id)
+        cooldown_seconds = p.cooldown_seconds if cooldown else 0
+        args: list[object] = [p.daily_budget, cooldown_seconds]
+        for kind, _, limit, ttl in counters:
+            args += [limit, ttl, kind]
         with redis_guard():
-            kind, retry_after = self._admit(keys=keys, args=args)
+            kind, retry_after = self._admit(
+                keys=[budget_key, cooldown_key, *(key for _, key, _, _ in counters)], args=args)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
             log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)
         elif kind != "ok":
-            raise LimitExceeded(kind, _REFUSALS[kind], int(retry_after) or None)
+            wait = int(retry_after) or _period_left(now, kind)
+            raise LimitExceeded(kind, _REFUSALS[kind], wait or None)
+        taken = [key for _, key, limit, _ in counters if limit > 0]
+        if p.daily_budget > 0:
+            taken.append(budget_key)
+        # Without the cooldown (replacing an undelivered code) a give-back still clears
+        # it: the code it guards never arrived, so the customer may ask again at once.
+        return Admission(cooldown_key if p.cooldown_seconds > 0 else None, tuple(taken))
 
     def restart_cooldown(self, phone: str, channel: str, account_id: str) -> None:
         """A code just went out without taking the cooldown: the cooldown starts now."""
@@ -136,15 +193,24 @@ class Limits:
             spent = self._redis.get(redis_keys.send_counter(self._prefix, "budget", "all", day))
         return int(spent or 0)
 
-    def give_back(self, phone: str, channel: str, account_id: str) -> None:
-        """Nothing was sent after all: free the cooldown and return the budget unit."""
-        day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")
+    def give_back(self, admission: Admission) -> None:
+        """Nothing was sent after all: return everything ``admission`` took (the
+        cooldown, every counter and the budget unit), in one step."""
+        cooldown = [admission.cooldown_key] if admission.cooldown_key else []
+        keys = [*cooldown, *admission.counter_keys]
+        if not keys:
+            return
         with redis_guard():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.delete(redis_keys.otp_cooldown(self._prefix, phone, channel, account_id))
-            if self.policy.daily_budget:
-                pipe.decr(redis_keys.send_counter(self._prefix, "budget", "all", day))
-            pipe.execute()
+            self._give_back(keys=keys, args=["1" if cooldown else "0"])
+
+
+def _period_left(now: float, kind: str) -> int:
+    """Seconds until a counter's window turns (an hour or a UTC day), for retryAfterSec."""
+    if kind.endswith("_hour"):
+        return _HOUR - int(now) % _HOUR
+    if kind.endswith("_day"):
+        return _DAY - int(now) % _DAY
+    return 0
 
 
 def client_ip(remote_addr: str | None, forwarded_for: str | None,

@@ -2,7 +2,8 @@
 
 A code is never stored: only PBKDF2-HMAC-SHA256(code, per-code salt + ``OTP_SECRET``),
 so a Redis dump alone does not reveal it. Every key has a TTL. A check costs two round
-trips: the session is read, then one script compares, counts and consumes.
+trips: the session is read, then one script compares, counts and claims; a successful
+one a third, storing the answer a replay of the same code gets back.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ import redis
 
 from gurugrow import redis_keys
 from gurugrow.logs import log_event
-from gurugrow.storage import REDIS_ERRORS, StorageUnavailable, redis_guard
+from gurugrow.storage import (
+    REDIS_ERRORS,
+    RENEW_LEASE_SCRIPT,
+    StorageUnavailable,
+    redis_guard,
+)
 
 # After the code's own lifetime the session hash is kept this long more, so a late
 # check can be told "expired" rather than "no such session".
 _TOMBSTONE_SECONDS = 3600
+# How long a replayed check waits for the first one still running, and how often it looks.
+CLAIM_WAIT_SECONDS = 10.0
+CLAIM_POLL_SECONDS = 0.05
 
 # Stores a new session and drops the previous one of the same phone + identity (one code
 # at a time), in one step.
@@ -37,17 +46,42 @@ if previous and previous ~= KEYS[1] then redis.call('DEL', previous) end
 return 1
 """
 
-# Compares, counts and consumes in one step: two concurrent checks of one code can never
+# Compares, counts and claims in one step: two concurrent checks of one code can never
 # both succeed, and every wrong guess is counted, per session and per messenger identity.
+# A right code moves the session to ``claimed`` under a short lease (KEYS[5], renewed
+# while the check's work runs); the work ends it ``done`` with its answer stored, so a
+# replay of the same code gets that answer (``replay``), or while it still runs, ``busy``.
+# A claim whose lease lapsed (its worker died) is checked like a pending code again.
 _VERIFY_SCRIPT = """
+local function failed(result)
+  local max_failures = tonumber(ARGV[4])
+  if max_failures > 0 then
+    local failures = redis.call('INCR', KEYS[3])
+    if failures == 1 then redis.call('EXPIRE', KEYS[3], 3600) end
+    if failures >= max_failures then
+      local level = redis.call('INCR', KEYS[4])
+      if level == 1 then redis.call('EXPIRE', KEYS[4], 86400) end
+      redis.call('DEL', KEYS[3])
+      local seconds = math.min(tonumber(ARGV[5]) * 2 ^ (level - 1), tonumber(ARGV[6]))
+      redis.call('SET', KEYS[2], '1', 'EX', math.floor(seconds))
+      return {result, math.floor(seconds)}
+    end
+  end
+  return {result, 0}
+end
 local lock = redis.call('TTL', KEYS[2])
 if lock > 0 then return {'identity_locked', lock} end
 local s = redis.call('HMGET', KEYS[1], 'hash', 'state', 'attempts', 'expires_at')
 if not s[1] or s[2] == 'used' then return {'missing', 0} end
+if s[2] == 'done' or (s[2] == 'claimed' and redis.call('EXISTS', KEYS[5]) == 1) then
+  if s[1] == ARGV[1] then return {s[2] == 'done' and 'replay' or 'busy', 0} end
+  return failed('missing')
+end
 if s[2] == 'locked' then return {'locked', 0} end
 if tonumber(ARGV[3]) > tonumber(s[4]) then return {'expired', 0} end
 if s[1] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'state', 'used')
+  redis.call('HSET', KEYS[1], 'state', 'claimed')
+  redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
   return {'ok', 0}
 end
 local result = 'invalid'
@@ -55,20 +89,21 @@ if redis.call('HINCRBY', KEYS[1], 'attempts', 1) >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'locked')
   result = 'locked'
 end
-local max_failures = tonumber(ARGV[4])
-if max_failures > 0 then
-  local failures = redis.call('INCR', KEYS[3])
-  if failures == 1 then redis.call('EXPIRE', KEYS[3], 3600) end
-  if failures >= max_failures then
-    local level = redis.call('INCR', KEYS[4])
-    if level == 1 then redis.call('EXPIRE', KEYS[4], 86400) end
-    redis.call('DEL', KEYS[3])
-    local seconds = math.min(tonumber(ARGV[5]) * 2 ^ (level - 1), tonumber(ARGV[6]))
-    redis.call('SET', KEYS[2], '1', 'EX', math.floor(seconds))
-    return {result, math.floor(seconds)}
-  end
+return failed(result)
+"""
+
+# Ends a claim: ``done`` with the answer to replay, ``used`` (burned: a conflict) or back
+# to ``pending`` (our own failure: the code may be tried again). Only a session still
+# claimed changes, so a late finish never revives a newer state.
+_SETTLE_SCRIPT = """
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[3] then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'claimed' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[1])
+  if ARGV[1] == 'done' then redis.call('HSET', KEYS[1], 'answer', ARGV[2]) end
 end
-return {result, 0}
+redis.call('DEL', KEYS[2])
+return 1
 """
 
 
@@ -85,11 +120,13 @@ class OtpPolicy:
     identity_max_failures: int = 10
     lockout_base_seconds: int = 300
     lockout_max_seconds: int = 86400
+    lease_seconds: float = 1.0
 
 
 @dataclass
 class OtpSession:
-    """What a code was issued for. ``customer_id`` None means no customer: a decoy session."""
+    """What a code was issued for. ``sent`` False means nothing was sent: a decoy session
+    (recorded, never inferred: a new customer of a recommended order has no id either)."""
 
     session_id: str
     phone: str
@@ -103,10 +140,13 @@ class OtpSession:
     expires_at: float = 0.0
     payload: dict[str, Any] = field(default_factory=dict)
     salt: str = field(default="", repr=False)
+    sent: bool = True
+    state: str = "pending"
+    claim_token: str = field(default="", repr=False)
 
     @property
     def is_decoy(self) -> bool:
-        return self.customer_id is None
+        return not self.sent
 
 
 class OtpStore:
@@ -120,6 +160,8 @@ class OtpStore:
         self.clock = clock
         self._create = client.register_script(_CREATE_SCRIPT)
         self._verify = client.register_script(_VERIFY_SCRIPT)
+        self._settle = client.register_script(_SETTLE_SCRIPT)
+        self._renew = client.register_script(RENEW_LEASE_SCRIPT)
 
     # -- codes -----------------------------------------------------------------------
     def new_code(self) -> str:
@@ -144,18 +186,20 @@ class OtpStore:
                        customer_id: str | None, code: str | None, route: str | None,
                        purpose: str = "auth",
                        payload: dict[str, Any] | None = None) -> OtpSession:
-        """Store a new session for a code that was just sent; drop the previous one."""
+        """Store a new session for a code that was just sent (``code`` None: nothing was
+        sent, a decoy); drop the previous one."""
         # The id starts with the account's hash tag, so its keys share one cluster slot.
         tag = redis_keys.identity_tag(channel, account_id)
         session = OtpSession(
             session_id=f"{tag}.{secrets.token_urlsafe(18)}", phone=phone, channel=channel,
             account_id=account_id, customer_id=customer_id, purpose=purpose, route=route,
             expires_at=self.clock() + self._policy.ttl_seconds, payload=payload or {},
+            sent=code is not None,
         )
         record = {
             "phone": phone, "channel": channel, "account_id": account_id,
             "customer_id": customer_id or "", "purpose": purpose, "route": route or "",
-            "sends": 1, "attempts": 0, "state": "pending",
+            "sends": 1, "attempts": 0, "state": "pending", "sent": int(session.sent),
             "expires_at": f"{session.expires_at:.3f}",
             "payload": json.dumps(session.payload, ensure_ascii=False),
             **self._hashed_fields(code),
@@ -171,8 +215,9 @@ class OtpStore:
     def _session_key(self, session_id: str) -> str:
         return redis_keys.otp_session(self._prefix, session_id)
 
-    def load(self, session_id: str) -> OtpSession | None:
-        """The session unless it is unknown or used (an expired or locked one is returned)."""
+    def load(self, session_id: str, *, settled: bool = False) -> OtpSession | None:
+        """The session if it is pending, expired or locked (None when unknown or used);
+        ``settled`` also returns one whose code was claimed or checked (a replay)."""
         if redis_keys.session_tag(session_id) is None:
             return None
         with redis_guard():
@@ -180,15 +225,20 @@ class OtpStore:
         if not raw:
             return None
         data = {_text(k): _text(v) for k, v in raw.items()}
-        if data.get("state") == "used":
+        state = data.get("state", "pending")
+        if state == "used" or (state in ("claimed", "done") and not settled):
             return None
+        customer_id = data["customer_id"] or None
         return OtpSession(
             session_id=session_id, phone=data["phone"], channel=data["channel"],
-            account_id=data["account_id"], customer_id=data["customer_id"] or None,
+            account_id=data["account_id"], customer_id=customer_id,
             purpose=data.get("purpose", "auth"), route=data.get("route") or None,
             sends=int(data.get("sends", 1)), attempts=int(data.get("attempts", 0)),
             expires_at=float(data.get("expires_at", 0)),
             payload=json.loads(data.get("payload") or "{}"), salt=data.get("salt", ""),
+            # Sessions stored before the flag existed: a customer meant a real send.
+            sent=data["sent"] == "1" if "sent" in data else customer_id is not None,
+            state=state,
         )
 
     def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> None:
@@ -218,9 +268,11 @@ class OtpStore:
         return session.sends < self._policy.max_sends
 
     def verify(self, session: OtpSession, code: str) -> str:
-        """Check a code of a loaded session, consuming it on success.
+        """Check a code of a loaded session, claiming it on success.
 
-        Returns ``ok`` (now used: ``release`` it if our own work then fails), ``invalid``,
+        Returns ``ok`` (now claimed under a lease: end it with ``finish``, ``burn`` or
+        ``release``), ``replay`` (this code already succeeded: ``answer_of`` holds the
+        answer), ``busy`` (this code's check is still running elsewhere), ``invalid``,
         ``locked`` (this session), ``identity_locked`` (this messenger account, after too
         many wrong codes across sessions), ``expired`` or ``missing``.
         """
@@ -229,13 +281,24 @@ class OtpStore:
                 redis_keys.identity_lock(self._prefix, session.channel, session.account_id),
                 redis_keys.identity_failures(self._prefix, session.channel, session.account_id),
                 redis_keys.identity_lock_level(self._prefix, session.channel,
-                                               session.account_id)]
+                                               session.account_id),
+                redis_keys.otp_claim(self._prefix, session.session_id)]
         candidate = self._hash(code, session.salt)
-        with redis_guard():
-            outcome, lock_seconds = self._verify(keys=keys, args=[
-                candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
-                p.lockout_base_seconds, p.lockout_max_seconds])
-        outcome = _text(outcome)
+        token = secrets.token_hex(8)
+        # A replay arriving while the first check still runs waits for its answer.
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while True:
+            with redis_guard():
+                outcome, lock_seconds = self._verify(keys=keys, args=[
+                    candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
+                    p.lockout_base_seconds, p.lockout_max_seconds, token,
+                    int(p.lease_seconds * 1000)])
+            outcome = _text(outcome)
+            if outcome != "busy" or time.monotonic() >= deadline:
+                break
+            time.sleep(CLAIM_POLL_SECONDS)
+        if outcome == "ok":
+            session.claim_token = token
         if outcome != "identity_locked" and int(lock_seconds):
             log_event("identity_locked", logging.WARNING, channel=session.channel,
                       seconds=int(lock_seconds))
@@ -248,9 +311,40 @@ class OtpStore:
         return max(int(ttl), 0)
 
     def release(self, session: OtpSession) -> None:
-        """Make a consumed code valid again after our own failure, so it can be retried."""
+        """Make a claimed code valid again after our own failure, so it can be retried."""
+        self._end_claim(session, "pending")
+
+    def burn(self, session: OtpSession) -> None:
+        """End a claimed code for good without an answer to replay (e.g. a conflict)."""
+        self._end_claim(session, "used")
+
+    def finish(self, session: OtpSession, answer: dict[str, Any]) -> None:
+        """End a claimed code as checked: ``answer`` (no code, no full phone in it) is
+        what a replay of the same code gets, for as long as the session is kept."""
+        self._end_claim(session, "done", json.dumps(answer, ensure_ascii=False))
+
+    def answer_of(self, session: OtpSession) -> dict[str, Any] | None:
+        """The stored answer of a session whose code was checked (see ``finish``)."""
         with redis_guard():
-            self._redis.hset(self._session_key(session.session_id), "state", "pending")
+            raw = self._redis.hget(self._session_key(session.session_id), "answer")
+        return json.loads(raw) if raw else None
+
+    def renew_claim(self, session: OtpSession) -> bool:
+        """Extend the claim's lease while its work runs; False when it was lost."""
+        with redis_guard():
+            return bool(self._renew(
+                keys=[redis_keys.otp_claim(self._prefix, session.session_id)],
+                args=[session.claim_token, int(self._policy.lease_seconds * 1000)]))
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._policy.lease_seconds
+
+    def _end_claim(self, session: OtpSession, state: str, answer: str = "") -> None:
+        with redis_guard():
+            self._settle(keys=[self._session_key(session.session_id),
+                               redis_keys.otp_claim(self._prefix, session.session_id)],
+                         args=[state, answer, session.claim_token])
 
     def ping(self) -> bool:
         """True when Redis answers."""

@@ -41,6 +41,12 @@ def otp_session(prefix: str, session_id: str) -> str:
     return f"{prefix}otp:{{{session_tag(session_id)}}}:session:{session_id}"
 
 
+def otp_claim(prefix: str, session_id: str) -> str:
+    """The short lease of a check that is running for the session's code (its holder's
+    token); it lapses by itself when the worker dies."""
+    return f"{prefix}otp:{{{session_tag(session_id)}}}:claim:{session_id}"
+
+
 def otp_active(prefix: str, phone: str, channel: str, account_id: str) -> str:
     """Holds the key of the live session of one phone + messenger identity (one code at a
     time)."""
@@ -58,12 +64,19 @@ def reference(prefix: str, name: str) -> str:
 
 
 def operation_once(prefix: str, operation: str, digest: str) -> str:
-    """The claim and then the remembered answer of one idempotent operation."""
-    return f"{prefix}once:{operation}:{digest}"
+    """The marker of one idempotent operation: the notes of the attempt running it, then
+    its remembered answer. Tagged by the operation, so its lease shares the slot."""
+    return f"{prefix}once:{{{operation}:{digest}}}"
+
+
+def operation_lease(prefix: str, operation: str, digest: str) -> str:
+    """Exists (with a short TTL, renewed) while an attempt runs the operation."""
+    return f"{prefix}once:{{{operation}:{digest}}}:lease"
 
 
 def send_counter(prefix: str, kind: str, subject: str, period: str) -> str:
-    """Codes sent in one period: per phone or IP per hour, or the global daily budget."""
+    """Codes sent in one period: per phone, IP or messenger account (its identity tag) per
+    hour or day, or the global daily budget."""
     return f"{prefix}throttle:{SEND_TAG}:{kind}:{subject}:{period}"
 
 
@@ -90,6 +103,12 @@ def delivery_record(prefix: str, session_id: str) -> str:
 def delivery_due(prefix: str) -> str:
     """Sorted set of messenger sends (``<session id>|<request id>``) by due check time."""
     return f"{prefix}delivery:{DELIVERY_DUE_TAG}:due"
+
+
+def everything(prefix: str) -> str:
+    """A SCAN pattern of every key under the prefix (the sandbox's reset clears them)."""
+    escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
+    return f"{escaped}*"
 
 
 def doctor_probe(prefix: str) -> str:

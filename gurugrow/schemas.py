@@ -93,11 +93,19 @@ class AuthResendBody(RequestSchema):
     sessionId = SessionId()
     channelType = Channel()
     deliveryRoute = DeliveryRoute()
+    # The caller's messenger identity: a session is resent only to the identity (and for
+    # the purpose) it was started for; a missing or other one is "session_not_found".
+    messengerUserId = AccountId(error_code="session_not_found")
+    customerExternalId = AccountId(error_code="session_not_found")
+    messengerAccountId = AccountId(error_code="session_not_found")
+    messengerAccountIdFallback = AccountId(error_code="session_not_found")
+    chatExternalId = AccountId(error_code="invalid_request")  # accepted, never used to match
     required_fields = ("sessionId",)
 
     @post_load
     def _normalize(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["channel"] = data.get("channelType")
+        data["accountId"] = pick_account_id(data)
         return data
 
 
@@ -144,6 +152,10 @@ class RecommendedStartBody(RecommendedCreateBody):
 
 
 class RecommendedCheckBody(AuthCheckBody):
+    pass
+
+
+class RecommendedResendBody(AuthResendBody):
     pass
 
 

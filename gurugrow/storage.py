@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -43,43 +45,158 @@ def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]
     return value
 
 
+def delete_matching(client: redis.Redis, pattern: str, batch: int = 500) -> int:
+    """Delete every key matching a SCAN ``pattern`` (on every node of a cluster); the
+    number deleted. For the sandbox's reset only: a live service never wipes its keys."""
+    deleted, chunk = 0, []
+    with redis_guard():
+        for key in client.scan_iter(match=pattern, count=batch):
+            chunk.append(key)
+            if len(chunk) >= batch:
+                deleted += client.delete(*chunk)
+                chunk = []
+        if chunk:
+            deleted += client.delete(*chunk)
+    return deleted
+
+
 class InProgress(Exception):
     """The same operation is still running in another request."""
 
 
-def run_once(client: redis.Redis, key: str, window: int, operation: Callable[[], dict],
-             *, keep: Callable[[dict], bool] = lambda result: True,
-             wait_seconds: float = 10.0, poll: float = 0.1) -> dict:
-    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result.
+class LeaseRenewer:
+    """Calls ``renew`` every ``every`` seconds in a background thread while the ``with``
+    block runs, so a lease outlives slow work but lapses soon after a crash."""
 
-    A concurrent repeat waits up to ``wait_seconds`` for the first one's result, then
-    raises InProgress. A result that ``keep`` rejects is not remembered, so the next call
-    runs the operation again. If the operation raises, the key is freed.
-    """
-    with redis_guard():
-        claimed = client.set(key, "", nx=True, ex=window)
-    if not claimed:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            with redis_guard():
-                raw = client.get(key)
-            if raw is None:  # the first attempt gave up: this one may run
-                return run_once(client, key, window, operation, keep=keep,
-                                wait_seconds=wait_seconds, poll=poll)
-            if raw:
-                return json.loads(raw)
-            if time.monotonic() >= deadline:
-                raise InProgress(key)
-            time.sleep(poll)
-    try:
-        result = operation()
-    except BaseException:
+    def __init__(self, renew: Callable[[], bool], every: float) -> None:
+        self._renew = renew
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                if not self._renew():
+                    return  # lost: someone took over; stop renewing someone else's lease
+            except Exception:  # noqa: BLE001 - a failed renewal must not kill the work
+                continue
+
+    def __enter__(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# The marker of one idempotent operation is a hash (its ``result`` once kept, and the
+# ``notes`` of the attempt that ran it); the attempt running it holds a lease key with a
+# short TTL, renewed while it works. A crashed attempt's lease lapses by itself and the
+# next attempt takes over, with the notes (e.g. the order number it was creating).
+_CLAIM_SCRIPT = """
+local m = redis.call('HMGET', KEYS[1], 'result', 'notes')
+if m[1] then return {'done', m[1]} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'running', ''} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local resumed = redis.call('HSETNX', KEYS[1], 'claimed', '1') == 0
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {resumed and 'resumed' or 'claimed', m[2] or ''}
+"""
+_NOTE_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'notes', ARGV[2])
+return 1
+"""
+_FINISH_SCRIPT = """
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'result', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+# Extends a lease (KEYS[1]) only while its holder (ARGV[1]) still holds it.
+RENEW_LEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class Lease:
+    """One attempt's hold on an operation. ``resumed`` says an earlier attempt ran (and
+    crashed or failed); ``notes`` are what it wrote down. ``note`` writes this attempt's,
+    before a step whose effect the next attempt must be able to find (an order number)."""
+
+    def __init__(self, client: redis.Redis, keys: list[str], lease_seconds: float,
+                 notes: dict[str, Any]) -> None:
+        self._client = client
+        self._keys = keys
+        self._ms = max(int(lease_seconds * 1000), 1)
+        self.token = uuid.uuid4().hex
+        self.notes = notes
+        self.resumed = False  # an earlier attempt ran (and died or failed) before this one
+
+    def note(self, **fields: Any) -> None:
+        """Remember ``fields`` with the operation (kept until its window ends)."""
+        self.notes = {**self.notes, **fields}
         with redis_guard():
-            client.delete(key)
-        raise
-    with redis_guard():
-        if keep(result):
-            client.set(key, json.dumps(result, ensure_ascii=False), ex=window)
-        else:
-            client.delete(key)
+            _script(self._client, _NOTE_SCRIPT)(
+                keys=self._keys, args=[self.token, json.dumps(self.notes, ensure_ascii=False)])
+
+    def renew(self) -> bool:
+        """Extend the lease; False when it was lost (lapsed and taken over)."""
+        with redis_guard():
+            return bool(_script(self._client, RENEW_LEASE_SCRIPT)(
+                keys=self._keys[1:], args=[self.token, self._ms]))
+
+
+def _script(client: redis.Redis, source: str) -> Any:
+    # Registering only hashes the source locally; the script is loaded on first use.
+    return client.register_script(source)
+
+
+def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
+             operation: Callable[[Lease], dict], *,
+             keep: Callable[[dict], bool] = lambda result: True,
+             wait_seconds: float = 10.0, poll: float = 0.05,
+             lease_seconds: float = 1.0) -> dict:
+    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result.
+    ``lease_key`` (same cluster slot) is held while an attempt runs it.
+
+    The running attempt holds a lease of ``lease_seconds``, renewed while it works. A
+    concurrent repeat waits up to ``wait_seconds`` for the first one's result, then
+    raises InProgress; when the lease lapses (the worker died) it takes over at once,
+    with the notes the first attempt left in ``Lease.notes``. A result that ``keep``
+    rejects, or an exception, frees the operation for the next call (notes are kept).
+    """
+    keys = [key, lease_key]
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        lease = Lease(client, keys, lease_seconds, {})
+        with redis_guard():
+            state, raw = _script(client, _CLAIM_SCRIPT)(
+                keys=keys, args=[lease.token, lease._ms, window])
+        state = state.decode() if isinstance(state, bytes) else state
+        if state == "done":
+            return json.loads(raw)
+        if state in ("claimed", "resumed"):
+            lease.resumed = state == "resumed"
+            break
+        if time.monotonic() >= deadline:
+            raise InProgress(key)
+        time.sleep(poll)
+    lease.notes = json.loads(raw) if raw else {}
+    result: dict | None = None
+    try:
+        with LeaseRenewer(lease.renew, every=lease_seconds / 4):
+            result = operation(lease)
+    finally:
+        kept = json.dumps(result, ensure_ascii=False) if result is not None and keep(
+            result) else ""
+        with redis_guard():
+            _script(client, _FINISH_SCRIPT)(keys=keys, args=[lease.token, kept, window])
     return result

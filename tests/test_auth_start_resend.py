@@ -151,7 +151,8 @@ def test_daily_cap_per_phone(client, upstreams):
 # -- resend ---------------------------------------------------------------------------
 def resend(client, session_id, kind="form", **extra):
     return post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram",
-                                         **extra}, kind)
+                                         "messengerUserId": TG["messengerUserId"], **extra},
+                kind)
 
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])

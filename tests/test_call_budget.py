@@ -52,7 +52,7 @@ def measure(world, round_trips, call):
             len(world.dedupe_calls) - dedupe_before, round_trips.count - trips_before)
 
 
-def warm(client):
+def warm(client, world):
     """First calls load scripts and fill caches; the common case is the warm one."""
     get(client, "/orders", BOUND)
     post(client, "/orders/recommended/preview", {**BOUND, "offerCode": "male_hairloss_basic"})
@@ -62,14 +62,21 @@ def warm(client):
                                  "code": "000000"})
     tracked = post(client, "/auth/start", {**TG, "phone": "79990000006",
                                            "messengerUserId": "warm-2"})["sessionId"]
-    post(client, "/auth/resend", {"sessionId": tracked})  # loads the delivery scripts
+    post(client, "/auth/resend", {**TG, "messengerUserId": "warm-2",
+                                  "sessionId": tracked})  # loads the delivery scripts
+    known = post(client, "/auth/start", {**TG, "phone": "79990000001",
+                                         "messengerUserId": "warm"})["sessionId"]
+    post(client, "/auth/check", {**TG, "messengerUserId": "warm", "sessionId": known,
+                                 "code": world.codes_sent()[-1]})
     post(client, "/orders/recommended/create", {**BOUND, "offerCode": "male_hairloss_basic",
                                                 "firstName": "Разогрев"})
+    world.add_order(5002, 626518, status="send-to-delivery")
+    post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5002"})
 
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 def test_requests_per_endpoint(client, world, round_trips):
-    warm(client)
+    warm(client, world)
     m = lambda call: measure(world, round_trips, call)  # noqa: E731
 
     answer, crm, sms, dedupe, trips = m(lambda: get(client, "/auth/status", BOUND))
@@ -89,14 +96,15 @@ def test_requests_per_endpoint(client, world, round_trips):
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/check", {
         **TG, "sessionId": session_id, "code": world.codes_sent()[-1]}))
+    # Load, verify-and-claim, then store the answer a replay gets back.
     assert (answer["status"], crm, trips) == (
-        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 2)
+        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 3)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001", "messengerUserId": "r"}))
     status_calls = len(world.state.status_calls)
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/resend", {
-        "sessionId": answer["sessionId"]}))
+        **TG, "messengerUserId": "r", "sessionId": answer["sessionId"]}))
     # session, delivery record, its new status (delivered), admission, new code, new record;
     # and one GreenSMS status read of the previous (Telegram) send.
     assert (answer["status"], crm, sms, trips) == ("sent", [], 1, 6)
@@ -104,9 +112,10 @@ def test_requests_per_endpoint(client, world, round_trips):
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/repeat", {
         **BOUND, "sourceOrderId": "5001"}))
+    # Claim, note the new order's number (found by it after a crash), keep the answer.
     assert (answer["status"], crm, trips) == ("created", [
         "GET /api/v5/customers", "GET /api/v5/orders/5001", "GET /api/v5/store/offers",
-        "POST /api/v5/orders/create"], 2)
+        "POST /api/v5/orders/create"], 3)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/preview", {
         **BOUND, "offerCode": "male_hairloss_basic"}))

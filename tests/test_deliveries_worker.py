@@ -98,7 +98,7 @@ def test_unknown_status_costs_no_automatic_sms_but_resend_falls_back(app, client
     later(app, 40)
     assert worker(app, "--once") == "no sends were due"
     assert routes(customer) == ["telegram"]
-    answer = post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram"})
+    answer = post(client, "/auth/resend", {**TG, "sessionId": session_id})
     assert answer["deliveryRoute"] == "sms"  # not delivered in time, as far as anyone knows
     assert routes(customer) == ["telegram", "sms"]
 
@@ -125,7 +125,7 @@ def test_a_resend_supersedes_the_watched_send(app, client, customer):
     session_id = start(client)["sessionId"]
     pin_status(customer, "failed")
     later(app, 61)
-    post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram"})
+    post(client, "/auth/resend", {**TG, "sessionId": session_id})
     assert routes(customer) == ["telegram", "sms"]
     later(app, 100)
     assert worker(app, "--once") == "superseded=1"  # the resend took the fallback

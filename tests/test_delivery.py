@@ -27,7 +27,8 @@ def start(client, kind="form", **extra):
 
 def resend(client, session_id, kind="form", **extra):
     return post(client, "/auth/resend", {"sessionId": session_id, "channelType": "telegram",
-                                         **extra}, kind)
+                                         "messengerUserId": TG["messengerUserId"], **extra},
+                kind)
 
 
 def check(client, session_id, code, kind="form"):

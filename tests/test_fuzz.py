@@ -22,7 +22,7 @@ ENDPOINTS = [("GET", "/auth/status"), ("POST", "/auth/start"), ("POST", "/auth/c
              ("POST", "/auth/resend"), ("POST", "/auth/unlink"), ("GET", "/orders"),
              ("POST", "/orders/repeat"), ("POST", "/orders/recommended/preview"),
              ("POST", "/orders/recommended/create"), ("POST", "/orders/recommended/start"),
-             ("POST", "/orders/recommended/check")]
+             ("POST", "/orders/recommended/check"), ("POST", "/orders/recommended/resend")]
 FIELDS = ["channelType", "messengerUserId", "customerExternalId", "messengerAccountId",
           "messengerAccountIdFallback", "chatExternalId", "phone", "deliveryRoute",
           "sessionId", "code", "customerId", "limit", "sourceOrderId", "sourceOrderNumber",

@@ -16,8 +16,11 @@ SEND_REFUSALS = ("phone_country_not_allowed", "resend_too_early", "rate_limited"
                  "send_budget_exhausted", "dedupe_failed", "delivery_failed")
 # A messenger account bound to no customer, to several, or to another than customerId.
 BINDING_REFUSALS = ("not_authorized", "conflict", "customer_mismatch")
+# in_progress: a replay of a code whose first check still runs after waiting for it.
 CHECK_REFUSALS = ("invalid_code", "expired", "too_many_attempts", "session_not_found",
-                  "conflict")
+                  "conflict", "in_progress")
+# A resend: the session's own send cap and state, then every send limit.
+RESEND_REFUSALS = ("session_not_found", "too_many_attempts", *SEND_REFUSALS)
 
 bp.get("/status")(endpoint(
     s.AuthStatusQuery, s.AuthStatusResponse,
@@ -32,7 +35,7 @@ bp.post("/check")(endpoint(
     error_codes=CHECK_REFUSALS)(auth.check))
 bp.post("/resend")(answer_no_earlier(endpoint(
     s.AuthResendBody, s.AuthResendResponse, statuses=("sent",),
-    error_codes=("session_not_found", "too_many_attempts", *SEND_REFUSALS))(auth.resend)))
+    error_codes=RESEND_REFUSALS)(auth.resend)))
 bp.post("/unlink")(endpoint(
     s.AuthUnlinkBody, s.AuthUnlinkResponse,
     statuses=("unlinked", "not_authorized", "conflict"),

@@ -58,7 +58,8 @@ FIELD_DESCRIPTIONS = {
     "errorCode": "Why, when the outcome is not a success (null otherwise).",
     "message": "Neutral Russian sentence for errorCode (null without one).",
     "maskedPhone": "The customer's phone with the middle hidden: +7******4567.",
-    "retryAfterSec": "Seconds until another code may be sent (resend_too_early).",
+    "retryAfterSec": "Seconds until another code may be sent (resend_too_early, "
+                     "rate_limited).",
     "authorized": "True once the messenger account is bound to the customer.",
     "verifiedUntil": "ISO 8601 UTC time until which the binding counts as verified.",
     "text": "Ready-to-send bot text.",

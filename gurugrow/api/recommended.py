@@ -1,11 +1,11 @@
-"""Recommended-set orders: /orders/recommended/{preview,create,start,check}."""
+"""Recommended-set orders: /orders/recommended/{preview,create,start,check,resend}."""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
 from gurugrow import schemas as s
-from gurugrow.api.auth import BINDING_REFUSALS, CHECK_REFUSALS, SEND_REFUSALS
+from gurugrow.api.auth import BINDING_REFUSALS, CHECK_REFUSALS, RESEND_REFUSALS, SEND_REFUSALS
 from gurugrow.api.contract import endpoint
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import recommended
@@ -31,3 +31,6 @@ bp.post("/check")(endpoint(
     s.RecommendedCheckBody, s.RecommendedCheckResponse,
     statuses=("created", "invalid_code", "expired", "too_many_attempts", "conflict"),
     error_codes=(*CHECK_REFUSALS, *ORDER_REFUSALS))(recommended.check))
+bp.post("/resend")(answer_no_earlier(endpoint(
+    s.RecommendedResendBody, s.AuthResendResponse, statuses=("sent",),
+    error_codes=RESEND_REFUSALS)(recommended.resend)))

@@ -13,18 +13,19 @@ from typing import Any
 from gurugrow import texts
 from gurugrow.flows.codes import (
     FlowRefusal,
-    claim_code,
-    complete_claimed,
+    check_code,
     default_route,
+    ensure_resendable,
     issue_code,
-    send_or_pretend,
+    own_session,
+    reissue_code,
     sent_answer,
-    take_send_allowance,
 )
-from gurugrow.flows.delivery import resend_route, track_send
+from gurugrow.flows.delivery import resend_route
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity, identity_for
 from gurugrow.logs import log_event
+from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone, normalize_phone
 from gurugrow.services import Services
 
@@ -90,15 +91,20 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
 
 
 def check(svc: Services, data: dict[str, Any]) -> Answer:
-    """Verify the code, then bind the messenger account to the session's customer."""
+    """Verify the code, then bind the messenger account to the session's customer.
+
+    A replay of the same code by the same identity gets the same answer, no new write.
+    """
     identity = _identity(svc, data)
-    session = claim_code(svc, identity, data["sessionId"], data["code"], "auth")
-    customer_id = str(session.customer_id)
-    verified_until = complete_claimed(
-        svc, session, lambda: bind_identity(svc, identity, customer_id, session.route))
-    log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
-    return {"status": "authorized", "authorized": True, "customerId": customer_id,
-            "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
+
+    def bind(session: OtpSession) -> Answer:
+        customer_id = str(session.customer_id)
+        verified_until = bind_identity(svc, identity, customer_id, session.route)
+        log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
+        return {"status": "authorized", "authorized": True, "customerId": customer_id,
+                "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
+
+    return check_code(svc, identity, data["sessionId"], data["code"], "auth", bind)
 
 
 def binding_fields(svc: Services, identity: MessengerIdentity, method: str | None
@@ -136,29 +142,23 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     return verified_until
 
 
-def resend(svc: Services, data: dict[str, Any]) -> Answer:
-    """A new code for a live session, after the cooldown and within the send caps."""
-    session = svc.otp.load(data["sessionId"])
-    if session is None or (data.get("channel") and data["channel"] != session.channel):
-        raise FlowRefusal("session_not_found")
-    masked = mask_phone(session.phone)
-    if session.attempts >= svc.settings.otp_max_attempts:
-        raise FlowRefusal("too_many_attempts", maskedPhone=masked)
-    if not svc.otp.sends_left(session):
-        raise FlowRefusal("rate_limited", maskedPhone=masked)
+def resend(svc: Services, data: dict[str, Any], purpose: str = "auth") -> Answer:
+    """A new code for a live session, after the cooldown and within the send caps.
+
+    Only for the messenger identity and the purpose the session was started for; any
+    other caller is told the session does not exist.
+    """
+    # A session whose code was never sent (an unknown phone's decoy) sends nothing now
+    # either: reissue_code follows the session's recorded "sent" flag.
+    session = own_session(svc, data["sessionId"], data.get("channel"), data.get("accountId"),
+                          purpose)
+    ensure_resendable(svc, session)
     route = data.get("deliveryRoute") or default_route(session.channel)
     # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
     route, replaces_undelivered = resend_route(svc, session, route)
-    take_send_allowance(svc, session.phone, session.channel, session.account_id,
-                        data.get("clientIp"), cooldown=not replaces_undelivered)
-    code = svc.otp.new_code()
-    sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
-                           account_id=session.account_id, code=code, route=route,
-                           send=not session.is_decoy)
-    svc.otp.replace_code(session, code, sent.method)
-    track_send(svc, session, sent)
-    if replaces_undelivered:
-        svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
+    sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
+                        cooldown=not replaces_undelivered)
+    masked = mask_phone(session.phone)
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,

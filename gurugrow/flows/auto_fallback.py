@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from gurugrow import metrics
 from gurugrow.delivery import SendRecord
-from gurugrow.flows.codes import FlowRefusal, send_or_pretend, take_send_allowance
-from gurugrow.flows.delivery import read_status, track_send, undelivered
+from gurugrow.flows.codes import FlowRefusal, reissue_code
+from gurugrow.flows.delivery import read_status, undelivered
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
@@ -101,19 +101,11 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) ->
     if not svc.deliveries.claim_fallback(record):
         return "superseded"  # a resend replaced this send meanwhile
     try:
-        take_send_allowance(svc, session.phone, session.channel, session.account_id, None,
-                            cooldown=False)
-        code = svc.otp.new_code()
-        sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
-                               account_id=session.account_id, code=code, route="sms",
-                               send=True)
+        reissue_code(svc, session, "sms", cooldown=False)
     except FlowRefusal as refusal:
         log_event("auto_fallback_refused", logging.WARNING, reason=refusal.error_code,
                   phone=masked)
         return "refused"
-    svc.otp.replace_code(session, code, sent.method)
-    track_send(svc, session, sent)
-    svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
     metrics.AUTO_FALLBACKS.labels(record.route).inc()
     log_event("delivery_fallback", by="worker", from_route=record.route, phone=masked)
     return "sms"

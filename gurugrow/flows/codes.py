@@ -1,6 +1,7 @@
-"""Issuing a code: who the phone belongs to, throttles, and delivery with SMS fallback.
+"""Issuing and checking codes: who the phone belongs to, throttles, delivery with SMS
+fallback, and a check that runs its work once (replays get the same answer).
 
-Shared by /auth/start, /auth/resend and the recommended-order start.
+Shared by /auth/start, /auth/resend, /auth/check and the recommended-order endpoints.
 """
 
 from __future__ import annotations
@@ -8,21 +9,23 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from gurugrow import metrics, texts
 from gurugrow.flows.delivery import track_send
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
-from gurugrow.limits import LimitExceeded
+from gurugrow.limits import Admission, LimitExceeded
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
+from gurugrow.storage import LeaseRenewer, StorageUnavailable
 
-T = TypeVar("T")
+Answer = dict[str, Any]
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
@@ -108,14 +111,15 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
-                        client_ip: str | None, *, cooldown: bool = True) -> None:
+                        client_ip: str | None, *, cooldown: bool = True) -> Admission:
     """Apply every send limit before any code goes out (and before the phone is looked
-    up, so a refusal says nothing about whether the phone is a customer).
+    up, so a refusal says nothing about whether the phone is a customer): all taken at
+    once, or nothing. Give the admission back with ``returned_on_failure``.
 
     ``cooldown=False`` only to replace a messenger code that was not delivered."""
     try:
         svc.limits.check_region(phone)
-        svc.limits.admit_send(phone, channel, account_id, client_ip, cooldown=cooldown)
+        return svc.limits.admit_send(phone, channel, account_id, client_ip, cooldown=cooldown)
     except LimitExceeded as e:
         masked = mask_phone(phone)
         log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
@@ -123,11 +127,25 @@ def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str
         raise FlowRefusal(e.error_code, retryAfterSec=e.retry_after, maskedPhone=masked) from e
 
 
-def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str, code: str,
-                    route: str, send: bool) -> Sent:
+@contextmanager
+def returned_on_failure(svc: Services, admission: Admission) -> Iterator[None]:
+    """Give back everything ``admission`` took when the block fails (nothing went out:
+    a failed delivery, or an upstream failure before the send), so the customer may try
+    again at once and an outage does not use up their sends."""
+    try:
+        yield
+    except BaseException:
+        try:
+            svc.limits.give_back(admission)
+        except StorageUnavailable as e:
+            log_event("give_back_failed", logging.WARNING, error=e)
+        raise
+
+
+def send_or_pretend(svc: Services, *, phone: str, code: str, route: str, send: bool) -> Sent:
     """Deliver the code (or, for a decoy, nothing) and return what took it.
 
-    On failure the cooldown slot is given back, so the customer may try again at once.
+    Raises FlowRefusal("delivery_failed") when no route took the code.
     """
     if not send:
         # A decoy takes as long as a real send, so timing does not tell who is a customer
@@ -135,11 +153,7 @@ def send_or_pretend(svc: Services, *, phone: str, channel: str, account_id: str,
         time.sleep(svc.send_timer.draw())
         return Sent(route, None)
     started = time.perf_counter()
-    try:
-        sent = deliver_code(svc, phone, code, route)
-    except FlowRefusal:
-        svc.limits.give_back(phone, channel, account_id)
-        raise
+    sent = deliver_code(svc, phone, code, route)
     svc.send_timer.observe(time.perf_counter() - started)
     return sent
 
@@ -150,6 +164,7 @@ _CHECK_REFUSALS = {
     "identity_locked": ("too_many_attempts", "too_many_attempts"),
     "expired": ("expired", "expired"),
     "missing": ("error", "session_not_found"),
+    "busy": ("error", "in_progress"),
 }
 
 
@@ -162,17 +177,14 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     A phone with no customer gets a decoy session and no message, unless
     ``send_to_unknown`` (the customer will be created after the check).
     """
-    take_send_allowance(svc, phone, identity.channel, identity.account_id, client_ip)
-    try:
+    admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
+                                     client_ip)
+    with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
-    except FlowRefusal:
-        svc.limits.give_back(phone, identity.channel, identity.account_id)
-        raise
-    send = customer_id is not None or send_to_unknown
-    code = svc.otp.new_code()
-    sent = send_or_pretend(svc, phone=phone, channel=identity.channel,
-                           account_id=identity.account_id, code=code,
-                           route=route or default_route(identity.channel), send=send)
+        send = customer_id is not None or send_to_unknown
+        code = svc.otp.new_code()
+        sent = send_or_pretend(svc, phone=phone, code=code, send=send,
+                               route=route or default_route(identity.channel))
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
         customer_id=customer_id, code=code if send else None, route=sent.method,
@@ -181,41 +193,90 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     return session
 
 
-def claim_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
-               purpose: str) -> OtpSession:
-    """The session once its code checks out (consumed: finish with ``complete_claimed``).
+def ensure_resendable(svc: Services, session: OtpSession) -> None:
+    """Refuse a new code for a session locked by wrong codes, or out of its own sends."""
+    masked = mask_phone(session.phone)
+    if session.attempts >= svc.settings.otp_max_attempts:
+        raise FlowRefusal("too_many_attempts", maskedPhone=masked)
+    if not svc.otp.sends_left(session):
+        raise FlowRefusal("rate_limited", maskedPhone=masked)
 
-    Another identity's or another purpose's session is answered as not found.
+
+def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
+                 client_ip: str | None = None, cooldown: bool = True) -> Sent:
+    """Send a live session a fresh code by ``route`` (default: the channel's), replacing
+    the old one, and track it; return what took it. Used by resend and by the deliveries
+    worker's SMS fallback.
+
+    It goes through the same admission as a start: the session's own send cap, then
+    every send limit at once, all given back when nothing went out. ``cooldown=False``
+    (replacing an undelivered messenger code) skips the cooldown, which then restarts.
+    A session whose code was never sent (a decoy) stays one: nothing is sent now either.
+    Raises FlowRefusal.
     """
-    session = svc.otp.load(session_id)
+    ensure_resendable(svc, session)
+    admission = take_send_allowance(svc, session.phone, session.channel, session.account_id,
+                                    client_ip, cooldown=cooldown)
+    code = svc.otp.new_code()
+    with returned_on_failure(svc, admission):
+        sent = send_or_pretend(svc, phone=session.phone, code=code, send=session.sent,
+                               route=route or default_route(session.channel))
+    svc.otp.replace_code(session, code, sent.method)
+    track_send(svc, session, sent)
+    if not cooldown:
+        svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
+    return sent
+
+
+def own_session(svc: Services, session_id: str, channel: str | None, account_id: str | None,
+                purpose: str, *, settled: bool = False) -> OtpSession:
+    """The session if it was started by this messenger identity for this purpose; any
+    other caller is told it does not exist (``session_not_found``)."""
+    session = svc.otp.load(session_id, settled=settled)
     if session is None or session.purpose != purpose or (
-            session.channel, session.account_id) != (identity.channel, identity.account_id):
+            session.channel, session.account_id) != (channel, account_id):
         raise FlowRefusal("session_not_found")
+    return session
+
+
+def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
+               purpose: str, work: Callable[[OtpSession], Answer],
+               done: Callable[[Answer], bool] = lambda answer: True) -> Answer:
+    """Verify the code, then run ``work`` for its session once and answer what it returns.
+
+    Another identity's or another purpose's session is answered as not found. A replay
+    of a code that already succeeded gets the stored answer again, without running
+    ``work``; one arriving while the first still runs waits for it. The code stays
+    checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
+    our own failure never burns the customer's code.
+    """
+    session = own_session(svc, session_id, identity.channel, identity.account_id, purpose,
+                          settled=True)
     outcome = svc.otp.verify(session, code)
+    if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
+        log_event("check_replayed", channel=identity.channel, purpose=purpose)
+        return answer
     if outcome != "ok":
         log_event("code_rejected", channel=identity.channel, outcome=outcome)
         if outcome == "identity_locked":
             metrics.LIMIT_REFUSALS.labels(outcome).inc()
-        answer_status, error_code = _CHECK_REFUSALS[outcome]
+        answer_status, error_code = _CHECK_REFUSALS.get(outcome, _CHECK_REFUSALS["missing"])
         raise FlowRefusal(error_code, status=answer_status, maskedPhone=mask_phone(session.phone))
-    return session
-
-
-def complete_claimed(svc: Services, session: OtpSession, work: Callable[[], T],
-                     done: Callable[[T], bool] = lambda answer: True) -> T:
-    """Run ``work`` for a consumed code; the code stays used when ``done(answer)`` or on a
-    conflict, and is released otherwise, so our own failure never burns the customer's
-    code."""
     try:
-        answer = work()
+        with LeaseRenewer(lambda: svc.otp.renew_claim(session), svc.otp.lease_seconds / 4):
+            answer = work(session)
     except FlowRefusal as refusal:
-        if refusal.status != "conflict":
+        if refusal.status == "conflict":
+            svc.otp.burn(session)
+        else:
             svc.otp.release(session)
         raise
-    except Exception:
+    except BaseException:
         svc.otp.release(session)
         raise
-    if not done(answer):
+    if done(answer):
+        svc.otp.finish(session, answer)
+    else:
         svc.otp.release(session)
     return answer
 

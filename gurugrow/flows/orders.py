@@ -18,7 +18,7 @@ from gurugrow.flows.order_view import StatusRules, orders_text, present_order, s
 from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import cached_json, run_once
+from gurugrow.storage import Lease, cached_json, run_once
 
 Answer = dict[str, Any]
 _NUMBER_ATTEMPTS = 3
@@ -106,10 +106,14 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
     source = _source_order(svc, data, customer_id)
     digest = hashlib.sha256(f"{identity.channel}|{identity.account_id}|{customer_id}|"
                             f"{source['id']}".encode()).hexdigest()[:32]
-    key = redis_keys.operation_once(svc.settings.redis_prefix, "repeat", digest)
-    answer = run_once(svc.redis, key, svc.settings.order_idempotency_seconds,
-                      lambda: _create_repeat(svc, identity.channel, customer_id, source),
-                      keep=lambda result: result["status"] == "created")
+    prefix = svc.settings.redis_prefix
+    answer = run_once(svc.redis, redis_keys.operation_once(prefix, "repeat", digest),
+                      redis_keys.operation_lease(prefix, "repeat", digest),
+                      svc.settings.order_idempotency_seconds,
+                      lambda lease: _create_repeat(svc, lease, identity.channel, customer_id,
+                                                   source),
+                      keep=lambda result: result["status"] == "created",
+                      lease_seconds=svc.settings.in_progress_lease_seconds)
     mark_interacted(svc, customer)
     return answer
 
@@ -186,35 +190,60 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[
     return order
 
 
-def _create_repeat(svc: Services, channel: str, customer_id: str, source: dict[str, Any]
-                   ) -> Answer:
+def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
+                   source: dict[str, Any]) -> Answer:
     base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
-    missing = unavailable_item(svc, source.get("items") or [])
-    if missing is not None or not source.get("items"):
-        log_event("repeat_unavailable_item", source_order_id=source["id"])
-        return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
-                "unavailableItemName": missing}
-    site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
-    payload = _repeat_payload(svc, channel, customer_id, source)
-    created = _create_with_fresh_number(svc, payload, site)
+    # An earlier attempt died after choosing its number: its order, if it landed, is the
+    # answer, whatever has changed in the catalog since.
+    created = _noted_order(svc, lease, customer_id)
+    if created is None:
+        missing = unavailable_item(svc, source.get("items") or [])
+        if missing is not None or not source.get("items"):
+            log_event("repeat_unavailable_item", source_order_id=source["id"])
+            return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
+                    "unavailableItemName": missing}
+        site = (svc.settings.repeat_order_site or source.get("site")
+                or svc.settings.retailcrm_site)
+        payload = _repeat_payload(svc, channel, customer_id, source)
+        created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     log_event("repeat_created", source_order_id=source["id"], new_order_id=created["id"])
     return {**base, "status": "created", "newOrderId": str(created["id"]),
             "newOrderNumber": created["number"],
             "text": texts.REPEAT_CREATED.format(number=created["number"])}
 
 
-def _create_with_fresh_number(svc: Services, payload: dict[str, Any], site: str
-                              ) -> dict[str, Any]:
-    """Create the order; a taken number is regenerated. A lost answer (timeout) is
-    resolved by looking the number up, never by creating again."""
+def _noted_order(svc: Services, lease: Lease, customer_id: str | None
+                 ) -> dict[str, Any] | None:
+    """The order created under the number an earlier attempt noted, if it landed."""
+    number = lease.notes.get("number")
+    if not number:
+        return None
+    found = _crm("order_by_number", svc.crm.find_orders_by_number, number, customer_id)
+    if not found:
+        return None
+    log_event("repeat_found_after_retry", order_id=found[0]["id"])
+    return {"id": found[0]["id"], "number": number}
+
+
+def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, Any], site: str,
+                              customer_id: str) -> dict[str, Any]:
+    """Create the order; a taken number is regenerated. Each number is noted before its
+    create, so whoever comes next looks it up first. A lost answer (timeout) is resolved
+    by looking the number up, never by creating again."""
+    retry = lease.notes.get("number")
     for _ in range(_NUMBER_ATTEMPTS):
-        number = _new_number(svc)
+        # The noted number of an earlier attempt is tried again first: should that
+        # attempt's create still land, RetailCRM refuses the same number a second time.
+        number, retry = retry or _new_number(svc), None
+        lease.note(number=number)
         try:
             created = svc.crm.create_order({**payload, "number": number}, site)
             return {"id": created["id"], "number": number}
         except UpstreamRejected as e:
             if "number" in f"{e.message} {e.errors}".lower():
+                if found := _noted_order(svc, lease, customer_id):
+                    return found  # taken by our own earlier attempt's order
                 continue
             log_event("repeat_create_rejected", logging.WARNING, error=e)
             raise FlowRefusal("crm_unavailable") from e

@@ -9,6 +9,7 @@ from typing import Any
 
 from gurugrow import redis_keys, texts
 from gurugrow.catalog import RecommendedSet, find_set
+from gurugrow.flows import auth as auth_flow
 from gurugrow.flows.auth import (
     _identity,
     bind_identity,
@@ -18,19 +19,19 @@ from gurugrow.flows.auth import (
 )
 from gurugrow.flows.codes import (
     FlowRefusal,
-    claim_code,
-    complete_claimed,
+    check_code,
     issue_code,
     sent_answer,
 )
 from gurugrow.flows.orders import mark_interacted
 from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.retailcrm import phone_digits
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import cached_json, run_once
+from gurugrow.storage import Lease, cached_json, run_once
 
 Answer = dict[str, Any]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -130,11 +131,23 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
 
 
 def check(svc: Services, data: dict[str, Any]) -> Answer:
-    """Verify the code; create the customer if needed, bind the account, order the set."""
+    """Verify the code; create the customer if needed, bind the account, order the set.
+
+    A replay of the same code by the same identity gets the same order back.
+    """
     identity = _identity(svc, data)
-    session = claim_code(svc, identity, data["sessionId"], data["code"], "recommended")
-    return complete_claimed(svc, session, lambda: _complete(svc, identity, session),
-                            done=lambda answer: answer["status"] == "created")
+    return check_code(svc, identity, data["sessionId"], data["code"], "recommended",
+                      lambda session: _complete(svc, identity, session),
+                      done=lambda answer: answer["status"] == "created")
+
+
+def resend(svc: Services, data: dict[str, Any]) -> Answer:
+    """A new code for a session of /orders/recommended/start, within the send caps.
+
+    Only for the messenger identity that started it; any other caller, or a session of
+    /auth/start, is told the session does not exist.
+    """
+    return auth_flow.resend(svc, data, purpose="recommended")
 
 
 def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -> Answer:
@@ -144,15 +157,29 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
         raise FlowRefusal("unknown_offer")
     recipient = {k: payload.get(k) for k in ("firstName", "lastName", "phone", "email")}
     if session.customer_id is None:  # nobody had this phone: the customer is created now
-        if find_bound_customers(svc, identity):
+        holders = find_bound_customers(svc, identity)
+        if _created_by_earlier_attempt(holders, session.phone):
+            # An earlier check of this code died between creating the (already bound)
+            # customer and remembering it: that customer is the one, not a conflict.
+            customer_id = str(holders[0]["id"])
+            verified_until = binding_fields(svc, identity, session.route)[1]
+        elif holders:
             raise FlowRefusal("conflict", status="conflict")
-        customer_id, verified_until = _create_customer(svc, identity, session, recipient)
+        else:
+            customer_id, verified_until = _create_customer(svc, identity, session, recipient)
         svc.otp.remember_customer(session, customer_id)
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
     answer = _place_once(svc, _digest("session", session.session_id), bundle,
                          str(session.customer_id), recipient)
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
+
+
+def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bool:
+    """One customer bound to the identity, with the session's phone: the one an earlier
+    attempt of this check created."""
+    return len(holders) == 1 and any(phone_digits(str(p.get("number", ""))) == phone
+                                     for p in holders[0].get("phones") or [])
 
 
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
@@ -182,27 +209,34 @@ def _digest(*parts: str) -> str:
 
 def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
                 recipient: dict[str, Any]) -> Answer:
-    key = redis_keys.operation_once(svc.settings.redis_prefix, "recommended", token)
-    return run_once(svc.redis, key, svc.settings.order_idempotency_seconds,
-                    lambda: _place(svc, token, bundle, customer_id, recipient),
-                    keep=lambda result: result["status"] == "created")
+    prefix = svc.settings.redis_prefix
+    return run_once(svc.redis, redis_keys.operation_once(prefix, "recommended", token),
+                    redis_keys.operation_lease(prefix, "recommended", token),
+                    svc.settings.order_idempotency_seconds,
+                    lambda lease: _place(svc, lease, token, bundle, customer_id, recipient),
+                    keep=lambda result: result["status"] == "created",
+                    lease_seconds=svc.settings.in_progress_lease_seconds)
 
 
-def _place(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
+def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,
            recipient: dict[str, Any]) -> Answer:
     s = svc.settings
     base = {"customerId": customer_id, "offerCode": bundle.offer_code}
-    offer = resolve_bundle(svc, bundle)
-    order: dict[str, Any] = {
-        # externalId makes the create itself idempotent: RetailCRM refuses a second one.
-        "externalId": f"bot-rec-{token}",
-        "status": s.recommended_order_status,
-        "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
-        "items": [{"offer": offer, "quantity": 1}],
-        "customerComment": texts.RECOMMENDED_COMMENT.format(offerCode=bundle.offer_code),
-    }
-    order.update({k: v for k, v in recipient.items() if v})
-    created = _create_order_retrying_once(svc, order, s.recommended_order_site)
+    external_id = f"bot-rec-{token}"
+    # An earlier attempt died or failed: its order, if it landed, is the answer.
+    created = _existing(svc, external_id) if lease.resumed else None
+    if created is None:
+        offer = resolve_bundle(svc, bundle)
+        order: dict[str, Any] = {
+            # externalId makes the create itself idempotent: RetailCRM refuses a second one.
+            "externalId": external_id,
+            "status": s.recommended_order_status,
+            "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
+            "items": [{"offer": offer, "quantity": 1}],
+            "customerComment": texts.RECOMMENDED_COMMENT.format(offerCode=bundle.offer_code),
+        }
+        order.update({k: v for k, v in recipient.items() if v})
+        created = _create_order_retrying_once(svc, order, s.recommended_order_site)
     if created is None:
         return {**base, "status": "error", "errorCode": "order_failed",
                 "text": texts.MANAGER_HANDOFF}

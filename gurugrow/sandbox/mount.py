@@ -1,34 +1,99 @@
-"""Serves the stand-ins under /sandbox inside the app (sandbox mode only)."""
+"""Serves the stand-ins under /sandbox (sandbox mode only): in-process, or — when they run
+on their own server (``SANDBOX_STANDINS_URL``, set by ``make run``) — by forwarding there,
+so the app's request threads never serve its own upstream calls."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import requests
 from flask import Flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.wrappers import Request, Response
 
-from gurugrow.logs import log_event
+from gurugrow import redis_keys
+from gurugrow.logs import begin_request, log_event
 from gurugrow.phone import mask_phone
 from gurugrow.sandbox.standins import create_standins_app
+from gurugrow.storage import delete_matching
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# Headers that describe one hop of a connection, not the request (RFC 9110 §7.6.1).
+_HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
+                          "upgrade", "proxy-authorization", "proxy-authenticate", "host",
+                          "content-length", "content-encoding"})
 
 
-def _log_message(message: dict[str, Any]) -> None:
-    # Sandbox only: showing the code is the point; the phone stays masked.
+def log_message(message: dict[str, Any]) -> None:
+    """Logs a code the stand-ins "sent". Sandbox only: showing the code is the point; the
+    phone stays masked."""
     log_event("sandbox_code", route=message["route"], to=mask_phone(message["to"]),
               code=message["code"])
 
 
 def mount_sandbox(app: Flask, ignored: list[str] | None = None) -> Flask:
-    """Mount the stand-ins at /sandbox (outbox at /sandbox/outbox, reset at /sandbox/reset).
+    """Mount the stand-ins at /sandbox (outbox at /sandbox/outbox, reset at /sandbox/reset;
+    a reset also clears this service's Redis keys, so a journey can run again at once).
 
     ``ignored``: the upstream variables the environment set and the sandbox overrode.
     """
-    standins = create_standins_app(on_message=_log_message)
-    app.extensions["sandbox"] = standins
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/sandbox": standins})
-    log_event("sandbox_enabled", upstreams="/sandbox/retailcrm,/sandbox/greensms,/sandbox/deduper")
+    svc = app.extensions["gurugrow"]
+    prefix = svc.settings.redis_prefix
+
+    def clear_redis() -> None:
+        deleted = delete_matching(svc.redis, redis_keys.everything(prefix))
+        log_event("sandbox_reset", redis_keys_deleted=deleted)
+
+    base_url = svc.settings.sandbox_standins_url.rstrip("/")
+    if base_url:
+        standins: WsgiApp = forwarding_app(base_url)
+    else:
+        standins = create_standins_app(on_message=log_message)
+        app.extensions["sandbox"] = standins
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app,
+                                        {"/sandbox": clearing_on_reset(standins, clear_redis)})
+    log_event("sandbox_enabled", standins=base_url or "in-process",
+              upstreams="/sandbox/retailcrm,/sandbox/greensms,/sandbox/deduper")
     if ignored:  # names only: the values may be real keys
         log_event("sandbox_ignores_upstream_settings", logging.WARNING,
                   variables=",".join(ignored), note="the sandbox always uses its stand-ins")
     return app
+
+
+def clearing_on_reset(standins: WsgiApp, clear: Callable[[], None]) -> WsgiApp:
+    """``standins``, with ``clear`` run before each ``POST /reset`` reaches them."""
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == "/reset":
+            begin_request(environ.get("HTTP_X_REQUEST_ID"))
+            clear()
+        return standins(environ, start_response)
+
+    return wsgi
+
+
+def forwarding_app(base_url: str, timeout: float = 30.0) -> WsgiApp:
+    """A WSGI app passing each request on to the stand-ins' own server at ``base_url``."""
+    session = requests.Session()
+    session.trust_env = False  # loopback: never through a proxy from the environment
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        try:
+            upstream = session.request(
+                request.method, base_url + request.path, params=request.args.items(multi=True),
+                data=request.get_data(), headers=headers, timeout=timeout,
+                allow_redirects=False)
+        except requests.RequestException as e:
+            response = Response('{"status":"error","errorCode":"sandbox_unavailable"}', 502,
+                                mimetype="application/json")
+            log_event("sandbox_forward_failed", error=type(e).__name__)
+            return response(environ, start_response)
+        response = Response(upstream.content, upstream.status_code, headers=[
+            (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS])
+        return response(environ, start_response)
+
+    return wsgi

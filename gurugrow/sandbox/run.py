@@ -2,6 +2,7 @@
 
 Redis: ``REDIS_URL`` when set; else a ``redis-server`` binary on the PATH, started here on
 a free port; else (sandbox only) an in-process store, announced in one log line.
+The stand-ins run here, on their own threaded server; gunicorn serves the app.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gurugrow.ports import port_busy_line, port_in_use
 
@@ -63,6 +67,30 @@ def choose_redis_url(env: dict[str, str]) -> str:
     return "memory://"
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access-log line per request: its URL can hold a full phone number."""
+
+    def log_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def start_standins(env: dict[str, str]) -> BaseWSGIServer:
+    """The stand-ins on their own threaded server on a free loopback port, in this
+    process: the app reaches them by URL, so its request threads never serve its own
+    upstream calls (which deadlocked a busy worker). SANDBOX_RATE_LIMIT (default 10 per
+    second, 0: off) imitates RetailCRM's key limit."""
+    from gurugrow.logs import configure_logging
+    from gurugrow.sandbox.mount import log_message
+    from gurugrow.sandbox.standins import create_standins_app
+
+    configure_logging((env.get("LOG_LEVEL") or "INFO").upper())
+    rate_limit = int(env.get("SANDBOX_RATE_LIMIT") or 10)
+    app = create_standins_app(rate_limit_per_second=rate_limit, on_message=log_message)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="standins", daemon=True).start()
+    return server
+
+
 def main() -> None:
     env = dict(os.environ)
     env.setdefault("APP_HOST", "127.0.0.1")
@@ -72,11 +100,13 @@ def main() -> None:
     if port.isdigit() and port_in_use(env["APP_HOST"], int(port)):
         print(port_busy_line(env["APP_HOST"], int(port)), file=sys.stderr)
         sys.exit(1)
-    # The stand-ins keep their data in process memory: one worker, threads for the
-    # calls the app makes to its own stand-ins over HTTP.
+    # One worker: the in-process store (memory://) must be one process; with Redis more
+    # workers would do, but one keeps the sandbox simple to watch.
     env["GUNICORN_WORKERS"] = "1"
     env.setdefault("GUNICORN_THREADS", "16")
     env["REDIS_URL"] = choose_redis_url(env)
+    standins = start_standins(env)
+    env["SANDBOX_STANDINS_URL"] = f"http://127.0.0.1:{standins.server_port}"
     _say(f"serving on http://localhost:{env['APP_PORT']} (codes appear in this log and "
          f"at /sandbox/outbox)")
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
@@ -93,6 +123,7 @@ def main() -> None:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+        standins.shutdown()
     sys.exit(code)
 
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 import requests
 
+from tests.integration.conftest import wait_until
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
@@ -192,3 +193,70 @@ def test_redis_stopped_mid_journey_then_back(tmp_path):
             "channelType": "telegram", "messengerUserId": "u10"}, timeout=10).json()
         assert check["status"] == "authorized"
         assert "Traceback" not in app.log()
+
+# -- a worker killed mid-repeat -------------------------------------------------------
+# Its in-progress marker is a short lease (IN_PROGRESS_LEASE_SECONDS, 1 s) that nobody
+# renews any more, so the next attempt takes over at once, finds the order the dead
+# worker created by its noted number, and answers with it: one order, never in_progress.
+REPEAT = {**BOUND, "sourceOrderId": "5001"}
+
+
+def repeat_once(base: str) -> tuple[requests.Response, float]:
+    started = time.monotonic()
+    response = requests.post(f"{base}/orders/repeat", data=REPEAT, timeout=30)
+    return response, time.monotonic() - started
+
+
+def kill_mid_create(app, standins, create_seconds: float) -> None:
+    """Send a repeat whose order create takes ``create_seconds`` at RetailCRM, and SIGKILL
+    the worker once the create has reached RetailCRM; wait for the new worker."""
+    standins.state.delay["create"] = create_seconds
+
+    def doomed() -> None:
+        try:
+            requests.post(f"{app.base}/orders/repeat", data=REPEAT, timeout=30)
+        except requests.RequestException:
+            pass  # the worker dies under it
+
+    threading.Thread(target=doomed, daemon=True).start()
+    assert wait_until(lambda: "POST /api/v5/orders/create" in standins.state.calls)
+    app.kill_workers()
+    assert wait_until(app.serving, timeout=30), app.log()[-2000:]
+
+
+def test_next_attempt_after_a_crash_gets_the_created_order_within_a_second(fresh):
+    app, standins, redis_server = fresh
+    redis.Redis.from_url(redis_server.url).flushdb()  # no kept answer of another test
+    kill_mid_create(app, standins, create_seconds=2.0)
+    # RetailCRM finishes creating the order the dead worker asked for.
+    assert wait_until(lambda: len(standins.state.created_orders) == 1, timeout=10)
+    [order] = standins.state.created_orders
+
+    response, seconds = repeat_once(app.base)
+    answer = response.json()
+    print(f"\ncrash: the next attempt got the created order in {seconds * 1000:.0f} ms")
+    assert (answer["status"], answer["newOrderNumber"], answer["newOrderId"]) == (
+        "created", order["number"], str(order["id"]))
+    assert seconds < 1.0
+    # Looked up by its number; nothing created again. Later repeats get the kept answer.
+    assert len(standins.state.created_orders) == 1
+    assert repeat_once(app.base)[0].json() == answer
+    assert len(standins.state.created_orders) == 1
+
+
+def test_an_attempt_while_the_dead_workers_create_is_still_landing_makes_no_second_order(
+        fresh):
+    app, standins, redis_server = fresh
+    redis.Redis.from_url(redis_server.url).flushdb()
+    kill_mid_create(app, standins, create_seconds=4.0)
+    assert standins.state.created_orders == []  # the dead worker's create is still landing
+    # It takes over and creates under the same noted number; with RetailCRM slower than
+    # RETAILCRM_TIMEOUT_SECONDS here, it may have to answer crm_unavailable, never a
+    # second order and never a 10 s in_progress wait.
+    first, seconds = repeat_once(app.base)
+    assert first.json()["status"] in ("created", "error") and seconds < 5
+    assert first.json()["errorCode"] in (None, "crm_unavailable")
+    time.sleep(max(0.0, 4.5 - seconds))  # both creates have landed or been refused
+    answer = repeat_once(app.base)[0].json()
+    [order] = standins.state.created_orders
+    assert (answer["status"], answer["newOrderNumber"]) == ("created", order["number"])

@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -51,11 +53,18 @@ def test_readme_quickstart_has_both_body_kinds_and_checks():
 
 
 @pytest.fixture
-def sandbox_server(redis_url, tmp_path):
+def sandbox_env() -> dict[str, str]:
+    """Extra environment of the sandbox (a test overrides it with parametrize)."""
+    return {}
+
+
+@pytest.fixture
+def sandbox_server(redis_url, tmp_path, sandbox_env):
     port = free_port()
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RETAILCRM_", "GREENSMS_", "DEDUPE_", "OTP_"))}
-    env.update(APP_PORT=str(port), REDIS_URL=redis_url, REDIS_PREFIX="quickstart:")
+           if not k.startswith(("RETAILCRM_", "GREENSMS_", "DEDUPE_", "OTP_", "SANDBOX_"))}
+    env.update(APP_PORT=str(port), REDIS_URL=redis_url, REDIS_PREFIX="quickstart:",
+               **sandbox_env)
     log = (tmp_path / "sandbox.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "gurugrow.sandbox.run"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -76,8 +85,8 @@ def sandbox_server(redis_url, tmp_path):
         log.close()
 
 
-def test_readme_quickstart_runs_against_the_sandbox(sandbox_server):
-    base, log_path = sandbox_server
+def run_quickstart(base: str) -> None:
+    """Every README quickstart command against ``base``; each expected output appears."""
     steps = quickstart_commands()
     script = ["set -euo pipefail"]
     for index, (command, _) in enumerate(steps):
@@ -91,8 +100,40 @@ def test_readme_quickstart_runs_against_the_sandbox(sandbox_server):
     for (command, expected), output in zip(steps, outputs, strict=True):
         if expected:
             assert expected in output, f"{command}\n→ {output}"
+
+
+def test_readme_quickstart_runs_against_the_sandbox(sandbox_server):
+    base, log_path = sandbox_server
+    run_quickstart(base)
+    # Twice in a row: the reset restores the demo data and clears the sandbox's Redis
+    # keys (cooldowns, counters, sessions, remembered answers).
+    assert requests.post(f"{base}/sandbox/reset", timeout=10).json() == {"status": "reset"}
+    run_quickstart(base)
     # The sandbox logs each code it "sent"; the real log never holds a full phone.
     log = log_path.read_text()
     assert "sandbox_code" in log
     assert "79990000001" not in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("sandbox_env", [{"SANDBOX_RATE_LIMIT": "0"}])
+def test_sandbox_serves_32_concurrent_requests(sandbox_server):
+    """The stand-ins never share the app's request threads: 32 requests at once, each
+    calling RetailCRM, all answer (the in-app stand-ins deadlocked at 16)."""
+    base, _ = sandbox_server
+    query = {"channelType": "telegram", "messengerUserId": "100500", "limit": "3"}
+    requests.get(f"{base}/orders", params=query, timeout=30)  # fills the statuses cache
+
+    def one_request(_: int) -> tuple[int, str | None, float]:
+        started = time.monotonic()
+        response = requests.get(f"{base}/orders", params=query, timeout=60)
+        return response.status_code, response.json().get("status"), \
+            time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(one_request, range(32)))
+    slowest = max(seconds for _, _, seconds in answers)
+    print(f"\nsandbox: 32 concurrent /orders, slowest answer {slowest * 1000:.0f} ms")
+    assert [(code, status) for code, status, _ in answers] == [(200, "ok")] * 32
+    # Far below the 10 s upstream timeout a deadlocked worker would wait out.
+    assert slowest < 8
