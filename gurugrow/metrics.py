@@ -42,7 +42,7 @@ SMS_FALLBACKS = Counter(
 LIMIT_REFUSALS = Counter(
     "gurugrow_limit_refusals_total",
     "Refusals by a send limit or a lockout, by kind (region, budget, cooldown, phone_day, "
-    "phone_hour, ip_hour, identity_locked).", ["kind"])
+    "phone_hour, ip_hour, account_hour, account_day, identity_locked).", ["kind"])
 
 # RetailCRM quota (the shared bucket), circuit breaker and caches.
 CRM_SLOTS = Counter(
