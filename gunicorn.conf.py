@@ -22,8 +22,10 @@ bind = f"{_host}:{_port}"
 # The sandbox keeps its stand-in data in process memory: one worker sees it all.
 _sandbox = (_env.get("GURUGROW_SANDBOX") or "").lower() in ("1", "true", "yes", "on")
 workers = _int("GUNICORN_WORKERS", 1 if _sandbox else 2)
-# Threads: a worker mostly waits on RetailCRM/GreenSMS, so it serves others meanwhile.
-threads = _int("GUNICORN_THREADS", 8)
+# Threads: a worker mostly waits on RetailCRM/GreenSMS (and for a slot of the shared
+# RetailCRM bucket, up to RETAILCRM_QUEUE_SECONDS), so it serves others meanwhile; enough
+# that callers parked on the CRM never take the last thread /health needs.
+threads = _int("GUNICORN_THREADS", 32)
 worker_class = "gthread"
 # Longer than the slowest upstream chain (several calls with 10 s read timeouts).
 timeout = _int("GUNICORN_TIMEOUT", 60)

@@ -76,7 +76,6 @@ def build_services(settings: Settings, redis_client: Any = None):
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.http import make_session
-    from gurugrow.gateways.retailcrm import RetailCrmGateway
     from gurugrow.limits import LimitPolicy, Limits
     from gurugrow.otp import OtpPolicy, OtpStore
     from gurugrow.services import Services
@@ -110,9 +109,7 @@ def build_services(settings: Settings, redis_client: Any = None):
         redis=client,
         otp=otp,
         limits=Limits(client, s.redis_prefix, limits, clock=otp.clock),
-        crm=RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,
-                             timeout=s.retailcrm_timeout_seconds, connect_timeout=connect,
-                             max_retries=s.retailcrm_max_retries, session=session()),
+        crm=crm_gateway(s, client, session()),
         sms=GreenSmsGateway(s.greensms_base_url, token=s.greensms_token, user=s.greensms_user,
                             password=s.greensms_pass, sms_from=s.greensms_sms_from,
                             vk_from=s.greensms_vk_from,
@@ -126,6 +123,26 @@ def build_services(settings: Settings, redis_client: Any = None):
         deliveries=DeliveryTracker(client, s.redis_prefix,
                                    ttl_seconds=s.otp_ttl_seconds + 600),
     )
+
+
+def crm_gateway(settings: Settings, redis_client: Any, session: Any) -> Any:
+    """The RetailCRM gateway behind the shared quota bucket and this process's breaker."""
+    from gurugrow.gateways.breaker import CircuitBreaker
+    from gurugrow.gateways.quota import CrmQuota
+    from gurugrow.gateways.retailcrm import RetailCrmGateway
+
+    s = settings
+    quota = CrmQuota(redis_client, s.redis_prefix, rate_limit=s.retailcrm_rate_limit,
+                     queue_seconds=s.retailcrm_queue_seconds,
+                     read_horizon_seconds=s.retailcrm_read_horizon_seconds)
+    breaker = CircuitBreaker(failures=s.retailcrm_breaker_failures,
+                             cooloff_seconds=s.retailcrm_breaker_cooloff_seconds)
+    return RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,
+                            timeout=s.retailcrm_timeout_seconds,
+                            connect_timeout=s.http_connect_timeout_seconds,
+                            max_retries=s.retailcrm_max_retries, session=session,
+                            quota=quota, breaker=breaker,
+                            throttle_pause_seconds=s.retailcrm_throttle_pause_seconds)
 
 
 def make_redis_client(settings: Settings) -> Any:

@@ -138,6 +138,27 @@ class Settings:
     dedupe_api_key: str = _env("DEDUPE_API_KEY", "", secret=True)
     dedupe_timeout_seconds: float = _env("DEDUPE_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 
+    # RetailCRM quota, breaker and caches
+    # One Redis bucket shared by every worker and host: at most this many calls in any
+    # one-second window (the key allows 10; the headroom absorbs network jitter).
+    retailcrm_rate_limit: int = _env("RETAILCRM_RATE_LIMIT", 9, minimum=1)
+    # A request's CRM calls wait this long for slots, then it answers errorCode=busy.
+    retailcrm_queue_seconds: float = _env("RETAILCRM_QUEUE_SECONDS", 10.0, minimum=0.1)
+    # Reads (status, orders, start, preview) reserve slots at most this far ahead, so a
+    # step after a code was sent never waits behind more than this much of a read wave.
+    retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 1.0,
+                                                 minimum=0.1)
+    # A 503/429 without Retry-After pauses the shared bucket this long.
+    retailcrm_throttle_pause_seconds: float = _env("RETAILCRM_THROTTLE_PAUSE_SECONDS", 1.0,
+                                                   minimum=0.1)
+    # Consecutive timeouts/5xx that open the breaker, and how long it stays open.
+    retailcrm_breaker_failures: int = _env("RETAILCRM_BREAKER_FAILURES", 5, minimum=1)
+    retailcrm_breaker_cooloff_seconds: float = _env("RETAILCRM_BREAKER_COOLOFF_SECONDS", 30.0,
+                                                    minimum=0.1)
+    binding_cache_seconds: int = _env("BINDING_CACHE_SECONDS", 300, minimum=0)
+    binding_negative_cache_seconds: int = _env("BINDING_NEGATIVE_CACHE_SECONDS", 10, minimum=0)
+    orders_cache_seconds: int = _env("ORDERS_CACHE_SECONDS", 60, minimum=0)
+
     # OTP policy
     otp_secret: str = _env("OTP_SECRET", "", required=True, secret=True)
     otp_length: int = _env("OTP_LENGTH", 6, choices=(4, 5, 6, 7, 8))

@@ -114,3 +114,31 @@ def everything(prefix: str) -> str:
 def doctor_probe(prefix: str) -> str:
     """Written and deleted by `gurugrow doctor` to prove Redis takes writes."""
     return f"{prefix}doctor:probe"
+
+
+CRM_QUOTA_TAG = "{crm-quota}"
+
+
+def crm_quota_tail(prefix: str) -> str:
+    """The RetailCRM bucket: the server time (µs) of the next free call slot."""
+    return f"{prefix}crm:{CRM_QUOTA_TAG}:tail"
+
+
+def crm_quota_waiting(prefix: str) -> str:
+    """Reads waiting in line for a RetailCRM slot beyond the read horizon."""
+    return f"{prefix}crm:{CRM_QUOTA_TAG}:waiting"
+
+
+def binding_cache(prefix: str, channel: str, account_id: str) -> str:
+    """Cached binding of one messenger account (customer id, masked phone) or its absence."""
+    return f"{prefix}cache:{{{identity_tag(channel, account_id)}}}:binding"
+
+
+def orders_cache(prefix: str, customer_id: str) -> str:
+    """Cached order list of one customer (the raw RetailCRM page)."""
+    return f"{prefix}cache:orders:{customer_id}"
+
+
+def loading_marker(cache_key: str) -> str:
+    """Exists while one request loads the value of ``cache_key`` (others wait for it)."""
+    return f"{cache_key}:loading"

@@ -175,6 +175,9 @@ class EnvelopeSchema(Schema):
     status = fields.String(required=True)
     errorCode = _nullable()
     message = _nullable()
+    # Only in answers that carry it (errorCode=busy): absent, not null, elsewhere, so
+    # the answers of the first wave keep their exact fields. Start and resend redeclare it.
+    retryAfterSec = fields.Integer(allow_none=True, metadata={"optional": True})
 
 
 class AuthStatusResponse(EnvelopeSchema):

@@ -11,6 +11,8 @@ from typing import Any
 
 import redis
 
+from gurugrow import metrics, redis_keys
+
 # A cluster client also raises RedisClusterException, which is not a RedisError.
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
@@ -31,17 +33,43 @@ class redis_guard:  # noqa: N801 - used as a context manager, reads like a state
         return False
 
 
-def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]) -> Any:
-    """``load()``'s value, kept in Redis as JSON for ``ttl`` seconds (0: no cache)."""
+def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any],
+                cache: str | None = None, *, wait_seconds: float = 5.0,
+                poll: float = 0.05) -> Any:
+    """``load()``'s value, kept in Redis as JSON for ``ttl`` seconds (0: no cache);
+    lookups of a named ``cache`` count in gurugrow_cache_lookups_total.
+
+    One caller loads a missing value while the others wait up to ``wait_seconds`` for
+    it: a broadcast's first wave asks RetailCRM once, not once per caller.
+    """
     if ttl <= 0:
         return load()
     with redis_guard():
         raw = client.get(key)
+    if cache is not None:
+        metrics.CACHE_LOOKUPS.labels(cache, "miss" if raw is None else "hit").inc()
     if raw is not None:
         return json.loads(raw)
-    value = load()
-    with redis_guard():
-        client.set(key, json.dumps(value, ensure_ascii=False), ex=ttl)
+    marker = redis_keys.loading_marker(key)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with redis_guard():
+            claimed = client.set(marker, "1", nx=True, ex=max(int(wait_seconds), 1))
+        if claimed or time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+        with redis_guard():
+            raw = client.get(key)
+        if raw is not None:
+            return json.loads(raw)
+    try:
+        value = load()
+        with redis_guard():
+            client.set(key, json.dumps(value, ensure_ascii=False), ex=ttl)
+    finally:
+        if claimed:
+            with redis_guard():
+                client.delete(marker)
     return value
 
 

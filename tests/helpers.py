@@ -51,3 +51,15 @@ def run_concurrently(count: int, action: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.join()
     return results
+
+
+def arrange_bound_world(upstreams):
+    """A customer bound to Telegram 100500 with an order, another customer, a catalog
+    offer and a bundle (the call-budget and RetailCRM quota tests' common world)."""
+    upstreams.add_customer(626518, "+79990000006", bot_telegram_account_id="100500",
+                           chatbot_interacted="true")
+    upstreams.add_customer(1001, "+79990000001")
+    upstreams.add_offer(501, "Миноксидил 5%")
+    upstreams.add_bundle(31, "SET-MALE-BASIC")
+    upstreams.add_order(5001, 626518, status="send-to-delivery")
+    return upstreams

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from fakeredis._clients._sync import FakeRedisConnection
 
-from tests.helpers import TG, get, post
+from gurugrow import redis_keys
+from tests.helpers import TG, arrange_bound_world, get, post
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
@@ -34,13 +35,7 @@ def round_trips(monkeypatch):
 @pytest.fixture
 def world(upstreams):
     """A bound customer with an order, a catalog with the offers and a bundle."""
-    upstreams.add_customer(626518, "+79990000006", bot_telegram_account_id="100500",
-                           chatbot_interacted="true")
-    upstreams.add_customer(1001, "+79990000001")
-    upstreams.add_offer(501, "Миноксидил 5%")
-    upstreams.add_bundle(31, "SET-MALE-BASIC")
-    upstreams.add_order(5001, 626518, status="send-to-delivery")
-    return upstreams
+    return arrange_bound_world(upstreams)
 
 
 def measure(world, round_trips, call):
@@ -76,29 +71,31 @@ def warm(client, world):
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 def test_requests_per_endpoint(client, world, round_trips):
+    """Warm: the binding is cached (by warm()'s /orders), the order list is not (warm()'s
+    order creation dropped it). Every CRM call costs one Redis round trip for its slot."""
     warm(client, world)
     m = lambda call: measure(world, round_trips, call)  # noqa: E731
 
     answer, crm, sms, dedupe, trips = m(lambda: get(client, "/auth/status", BOUND))
-    assert (answer["status"], crm, sms, dedupe, trips) == (
-        "authorized", ["GET /api/v5/customers"], 0, 0, 0)
+    assert (answer["status"], crm, sms, dedupe, trips) == ("authorized", [], 0, 0, 1)
 
+    # binding hit, order-list miss + slot + store, statuses hit
     answer, crm, sms, dedupe, trips = m(lambda: get(client, "/orders", BOUND))
-    assert (answer["status"], crm, trips) == (
-        "ok", ["GET /api/v5/customers", "GET /api/v5/orders"], 1)
+    assert (answer["status"], crm, trips) == ("ok", ["GET /api/v5/orders"], 5)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001"}))
-    # admission, session, delivery record (GreenSMS's request_id, the due check)
+    # admission, CRM slot, session, delivery record (GreenSMS's request_id, the due check)
     assert (answer["status"], crm, sms, dedupe, trips) == (
-        "sent", ["GET /api/v5/customers"], 1, 0, 3)
+        "sent", ["GET /api/v5/customers"], 1, 0, 4)
     session_id = answer["sessionId"]
 
+    # the binding check stays fresh from the CRM; the new binding is cached
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/check", {
         **TG, "sessionId": session_id, "code": world.codes_sent()[-1]}))
     # Load, verify-and-claim, then store the answer a replay gets back.
     assert (answer["status"], crm, trips) == (
-        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 3)
+        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 5)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001", "messengerUserId": "r"}))
@@ -114,21 +111,43 @@ def test_requests_per_endpoint(client, world, round_trips):
         **BOUND, "sourceOrderId": "5001"}))
     # Claim, note the new order's number (found by it after a crash), keep the answer.
     assert (answer["status"], crm, trips) == ("created", [
-        "GET /api/v5/customers", "GET /api/v5/orders/5001", "GET /api/v5/store/offers",
-        "POST /api/v5/orders/create"], 3)
+        "GET /api/v5/orders/5001", "GET /api/v5/store/offers",
+        "POST /api/v5/orders/create"], 7)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/preview", {
         **BOUND, "offerCode": "male_hairloss_basic"}))
-    assert (answer["status"], crm, trips) == ("ok", ["GET /api/v5/customers"], 0)
+    assert (answer["status"], crm, trips) == ("ok", [], 1)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/create", {
         **BOUND, "offerCode": "male_hairloss_basic"}))
-    assert (answer["status"], crm, trips) == (
-        "created", ["GET /api/v5/customers", "POST /api/v5/orders/create"], 3)
+    assert (answer["status"], crm, trips) == ("created", ["POST /api/v5/orders/create"], 6)
 
+    # unlink looks the binding up fresh, then drops the cached one
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/unlink", BOUND))
     assert (answer["status"], crm, trips) == (
-        "unlinked", ["GET /api/v5/customers", "POST /api/v5/customers/626518/edit"], 0)
+        "unlinked", ["GET /api/v5/customers", "POST /api/v5/customers/626518/edit"], 4)
+
+
+def my_orders_visit(client, world, round_trips) -> list[str]:
+    """A "My orders" visit as the bot makes it: /auth/status, then /orders."""
+    _, crm_status, *_ = measure(world, round_trips, lambda: get(client, "/auth/status", BOUND))
+    _, crm_orders, *_ = measure(world, round_trips, lambda: get(client, "/orders", BOUND))
+    return crm_status + crm_orders
+
+
+def test_my_orders_visit_costs_two_calls_cold_and_one_warm(client, world, round_trips):
+    # Another customer's visit loads the statuses reference (shared, cached 10 minutes).
+    world.add_customer(7, "+79990000007", bot_telegram_account_id="other",
+                       chatbot_interacted="true")
+    get(client, "/orders", {"channelType": "telegram", "messengerUserId": "other"})
+    cold = my_orders_visit(client, world, round_trips)
+    assert cold == ["GET /api/v5/customers", "GET /api/v5/orders"]
+    # Warm: the binding is cached and the order list expired (or was dropped).
+    client.application.extensions["gurugrow"].redis.delete(
+        redis_keys.orders_cache("gg:", "626518"))
+    assert my_orders_visit(client, world, round_trips) == ["GET /api/v5/orders"]
+    # Within ORDERS_CACHE_SECONDS nothing at all.
+    assert my_orders_visit(client, world, round_trips) == []
 
 
 def test_duplicates_cost_one_deduper_call(client, world, round_trips):

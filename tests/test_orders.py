@@ -108,7 +108,10 @@ def test_exclusions_and_groups_are_configurable(client, upstreams, bound):
         ("3", "complete")]
 
 
+@pytest.mark.parametrize("env_overrides", [{"BINDING_CACHE_SECONDS": "0",
+                                            "ORDERS_CACHE_SECONDS": "0"}])
 def test_reference_is_cached_so_orders_costs_two_crm_calls(client, upstreams, bound):
+    """With the binding and order-list caches off (see test_call_budget for them on)."""
     upstreams.add_order(1, 626518, status="new")
     get(client, "/orders", QUERY)
     upstreams.calls.clear()

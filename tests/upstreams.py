@@ -51,7 +51,10 @@ class Upstreams:
             response = self._client.open(
                 mount + parts.path, method=request.method, query_string=parts.query,
                 headers=dict(request.headers), data=body or b"")
-            return response.status_code, {"Content-Type": response.content_type}, response.data
+            headers = {"Content-Type": response.content_type}
+            if "Retry-After" in response.headers:
+                headers["Retry-After"] = response.headers["Retry-After"]
+            return response.status_code, headers, response.data
         return callback
 
     # -- arrange ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from gurugrow import schemas as s
 from gurugrow.api.contract import endpoint
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import auth
+from gurugrow.gateways.quota import JOURNEY
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -32,10 +33,10 @@ bp.post("/start")(answer_no_earlier(endpoint(
 bp.post("/check")(endpoint(
     s.AuthCheckBody, s.AuthCheckResponse,
     statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict"),
-    error_codes=CHECK_REFUSALS)(auth.check))
+    error_codes=CHECK_REFUSALS, crm_priority=JOURNEY)(auth.check))
 bp.post("/resend")(answer_no_earlier(endpoint(
     s.AuthResendBody, s.AuthResendResponse, statuses=("sent",),
-    error_codes=RESEND_REFUSALS)(auth.resend)))
+    error_codes=RESEND_REFUSALS, crm_priority=JOURNEY, crm_bound=False)(auth.resend)))
 bp.post("/unlink")(endpoint(
     s.AuthUnlinkBody, s.AuthUnlinkResponse,
     statuses=("unlinked", "not_authorized", "conflict"),

@@ -17,7 +17,8 @@ from gurugrow import metrics, texts
 from gurugrow.api.bodies import BodyNotAnObject, json_object
 from gurugrow.fields import request_settings
 from gurugrow.flows.codes import FlowRefusal
-from gurugrow.gateways.errors import UpstreamError
+from gurugrow.gateways import quota
+from gurugrow.gateways.errors import CrmBusy, UpstreamError
 from gurugrow.limits import client_ip
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -99,16 +100,20 @@ def validation_error_codes(schema: Schema) -> tuple[str, ...]:
 
 
 def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
-             statuses: tuple[str, ...], error_codes: tuple[str, ...] = ()
+             statuses: tuple[str, ...], error_codes: tuple[str, ...] = (),
+             crm_priority: str = quota.READ, crm_bound: bool = True,
              ) -> Callable[[Callable[[Services, dict[str, Any]], dict[str, Any]]], Callable]:
     """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200.
 
     ``statuses`` and ``error_codes`` are the answers the flow gives; ``error``, the
-    request schema's validation codes and ``COMMON_ERROR_CODES`` are added.
+    request schema's validation codes and ``COMMON_ERROR_CODES`` are added, and ``busy``
+    (no RetailCRM slot in time) when the endpoint calls RetailCRM. ``crm_priority``:
+    ``journey`` for a step after a code was sent, whose CRM calls go before reads.
     """
     req, resp = request_schema(), response_schema()
+    busy = ("busy",) if crm_bound else ()
     codes = tuple(dict.fromkeys((*error_codes, *validation_error_codes(req),
-                                 *COMMON_ERROR_CODES)))
+                                 *COMMON_ERROR_CODES, *busy)))
     validation_statuses = (f.metadata.get("error_status", "error") for f in req.fields.values())
     contract = EndpointContract(
         req, resp, tuple(dict.fromkeys(("error", *statuses, *validation_statuses))), codes)
@@ -116,7 +121,8 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
         def view() -> Any:
-            answer = render(resp, _run(flow, req))
+            with quota.crm_priority(crm_priority):
+                answer = render(resp, _run(flow, req))
             g.contract_status = answer.get("status")  # for the request metrics
             if not contract.allows(answer):
                 _undocumented(answer)
@@ -159,6 +165,10 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
         return {"status": status, "errorCode": code}
     except FlowRefusal as refusal:
         return {"status": refusal.status, "errorCode": refusal.error_code, **refusal.fields}
+    except CrmBusy as busy:
+        log_event("crm_busy", logging.WARNING, endpoint=request.path,
+                  retry_after=busy.retry_after)
+        return {"status": "error", "errorCode": "busy", "retryAfterSec": busy.retry_after}
     except InProgress:
         return {"status": "error", "errorCode": "in_progress"}
     except StorageUnavailable as e:

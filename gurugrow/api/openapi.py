@@ -213,7 +213,8 @@ def _contract_operation(plugin: MarshmallowPlugin, contract: EndpointContract, m
     props["errorCode"]["enum"] = [*contract.error_codes, None]
     props["errorCode"]["x-messages"] = {code: texts.error_message(code)
                                         for code in contract.error_codes}
-    response["required"] = list(props)
+    response["required"] = [name for name in props
+                            if not contract.response.fields[name].metadata.get("optional")]
     response["additionalProperties"] = False  # an undocumented field fails validation
     operation: dict[str, Any] = {
         "summary": summary.strip(), "description": " ".join(description.split()),

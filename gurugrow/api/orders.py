@@ -8,6 +8,7 @@ from gurugrow import schemas as s
 from gurugrow.api.auth import BINDING_REFUSALS
 from gurugrow.api.contract import endpoint
 from gurugrow.flows import orders
+from gurugrow.gateways.quota import JOURNEY
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
@@ -18,5 +19,5 @@ bp.get("")(endpoint(
 bp.post("/repeat")(endpoint(
     s.RepeatOrderBody, s.RepeatOrderResponse,
     statuses=("created", "unavailable_item", "not_found", "not_authorized", "conflict"),
-    error_codes=("unavailable_item", "order_not_found", "in_progress", *BINDING_REFUSALS))(
-    orders.repeat_order))
+    error_codes=("unavailable_item", "order_not_found", "in_progress", *BINDING_REFUSALS),
+    crm_priority=JOURNEY)(orders.repeat_order))

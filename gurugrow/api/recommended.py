@@ -9,6 +9,7 @@ from gurugrow.api.auth import BINDING_REFUSALS, CHECK_REFUSALS, RESEND_REFUSALS,
 from gurugrow.api.contract import endpoint
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import recommended
+from gurugrow.gateways.quota import JOURNEY
 
 bp = Blueprint("recommended", __name__, url_prefix="/orders/recommended")
 
@@ -23,14 +24,14 @@ bp.post("/preview")(endpoint(
 bp.post("/create")(endpoint(
     s.RecommendedCreateBody, s.RecommendedCreateResponse,
     statuses=("created", "not_authorized", "conflict"),
-    error_codes=(*ORDER_REFUSALS, *BINDING_REFUSALS))(recommended.create))
+    error_codes=(*ORDER_REFUSALS, *BINDING_REFUSALS), crm_priority=JOURNEY)(recommended.create))
 bp.post("/start")(answer_no_earlier(endpoint(
     s.RecommendedStartBody, s.AuthStartResponse, statuses=("sent",),
     error_codes=("unknown_offer", "bundle_unavailable", *SEND_REFUSALS))(recommended.start)))
 bp.post("/check")(endpoint(
     s.RecommendedCheckBody, s.RecommendedCheckResponse,
     statuses=("created", "invalid_code", "expired", "too_many_attempts", "conflict"),
-    error_codes=(*CHECK_REFUSALS, *ORDER_REFUSALS))(recommended.check))
+    error_codes=(*CHECK_REFUSALS, *ORDER_REFUSALS), crm_priority=JOURNEY)(recommended.check))
 bp.post("/resend")(answer_no_earlier(endpoint(
     s.RecommendedResendBody, s.AuthResendResponse, statuses=("sent",),
-    error_codes=RESEND_REFUSALS)(recommended.resend)))
+    error_codes=RESEND_REFUSALS, crm_priority=JOURNEY, crm_bound=False)(recommended.resend)))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gurugrow import texts
+from gurugrow.flows import crm_cache
 from gurugrow.flows.codes import (
     FlowRefusal,
     check_code,
@@ -23,6 +24,7 @@ from gurugrow.flows.codes import (
 )
 from gurugrow.flows.delivery import resend_route
 from gurugrow.gateways.errors import UpstreamError
+from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.identity import MessengerIdentity, identity_for
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
@@ -46,31 +48,57 @@ def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dic
 
 
 def bound_customer(svc: Services, identity: MessengerIdentity,
-                   claimed_customer_id: str | None = None) -> dict[str, Any]:
-    """The one customer bound to ``identity``; ``claimed_customer_id`` is only checked.
+                   claimed_customer_id: str | None = None, *, fresh: bool = False
+                   ) -> dict[str, Any]:
+    """The one customer bound to ``identity`` (``{"id", "maskedPhone", "customFields"}``,
+    from the binding cache unless ``fresh``); ``claimed_customer_id`` is only checked.
 
     Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
     claimed id differs).
     """
-    customers = find_bound_customers(svc, identity)
-    if not customers:
+    customer = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
+    if customer is crm_cache.NOT_CACHED:
+        customer = _lookup_binding(svc, identity)
+    if customer is crm_cache.NO_BINDING:
         raise FlowRefusal("not_authorized", status="not_authorized")
-    if len(customers) > 1:
-        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
-                  customers=len(customers))
-        raise FlowRefusal("conflict", status="conflict")
-    customer = customers[0]
     if claimed_customer_id and claimed_customer_id != str(customer["id"]):
         raise FlowRefusal("customer_mismatch", status="conflict")
     return customer
 
 
+def _lookup_binding(svc: Services, identity: MessengerIdentity) -> Any:
+    """Ask RetailCRM who holds the messenger id; cache the answer (not a conflict)."""
+    customers = find_bound_customers(svc, identity)
+    if len(customers) > 1:
+        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
+                  customers=len(customers))
+        raise FlowRefusal("conflict", status="conflict")
+    if not customers:
+        crm_cache.remember_binding(svc, identity, None)
+        return crm_cache.NO_BINDING
+    code = svc.settings.retailcrm_cf_chatbot_interacted
+    interacted = str(custom_fields(customers[0]).get(code, "")).lower() in ("true", "1")
+    entry = crm_cache.binding_entry(customers[0]["id"], customer_masked_phone(customers[0]),
+                                    interacted, code)
+    crm_cache.remember_binding(svc, identity, entry)
+    return entry
+
+
 def customer_masked_phone(customer: dict[str, Any]) -> str | None:
+    if "maskedPhone" in customer:  # a binding entry
+        return customer["maskedPhone"]
     for entry in customer.get("phones") or []:
         phone = normalize_phone(str(entry.get("number", "")))
         if phone:
             return mask_phone(phone)
     return None
+
+
+def remember_new_binding(svc: Services, identity: MessengerIdentity, customer_id: str,
+                         phone: str) -> None:
+    """This service just bound the account (binding written with chatbot_interacted)."""
+    crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
+        customer_id, mask_phone(phone), True, svc.settings.retailcrm_cf_chatbot_interacted))
 
 
 def status(svc: Services, data: dict[str, Any]) -> Answer:
@@ -100,6 +128,7 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
     def bind(session: OtpSession) -> Answer:
         customer_id = str(session.customer_id)
         verified_until = bind_identity(svc, identity, customer_id, session.route)
+        remember_new_binding(svc, identity, customer_id, session.phone)
         log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
         return {"status": "authorized", "authorized": True, "customerId": customer_id,
                 "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
@@ -168,13 +197,14 @@ def resend(svc: Services, data: dict[str, Any], purpose: str = "auth") -> Answer
 def unlink(svc: Services, data: dict[str, Any]) -> Answer:
     """Clear only the channel field of the customer bound to this messenger account."""
     identity = _identity(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.get("customerId"), fresh=True)
     customer_id = str(customer["id"])
     try:
         svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
     except UpstreamError as e:
         log_event("crm_unlink_failed", logging.WARNING, customer_id=customer_id, error=e)
         raise FlowRefusal("crm_unavailable") from e
+    crm_cache.forget_binding(svc, identity)
     log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
     return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
             "text": texts.UNLINKED}

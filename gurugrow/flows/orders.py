@@ -12,10 +12,17 @@ import secrets
 from typing import Any
 
 from gurugrow import redis_keys, texts
+from gurugrow.flows import crm_cache
 from gurugrow.flows.auth import _identity, bound_customer
 from gurugrow.flows.codes import FlowRefusal
 from gurugrow.flows.order_view import StatusRules, orders_text, present_order, status_group
-from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.errors import (
+    CrmBusy,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.storage import Lease, cached_json, run_once
@@ -52,7 +59,7 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
     s, prefix = svc.settings, svc.settings.redis_prefix
     ttl = s.reference_cache_seconds
     statuses = cached_json(svc.redis, redis_keys.reference(prefix, "statuses"), ttl,
-                           lambda: _crm("statuses", svc.crm.get_statuses))
+                           lambda: _crm("statuses", svc.crm.get_statuses), cache="statuses")
     groups: dict[str, Any] = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
         groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
@@ -60,26 +67,33 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
     return statuses, groups
 
 
-def mark_interacted(svc: Services, customer: dict[str, Any]) -> None:
-    """Best-effort ``chatbot_interacted=true``; skipped when already set, never fails."""
+def mark_interacted(svc: Services, customer: dict[str, Any],
+                    identity: MessengerIdentity | None = None) -> None:
+    """Best-effort ``chatbot_interacted=true``; skipped when already set, never fails.
+    With ``identity`` the cached binding learns it, so the next visit skips the write."""
     code = svc.settings.retailcrm_cf_chatbot_interacted
     fields = customer.get("customFields") or {}
     if str(fields.get(code, "")).lower() in ("true", "1"):
         return
     try:
         svc.crm.edit_customer_custom_fields(str(customer["id"]), {code: "true"})
-    except UpstreamError as e:
+    except (UpstreamError, CrmBusy) as e:
         log_event("mark_interacted_failed", logging.WARNING, customer_id=customer["id"],
                   error=e)
+        return
+    if identity is not None and "maskedPhone" in customer:
+        crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
+            customer["id"], customer["maskedPhone"], True, code))
 
 
 def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
     """The customer's latest visible orders with the bot texts."""
-    customer = bound_customer(svc, _identity(svc, data), data.get("customerId"))
+    identity = _identity(svc, data)
+    customer = bound_customer(svc, identity, data.get("customerId"))
     customer_id = str(customer["id"])
     limit = data.get("limit") or svc.settings.orders_default_limit
-    orders = _crm("orders", svc.crm.list_customer_orders, customer_id,
-                  svc.settings.orders_max_lookback)
+    orders = crm_cache.customer_orders(svc, customer_id, lambda: _crm(
+        "orders", svc.crm.list_customer_orders, customer_id, svc.settings.orders_max_lookback))
     statuses, groups = order_statuses(svc)
     rules, urls = status_rules(svc), svc.settings.tracking_urls
     shown = []
@@ -89,7 +103,7 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
             shown.append(present_order(order, group, urls))
         if len(shown) == limit:
             break
-    mark_interacted(svc, customer)
+    mark_interacted(svc, customer, identity)
     if not shown:
         return {"status": "empty", "customerId": customer_id, "shownCount": 0, "orders": [],
                 "text": texts.ORDERS_EMPTY}
@@ -114,7 +128,7 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
                                                    source),
                       keep=lambda result: result["status"] == "created",
                       lease_seconds=svc.settings.in_progress_lease_seconds)
-    mark_interacted(svc, customer)
+    mark_interacted(svc, customer, identity)
     return answer
 
 
@@ -207,6 +221,7 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
                 or svc.settings.retailcrm_site)
         payload = _repeat_payload(svc, channel, customer_id, source)
         created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
+    crm_cache.forget_orders(svc, customer_id)
     log_event("repeat_created", source_order_id=source["id"], new_order_id=created["id"])
     return {**base, "status": "created", "newOrderId": str(created["id"]),
             "newOrderNumber": created["number"],

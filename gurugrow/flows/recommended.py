@@ -10,12 +10,14 @@ from typing import Any
 from gurugrow import redis_keys, texts
 from gurugrow.catalog import RecommendedSet, find_set
 from gurugrow.flows import auth as auth_flow
+from gurugrow.flows import crm_cache
 from gurugrow.flows.auth import (
     _identity,
     bind_identity,
     binding_fields,
     bound_customer,
     find_bound_customers,
+    remember_new_binding,
 )
 from gurugrow.flows.codes import (
     FlowRefusal,
@@ -112,7 +114,7 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     token = _digest(identity.channel, identity.account_id, customer_id, bundle.offer_code,
                     *(str(v) for v in recipient.values()))
     answer = _place_once(svc, token, bundle, customer_id, recipient)
-    mark_interacted(svc, customer)
+    mark_interacted(svc, customer, identity)
     return answer
 
 
@@ -170,6 +172,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
         svc.otp.remember_customer(session, customer_id)
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
+    remember_new_binding(svc, identity, str(session.customer_id), session.phone)
     answer = _place_once(svc, _digest("session", session.session_id), bundle,
                          str(session.customer_id), recipient)
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
@@ -241,6 +244,7 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
         return {**base, "status": "error", "errorCode": "order_failed",
                 "text": texts.MANAGER_HANDOFF}
     number = created.get("number") or str(created["id"])
+    crm_cache.forget_orders(svc, customer_id)
     log_event("recommended_created", order_id=created["id"], offer_code=bundle.offer_code)
     return {**base, "status": "created", "orderId": str(created["id"]), "orderNumber": number,
             "text": texts.RECOMMENDED_CREATED.format(number=number)}

@@ -32,3 +32,13 @@ class UpstreamRejected(UpstreamError):
 
 class NotFound(UpstreamRejected):
     """The requested entity does not exist (HTTP 404)."""
+
+
+class CrmBusy(Exception):
+    """No RetailCRM slot within ``RETAILCRM_QUEUE_SECONDS``: nothing was sent. Answered as
+    ``errorCode=busy`` with ``retryAfterSec`` (deliberately no UpstreamError, so flows do
+    not turn it into ``crm_unavailable``)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retailcrm: no slot, retry after {retry_after} s")
+        self.retry_after = retry_after

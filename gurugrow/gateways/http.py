@@ -11,14 +11,28 @@ from urllib.parse import urlencode
 import requests
 
 from gurugrow import metrics
+from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.errors import UpstreamUnavailable
+from gurugrow.gateways.quota import CrmQuota
 from gurugrow.logs import current_request_id
 
 USER_AGENT = "gurugrow/1.0"
 RETRYABLE_STATUSES = frozenset({429, 503})
-# RetailCRM counts requests per second: the backoffs of all retries together must outlast
-# one second even at the lowest jitter, or a retry lands in the same full window.
+# Without a shared bucket (a standalone gateway): the backoffs of all retries together
+# must outlast one second even at the lowest jitter, or a retry lands in the same window.
 BACKOFF_BASE_SECONDS = 0.3
+# A Retry-After beyond this is not believed (a misconfigured proxy must not stop us long).
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """The answer's Retry-After in seconds (the delta form), or None."""
+    raw = response.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds > 0 else None
 
 
 def make_session(trust_env: bool = False) -> requests.Session:
@@ -34,35 +48,82 @@ def make_session(trust_env: bool = False) -> requests.Session:
 
 
 class HttpClient:
-    """Sends requests for one gateway and translates failures into typed errors."""
+    """Sends requests for one gateway and translates failures into typed errors.
+
+    With a ``quota`` every attempt first takes a slot from the shared bucket, and a 429/503
+    slows the bucket for everybody instead of this worker retrying on its own; with a
+    ``breaker`` a dead upstream fails fast.
+    """
 
     def __init__(self, gateway: str, base_url: str, *, timeout: float, connect_timeout: float,
                  session: requests.Session | None = None, max_retries: int = 0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, quota: CrmQuota | None = None,
+                 breaker: CircuitBreaker | None = None,
+                 throttle_pause_seconds: float = 1.0) -> None:
         self.gateway = gateway
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, timeout)
         self.session = session or make_session()
         self.max_retries = max_retries
         self._sleep = sleep
+        self.quota = quota
+        self.breaker = breaker
+        self.throttle_pause_seconds = throttle_pause_seconds
 
     def request(self, method: str, path: str, *, retry: bool = False, route: str | None = None,
                 **kwargs: Any) -> tuple[int, Any]:
         """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
-        they are retried on 429/503 with jittered backoff, up to ``max_retries`` times.
+        after a 429/503 they are sent again, up to ``max_retries`` times, each time
+        through the bucket and within the first attempt's queue deadline.
 
         ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
         a path built from any value must pass one (without, the path is the label).
         """
         attempts = 1 + (self.max_retries if retry else 0)
+        deadline = self.quota.deadline() if self.quota else None
         for attempt in range(attempts):
-            response = self._send(method, path, route or path, **kwargs)
-            if response.status_code in RETRYABLE_STATUSES and attempt + 1 < attempts:
-                self._sleep(min(BACKOFF_BASE_SECONDS * 2 ** attempt, 2.0)
-                            * (0.5 + random.random()))
-                continue
+            response = self._governed_send(method, path, route or path, deadline, **kwargs)
+            if response.status_code in RETRYABLE_STATUSES:
+                self._throttled(response, attempt)
+                if attempt + 1 < attempts:
+                    continue
             return response.status_code, self._json(response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _throttled(self, response: requests.Response, attempt: int) -> None:
+        """The upstream is over its quota: everybody waits (Retry-After when given)."""
+        pause = retry_after_seconds(response) or self.throttle_pause_seconds
+        if self.quota is not None:
+            metrics.CRM_THROTTLED.labels(str(response.status_code)).inc()
+            self.quota.slow_down(pause)
+        else:  # no shared bucket (a standalone gateway): back off here
+            self._sleep(min(BACKOFF_BASE_SECONDS * 2 ** attempt, 2.0)
+                        * (0.5 + random.random()))
+
+    def _governed_send(self, method: str, path: str, route: str, deadline: float | None,
+                       **kwargs: Any) -> requests.Response:
+        breaker = self.breaker
+        if breaker is not None and breaker.state == OPEN:  # before waiting for a slot
+            raise UpstreamUnavailable(self.gateway, f"{method} {route}: circuit breaker open")
+        if self.quota is not None:
+            self.quota.acquire(deadline)
+        if breaker is None:
+            return self._send(method, path, route, **kwargs)
+        if not breaker.allow():
+            raise UpstreamUnavailable(self.gateway, f"{method} {route}: circuit breaker open")
+        try:
+            response = self._send(method, path, route, **kwargs)
+        except UpstreamUnavailable:
+            breaker.failed()
+            raise
+        except BaseException:
+            breaker.abandoned()
+            raise
+        if response.status_code >= 500 and response.status_code != 503:
+            breaker.failed()
+        else:
+            breaker.succeeded()
+        return response
 
     def _send(self, method: str, path: str, route: str, **kwargs: Any) -> requests.Response:
         # The caller's request id travels upstream, so one journey can be traced across logs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -10,8 +11,10 @@ from urllib.parse import quote
 
 import requests
 
+from gurugrow.gateways.breaker import CircuitBreaker
 from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
+from gurugrow.gateways.quota import CrmQuota
 
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
@@ -60,12 +63,22 @@ class RetailCrmGateway:
     def __init__(self, base_url: str, api_key: str, site: str, *, timeout: float = 10,
                  connect_timeout: float = 3, max_retries: int = 2,
                  session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, quota: CrmQuota | None = None,
+                 breaker: CircuitBreaker | None = None,
+                 throttle_pause_seconds: float = 1.0) -> None:
         self.site = site
         self._http = HttpClient(GATEWAY, base_url, timeout=timeout,
                                 connect_timeout=connect_timeout, session=session,
-                                max_retries=max_retries, sleep=sleep)
+                                max_retries=max_retries, sleep=sleep, quota=quota,
+                                breaker=breaker, throttle_pause_seconds=throttle_pause_seconds)
         self._headers = {"X-API-KEY": api_key}
+
+    def unmetered(self) -> RetailCrmGateway:
+        """The same gateway without the shared bucket (the doctor, when Redis is down)."""
+        twin = copy.copy(self)
+        twin._http = copy.copy(self._http)
+        twin._http.quota = None
+        return twin
 
     # -- transport --------------------------------------------------------------------
     # Paths are built only from constants and ``path_segment``; query strings only from

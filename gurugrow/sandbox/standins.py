@@ -94,6 +94,7 @@ class SandboxState:
             self.messages_sent = 0
             self.lose_create_answer = False
             self._window: deque[float] = deque()
+            self.refused_over_rate = 0  # calls answered 503 for going over the rate limit
             self._next_id = 900000
 
     def new_id(self) -> int:
@@ -144,6 +145,7 @@ class SandboxState:
             while self._window and now - self._window[0] >= 1.0:
                 self._window.popleft()
             if len(self._window) >= self.rate_limit:
+                self.refused_over_rate += 1
                 return True
             self._window.append(now)
             return False
@@ -323,7 +325,7 @@ def order(ref: str):
     if failed := state().failure("order"):
         return failed
     by = request.args.get("by", "externalId")
-    for o in state().orders.values():
+    for o in list(state().orders.values()):  # other threads add orders meanwhile
         if str(o.get("id" if by == "id" else "externalId")) == ref:
             return _ok(order=o)
     return _crm_error(404, "Not found")
@@ -565,7 +567,8 @@ def stats():
     """Requests each stand-in served so far (the benchmark's upstream-call counts)."""
     st = state()
     return jsonify({"retailcrm": len(st.calls), "greensms": st.messages_sent,
-                    "deduper": len(st.dedupe_calls)})
+                    "deduper": len(st.dedupe_calls),
+                    "retailcrm_over_rate_limit": st.refused_over_rate})
 
 
 @control.post("/seed-orders")
@@ -583,6 +586,30 @@ def seed_orders():
             st.orders[str(oid)] = {**template, "id": oid, "number": f"S{oid}"}
             ids.append(oid)
     return jsonify({"ids": ids})
+
+
+@control.post("/seed-customers")
+def seed_customers():
+    """``count`` customers, each bound to its own Telegram account and owning a copy of
+    order ``from``: a broadcast's audience for the benchmark. Answers the account ids."""
+    st = state()
+    template = st.orders.get(request.args.get("from", ""))
+    if template is None:
+        return jsonify({"status": "error", "errorCode": "not_found"}), 404
+    field = request.args.get("field", "bot_telegram_account_id")
+    accounts = []
+    with st.lock:
+        for _ in range(min(int(request.args.get("count", "1")), 10000)):
+            cid = st.new_id()
+            account = f"seeded-{cid}"
+            st.customers[str(cid)] = {
+                "id": cid, "firstName": "Подписчик", "phones": [{"number": f"+7999{cid:07d}"}],
+                "customFields": {field: account, "chatbot_interacted": "true"}}
+            oid = st.new_id()
+            st.orders[str(oid)] = {**template, "id": oid, "number": f"S{oid}",
+                                   "customer": {"id": cid, "type": "customer"}}
+            accounts.append(account)
+    return jsonify({"accounts": accounts})
 
 
 @control.post("/reset")

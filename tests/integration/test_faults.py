@@ -21,7 +21,10 @@ SETTINGS = {"REDIS_TIMEOUT_SECONDS": "0.5", "RETAILCRM_TIMEOUT_SECONDS": "1",
             "GREENSMS_TIMEOUT_SECONDS": "1", "DEDUPE_TIMEOUT_SECONDS": "1",
             "HTTP_CONNECT_TIMEOUT_SECONDS": "1", "OTP_RESEND_COOLDOWN_SECONDS": "0",
             "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0", "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000",
-            "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8", "GUNICORN_TIMEOUT": "20"}
+            "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8", "GUNICORN_TIMEOUT": "20",
+            # Each fault on its own: the breaker (tested in test_crm_quota.py) stays closed,
+            # and the binding cache is emptied between tests (see ``fresh``).
+            "RETAILCRM_BREAKER_FAILURES": "1000"}
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
 
@@ -36,6 +39,7 @@ def fresh(stack):
     app, standins, redis_server = stack
     standins.state.reset()
     standins.state.rate_limit = 0
+    redis.Redis.from_url(redis_server.url).flushdb()
     return stack
 
 

@@ -1,0 +1,91 @@
+"""Short-lived Redis caches of RetailCRM answers, so a "My orders" visit costs few calls.
+
+- Bindings: messenger account → ``{"id", "maskedPhone", "customFields"}`` (only the
+  chatbot-interacted flag), ``BINDING_CACHE_SECONDS``; written when this service binds,
+  dropped when it unlinks. "Bound to nobody" is kept ``BINDING_NEGATIVE_CACHE_SECONDS``.
+  A change made in RetailCRM itself (a manager clearing the field) shows within the TTL.
+- Order lists: one customer's latest orders, ``ORDERS_CACHE_SECONDS``; dropped when this
+  service creates an order for that customer.
+
+A TTL of 0 switches a cache off. Every lookup counts in gurugrow_cache_lookups_total.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from gurugrow import metrics, redis_keys
+from gurugrow.identity import MessengerIdentity
+from gurugrow.services import Services
+from gurugrow.storage import redis_guard
+
+# What a binding lookup found in the cache: nothing cached, or "bound to nobody".
+NOT_CACHED, NO_BINDING = object(), object()
+
+
+def cached_binding(svc: Services, identity: MessengerIdentity) -> Any:
+    """The cached binding entry, ``NO_BINDING``, or ``NOT_CACHED``."""
+    if svc.settings.binding_cache_seconds <= 0:
+        return NOT_CACHED
+    key = redis_keys.binding_cache(svc.settings.redis_prefix, identity.channel,
+                                   identity.account_id)
+    with redis_guard():
+        raw = svc.redis.get(key)
+    metrics.CACHE_LOOKUPS.labels("binding", "miss" if raw is None else "hit").inc()
+    if raw is None:
+        return NOT_CACHED
+    entry = json.loads(raw)
+    return NO_BINDING if entry is None else entry
+
+
+def binding_entry(customer_id: str, masked_phone: str | None, interacted: bool,
+                  interacted_field: str) -> dict[str, Any]:
+    """The slim customer the flows get for a binding, cached or fresh alike."""
+    return {"id": str(customer_id), "maskedPhone": masked_phone,
+            "customFields": {interacted_field: "true"} if interacted else {}}
+
+
+def remember_binding(svc: Services, identity: MessengerIdentity,
+                     entry: dict[str, Any] | None) -> None:
+    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL)."""
+    s = svc.settings
+    ttl = s.binding_cache_seconds if entry is not None else s.binding_negative_cache_seconds
+    if s.binding_cache_seconds <= 0 or ttl <= 0:
+        return
+    key = redis_keys.binding_cache(s.redis_prefix, identity.channel, identity.account_id)
+    with redis_guard():
+        svc.redis.set(key, json.dumps(entry, ensure_ascii=False), ex=ttl)
+
+
+def forget_binding(svc: Services, identity: MessengerIdentity) -> None:
+    """Drop the cached binding (this service unlinked the account)."""
+    key = redis_keys.binding_cache(svc.settings.redis_prefix, identity.channel,
+                                   identity.account_id)
+    with redis_guard():
+        svc.redis.delete(key)
+
+
+def customer_orders(svc: Services, customer_id: str,
+                    load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The customer's order page from the cache, else ``load()``'s (then cached)."""
+    ttl = svc.settings.orders_cache_seconds
+    if ttl <= 0:
+        return load()
+    key = redis_keys.orders_cache(svc.settings.redis_prefix, customer_id)
+    with redis_guard():
+        raw = svc.redis.get(key)
+    metrics.CACHE_LOOKUPS.labels("orders", "miss" if raw is None else "hit").inc()
+    if raw is not None:
+        return json.loads(raw)
+    orders = load()
+    with redis_guard():
+        svc.redis.set(key, json.dumps(orders, ensure_ascii=False), ex=ttl)
+    return orders
+
+
+def forget_orders(svc: Services, customer_id: str) -> None:
+    """Drop the cached order list (this service created an order for the customer)."""
+    with redis_guard():
+        svc.redis.delete(redis_keys.orders_cache(svc.settings.redis_prefix, customer_id))

@@ -1,0 +1,228 @@
+"""RetailCRM's quota, shared by every worker and host: one bucket in Redis.
+
+Pacing by reservation: each granted call reserves the next free slot on one timeline,
+at least ``1/RETAILCRM_RATE_LIMIT`` s (plus 1 µs) after the previous one, and sleeps
+until its slot. So no one-second window, open or closed, ever holds more than
+``RETAILCRM_RATE_LIMIT`` grants, there is no burst allowance to overshoot the CRM's own
+counter, and waiters are served first come, first served without polling. Time is the
+Redis server's (``TIME`` inside the script), so the hosts' clocks do not matter.
+
+Priority: a step after a code was sent (``journey``) may reserve as far ahead as its
+queue deadline. A read (``read``: status, orders, start, preview) may reserve at most
+``RETAILCRM_READ_HORIZON_SECONDS`` ahead; beyond that it waits in a FIFO line of
+readers that journey calls pass. A journey call therefore waits at most the read horizon
+plus the journey calls ahead of it, however large the wave of reads.
+
+One script, one round trip per grant; both keys share one hash tag (Redis Cluster).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+from gurugrow import metrics, redis_keys
+from gurugrow.gateways.errors import CrmBusy
+from gurugrow.logs import log_event
+from gurugrow.storage import StorageUnavailable, redis_guard
+
+JOURNEY, READ = "journey", "read"
+# Calls made outside a contract request (the doctor, workers) are not a read wave.
+CRM_PRIORITY: ContextVar[str] = ContextVar("crm_priority", default=JOURNEY)
+# Inside a request: when its first CRM call began to wait, so all of a request's calls
+# together wait at most RETAILCRM_QUEUE_SECONDS (outside one: each call on its own).
+_REQUEST_DEADLINE: ContextVar[list[float] | None] = ContextVar("crm_deadline", default=None)
+# A waiter never sleeps less than this between two looks at the line.
+_MIN_POLL_SECONDS = 0.002
+# A slot this close is taken at once: a shorter sleep lasts longer than asked (timer
+# slack), and half a millisecond is nothing next to network jitter. Only limits far above
+# RetailCRM's (the benchmark's) give such waits; at 9/s they are 0 or tens of ms.
+_MIN_SLEEP_SECONDS = 0.0005
+
+# KEYS: tail (µs of the next free slot), waiting (readers in line: token → arrival µs).
+# ARGV take: "take", interval µs, horizon µs, patience µs, token, is_read, max patience µs.
+# ARGV pause: "pause", pause µs; leave: "leave", token (a reader gives up its place).
+# Answers {1, wait µs, slot µs}: granted, sleep that long (the slot's server time);
+# {2, retry µs}: in line, look again then; {0, estimated wait µs}: no slot within the
+# patience (busy).
+_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tail = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tail < now then tail = now end
+local ahead = tail - now
+if ARGV[1] == 'pause' then
+  local untl = now + tonumber(ARGV[2])
+  if untl > tail then
+    redis.call('SET', KEYS[1], untl, 'PX', math.floor((untl - now) / 1000) + 60000)
+  end
+  return {1, 0}
+end
+if ARGV[1] == 'leave' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return {1, 0}
+end
+local interval, horizon = tonumber(ARGV[2]), tonumber(ARGV[3])
+local patience, token, is_read = tonumber(ARGV[4]), ARGV[5], ARGV[6] == '1'
+local before = 0
+if is_read then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[7]))
+  local mine = redis.call('ZSCORE', KEYS[2], token)
+  if mine then
+    before = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. mine)
+  else
+    before = redis.call('ZCARD', KEYS[2])
+  end
+end
+if ahead <= horizon and before == 0 then
+  local nxt = tail + interval
+  redis.call('SET', KEYS[1], nxt, 'PX', math.floor((nxt - now) / 1000) + 60000)
+  if is_read then redis.call('ZREM', KEYS[2], token) end
+  return {1, ahead, tail}
+end
+local estimate = ahead + before * interval
+if estimate > patience then
+  if is_read then redis.call('ZREM', KEYS[2], token) end
+  return {0, estimate}
+end
+redis.call('ZADD', KEYS[2], 'NX', now, token)
+redis.call('PEXPIRE', KEYS[2], math.floor(tonumber(ARGV[7]) / 1000) + 1000)
+local retry = ahead - horizon
+if retry < 0 then retry = 0 end
+return {2, retry + before * interval}
+"""
+
+
+GRANTED, IN_LINE, BUSY = 1, 2, 0
+
+
+class Grant(NamedTuple):
+    """One answer of the bucket: ``state`` (GRANTED, IN_LINE, BUSY), ``seconds`` to sleep
+    (granted), to look again (in line) or the estimated wait (busy), and for a grant the
+    slot's server time in µs."""
+
+    state: int
+    seconds: float
+    slot_us: int | None
+
+
+def current_priority() -> str:
+    """The priority of the CRM calls the current request makes."""
+    return CRM_PRIORITY.get()
+
+
+@contextmanager
+def crm_priority(priority: str) -> Iterator[None]:
+    """CRM calls made inside take slots with ``priority`` (``journey`` or ``read``) and
+    share one queue deadline (one request)."""
+    token = CRM_PRIORITY.set(priority)
+    deadline_token = _REQUEST_DEADLINE.set([])
+    try:
+        yield
+    finally:
+        _REQUEST_DEADLINE.reset(deadline_token)
+        CRM_PRIORITY.reset(token)
+
+
+class CrmQuota:
+    """The shared bucket: ``acquire`` before every RetailCRM call, ``slow_down`` on a
+    503/429."""
+
+    def __init__(self, client: Any, prefix: str, *, rate_limit: int, queue_seconds: float,
+                 read_horizon_seconds: float,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.rate_limit = rate_limit
+        self.queue_seconds = queue_seconds
+        # +1 µs: even a closed one-second window holds at most ``rate_limit`` slots.
+        self.interval_us = 1_000_000 // rate_limit + 1
+        self.read_horizon_us = int(min(read_horizon_seconds, queue_seconds) * 1_000_000)
+        # Half a slot late and a call would bunch up with the next one at the CRM; below
+        # 20 ms a timer's own jitter would count (only at rates far above RetailCRM's).
+        self.late_tolerance = max(self.interval_us / 2_000_000, 0.02)
+        self._keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
+        self._script = client.register_script(_SCRIPT)
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def deadline(self) -> float:
+        """The monotonic time a call starting now stops waiting for a slot: the request's,
+        set by its first CRM call, inside ``crm_priority``; else the call's own."""
+        shared = _REQUEST_DEADLINE.get()
+        if shared:
+            return shared[0]
+        deadline = self._monotonic() + self.queue_seconds
+        if shared is not None:
+            shared.append(deadline)
+        return deadline
+
+    def acquire(self, deadline: float | None = None, priority: str | None = None) -> float:
+        """Wait for a slot (until ``deadline``); return the seconds waited.
+
+        Raises CrmBusy (with the estimated wait) when no slot comes in time, at once when
+        the line is already longer than the time left.
+        """
+        priority = priority or current_priority()
+        deadline = self.deadline() if deadline is None else deadline
+        began = self._monotonic()
+        token = secrets.token_hex(8)
+        try:
+            return self._take(priority, deadline, began, token)
+        except BaseException:
+            if priority == READ:  # a reader that stops waiting leaves the line at once
+                self._leave(token)
+            raise
+
+    def _leave(self, token: str) -> None:
+        try:
+            with redis_guard():
+                self._script(keys=self._keys, args=["leave", token])
+        except StorageUnavailable:
+            pass  # the line forgets a silent reader by itself after RETAILCRM_QUEUE_SECONDS
+
+    def _take(self, priority: str, deadline: float, began: float, token: str) -> float:
+        while True:
+            patience = max(deadline - self._monotonic(), 0.0)
+            grant = self.reserve(priority, patience, token)
+            if grant.state == BUSY:
+                metrics.CRM_BUSY.labels(priority).inc()
+                raise CrmBusy(max(1, math.ceil(grant.seconds)))
+            if grant.state == IN_LINE:
+                self._sleep(max(grant.seconds, _MIN_POLL_SECONDS))
+                continue
+            wake_at = self._monotonic() + grant.seconds
+            if grant.seconds >= _MIN_SLEEP_SECONDS:
+                self._sleep(grant.seconds)
+            if grant.seconds > 0 and self._monotonic() - wake_at > self.late_tolerance:
+                # Woke too late (a starved CPU): sent now, this call would land among
+                # later slots' calls and bunch up at the CRM. Its slot stays unused.
+                log_event("crm_slot_missed", priority=priority,
+                          late_ms=f"{(self._monotonic() - wake_at) * 1000:.0f}")
+                continue
+            waited = self._monotonic() - began
+            metrics.CRM_SLOTS.labels(priority).inc()
+            metrics.CRM_SLOT_WAIT_SECONDS.labels(priority).observe(waited)
+            return waited
+
+    def reserve(self, priority: str, patience_seconds: float, token: str) -> Grant:
+        """One look at the bucket (one round trip): a slot, a place in line, or busy."""
+        patience_us = int(patience_seconds * 1_000_000)
+        horizon_us = patience_us if priority == JOURNEY else min(self.read_horizon_us,
+                                                                 patience_us)
+        with redis_guard():
+            answer = self._script(keys=self._keys, args=[
+                "take", self.interval_us, horizon_us, patience_us, token,
+                "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)])
+        state, micros = int(answer[0]), int(answer[1])
+        slot = int(answer[2]) if len(answer) > 2 else None
+        return Grant(state, micros / 1_000_000, slot)
+
+    def slow_down(self, seconds: float) -> None:
+        """No slot is granted to anyone for ``seconds`` (the CRM said 503/429)."""
+        with redis_guard():
+            self._script(keys=self._keys, args=["pause", int(seconds * 1_000_000)])

@@ -1,0 +1,278 @@
+"""The shared RetailCRM bucket, through its script (fakeredis) and through HTTP: the
+one-second window, journey priority, `busy`, 503/429 slowing everybody down."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import fakeredis
+import pytest
+from prometheus_client import REGISTRY
+
+from gurugrow import redis_keys
+from gurugrow.gateways.errors import CrmBusy
+from gurugrow.gateways.quota import (
+    BUSY,
+    GRANTED,
+    IN_LINE,
+    JOURNEY,
+    READ,
+    CrmQuota,
+    crm_priority,
+)
+from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post
+
+BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
+
+
+def quota(client=None, *, rate=9, queue=100.0, horizon=3.0, **kwargs) -> CrmQuota:
+    return CrmQuota(client or fakeredis.FakeRedis(), "gg:", rate_limit=rate,
+                    queue_seconds=queue, read_horizon_seconds=horizon, **kwargs)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# -- the script ---------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", [9, 10, 3])
+def test_no_one_second_window_ever_holds_more_than_the_rate(rate):
+    """300 grants from 8 threads at once: any rate+1 consecutive slots span more than one
+    second, so no window, open or closed, holds more than ``rate`` of them."""
+    bucket = quota(rate=rate, queue=1000.0)
+    slots: list[int] = []
+    lock = threading.Lock()
+
+    def take(n: int) -> None:
+        for i in range(n):
+            grant = bucket.reserve(JOURNEY, 1000.0, f"t{threading.get_ident()}-{i}")
+            assert grant.state == GRANTED
+            with lock:
+                slots.append(grant.slot_us)
+
+    threads = [threading.Thread(target=take, args=(300 // 8,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slots.sort()
+    assert len(slots) == 8 * (300 // 8) and len(set(slots)) == len(slots)
+    spans = [slots[i + rate] - slots[i] for i in range(len(slots) - rate)]
+    assert min(spans) > 1_000_000
+    # No burst allowance: the first grants are already spaced by 1/rate.
+    gaps = [slots[i + 1] - slots[i] for i in range(len(slots) - 1)]
+    assert min(gaps) == 1_000_000 // rate + 1
+
+
+def test_an_idle_bucket_grants_at_once_and_paces_the_next():
+    bucket = quota(rate=10)
+    first = bucket.reserve(READ, 10, "a")
+    second = bucket.reserve(READ, 10, "b")
+    assert (first.state, second.state) == (GRANTED, GRANTED)
+    assert first.seconds == 0 and 0.09 < second.seconds <= 0.1001
+
+
+def test_journey_calls_pass_a_wave_of_reads():
+    """Reads reserve at most the read horizon (1 s) ahead, then wait in line; a journey
+    call reserves past the line, so it waits about the horizon, not the whole wave."""
+    bucket = quota(rate=10, queue=10.0, horizon=1.0)
+    states = [bucket.reserve(READ, 10.0, f"read-{i}").state for i in range(40)]
+    assert states[:11] == [GRANTED] * 11  # slots 0 … 1.0 s ahead
+    assert set(states[11:]) == {IN_LINE}  # 29 reads in line
+    journey = bucket.reserve(JOURNEY, 10.0, "journey")
+    assert journey.state == GRANTED and journey.seconds <= 1.2
+    # The head of the line is next after the journey call; a newcomer goes to the back.
+    head = bucket.reserve(READ, 10.0, "read-11")
+    late = bucket.reserve(READ, 10.0, "late")
+    assert head.state == IN_LINE and late.state == IN_LINE
+    assert late.seconds > head.seconds + 2.5  # 29 readers ahead of it at 0.1 s each
+
+
+def test_a_line_longer_than_the_patience_is_busy_at_once():
+    bucket = quota(rate=10, queue=2.0, horizon=1.0)
+    for i in range(11):
+        assert bucket.reserve(READ, 2.0, f"r{i}").state == GRANTED
+    assert bucket.reserve(READ, 2.0, "in-line").state == IN_LINE
+    for i in range(9):
+        bucket.reserve(READ, 2.0, f"more-{i}")
+    refused = bucket.reserve(READ, 2.0, "refused")
+    assert refused.state == BUSY and refused.seconds > 2.0
+    journey = bucket.reserve(JOURNEY, 0.5, "journey")  # 1.1 s ahead > its 0.5 s
+    assert journey.state == BUSY
+
+
+def test_acquire_sleeps_until_its_slot_and_counts_it():
+    slept: list[float] = []
+    bucket = quota(rate=5, sleep=slept.append)
+    before = sample("gurugrow_crm_slots_total", priority="read")
+    bucket.acquire(priority=READ)
+    bucket.acquire(priority=READ)
+    assert len(slept) == 1 and 0.15 < slept[0] <= 0.2001  # the first slot was free
+    assert sample("gurugrow_crm_slots_total", priority="read") == before + 2
+
+
+def test_acquire_raises_busy_with_the_wait_and_leaves_no_place_in_line():
+    client = fakeredis.FakeRedis()
+    bucket = quota(client, rate=10, queue=1.0, horizon=0.5)
+    bucket.slow_down(5.0)
+    before = sample("gurugrow_crm_busy_total", priority="read")
+    with pytest.raises(CrmBusy) as caught:
+        bucket.acquire(priority=READ)
+    assert caught.value.retry_after == 5
+    assert sample("gurugrow_crm_busy_total", priority="read") == before + 1
+    assert client.zcard(redis_keys.crm_quota_waiting("gg:")) == 0
+
+
+def test_every_key_has_a_ttl_and_one_hash_tag():
+    client = fakeredis.FakeRedis()
+    bucket = quota(client, rate=10, horizon=0.1)
+    for i in range(5):
+        bucket.reserve(READ, 10.0, f"r{i}")
+    keys = client.keys("gg:crm:*")
+    assert {k.decode() for k in keys} == {redis_keys.crm_quota_tail("gg:"),
+                                         redis_keys.crm_quota_waiting("gg:")}
+    assert all(client.pttl(k) > 0 for k in keys)
+    assert all("{crm-quota}" in k.decode() for k in keys)
+
+
+# -- through HTTP ---------------------------------------------------------------------------
+@pytest.fixture
+def world(upstreams):
+    return arrange_bound_world(upstreams)
+
+
+def crm_quota(app) -> CrmQuota:
+    return app.extensions["gurugrow"].crm._http.quota
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_QUEUE_SECONDS": "2"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_no_slot_in_time_answers_busy_without_calling_the_crm(app, client, world, kind):
+    crm_quota(app).slow_down(30.0)  # as if the line were 30 s long
+    calls = len(world.calls)
+    started = time.monotonic()
+    answers = [get(client, "/auth/status", BOUND), get(client, "/orders", BOUND),
+               post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5001"}, kind),
+               post(client, "/orders/recommended/preview",
+                    {**BOUND, "offerCode": "male_hairloss_basic"}, kind),
+               post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)]
+    assert time.monotonic() - started < 1.0  # refused at once, not after the wait
+    for answer in answers:
+        assert (answer["status"], answer["errorCode"]) == ("error", "busy")
+        assert 29 <= answer["retryAfterSec"] <= 31
+        assert "попробуйте" in answer["message"]
+    assert world.calls[calls:] == []
+    assert world.sent == []
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_QUEUE_SECONDS": "2",
+                                            "OTP_RESEND_COOLDOWN_SECONDS": "60"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_busy_burns_neither_the_code_nor_the_cooldown(app, client, world, kind):
+    crm_quota(app).slow_down(30.0)
+    refused = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    assert refused["errorCode"] == "busy"
+    app.extensions["gurugrow"].redis.delete(redis_keys.crm_quota_tail("gg:"))
+    started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    assert started["status"] == "sent"  # the busy start took no cooldown
+    crm_quota(app).slow_down(30.0)
+    check = {**TG, "sessionId": started["sessionId"], "code": world.codes_sent()[-1]}
+    busy = post(client, "/auth/check", check, kind)
+    assert (busy["status"], busy["errorCode"]) == ("error", "busy")
+    app.extensions["gurugrow"].redis.delete(redis_keys.crm_quota_tail("gg:"))
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_MAX_RETRIES": "2",
+                                            "RETAILCRM_THROTTLE_PAUSE_SECONDS": "0.3"}])
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_throttled_read_slows_the_bucket_and_retries_through_it(app, client, world, status):
+    world.fail_once["customers"] = (status, {"success": False, "errorMsg": "Rate limit"})
+    times: list[float] = []
+    original = crm_quota(app).acquire
+    crm_quota(app).acquire = lambda *a, **kw: (original(*a, **kw), times.append(
+        time.monotonic()))[0]
+    before = sample("gurugrow_crm_throttled_total", http_status=str(status))
+    answer = get(client, "/auth/status", BOUND)
+    assert answer["status"] == "authorized"
+    assert world.crm_calls("GET /api/v5/customers") == ["GET /api/v5/customers"] * 2
+    assert times[1] - times[0] >= 0.29  # the retry waited out the pause, in the bucket
+    assert sample("gurugrow_crm_throttled_total", http_status=str(status)) == before + 1
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_MAX_RETRIES": "3",
+                                            "RETAILCRM_QUEUE_SECONDS": "1"}])
+def test_retry_after_pauses_everybody_and_is_bounded_by_the_queue(app, client, world):
+    world.fail["customers"] = (503, {"success": False, "errorMsg": "Rate limit"})
+    world.app.after_request(_retry_after_header)
+    started = time.monotonic()
+    answer = get(client, "/auth/status", BOUND)
+    assert (answer["status"], answer["errorCode"]) == ("error", "busy")
+    assert time.monotonic() - started < 1.0
+    assert world.crm_calls("GET /api/v5/customers") == ["GET /api/v5/customers"]
+    # Everybody else waits too: even a journey call finds no slot for 5 s.
+    other = post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5001"})
+    assert (other["errorCode"], other["retryAfterSec"]) == ("busy", 5)
+
+
+def _retry_after_header(response):
+    if response.status_code == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def test_writes_are_never_repeated_after_a_throttle(app, client, world):
+    world.fail["create"] = (503, {"success": False, "errorMsg": "Rate limit"})
+    answer = post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5001"})
+    assert answer["status"] == "error"
+    assert len(world.crm_calls("POST /api/v5/orders/create")) == 1
+
+
+def test_journey_endpoints_take_journey_slots(app, client, world):
+    before = {p: sample("gurugrow_crm_slots_total", priority=p) for p in (JOURNEY, READ)}
+    get(client, "/auth/status", {**BOUND, "messengerUserId": "fresh"})
+    assert sample("gurugrow_crm_slots_total", priority=READ) == before[READ] + 1
+    post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5001"})
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) >= before[JOURNEY] + 3
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "9",
+                                            "RETAILCRM_QUEUE_SECONDS": "10"}])
+def test_the_doctor_prints_the_configured_quota(app, world):
+    result = app.test_cli_runner().invoke(args=["gurugrow", "doctor"])
+    settings_line = result.stdout.splitlines()[0]
+    assert settings_line.startswith("ok   settings")
+    assert "RetailCRM quota 9 calls/s shared by every worker" in settings_line
+    assert "waits up to 10 s for a slot" in settings_line
+
+
+def test_the_calls_of_one_request_share_one_queue_deadline():
+    now = [100.0]
+    bucket = quota(queue=10.0, monotonic=lambda: now[0])
+    assert bucket.deadline() == 110.0  # outside a request: each call its own
+    now[0] = 105.0
+    assert bucket.deadline() == 115.0
+    with crm_priority(READ):
+        first = bucket.deadline()
+        now[0] = 108.0
+        assert bucket.deadline() == first == 115.0  # the second call has 7 s left
+    with crm_priority(READ):
+        assert bucket.deadline() == 118.0  # the next request starts afresh
+
+
+def test_a_call_that_wakes_too_late_takes_a_new_slot():
+    """Sent late, a call would bunch up with the next slots' calls at the CRM."""
+    now = [0.0]
+
+    def oversleep(seconds: float) -> None:
+        now[0] += seconds + (0.2 if not naps else 0.0)  # the first nap runs late
+        naps.append(seconds)
+
+    naps: list[float] = []
+    bucket = quota(rate=10, sleep=oversleep, monotonic=lambda: now[0])
+    bucket.acquire(priority=JOURNEY)  # a free slot: no nap
+    other = bucket.reserve(JOURNEY, 10.0, "x")  # someone else's slot in between
+    bucket.acquire(priority=JOURNEY)
+    assert len(naps) == 2  # the overslept one, and a fresh slot
+    assert naps[1] > other.seconds  # the fresh slot comes after the others
