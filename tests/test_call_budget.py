@@ -93,9 +93,10 @@ def test_requests_per_endpoint(client, world, round_trips):
     # the binding check stays fresh from the CRM; the new binding is cached
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/check", {
         **TG, "sessionId": session_id, "code": world.codes_sent()[-1]}))
-    # Load, verify-and-claim, then store the answer a replay gets back.
+    # Load, verify-and-claim, 2 CRM slots, the new binding cached, then store the answer a
+    # replay gets back.
     assert (answer["status"], crm, trips) == (
-        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 5)
+        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 6)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001", "messengerUserId": "r"}))
@@ -109,10 +110,11 @@ def test_requests_per_endpoint(client, world, round_trips):
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/repeat", {
         **BOUND, "sourceOrderId": "5001"}))
-    # Claim, note the new order's number (found by it after a crash), keep the answer.
+    # Claim, note the new order's number (found by it after a crash), keep the answer;
+    # the cached binding, 3 CRM slots, the customer's cached order list dropped.
     assert (answer["status"], crm, trips) == ("created", [
         "GET /api/v5/orders/5001", "GET /api/v5/store/offers",
-        "POST /api/v5/orders/create"], 7)
+        "POST /api/v5/orders/create"], 8)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/preview", {
         **BOUND, "offerCode": "male_hairloss_basic"}))

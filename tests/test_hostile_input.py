@@ -55,7 +55,9 @@ def world():
         upstreams.add_order(5008, 1001, number="A-5008")
         app = create_app({**TEST_ENV, "OTP_RESEND_COOLDOWN_SECONDS": "0",
                           "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0",
-                          "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "100000"},
+                          "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "100000",
+                          # every example must reach RetailCRM, not the binding/orders caches
+                          "BINDING_CACHE_SECONDS": "0", "ORDERS_CACHE_SECONDS": "0"},
                          redis_client=fakeredis.FakeRedis())
         yield app.test_client(), rsps, upstreams
 
