@@ -5,23 +5,18 @@ from __future__ import annotations
 from flask import Blueprint
 
 from gurugrow import schemas as s
-from gurugrow.api.contract import endpoint
+from gurugrow.api.contract import (
+    BINDING_REFUSALS,
+    CHECK_REFUSALS,
+    RESEND_REFUSALS,
+    SEND_REFUSALS,
+    endpoint,
+)
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import auth
 from gurugrow.gateways.quota import JOURNEY
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
-
-# The refusals every code-sending endpoint can give before any code goes out.
-SEND_REFUSALS = ("phone_country_not_allowed", "resend_too_early", "rate_limited",
-                 "send_budget_exhausted", "dedupe_failed", "delivery_failed")
-# A messenger account bound to no customer, to several, or to another than customerId.
-BINDING_REFUSALS = ("not_authorized", "conflict", "customer_mismatch")
-# in_progress: a replay of a code whose first check still runs after waiting for it.
-CHECK_REFUSALS = ("invalid_code", "expired", "too_many_attempts", "session_not_found",
-                  "conflict", "in_progress")
-# A resend: the session's own send cap and state, then every send limit.
-RESEND_REFUSALS = ("session_not_found", "too_many_attempts", *SEND_REFUSALS)
 
 bp.get("/status")(endpoint(
     s.AuthStatusQuery, s.AuthStatusResponse,

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from gurugrow import metrics, texts
 from gurugrow.api.bodies import BodyNotAnObject, json_object
 from gurugrow.fields import request_settings
-from gurugrow.flows.codes import FlowRefusal
+from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.gateways import quota
 from gurugrow.gateways.errors import CrmBusy, UpstreamError
 from gurugrow.limits import client_ip
@@ -72,6 +72,22 @@ def render(schema: Schema, answer: dict[str, Any]) -> dict[str, Any]:
 # Any endpoint may answer these: bad input, Redis or RetailCRM down, a bug.
 COMMON_ERROR_CODES = ("invalid_request", "storage_unavailable", "crm_unavailable",
                       "internal_error")
+
+# The refusals the blueprints declare, by family (the flows raise them as FlowRefusal).
+# Every code-sending endpoint, before any code goes out:
+SEND_REFUSALS = ("phone_country_not_allowed", "resend_too_early", "rate_limited",
+                 "send_budget_exhausted", "dedupe_failed", "delivery_failed")
+# A messenger account bound to no customer, to several, or to another than customerId.
+BINDING_REFUSALS = ("not_authorized", "conflict", "customer_mismatch")
+# in_progress: a replay of a code whose first check still runs after waiting for it.
+CHECK_REFUSALS = ("invalid_code", "expired", "too_many_attempts", "session_not_found",
+                  "conflict", "in_progress")
+# A resend: the session's own send cap and state, then every send limit.
+RESEND_REFUSALS = ("session_not_found", "too_many_attempts", *SEND_REFUSALS)
+# Recommended sets: an unknown offerCode, a bundle missing from the catalog, an order
+# RetailCRM refused twice (answered with the manager-handoff text), the same order
+# still being placed.
+ORDER_REFUSALS = ("unknown_offer", "bundle_unavailable", "order_failed", "in_progress")
 
 # Answers outside an endpoint's declared statuses and errorCodes, collected when
 # GURUGROW_STRICT_CONTRACT=1 (the test suite fails on any).

@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from gurugrow import schemas as s
-from gurugrow.api.auth import BINDING_REFUSALS
-from gurugrow.api.contract import endpoint
+from gurugrow.api.contract import BINDING_REFUSALS, endpoint
 from gurugrow.flows import orders
 from gurugrow.gateways.quota import JOURNEY
 

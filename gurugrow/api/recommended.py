@@ -5,17 +5,19 @@ from __future__ import annotations
 from flask import Blueprint
 
 from gurugrow import schemas as s
-from gurugrow.api.auth import BINDING_REFUSALS, CHECK_REFUSALS, RESEND_REFUSALS, SEND_REFUSALS
-from gurugrow.api.contract import endpoint
+from gurugrow.api.contract import (
+    BINDING_REFUSALS,
+    CHECK_REFUSALS,
+    ORDER_REFUSALS,
+    RESEND_REFUSALS,
+    SEND_REFUSALS,
+    endpoint,
+)
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import recommended
 from gurugrow.gateways.quota import JOURNEY
 
 bp = Blueprint("recommended", __name__, url_prefix="/orders/recommended")
-
-# An unknown offerCode, a bundle missing from the catalog, an order RetailCRM refused
-# twice (answered with the manager-handoff text), the same order still being placed.
-ORDER_REFUSALS = ("unknown_offer", "bundle_unavailable", "order_failed", "in_progress")
 
 bp.post("/preview")(endpoint(
     s.RecommendedPreviewBody, s.RecommendedPreviewResponse,

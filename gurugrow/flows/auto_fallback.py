@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 from gurugrow import metrics
 from gurugrow.delivery import SendRecord
-from gurugrow.flows.codes import FlowRefusal, reissue_code
+from gurugrow.flows.codes import reissue_code
 from gurugrow.flows.delivery import read_status, undelivered
+from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone

@@ -11,11 +11,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from gurugrow import metrics, texts
-from gurugrow.flows.delivery import track_send
+from gurugrow.flows.delivery import METHOD_ROUTES, Sent, resend_route, track_send
+from gurugrow.flows.vocabulary import Answer, FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
 from gurugrow.limits import Admission, LimitExceeded
@@ -24,36 +24,6 @@ from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
 from gurugrow.storage import LeaseRenewer, StorageUnavailable
-
-Answer = dict[str, Any]
-
-# The route that accepted the code, as stored in bot_last_verification_method.
-ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
-METHOD_ROUTES = {method: route for route, method in ROUTE_METHODS.items()}
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What took a code: its route and GreenSMS's request id (None: a decoy, nothing
-    went out)."""
-
-    route: str
-    request_id: str | None
-
-    @property
-    def method(self) -> str:
-        """The route as bot_last_verification_method names it."""
-        return ROUTE_METHODS[self.route]
-
-
-class FlowRefusal(Exception):
-    """A contract outcome other than success: answered as ``status`` + ``errorCode``."""
-
-    def __init__(self, error_code: str, status: str = "error", **fields: object) -> None:
-        super().__init__(error_code)
-        self.error_code = error_code
-        self.status = status
-        self.fields = fields
 
 
 def default_route(channel: str | None) -> str:
@@ -64,13 +34,9 @@ def default_route(channel: str | None) -> str:
 def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     """The one CRM customer of ``phone`` (deduper for several), or None for nobody.
 
-    Raises FlowRefusal when the CRM fails or the duplicates cannot be resolved.
+    Raises FlowRefusal("dedupe_failed") when the duplicates cannot be resolved.
     """
-    try:
-        customers = svc.crm.find_customers_by_phone(phone)
-    except UpstreamError as e:
-        log_event("crm_lookup_failed", logging.WARNING, phone=mask_phone(phone), error=e)
-        raise FlowRefusal("crm_unavailable") from e
+    customers = svc.crm.find_customers_by_phone(phone)
     if not customers:
         return None
     if len(customers) == 1:
@@ -292,3 +258,26 @@ def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
 def delivery_route(session: OtpSession) -> str | None:
     """The route that took the session's current code (``deliveryRoute`` of answers)."""
     return METHOD_ROUTES.get(session.route or "")
+
+
+def resend_code(svc: Services, data: dict[str, Any], purpose: str) -> Answer:
+    """A new code for a live session, after the cooldown and within the send caps.
+
+    Only for the messenger identity and the ``purpose`` the session was started for; any
+    other caller is told the session does not exist.
+    """
+    # A session whose code was never sent (an unknown phone's decoy) sends nothing now
+    # either: reissue_code follows the session's recorded "sent" flag.
+    session = own_session(svc, data["sessionId"], data.get("channel"), data.get("accountId"),
+                          purpose)
+    ensure_resendable(svc, session)
+    route = data.get("deliveryRoute") or default_route(session.channel)
+    # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
+    route, replaces_undelivered = resend_route(svc, session, route)
+    sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
+                        cooldown=not replaces_undelivered)
+    masked = mask_phone(session.phone)
+    log_event("code_resent", channel=session.channel, phone=masked)
+    return {"status": "sent", "maskedPhone": masked,
+            "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
+            "deliveryRoute": sent.route}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from gurugrow import metrics
 from gurugrow.delivery import FINAL_STATUSES, SendRecord
@@ -20,8 +20,24 @@ from gurugrow.otp import OtpSession
 from gurugrow.services import Services
 from gurugrow.storage import StorageUnavailable
 
-if TYPE_CHECKING:
-    from gurugrow.flows.codes import Sent
+# The route that accepted the code, as stored in bot_last_verification_method.
+ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
+METHOD_ROUTES = {method: route for route, method in ROUTE_METHODS.items()}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What took a code: its route and GreenSMS's request id (None: a decoy, nothing
+    went out)."""
+
+    route: str
+    request_id: str | None
+
+    @property
+    def method(self) -> str:
+        """The route as bot_last_verification_method names it."""
+        return ROUTE_METHODS[self.route]
+
 
 
 def track_send(svc: Services, session: OtpSession, sent: Sent) -> None:

@@ -7,37 +7,20 @@ check, never a key.
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 from typing import Any
 
 from gurugrow import redis_keys, texts
 from gurugrow.flows import crm_cache
-from gurugrow.flows.auth import _identity, bound_customer
-from gurugrow.flows.codes import FlowRefusal
+from gurugrow.flows.binding import bound_customer, mark_interacted
 from gurugrow.flows.order_view import StatusRules, orders_text, present_order, status_group
-from gurugrow.gateways.errors import (
-    CrmBusy,
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamUnavailable,
-)
-from gurugrow.identity import MessengerIdentity
+from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
+from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.storage import Lease, cached_json, run_once
 
-Answer = dict[str, Any]
 _NUMBER_ATTEMPTS = 3
-
-
-def _crm(action: str, call, *args: Any) -> Any:
-    """Run a CRM read; a failure becomes the contract's ``error``/``crm_unavailable``."""
-    try:
-        return call(*args)
-    except UpstreamError as e:
-        log_event("crm_failed", logging.WARNING, action=action, error=e)
-        raise FlowRefusal("crm_unavailable") from e
 
 
 def status_rules(svc: Services) -> StatusRules:
@@ -59,41 +42,22 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
     s, prefix = svc.settings, svc.settings.redis_prefix
     ttl = s.reference_cache_seconds
     statuses = cached_json(svc.redis, redis_keys.reference(prefix, "statuses"), ttl,
-                           lambda: _crm("statuses", svc.crm.get_statuses), cache="statuses")
+                           svc.crm.get_statuses, cache="statuses")
     groups: dict[str, Any] = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
         groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
-                             lambda: _crm("status_groups", svc.crm.get_status_groups))
+                             svc.crm.get_status_groups)
     return statuses, groups
-
-
-def mark_interacted(svc: Services, customer: dict[str, Any],
-                    identity: MessengerIdentity | None = None) -> None:
-    """Best-effort ``chatbot_interacted=true``; skipped when already set, never fails.
-    With ``identity`` the cached binding learns it, so the next visit skips the write."""
-    code = svc.settings.retailcrm_cf_chatbot_interacted
-    fields = customer.get("customFields") or {}
-    if str(fields.get(code, "")).lower() in ("true", "1"):
-        return
-    try:
-        svc.crm.edit_customer_custom_fields(str(customer["id"]), {code: "true"})
-    except (UpstreamError, CrmBusy) as e:
-        log_event("mark_interacted_failed", logging.WARNING, customer_id=customer["id"],
-                  error=e)
-        return
-    if identity is not None and "maskedPhone" in customer:
-        crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
-            customer["id"], customer["maskedPhone"], True, code))
 
 
 def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
     """The customer's latest visible orders with the bot texts."""
-    identity = _identity(svc, data)
+    identity = identity_of(svc, data)
     customer = bound_customer(svc, identity, data.get("customerId"))
     customer_id = str(customer["id"])
     limit = data.get("limit") or svc.settings.orders_default_limit
-    orders = crm_cache.customer_orders(svc, customer_id, lambda: _crm(
-        "orders", svc.crm.list_customer_orders, customer_id, svc.settings.orders_max_lookback))
+    orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
+        customer_id, svc.settings.orders_max_lookback))
     statuses, groups = order_statuses(svc)
     rules, urls = status_rules(svc), svc.settings.tracking_urls
     shown = []
@@ -114,7 +78,7 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
 # -- repeat ---------------------------------------------------------------------------
 def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
     """Create a new order with the items of one of the customer's orders, once."""
-    identity = _identity(svc, data)
+    identity = identity_of(svc, data)
     customer = bound_customer(svc, identity, data.get("customerId"))
     customer_id = str(customer["id"])
     source = _source_order(svc, data, customer_id)
@@ -134,10 +98,9 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
 
 def _source_order(svc: Services, data: dict[str, Any], customer_id: str) -> dict[str, Any]:
     if data.get("sourceOrderId"):
-        order = _crm("order", svc.crm.get_order, data["sourceOrderId"])
+        order = svc.crm.get_order(data["sourceOrderId"])
     else:
-        found = _crm("order_by_number", svc.crm.find_orders_by_number,
-                     data["sourceOrderNumber"], customer_id)
+        found = svc.crm.find_orders_by_number(data["sourceOrderNumber"], customer_id)
         order = found[0] if found else None
     # Someone else's order is answered exactly like a missing one.
     if not order or str((order.get("customer") or {}).get("id")) != customer_id:
@@ -162,7 +125,7 @@ def unavailable_item(svc: Services, items: list[dict[str, Any]]) -> str | None:
     ids = [str(r["id"]) for r, _ in refs if r and "id" in r]
     external = [str(r["externalId"]) for r, _ in refs if r and "externalId" in r]
     xml = [str(r["xmlId"]) for r, _ in refs if r and "xmlId" in r]
-    offers = _crm("offers", svc.crm.find_offers, ids, external, xml)
+    offers = svc.crm.find_offers(ids, external, xml)
     known = set()
     for offer in offers:
         if offer.get("active", True) is False:
@@ -234,7 +197,7 @@ def _noted_order(svc: Services, lease: Lease, customer_id: str | None
     number = lease.notes.get("number")
     if not number:
         return None
-    found = _crm("order_by_number", svc.crm.find_orders_by_number, number, customer_id)
+    found = svc.crm.find_orders_by_number(number, customer_id)
     if not found:
         return None
     log_event("repeat_found_after_retry", order_id=found[0]["id"])
@@ -256,16 +219,13 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
             created = svc.crm.create_order({**payload, "number": number}, site)
             return {"id": created["id"], "number": number}
         except UpstreamRejected as e:
-            if "number" in f"{e.message} {e.errors}".lower():
-                if found := _noted_order(svc, lease, customer_id):
-                    return found  # taken by our own earlier attempt's order
-                continue
-            log_event("repeat_create_rejected", logging.WARNING, error=e)
-            raise FlowRefusal("crm_unavailable") from e
-        except UpstreamUnavailable as e:
-            existing = _crm("order_by_number", svc.crm.find_orders_by_number, number, None)
+            if "number" not in f"{e.message} {e.errors}".lower():
+                raise  # the API layer answers crm_unavailable
+            if found := _noted_order(svc, lease, customer_id):
+                return found  # taken by our own earlier attempt's order
+        except UpstreamUnavailable:
+            existing = svc.crm.find_orders_by_number(number, None)
             if existing:
                 return {"id": existing[0]["id"], "number": number}
-            log_event("repeat_create_failed", logging.WARNING, error=e)
-            raise FlowRefusal("crm_unavailable") from e
+            raise
     raise FlowRefusal("crm_unavailable")

@@ -9,23 +9,17 @@ from typing import Any
 
 from gurugrow import redis_keys, texts
 from gurugrow.catalog import RecommendedSet, find_set
-from gurugrow.flows import auth as auth_flow
 from gurugrow.flows import crm_cache
-from gurugrow.flows.auth import (
-    _identity,
+from gurugrow.flows.binding import (
     bind_identity,
     binding_fields,
     bound_customer,
     find_bound_customers,
+    mark_interacted,
     remember_new_binding,
 )
-from gurugrow.flows.codes import (
-    FlowRefusal,
-    check_code,
-    issue_code,
-    sent_answer,
-)
-from gurugrow.flows.orders import mark_interacted
+from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
+from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
 from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.retailcrm import phone_digits
 from gurugrow.identity import MessengerIdentity
@@ -35,7 +29,6 @@ from gurugrow.phone import mask_phone
 from gurugrow.services import Services
 from gurugrow.storage import Lease, cached_json, run_once
 
-Answer = dict[str, Any]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -61,11 +54,7 @@ def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
     key = redis_keys.reference(svc.settings.redis_prefix, f"bundle:{bundle.bundle_article}")
 
     def load() -> dict[str, Any]:
-        try:
-            products = svc.crm.find_products_by_name(bundle.bundle_article)
-        except UpstreamError as e:
-            log_event("bundle_lookup_failed", logging.WARNING, error=e)
-            raise FlowRefusal("crm_unavailable") from e
+        products = svc.crm.find_products_by_name(bundle.bundle_article)
         return {"offer": _bundle_offer(products, bundle.bundle_article)}
 
     offer = cached_json(svc.redis, key, svc.settings.reference_cache_seconds, load)["offer"]
@@ -91,7 +80,7 @@ def _bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any
 
 def preview(svc: Services, data: dict[str, Any]) -> Answer:
     """The set's text for an authorized customer."""
-    customer = bound_customer(svc, _identity(svc, data), data.get("customerId"))
+    customer = bound_customer(svc, identity_of(svc, data), data.get("customerId"))
     bundle = _set(data)
     components = "\n".join(texts.RECOMMENDED_COMPONENT.format(name=c) for c in bundle.components)
     return {"status": "ok", "customerId": str(customer["id"]), "offerCode": bundle.offer_code,
@@ -106,7 +95,7 @@ def _recipient(data: dict[str, Any]) -> dict[str, Any]:
 
 def create(svc: Services, data: dict[str, Any]) -> Answer:
     """Order the set for the customer bound to this messenger account, once."""
-    identity = _identity(svc, data)
+    identity = identity_of(svc, data)
     customer = bound_customer(svc, identity, data.get("customerId"))
     bundle = _set(data)
     customer_id = str(customer["id"])
@@ -120,7 +109,7 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
 
 def start(svc: Services, data: dict[str, Any]) -> Answer:
     """Send a code to a not-yet-authorized customer and remember what to order."""
-    identity = _identity(svc, data)
+    identity = identity_of(svc, data)
     bundle = _set(data)
     resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
     session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
@@ -137,7 +126,7 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
 
     A replay of the same code by the same identity gets the same order back.
     """
-    identity = _identity(svc, data)
+    identity = identity_of(svc, data)
     return check_code(svc, identity, data["sessionId"], data["code"], "recommended",
                       lambda session: _complete(svc, identity, session),
                       done=lambda answer: answer["status"] == "created")
@@ -149,7 +138,7 @@ def resend(svc: Services, data: dict[str, Any]) -> Answer:
     Only for the messenger identity that started it; any other caller, or a session of
     /auth/start, is told the session does not exist.
     """
-    return auth_flow.resend(svc, data, purpose="recommended")
+    return resend_code(svc, data, purpose="recommended")
 
 
 def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -> Answer:
@@ -197,11 +186,7 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
     }
     if recipient.get("email"):
         customer["email"] = recipient["email"]
-    try:
-        customer_id = svc.crm.create_customer(customer, s.recommended_order_site)
-    except UpstreamError as e:
-        log_event("customer_create_failed", logging.WARNING, error=e)
-        raise FlowRefusal("crm_unavailable") from e
+    customer_id = svc.crm.create_customer(customer, s.recommended_order_site)
     log_event("customer_created", customer_id=customer_id, channel=identity.channel)
     return customer_id, verified_until
 
@@ -274,4 +259,4 @@ def _existing(svc: Services, external_id: str) -> dict[str, Any] | None:
     try:
         return svc.crm.get_order_by_external_id(external_id)
     except UpstreamError:
-        return None
+        return None  # unknown whether it landed: the caller's own failure answer stands

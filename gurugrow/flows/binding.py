@@ -1,0 +1,135 @@
+"""Bindings: which CRM customer a messenger account is bound to, and writing one.
+
+Shared by the auth, orders and recommended flows. A RetailCRM failure is not caught
+here: the API layer answers it as ``crm_unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gurugrow.flows import crm_cache
+from gurugrow.flows.vocabulary import FlowRefusal
+from gurugrow.gateways.errors import CrmBusy, UpstreamError
+from gurugrow.gateways.retailcrm import custom_fields
+from gurugrow.identity import MessengerIdentity
+from gurugrow.logs import log_event
+from gurugrow.phone import mask_phone, normalize_phone
+from gurugrow.services import Services
+
+
+def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dict[str, Any]]:
+    """CRM customers whose channel field holds this messenger id."""
+    return svc.crm.find_customers_by_custom_field(identity.field_code, identity.account_id)
+
+
+def bound_customer(svc: Services, identity: MessengerIdentity,
+                   claimed_customer_id: str | None = None, *, fresh: bool = False
+                   ) -> dict[str, Any]:
+    """The one customer bound to ``identity`` (``{"id", "maskedPhone", "customFields"}``,
+    from the binding cache unless ``fresh``); ``claimed_customer_id`` is only checked.
+
+    Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
+    claimed id differs).
+    """
+    customer = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
+    if customer is crm_cache.NOT_CACHED:
+        customer = _lookup_binding(svc, identity)
+    if customer is crm_cache.NO_BINDING:
+        raise FlowRefusal("not_authorized", status="not_authorized")
+    if claimed_customer_id and claimed_customer_id != str(customer["id"]):
+        raise FlowRefusal("customer_mismatch", status="conflict")
+    return customer
+
+
+def _lookup_binding(svc: Services, identity: MessengerIdentity) -> Any:
+    """Ask RetailCRM who holds the messenger id; cache the answer (not a conflict)."""
+    customers = find_bound_customers(svc, identity)
+    if len(customers) > 1:
+        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
+                  customers=len(customers))
+        raise FlowRefusal("conflict", status="conflict")
+    if not customers:
+        crm_cache.remember_binding(svc, identity, None)
+        return crm_cache.NO_BINDING
+    code = svc.settings.retailcrm_cf_chatbot_interacted
+    interacted = str(custom_fields(customers[0]).get(code, "")).lower() in ("true", "1")
+    entry = crm_cache.binding_entry(customers[0]["id"], customer_masked_phone(customers[0]),
+                                    interacted, code)
+    crm_cache.remember_binding(svc, identity, entry)
+    return entry
+
+
+def customer_masked_phone(customer: dict[str, Any]) -> str | None:
+    """The masked first valid phone of a CRM customer (or of a binding entry)."""
+    if "maskedPhone" in customer:  # a binding entry
+        return customer["maskedPhone"]
+    for entry in customer.get("phones") or []:
+        phone = normalize_phone(str(entry.get("number", "")))
+        if phone:
+            return mask_phone(phone)
+    return None
+
+
+def remember_new_binding(svc: Services, identity: MessengerIdentity, customer_id: str,
+                         phone: str) -> None:
+    """This service just bound the account (binding written with chatbot_interacted)."""
+    crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
+        customer_id, mask_phone(phone), True, svc.settings.retailcrm_cf_chatbot_interacted))
+
+
+def binding_fields(svc: Services, identity: MessengerIdentity, method: str | None
+                   ) -> tuple[dict[str, str], str]:
+    """The custom fields a verified binding writes, and its ``verifiedUntil``."""
+    now = datetime.fromtimestamp(svc.clock(), UTC).replace(microsecond=0)
+    s = svc.settings
+    fields = {
+        identity.field_code: identity.account_id,
+        s.retailcrm_cf_last_verified_channel: identity.channel,
+        s.retailcrm_cf_last_verified_at: _iso(now),
+        s.retailcrm_cf_last_verification_method: method or "",
+        s.retailcrm_cf_chatbot_interacted: "true",
+    }
+    return fields, _iso(now + timedelta(days=s.auth_verified_days))
+
+
+def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
+                  method: str | None) -> str:
+    """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
+
+    Refuses with ``conflict`` (nothing written) when another customer holds the id.
+    """
+    holders = find_bound_customers(svc, identity)
+    if any(str(c["id"]) != customer_id for c in holders):
+        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
+                  customers=len(holders))
+        raise FlowRefusal("conflict", status="conflict")
+    fields, verified_until = binding_fields(svc, identity, method)
+    svc.crm.edit_customer_custom_fields(customer_id, fields)
+    return verified_until
+
+
+def mark_interacted(svc: Services, customer: dict[str, Any],
+                    identity: MessengerIdentity | None = None) -> None:
+    """Best-effort ``chatbot_interacted=true``; skipped when already set, never fails.
+    With ``identity`` the cached binding learns it, so the next visit skips the write."""
+    code = svc.settings.retailcrm_cf_chatbot_interacted
+    fields = customer.get("customFields") or {}
+    if str(fields.get(code, "")).lower() in ("true", "1"):
+        return
+    try:
+        svc.crm.edit_customer_custom_fields(str(customer["id"]), {code: "true"})
+    except (UpstreamError, CrmBusy) as e:
+        # The answer is already decided: a missed mark must not spoil it.
+        log_event("mark_interacted_failed", logging.WARNING, customer_id=customer["id"],
+                  error=e)
+        return
+    if identity is not None and "maskedPhone" in customer:
+        crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
+            customer["id"], customer["maskedPhone"], True, code))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
