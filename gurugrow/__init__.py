@@ -72,6 +72,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
 
 def build_services(settings: Settings, redis_client: Any = None):
     """Redis client, OTP store and gateways, created once per process."""
+    from gurugrow.clock import Clock
     from gurugrow.delivery import DeliveryTracker
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
@@ -82,33 +83,18 @@ def build_services(settings: Settings, redis_client: Any = None):
 
     s = settings
     client = redis_client or make_redis_client(s)
-    policy = OtpPolicy(
-        secret=s.otp_secret, length=s.otp_length, ttl_seconds=s.otp_ttl_seconds,
-        max_attempts=s.otp_max_attempts, max_sends=s.otp_max_sends,
-        hash_iterations=s.otp_hash_iterations,
-        identity_max_failures=s.otp_identity_max_failures,
-        lockout_base_seconds=s.otp_lockout_base_seconds,
-        lockout_max_seconds=s.otp_lockout_max_seconds,
-        lease_seconds=s.in_progress_lease_seconds)
     connect = s.http_connect_timeout_seconds
 
     def session():
         return make_session(trust_env=s.http_proxy_from_env)
 
-    limits = LimitPolicy(
-        cooldown_seconds=s.otp_resend_cooldown_seconds,
-        per_phone_day=s.otp_max_sends_per_phone_per_day,
-        per_phone_hour=s.otp_max_sends_per_phone_per_hour,
-        per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
-        allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions),
-        per_account_hour=s.otp_max_sends_per_account_per_hour,
-        per_account_day=s.otp_max_sends_per_account_per_day)
-    otp = OtpStore(client, s.redis_prefix, policy)
+    clock = Clock()  # the one clock: the stores and the flows read the same time
     return Services(
         settings=s,
         redis=client,
-        otp=otp,
-        limits=Limits(client, s.redis_prefix, limits, clock=otp.clock),
+        clock=clock,
+        otp=OtpStore(client, s.redis_prefix, OtpPolicy.from_settings(s), clock=clock),
+        limits=Limits(client, s.redis_prefix, LimitPolicy.from_settings(s), clock=clock),
         crm=crm_gateway(s, client, session()),
         sms=GreenSmsGateway(s.greensms_base_url, token=s.greensms_token, user=s.greensms_user,
                             password=s.greensms_pass, sms_from=s.greensms_sms_from,

@@ -32,6 +32,13 @@ ENV_EXAMPLE_PLACEHOLDERS = {
 }
 
 
+# Keys the sandbox stand-ins accept (gurugrow.sandbox re-exports them). Not secrets:
+# sandbox only. Defined here so that configuration depends on nothing of ours.
+SANDBOX_RETAILCRM_KEY = "sandbox-retailcrm-key"
+SANDBOX_GREENSMS_TOKEN = "sandbox-greensms-token"
+SANDBOX_DEDUPE_KEY = "sandbox-dedupe-key"
+
+
 class ConfigError(Exception):
     """A required setting is missing or a value cannot be parsed."""
 
@@ -329,18 +336,6 @@ class Settings:
         return [ipaddress.ip_network(n, strict=False) for n in self.allowed_caller_networks]
 
     @cached_property
-    def tracking_urls(self) -> dict[str, str]:
-        """Delivery code → tracking URL template: the contract's three plus
-        ``ORDER_TRACKING_URLS`` entries ``code=https://...{code}``."""
-        from gurugrow.flows.order_view import DEFAULT_TRACKING_URLS
-
-        urls = dict(DEFAULT_TRACKING_URLS)
-        for entry in self.order_tracking_urls:
-            code, _, template = entry.partition("=")
-            urls[code.strip()] = template.strip()
-        return urls
-
-    @cached_property
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """TRUSTED_PROXIES as networks (single addresses become /32 or /128)."""
         return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]
@@ -377,12 +372,6 @@ def sandbox_ignored(env: Mapping[str, str]) -> list[str]:
 
 def sandbox_upstreams(env: Mapping[str, str]) -> dict[str, str]:
     """The upstream URLs and credentials of a sandbox start: always the stand-ins."""
-    from gurugrow.sandbox import (  # noqa: PLC0415 - sandbox is optional at runtime
-        SANDBOX_DEDUPE_KEY,
-        SANDBOX_GREENSMS_TOKEN,
-        SANDBOX_RETAILCRM_KEY,
-    )
-
     port = env.get("APP_PORT") or "8000"
     # The stand-ins' own server when one runs (make run), else the app's /sandbox mount.
     base = (env.get("SANDBOX_STANDINS_URL") or "").rstrip("/") or \

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import redis
 
 from gurugrow import redis_keys
+from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
 from gurugrow.storage import redis_guard
@@ -76,17 +77,29 @@ _HOUR, _DAY = 3600, 86400
 
 @dataclass(frozen=True)
 class LimitPolicy:
-    """The configured limits (0 switches a counter limit off)."""
+    """The configured limits (0 switches a counter limit off); the defaults live in
+    Settings alone."""
 
-    cooldown_seconds: int = 60
-    per_phone_day: int = 10
-    per_phone_hour: int = 5
+    cooldown_seconds: int
+    per_phone_day: int
+    per_phone_hour: int
+    per_ip_hour: int
+    daily_budget: int
+    allowed_regions: frozenset[str]
+    per_account_hour: int
+    per_account_day: int
 
-    per_ip_hour: int = 20
-    daily_budget: int = 1000
-    allowed_regions: frozenset[str] = frozenset({"RU", "KZ", "BY"})
-    per_account_hour: int = 0
-    per_account_day: int = 0
+    @classmethod
+    def from_settings(cls, s: Settings) -> LimitPolicy:
+        """The limits the OTP_MAX_SENDS_* and PHONE_ALLOWED_REGIONS settings describe."""
+        return cls(
+            cooldown_seconds=s.otp_resend_cooldown_seconds,
+            per_phone_day=s.otp_max_sends_per_phone_per_day,
+            per_phone_hour=s.otp_max_sends_per_phone_per_hour,
+            per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
+            allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions),
+            per_account_hour=s.otp_max_sends_per_account_per_hour,
+            per_account_day=s.otp_max_sends_per_account_per_day)
 
 
 class LimitExceeded(Exception):

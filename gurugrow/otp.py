@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from gurugrow import redis_keys
+from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.storage import (
     REDIS_ERRORS,
@@ -109,18 +110,30 @@ return 1
 
 @dataclass(frozen=True)
 class OtpPolicy:
-    """The OTP limits (from settings)."""
+    """The OTP limits; the defaults live in Settings alone."""
 
     secret: str
-    length: int = 6
-    ttl_seconds: int = 300
-    max_attempts: int = 5
-    max_sends: int = 5
-    hash_iterations: int = 20000
-    identity_max_failures: int = 10
-    lockout_base_seconds: int = 300
-    lockout_max_seconds: int = 86400
-    lease_seconds: float = 1.0
+    length: int
+    ttl_seconds: int
+    max_attempts: int
+    max_sends: int
+    hash_iterations: int
+    identity_max_failures: int
+    lockout_base_seconds: int
+    lockout_max_seconds: int
+    lease_seconds: float
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> OtpPolicy:
+        """The policy the OTP_* settings describe."""
+        return cls(
+            secret=s.otp_secret, length=s.otp_length, ttl_seconds=s.otp_ttl_seconds,
+            max_attempts=s.otp_max_attempts, max_sends=s.otp_max_sends,
+            hash_iterations=s.otp_hash_iterations,
+            identity_max_failures=s.otp_identity_max_failures,
+            lockout_base_seconds=s.otp_lockout_base_seconds,
+            lockout_max_seconds=s.otp_lockout_max_seconds,
+            lease_seconds=s.in_progress_lease_seconds)
 
 
 @dataclass
@@ -153,7 +166,7 @@ class OtpStore:
     """OTP sessions in Redis."""
 
     def __init__(self, client: redis.Redis, prefix: str, policy: OtpPolicy,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float]) -> None:
         self._redis = client
         self._prefix = prefix
         self._policy = policy

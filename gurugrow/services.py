@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gurugrow.clock import Clock
 from gurugrow.config import Settings
 from gurugrow.delivery import DeliveryTracker
 from gurugrow.gateways.deduper import DeduperGateway
@@ -50,7 +49,8 @@ class Services:
     sms: GreenSmsGateway
     deduper: DeduperGateway
     deliveries: DeliveryTracker
-    clock: Callable[[], float] = field(default=time.time)
+    # The one wall clock; tests stop it with ``clock.set``.
+    clock: Clock = field(default_factory=Clock)
     send_timer: SendTimer = field(default_factory=SendTimer)
     # How long a GreenSMS status read takes, so a decoy's resend can take as long.
     status_timer: SendTimer = field(default_factory=SendTimer)

@@ -30,10 +30,7 @@ def get(client, path: str, params: dict[str, Any]):
 
 def set_clock(app, now: float) -> None:
     """Move the app's notion of time (OTP expiry and verifiedUntil)."""
-    svc = app.extensions["gurugrow"]
-    svc.otp.clock = lambda: now
-    svc.clock = lambda: now
-    svc.limits.clock = lambda: now
+    app.extensions["gurugrow"].clock.set(now)
 
 
 def run_concurrently(count: int, action: Callable[[], Any]) -> list[Any]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gurugrow import texts
+from gurugrow.config import Settings
 
 # Delivery code → tracking page; the contract's three codes (configurable in settings).
 DEFAULT_TRACKING_URLS = {
@@ -28,13 +29,36 @@ _TRACK_PATHS = (("data", "trackNumber"), ("trackNumber",), ("trackingNumber",),
 class StatusRules:
     """Which status groups are hidden and which render as delivery/complete."""
 
-    excluded_status_codes: frozenset[str] = frozenset()
-    excluded_status_names: frozenset[str] = frozenset()
-    excluded_group_codes: frozenset[str] = frozenset()
-    complete_group_codes: frozenset[str] = frozenset({"complete"})
-    complete_group_names: frozenset[str] = frozenset()
-    delivery_group_codes: frozenset[str] = frozenset({"delivery"})
-    delivery_group_names: frozenset[str] = frozenset()
+    excluded_status_codes: frozenset[str]
+    excluded_status_names: frozenset[str]
+    excluded_group_codes: frozenset[str]
+    complete_group_codes: frozenset[str]
+    complete_group_names: frozenset[str]
+    delivery_group_codes: frozenset[str]
+    delivery_group_names: frozenset[str]
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> StatusRules:
+        """The rules the RETAILCRM_ORDER_* settings describe."""
+        return cls(
+            excluded_status_codes=frozenset(s.retailcrm_order_excluded_status_codes),
+            excluded_status_names=frozenset(s.retailcrm_order_excluded_status_names),
+            excluded_group_codes=frozenset(s.retailcrm_order_excluded_group_codes),
+            complete_group_codes=frozenset(s.retailcrm_order_group_complete_codes),
+            complete_group_names=frozenset(s.retailcrm_order_group_complete_names),
+            delivery_group_codes=frozenset(s.retailcrm_order_group_delivery_codes),
+            delivery_group_names=frozenset(s.retailcrm_order_group_delivery_names),
+        )
+
+
+def tracking_urls(settings: Settings) -> dict[str, str]:
+    """Delivery code → tracking URL template: the contract's three plus
+    ``ORDER_TRACKING_URLS`` entries ``code=https://...{code}`` (checked at start)."""
+    urls = dict(DEFAULT_TRACKING_URLS)
+    for entry in settings.order_tracking_urls:
+        code, _, template = entry.partition("=")
+        urls[code.strip()] = template.strip()
+    return urls
 
 
 def status_group(status_code: str, statuses: Mapping[str, Any],

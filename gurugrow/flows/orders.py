@@ -13,7 +13,13 @@ from typing import Any
 from gurugrow import redis_keys, texts
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
-from gurugrow.flows.order_view import StatusRules, orders_text, present_order, status_group
+from gurugrow.flows.order_view import (
+    StatusRules,
+    orders_text,
+    present_order,
+    status_group,
+    tracking_urls,
+)
 from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
 from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.logs import log_event
@@ -21,19 +27,6 @@ from gurugrow.services import Services
 from gurugrow.storage import Lease, cached_json, run_once
 
 _NUMBER_ATTEMPTS = 3
-
-
-def status_rules(svc: Services) -> StatusRules:
-    s = svc.settings
-    return StatusRules(
-        excluded_status_codes=frozenset(s.retailcrm_order_excluded_status_codes),
-        excluded_status_names=frozenset(s.retailcrm_order_excluded_status_names),
-        excluded_group_codes=frozenset(s.retailcrm_order_excluded_group_codes),
-        complete_group_codes=frozenset(s.retailcrm_order_group_complete_codes),
-        complete_group_names=frozenset(s.retailcrm_order_group_complete_names),
-        delivery_group_codes=frozenset(s.retailcrm_order_group_delivery_codes),
-        delivery_group_names=frozenset(s.retailcrm_order_group_delivery_names),
-    )
 
 
 def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,7 +52,7 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
     orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
         customer_id, svc.settings.orders_max_lookback))
     statuses, groups = order_statuses(svc)
-    rules, urls = status_rules(svc), svc.settings.tracking_urls
+    rules, urls = StatusRules.from_settings(svc.settings), tracking_urls(svc.settings)
     shown = []
     for order in sorted(orders, key=lambda o: str(o.get("createdAt") or ""), reverse=True):
         group = status_group(str(order.get("status") or ""), statuses, groups, rules)

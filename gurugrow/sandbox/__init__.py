@@ -1,7 +1,7 @@
 """Sandbox mode (GURUGROW_SANDBOX=1): built-in stand-ins of RetailCRM, GreenSMS and the
 deduper with demo data, so the whole bot journey runs with no account anywhere."""
 
-# Keys the stand-ins accept; the sandbox settings use them. Not secrets: sandbox only.
-SANDBOX_RETAILCRM_KEY = "sandbox-retailcrm-key"
-SANDBOX_GREENSMS_TOKEN = "sandbox-greensms-token"
-SANDBOX_DEDUPE_KEY = "sandbox-dedupe-key"
+# Keys the stand-ins accept, defined with the sandbox settings that send them.
+from gurugrow.config import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY
+
+__all__ = ["SANDBOX_DEDUPE_KEY", "SANDBOX_GREENSMS_TOKEN", "SANDBOX_RETAILCRM_KEY"]

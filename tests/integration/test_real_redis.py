@@ -5,11 +5,18 @@ from __future__ import annotations
 import pytest
 
 from gurugrow import create_app
+from gurugrow.clock import Clock
+from gurugrow.config import Settings
 from gurugrow.otp import OtpPolicy, OtpStore
 from tests.conftest import TEST_ENV
 from tests.helpers import TG, get, post, run_concurrently
 
 pytestmark = pytest.mark.integration
+
+
+def _policy(**env: str) -> OtpPolicy:
+    """The test settings' OTP policy, with ``env`` on top."""
+    return OtpPolicy.from_settings(Settings.load({**TEST_ENV, **env}))
 
 
 @pytest.fixture
@@ -41,7 +48,7 @@ def test_journey_on_real_redis(app, real_redis, prefix, upstreams):
 
 
 def test_concurrent_checks_of_one_code_succeed_once(real_redis, prefix):
-    store = OtpStore(real_redis, prefix, OtpPolicy(secret="x" * 16, hash_iterations=1000))
+    store = OtpStore(real_redis, prefix, _policy(), clock=Clock())
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
                                    customer_id="5", code="424242", route="telegram_otp")
 
@@ -72,8 +79,8 @@ def test_concurrent_http_checks_bind_once(app, upstreams):
 
 
 def test_wrong_guesses_are_all_counted_under_concurrency(real_redis, prefix):
-    store = OtpStore(real_redis, prefix, OtpPolicy(secret="x" * 16, hash_iterations=1000,
-                                                   max_attempts=5, identity_max_failures=0))
+    store = OtpStore(real_redis, prefix,
+                     _policy(OTP_MAX_ATTEMPTS="5", OTP_IDENTITY_MAX_FAILURES="0"), clock=Clock())
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
                                    customer_id="5", code="424242", route="telegram_otp")
     loaded = store.load(session.session_id)
