@@ -1,0 +1,132 @@
+"""Dependencies flow one way: api → flows → gateways, stores and texts → config.
+
+Every module of the package is placed in a layer below; an import (at any depth,
+lazy ones included) may reach its own layer or one below, never one above. A new
+module must be placed here, so its layer is a decision, not an accident.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gurugrow"
+
+# Lowest first. A module's layer is that of the longest prefix naming it.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("config", ("gurugrow.config",)),
+    ("basics", ("gurugrow.logs", "gurugrow.metrics", "gurugrow.redis_keys", "gurugrow.phone",
+                "gurugrow.identity", "gurugrow.catalog", "gurugrow.texts", "gurugrow.clock",
+                "gurugrow.storage", "gurugrow.ports")),
+    ("gateways and stores", ("gurugrow.gateways", "gurugrow.otp", "gurugrow.limits",
+                             "gurugrow.delivery", "gurugrow.callers", "gurugrow.services")),
+    ("flows", ("gurugrow.flows",)),
+    ("api", ("gurugrow.api", "gurugrow.schemas", "gurugrow.fields")),
+    # What assembles or drives the layers above: the app factory, commands, stand-ins.
+    ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.deliveries_worker",
+             "gurugrow.sandbox")),
+)
+RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}
+
+
+def layer_of(module: str) -> str:
+    """The layer of a ``gurugrow`` module (KeyError: the module is in no layer)."""
+    best = ""
+    found = None
+    for name, prefixes in LAYERS:
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, found = prefix, name
+    if found is None:
+        raise KeyError(module)
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, importer: str, is_package: bool) -> set[str]:
+    """The ``gurugrow`` modules ``source`` imports (``from gurugrow import x`` names the
+    submodule ``gurugrow.x`` when there is one)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = importer.split(".")
+                anchor = anchor if is_package else anchor[:-1]
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if _exists(candidate) else base)
+    return {m for m in found if m == "gurugrow" or m.startswith("gurugrow.")}
+
+
+def _exists(module: str) -> bool:
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def upward_imports(source: str, importer: str, is_package: bool = False) -> list[str]:
+    """``importer → imported`` for each import of a layer above the importer's."""
+    rank = RANKS[layer_of(importer)]
+    return [f"{importer} ({layer_of(importer)}) → {m} ({layer_of(m)})"
+            for m in sorted(imported_modules(source, importer, is_package))
+            if RANKS[layer_of(m)] > rank]
+
+
+def package_modules() -> list[tuple[str, Path]]:
+    return [(module_name(p), p) for p in sorted(PACKAGE.rglob("*.py"))]
+
+
+def test_every_module_is_in_a_layer():
+    unplaced = []
+    for name, _ in package_modules():
+        try:
+            layer_of(name)
+        except KeyError:
+            unplaced.append(name)
+    assert not unplaced, f"place these modules in LAYERS of {__name__}: {unplaced}"
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    upward = []
+    for name, path in package_modules():
+        upward += upward_imports(path.read_text(encoding="utf-8"), name,
+                                 path.name == "__init__.py")
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_config_depends_on_nothing_of_ours():
+    source = (PACKAGE / "config.py").read_text(encoding="utf-8")
+    assert imported_modules(source, "gurugrow.config", False) == set()
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = []
+    for name, path in package_modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gurugrow"):
+                private += [f"{name}: {node.module}.{alias.name}" for alias in node.names
+                            if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not private, "private names imported across modules:\n" + "\n".join(private)
+
+
+@pytest.mark.parametrize(("importer", "source", "expected"), [
+    ("gurugrow.flows.auth", "from gurugrow.api.contract import endpoint", 1),
+    ("gurugrow.flows.auth", "def f():\n    from gurugrow.api import contract", 1),
+    ("gurugrow.config", "import gurugrow.flows.order_view", 1),
+    ("gurugrow.otp", "from gurugrow import services", 0),
+    ("gurugrow.gateways.http", "from . import quota", 0),
+    ("gurugrow.gateways.http", "from ..flows import codes", 1),
+    ("gurugrow.api.auth", "from gurugrow.flows import auth", 0),
+])
+def test_the_check_sees_upward_imports(importer, source, expected):
+    assert len(upward_imports(source, importer)) == expected
