@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from dotenv import dotenv_values
@@ -13,6 +13,9 @@ from flask import Flask, g, request
 
 from gurugrow.config import ConfigError, Settings, sandbox_ignored
 from gurugrow.logs import begin_request, configure_logging, log_event
+
+if TYPE_CHECKING:
+    from gurugrow.services import Services
 
 __all__ = ["ConfigError", "Settings", "create_app"]
 
@@ -70,7 +73,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     return app
 
 
-def build_services(settings: Settings, redis_client: Any = None):
+def build_services(settings: Settings, redis_client: Any = None) -> Services:
     """Redis client, OTP store and gateways, created once per process."""
     from gurugrow.clock import Clock
     from gurugrow.delivery import DeliveryTracker

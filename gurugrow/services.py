@@ -50,7 +50,7 @@ class Services:
     deduper: DeduperGateway
     deliveries: DeliveryTracker
     # The one wall clock; tests stop it with ``clock.set``.
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock
     send_timer: SendTimer = field(default_factory=SendTimer)
     # How long a GreenSMS status read takes, so a decoy's resend can take as long.
     status_timer: SendTimer = field(default_factory=SendTimer)
