@@ -34,7 +34,8 @@ def bound_customer(svc: Services, identity: MessengerIdentity,
     Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
     claimed id differs).
     """
-    customer = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
+    # A binding entry, or one of crm_cache's sentinels (NOT_CACHED, NO_BINDING).
+    customer: Any = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
     if customer is crm_cache.NOT_CACHED:
         customer = _lookup_binding(svc, identity)
     if customer is crm_cache.NO_BINDING:

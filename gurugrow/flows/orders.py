@@ -119,7 +119,7 @@ def unavailable_item(svc: Services, items: list[dict[str, Any]]) -> str | None:
     external = [str(r["externalId"]) for r, _ in refs if r and "externalId" in r]
     xml = [str(r["xmlId"]) for r, _ in refs if r and "xmlId" in r]
     offers = svc.crm.find_offers(ids, external, xml)
-    known = set()
+    known: set[tuple[str, str]] = set()
     for offer in offers:
         if offer.get("active", True) is False:
             continue
