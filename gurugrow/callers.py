@@ -1,4 +1,5 @@
-"""Who may call: the shared API tokens and the caller networks (decisions only, no Flask).
+"""Who may call: the shared API tokens, the caller networks and the client address
+behind trusted proxies (decisions only, no Flask).
 
 A token is compared in constant time against every configured token (SHA-256 digests,
 so neither which token matched nor the length of a wrong one shows in the timing).
@@ -85,3 +86,24 @@ def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+def client_ip(remote_addr: str | None, forwarded_for: str | None,
+              trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+    """The client's address: X-Forwarded-For is believed only when the peer is a trusted
+    proxy, and then the nearest untrusted hop counts (a client can prepend anything)."""
+    trusted = list(trusted)
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr.strip())
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not remote_addr or not forwarded_for or not is_trusted(remote_addr):
+        return remote_addr
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return remote_addr

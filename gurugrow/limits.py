@@ -6,9 +6,8 @@ before the phone is looked up, so it says nothing about whether the phone is a c
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -224,24 +223,3 @@ def _period_left(now: float, kind: str) -> int:
     if kind.endswith("_day"):
         return _DAY - int(now) % _DAY
     return 0
-
-
-def client_ip(remote_addr: str | None, forwarded_for: str | None,
-              trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
-    """The client's address: X-Forwarded-For is believed only when the peer is a trusted
-    proxy, and then the nearest untrusted hop counts (a client can prepend anything)."""
-    trusted = list(trusted)
-
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr.strip())
-        except ValueError:
-            return False
-        return any(ip in net for net in trusted)
-
-    if not remote_addr or not forwarded_for or not is_trusted(remote_addr):
-        return remote_addr
-    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not is_trusted(hop):
-            return hop
-    return remote_addr

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from gurugrow import redis_keys
-from gurugrow.limits import client_ip
+from gurugrow.callers import client_ip
 from tests.helpers import BODY_KINDS, TG, post
 
 NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}

@@ -13,9 +13,8 @@ import logging
 from flask import Flask, Response, jsonify, request
 
 from gurugrow import texts
-from gurugrow.callers import CallerPolicy, bearer_token
+from gurugrow.callers import CallerPolicy, bearer_token, client_ip
 from gurugrow.config import Settings
-from gurugrow.limits import client_ip
 from gurugrow.logs import log_event
 
 # Endpoints anyone may call: liveness, the API document, and /metrics (its own rule in

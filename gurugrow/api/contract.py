@@ -15,11 +15,11 @@ from werkzeug.exceptions import HTTPException
 
 from gurugrow import metrics, texts
 from gurugrow.api.bodies import BodyNotAnObject, json_object
+from gurugrow.api.callers import request_client_ip
 from gurugrow.fields import request_settings
 from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.gateways import quota
 from gurugrow.gateways.errors import CrmBusy, UpstreamError
-from gurugrow.limits import client_ip
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.storage import InProgress, StorageUnavailable
@@ -170,8 +170,7 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
         svc = services()
         with request_settings(otp_length=svc.settings.otp_length):
             data = req.load(request_values())
-        data["clientIp"] = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                                     svc.settings.trusted_networks)
+        data["clientIp"] = request_client_ip(svc.settings)
         return flow(svc, data)
     except ValidationError as e:
         messages = e.messages if isinstance(e.messages, dict) else {}
