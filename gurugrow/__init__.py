@@ -76,7 +76,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
 def build_services(settings: Settings, redis_client: Any = None) -> Services:
     """Redis client, OTP store and gateways, created once per process."""
     from gurugrow.clock import Clock
-    from gurugrow.delivery import DeliveryTracker
+    from gurugrow.delivery_tracker import DeliveryTracker
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.http import make_session

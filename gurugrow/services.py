@@ -9,7 +9,7 @@ from typing import Any
 
 from gurugrow.clock import Clock
 from gurugrow.config import Settings
-from gurugrow.delivery import DeliveryTracker
+from gurugrow.delivery_tracker import DeliveryTracker
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway

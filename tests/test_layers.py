@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "gurugrow.identity", "gurugrow.catalog", "gurugrow.texts", "gurugrow.clock",
                 "gurugrow.storage", "gurugrow.ports")),
     ("gateways and stores", ("gurugrow.gateways", "gurugrow.otp", "gurugrow.limits",
-                             "gurugrow.delivery", "gurugrow.callers", "gurugrow.services")),
+                             "gurugrow.delivery_tracker", "gurugrow.callers", "gurugrow.services")),
     ("flows", ("gurugrow.flows",)),
     ("api", ("gurugrow.api", "gurugrow.schemas", "gurugrow.fields")),
     # What assembles or drives the layers above: the app factory, commands, stand-ins.

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from gurugrow import metrics
-from gurugrow.delivery import SendRecord
+from gurugrow.delivery_tracker import SendRecord
 from gurugrow.flows.codes import reissue_code
 from gurugrow.flows.delivery import read_status, undelivered
 from gurugrow.flows.vocabulary import FlowRefusal

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from gurugrow import metrics
-from gurugrow.delivery import FINAL_STATUSES, SendRecord
+from gurugrow.delivery_tracker import FINAL_STATUSES, SendRecord
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
