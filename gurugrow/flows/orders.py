@@ -6,13 +6,13 @@ check, never a key.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from typing import Any
 
 from gurugrow import redis_keys, texts
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
+from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.order_view import (
     StatusRules,
     orders_text,
@@ -22,9 +22,10 @@ from gurugrow.flows.order_view import (
 )
 from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
 from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import Lease, cached_json, run_once
+from gurugrow.storage import Lease, cached_json
 
 _NUMBER_ATTEMPTS = 3
 
@@ -75,16 +76,10 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
     customer = bound_customer(svc, identity, data.get("customerId"))
     customer_id = str(customer["id"])
     source = _source_order(svc, data, customer_id)
-    digest = hashlib.sha256(f"{identity.channel}|{identity.account_id}|{customer_id}|"
-                            f"{source['id']}".encode()).hexdigest()[:32]
-    prefix = svc.settings.redis_prefix
-    answer = run_once(svc.redis, redis_keys.operation_once(prefix, "repeat", digest),
-                      redis_keys.operation_lease(prefix, "repeat", digest),
-                      svc.settings.order_idempotency_seconds,
-                      lambda lease: _create_repeat(svc, lease, identity.channel, customer_id,
-                                                   source),
-                      keep=lambda result: result["status"] == "created",
-                      lease_seconds=svc.settings.in_progress_lease_seconds)
+    token = request_token(identity.channel, identity.account_id, customer_id,
+                          str(source["id"]))
+    answer = create_once(svc, "repeat", token, lambda lease: _create_repeat(
+        svc, lease, identity.channel, customer_id, source))
     mark_interacted(svc, customer, identity)
     return answer
 
@@ -101,20 +96,13 @@ def _source_order(svc: Services, data: dict[str, Any], customer_id: str) -> dict
     return order
 
 
-def _offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
-    for key in ("id", "externalId", "xmlId"):
-        if offer.get(key):
-            return {key: offer[key]}
-    return None
-
-
 def unavailable_item(svc: Services, items: list[dict[str, Any]]) -> str | None:
     """Name of the first item whose offer no longer exists or is inactive, else None.
 
     RetailCRM would silently turn an unknown offer into a free-form line, so this check
     must come before the order is created.
     """
-    refs = [(_offer_ref(item.get("offer") or {}), item) for item in items]
+    refs = [(offer_ref(item.get("offer") or {}), item) for item in items]
     ids = [str(r["id"]) for r, _ in refs if r and "id" in r]
     external = [str(r["externalId"]) for r, _ in refs if r and "externalId" in r]
     xml = [str(r["xmlId"]) for r, _ in refs if r and "xmlId" in r]
@@ -145,7 +133,7 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[
     order: dict[str, Any] = {
         "status": s.repeat_order_status,
         "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
-        "items": [{"offer": _offer_ref(item.get("offer") or {}),
+        "items": [{"offer": offer_ref(item.get("offer") or {}),
                    "quantity": item.get("quantity", 1)} for item in source.get("items") or []],
         "customerComment": s.repeat_order_comment_template.format(
             sourceOrderNumber=source.get("number") or source["id"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from typing import Any
@@ -19,15 +18,16 @@ from gurugrow.flows.binding import (
     remember_new_binding,
 )
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
+from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
 from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
-from gurugrow.gateways.retailcrm import phone_digits
+from gurugrow.gateways.retailcrm import offer_ref, phone_digits
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import Lease, cached_json, run_once
+from gurugrow.storage import Lease, cached_json
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -71,10 +71,9 @@ def _bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any
         for offer in product.get("offers") or []:
             if offer.get("active") is False:
                 continue
-            if article in (offer.get("article"), product.get("article")):
-                for key in ("id", "externalId", "xmlId"):
-                    if offer.get(key):
-                        return {key: offer[key]}
+            if article in (offer.get("article"), product.get("article")) and (
+                    ref := offer_ref(offer)):
+                return ref
     return None
 
 
@@ -100,7 +99,7 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     bundle = _set(data)
     customer_id = str(customer["id"])
     recipient = _recipient(data)
-    token = _digest(identity.channel, identity.account_id, customer_id, bundle.offer_code,
+    token = request_token(identity.channel, identity.account_id, customer_id, bundle.offer_code,
                     *(str(v) for v in recipient.values()))
     answer = _place_once(svc, token, bundle, customer_id, recipient)
     mark_interacted(svc, customer, identity)
@@ -162,7 +161,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
     remember_new_binding(svc, identity, str(session.customer_id), session.phone)
-    answer = _place_once(svc, _digest("session", session.session_id), bundle,
+    answer = _place_once(svc, request_token("session", session.session_id), bundle,
                          str(session.customer_id), recipient)
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
 
@@ -191,19 +190,10 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
     return customer_id, verified_until
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
-
-
 def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
                 recipient: dict[str, Any]) -> Answer:
-    prefix = svc.settings.redis_prefix
-    return run_once(svc.redis, redis_keys.operation_once(prefix, "recommended", token),
-                    redis_keys.operation_lease(prefix, "recommended", token),
-                    svc.settings.order_idempotency_seconds,
-                    lambda lease: _place(svc, lease, token, bundle, customer_id, recipient),
-                    keep=lambda result: result["status"] == "created",
-                    lease_seconds=svc.settings.in_progress_lease_seconds)
+    return create_once(svc, "recommended", token,
+                       lambda lease: _place(svc, lease, token, bundle, customer_id, recipient))
 
 
 def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,

@@ -57,6 +57,14 @@ def custom_fields(entity: dict[str, Any]) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+def offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
+    """How an order item names ``offer``: its first of ``id``, ``externalId``, ``xmlId``."""
+    for key in ("id", "externalId", "xmlId"):
+        if offer.get(key):
+            return {key: offer[key]}
+    return None
+
+
 class RetailCrmGateway:
     """RetailCRM v5 over one Session; the key travels only in the X-API-KEY header."""
 
