@@ -119,6 +119,20 @@ def test_no_module_imports_another_modules_private_names():
     assert not private, "private names imported across modules:\n" + "\n".join(private)
 
 
+# The flows the blueprints call; the others (codes, binding, ...) are what they share.
+ENDPOINT_FLOWS = {"gurugrow.flows.auth", "gurugrow.flows.orders", "gurugrow.flows.recommended"}
+
+
+def test_flows_share_code_only_through_the_shared_flow_modules():
+    crossing = []
+    for name, path in package_modules():
+        if layer_of(name) != "flows":
+            continue
+        imported = imported_modules(path.read_text(encoding="utf-8"), name, False)
+        crossing += [f"{name} → {m}" for m in sorted(imported & ENDPOINT_FLOWS) if m != name]
+    assert not crossing, "an endpoint's flow imported by another flow:\n" + "\n".join(crossing)
+
+
 @pytest.mark.parametrize(("importer", "source", "expected"), [
     ("gurugrow.flows.auth", "from gurugrow.api.contract import endpoint", 1),
     ("gurugrow.flows.auth", "def f():\n    from gurugrow.api import contract", 1),
