@@ -99,7 +99,7 @@ class Stack:
             self.procs[name] = spawn([GUNICORN, "-c", str(plain_config), "-k", "gthread",
                                       "-w", "1", "--threads", "64",
                                       "-b", f"127.0.0.1:{port}", "--log-level", "warning",
-                                      "gurugrow.sandbox.standins:standins_from_env()"],
+                                      "bench.standins:standins_from_env()"],
                                      env, name)
             wait_http(f"http://127.0.0.1:{port}/outbox")
         governed = {"RETAILCRM_RATE_LIMIT": GOVERNED_RATE_LIMIT}

@@ -217,13 +217,3 @@ def test_a_missing_reference_is_loaded_once_for_a_wave(client, world):
     assert {a["status"] for a in answers} == {"empty"}
     assert world.crm_calls("GET /api/v5/reference/statuses") == [
         "GET /api/v5/reference/statuses"]
-
-
-def test_the_stand_in_seeds_a_bound_audience(world):
-    seeded = world.app.test_client().post("/seed-customers?from=5001&count=3").get_json()
-    assert len(seeded["accounts"]) == 3
-    for account in seeded["accounts"]:
-        bound = [c for c in world.customers.values()
-                 if (c["customFields"] or {}).get("bot_telegram_account_id") == account]
-        assert len(bound) == 1
-        assert any(o["customer"]["id"] == bound[0]["id"] for o in world.state.orders.values())

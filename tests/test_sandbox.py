@@ -1,4 +1,4 @@
-"""The sandbox: stand-ins answer in the shapes INTEGRATIONS.md describes, quirks included;
+"""The sandbox: stand-ins answer in the real services' shapes, quirks included;
 the real gateways work against them over real HTTP; sandbox routes exist only in sandbox."""
 
 from __future__ import annotations

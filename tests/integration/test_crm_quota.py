@@ -64,7 +64,7 @@ def quota_stack(workdir: Path, settings: dict[str, str]) -> Iterator[QuotaStack]
     standins = subprocess.Popen(
         [*_counter_first(), GUNICORN, "-c", str(config), "-k", "gthread", "-w", "1",
          "--threads", "64", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
-         "gurugrow.sandbox.standins:standins_from_env()"], cwd=ROOT, stdout=log,
+         "bench.standins:standins_from_env()"], cwd=ROOT, stdout=log,
         stderr=subprocess.STDOUT, env={**_plain_env(), "SANDBOX_RATE_LIMIT": str(CRM_RATE)})
     app = Gunicorn({"RETAILCRM_BASE_URL": f"{upstream}/retailcrm",
                     "RETAILCRM_API_KEY": SANDBOX_RETAILCRM_KEY, "RETAILCRM_SITE": "1minoxidil-ru",

@@ -1,0 +1,94 @@
+"""The GreenSMS stand-in: token, balance, sends by SMS, Telegram and VK, and delivery
+status; ``{"request_id"}`` on success, ``{"error", "code"}`` on refusal, as GreenSMS does."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
+from gurugrow.sandbox.state import state
+
+sms = Blueprint("greensms", __name__, url_prefix="/greensms")
+
+
+def _sms_params() -> dict[str, str]:
+    if request.is_json:
+        body = request.get_json(silent=True)
+        return {k: str(v) for k, v in body.items()} if isinstance(body, dict) else {}
+    return request.form.to_dict()
+
+
+def _bearer_ok() -> bool:
+    return request.headers.get("Authorization") == f"Bearer {SANDBOX_GREENSMS_TOKEN}"
+
+
+@sms.post("/account/token")
+def account_token():
+    """user/pass (body) → a token; the sandbox hands out its one token."""
+    params = _sms_params()
+    if (params.get("user"), params.get("pass")) != ("sandbox", "sandbox"):
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    return jsonify({"access_token": SANDBOX_GREENSMS_TOKEN}), 200
+
+
+@sms.get("/account/balance")
+def account_balance():
+    st = state()
+    if not _bearer_ok():
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    if failed := st.failure("balance"):
+        return failed
+    return jsonify({"balance": st.sms_balance}), 200
+
+
+@sms.post("/<route>/send")
+def send(route: str):
+    st = state()
+    params = _sms_params()
+    bearer = request.headers.get("Authorization") == f"Bearer {SANDBOX_GREENSMS_TOKEN}"
+    if not bearer and (params.get("user"), params.get("pass")) != ("sandbox", "sandbox"):
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    if route not in ("sms", "telegram", "vk"):
+        return jsonify({"error": "Method not found", "code": 1}), 404
+    if failed := st.failure(route):
+        return failed
+    to, txt = params.get("to", ""), params.get("txt", "")
+    problem = _sms_problem(route, to, txt, params)
+    if problem:
+        return jsonify({"error": problem, "code": 2, "params": {}}), 200
+    if route == "telegram" and to in st.telegram_failing:
+        return jsonify({"error": "Telegram is not available for this number", "code": 2}), 200
+    return jsonify({"request_id": st.record_message(route, to, txt)["request_id"]}), 200
+
+
+@sms.get("/<route>/status")
+def delivery_status(route: str):
+    """``GET /<route>/status?id=<request_id>&extended=true`` → ``{"request_id", "status"}``
+    (the real answer's shape is unconfirmed; the gateway reads it defensively)."""
+    st = state()
+    if not _bearer_ok():
+        return jsonify({"error": "Authorization declined", "code": 0}), 401
+    if route not in ("sms", "telegram", "vk"):
+        return jsonify({"error": "Method not found", "code": 1}), 404
+    if failed := st.failure("status"):
+        return failed
+    request_id = request.args.get("id", "")
+    if not request_id:
+        return jsonify({"error": "Validation error: id is required", "code": 1}), 200
+    word = st.delivery_status(route, request_id)
+    if word is None:
+        return jsonify({"error": "Message not found", "code": 2}), 200
+    return jsonify({"request_id": request_id, "status": word}), 200
+
+
+def _sms_problem(route: str, to: str, txt: str, params: dict[str, str]) -> str | None:
+    if not (to.isdigit() and 11 <= len(to) <= 14):
+        return "Validation error: to must be 11-14 digits"
+    if route == "telegram" and not (txt.isdigit() and 4 <= len(txt) <= 8):
+        return "Validation error: txt must be a 4-8 digit code"
+    if not txt or len(txt) > (918 if route == "sms" else 2048):
+        return "Validation error: txt"
+    if route == "vk" and not params.get("from"):
+        return "Validation error: from is required"
+    return None
+

@@ -1,0 +1,161 @@
+"""What the stand-ins know and remember (``SandboxState``), and the helpers every
+stand-in shares: the state of the current app, injected failures, phone digits."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, jsonify
+
+from gurugrow.sandbox.data import demo_data
+
+CRM_SCOPES = ("customer_read", "customer_write", "order_read", "order_write", "store_read",
+              "reference_read", "custom_fields_read", "custom_fields_write")
+Answer = tuple[Any, int]
+
+
+def digits(text: Any) -> str:
+    """The digits of ``text``, in order."""
+    return "".join(ch for ch in str(text) if ch.isdigit())
+
+
+def phone_key(text: Any) -> str:
+    """Stored phone → comparable digits (8… and 10-digit Russian numbers → 7…)."""
+    d = digits(text)
+    if len(d) == 11 and d[0] == "8":
+        return "7" + d[1:]
+    return "7" + d if len(d) == 10 else d
+
+
+class SandboxState:
+    """Everything the stand-ins know and remember; thread-safe."""
+
+    def __init__(self, data: dict[str, Any] | None = None, *, rate_limit_per_second: int = 10,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_message: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.lock = threading.RLock()
+        self.rate_limit = rate_limit_per_second
+        self.clock = clock
+        self.on_message = on_message
+        self._initial = data
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the demo data (or the data given), with empty logs and no failures."""
+        with self.lock:
+            data = json.loads(json.dumps(self._initial)) if self._initial else demo_data()
+            self.customers = {str(c["id"]): c for c in data.get("customers", [])}
+            self.orders = {str(o["id"]): o for o in data.get("orders", [])}
+            self.products = data.get("products", [])
+            self.statuses = data.get("statuses", {})
+            self.status_groups = data.get("statusGroups", {})
+            self.custom_fields = data.get("customFields", [])
+            self.dedupe_answers = data.get("dedupe", {})
+            self.telegram_failing = set(data.get("telegramFailingPhones", []))
+            # Delivery status: Telegram sends to these phones are accepted but never
+            # delivered, or delivered only so many seconds after the send.
+            self.telegram_undelivered = set(data.get("telegramUndeliveredPhones", []))
+            self.telegram_late: dict[str, float] = dict(data.get("telegramLatePhones", {}))
+            # request_id → the status word GreenSMS answers for it (tests pin one here).
+            self.delivery_statuses: dict[str, str] = {}
+            self.status_calls: list[str] = []  # request ids asked about, in order
+            self.sites = data.get("sites", [])
+            # /api/credentials: what the key may do (tests narrow these).
+            self.scopes: list[str] = list(data.get("scopes", CRM_SCOPES))
+            self.site_access: str = data.get("siteAccess", "access_full")
+            self.sms_balance = "1000.00"
+            self.dedupe_default: dict[str, Any] | None = None
+            self.outbox: deque[dict[str, Any]] = deque(maxlen=200)
+            self.calls: list[str] = []
+            self.edits: list[tuple[str, dict[str, Any]]] = []
+            self.created_orders: list[dict[str, Any]] = []  # as the client sent them
+            self.dedupe_calls: list[dict[str, Any]] = []
+            # kind → (HTTP status, JSON body or raw text): that kind of call fails.
+            self.fail: dict[str, tuple[int, Any]] = {}
+            self.fail_once: dict[str, tuple[int, Any]] = {}
+            self.delay: dict[str, float] = {}  # kind → seconds to wait before answering
+            self.messages_sent = 0
+            self.lose_create_answer = False
+            self._window: deque[float] = deque()
+            self.refused_over_rate = 0  # calls answered 503 for going over the rate limit
+            self._next_id = 900000
+
+    def new_id(self) -> int:
+        """A fresh id for a created customer or order."""
+        with self.lock:
+            self._next_id += 1
+            return self._next_id
+
+    def failure(self, kind: str) -> Answer | None:
+        """The injected answer for this kind of call, if any (after an injected delay)."""
+        if kind in self.delay:
+            time.sleep(self.delay[kind])
+        with self.lock:
+            spec = self.fail_once.pop(kind, None) or self.fail.get(kind)
+        if spec is None:
+            return None
+        status, body = spec
+        if isinstance(body, str):
+            return current_app.response_class(body, status, mimetype="text/html"), status
+        return jsonify(body), status
+
+    def delivery_status(self, route: str, request_id: str) -> str | None:
+        """The status word of one accepted send (None: no such send by that route).
+
+        Pinned words first; then Telegram's undelivered and late demo phones; every
+        other send reads as delivered. The words are the stand-in's guess: GreenSMS's
+        real vocabulary is unconfirmed (see gateways/greensms.py)."""
+        with self.lock:
+            self.status_calls.append(request_id)
+            message = next((m for m in self.outbox if m["request_id"] == request_id
+                            and m["route"] == route), None)
+            pinned = self.delivery_statuses.get(request_id)
+        if message is None:
+            return None
+        if pinned:
+            return pinned
+        if route == "telegram" and message["to"] in self.telegram_undelivered:
+            return "undelivered"
+        late = self.telegram_late.get(message["to"]) if route == "telegram" else None
+        if late is not None and self.clock() - message["clock"] < late:
+            return "sent"
+        return "delivered"
+
+    def over_rate_limit(self) -> bool:
+        """Whether this call goes over the per-second limit (counted as refused if so)."""
+        if self.rate_limit <= 0:
+            return False
+        with self.lock:
+            now = self.clock()
+            while self._window and now - self._window[0] >= 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.rate_limit:
+                self.refused_over_rate += 1
+                return True
+            self._window.append(now)
+            return False
+
+    def record_message(self, route: str, to: str, txt: str) -> dict[str, Any]:
+        """Puts one accepted send in the outbox (with its code) and reports it."""
+        code = txt if route == "telegram" else (re.search(r"\d{4,8}", txt) or [""])[0]
+        message = {"route": route, "to": to, "txt": txt, "code": code,
+                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "request_id": str(uuid.uuid4()), "clock": self.clock()}
+        with self.lock:
+            self.outbox.appendleft(message)
+            self.messages_sent += 1
+        if self.on_message:
+            self.on_message(message)
+        return message
+
+
+def state() -> SandboxState:
+    """The state of the stand-ins app serving this request."""
+    return current_app.extensions["sandbox_state"]
