@@ -178,11 +178,6 @@ class DeliveryTracker:
         with redis_guard():
             return int(self._redis.zremrangebyscore(self._due_key(), "-inf", due_before))
 
-    def pending_checks(self) -> int:
-        """How many sends are watched (for tests and the worker's log)."""
-        with redis_guard():
-            return int(self._redis.zcard(self._due_key()))
-
 
 def _member(session_id: str, request_id: str) -> str:
     return f"{session_id}|{request_id}"

@@ -317,12 +317,6 @@ class OtpStore:
                       seconds=int(lock_seconds))
         return outcome
 
-    def identity_locked_for(self, channel: str, account_id: str) -> int:
-        """Seconds this messenger identity is still locked out of checking codes (0: not)."""
-        with redis_guard():
-            ttl = self._redis.ttl(redis_keys.identity_lock(self._prefix, channel, account_id))
-        return max(int(ttl), 0)
-
     def release(self, session: OtpSession) -> None:
         """Make a claimed code valid again after our own failure, so it can be retried."""
         self._end_claim(session, "pending")

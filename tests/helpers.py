@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gurugrow import redis_keys
+
 BODY_KINDS = ("form", "json")
 
 TG = {"channelType": "telegram", "messengerUserId": "123456789", "chatExternalId": "chat-1"}
@@ -31,6 +33,14 @@ def get(client, path: str, params: dict[str, Any]):
 def set_clock(app, now: float) -> None:
     """Move the app's notion of time (OTP expiry and verifiedUntil)."""
     app.extensions["gurugrow"].clock.set(now)
+
+
+def identity_locked_for(app, channel: str, account_id: str) -> int:
+    """Seconds this messenger identity is still locked out of checking codes (0: not),
+    read from its lock key in Redis."""
+    svc = app.extensions["gurugrow"]
+    key = redis_keys.identity_lock(svc.settings.redis_prefix, channel, account_id)
+    return max(int(svc.redis.ttl(key)), 0)
 
 
 def run_concurrently(count: int, action: Callable[[], Any]) -> list[Any]:

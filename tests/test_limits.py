@@ -10,7 +10,7 @@ import pytest
 
 from gurugrow import redis_keys
 from gurugrow.callers import client_ip
-from tests.helpers import BODY_KINDS, TG, post
+from tests.helpers import BODY_KINDS, TG, identity_locked_for, post
 
 NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}
 
@@ -92,7 +92,6 @@ def test_daily_budget_stops_all_sending(client, upstreams, caplog):
 def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, client,
                                                                           upstreams):
     upstreams.add_customer(1, "79991234567")
-    limits = app.extensions["gurugrow"].otp
 
     def guess_three_times() -> list[str]:
         session_id = start(client)["sessionId"]
@@ -101,7 +100,7 @@ def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, 
                                              "code": wrong})["status"] for _ in range(3)]
 
     assert guess_three_times() == ["invalid_code", "invalid_code", "invalid_code"]
-    assert 90 < limits.identity_locked_for("telegram", "123456789") <= 100
+    assert 90 < identity_locked_for(app, "telegram", "123456789") <= 100
     # Locked: even the right code of a new session is refused.
     session_id = start(client)["sessionId"]
     answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
@@ -111,6 +110,6 @@ def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, 
     # The first lockout has run out.
     store.delete(redis_keys.identity_lock("gg:", "telegram", "123456789"))
     guess_three_times()
-    assert 190 < limits.identity_locked_for("telegram", "123456789") <= 200
+    assert 190 < identity_locked_for(app, "telegram", "123456789") <= 200
     # Another messenger account is not affected.
-    assert limits.identity_locked_for("telegram", "someone-else") == 0
+    assert identity_locked_for(app, "telegram", "someone-else") == 0

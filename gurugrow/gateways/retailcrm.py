@@ -139,18 +139,6 @@ class RetailCrmGateway:
         return [c for c in body.get("customers") or []
                 if str(custom_fields(c).get(code, "")) == value]
 
-    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer by internal id, or None (also for a value that is not an id)."""
-        if internal_id(customer_id) is None:
-            return None
-        try:
-            body = self._get(f"/api/v5/customers/{path_segment(customer_id)}",
-                             [("by", "id"), *self._site_params()],
-                             route="/api/v5/customers/{id}")
-        except NotFound:
-            return None
-        return body.get("customer")
-
     def edit_customer_custom_fields(self, customer_id: str, fields: dict[str, str]) -> None:
         """Set (``""`` clears) only the given custom fields of one customer."""
         if internal_id(customer_id) is None:
