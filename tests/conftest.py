@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import weakref
 
 import fakeredis
 import pytest
@@ -49,6 +49,7 @@ class CallerClient(FlaskClient):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.environ_base["HTTP_X_API_TOKEN"] = API_TOKEN
+        _strict_contract(self.application)
 
 
 Flask.test_client_class = CallerClient
@@ -56,18 +57,27 @@ Flask.test_client_class = CallerClient
 
 def anonymous_client(app) -> FlaskClient:
     """A test client sending no token at all."""
+    _strict_contract(app)
     return FlaskClient(app, app.response_class, use_cookies=True)
 
 
-# Every answer a test provokes must be one its endpoint declares (and so documents).
-os.environ["GURUGROW_STRICT_CONTRACT"] = "1"
+# Every answer a test provokes must be one its endpoint declares (and so documents): each
+# app a test calls collects the others (contract.UNDOCUMENTED_ANSWERS), checked after it.
+_APPS_CALLED: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
+def _strict_contract(app: Flask) -> None:
+    app.extensions.setdefault(UNDOCUMENTED_ANSWERS, [])
+    _APPS_CALLED.add(app)
 
 
 @pytest.fixture(autouse=True)
 def _answers_are_documented():
-    UNDOCUMENTED_ANSWERS.clear()
+    for app in list(_APPS_CALLED):
+        app.extensions[UNDOCUMENTED_ANSWERS].clear()
     yield
-    assert UNDOCUMENTED_ANSWERS == [], "answers missing from the endpoint's contract"
+    undocumented = [a for app in list(_APPS_CALLED) for a in app.extensions[UNDOCUMENTED_ANSWERS]]
+    assert undocumented == [], "answers missing from the endpoint's contract"
 
 
 @pytest.fixture

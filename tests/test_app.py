@@ -165,3 +165,18 @@ def test_env_example_lists_every_variable_the_code_reads():
     read |= set(re.findall(r"_int\(\"([A-Z_]+)\"", (ROOT / "gunicorn.conf.py").read_text()))
     assert read <= listed, read - listed
     assert listed <= read, listed - read
+
+
+def test_undocumented_answers_are_collected_only_where_an_app_asks(redis_client):
+    """The strict-contract check is app-scoped: an app holding the list collects answers
+    outside the endpoint's contract; an app without it (production) only logs them."""
+    from gurugrow.api.contract import UNDOCUMENTED_ANSWERS, _undocumented
+
+    strict = create_app(TEST_ENV, redis_client=redis_client)
+    strict.extensions[UNDOCUMENTED_ANSWERS] = []
+    plain = create_app(TEST_ENV, redis_client=fakeredis.FakeRedis())
+    for app in (strict, plain):
+        with app.test_request_context("/auth/status"):
+            _undocumented({"status": "weird", "errorCode": "odd"})
+    assert strict.extensions[UNDOCUMENTED_ANSWERS] == [("/auth/status", "weird", "odd")]
+    assert UNDOCUMENTED_ANSWERS not in plain.extensions
