@@ -41,7 +41,7 @@ FIELD_DESCRIPTIONS = {
     "customerId": "RetailCRM customer id. In a request only a consistency check against "
                   "the bound customer (mismatch → conflict / customer_mismatch).",
     "phone": "Phone in any common format (+7 999 123-45-67, 8999…); country must be "
-             "allowed (ALLOWED_PHONE_COUNTRIES).",
+             "allowed (PHONE_ALLOWED_REGIONS).",
     "deliveryRoute": "Preferred route for the code: telegram | vk | sms (falls back to SMS).",
     "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
     "code": "The code the customer received (OTP_LENGTH digits; a JSON number is "
