@@ -11,6 +11,7 @@ import os
 import time
 
 from flask import Blueprint, Flask, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from gurugrow.sandbox.standins import create_standins_app
 from gurugrow.sandbox.state import state
@@ -19,7 +20,7 @@ seeding = Blueprint("seeding", __name__)
 
 
 @seeding.post("/seed-orders")
-def seed_orders():
+def seed_orders() -> ResponseReturnValue:
     """Copies of one order (``from``) for one customer, ``count`` times: distinct orders to
     repeat in the benchmark. Answers the new ids."""
     st = state()
@@ -36,7 +37,7 @@ def seed_orders():
 
 
 @seeding.post("/seed-customers")
-def seed_customers():
+def seed_customers() -> ResponseReturnValue:
     """``count`` customers, each bound to its own Telegram account and owning a copy of
     order ``from``: a broadcast's audience for the benchmark. Answers the account ids."""
     st = state()

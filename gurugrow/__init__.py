@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from dotenv import dotenv_values
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from gurugrow.config import ConfigError, Settings, sandbox_ignored
 from gurugrow.logs import begin_request, configure_logging, log_event
@@ -44,8 +45,10 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder=None)  # no static files: no route to protect
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    # Russian texts as they are (not \u-escaped); fields in the schema's order.
+    app.json = json_provider = DefaultJSONProvider(app)
+    json_provider.ensure_ascii = False
+    json_provider.sort_keys = False
     app.extensions["gurugrow"] = build_services(settings, redis_client)
 
     from gurugrow.api import auth, health, openapi, ops, orders, recommended

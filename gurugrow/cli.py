@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterable
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from gurugrow.deliveries_worker import run_worker
-from gurugrow.doctor import FieldSpec, create_missing_fields, run_doctor, safe_url
+from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
 
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
                                 "run the deliveries worker.")
 
 
-def _print_all(checks) -> bool:
+def _print_all(checks: Iterable[Check]) -> bool:
     """Print each check's line as it completes; True when every one passed."""
     all_ok = True
     for check in checks:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
@@ -64,8 +64,8 @@ def _parse_csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-_PARSERS = {"bool": _parse_bool, "int": int, "float": float, "str": str,
-            "tuple[str, ...]": _parse_csv}
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "bool": _parse_bool, "int": int, "float": float, "str": str, "tuple[str, ...]": _parse_csv}
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,9 @@ class Settings:
                 if meta["required"]:
                     raise ConfigError(f"{meta['env']} is required but not set")
                 continue
-            values[f.name] = _convert(f.type, meta, raw.strip())
+            # Annotations are strings here (from __future__ import annotations).
+            type_name = f.type if isinstance(f.type, str) else f.type.__name__
+            values[f.name] = _convert(type_name, meta, raw.strip())
         settings = cls(**values)
         settings._check_consistency()
         return settings

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from gurugrow import redis_keys
-from gurugrow.storage import redis_guard
+from gurugrow.storage import RedisHash, redis_guard
 
 # Final statuses: once seen, a send's status no longer changes.
 FINAL_STATUSES = ("delivered", "failed")
@@ -91,8 +91,9 @@ class DeliveryTracker:
                     check_at: float | None) -> None:
         """Store the session's latest send (the previous one is superseded); with
         ``check_at`` it is watched, and due a status check then."""
-        record = {"route": route, "request_id": request_id, "sent_at": f"{sent_at:.3f}",
-                  "status": "pending", "state": "watching" if check_at else "settled"}
+        record: RedisHash = {
+            "route": route, "request_id": request_id, "sent_at": f"{sent_at:.3f}",
+            "status": "pending", "state": "watching" if check_at else "settled"}
         with redis_guard():
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(self._record_key(session_id), mapping=record)

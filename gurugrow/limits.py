@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
+from redis.typing import EncodableT
 
 from gurugrow import redis_keys
 from gurugrow.config import Settings
@@ -171,7 +172,7 @@ class Limits:
         budget_key = redis_keys.send_counter(self._prefix, "budget", "all", day)
         cooldown_key = redis_keys.otp_cooldown(self._prefix, phone, channel, account_id)
         cooldown_seconds = p.cooldown_seconds if cooldown else 0
-        args: list[object] = [p.daily_budget, cooldown_seconds]
+        args: list[EncodableT] = [p.daily_budget, cooldown_seconds]
         for kind, _, limit, ttl in counters:
             args += [limit, ttl, kind]
         with redis_guard():

@@ -25,6 +25,7 @@ from gurugrow.logs import log_event
 from gurugrow.storage import (
     REDIS_ERRORS,
     RENEW_LEASE_SCRIPT,
+    RedisHash,
     StorageUnavailable,
     redis_guard,
 )
@@ -187,7 +188,7 @@ class OtpStore:
                                      self._policy.hash_iterations)
         return digest.hex()
 
-    def _hashed_fields(self, code: str | None) -> dict[str, str]:
+    def _hashed_fields(self, code: str | None) -> RedisHash:
         salt = secrets.token_hex(16)
         # A decoy session gets the hash of a random value no one knows, so it behaves
         # exactly like a real one on check: every guess is wrong and counted.
@@ -260,9 +261,10 @@ class OtpStore:
         session.route = route
         session.sends += 1
         session.attempts = 0
-        record = {"route": route or "", "sends": session.sends, "attempts": 0,
-                  "state": "pending", "expires_at": f"{session.expires_at:.3f}",
-                  **self._hashed_fields(code if not session.is_decoy else None)}
+        record: RedisHash = {
+            "route": route or "", "sends": session.sends, "attempts": 0, "state": "pending",
+            "expires_at": f"{session.expires_at:.3f}",
+            **self._hashed_fields(code if not session.is_decoy else None)}
         with redis_guard():
             # One key, which already has a TTL: no transaction needed (nor cluster-safe).
             pipe = self._redis.pipeline(transaction=False)

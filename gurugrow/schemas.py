@@ -53,7 +53,7 @@ class IdentitySchema(RequestSchema):
     messengerAccountId = AccountId()
     messengerAccountIdFallback = AccountId()
     chatExternalId = AccountId(error_code="invalid_request")  # accepted, never used to bind
-    required_fields = ("channelType",)
+    required_fields: tuple[str, ...] = ("channelType",)
 
     @validates_schema
     def _identity(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -134,8 +134,8 @@ class RepeatOrderBody(IdentitySchema):
 
 class RecommendedPreviewBody(IdentitySchema):
     offerCode = Slug(error_code="unknown_offer")
-    customerId = _customer_id()
-    required_fields = ("channelType", "offerCode")
+    customerId: fields.Field = _customer_id()  # RecommendedStartBody redeclares it
+    required_fields: tuple[str, ...] = ("channelType", "offerCode")
 
 
 class RecommendedCreateBody(RecommendedPreviewBody):
@@ -177,7 +177,7 @@ class EnvelopeSchema(Schema):
     message = _nullable()
     # Only in answers that carry it (errorCode=busy): absent, not null, elsewhere, so
     # the answers of the first wave keep their exact fields. Start and resend redeclare it.
-    retryAfterSec = fields.Integer(allow_none=True, metadata={"optional": True})
+    retryAfterSec: fields.Field = fields.Integer(allow_none=True, metadata={"optional": True})
 
 
 class AuthStatusResponse(EnvelopeSchema):

@@ -7,9 +7,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from gurugrow import metrics, redis_keys
 
@@ -21,16 +23,20 @@ class StorageUnavailable(Exception):
     """Redis cannot be reached or answered with an error."""
 
 
+# A Redis hash's fields and values as redis-py's ``hset(mapping=...)`` takes them.
+RedisHash = dict[FieldT, EncodableT]
+
+
 class redis_guard:  # noqa: N801 - used as a context manager, reads like a statement
     """Turns redis-py errors into ``StorageUnavailable`` (``raise ... from``)."""
 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc is not None and isinstance(exc, REDIS_ERRORS):
             raise StorageUnavailable(type(exc).__name__) from exc
-        return False
 
 
 def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any],

@@ -145,7 +145,8 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
             if answer.get("errorCode"):
                 _count_error_answer(contract, answer["errorCode"])
             return jsonify(answer)
-        view.contract = contract
+        # The OpenAPI builder reads the contract off the view (openapi.build_spec).
+        view.contract = contract  # type: ignore[attr-defined]
         return view
     return decorate
 
@@ -153,7 +154,8 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
 def _count_error_answer(contract: EndpointContract, error_code: str) -> None:
     """One more answer with ``error_code``; labels stay a closed set (declared codes)."""
     label = error_code if error_code in contract.error_codes else "undocumented"
-    metrics.ERROR_ANSWERS.labels(request.url_rule.rule, label).inc()
+    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    metrics.ERROR_ANSWERS.labels(rule, label).inc()
 
 
 def _undocumented(answer: dict[str, Any]) -> None:

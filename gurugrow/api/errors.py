@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from gurugrow import texts
@@ -18,7 +19,7 @@ def register_error_handlers(app: Flask) -> None:
     """Every HTTP error the app raises becomes ``{"status": "error", "errorCode": ...}``."""
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
+    def http_error(error: HTTPException) -> ResponseReturnValue:
         code = error.code or 500
         error_code = _CODES.get(code, "http_error")
         body = {"status": "error", "errorCode": error_code,
@@ -26,7 +27,7 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify(body), code
 
     @app.errorhandler(Exception)
-    def unhandled(error: Exception):
+    def unhandled(error: Exception) -> ResponseReturnValue:
         app.logger.exception("unhandled error")
         log_event("internal_error", logging.ERROR, error=type(error).__name__)
         body = {"status": "error", "errorCode": "internal_error",

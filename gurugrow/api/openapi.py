@@ -12,9 +12,10 @@ from importlib.resources import files
 from typing import Any
 
 from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template
 from markupsafe import Markup, escape
+from marshmallow.fields import Field
 
 from gurugrow import schemas, texts
 from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, is_public
@@ -109,6 +110,13 @@ def package_version() -> str:
         return "0.0.0"
 
 
+def _converter(plugin: MarshmallowPlugin) -> OpenAPIConverter:
+    """The plugin's schema converter, which APISpec sets up when given the plugin."""
+    if plugin.converter is None:
+        raise RuntimeError("MarshmallowPlugin used before APISpec set it up")
+    return plugin.converter
+
+
 def build_spec(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3 document of every route of ``app`` (sandbox stand-ins aside)."""
     plugin = MarshmallowPlugin()
@@ -120,7 +128,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                              "is HTTP 200 with a JSON envelope; bots branch on `status` "
                              "and `errorCode`. POST bodies may be JSON or form-encoded."})
     plugin.map_to_openapi_type(schemas.Text, "string", None)
-    plugin.converter.add_attribute_function(_text_attributes)
+    _converter(plugin).add_attribute_function(_text_attributes)
     spec.components.schema("Error", {
         "type": "object", "required": ["status", "errorCode"],
         "properties": {"status": {"type": "string", "enum": ["error"]},
@@ -134,7 +142,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         contract: EndpointContract | None = getattr(view, "contract", None)
         routes += [(journey_position(method, rule.rule, contract is not None), method,
                     rule.rule, rule.endpoint, view, contract)
-                   for method in rule.methods - {"HEAD", "OPTIONS"}]
+                   for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}]
     for _, method, path, endpoint_name, view, contract in sorted(routes, key=lambda r: r[:3]):
         operation = (_contract_operation(plugin, contract, method, view) if contract
                      else copy.deepcopy(OPERATIONS[(method, path)]))
@@ -182,7 +190,7 @@ def _add_examples(operation: dict[str, Any], cases: list[dict[str, Any]]) -> Non
                                for name, case in named.items()}
 
 
-def _text_attributes(self, field, **kwargs) -> dict[str, Any]:
+def _text_attributes(self: OpenAPIConverter, field: Field, **kwargs: Any) -> dict[str, Any]:
     """maxLength of the project's Text fields, and the errorCode a bad value answers."""
     if isinstance(field, schemas.Text):
         return {"maxLength": field.max_length,
@@ -199,7 +207,7 @@ def _describe(properties: dict[str, Any]) -> dict[str, Any]:
 
 def _contract_operation(plugin: MarshmallowPlugin, contract: EndpointContract, method: str,
                         view: Any) -> dict[str, Any]:
-    converter = plugin.converter
+    converter = _converter(plugin)
     doc = (view.__doc__ or "").strip()
     summary, _, description = doc.partition("\n")
     request_schema = converter.schema2jsonschema(contract.request)

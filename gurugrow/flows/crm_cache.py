@@ -14,18 +14,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from gurugrow import metrics, redis_keys
 from gurugrow.identity import MessengerIdentity
 from gurugrow.services import Services
 from gurugrow.storage import redis_guard
 
-# What a binding lookup found in the cache: nothing cached, or "bound to nobody".
-NOT_CACHED, NO_BINDING = object(), object()
+
+class BindingMiss(Enum):
+    """What a binding lookup found instead of a customer: nothing cached, or "bound to
+    nobody" (an enum, so a type checker tells the markers from a customer)."""
+
+    NOT_CACHED = "not_cached"
+    NO_BINDING = "no_binding"
 
 
-def cached_binding(svc: Services, identity: MessengerIdentity) -> Any:
+NOT_CACHED: Final = BindingMiss.NOT_CACHED
+NO_BINDING: Final = BindingMiss.NO_BINDING
+
+
+def cached_binding(svc: Services, identity: MessengerIdentity) -> dict[str, Any] | BindingMiss:
     """The cached binding entry, ``NO_BINDING``, or ``NOT_CACHED``."""
     if svc.settings.binding_cache_seconds <= 0:
         return NOT_CACHED
@@ -36,7 +46,7 @@ def cached_binding(svc: Services, identity: MessengerIdentity) -> Any:
     metrics.CACHE_LOOKUPS.labels("binding", "miss" if raw is None else "hit").inc()
     if raw is None:
         return NOT_CACHED
-    entry = json.loads(raw)
+    entry: dict[str, Any] | None = json.loads(raw)
     return NO_BINDING if entry is None else entry
 
 

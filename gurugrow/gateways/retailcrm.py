@@ -199,7 +199,8 @@ class RetailCrmGateway:
         if site or self.site:
             form["site"] = site or self.site
         body = self._post("/api/v5/orders/create", form)
-        created = body.get("order") if isinstance(body.get("order"), dict) else {}
+        order_answer = body.get("order")
+        created = order_answer if isinstance(order_answer, dict) else {}
         return {"id": body.get("id", created.get("id")), "number": created.get("number")}
 
     # -- reference and catalog --------------------------------------------------------

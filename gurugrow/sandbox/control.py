@@ -4,6 +4,7 @@ counts, and a reset back to the demo data."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
 from gurugrow.sandbox.state import state
 
@@ -11,13 +12,13 @@ control = Blueprint("control", __name__)
 
 
 @control.get("/outbox")
-def outbox():
+def outbox() -> ResponseReturnValue:
     """The codes the stand-ins "sent", newest first."""
     return jsonify({"messages": list(state().outbox)})
 
 
 @control.get("/stats")
-def stats():
+def stats() -> ResponseReturnValue:
     """Requests each stand-in served so far, and RetailCRM calls refused over its rate
     limit (README: watch the quota in the sandbox; the benchmark counts calls with it)."""
     st = state()
@@ -27,7 +28,7 @@ def stats():
 
 
 @control.post("/reset")
-def reset():
+def reset() -> ResponseReturnValue:
     """Back to the demo data (the app also clears its Redis keys first: mount.py)."""
     state().reset()
     return jsonify({"status": "reset"})

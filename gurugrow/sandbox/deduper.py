@@ -4,6 +4,7 @@ answer a test pinned for it)."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from gurugrow.sandbox import SANDBOX_DEDUPE_KEY
 from gurugrow.sandbox.state import phone_key, state
@@ -12,7 +13,7 @@ dedupe = Blueprint("deduper", __name__, url_prefix="/deduper")
 
 
 @dedupe.post("/api/dedupe/auto-resolve")
-def auto_resolve():
+def auto_resolve() -> ResponseReturnValue:
     st = state()
     if request.headers.get("X-API-Key") != SANDBOX_DEDUPE_KEY:
         return jsonify({"detail": "Invalid API key"}), 401

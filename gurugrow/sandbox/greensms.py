@@ -4,6 +4,7 @@ status; ``{"request_id"}`` on success, ``{"error", "code"}`` on refusal, as Gree
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
 from gurugrow.sandbox.state import state
@@ -23,7 +24,7 @@ def _bearer_ok() -> bool:
 
 
 @sms.post("/account/token")
-def account_token():
+def account_token() -> ResponseReturnValue:
     """user/pass (body) → a token; the sandbox hands out its one token."""
     params = _sms_params()
     if (params.get("user"), params.get("pass")) != ("sandbox", "sandbox"):
@@ -32,7 +33,7 @@ def account_token():
 
 
 @sms.get("/account/balance")
-def account_balance():
+def account_balance() -> ResponseReturnValue:
     st = state()
     if not _bearer_ok():
         return jsonify({"error": "Authorization declined", "code": 0}), 401
@@ -42,7 +43,7 @@ def account_balance():
 
 
 @sms.post("/<route>/send")
-def send(route: str):
+def send(route: str) -> ResponseReturnValue:
     st = state()
     params = _sms_params()
     bearer = request.headers.get("Authorization") == f"Bearer {SANDBOX_GREENSMS_TOKEN}"
@@ -62,7 +63,7 @@ def send(route: str):
 
 
 @sms.get("/<route>/status")
-def delivery_status(route: str):
+def delivery_status(route: str) -> ResponseReturnValue:
     """``GET /<route>/status?id=<request_id>&extended=true`` → ``{"request_id", "status"}``
     (the real answer's shape is unconfirmed; the gateway reads it defensively)."""
     st = state()

@@ -52,8 +52,10 @@ def mount_sandbox(app: Flask, ignored: list[str] | None = None) -> Flask:
     else:
         standins = create_standins_app(on_message=log_message)
         app.extensions["sandbox"] = standins
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app,
-                                        {"/sandbox": clearing_on_reset(standins, clear_redis)})
+    # Wrapping wsgi_app is Flask's documented way to add WSGI middleware; typeshed sees a
+    # method there.
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {"/sandbox": clearing_on_reset(standins, clear_redis)})
     log_event("sandbox_enabled", standins=base_url or "in-process",
               upstreams="/sandbox/retailcrm,/sandbox/greensms,/sandbox/deduper")
     if ignored:  # names only: the values may be real keys

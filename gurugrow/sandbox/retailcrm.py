@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from gurugrow.sandbox import SANDBOX_RETAILCRM_KEY
 from gurugrow.sandbox.state import Answer, SandboxState, digits, phone_key, state
@@ -61,7 +62,7 @@ crm = Blueprint("retailcrm", __name__, url_prefix="/retailcrm")
 
 
 @crm.before_request
-def _crm_gate():
+def _crm_gate() -> ResponseReturnValue | None:
     st = state()
     with st.lock:
         st.calls.append(f"{request.method} {request.path.removeprefix('/retailcrm')}")
@@ -73,12 +74,12 @@ def _crm_gate():
 
 
 @crm.errorhandler(ValueError)
-def _bad_json(error: ValueError):
+def _bad_json(error: ValueError) -> ResponseReturnValue:
     return _crm_error(400, f"Errors in the input parameters: {error}")
 
 
 @crm.get("/api/credentials")
-def credentials():
+def credentials() -> ResponseReturnValue:
     st = state()
     if failed := st.failure("credentials"):
         return failed
@@ -86,7 +87,7 @@ def credentials():
 
 
 @crm.get("/api/v5/customers")
-def customers():
+def customers() -> ResponseReturnValue:
     if failed := state().failure("customers"):
         return failed
     found = list(state().customers.values())
@@ -106,7 +107,7 @@ def customers():
 
 
 @crm.get("/api/v5/customers/<ref>")
-def customer(ref: str):
+def customer(ref: str) -> ResponseReturnValue:
     found = _find_customer(ref)
     return _ok(customer=found) if found else _crm_error(404, "Not found")
 
@@ -120,7 +121,7 @@ def _find_customer(ref: str) -> dict[str, Any] | None:
 
 
 @crm.post("/api/v5/customers/<ref>/edit")
-def edit_customer(ref: str):
+def edit_customer(ref: str) -> ResponseReturnValue:
     st = state()
     if failed := st.failure("edit"):
         return failed
@@ -140,7 +141,7 @@ def edit_customer(ref: str):
 
 
 @crm.post("/api/v5/customers/create")
-def create_customer():
+def create_customer() -> ResponseReturnValue:
     st = state()
     if failed := st.failure("create_customer"):
         return failed
@@ -156,7 +157,7 @@ def _add_customer(st: SandboxState, data: dict[str, Any]) -> dict[str, Any]:
 
 
 @crm.get("/api/v5/orders")
-def orders():
+def orders() -> ResponseReturnValue:
     if failed := state().failure("orders"):
         return failed
     found = list(state().orders.values())
@@ -172,7 +173,7 @@ def orders():
 
 
 @crm.get("/api/v5/orders/<ref>")
-def order(ref: str):
+def order(ref: str) -> ResponseReturnValue:
     if failed := state().failure("order"):
         return failed
     by = request.args.get("by", "externalId")
@@ -183,7 +184,7 @@ def order(ref: str):
 
 
 @crm.post("/api/v5/orders/create")
-def create_order():
+def create_order() -> ResponseReturnValue:
     st = state()
     if failed := st.failure("create"):
         return failed
@@ -228,17 +229,17 @@ def _all_offers() -> list[dict[str, Any]]:
 
 
 @crm.get("/api/v5/reference/statuses")
-def statuses():
+def statuses() -> ResponseReturnValue:
     return state().failure("statuses") or _ok(statuses=state().statuses)
 
 
 @crm.get("/api/v5/reference/status-groups")
-def status_groups():
+def status_groups() -> ResponseReturnValue:
     return _ok(statusGroups=state().status_groups)
 
 
 @crm.get("/api/v5/store/offers")
-def offers():
+def offers() -> ResponseReturnValue:
     if failed := state().failure("offers"):
         return failed
     found = _all_offers()
@@ -249,7 +250,7 @@ def offers():
 
 
 @crm.get("/api/v5/store/products")
-def products():
+def products() -> ResponseReturnValue:
     if failed := state().failure("products"):
         return failed
     found = state().products
@@ -265,7 +266,7 @@ def products():
 
 
 @crm.get("/api/v5/custom-fields")
-def custom_fields():
+def custom_fields() -> ResponseReturnValue:
     if failed := state().failure("custom_fields"):
         return failed
     entity = request.args.get("filter[entity]")
@@ -274,7 +275,7 @@ def custom_fields():
 
 
 @crm.post("/api/v5/custom-fields/<entity>/create")
-def create_custom_field(entity: str):
+def create_custom_field(entity: str) -> ResponseReturnValue:
     if failed := state().failure("create_custom_field"):
         return failed
     field = _form_json("customField")
@@ -288,6 +289,6 @@ def create_custom_field(entity: str):
 
 
 @crm.route("/<path:rest>", methods=["GET", "POST"])
-def crm_unknown(rest: str):
+def crm_unknown(rest: str) -> ResponseReturnValue:
     return _crm_error(404, "API method not found")
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from gurugrow.logs import begin_request
 from gurugrow.sandbox.control import control
@@ -27,7 +28,8 @@ def create_standins_app(data: dict[str, Any] | None = None, *, rate_limit_per_se
                         on_message: Callable[[dict[str, Any]], None] | None = None) -> Flask:
     """The three stand-ins and the sandbox control routes, as one WSGI app."""
     app = Flask(__name__)
-    app.json.ensure_ascii = False
+    app.json = json_provider = DefaultJSONProvider(app)
+    json_provider.ensure_ascii = False  # Russian names as they are, like RetailCRM
     app.extensions["sandbox_state"] = SandboxState(
         data, rate_limit_per_second=rate_limit_per_second, clock=clock, on_message=on_message)
     for blueprint in (crm, sms, dedupe, control):
