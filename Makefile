@@ -60,9 +60,10 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
-## lint: ruff over the code and the tests
+## lint: ruff over the code and the tests, mypy over the package (pyproject.toml)
 lint: install
 	$(BIN)/ruff check gurugrow tests bench wsgi.py gunicorn.conf.py
+	$(BIN)/mypy
 
 ## doctor: check the .env configuration against Redis, RetailCRM, GreenSMS and the deduper
 doctor: install
