@@ -23,11 +23,16 @@ def _bearer_ok() -> bool:
     return request.headers.get("Authorization") == f"Bearer {SANDBOX_GREENSMS_TOKEN}"
 
 
+def _password_ok(params: dict[str, str]) -> bool:
+    """The sandbox's one user/pass pair (GreenSMS also takes these in place of a token)."""
+    return (params.get("user"), params.get("pass")) == ("sandbox", "sandbox")
+
+
 @sms.post("/account/token")
 def account_token() -> ResponseReturnValue:
     """user/pass (body) → a token; the sandbox hands out its one token."""
     params = _sms_params()
-    if (params.get("user"), params.get("pass")) != ("sandbox", "sandbox"):
+    if not _password_ok(params):
         return jsonify({"error": "Authorization declined", "code": 0}), 401
     return jsonify({"access_token": SANDBOX_GREENSMS_TOKEN}), 200
 
@@ -46,8 +51,7 @@ def account_balance() -> ResponseReturnValue:
 def send(route: str) -> ResponseReturnValue:
     st = state()
     params = _sms_params()
-    bearer = request.headers.get("Authorization") == f"Bearer {SANDBOX_GREENSMS_TOKEN}"
-    if not bearer and (params.get("user"), params.get("pass")) != ("sandbox", "sandbox"):
+    if not (_bearer_ok() or _password_ok(params)):
         return jsonify({"error": "Authorization declined", "code": 0}), 401
     if route not in ("sms", "telegram", "vk"):
         return jsonify({"error": "Method not found", "code": 1}), 404
