@@ -60,7 +60,7 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
-## lint: ruff over the code and the tests, mypy over the package (pyproject.toml)
+## lint: ruff over the code and the tests, mypy over the package and bench (pyproject.toml)
 lint: install
 	$(BIN)/ruff check gurugrow tests bench wsgi.py gunicorn.conf.py
 	$(BIN)/mypy

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
@@ -202,7 +203,7 @@ def check_calls(stack: Stack, base: str, count: int, tag: str, is_gurugrow: bool
 
 def repeat_calls(stack: Stack, count: int) -> list:
     seeded = requests.post(f"{stack.upstream}/seed-orders", timeout=30,
-                           params={"from": "5001", "count": count}).json()["ids"]
+                           params={"from": "5001", "count": str(count)}).json()["ids"]
     return [("POST", "/orders/repeat", {"data": {**BOUND, "sourceOrderId": str(oid)}})
             for oid in seeded]
 
@@ -279,7 +280,7 @@ def burst(stack: Stack) -> dict:
     /auth/status then /orders, against the stand-in enforcing 10 calls/s."""
     up, base = stack.burst_upstream, f"http://127.0.0.1:{stack.ports['gurugrow-burst']}"
     accounts = requests.post(f"{up}/seed-customers", params={"from": "5001",
-                             "count": BURST_USERS}, timeout=30).json()["accounts"]
+                             "count": str(BURST_USERS)}, timeout=30).json()["accounts"]
     before = upstream_stats(stack, up)
 
     def visit(account: str) -> bool:
@@ -317,7 +318,7 @@ def main() -> None:
         plans = {name: scenarios(stack, base, name != "baseline")
                  for name, base in apps.items()}
         for endpoint in plans["gurugrow"]:
-            result = {"endpoint": endpoint}
+            result: dict[str, Any] = {"endpoint": endpoint}
             rounds: list[dict[str, dict]] = []
             # Each round runs the apps back to back (which goes first rotates), so a
             # passing disturbance of this shared machine hits them alike; the round with
