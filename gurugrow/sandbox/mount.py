@@ -51,7 +51,6 @@ def mount_sandbox(app: Flask, ignored: list[str] | None = None) -> Flask:
         standins: WsgiApp = forwarding_app(base_url)
     else:
         standins = create_standins_app(on_message=log_message)
-        app.extensions["sandbox"] = standins
     # Wrapping wsgi_app is Flask's documented way to add WSGI middleware; typeshed sees a
     # method there.
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
