@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from gurugrow.flows import crm_cache
 from gurugrow.flows.vocabulary import FlowRefusal
@@ -34,8 +34,7 @@ def bound_customer(svc: Services, identity: MessengerIdentity,
     Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
     claimed id differs).
     """
-    # A binding entry, or one of crm_cache's sentinels (NOT_CACHED, NO_BINDING).
-    customer: Any = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
+    customer = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
     if customer is crm_cache.NOT_CACHED:
         customer = _lookup_binding(svc, identity)
     if customer is crm_cache.NO_BINDING:
@@ -45,7 +44,8 @@ def bound_customer(svc: Services, identity: MessengerIdentity,
     return customer
 
 
-def _lookup_binding(svc: Services, identity: MessengerIdentity) -> Any:
+def _lookup_binding(svc: Services, identity: MessengerIdentity
+                    ) -> dict[str, Any] | Literal[crm_cache.BindingMiss.NO_BINDING]:
     """Ask RetailCRM who holds the messenger id; cache the answer (not a conflict)."""
     customers = find_bound_customers(svc, identity)
     if len(customers) > 1:
