@@ -105,3 +105,11 @@ def client(app):
 def upstreams():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield Upstreams(rsps)
+
+
+@pytest.fixture
+def rsps():
+    """Raw upstream answers mocked at the transport (every one registered must be called)."""
+    with responses.RequestsMock() as mock:
+        yield mock
+

@@ -6,7 +6,6 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import responses
 
 from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.greensms import DELIVERY_STATUSES, GreenSmsGateway
@@ -17,12 +16,6 @@ from tests.test_sandbox import FakeClock
 
 SMS = "https://sms.example"
 REQUEST_ID = "dc2bac6d-f375-4e19-9a02-ef0148991635"
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
 
 
 def test_status_is_a_get_with_id_and_extended_and_the_token_in_the_header(rsps):

@@ -7,7 +7,6 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
-import responses
 
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
@@ -16,12 +15,6 @@ from gurugrow.gateways.retailcrm import RetailCrmGateway
 
 CRM = "https://crm.example"
 KEY = "crm-key-do-not-leak"
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
 
 
 @pytest.fixture
