@@ -109,6 +109,23 @@ return 1
 """
 
 
+# Replaces the code of a session that is still waiting for one: a session checked,
+# claimed or burned meanwhile (a check or wrong guesses racing a resend or the deliveries
+# worker) is left as it is, and concurrent replacements each count their send.
+_REPLACE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'pending' then return -1 end
+if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= tonumber(ARGV[6]) then
+  return -1
+end
+local sends = redis.call('HINCRBY', KEYS[1], 'sends', 1)
+redis.call('HSET', KEYS[1], 'route', ARGV[1], 'expires_at', ARGV[2], 'salt', ARGV[3],
+           'hash', ARGV[4], 'attempts', 0, 'state', 'pending')
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return sends
+"""
+
 @dataclass(frozen=True)
 class OtpPolicy:
     """The OTP limits; the defaults live in Settings alone."""
@@ -176,6 +193,7 @@ class OtpStore:
         self._verify = client.register_script(_VERIFY_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
         self._renew = client.register_script(RENEW_LEASE_SCRIPT)
+        self._replace = client.register_script(_REPLACE_SCRIPT)
 
     # -- codes -----------------------------------------------------------------------
     def new_code(self) -> str:
@@ -255,23 +273,25 @@ class OtpStore:
             state=state,
         )
 
-    def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> None:
-        """Store a resent code: new hash and lifetime, attempts reset, one more send."""
-        session.expires_at = self.clock() + self._policy.ttl_seconds
-        session.route = route
-        session.sends += 1
-        session.attempts = 0
-        record: RedisHash = {
-            "route": route or "", "sends": session.sends, "attempts": 0, "state": "pending",
-            "expires_at": f"{session.expires_at:.3f}",
-            **self._hashed_fields(code if not session.is_decoy else None)}
+    def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> bool:
+        """Store a resent code: new hash and lifetime, attempts reset, one more send.
+
+        False when the session no longer waits for a code (checked, claimed or burned
+        since it was loaded): it is left untouched.
+        """
+        expires_at = self.clock() + self._policy.ttl_seconds
+        fields = self._hashed_fields(code if not session.is_decoy else None)
         with redis_guard():
-            # One key, which already has a TTL: no transaction needed (nor cluster-safe).
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hset(self._session_key(session.session_id), mapping=record)
-            pipe.expire(self._session_key(session.session_id),
-                        self._policy.ttl_seconds + _TOMBSTONE_SECONDS)
-            pipe.execute()
+            sends = int(self._replace(
+                keys=[self._session_key(session.session_id)],
+                args=[route or "", f"{expires_at:.3f}", fields["salt"], fields["hash"],
+                      self._policy.ttl_seconds + _TOMBSTONE_SECONDS,
+                      self._policy.max_attempts]))
+        if sends < 0:
+            return False
+        session.expires_at, session.route, session.sends, session.attempts = (
+            expires_at, route, sends, 0)
+        return True
 
     def remember_customer(self, session: OtpSession, customer_id: str) -> None:
         """Record a customer created during the check, so a retry does not create another."""

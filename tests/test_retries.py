@@ -66,6 +66,25 @@ def test_resend_of_a_new_customers_recommended_start_really_sends(client, catalo
     assert done["status"] == "created" and len(catalog.created) == 1
 
 
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_code_replaced_after_a_check_leaves_the_checked_session_alone(app, client,
+                                                                         upstreams, kind):
+    """A resend or the deliveries worker reads the session, then sends for seconds; a check
+    landing meanwhile must not be undone by the new code, and concurrent replacements
+    each count their send."""
+    upstreams.add_customer(5, PHONE)
+    session_id = start(client, kind)["sessionId"]
+    otp = app.extensions["gurugrow"].otp
+    first, second = otp.load(session_id), otp.load(session_id)  # read before their sends
+    assert otp.replace_code(first, "123456", "sms") and otp.replace_code(second, "234567",
+                                                                          "sms")
+    assert otp.load(session_id).sends == 3
+    stale = otp.load(session_id)
+    assert check(client, session_id, "234567", kind)["status"] == "authorized"
+    assert otp.replace_code(stale, "345678", "sms") is False
+    replay = check(client, session_id, "234567", kind)
+    assert replay["status"] == "authorized", replay
+
 @pytest.mark.parametrize("env_overrides", [NO_COOLDOWN])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_resend_of_an_unknown_phones_auth_start_still_sends_nothing(client, upstreams, kind):

@@ -187,7 +187,9 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
     with returned_on_failure(svc, admission):
         sent = send_or_pretend(svc, phone=session.phone, code=code, send=session.sent,
                                route=route or default_route(session.channel))
-    svc.otp.replace_code(session, code, sent.method)
+    if not svc.otp.replace_code(session, code, sent.method):
+        # Checked or burned while the code went out: the new code is not kept.
+        raise FlowRefusal("session_not_found")
     track_send(svc, session, sent)
     if not cooldown:
         svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
