@@ -6,10 +6,13 @@ import time
 
 import pytest
 import requests
+import responses
 from prometheus_client import REGISTRY
 
 from gurugrow import redis_keys
 from gurugrow.gateways.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from gurugrow.gateways.errors import UpstreamUnavailable
+from gurugrow.gateways.http import HttpClient
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post, run_concurrently
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
@@ -51,6 +54,25 @@ def test_breaker_opens_after_consecutive_failures_then_lets_one_probe_through():
     breaker.succeeded()
     assert breaker.state == CLOSED and breaker.allow() and breaker.allow()
 
+
+def test_a_503_between_timeouts_does_not_keep_the_breaker_closed():
+    """503 is the quota's answer: it neither counts as a failure nor clears the failures
+    before it, so a CRM alternating timeouts and 503s is still cut off."""
+    breaker = CircuitBreaker(failures=2, cooloff_seconds=10)
+    crm = HttpClient("retailcrm", "https://crm.example", timeout=1, connect_timeout=1,
+                     breaker=breaker)
+    url = "https://crm.example/api/v5/customers"
+    with responses.RequestsMock() as mock:
+        mock.get(url, body=requests.ReadTimeout("read timed out"))
+        mock.get(url, status=503, json={"success": False, "errorMsg": "Rate limit"})
+        mock.get(url, body=requests.ReadTimeout("read timed out"))
+        with pytest.raises(UpstreamUnavailable):
+            crm.request("GET", "/api/v5/customers")
+        assert crm.request("GET", "/api/v5/customers")[0] == 503
+        assert breaker.state == CLOSED
+        with pytest.raises(UpstreamUnavailable):
+            crm.request("GET", "/api/v5/customers")
+    assert breaker.state == OPEN
 
 @pytest.mark.parametrize("env_overrides", [{"RETAILCRM_BREAKER_FAILURES": "2",
                                             "RETAILCRM_BREAKER_COOLOFF_SECONDS": "0.3"}])

@@ -119,7 +119,11 @@ class HttpClient:
         except BaseException:
             breaker.abandoned()
             raise
-        if response.status_code >= 500 and response.status_code != 503:
+        if response.status_code == 503:
+            # The quota's answer, not a broken CRM: it neither counts as a failure nor
+            # clears the failures before it (timeouts mixed with 503s still open it).
+            breaker.abandoned()
+        elif response.status_code >= 500:
             breaker.failed()
         else:
             breaker.succeeded()
