@@ -206,3 +206,32 @@ def test_a_check_claimed_by_a_worker_that_died_is_taken_again_after_the_lease(
     later(app, 10 + lease + 1)
     assert worker(app, "--once") == "sms=1"
     assert routes(customer) == ["telegram", "sms"]
+
+
+def test_each_claim_leases_from_its_own_moment_not_the_pass_start(app, client, customer,
+                                                                  monkeypatch):
+    """A pass whose first checks are slow must not hand out the later ones with a lease
+    already lapsed (another worker would take and run them at the same time)."""
+    from gurugrow.flows import auto_fallback
+
+    for account in ("111", "222", "333"):
+        start(client, account=account)
+    later(app, 10)
+    svc = app.extensions["gurugrow"]
+    leases: list[tuple[float, float]] = []
+    claim = svc.deliveries.claim_check
+
+    def recording_claim(session_id, request_id, now, lease_until):
+        leases.append((svc.clock(), lease_until))
+        return claim(session_id, request_id, now, lease_until)
+
+    def slow_check(svc_, session_id, request_id):
+        svc_.clock.set(svc_.clock() + 60)  # a check that took a minute of GreenSMS timeouts
+        return "waiting"
+
+    monkeypatch.setattr(svc.deliveries, "claim_check", recording_claim)
+    monkeypatch.setattr(auto_fallback, "check_send", slow_check)
+    assert auto_fallback.check_due_sends(svc) == {"waiting": 3}
+    assert [until - claimed_at for claimed_at, until in leases] == [
+        claim_lease_seconds(svc)] * 3
+

@@ -41,8 +41,11 @@ def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: Fal
     for session_id, request_id in list(tracker.due(now, svc.settings.delivery_worker_batch)):
         if should_stop():
             break
-        if not tracker.claim_check(session_id, request_id, now,
-                                   now + claim_lease_seconds(svc)):
+        # The lease runs from the claim, not the pass's start: slow checks before this
+        # one must not hand it out already lapsed (a second worker would take it too).
+        claimed_at = svc.clock()
+        if not tracker.claim_check(session_id, request_id, claimed_at,
+                                   claimed_at + claim_lease_seconds(svc)):
             continue  # another worker has it
         try:
             outcome = check_send(svc, session_id, request_id)
