@@ -95,11 +95,7 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None,
     trusted = list(trusted)
 
     def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr.strip())
-        except ValueError:
-            return False
-        return any(ip in net for net in trusted)
+        return in_networks(addr, trusted)
 
     if not remote_addr or not forwarded_for or not is_trusted(remote_addr):
         return remote_addr

@@ -14,7 +14,6 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
 
 from gurugrow.fields import (
-    DELIVERY_ROUTES,  # noqa: F401 - re-exported: the routes a request may name
     AccountId,
     Channel,
     Code,

@@ -23,18 +23,16 @@ class SendTimer:
     jitter of its own that would tell decoys apart by their spread)."""
 
     def __init__(self, initial_seconds: float = 0.05, keep: int = 64) -> None:
-        self.average = initial_seconds
+        self._initial = initial_seconds
         self._recent: deque[float] = deque(maxlen=keep)
 
     def observe(self, seconds: float) -> None:
-        seconds = min(seconds, 5.0)
-        self.average = 0.8 * self.average + 0.2 * seconds
-        self._recent.append(seconds)
+        self._recent.append(min(seconds, 5.0))
 
     def draw(self) -> float:
         """A wait like a real send's: one of the recent sends' durations at random
-        (``average`` until a send was seen)."""
-        return random.choice(self._recent) if self._recent else self.average
+        (a first guess until a send was seen)."""
+        return random.choice(self._recent) if self._recent else self._initial
 
 
 @dataclass
