@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
+import os
 import threading
 import time
 import uuid
@@ -98,31 +101,104 @@ class InProgress(Exception):
     """The same operation is still running in another request."""
 
 
+class _Renewal:
+    """One lease being renewed: when it is next due, and whether it still runs."""
+
+    __slots__ = ("renew", "every", "due", "active")
+
+    def __init__(self, renew: Callable[[], bool], every: float, due: float) -> None:
+        self.renew, self.every, self.due, self.active = renew, every, due, True
+
+
+class _Renewals:
+    """One background thread per process renews every running lease when it falls due.
+
+    A thread per lease cost a thread start and join on every claimed code or repeat,
+    more CPU than the Redis round trips of the request itself.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._reset()
+
+    def _reset(self) -> None:
+        # After a fork the parent's thread and lock do not exist here: start afresh.
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Renewal]] = []
+        self._count = itertools.count()
+        self._running: _Renewal | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, renew: Callable[[], bool], every: float) -> _Renewal:
+        if self._pid != os.getpid():
+            self._reset()
+        entry = _Renewal(renew, every, time.monotonic() + every)
+        with self._cond:
+            heapq.heappush(self._heap, (entry.due, next(self._count), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-renewer",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def remove(self, entry: _Renewal) -> None:
+        """Stop renewing ``entry``; returns once no renewal of it is in flight, so the
+        caller may settle the lease knowing nothing renews it afterwards."""
+        with self._cond:
+            entry.active = False
+            while self._running is entry:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and not self._heap[0][2].active:
+                    heapq.heappop(self._heap)  # removed while waiting: drop it
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, _, entry = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._running = entry
+            try:
+                kept = entry.renew()
+            except Exception:  # noqa: BLE001 - a failed renewal must not kill the work
+                kept = True  # Redis may be back by the next turn
+            with self._cond:
+                self._running = None
+                if kept and entry.active:
+                    entry.due = time.monotonic() + entry.every
+                    heapq.heappush(self._heap, (entry.due, next(self._count), entry))
+                # else lost: someone took over; stop renewing someone else's lease
+                self._cond.notify_all()
+
+
+_RENEWALS = _Renewals()
+
+
 class LeaseRenewer:
-    """Calls ``renew`` every ``every`` seconds in a background thread while the ``with``
-    block runs, so a lease outlives slow work but lapses soon after a crash."""
+    """Calls ``renew`` every ``every`` seconds (on the process's renewal thread) while
+    the ``with`` block runs, so a lease outlives slow work but lapses soon after a crash.
+    Stops after ``renew`` returns False (the lease was lost)."""
 
     def __init__(self, renew: Callable[[], bool], every: float) -> None:
         self._renew = renew
         self._every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                if not self._renew():
-                    return  # lost: someone took over; stop renewing someone else's lease
-            except Exception:  # noqa: BLE001 - a failed renewal must not kill the work
-                continue
+        self._entry: _Renewal | None = None
 
     def __enter__(self) -> LeaseRenewer:
-        self._thread.start()
+        self._entry = _RENEWALS.add(self._renew, self._every)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self._entry is not None:
+            _RENEWALS.remove(self._entry)
 
 
 # The marker of one idempotent operation is a hash (its ``result`` once kept, and the

@@ -305,3 +305,29 @@ def test_deduper_probe_failures(rsps, status, body, error, http_status):
         DeduperGateway("https://dd.example", "dk").probe("s")
     if http_status is not None:
         assert caught.value.status_code == http_status
+
+
+@pytest.mark.parametrize("trust_env", [False, True])
+def test_a_redirect_is_not_followed_and_answers_unavailable(rsps, trust_env):
+    """A POST turned into a GET at the redirect's target would be a wrong call."""
+    crm = RetailCrmGateway(CRM, KEY, "site-1", timeout=7, connect_timeout=2, max_retries=0)
+    crm._http.session.trust_env = trust_env
+    rsps.post(f"{CRM}/api/v5/customers/1/edit", status=302, body="<html>Moved</html>",
+              headers={"Location": f"{CRM}/login"})
+    # Followed, the redirect would reach an unregistered URL: ConnectionError, not this.
+    with pytest.raises(UpstreamUnavailable, match="not JSON"):
+        crm.edit_customer_custom_fields("1", {"a": "b"})
+    assert [c.request.url for c in rsps.calls] == [f"{CRM}/api/v5/customers/1/edit"]
+
+
+@pytest.mark.parametrize("trust_env", [False, True])
+def test_session_headers_and_the_request_id_go_with_every_call(rsps, trust_env):
+    crm = RetailCrmGateway(CRM, KEY, "site-1", timeout=7, connect_timeout=2, max_retries=0)
+    crm._http.session.trust_env = trust_env
+    rsps.get(f"{CRM}/api/v5/reference/statuses", json={"success": True, "statuses": {}})
+    crm.get_statuses()
+    sent = rsps.calls[0].request
+    assert sent.headers["User-Agent"] == "gurugrow/1.0"
+    assert sent.headers["X-API-KEY"] == KEY
+    assert "X-Request-ID" in sent.headers
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (2, 7)

@@ -143,8 +143,7 @@ class HttpClient:
         started = time.perf_counter()
         outcome = "unreachable"
         try:
-            response = self.session.request(method, self.base_url + path,
-                                            timeout=self.timeout, headers=headers, **kwargs)
+            response = self._transmit(method, self.base_url + path, headers, **kwargs)
             outcome = metrics.upstream_outcome(response.status_code)
             return response
         except requests.Timeout as e:
@@ -157,6 +156,34 @@ class HttpClient:
             metrics.UPSTREAM_CALLS.labels(self.gateway, call, outcome).inc()
             metrics.UPSTREAM_SECONDS.labels(self.gateway, call).observe(
                 time.perf_counter() - started)
+
+    def _transmit(self, method: str, url: str, headers: dict[str, str], *,
+                  params: str | None = None, data: Any = None,
+                  json: Any = None) -> requests.Response:
+        """One exchange through the Session's connection pool, body read.
+
+        The Session's per-call machinery (merging settings, cookies, hooks, redirects)
+        costs as much CPU as the rest of a call's preparation, and none of it applies
+        to these JSON APIs: no cookies, and a redirect is not followed (a POST turned
+        into a GET would be a wrong call; its HTML body answers "not JSON"). With
+        ``trust_env`` (proxies from the environment) the Session's full path is kept.
+        """
+        session = self.session
+        if session.trust_env:
+            return session.request(method, url, params=params, data=data, json=json,
+                                   headers=headers, timeout=self.timeout,
+                                   allow_redirects=False)
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(method)
+        prepared.prepare_url(url, params)
+        prepared.prepare_headers({**session.headers, **headers})
+        prepared.prepare_body(data, None, json)
+        response = session.get_adapter(url).send(
+            prepared, stream=False, timeout=self.timeout,
+            verify=True if session.verify is None else session.verify,
+            cert=session.cert, proxies=session.proxies)
+        response.content  # noqa: B018 -- read now: a body that stalls is this call's timeout
+        return response
 
     def _json(self, response: requests.Response) -> Any:
         try:
