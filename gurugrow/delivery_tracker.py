@@ -12,14 +12,14 @@ of one send (only one of the worker and a resend may send its SMS without waitin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from gurugrow import redis_keys
-from gurugrow.storage import RedisHash, redis_guard
+from gurugrow.storage import RedisHash, StorageUnavailable, WriteBatch, redis_guard
 
 # Final statuses: once seen, a send's status no longer changes.
 FINAL_STATUSES = ("delivered", "failed")
@@ -88,20 +88,23 @@ class DeliveryTracker:
 
     # -- records ---------------------------------------------------------------------
     def record_send(self, session_id: str, route: str, request_id: str, sent_at: float,
-                    check_at: float | None) -> None:
-        """Store the session's latest send (the previous one is superseded); with
-        ``check_at`` it is watched, and due a status check then."""
+                    check_at: float | None, *, batch: WriteBatch,
+                    on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
+        """Store the session's latest send (the previous one is superseded) when
+        ``batch`` is sent (``on_failure`` is told if this write fails); with ``check_at``
+        it is watched, and due a status check then."""
         record: RedisHash = {
             "route": route, "request_id": request_id, "sent_at": f"{sent_at:.3f}",
             "status": "pending", "state": "watching" if check_at else "settled"}
-        with redis_guard():
-            pipe = self._redis.pipeline(transaction=False)
+
+        def queue(pipe: Any) -> None:
             pipe.hset(self._record_key(session_id), mapping=record)
             pipe.expire(self._record_key(session_id), self._ttl)
             if check_at is not None:
                 pipe.zadd(self._due_key(), {_member(session_id, request_id): check_at})
                 pipe.expire(self._due_key(), self._ttl)
-            pipe.execute()
+
+        batch.commands(queue, on_failure=on_failure)
 
     def load(self, session_id: str) -> SendRecord | None:
         """The session's latest send, if any is on record."""

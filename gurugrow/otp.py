@@ -27,6 +27,7 @@ from gurugrow.storage import (
     RENEW_LEASE_SCRIPT,
     RedisHash,
     StorageUnavailable,
+    WriteBatch,
     redis_guard,
 )
 
@@ -216,10 +217,11 @@ class OtpStore:
     # -- sessions --------------------------------------------------------------------
     def create_session(self, *, phone: str, channel: str, account_id: str,
                        customer_id: str | None, code: str | None, route: str | None,
-                       purpose: str = "auth",
-                       payload: dict[str, Any] | None = None) -> OtpSession:
+                       purpose: str = "auth", payload: dict[str, Any] | None = None,
+                       batch: WriteBatch | None = None) -> OtpSession:
         """Store a new session for a code that was just sent (``code`` None: nothing was
-        sent, a decoy); drop the previous one."""
+        sent, a decoy); drop the previous one. With ``batch`` it is stored when the
+        batch is sent."""
         # The id starts with the account's hash tag, so its keys share one cluster slot.
         tag = redis_keys.identity_tag(channel, account_id)
         session = OtpSession(
@@ -238,10 +240,13 @@ class OtpStore:
         }
         flat = [str(item) for pair in record.items() for item in pair]
         ttl = self._policy.ttl_seconds + _TOMBSTONE_SECONDS
+        keys = [self._session_key(session.session_id),
+                redis_keys.otp_active(self._prefix, phone, channel, account_id)]
+        if batch is not None:
+            batch.script(self._create, keys, [ttl, *flat])
+            return session
         with redis_guard():
-            self._create(keys=[self._session_key(session.session_id),
-                               redis_keys.otp_active(self._prefix, phone, channel, account_id)],
-                         args=[ttl, *flat])
+            self._create(keys=keys, args=[ttl, *flat])
         return session
 
     def _session_key(self, session_id: str) -> str:
@@ -347,10 +352,12 @@ class OtpStore:
         """End a claimed code for good without an answer to replay (e.g. a conflict)."""
         self._end_claim(session, "used")
 
-    def finish(self, session: OtpSession, answer: dict[str, Any]) -> None:
+    def finish(self, session: OtpSession, answer: dict[str, Any],
+               batch: WriteBatch | None = None) -> None:
         """End a claimed code as checked: ``answer`` (no code, no full phone in it) is
-        what a replay of the same code gets, for as long as the session is kept."""
-        self._end_claim(session, "done", json.dumps(answer, ensure_ascii=False))
+        what a replay of the same code gets, for as long as the session is kept. With
+        ``batch``, when the batch is sent."""
+        self._end_claim(session, "done", json.dumps(answer, ensure_ascii=False), batch)
 
     def answer_of(self, session: OtpSession) -> dict[str, Any] | None:
         """The stored answer of a session whose code was checked (see ``finish``)."""
@@ -369,11 +376,16 @@ class OtpStore:
     def lease_seconds(self) -> float:
         return self._policy.lease_seconds
 
-    def _end_claim(self, session: OtpSession, state: str, answer: str = "") -> None:
+    def _end_claim(self, session: OtpSession, state: str, answer: str = "",
+                   batch: WriteBatch | None = None) -> None:
+        keys = [self._session_key(session.session_id),
+                redis_keys.otp_claim(self._prefix, session.session_id)]
+        args = [state, answer, session.claim_token]
+        if batch is not None:
+            batch.script(self._settle, keys, args)
+            return
         with redis_guard():
-            self._settle(keys=[self._session_key(session.session_id),
-                               redis_keys.otp_claim(self._prefix, session.session_id)],
-                         args=[state, answer, session.claim_token])
+            self._settle(keys=keys, args=args)
 
     def ping(self) -> bool:
         """True when Redis answers."""

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from gurugrow import metrics, redis_keys
@@ -40,6 +41,88 @@ class redis_guard:  # noqa: N801 - used as a context manager, reads like a state
                  tb: TracebackType | None) -> None:
         if exc is not None and isinstance(exc, REDIS_ERRORS):
             raise StorageUnavailable(type(exc).__name__) from exc
+
+
+class WriteBatch:
+    """Writes whose answers nobody reads, sent to Redis together: one round trip.
+
+    A pipeline, not a transaction: each write stays atomic on its own (a script is one),
+    and writes on different keys may share it. Every round trip costs the app,
+    redis-server and a context switch each way, more than the commands themselves.
+    redis-py's cluster pipeline refuses scripts, so on a Redis Cluster each write goes
+    on its own, in order.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        # Per write: a script (with keys, args) or a function queueing commands, and what
+        # to do if it failed (None: raise).
+        self._writes: list[tuple[tuple[Any, list[str], list[Any]] | Callable[[Any], None],
+                                 Callable[[StorageUnavailable], None] | None]] = []
+
+    def script(self, script: Any, keys: list[str], args: list[Any], *,
+               on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
+        """Queue a script registered on this client."""
+        self._writes.append(((script, keys, args), on_failure))
+
+    def commands(self, queue: Callable[[Any], None], *,
+                 on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
+        """Queue the commands ``queue`` puts on a pipeline, as one write."""
+        self._writes.append((queue, on_failure))
+
+    def send(self) -> None:
+        """Send everything queued. A write that failed raises StorageUnavailable, unless
+        it was queued with ``on_failure`` (then that is called, and the rest stands)."""
+        with redis_guard():
+            if isinstance(self._client, RedisCluster):
+                self._send_one_by_one()
+            else:
+                self._send_pipelined()
+
+    def _send_pipelined(self) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        counts = []
+        for write, _ in self._writes:
+            before = len(pipe)
+            if callable(write):
+                write(pipe)
+            else:
+                # EVALSHA itself: redis-py's script queueing would first ask Redis whether
+                # it has the script, a round trip of its own.
+                script, keys, args = write
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            counts.append(len(pipe) - before)
+        results = iter(pipe.execute(raise_on_error=False))
+        for (write, on_failure), count in zip(self._writes, counts, strict=True):
+            for result in itertools.islice(results, count):
+                if isinstance(result, redis.exceptions.NoScriptError) and not callable(write):
+                    self._run(write, on_failure)  # Redis lost its scripts (a restart)
+                elif isinstance(result, Exception):
+                    self._failed(result, on_failure)
+
+    def _send_one_by_one(self) -> None:
+        for write, on_failure in self._writes:
+            self._run(write, on_failure)
+
+    def _run(self, write: Any, on_failure: Callable[[StorageUnavailable], None] | None
+             ) -> None:
+        try:
+            if callable(write):
+                pipe = self._client.pipeline(transaction=False)
+                write(pipe)
+                pipe.execute()
+            else:
+                script, keys, args = write
+                script(keys=keys, args=args)
+        except REDIS_ERRORS as e:
+            self._failed(e, on_failure)
+
+    @staticmethod
+    def _failed(error: Exception, on_failure: Callable[[StorageUnavailable], None] | None
+                ) -> None:
+        if on_failure is None:
+            raise error
+        on_failure(StorageUnavailable(type(error).__name__))
 
 
 def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any],

@@ -22,6 +22,7 @@ from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
+from gurugrow.storage import WriteBatch
 
 
 def status(svc: Services, data: dict[str, Any]) -> Answer:
@@ -51,12 +52,15 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
     def bind(session: OtpSession) -> Answer:
         customer_id = str(session.customer_id)
         verified_until = bind_identity(svc, identity, customer_id, session.route)
-        remember_new_binding(svc, identity, customer_id, session.phone)
         log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
         return {"status": "authorized", "authorized": True, "customerId": customer_id,
                 "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
 
-    return check_code(svc, identity, data["sessionId"], data["code"], "auth", bind)
+    def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
+        remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)
+
+    return check_code(svc, identity, data["sessionId"], data["code"], "auth", bind,
+                      also=cache_binding)
 
 
 def resend(svc: Services, data: dict[str, Any]) -> Answer:

@@ -18,6 +18,7 @@ from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.phone import mask_phone, normalize_phone
 from gurugrow.services import Services
+from gurugrow.storage import WriteBatch
 
 
 def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dict[str, Any]]:
@@ -75,10 +76,11 @@ def customer_masked_phone(customer: dict[str, Any]) -> str | None:
 
 
 def remember_new_binding(svc: Services, identity: MessengerIdentity, customer_id: str,
-                         phone: str) -> None:
+                         phone: str, batch: WriteBatch | None = None) -> None:
     """This service just bound the account (binding written with chatbot_interacted)."""
     crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
-        customer_id, mask_phone(phone), True, svc.settings.retailcrm_cf_chatbot_interacted))
+        customer_id, mask_phone(phone), True, svc.settings.retailcrm_cf_chatbot_interacted),
+        batch)
 
 
 def binding_fields(svc: Services, identity: MessengerIdentity, method: str | None

@@ -23,7 +23,7 @@ from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import LeaseRenewer, StorageUnavailable
+from gurugrow.storage import LeaseRenewer, StorageUnavailable, WriteBatch
 
 
 def default_route(channel: str | None) -> str:
@@ -151,11 +151,14 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         code = svc.otp.new_code()
         sent = send_or_pretend(svc, phone=phone, code=code, send=send,
                                route=route or default_route(identity.channel))
+    # The session and its delivery record go to Redis in one round trip.
+    batch = WriteBatch(svc.redis)
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
         customer_id=customer_id, code=code if send else None, route=sent.method,
-        purpose=purpose, payload=payload)
-    track_send(svc, session, sent)
+        purpose=purpose, payload=payload, batch=batch)
+    track_send(svc, session, sent, batch)
+    batch.send()
     return session
 
 
@@ -209,8 +212,10 @@ def own_session(svc: Services, session_id: str, channel: str | None, account_id:
 
 def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
                purpose: str, work: Callable[[OtpSession], Answer],
-               done: Callable[[Answer], bool] = lambda answer: True) -> Answer:
+               done: Callable[[Answer], bool] = lambda answer: True,
+               also: Callable[[OtpSession, WriteBatch], None] | None = None) -> Answer:
     """Verify the code, then run ``work`` for its session once and answer what it returns.
+    ``also`` adds writes that go to Redis with the stored answer (one round trip).
 
     Another identity's or another purpose's session is answered as not found. A replay
     of a code that already succeeded gets the stored answer again, without running
@@ -243,7 +248,11 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         svc.otp.release(session)
         raise
     if done(answer):
-        svc.otp.finish(session, answer)
+        batch = WriteBatch(svc.redis)
+        svc.otp.finish(session, answer, batch)
+        if also is not None:
+            also(session, batch)
+        batch.send()
     else:
         svc.otp.release(session)
     return answer

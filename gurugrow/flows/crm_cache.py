@@ -13,14 +13,16 @@ A TTL of 0 switches a cache off. Every lookup counts in gurugrow_cache_lookups_t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final
 
 from gurugrow import metrics, redis_keys
 from gurugrow.identity import MessengerIdentity
+from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import redis_guard
+from gurugrow.storage import WriteBatch, redis_guard
 
 
 class BindingMiss(Enum):
@@ -58,15 +60,22 @@ def binding_entry(customer_id: str, masked_phone: str | None, interacted: bool,
 
 
 def remember_binding(svc: Services, identity: MessengerIdentity,
-                     entry: dict[str, Any] | None) -> None:
-    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL)."""
+                     entry: dict[str, Any] | None, batch: WriteBatch | None = None) -> None:
+    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL). With
+    ``batch``, when it is sent, and a failure is only logged: the binding itself is
+    in the CRM; a stale "bound to nobody" entry lasts its short TTL at most."""
     s = svc.settings
     ttl = s.binding_cache_seconds if entry is not None else s.binding_negative_cache_seconds
     if s.binding_cache_seconds <= 0 or ttl <= 0:
         return
     key = redis_keys.binding_cache(s.redis_prefix, identity.channel, identity.account_id)
+    value = json.dumps(entry, ensure_ascii=False)
+    if batch is not None:
+        batch.commands(lambda pipe: pipe.set(key, value, ex=ttl), on_failure=lambda error:
+                       log_event("binding_cache_failed", logging.WARNING, error=error))
+        return
     with redis_guard():
-        svc.redis.set(key, json.dumps(entry, ensure_ascii=False), ex=ttl)
+        svc.redis.set(key, value, ex=ttl)
 
 
 def forget_binding(svc: Services, identity: MessengerIdentity) -> None:

@@ -18,7 +18,7 @@ from gurugrow.gateways.errors import UpstreamError
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.services import Services
-from gurugrow.storage import StorageUnavailable
+from gurugrow.storage import StorageUnavailable, WriteBatch
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
@@ -40,8 +40,10 @@ class Sent:
 
 
 
-def track_send(svc: Services, session: OtpSession, sent: Sent) -> None:
+def track_send(svc: Services, session: OtpSession, sent: Sent,
+               batch: WriteBatch | None = None) -> None:
     """Remember the session's latest send; a messenger send is watched until delivered.
+    With ``batch``, written when the batch is sent.
 
     Best effort: the code has gone out already, so a Redis failure here is logged and
     costs only the tracking of this one send.
@@ -54,11 +56,19 @@ def track_send(svc: Services, session: OtpSession, sent: Sent) -> None:
     if sent.route != "sms":
         check_at = now + min(s.delivery_check_interval_seconds,
                              s.delivery_fallback_after_seconds)
-    try:
-        svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
-                                   check_at)
-    except StorageUnavailable as e:
-        log_event("delivery_tracking_failed", logging.WARNING, route=sent.route, error=e)
+
+    def failed(error: StorageUnavailable) -> None:
+        log_event("delivery_tracking_failed", logging.WARNING, route=sent.route, error=error)
+
+    own = batch is None
+    batch = WriteBatch(svc.redis) if batch is None else batch
+    svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
+                               check_at, batch=batch, on_failure=failed)
+    if own:
+        try:
+            batch.send()
+        except StorageUnavailable as e:
+            failed(e)
     metrics.DELIVERIES.labels(sent.route, "sent").inc()
 
 

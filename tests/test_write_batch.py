@@ -1,0 +1,73 @@
+"""WriteBatch: writes nobody reads an answer of, sent in one round trip; a lost script is
+run again, a best-effort write's failure is only reported, any other failure raises."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from gurugrow.storage import StorageUnavailable, WriteBatch
+
+SET_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) return 1"
+
+
+@pytest.fixture
+def r():
+    return fakeredis.FakeRedis()
+
+
+def test_scripts_and_commands_go_together_and_a_script_redis_lost_is_run_again(r):
+    script = r.register_script(SET_SCRIPT)  # never loaded: Redis answers NOSCRIPT
+    batch = WriteBatch(r)
+    batch.script(script, ["a"], ["1"])
+    batch.commands(lambda pipe: (pipe.set("b", "2", ex=60), pipe.set("c", "3", ex=60)))
+    batch.send()
+    assert [r.get(k) for k in ("a", "b", "c")] == [b"1", b"2", b"3"]
+    assert 0 < r.ttl("a") <= 60
+
+    again = WriteBatch(r)  # now loaded: EVALSHA succeeds in the pipeline itself
+    again.script(script, ["a"], ["4"])
+    again.send()
+    assert r.get("a") == b"4"
+
+
+def test_a_failed_write_raises_unless_it_is_best_effort(r):
+    r.set("not-a-hash", "x")
+    failures = []
+    batch = WriteBatch(r)
+    batch.commands(lambda pipe: pipe.hset("not-a-hash", "f", "v"), on_failure=failures.append)
+    batch.commands(lambda pipe: pipe.set("kept", "1", ex=60))
+    batch.send()
+    assert r.get("kept") == b"1"
+    assert len(failures) == 1 and isinstance(failures[0], StorageUnavailable)
+
+    strict = WriteBatch(r)
+    strict.commands(lambda pipe: pipe.hset("not-a-hash", "f", "v"))
+    with pytest.raises(StorageUnavailable):
+        strict.send()
+
+
+def test_redis_down_raises_storage_unavailable():
+    server = fakeredis.FakeServer()
+    server.connected = False
+    down = fakeredis.FakeRedis(server=server)
+    batch = WriteBatch(down)
+    batch.commands(lambda pipe: pipe.set("k", "v"), on_failure=lambda error: None)
+    with pytest.raises(StorageUnavailable):
+        batch.send()
+
+
+def test_on_a_cluster_client_each_write_goes_on_its_own(r, monkeypatch):
+    """redis-py's cluster pipeline refuses scripts: a cluster client sends one by one."""
+    import gurugrow.storage as storage
+
+    monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)
+    script = r.register_script(SET_SCRIPT)
+    r.set("not-a-hash", "x")
+    failures = []
+    batch = WriteBatch(r)
+    batch.script(script, ["a"], ["1"])
+    batch.commands(lambda pipe: pipe.hset("not-a-hash", "f", "v"), on_failure=failures.append)
+    batch.commands(lambda pipe: pipe.set("b", "2", ex=60))
+    batch.send()
+    assert (r.get("a"), r.get("b"), len(failures)) == (b"1", b"2", 1)
