@@ -1,9 +1,10 @@
 """One-time codes in Redis: hashed sessions and atomic, counted checks.
 
-A code is never stored: only PBKDF2-HMAC-SHA256(code, per-code salt + ``OTP_SECRET``),
-so a Redis dump alone does not reveal it. Every key has a TTL. A check costs two round
-trips: the session is read, then one script compares, counts and claims; a successful
-one a third, storing the answer a replay of the same code gets back.
+A code is never stored: only PBKDF2-HMAC-SHA256(code, salt + ``OTP_SECRET``), the salt
+being the session's random id, so a Redis dump alone does not reveal it. Every key has a
+TTL. A check costs one round trip: one script finds the session, compares, counts and
+claims; a successful one a second, storing the answer a replay of the same code gets
+back.
 """
 
 from __future__ import annotations
@@ -49,13 +50,27 @@ if previous and previous ~= KEYS[1] then redis.call('DEL', previous) end
 return 1
 """
 
-# Compares, counts and claims in one step: two concurrent checks of one code can never
-# both succeed, and every wrong guess is counted, per session and per messenger identity.
-# A right code moves the session to ``claimed`` under a short lease (KEYS[5], renewed
-# while the check's work runs); the work ends it ``done`` with its answer stored, so a
-# replay of the same code gets that answer (``replay``), or while it still runs, ``busy``.
-# A claim whose lease lapsed (its worker died) is checked like a pending code again.
-_VERIFY_SCRIPT = """
+# Finds, compares, counts and claims in one step (one round trip). A session that is
+# unknown, burned, or another messenger identity's or purpose's is ``missing``, not a
+# counted guess. Two concurrent checks of one code can never both succeed, and every wrong
+# guess is counted, per session and per messenger identity. A right code moves the
+# session to ``claimed`` under a short lease (KEYS[5], renewed while the check's work
+# runs); the work ends it ``done`` with its answer stored, so a replay of the same code
+# gets that answer (``replay``), or while it still runs, ``busy``. A claim whose lease
+# lapsed (its worker died) is checked like a pending code again. The candidate was hashed
+# with the session's id as salt (ARGV[12]); a session stored with another salt (before
+# sessions were salted by id) answers ``resalt`` with its own, to hash again.
+# Every answer about the session carries its fields (HGETALL's flat list) last.
+_CHECK_SCRIPT = """
+local all = redis.call('HGETALL', KEYS[1])
+if #all == 0 then return {'missing', 0} end
+local s = {}
+for i = 1, #all, 2 do s[all[i]] = all[i + 1] end
+if s['state'] == 'used' or not s['hash'] or s['channel'] ~= ARGV[9]
+    or s['account_id'] ~= ARGV[10] or (s['purpose'] or 'auth') ~= ARGV[11] then
+  return {'missing', 0}
+end
+if (s['salt'] or '') ~= ARGV[12] then return {'resalt', 0, s['salt'] or ''} end
 local function failed(result)
   local max_failures = tonumber(ARGV[4])
   if max_failures > 0 then
@@ -67,25 +82,24 @@ local function failed(result)
       redis.call('DEL', KEYS[3])
       local seconds = math.min(tonumber(ARGV[5]) * 2 ^ (level - 1), tonumber(ARGV[6]))
       redis.call('SET', KEYS[2], '1', 'EX', math.floor(seconds))
-      return {result, math.floor(seconds)}
+      return {result, math.floor(seconds), all}
     end
   end
-  return {result, 0}
+  return {result, 0, all}
 end
 local lock = redis.call('TTL', KEYS[2])
-if lock > 0 then return {'identity_locked', lock} end
-local s = redis.call('HMGET', KEYS[1], 'hash', 'state', 'attempts', 'expires_at')
-if not s[1] or s[2] == 'used' then return {'missing', 0} end
-if s[2] == 'done' or (s[2] == 'claimed' and redis.call('EXISTS', KEYS[5]) == 1) then
-  if s[1] == ARGV[1] then return {s[2] == 'done' and 'replay' or 'busy', 0} end
+if lock > 0 then return {'identity_locked', lock, all} end
+local state = s['state']
+if state == 'done' or (state == 'claimed' and redis.call('EXISTS', KEYS[5]) == 1) then
+  if s['hash'] == ARGV[1] then return {state == 'done' and 'replay' or 'busy', 0, all} end
   return failed('missing')
 end
-if s[2] == 'locked' then return {'locked', 0} end
-if tonumber(ARGV[3]) > tonumber(s[4]) then return {'expired', 0} end
-if s[1] == ARGV[1] then
+if state == 'locked' then return {'locked', 0, all} end
+if tonumber(ARGV[3]) > tonumber(s['expires_at']) then return {'expired', 0, all} end
+if s['hash'] == ARGV[1] then
   redis.call('HSET', KEYS[1], 'state', 'claimed')
   redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
-  return {'ok', 0}
+  return {'ok', 0, all}
 end
 local result = 'invalid'
 if redis.call('HINCRBY', KEYS[1], 'attempts', 1) >= tonumber(ARGV[2]) then
@@ -171,7 +185,6 @@ class OtpSession:
     attempts: int = 0
     expires_at: float = 0.0
     payload: dict[str, Any] = field(default_factory=dict)
-    salt: str = field(default="", repr=False)
     sent: bool = True
     state: str = "pending"
     claim_token: str = field(default="", repr=False)
@@ -191,7 +204,7 @@ class OtpStore:
         self._policy = policy
         self.clock = clock
         self._create = client.register_script(_CREATE_SCRIPT)
-        self._verify = client.register_script(_VERIFY_SCRIPT)
+        self._check = client.register_script(_CHECK_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
         self._renew = client.register_script(RENEW_LEASE_SCRIPT)
         self._replace = client.register_script(_REPLACE_SCRIPT)
@@ -207,8 +220,9 @@ class OtpStore:
                                      self._policy.hash_iterations)
         return digest.hex()
 
-    def _hashed_fields(self, code: str | None) -> RedisHash:
-        salt = secrets.token_hex(16)
+    def _hashed_fields(self, code: str | None, salt: str) -> RedisHash:
+        # The salt is the session's id: random, one per session, and known to a check
+        # before it reads anything, so finding and checking take one round trip.
         # A decoy session gets the hash of a random value no one knows, so it behaves
         # exactly like a real one on check: every guess is wrong and counted.
         secret_code = code if code is not None else secrets.token_hex(16)
@@ -236,7 +250,7 @@ class OtpStore:
             "sends": 1, "attempts": 0, "state": "pending", "sent": int(session.sent),
             "expires_at": f"{session.expires_at:.3f}",
             "payload": json.dumps(session.payload, ensure_ascii=False),
-            **self._hashed_fields(code),
+            **self._hashed_fields(code, session.session_id),
         }
         flat = [str(item) for pair in record.items() for item in pair]
         ttl = self._policy.ttl_seconds + _TOMBSTONE_SECONDS
@@ -252,9 +266,9 @@ class OtpStore:
     def _session_key(self, session_id: str) -> str:
         return redis_keys.otp_session(self._prefix, session_id)
 
-    def load(self, session_id: str, *, settled: bool = False) -> OtpSession | None:
-        """The session if it is pending, expired or locked (None when unknown or used);
-        ``settled`` also returns one whose code was claimed or checked (a replay)."""
+    def load(self, session_id: str) -> OtpSession | None:
+        """The session if it is pending, expired or locked (None when unknown, used,
+        claimed or checked)."""
         if redis_keys.session_tag(session_id) is None:
             return None
         with redis_guard():
@@ -263,20 +277,64 @@ class OtpStore:
             return None
         data = {_text(k): _text(v) for k, v in raw.items()}
         state = data.get("state", "pending")
-        if state == "used" or (state in ("claimed", "done") and not settled):
+        if state in ("used", "claimed", "done"):
             return None
-        customer_id = data["customer_id"] or None
-        return OtpSession(
-            session_id=session_id, phone=data["phone"], channel=data["channel"],
-            account_id=data["account_id"], customer_id=customer_id,
-            purpose=data.get("purpose", "auth"), route=data.get("route") or None,
-            sends=int(data.get("sends", 1)), attempts=int(data.get("attempts", 0)),
-            expires_at=float(data.get("expires_at", 0)),
-            payload=json.loads(data.get("payload") or "{}"), salt=data.get("salt", ""),
-            # Sessions stored before the flag existed: a customer meant a real send.
-            sent=data["sent"] == "1" if "sent" in data else customer_id is not None,
-            state=state,
-        )
+        return _session_from(session_id, data)
+
+    def check(self, session_id: str, channel: str, account_id: str, purpose: str,
+              code: str) -> tuple[str, OtpSession | None]:
+        """Find the session this messenger identity started for ``purpose`` and check
+        ``code`` against it, claiming it on success: one round trip.
+
+        Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
+        with ``finish``, ``burn`` or ``release``), ``replay`` (this code already
+        succeeded: ``answer_of`` holds the answer), ``busy`` (this code's check is still
+        running elsewhere), ``invalid``, ``locked`` (this session), ``identity_locked``
+        (this messenger account, after too many wrong codes across sessions),
+        ``expired``, or ``missing`` (the session None when there is none to tell of:
+        unknown, used, or another identity's or purpose's).
+        """
+        # The identity's keys and the session's share a cluster slot only when the
+        # session is this identity's: any other is not found, before Redis is asked.
+        if redis_keys.session_tag(session_id) != redis_keys.identity_tag(channel, account_id):
+            return "missing", None
+        p = self._policy
+        keys = [self._session_key(session_id),
+                redis_keys.identity_lock(self._prefix, channel, account_id),
+                redis_keys.identity_failures(self._prefix, channel, account_id),
+                redis_keys.identity_lock_level(self._prefix, channel, account_id),
+                redis_keys.otp_claim(self._prefix, session_id)]
+        salt = session_id
+        candidate = self._hash(code, salt)
+        token = secrets.token_hex(8)
+        # A replay arriving while the first check still runs waits for its answer.
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        resalts = 0
+        while True:
+            with redis_guard():
+                answer = self._check(keys=keys, args=[
+                    candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
+                    p.lockout_base_seconds, p.lockout_max_seconds, token,
+                    int(p.lease_seconds * 1000), channel, account_id, purpose, salt])
+            outcome, lock_seconds = _text(answer[0]), int(answer[1])
+            if outcome == "resalt" and resalts < 2:
+                resalts += 1
+                salt = _text(answer[2])
+                candidate = self._hash(code, salt)
+                continue
+            if outcome != "busy" or time.monotonic() >= deadline:
+                break
+            time.sleep(CLAIM_POLL_SECONDS)
+        if len(answer) < 3 or outcome == "resalt":
+            return outcome, None
+        flat = [_text(v) for v in answer[2]]
+        session = _session_from(session_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        if outcome == "ok":
+            session.claim_token, session.state = token, "claimed"
+        if outcome != "identity_locked" and lock_seconds:
+            log_event("identity_locked", logging.WARNING, channel=channel,
+                      seconds=lock_seconds)
+        return outcome, session
 
     def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> bool:
         """Store a resent code: new hash and lifetime, attempts reset, one more send.
@@ -285,7 +343,8 @@ class OtpStore:
         since it was loaded): it is left untouched.
         """
         expires_at = self.clock() + self._policy.ttl_seconds
-        fields = self._hashed_fields(code if not session.is_decoy else None)
+        fields = self._hashed_fields(code if not session.is_decoy else None,
+                                     session.session_id)
         with redis_guard():
             sends = int(self._replace(
                 keys=[self._session_key(session.session_id)],
@@ -306,43 +365,6 @@ class OtpStore:
 
     def sends_left(self, session: OtpSession) -> bool:
         return session.sends < self._policy.max_sends
-
-    def verify(self, session: OtpSession, code: str) -> str:
-        """Check a code of a loaded session, claiming it on success.
-
-        Returns ``ok`` (now claimed under a lease: end it with ``finish``, ``burn`` or
-        ``release``), ``replay`` (this code already succeeded: ``answer_of`` holds the
-        answer), ``busy`` (this code's check is still running elsewhere), ``invalid``,
-        ``locked`` (this session), ``identity_locked`` (this messenger account, after too
-        many wrong codes across sessions), ``expired`` or ``missing``.
-        """
-        p = self._policy
-        keys = [self._session_key(session.session_id),
-                redis_keys.identity_lock(self._prefix, session.channel, session.account_id),
-                redis_keys.identity_failures(self._prefix, session.channel, session.account_id),
-                redis_keys.identity_lock_level(self._prefix, session.channel,
-                                               session.account_id),
-                redis_keys.otp_claim(self._prefix, session.session_id)]
-        candidate = self._hash(code, session.salt)
-        token = secrets.token_hex(8)
-        # A replay arriving while the first check still runs waits for its answer.
-        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
-        while True:
-            with redis_guard():
-                outcome, lock_seconds = self._verify(keys=keys, args=[
-                    candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
-                    p.lockout_base_seconds, p.lockout_max_seconds, token,
-                    int(p.lease_seconds * 1000)])
-            outcome = _text(outcome)
-            if outcome != "busy" or time.monotonic() >= deadline:
-                break
-            time.sleep(CLAIM_POLL_SECONDS)
-        if outcome == "ok":
-            session.claim_token = token
-        if outcome != "identity_locked" and int(lock_seconds):
-            log_event("identity_locked", logging.WARNING, channel=session.channel,
-                      seconds=int(lock_seconds))
-        return outcome
 
     def release(self, session: OtpSession) -> None:
         """Make a claimed code valid again after our own failure, so it can be retried."""
@@ -400,3 +422,19 @@ __all__ = ["OtpPolicy", "OtpSession", "OtpStore", "StorageUnavailable"]
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _session_from(session_id: str, data: dict[str, str]) -> OtpSession:
+    """A session from its stored fields."""
+    customer_id = data["customer_id"] or None
+    return OtpSession(
+        session_id=session_id, phone=data["phone"], channel=data["channel"],
+        account_id=data["account_id"], customer_id=customer_id,
+        purpose=data.get("purpose", "auth"), route=data.get("route") or None,
+        sends=int(data.get("sends", 1)), attempts=int(data.get("attempts", 0)),
+        expires_at=float(data.get("expires_at", 0)),
+        payload=json.loads(data.get("payload") or "{}"),
+        # Sessions stored before the flag existed: a customer meant a real send.
+        sent=data["sent"] == "1" if "sent" in data else customer_id is not None,
+        state=data.get("state", "pending"),
+    )

@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from gurugrow import ConfigError, Settings, create_app
+from gurugrow.redis_keys import identity_tag
 from tests.conftest import TEST_ENV
 from tests.helpers import TG, post
 
@@ -42,8 +43,11 @@ def test_endpoints_answer_storage_unavailable_without_redis(dead_redis, upstream
     answer = post(client, "/auth/start", {**TG, "phone": "79991234567"}, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "storage_unavailable")
     assert upstreams.sent == []
+    # A session id of the caller's own account: one of another account's is not found
+    # before Redis is asked.
+    own_session_id = f"{identity_tag('telegram', TG['messengerUserId'])}.x"
     answer = post(client, "/auth/check",
-                  {**TG, "sessionId": "0123456789abcdef.x", "code": "123456"}, kind)
+                  {**TG, "sessionId": own_session_id, "code": "123456"}, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "storage_unavailable")
 
 

@@ -59,7 +59,7 @@ def test_redis_down_raises_storage_unavailable():
 
 def test_on_a_cluster_client_each_write_goes_on_its_own(r, monkeypatch):
     """redis-py's cluster pipeline refuses scripts: a cluster client sends one by one."""
-    import gurugrow.storage as storage
+    from gurugrow import storage
 
     monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)
     script = r.register_script(SET_SCRIPT)

@@ -200,10 +200,10 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
 
 
 def own_session(svc: Services, session_id: str, channel: str | None, account_id: str | None,
-                purpose: str, *, settled: bool = False) -> OtpSession:
+                purpose: str) -> OtpSession:
     """The session if it was started by this messenger identity for this purpose; any
     other caller is told it does not exist (``session_not_found``)."""
-    session = svc.otp.load(session_id, settled=settled)
+    session = svc.otp.load(session_id)
     if session is None or session.purpose != purpose or (
             session.channel, session.account_id) != (channel, account_id):
         raise FlowRefusal("session_not_found")
@@ -223,9 +223,10 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
     our own failure never burns the customer's code.
     """
-    session = own_session(svc, session_id, identity.channel, identity.account_id, purpose,
-                          settled=True)
-    outcome = svc.otp.verify(session, code)
+    outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
+                                     purpose, code)
+    if session is None:
+        raise FlowRefusal("session_not_found")
     if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
         log_event("check_replayed", channel=identity.channel, purpose=purpose)
         return answer

@@ -53,10 +53,9 @@ def test_concurrent_checks_of_one_code_succeed_once(real_redis, prefix):
                                    customer_id="5", code="424242", route="telegram_otp")
 
     def check_and_finish() -> str:
-        loaded = store.load(session.session_id, settled=True)
-        outcome = store.verify(loaded, "424242")
+        outcome, checked = store.check(session.session_id, "telegram", "1", "auth", "424242")
         if outcome == "ok":
-            store.finish(loaded, {"status": "authorized"})
+            store.finish(checked, {"status": "authorized"})
         return outcome
 
     results = run_concurrently(16, check_and_finish)
@@ -83,11 +82,13 @@ def test_wrong_guesses_are_all_counted_under_concurrency(real_redis, prefix):
                      _policy(OTP_MAX_ATTEMPTS="5", OTP_IDENTITY_MAX_FAILURES="0"), clock=Clock())
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
                                    customer_id="5", code="424242", route="telegram_otp")
-    loaded = store.load(session.session_id)
-    results = run_concurrently(20, lambda: store.verify(loaded, "000000"))
+    def check(code: str) -> str:
+        return store.check(session.session_id, "telegram", "1", "auth", code)[0]
+
+    results = run_concurrently(20, lambda: check("000000"))
     assert results.count("invalid") == 4
     assert results.count("locked") == 16
-    assert store.verify(loaded, "424242") == "locked"
+    assert check("424242") == "locked"
 
 
 def test_every_redis_step_on_real_redis(real_redis, prefix, upstreams):
