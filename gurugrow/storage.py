@@ -223,7 +223,8 @@ class _Renewals:
                 self._thread = threading.Thread(target=self._run, name="lease-renewer",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is entry:  # due before the one the thread waits for
+                self._cond.notify()
         return entry
 
     def remove(self, entry: _Renewal) -> None:
