@@ -24,6 +24,13 @@ def check(client, session_id, code, identity=TG, kind="form"):
                 kind)
 
 
+@pytest.fixture
+def started(client, upstreams):
+    """A known customer's session (its id) and the code sent for it."""
+    upstreams.add_customer(7, PHONE)
+    return start(client), upstreams.codes_sent()[-1]
+
+
 def store_with_old_salt(app, redis_client, session_id: str, code: str) -> None:
     """Rewrite a session as sessions were stored before: a random salt of its own."""
     salt = secrets.token_hex(16)
@@ -36,31 +43,26 @@ def store_with_old_salt(app, redis_client, session_id: str, code: str) -> None:
 
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_a_session_stored_with_its_own_salt_still_checks(app, client, redis_client,
-                                                        upstreams, kind):
-    upstreams.add_customer(7, PHONE)
-    session_id = start(client)
-    code = upstreams.codes_sent()[-1]
+                                                        started, kind):
+    session_id, code = started
     store_with_old_salt(app, redis_client, session_id, code)
     wrong = f"{(int(code) + 1) % 10**len(code):0{len(code)}d}"
     assert check(client, session_id, wrong, kind=kind)["status"] == "invalid_code"
     assert check(client, session_id, code, kind=kind)["status"] == "authorized"
 
 
-def test_the_stored_hash_is_salted_by_the_session_id(app, client, redis_client, upstreams):
-    upstreams.add_customer(7, PHONE)
-    session_id = start(client)
+def test_the_stored_hash_is_salted_by_the_session_id(app, redis_client, started):
+    session_id, code = started
     key = redis_keys.otp_session(app.extensions["gurugrow"].settings.redis_prefix, session_id)
     stored = redis_client.hgetall(key)
     assert stored[b"salt"].decode() == session_id
-    assert upstreams.codes_sent()[-1].encode() not in b"".join(stored.values())
+    assert code.encode() not in b"".join(stored.values())
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_another_accounts_session_is_not_found_and_costs_no_guess(app, client, redis_client,
-                                                                 upstreams, kind):
-    upstreams.add_customer(7, PHONE)
-    session_id = start(client)
-    code = upstreams.codes_sent()[-1]
+                                                                 started, kind):
+    session_id, code = started
     for _ in range(8):  # more than OTP_MAX_ATTEMPTS and the identity's failure cap
         answer = check(client, session_id, "000000", identity=OTHER, kind=kind)
         assert (answer["status"], answer["errorCode"]) == ("error", "session_not_found")
