@@ -30,6 +30,7 @@ from gurugrow.storage import (
     StorageUnavailable,
     WriteBatch,
     redis_guard,
+    written,
 )
 
 # After the code's own lifetime the session hash is kept this long more, so a late
@@ -256,11 +257,8 @@ class OtpStore:
         ttl = self._policy.ttl_seconds + _TOMBSTONE_SECONDS
         keys = [self._session_key(session.session_id),
                 redis_keys.otp_active(self._prefix, phone, channel, account_id)]
-        if batch is not None:
-            batch.script(self._create, keys, [ttl, *flat])
-            return session
-        with redis_guard():
-            self._create(keys=keys, args=[ttl, *flat])
+        with written(self._redis, batch) as writes:
+            writes.script(self._create, keys, [ttl, *flat])
         return session
 
     def _session_key(self, session_id: str) -> str:
@@ -402,12 +400,8 @@ class OtpStore:
                    batch: WriteBatch | None = None) -> None:
         keys = [self._session_key(session.session_id),
                 redis_keys.otp_claim(self._prefix, session.session_id)]
-        args = [state, answer, session.claim_token]
-        if batch is not None:
-            batch.script(self._settle, keys, args)
-            return
-        with redis_guard():
-            self._settle(keys=keys, args=args)
+        with written(self._redis, batch) as writes:
+            writes.script(self._settle, keys, [state, answer, session.claim_token])
 
     def ping(self) -> bool:
         """True when Redis answers."""

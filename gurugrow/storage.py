@@ -9,9 +9,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.cluster import RedisCluster
@@ -43,6 +44,12 @@ class redis_guard:  # noqa: N801 - used as a context manager, reads like a state
             raise StorageUnavailable(type(exc).__name__) from exc
 
 
+class _Write(NamedTuple):
+    queue: Callable[[Any], None]  # puts its commands on a pipeline
+    alone: Callable[[], None]  # runs it on its own (a cluster client; a script Redis lost)
+    on_failure: Callable[[StorageUnavailable], None] | None  # None: a failure raises
+
+
 class WriteBatch:
     """Writes whose answers nobody reads, sent to Redis together: one round trip.
 
@@ -55,74 +62,71 @@ class WriteBatch:
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        # Per write: a script (with keys, args) or a function queueing commands, and what
-        # to do if it failed (None: raise).
-        self._writes: list[tuple[tuple[Any, list[str], list[Any]] | Callable[[Any], None],
-                                 Callable[[StorageUnavailable], None] | None]] = []
+        self._writes: list[_Write] = []
 
     def script(self, script: Any, keys: list[str], args: list[Any], *,
                on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
-        """Queue a script registered on this client."""
-        self._writes.append(((script, keys, args), on_failure))
+        """Queue a script registered on this client (as EVALSHA itself: redis-py's own
+        script queueing would first ask Redis whether it has the script, a round trip)."""
+        self._writes.append(_Write(
+            lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
+            lambda: script(keys=keys, args=args), on_failure))
 
     def commands(self, queue: Callable[[Any], None], *,
                  on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
         """Queue the commands ``queue`` puts on a pipeline, as one write."""
-        self._writes.append((queue, on_failure))
+        def alone() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            queue(pipe)
+            pipe.execute()
+
+        self._writes.append(_Write(queue, alone, on_failure))
 
     def send(self) -> None:
         """Send everything queued. A write that failed raises StorageUnavailable, unless
         it was queued with ``on_failure`` (then that is called, and the rest stands)."""
         with redis_guard():
             if isinstance(self._client, RedisCluster):
-                self._send_one_by_one()
-            else:
-                self._send_pipelined()
+                for write in self._writes:
+                    self._run_alone(write)
+                return
+            pipe = self._client.pipeline(transaction=False)
+            counts = []
+            for write in self._writes:
+                before = len(pipe)
+                write.queue(pipe)
+                counts.append(len(pipe) - before)
+            results = iter(pipe.execute(raise_on_error=False))
+            for write, count in zip(self._writes, counts, strict=True):
+                for result in itertools.islice(results, count):
+                    if isinstance(result, redis.exceptions.NoScriptError):
+                        self._run_alone(write)  # Redis lost its scripts (a restart)
+                    elif isinstance(result, Exception):
+                        self._failed(result, write)
 
-    def _send_pipelined(self) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        counts = []
-        for write, _ in self._writes:
-            before = len(pipe)
-            if callable(write):
-                write(pipe)
-            else:
-                # EVALSHA itself: redis-py's script queueing would first ask Redis whether
-                # it has the script, a round trip of its own.
-                script, keys, args = write
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            counts.append(len(pipe) - before)
-        results = iter(pipe.execute(raise_on_error=False))
-        for (write, on_failure), count in zip(self._writes, counts, strict=True):
-            for result in itertools.islice(results, count):
-                if isinstance(result, redis.exceptions.NoScriptError) and not callable(write):
-                    self._run(write, on_failure)  # Redis lost its scripts (a restart)
-                elif isinstance(result, Exception):
-                    self._failed(result, on_failure)
-
-    def _send_one_by_one(self) -> None:
-        for write, on_failure in self._writes:
-            self._run(write, on_failure)
-
-    def _run(self, write: Any, on_failure: Callable[[StorageUnavailable], None] | None
-             ) -> None:
+    def _run_alone(self, write: _Write) -> None:
         try:
-            if callable(write):
-                pipe = self._client.pipeline(transaction=False)
-                write(pipe)
-                pipe.execute()
-            else:
-                script, keys, args = write
-                script(keys=keys, args=args)
+            write.alone()
         except REDIS_ERRORS as e:
-            self._failed(e, on_failure)
+            self._failed(e, write)
 
     @staticmethod
-    def _failed(error: Exception, on_failure: Callable[[StorageUnavailable], None] | None
-                ) -> None:
-        if on_failure is None:
+    def _failed(error: Exception, write: _Write) -> None:
+        if write.on_failure is None:
             raise error
-        on_failure(StorageUnavailable(type(error).__name__))
+        write.on_failure(StorageUnavailable(type(error).__name__))
+
+
+@contextmanager
+def written(client: Any, batch: WriteBatch | None) -> Iterator[WriteBatch]:
+    """``batch`` to queue writes on (its owner sends it), or else a batch of one's own,
+    sent when the block ends without an error."""
+    if batch is not None:
+        yield batch
+        return
+    own = WriteBatch(client)
+    yield own
+    own.send()
 
 
 def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any],

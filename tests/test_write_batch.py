@@ -6,7 +6,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from gurugrow.storage import StorageUnavailable, WriteBatch
+from gurugrow.storage import StorageUnavailable, WriteBatch, written
 
 SET_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) return 1"
 
@@ -71,3 +71,17 @@ def test_on_a_cluster_client_each_write_goes_on_its_own(r, monkeypatch):
     batch.commands(lambda pipe: pipe.set("b", "2", ex=60))
     batch.send()
     assert (r.get("a"), r.get("b"), len(failures)) == (b"1", b"2", 1)
+
+
+def test_written_sends_its_own_batch_at_the_end_and_leaves_a_given_one_to_its_owner(r):
+    with written(r, None) as own:
+        own.commands(lambda pipe: pipe.set("own", "1", ex=60))
+        assert r.get("own") is None
+    assert r.get("own") == b"1"
+
+    given = WriteBatch(r)
+    with written(r, given) as writes:
+        writes.commands(lambda pipe: pipe.set("given", "1", ex=60))
+    assert r.get("given") is None
+    given.send()
+    assert r.get("given") == b"1"

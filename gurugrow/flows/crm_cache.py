@@ -22,7 +22,7 @@ from gurugrow import metrics, redis_keys
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch, redis_guard
+from gurugrow.storage import WriteBatch, redis_guard, written
 
 
 class BindingMiss(Enum):
@@ -61,21 +61,19 @@ def binding_entry(customer_id: str, masked_phone: str | None, interacted: bool,
 
 def remember_binding(svc: Services, identity: MessengerIdentity,
                      entry: dict[str, Any] | None, batch: WriteBatch | None = None) -> None:
-    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL). With
-    ``batch``, when it is sent, and a failure is only logged: the binding itself is
-    in the CRM; a stale "bound to nobody" entry lasts its short TTL at most."""
+    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL); with
+    ``batch``, when that is sent. A refused write is only logged (Redis unreachable
+    still raises): the binding itself is in the CRM, and a stale "bound to nobody"
+    entry lasts its short TTL at most."""
     s = svc.settings
     ttl = s.binding_cache_seconds if entry is not None else s.binding_negative_cache_seconds
     if s.binding_cache_seconds <= 0 or ttl <= 0:
         return
     key = redis_keys.binding_cache(s.redis_prefix, identity.channel, identity.account_id)
     value = json.dumps(entry, ensure_ascii=False)
-    if batch is not None:
-        batch.commands(lambda pipe: pipe.set(key, value, ex=ttl), on_failure=lambda error:
-                       log_event("binding_cache_failed", logging.WARNING, error=error))
-        return
-    with redis_guard():
-        svc.redis.set(key, value, ex=ttl)
+    with written(svc.redis, batch) as writes:
+        writes.commands(lambda pipe: pipe.set(key, value, ex=ttl), on_failure=lambda error:
+                        log_event("binding_cache_failed", logging.WARNING, error=error))
 
 
 def forget_binding(svc: Services, identity: MessengerIdentity) -> None:

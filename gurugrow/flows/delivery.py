@@ -18,7 +18,7 @@ from gurugrow.gateways.errors import UpstreamError
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.services import Services
-from gurugrow.storage import StorageUnavailable, WriteBatch
+from gurugrow.storage import StorageUnavailable, WriteBatch, written
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
@@ -60,15 +60,12 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
     def failed(error: StorageUnavailable) -> None:
         log_event("delivery_tracking_failed", logging.WARNING, route=sent.route, error=error)
 
-    own = batch is None
-    batch = WriteBatch(svc.redis) if batch is None else batch
-    svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
-                               check_at, batch=batch, on_failure=failed)
-    if own:
-        try:
-            batch.send()
-        except StorageUnavailable as e:
-            failed(e)
+    try:
+        with written(svc.redis, batch) as writes:
+            svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
+                                       check_at, batch=writes, on_failure=failed)
+    except StorageUnavailable as e:  # Redis unreachable (a batch of our own)
+        failed(e)
     metrics.DELIVERIES.labels(sent.route, "sent").inc()
 
 
