@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from gurugrow import redis_keys
 from gurugrow.config import Settings
@@ -26,6 +27,7 @@ from gurugrow.logs import log_event
 from gurugrow.storage import (
     REDIS_ERRORS,
     RENEW_LEASE_SCRIPT,
+    PipelineRider,
     RedisHash,
     StorageUnavailable,
     WriteBatch,
@@ -280,9 +282,11 @@ class OtpStore:
         return _session_from(session_id, data)
 
     def check(self, session_id: str, channel: str, account_id: str, purpose: str,
-              code: str) -> tuple[str, OtpSession | None]:
+              code: str, rider: PipelineRider | None = None) -> tuple[str, OtpSession | None]:
         """Find the session this messenger identity started for ``purpose`` and check
-        ``code`` against it, claiming it on success: one round trip.
+        ``code`` against it, claiming it on success: one round trip, which also carries
+        ``rider``'s command when given (not on a Redis Cluster: its pipelines refuse
+        scripts).
 
         Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
         with ``finish``, ``burn`` or ``release``), ``replay`` (this code already
@@ -309,11 +313,11 @@ class OtpStore:
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         resalts = 0
         while True:
-            with redis_guard():
-                answer = self._check(keys=keys, args=[
-                    candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
-                    p.lockout_base_seconds, p.lockout_max_seconds, token,
-                    int(p.lease_seconds * 1000), channel, account_id, purpose, salt])
+            answer = self._run_check(keys, [
+                candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
+                p.lockout_base_seconds, p.lockout_max_seconds, token,
+                int(p.lease_seconds * 1000), channel, account_id, purpose, salt], rider)
+            rider = None  # it rides the first look only
             outcome, lock_seconds = _text(answer[0]), int(answer[1])
             if outcome == "resalt" and resalts < 2:
                 resalts += 1
@@ -333,6 +337,22 @@ class OtpStore:
             log_event("identity_locked", logging.WARNING, channel=channel,
                       seconds=lock_seconds)
         return outcome, session
+
+    def _run_check(self, keys: list[str], args: list[Any], rider: PipelineRider | None
+                   ) -> Any:
+        with redis_guard():
+            if rider is None or isinstance(self._redis, RedisCluster):
+                return self._check(keys=keys, args=args)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.evalsha(self._check.sha, len(keys), *keys, *args)
+            rider.queue(pipe)
+            answer, ridden = pipe.execute(raise_on_error=False)
+            rider.receive(ridden)
+            if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
+                return self._check(keys=keys, args=args)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
 
     def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> bool:
         """Store a resent code: new hash and lifetime, attempts reset, one more send.

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import redis
 from redis.cluster import RedisCluster
@@ -42,6 +42,15 @@ class redis_guard:  # noqa: N801 - used as a context manager, reads like a state
                  tb: TracebackType | None) -> None:
         if exc is not None and isinstance(exc, REDIS_ERRORS):
             raise StorageUnavailable(type(exc).__name__) from exc
+
+
+class PipelineRider(Protocol):
+    """One more command for another step's round trip: it queues the command on that
+    step's pipeline and is handed the command's answer (an exception if it failed)."""
+
+    def queue(self, pipe: Any) -> None: ...
+
+    def receive(self, answer: Any) -> None: ...
 
 
 class _Write(NamedTuple):

@@ -276,3 +276,102 @@ def test_a_call_that_wakes_too_late_takes_a_new_slot():
     bucket.acquire(priority=JOURNEY)
     assert len(naps) == 2  # the overslept one, and a fresh slot
     assert naps[1] > other.seconds  # the fresh slot comes after the others
+
+
+# -- a slot taken in another step's round trip (the code check's) ------------------------
+TAIL = redis_keys.crm_quota_tail("gg:")
+
+
+def ride(client, bucket: CrmQuota) -> None:
+    """Ask for a slot the way the code check does: on another step's pipeline."""
+    rider = bucket.rider()
+    assert rider is not None
+    pipe = client.pipeline(transaction=False)
+    pipe.ping()  # the other step
+    rider.queue(pipe)
+    rider.receive(pipe.execute(raise_on_error=False)[1])
+
+
+def test_a_slot_taken_ahead_is_waited_for_by_the_next_call_without_a_round_trip():
+    client = fakeredis.FakeRedis()
+    slept: list[float] = []
+    bucket = quota(client, rate=5, sleep=slept.append)
+    bucket.reserve(JOURNEY, 10.0, "-")  # someone took the free slot: ours is 0.2 s ahead
+    before = sample("gurugrow_crm_slots_total", priority=JOURNEY)
+    with crm_priority(JOURNEY):
+        ride(client, bucket)
+        tail = client.get(TAIL)
+        bucket.acquire()  # the slot taken ahead: no look at the bucket
+        assert client.get(TAIL) == tail
+        bucket.acquire()  # the next call asks the bucket itself
+        assert int(client.get(TAIL)) > int(tail)
+    assert len(slept) == 2 and 0.15 < slept[0] <= 0.2001 and 0.15 < slept[1] - slept[0]
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == before + 2
+
+
+def test_an_unused_slot_taken_ahead_goes_back_unless_someone_reserved_after_it():
+    client = fakeredis.FakeRedis()
+    bucket = quota(client, rate=5)
+    bucket.reserve(JOURNEY, 10.0, "-")
+    free = client.get(TAIL)  # the next free slot
+    with crm_priority(JOURNEY):
+        ride(client, bucket)
+        assert int(client.get(TAIL)) > int(free)
+    assert client.get(TAIL) == free  # given back at the request's end
+
+    with crm_priority(JOURNEY):
+        ride(client, bucket)
+        bucket.reserve(JOURNEY, 10.0, "-")  # another worker's slot after ours
+        taken = client.get(TAIL)
+    assert client.get(TAIL) == taken  # ours stays unused: spacing before throughput
+
+
+def test_only_a_journey_request_rides_and_a_busy_answer_keeps_nothing():
+    client = fakeredis.FakeRedis()
+    bucket = quota(client, rate=10, queue=1.0)
+    assert bucket.rider() is None  # outside a request
+    with crm_priority(READ):
+        assert bucket.rider() is None  # a read may have to wait in line
+    bucket.slow_down(5.0)
+    with crm_priority(JOURNEY):
+        ride(client, bucket)
+        with pytest.raises(CrmBusy):
+            bucket.acquire()  # it asked the bucket again: still busy
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_refused_code_gives_its_crm_slot_back(app, client, world, kind):
+    started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    redis_client = app.extensions["gurugrow"].redis
+    slots = sample("gurugrow_crm_slots_total", priority=JOURNEY)
+    free = redis_client.get(TAIL)  # the start's call took the free slot: the next is 1 s on
+    wrong = "000000" if world.codes_sent()[-1] != "000000" else "111111"
+    answer = post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
+                                         "code": wrong}, kind)
+    assert answer["status"] == "invalid_code"
+    assert redis_client.get(TAIL) == free  # not given back, it would be 1 s later still
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == slots
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_checked_code_takes_a_slot_for_each_crm_call(app, client, world, kind):
+    started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    slots = sample("gurugrow_crm_slots_total", priority=JOURNEY)
+    answer = post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
+                                         "code": world.codes_sent()[-1]}, kind)
+    assert answer["status"] == "authorized"
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == slots + 2
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_check_after_redis_lost_its_scripts_still_rides_and_answers(app, client, world,
+                                                                    kind):
+    started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    app.extensions["gurugrow"].redis.script_flush()  # as after a Redis restart
+    slots = sample("gurugrow_crm_slots_total", priority=JOURNEY)
+    answer = post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
+                                         "code": world.codes_sent()[-1]}, kind)
+    assert answer["status"] == "authorized"
+    assert world.crm_calls("POST /api/v5/customers/1001/edit")
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == slots + 2

@@ -223,8 +223,10 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
     our own failure never burns the customer's code.
     """
+    # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
+    # the code is refused, the slot goes back to the bucket at the request's end.
     outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
-                                     purpose, code)
+                                     purpose, code, rider=svc.crm.slot_rider())
     if session is None:
         raise FlowRefusal("session_not_found")
     if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:

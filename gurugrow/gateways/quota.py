@@ -13,7 +13,10 @@ queue deadline. A read (``read``: status, orders, start, preview) may reserve at
 readers that journey calls pass. A journey call therefore waits at most the read horizon
 plus the journey calls ahead of it, however large the wave of reads.
 
-One script, one round trip per grant; both keys share one hash tag (Redis Cluster).
+One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
+journey step that makes another Redis round trip just before its first RetailCRM call
+(a code check) takes that call's slot in the same round trip (``SlotRider``); a slot so
+taken and then not used goes back to the bucket when nobody reserved after it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ CRM_PRIORITY: ContextVar[str] = ContextVar("crm_priority", default=JOURNEY)
 # Inside a request: when its first CRM call began to wait, so all of a request's calls
 # together wait at most RETAILCRM_QUEUE_SECONDS (outside one: each call on its own).
 _REQUEST_DEADLINE: ContextVar[list[float] | None] = ContextVar("crm_deadline", default=None)
+# Slots taken ahead, in the round trip of another Redis step (``SlotRider``), for the
+# request's next RetailCRM calls; None outside a request (``crm_priority``).
+_AHEAD: ContextVar[list[_SlotAhead] | None] = ContextVar("crm_ahead", default=None)
 # A waiter never sleeps less than this between two looks at the line.
 _MIN_POLL_SECONDS = 0.002
 # A slot this close is taken at once: a shorter sleep lasts longer than asked (timer
@@ -46,7 +52,8 @@ _MIN_SLEEP_SECONDS = 0.0005
 
 # KEYS: tail (µs of the next free slot), waiting (readers in line: token → arrival µs).
 # ARGV take: "take", interval µs, horizon µs, patience µs, token, is_read, max patience µs.
-# ARGV pause: "pause", pause µs; leave: "leave", token (a reader gives up its place).
+# ARGV pause: "pause", pause µs; leave: "leave", token (a reader gives up its place);
+# give back: "give_back", slot µs, interval µs (an unused slot, if nobody reserved after).
 # Answers {1, wait µs, slot µs}: granted, sleep that long (the slot's server time);
 # {2, retry µs}: in line, look again then; {0, estimated wait µs}: no slot within the
 # patience (busy).
@@ -54,6 +61,15 @@ _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tail = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] == 'give_back' then
+  -- Nobody reserved after the unused slot: the next grant may have it (or now, if it
+  -- passed). No call went out in it, so the spacing of the calls made is kept.
+  local slot = tonumber(ARGV[2])
+  if tail == slot + tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[1], slot, 'PX', math.max(math.floor((slot - now) / 1000), 0) + 60000)
+  end
+  return {1, 0}
+end
 if tail < now then tail = now end
 local ahead = tail - now
 if ARGV[1] == 'pause' then
@@ -122,11 +138,47 @@ def crm_priority(priority: str) -> Iterator[None]:
     share one queue deadline (one request)."""
     token = CRM_PRIORITY.set(priority)
     deadline_token = _REQUEST_DEADLINE.set([])
+    ahead_token = _AHEAD.set([])
     try:
         yield
     finally:
+        unused = _AHEAD.get() or []
+        _AHEAD.reset(ahead_token)
         _REQUEST_DEADLINE.reset(deadline_token)
         CRM_PRIORITY.reset(token)
+        for slot in reversed(unused):  # the last one first: each may uncover the one before
+            slot.quota.give_back(slot.slot_us)
+
+
+class _SlotAhead(NamedTuple):
+    quota: CrmQuota
+    wake_at: float  # monotonic time the slot begins
+    slot_us: int  # its server time
+
+
+class SlotRider:
+    """A journey call's slot, asked for in the round trip of another Redis step: queued
+    on that step's pipeline, it waits for the request's next RetailCRM call. A refusal
+    (busy) or a failed script keeps nothing: the call then asks the bucket itself."""
+
+    def __init__(self, quota: CrmQuota, patience_us: int, ahead: list[_SlotAhead]) -> None:
+        self._quota = quota
+        self._patience_us = patience_us
+        self._ahead = ahead
+
+    def queue(self, pipe: Any) -> None:
+        """Put the slot's request on ``pipe`` (one command, one answer)."""
+        q = self._quota
+        pipe.evalsha(q.script_sha, len(q.keys), *q.keys, *q.take_args(
+            JOURNEY, self._patience_us, "-"))
+
+    def receive(self, answer: Any) -> None:
+        """The command's answer (an exception when it failed)."""
+        if isinstance(answer, Exception) or int(answer[0]) != GRANTED:
+            return
+        q = self._quota
+        self._ahead.append(_SlotAhead(q, q.monotonic() + int(answer[1]) / 1_000_000,
+                                      int(answer[2])))
 
 
 class CrmQuota:
@@ -145,10 +197,11 @@ class CrmQuota:
         # Half a slot late and a call would bunch up with the next one at the CRM; below
         # 20 ms a timer's own jitter would count (only at rates far above RetailCRM's).
         self.late_tolerance = max(self.interval_us / 2_000_000, 0.02)
-        self._keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
+        self.keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
         self._script = client.register_script(_SCRIPT)
+        self.script_sha: str = self._script.sha
         self._sleep = sleep
-        self._monotonic = monotonic
+        self.monotonic = monotonic
 
     def deadline(self) -> float:
         """The monotonic time a call starting now stops waiting for a slot: the request's,
@@ -156,7 +209,7 @@ class CrmQuota:
         shared = _REQUEST_DEADLINE.get()
         if shared:
             return shared[0]
-        deadline = self._monotonic() + self.queue_seconds
+        deadline = self.monotonic() + self.queue_seconds
         if shared is not None:
             shared.append(deadline)
         return deadline
@@ -168,9 +221,12 @@ class CrmQuota:
         the line is already longer than the time left.
         """
         priority = priority or current_priority()
+        began = self.monotonic()
+        waited = self._use_slot_ahead(priority, began)
+        if waited is not None:
+            return waited
         deadline = self.deadline() if deadline is None else deadline
-        began = self._monotonic()
-        token = secrets.token_hex(8)
+        token = secrets.token_hex(8) if priority == READ else "-"  # only a reader's line
         try:
             return self._take(priority, deadline, began, token)
         except BaseException:
@@ -178,16 +234,60 @@ class CrmQuota:
                 self._leave(token)
             raise
 
+    def rider(self) -> SlotRider | None:
+        """A slot for the request's next RetailCRM call, to be asked for in another Redis
+        step's round trip; None outside a journey request (a read may have to wait in
+        line, which one look cannot do)."""
+        ahead = _AHEAD.get()
+        if ahead is None or current_priority() != JOURNEY:
+            return None
+        patience = max(self.deadline() - self.monotonic(), 0.0)
+        return SlotRider(self, int(patience * 1_000_000), ahead)
+
+    def _use_slot_ahead(self, priority: str, began: float) -> float | None:
+        """Wait for a slot taken ahead, if there is one; the seconds waited, or None."""
+        ahead = _AHEAD.get()
+        if not ahead:
+            return None
+        slot = ahead.pop(0)
+        delay = slot.wake_at - self.monotonic()
+        if delay >= _MIN_SLEEP_SECONDS:
+            self._sleep(delay)
+        if self.monotonic() - slot.wake_at > self.late_tolerance:  # see _take
+            log_event("crm_slot_missed", priority=priority,
+                      late_ms=f"{(self.monotonic() - slot.wake_at) * 1000:.0f}")
+            return None
+        waited = self.monotonic() - began
+        metrics.CRM_SLOTS.labels(priority).inc()
+        metrics.CRM_SLOT_WAIT_SECONDS.labels(priority).observe(waited)
+        return waited
+
+    def give_back(self, slot_us: int) -> None:
+        """Return an unused slot taken ahead, when nobody reserved after it (best effort:
+        otherwise it stays unused, which only costs throughput, never the quota)."""
+        try:
+            with redis_guard():
+                self._script(keys=self.keys, args=["give_back", slot_us, self.interval_us])
+        except StorageUnavailable:
+            pass
+
+    def take_args(self, priority: str, patience_us: int, token: str) -> list[Any]:
+        """The script's arguments for one look at the bucket."""
+        horizon_us = patience_us if priority == JOURNEY else min(self.read_horizon_us,
+                                                                 patience_us)
+        return ["take", self.interval_us, horizon_us, patience_us, token,
+                "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
+
     def _leave(self, token: str) -> None:
         try:
             with redis_guard():
-                self._script(keys=self._keys, args=["leave", token])
+                self._script(keys=self.keys, args=["leave", token])
         except StorageUnavailable:
             pass  # the line forgets a silent reader by itself after RETAILCRM_QUEUE_SECONDS
 
     def _take(self, priority: str, deadline: float, began: float, token: str) -> float:
         while True:
-            patience = max(deadline - self._monotonic(), 0.0)
+            patience = max(deadline - self.monotonic(), 0.0)
             grant = self.reserve(priority, patience, token)
             if grant.state == BUSY:
                 metrics.CRM_BUSY.labels(priority).inc()
@@ -195,16 +295,16 @@ class CrmQuota:
             if grant.state == IN_LINE:
                 self._sleep(max(grant.seconds, _MIN_POLL_SECONDS))
                 continue
-            wake_at = self._monotonic() + grant.seconds
+            wake_at = self.monotonic() + grant.seconds
             if grant.seconds >= _MIN_SLEEP_SECONDS:
                 self._sleep(grant.seconds)
-            if grant.seconds > 0 and self._monotonic() - wake_at > self.late_tolerance:
+            if grant.seconds > 0 and self.monotonic() - wake_at > self.late_tolerance:
                 # Woke too late (a starved CPU): sent now, this call would land among
                 # later slots' calls and bunch up at the CRM. Its slot stays unused.
                 log_event("crm_slot_missed", priority=priority,
-                          late_ms=f"{(self._monotonic() - wake_at) * 1000:.0f}")
+                          late_ms=f"{(self.monotonic() - wake_at) * 1000:.0f}")
                 continue
-            waited = self._monotonic() - began
+            waited = self.monotonic() - began
             metrics.CRM_SLOTS.labels(priority).inc()
             metrics.CRM_SLOT_WAIT_SECONDS.labels(priority).observe(waited)
             return waited
@@ -212,12 +312,9 @@ class CrmQuota:
     def reserve(self, priority: str, patience_seconds: float, token: str) -> Grant:
         """One look at the bucket (one round trip): a slot, a place in line, or busy."""
         patience_us = int(patience_seconds * 1_000_000)
-        horizon_us = patience_us if priority == JOURNEY else min(self.read_horizon_us,
-                                                                 patience_us)
         with redis_guard():
-            answer = self._script(keys=self._keys, args=[
-                "take", self.interval_us, horizon_us, patience_us, token,
-                "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)])
+            answer = self._script(keys=self.keys,
+                                  args=self.take_args(priority, patience_us, token))
         state, micros = int(answer[0]), int(answer[1])
         slot = int(answer[2]) if len(answer) > 2 else None
         return Grant(state, micros / 1_000_000, slot)
@@ -225,4 +322,4 @@ class CrmQuota:
     def slow_down(self, seconds: float) -> None:
         """No slot is granted to anyone for ``seconds`` (the CRM said 503/429)."""
         with redis_guard():
-            self._script(keys=self._keys, args=["pause", int(seconds * 1_000_000)])
+            self._script(keys=self.keys, args=["pause", int(seconds * 1_000_000)])

@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 import requests
 
-from gurugrow.gateways.breaker import CircuitBreaker
+from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
-from gurugrow.gateways.quota import CrmQuota
+from gurugrow.gateways.quota import CrmQuota, SlotRider
 
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
@@ -87,6 +87,15 @@ class RetailCrmGateway:
         twin._http = copy.copy(self._http)
         twin._http.quota = None
         return twin
+
+    def slot_rider(self) -> SlotRider | None:
+        """The slot of this request's next call, to be asked for in another Redis step's
+        round trip (``quota.SlotRider``); None without a bucket, outside a journey
+        request, or while the breaker is open (the call would not go out)."""
+        http = self._http
+        if http.quota is None or (http.breaker is not None and http.breaker.state == OPEN):
+            return None
+        return http.quota.rider()
 
     # -- transport --------------------------------------------------------------------
     # Paths are built only from constants and ``path_segment``; query strings only from
