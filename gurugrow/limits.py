@@ -18,7 +18,7 @@ from gurugrow import redis_keys
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
-from gurugrow.storage import redis_guard
+from gurugrow.storage import PipelineRider, redis_guard, run_script_with
 
 # Budget, cooldown and the counters (per phone day/hour, per address hour, per messenger
 # account hour/day), admitted as a whole in one step: every limit is checked first, and
@@ -141,9 +141,11 @@ class Limits:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,
-                   client_ip: str | None, *, cooldown: bool = True) -> Admission:
+                   client_ip: str | None, *, cooldown: bool = True,
+                   rider: PipelineRider | None = None) -> Admission:
         """Take one send against every limit in one atomic Redis step, or refuse as a
-        whole (``LimitExceeded``), taking nothing.
+        whole (``LimitExceeded``), taking nothing. ``rider``'s command goes in the same
+        round trip.
 
         The global budget counts every admitted send, real or decoy, so the budget says
         nothing about who is a customer; ``give_back`` returns what the admission took
@@ -175,9 +177,9 @@ class Limits:
         args: list[EncodableT] = [p.daily_budget, cooldown_seconds]
         for kind, _, limit, ttl in counters:
             args += [limit, ttl, kind]
-        with redis_guard():
-            kind, retry_after = self._admit(
-                keys=[budget_key, cooldown_key, *(key for _, key, _, _ in counters)], args=args)
+        kind, retry_after = run_script_with(
+            self._redis, self._admit,
+            [budget_key, cooldown_key, *(key for _, key, _, _ in counters)], args, rider)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
             log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 
 from gurugrow import redis_keys
 from gurugrow.config import Settings
@@ -32,6 +31,7 @@ from gurugrow.storage import (
     StorageUnavailable,
     WriteBatch,
     redis_guard,
+    run_script_with,
     written,
 )
 
@@ -313,7 +313,7 @@ class OtpStore:
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         resalts = 0
         while True:
-            answer = self._run_check(keys, [
+            answer = run_script_with(self._redis, self._check, keys, [
                 candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
                 p.lockout_base_seconds, p.lockout_max_seconds, token,
                 int(p.lease_seconds * 1000), channel, account_id, purpose, salt], rider)
@@ -337,22 +337,6 @@ class OtpStore:
             log_event("identity_locked", logging.WARNING, channel=channel,
                       seconds=lock_seconds)
         return outcome, session
-
-    def _run_check(self, keys: list[str], args: list[Any], rider: PipelineRider | None
-                   ) -> Any:
-        with redis_guard():
-            if rider is None or isinstance(self._redis, RedisCluster):
-                return self._check(keys=keys, args=args)
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.evalsha(self._check.sha, len(keys), *keys, *args)
-            rider.queue(pipe)
-            answer, ridden = pipe.execute(raise_on_error=False)
-            rider.receive(ridden)
-            if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
-                return self._check(keys=keys, args=args)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
 
     def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> bool:
         """Store a resent code: new hash and lifetime, attempts reset, one more send.

@@ -53,6 +53,26 @@ class PipelineRider(Protocol):
     def receive(self, answer: Any) -> None: ...
 
 
+def run_script_with(client: Any, script: Any, keys: list[str], args: list[Any],
+                    rider: PipelineRider | None) -> Any:
+    """Run a script registered on ``client``; ``rider``'s command goes in the same round
+    trip (not on a Redis Cluster, whose pipelines refuse scripts: there the rider is
+    left out and gets no answer)."""
+    with redis_guard():
+        if rider is None or isinstance(client, RedisCluster):
+            return script(keys=keys, args=args)
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        rider.queue(pipe)
+        answer, ridden = pipe.execute(raise_on_error=False)
+        rider.receive(ridden)
+        if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
+            return script(keys=keys, args=args)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
 class _Write(NamedTuple):
     queue: Callable[[Any], None]  # puts its commands on a pipeline
     alone: Callable[[], None]  # runs it on its own (a cluster client; a script Redis lost)

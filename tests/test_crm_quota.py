@@ -326,17 +326,38 @@ def test_an_unused_slot_taken_ahead_goes_back_unless_someone_reserved_after_it()
     assert client.get(TAIL) == taken  # ours stays unused: spacing before throughput
 
 
-def test_only_a_journey_request_rides_and_a_busy_answer_keeps_nothing():
+def test_a_rider_never_joins_the_readers_line_and_a_busy_answer_keeps_nothing():
     client = fakeredis.FakeRedis()
-    bucket = quota(client, rate=10, queue=1.0)
+    bucket = quota(client, rate=10, queue=10.0, horizon=1.0)
     assert bucket.rider() is None  # outside a request
+    for i in range(12):  # 11 slots up to the 1 s horizon, then a reader in line
+        bucket.reserve(READ, 10.0, f"r{i}")
+    waiting = redis_keys.crm_quota_waiting("gg:")
+    assert client.zcard(waiting) == 1
+    tail = client.get(TAIL)
     with crm_priority(READ):
-        assert bucket.rider() is None  # a read may have to wait in line
-    bucket.slow_down(5.0)
+        ride(client, bucket)  # past the horizon: nothing, and no place in line
+        assert (client.zcard(waiting), client.get(TAIL)) == (1, tail)
+    with crm_priority(JOURNEY):  # a journey call may reserve past the line
+        ride(client, bucket)
+        assert int(client.get(TAIL)) > int(tail)
+    bucket.slow_down(30.0)
     with crm_priority(JOURNEY):
         ride(client, bucket)
         with pytest.raises(CrmBusy):
             bucket.acquire()  # it asked the bucket again: still busy
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_refused_start_gives_its_crm_slot_back(app, client, world, kind):
+    first = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    assert first["status"] == "sent"
+    redis_client = app.extensions["gurugrow"].redis
+    free = redis_client.get(TAIL)  # 1 s after the first start's slot
+    again = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    assert again["errorCode"] == "resend_too_early"  # the cooldown: no CRM call
+    assert redis_client.get(TAIL) == free
 
 
 @pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])

@@ -23,7 +23,7 @@ from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import LeaseRenewer, StorageUnavailable, WriteBatch
+from gurugrow.storage import LeaseRenewer, PipelineRider, StorageUnavailable, WriteBatch
 
 
 def default_route(channel: str | None) -> str:
@@ -77,15 +77,18 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
-                        client_ip: str | None, *, cooldown: bool = True) -> Admission:
+                        client_ip: str | None, *, cooldown: bool = True,
+                        rider: PipelineRider | None = None) -> Admission:
     """Apply every send limit before any code goes out (and before the phone is looked
     up, so a refusal says nothing about whether the phone is a customer): all taken at
     once, or nothing. Give the admission back with ``returned_on_failure``.
 
-    ``cooldown=False`` only to replace a messenger code that was not delivered."""
+    ``cooldown=False`` only to replace a messenger code that was not delivered.
+    ``rider``'s command goes in the admission's round trip."""
     try:
         svc.limits.check_region(phone)
-        return svc.limits.admit_send(phone, channel, account_id, client_ip, cooldown=cooldown)
+        return svc.limits.admit_send(phone, channel, account_id, client_ip, cooldown=cooldown,
+                                     rider=rider)
     except LimitExceeded as e:
         masked = mask_phone(phone)
         log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
@@ -143,8 +146,10 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     A phone with no customer gets a decoy session and no message, unless
     ``send_to_unknown`` (the customer will be created after the check).
     """
+    # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
+    # refused admission gives it back at the request's end.
     admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
-                                     client_ip)
+                                     client_ip, rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
         send = customer_id is not None or send_to_unknown

@@ -14,9 +14,11 @@ readers that journey calls pass. A journey call therefore waits at most the read
 plus the journey calls ahead of it, however large the wave of reads.
 
 One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
-journey step that makes another Redis round trip just before its first RetailCRM call
-(a code check) takes that call's slot in the same round trip (``SlotRider``); a slot so
-taken and then not used goes back to the bucket when nobody reserved after it.
+request whose Redis step comes just before its first RetailCRM call (a code check, a
+start's send admission) asks for that call's slot in the same round trip
+(``SlotRider``): one look, granted within the horizon or nothing (then the call asks
+again itself, and a reader may wait in line). A slot so taken and then not used goes
+back to the bucket when nobody reserved after it.
 """
 
 from __future__ import annotations
@@ -157,12 +159,15 @@ class _SlotAhead(NamedTuple):
 
 
 class SlotRider:
-    """A journey call's slot, asked for in the round trip of another Redis step: queued
-    on that step's pipeline, it waits for the request's next RetailCRM call. A refusal
-    (busy) or a failed script keeps nothing: the call then asks the bucket itself."""
+    """The slot of a request's next RetailCRM call, asked for in the round trip of another
+    Redis step: queued on that step's pipeline, kept for the call when granted. One look
+    that never joins the readers' line: anything but a grant, or a failed script, keeps
+    nothing, and the call then asks the bucket itself."""
 
-    def __init__(self, quota: CrmQuota, patience_us: int, ahead: list[_SlotAhead]) -> None:
+    def __init__(self, quota: CrmQuota, priority: str, patience_us: int,
+                 ahead: list[_SlotAhead]) -> None:
         self._quota = quota
+        self._priority = priority
         self._patience_us = patience_us
         self._ahead = ahead
 
@@ -170,7 +175,7 @@ class SlotRider:
         """Put the slot's request on ``pipe`` (one command, one answer)."""
         q = self._quota
         pipe.evalsha(q.script_sha, len(q.keys), *q.keys, *q.take_args(
-            JOURNEY, self._patience_us, "-"))
+            self._priority, self._patience_us, "-", join_line=False))
 
     def receive(self, answer: Any) -> None:
         """The command's answer (an exception when it failed)."""
@@ -236,13 +241,12 @@ class CrmQuota:
 
     def rider(self) -> SlotRider | None:
         """A slot for the request's next RetailCRM call, to be asked for in another Redis
-        step's round trip; None outside a journey request (a read may have to wait in
-        line, which one look cannot do)."""
+        step's round trip; None outside a request (``crm_priority``)."""
         ahead = _AHEAD.get()
-        if ahead is None or current_priority() != JOURNEY:
+        if ahead is None:
             return None
         patience = max(self.deadline() - self.monotonic(), 0.0)
-        return SlotRider(self, int(patience * 1_000_000), ahead)
+        return SlotRider(self, current_priority(), int(patience * 1_000_000), ahead)
 
     def _use_slot_ahead(self, priority: str, began: float) -> float | None:
         """Wait for a slot taken ahead, if there is one; the seconds waited, or None."""
@@ -271,12 +275,14 @@ class CrmQuota:
         except StorageUnavailable:
             pass
 
-    def take_args(self, priority: str, patience_us: int, token: str) -> list[Any]:
-        """The script's arguments for one look at the bucket."""
+    def take_args(self, priority: str, patience_us: int, token: str, *,
+                  join_line: bool = True) -> list[Any]:
+        """The script's arguments for one look at the bucket. ``join_line=False``: a
+        slot within the horizon or busy, never a place in the readers' line."""
         horizon_us = patience_us if priority == JOURNEY else min(self.read_horizon_us,
                                                                  patience_us)
-        return ["take", self.interval_us, horizon_us, patience_us, token,
-                "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
+        return ["take", self.interval_us, horizon_us, patience_us if join_line else 0,
+                token, "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
 
     def _leave(self, token: str) -> None:
         try:

@@ -90,8 +90,8 @@ class RetailCrmGateway:
 
     def slot_rider(self) -> SlotRider | None:
         """The slot of this request's next call, to be asked for in another Redis step's
-        round trip (``quota.SlotRider``); None without a bucket, outside a journey
-        request, or while the breaker is open (the call would not go out)."""
+        round trip (``quota.SlotRider``); None without a bucket, outside a request, or
+        while the breaker is open (the call would not go out)."""
         http = self._http
         if http.quota is None or (http.breaker is not None and http.breaker.state == OPEN):
             return None
