@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+from http.client import RemoteDisconnected
 from urllib.parse import parse_qs
 
+import fakeredis
 import pytest
 import requests
+from prometheus_client import REGISTRY
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from gurugrow.gateways.deduper import DeduperGateway
-from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.errors import (
+    NotFound,
+    UpstreamConnectionDropped,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.gateways.greensms import GreenSmsGateway
+from gurugrow.gateways.quota import CrmQuota
 from gurugrow.gateways.retailcrm import RetailCrmGateway
 
 CRM = "https://crm.example"
@@ -88,6 +98,65 @@ def test_retries_give_up(rsps, crm, slept):
     with pytest.raises(UpstreamUnavailable):
         crm.get_statuses()
     assert len(rsps.calls) == 3
+
+
+def dropped(note: str = "Connection aborted.") -> requests.ConnectionError:
+    """What requests raises when an open connection is closed under a call (a reset, or
+    a pooled keep-alive connection the server had just closed)."""
+    return requests.ConnectionError(ProtocolError(note, RemoteDisconnected(
+        "Remote end closed connection without response")))
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when no connection could be made."""
+    return requests.ConnectionError(MaxRetryError(None, CRM, NewConnectionError(
+        None, "Connection refused")))
+
+
+@pytest.mark.parametrize(("failure", "calls"), [
+    (dropped, 2),  # sent again on a new connection, and answered
+    (refused, 1),  # nobody listens: a repeat would only wait longer
+    (requests.ReadTimeout, 1),  # the CRM is slow: a repeat would double the wait
+])
+def test_a_read_is_sent_again_only_after_a_dropped_connection(rsps, crm, failure, calls):
+    url = f"{CRM}/api/v5/reference/statuses"
+    rsps.get(url, body=failure())
+    if calls == 2:
+        rsps.get(url, json={"success": True, "statuses": {"new": {}}})
+        assert crm.get_statuses() == {"new": {}}
+    else:
+        with pytest.raises(UpstreamUnavailable):
+            crm.get_statuses()
+    assert len(rsps.calls) == calls
+
+
+def test_a_read_dropped_every_time_gives_up_after_the_retries(rsps, crm):
+    rsps.get(f"{CRM}/api/v5/reference/statuses", body=dropped())
+    with pytest.raises(UpstreamConnectionDropped):
+        crm.get_statuses()
+    assert len(rsps.calls) == 3
+
+
+def test_a_read_sent_again_takes_a_slot_of_the_shared_bucket_again(rsps, slept):
+    bucket = CrmQuota(fakeredis.FakeRedis(), "gg:", rate_limit=10000, queue_seconds=5,
+                      read_horizon_seconds=1)
+    crm = RetailCrmGateway(CRM, KEY, "site-1", max_retries=2, sleep=slept.append,
+                           quota=bucket)
+    url = f"{CRM}/api/v5/reference/statuses"
+    rsps.get(url, body=dropped())
+    rsps.get(url, json={"success": True, "statuses": {}})
+    before = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
+    assert crm.get_statuses() == {}
+    after = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
+    assert after - (before or 0) == 2
+
+
+def test_a_write_is_never_sent_again_after_a_dropped_connection(rsps, crm):
+    # The CRM may have applied it before the connection closed.
+    rsps.post(f"{CRM}/api/v5/orders/create", body=dropped())
+    with pytest.raises(UpstreamUnavailable):
+        crm.create_order({"customer": {"id": 1}})
+    assert len(rsps.calls) == 1
 
 
 def test_writes_are_never_retried(rsps, crm):

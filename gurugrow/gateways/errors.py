@@ -21,6 +21,12 @@ class UpstreamUnavailable(UpstreamError):
     """
 
 
+class UpstreamConnectionDropped(UpstreamUnavailable):
+    """The connection was closed under the call, without an answer (a reset, or a pooled
+    keep-alive connection the server had just closed; not a refused or unresolvable
+    one): a call safe to repeat is sent again."""
+
+
 class UpstreamRejected(UpstreamError):
     """The upstream understood the request and refused it (4xx, success=false, error)."""
 

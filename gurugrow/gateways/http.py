@@ -9,10 +9,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+from urllib3.exceptions import ProtocolError
 
 from gurugrow import metrics
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
-from gurugrow.gateways.errors import UpstreamUnavailable
+from gurugrow.gateways.errors import UpstreamConnectionDropped, UpstreamUnavailable
 from gurugrow.gateways.quota import CrmQuota
 from gurugrow.logs import current_request_id
 
@@ -73,8 +74,10 @@ class HttpClient:
     def request(self, method: str, path: str, *, retry: bool = False, route: str | None = None,
                 **kwargs: Any) -> tuple[int, Any]:
         """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
-        after a 429/503 they are sent again, up to ``max_retries`` times, each time
-        through the bucket and within the first attempt's queue deadline.
+        after a 429/503 or a dropped connection they are sent again, up to ``max_retries``
+        times, each time through the bucket (and the breaker) and within the first
+        attempt's queue deadline. A timeout is not repeated: the upstream is slow, and
+        a repeat would only hold the caller longer.
 
         ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
         a path built from any value must pass one (without, the path is the label).
@@ -82,7 +85,13 @@ class HttpClient:
         attempts = 1 + (self.max_retries if retry else 0)
         deadline = self.quota.deadline() if self.quota else None
         for attempt in range(attempts):
-            response = self._governed_send(method, path, route or path, deadline, **kwargs)
+            try:
+                response = self._governed_send(method, path, route or path, deadline,
+                                               **kwargs)
+            except UpstreamConnectionDropped:
+                if attempt + 1 < attempts:
+                    continue
+                raise
             if response.status_code in RETRYABLE_STATUSES:
                 self._throttled(response, attempt)
                 if attempt + 1 < attempts:
@@ -149,6 +158,12 @@ class HttpClient:
         except requests.Timeout as e:
             outcome = "timeout"
             raise UpstreamUnavailable(self.gateway, f"{method} {path}: timeout") from e
+        except requests.ConnectionError as e:
+            # Raised with urllib3's ProtocolError when an open connection was closed
+            # under the call; a refused or unresolvable one comes as MaxRetryError.
+            dropped = bool(e.args) and isinstance(e.args[0], ProtocolError)
+            error = UpstreamConnectionDropped if dropped else UpstreamUnavailable
+            raise error(self.gateway, f"{method} {path}: {type(e).__name__}") from e
         except requests.RequestException as e:
             raise UpstreamUnavailable(self.gateway,
                                       f"{method} {path}: {type(e).__name__}") from e
