@@ -326,26 +326,64 @@ def test_an_unused_slot_taken_ahead_goes_back_unless_someone_reserved_after_it()
     assert client.get(TAIL) == taken  # ours stays unused: spacing before throughput
 
 
-def test_a_rider_never_joins_the_readers_line_and_a_busy_answer_keeps_nothing():
+@pytest.mark.parametrize("priority", [JOURNEY, READ])
+@pytest.mark.parametrize(("taken", "kept"), [
+    (0, True),  # an idle bucket: the next slot is now
+    (1, True),  # the next slot is one interval ahead: still room now
+    (3, False),  # a queue has formed: a look made before the call is decided takes none
+    (12, False),  # a wave, readers in line past the horizon
+])
+def test_a_rider_takes_only_a_slot_the_bucket_has_spare_now(priority, taken, kept):
     client = fakeredis.FakeRedis()
     bucket = quota(client, rate=10, queue=10.0, horizon=1.0)
-    assert bucket.rider() is None  # outside a request
-    for i in range(12):  # 11 slots up to the 1 s horizon, then a reader in line
+    bucket.slow_down(0)  # the script loaded (a pause of nothing writes nothing)
+    for i in range(taken):
         bucket.reserve(READ, 10.0, f"r{i}")
     waiting = redis_keys.crm_quota_waiting("gg:")
-    assert client.zcard(waiting) == 1
-    tail = client.get(TAIL)
-    with crm_priority(READ):
-        ride(client, bucket)  # past the horizon: nothing, and no place in line
-        assert (client.zcard(waiting), client.get(TAIL)) == (1, tail)
-    with crm_priority(JOURNEY):  # a journey call may reserve past the line
+    line, tail = client.zcard(waiting), client.get(TAIL)
+    with crm_priority(priority):
         ride(client, bucket)
-        assert int(client.get(TAIL)) > int(tail)
+        assert client.zcard(waiting) == line  # never a place in the readers' line
+        assert (client.get(TAIL) != tail) is kept
+
+
+def test_a_rider_outside_a_request_is_none_and_a_busy_answer_keeps_nothing():
+    client = fakeredis.FakeRedis()
+    bucket = quota(client, rate=10, queue=1.0)
+    assert bucket.rider() is None  # outside a request
     bucket.slow_down(30.0)
     with crm_priority(JOURNEY):
         ride(client, bucket)
         with pytest.raises(CrmBusy):
             bucket.acquire()  # it asked the bucket again: still busy
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_wrong_codes_take_no_crm_slot_from_a_queue(app, client, world, kind, monkeypatch):
+    """A caller flooding wrong codes while others wait must not use up the quota."""
+    started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    bucket = crm_quota(app)
+    for i in range(3):  # a queue: the next free slot is seconds ahead
+        bucket.reserve(JOURNEY, 10.0, f"w{i}")
+    otp = app.extensions["gurugrow"].otp
+    checked = otp.check
+
+    def check_while_others_reserve(*args, **kwargs):
+        outcome = checked(*args, **kwargs)
+        bucket.reserve(JOURNEY, 10.0, "another-worker")  # a wasted slot could not go back
+        return outcome
+
+    monkeypatch.setattr(otp, "check", check_while_others_reserve)
+    redis_client = app.extensions["gurugrow"].redis
+    queued = int(redis_client.get(TAIL))
+    wrong = "000000" if world.codes_sent()[-1] != "000000" else "111111"
+    for _ in range(3):
+        answer = post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
+                                             "code": wrong}, kind)
+        assert answer["status"] == "invalid_code"
+    # Only the other workers' three slots were taken.
+    assert int(redis_client.get(TAIL)) == queued + 3 * bucket.interval_us
 
 
 @pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])

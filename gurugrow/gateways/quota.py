@@ -16,9 +16,11 @@ plus the journey calls ahead of it, however large the wave of reads.
 One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
 request whose Redis step comes just before its first RetailCRM call (a code check, a
 start's send admission) asks for that call's slot in the same round trip
-(``SlotRider``): one look, granted within the horizon or nothing (then the call asks
-again itself, and a reader may wait in line). A slot so taken and then not used goes
-back to the bucket when nobody reserved after it.
+(``SlotRider``), before the step has decided whether the call will be made. So the look
+takes only a slot the bucket has spare now (at most one interval ahead) and never a
+place in line; anything else keeps nothing, and the call asks the bucket itself. Under
+a wave, then, a flood of wrong codes or refused starts takes no slot at all; when the
+bucket has room, a slot so taken and not used goes back when nobody reserved after it.
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ class _SlotAhead(NamedTuple):
 class SlotRider:
     """The slot of a request's next RetailCRM call, asked for in the round trip of another
     Redis step: queued on that step's pipeline, kept for the call when granted. One look
-    that never joins the readers' line: anything but a grant, or a failed script, keeps
-    nothing, and the call then asks the bucket itself."""
+    for a spare slot (``take_args(spare_only=True)``): anything but a grant, or a failed
+    script, keeps nothing, and the call then asks the bucket itself."""
 
     def __init__(self, quota: CrmQuota, priority: str, patience_us: int,
                  ahead: list[_SlotAhead]) -> None:
@@ -175,7 +177,7 @@ class SlotRider:
         """Put the slot's request on ``pipe`` (one command, one answer)."""
         q = self._quota
         pipe.evalsha(q.script_sha, len(q.keys), *q.keys, *q.take_args(
-            self._priority, self._patience_us, "-", join_line=False))
+            self._priority, self._patience_us, "-", spare_only=True))
 
     def receive(self, answer: Any) -> None:
         """The command's answer (an exception when it failed)."""
@@ -276,13 +278,17 @@ class CrmQuota:
             pass
 
     def take_args(self, priority: str, patience_us: int, token: str, *,
-                  join_line: bool = True) -> list[Any]:
-        """The script's arguments for one look at the bucket. ``join_line=False``: a
-        slot within the horizon or busy, never a place in the readers' line."""
+                  spare_only: bool = False) -> list[Any]:
+        """The script's arguments for one look at the bucket. ``spare_only``: a slot at
+        most one interval ahead (the bucket has room now) or busy, never a place in the
+        readers' line: a look made before anyone knows the call will be sent must not
+        take a slot from a wave's callers."""
         horizon_us = patience_us if priority == JOURNEY else min(self.read_horizon_us,
                                                                  patience_us)
-        return ["take", self.interval_us, horizon_us, patience_us if join_line else 0,
-                token, "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
+        if spare_only:
+            horizon_us, patience_us = min(horizon_us, self.interval_us), 0
+        return ["take", self.interval_us, horizon_us, patience_us, token,
+                "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
 
     def _leave(self, token: str) -> None:
         try:
