@@ -176,7 +176,7 @@ class SlotRider:
     def queue(self, pipe: Any) -> None:
         """Put the slot's request on ``pipe`` (one command, one answer)."""
         q = self._quota
-        pipe.evalsha(q.script_sha, len(q.keys), *q.keys, *q.take_args(
+        pipe.evalsha(q._script.sha, len(q._keys), *q._keys, *q.take_args(
             self._priority, self._patience_us, "-", spare_only=True))
 
     def receive(self, answer: Any) -> None:
@@ -184,7 +184,7 @@ class SlotRider:
         if isinstance(answer, Exception) or int(answer[0]) != GRANTED:
             return
         q = self._quota
-        self._ahead.append(_SlotAhead(q, q.monotonic() + int(answer[1]) / 1_000_000,
+        self._ahead.append(_SlotAhead(q, q._monotonic() + int(answer[1]) / 1_000_000,
                                       int(answer[2])))
 
 
@@ -204,11 +204,10 @@ class CrmQuota:
         # Half a slot late and a call would bunch up with the next one at the CRM; below
         # 20 ms a timer's own jitter would count (only at rates far above RetailCRM's).
         self.late_tolerance = max(self.interval_us / 2_000_000, 0.02)
-        self.keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
+        self._keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
         self._script = client.register_script(_SCRIPT)
-        self.script_sha: str = self._script.sha
         self._sleep = sleep
-        self.monotonic = monotonic
+        self._monotonic = monotonic
 
     def deadline(self) -> float:
         """The monotonic time a call starting now stops waiting for a slot: the request's,
@@ -216,7 +215,7 @@ class CrmQuota:
         shared = _REQUEST_DEADLINE.get()
         if shared:
             return shared[0]
-        deadline = self.monotonic() + self.queue_seconds
+        deadline = self._monotonic() + self.queue_seconds
         if shared is not None:
             shared.append(deadline)
         return deadline
@@ -228,7 +227,7 @@ class CrmQuota:
         the line is already longer than the time left.
         """
         priority = priority or current_priority()
-        began = self.monotonic()
+        began = self._monotonic()
         waited = self._use_slot_ahead(priority, began)
         if waited is not None:
             return waited
@@ -247,7 +246,7 @@ class CrmQuota:
         ahead = _AHEAD.get()
         if ahead is None:
             return None
-        patience = max(self.deadline() - self.monotonic(), 0.0)
+        patience = max(self.deadline() - self._monotonic(), 0.0)
         return SlotRider(self, current_priority(), int(patience * 1_000_000), ahead)
 
     def _use_slot_ahead(self, priority: str, began: float) -> float | None:
@@ -255,15 +254,22 @@ class CrmQuota:
         ahead = _AHEAD.get()
         if not ahead:
             return None
-        slot = ahead.pop(0)
-        delay = slot.wake_at - self.monotonic()
+        return self._wait_for_slot(ahead.pop(0).wake_at, priority, began)
+
+    def _wait_for_slot(self, wake_at: float, priority: str, began: float,
+                       check_late: bool = True) -> float | None:
+        """Sleep until the slot at ``wake_at``; the seconds waited since ``began``
+        (counted as a slot taken), or None when woke too late to use it."""
+        delay = wake_at - self._monotonic()
         if delay >= _MIN_SLEEP_SECONDS:
             self._sleep(delay)
-        if self.monotonic() - slot.wake_at > self.late_tolerance:  # see _take
-            log_event("crm_slot_missed", priority=priority,
-                      late_ms=f"{(self.monotonic() - slot.wake_at) * 1000:.0f}")
+        late = self._monotonic() - wake_at
+        if check_late and late > self.late_tolerance:
+            # Woke too late (a starved CPU): sent now, this call would land among later
+            # slots' calls and bunch up at the CRM. Its slot stays unused.
+            log_event("crm_slot_missed", priority=priority, late_ms=f"{late * 1000:.0f}")
             return None
-        waited = self.monotonic() - began
+        waited = self._monotonic() - began
         metrics.CRM_SLOTS.labels(priority).inc()
         metrics.CRM_SLOT_WAIT_SECONDS.labels(priority).observe(waited)
         return waited
@@ -273,7 +279,7 @@ class CrmQuota:
         otherwise it stays unused, which only costs throughput, never the quota)."""
         try:
             with redis_guard():
-                self._script(keys=self.keys, args=["give_back", slot_us, self.interval_us])
+                self._script(keys=self._keys, args=["give_back", slot_us, self.interval_us])
         except StorageUnavailable:
             pass
 
@@ -293,13 +299,13 @@ class CrmQuota:
     def _leave(self, token: str) -> None:
         try:
             with redis_guard():
-                self._script(keys=self.keys, args=["leave", token])
+                self._script(keys=self._keys, args=["leave", token])
         except StorageUnavailable:
             pass  # the line forgets a silent reader by itself after RETAILCRM_QUEUE_SECONDS
 
     def _take(self, priority: str, deadline: float, began: float, token: str) -> float:
         while True:
-            patience = max(deadline - self.monotonic(), 0.0)
+            patience = max(deadline - self._monotonic(), 0.0)
             grant = self.reserve(priority, patience, token)
             if grant.state == BUSY:
                 metrics.CRM_BUSY.labels(priority).inc()
@@ -307,25 +313,16 @@ class CrmQuota:
             if grant.state == IN_LINE:
                 self._sleep(max(grant.seconds, _MIN_POLL_SECONDS))
                 continue
-            wake_at = self.monotonic() + grant.seconds
-            if grant.seconds >= _MIN_SLEEP_SECONDS:
-                self._sleep(grant.seconds)
-            if grant.seconds > 0 and self.monotonic() - wake_at > self.late_tolerance:
-                # Woke too late (a starved CPU): sent now, this call would land among
-                # later slots' calls and bunch up at the CRM. Its slot stays unused.
-                log_event("crm_slot_missed", priority=priority,
-                          late_ms=f"{(self.monotonic() - wake_at) * 1000:.0f}")
-                continue
-            waited = self.monotonic() - began
-            metrics.CRM_SLOTS.labels(priority).inc()
-            metrics.CRM_SLOT_WAIT_SECONDS.labels(priority).observe(waited)
-            return waited
+            waited = self._wait_for_slot(self._monotonic() + grant.seconds, priority, began,
+                                         check_late=grant.seconds > 0)
+            if waited is not None:
+                return waited
 
     def reserve(self, priority: str, patience_seconds: float, token: str) -> Grant:
         """One look at the bucket (one round trip): a slot, a place in line, or busy."""
         patience_us = int(patience_seconds * 1_000_000)
         with redis_guard():
-            answer = self._script(keys=self.keys,
+            answer = self._script(keys=self._keys,
                                   args=self.take_args(priority, patience_us, token))
         state, micros = int(answer[0]), int(answer[1])
         slot = int(answer[2]) if len(answer) > 2 else None
@@ -334,4 +331,4 @@ class CrmQuota:
     def slow_down(self, seconds: float) -> None:
         """No slot is granted to anyone for ``seconds`` (the CRM said 503/429)."""
         with redis_guard():
-            self._script(keys=self.keys, args=["pause", int(seconds * 1_000_000)])
+            self._script(keys=self._keys, args=["pause", int(seconds * 1_000_000)])
