@@ -52,6 +52,11 @@ CRM_SLOTS = Counter(
 CRM_SLOT_WAIT_SECONDS = Histogram(
     "gurugrow_crm_slot_wait_seconds", "Time a RetailCRM call waited for a slot, by priority.",
     ["priority"], buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+CRM_SLOT_RIDERS = Counter(
+    "gurugrow_crm_slot_riders_total", "Slots asked for in another Redis step's round trip "
+    "(a code check's, a start's), by outcome: kept (granted), none (no spare slot: the "
+    "call asks the bucket itself), used, given_back (unused, returned), wasted (unused and "
+    "not returnable, or woke too late).", ["outcome"])
 CRM_BUSY = Counter(
     "gurugrow_crm_busy_total",
     "Requests answered errorCode=busy: no RetailCRM slot within RETAILCRM_QUEUE_SECONDS.",

@@ -282,6 +282,17 @@ def test_a_call_that_wakes_too_late_takes_a_new_slot():
 TAIL = redis_keys.crm_quota_tail("gg:")
 
 
+RIDER_OUTCOMES = ("kept", "none", "used", "given_back", "wasted")
+
+
+def rider_outcomes(since: dict[str, float] | None = None) -> dict[str, float]:
+    """gurugrow_crm_slot_riders_total by outcome; with ``since``, only what changed."""
+    now = {o: sample("gurugrow_crm_slot_riders_total", outcome=o) for o in RIDER_OUTCOMES}
+    if since is None:
+        return now
+    return {o: now[o] - since[o] for o in RIDER_OUTCOMES if now[o] != since[o]}
+
+
 def ride(client, bucket: CrmQuota) -> None:
     """Ask for a slot the way the code check does: on another step's pipeline."""
     rider = bucket.rider()
@@ -298,6 +309,7 @@ def test_a_slot_taken_ahead_is_waited_for_by_the_next_call_without_a_round_trip(
     bucket = quota(client, rate=5, sleep=slept.append)
     bucket.reserve(JOURNEY, 10.0, "-")  # someone took the free slot: ours is 0.2 s ahead
     before = sample("gurugrow_crm_slots_total", priority=JOURNEY)
+    riders = rider_outcomes()
     with crm_priority(JOURNEY):
         ride(client, bucket)
         tail = client.get(TAIL)
@@ -307,6 +319,7 @@ def test_a_slot_taken_ahead_is_waited_for_by_the_next_call_without_a_round_trip(
         assert int(client.get(TAIL)) > int(tail)
     assert len(slept) == 2 and 0.15 < slept[0] <= 0.2001 and 0.15 < slept[1] - slept[0]
     assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == before + 2
+    assert rider_outcomes(riders) == {"kept": 1, "used": 1}
 
 
 def test_an_unused_slot_taken_ahead_goes_back_unless_someone_reserved_after_it():
@@ -314,16 +327,20 @@ def test_an_unused_slot_taken_ahead_goes_back_unless_someone_reserved_after_it()
     bucket = quota(client, rate=5)
     bucket.reserve(JOURNEY, 10.0, "-")
     free = client.get(TAIL)  # the next free slot
+    riders = rider_outcomes()
     with crm_priority(JOURNEY):
         ride(client, bucket)
         assert int(client.get(TAIL)) > int(free)
     assert client.get(TAIL) == free  # given back at the request's end
+    assert rider_outcomes(riders) == {"kept": 1, "given_back": 1}
 
+    riders = rider_outcomes()
     with crm_priority(JOURNEY):
         ride(client, bucket)
         bucket.reserve(JOURNEY, 10.0, "-")  # another worker's slot after ours
         taken = client.get(TAIL)
     assert client.get(TAIL) == taken  # ours stays unused: spacing before throughput
+    assert rider_outcomes(riders) == {"kept": 1, "wasted": 1}
 
 
 @pytest.mark.parametrize("priority", [JOURNEY, READ])
@@ -341,10 +358,12 @@ def test_a_rider_takes_only_a_slot_the_bucket_has_spare_now(priority, taken, kep
         bucket.reserve(READ, 10.0, f"r{i}")
     waiting = redis_keys.crm_quota_waiting("gg:")
     line, tail = client.zcard(waiting), client.get(TAIL)
+    riders = rider_outcomes()
     with crm_priority(priority):
         ride(client, bucket)
         assert client.zcard(waiting) == line  # never a place in the readers' line
         assert (client.get(TAIL) != tail) is kept
+        assert rider_outcomes(riders) == ({"kept": 1} if kept else {"none": 1})
 
 
 def test_a_rider_outside_a_request_is_none_and_a_busy_answer_keeps_nothing():

@@ -57,7 +57,8 @@ _MIN_SLEEP_SECONDS = 0.0005
 # KEYS: tail (µs of the next free slot), waiting (readers in line: token → arrival µs).
 # ARGV take: "take", interval µs, horizon µs, patience µs, token, is_read, max patience µs.
 # ARGV pause: "pause", pause µs; leave: "leave", token (a reader gives up its place);
-# give back: "give_back", slot µs, interval µs (an unused slot, if nobody reserved after).
+# give back: "give_back", slot µs, interval µs (an unused slot, if nobody reserved after;
+# answers {1, 1} when it went back, {1, 0} when not).
 # Answers {1, wait µs, slot µs}: granted, sleep that long (the slot's server time);
 # {2, retry µs}: in line, look again then; {0, estimated wait µs}: no slot within the
 # patience (busy).
@@ -71,6 +72,7 @@ if ARGV[1] == 'give_back' then
   local slot = tonumber(ARGV[2])
   if tail == slot + tonumber(ARGV[3]) then
     redis.call('SET', KEYS[1], slot, 'PX', math.max(math.floor((slot - now) / 1000), 0) + 60000)
+    return {1, 1}
   end
   return {1, 0}
 end
@@ -182,7 +184,9 @@ class SlotRider:
     def receive(self, answer: Any) -> None:
         """The command's answer (an exception when it failed)."""
         if isinstance(answer, Exception) or int(answer[0]) != GRANTED:
+            metrics.CRM_SLOT_RIDERS.labels("none").inc()
             return
+        metrics.CRM_SLOT_RIDERS.labels("kept").inc()
         q = self._quota
         self._ahead.append(_SlotAhead(q, q._monotonic() + int(answer[1]) / 1_000_000,
                                       int(answer[2])))
@@ -254,7 +258,9 @@ class CrmQuota:
         ahead = _AHEAD.get()
         if not ahead:
             return None
-        return self._wait_for_slot(ahead.pop(0).wake_at, priority, began)
+        waited = self._wait_for_slot(ahead.pop(0).wake_at, priority, began)
+        metrics.CRM_SLOT_RIDERS.labels("wasted" if waited is None else "used").inc()
+        return waited
 
     def _wait_for_slot(self, wake_at: float, priority: str, began: float,
                        check_late: bool = True) -> float | None:
@@ -277,11 +283,15 @@ class CrmQuota:
     def give_back(self, slot_us: int) -> None:
         """Return an unused slot taken ahead, when nobody reserved after it (best effort:
         otherwise it stays unused, which only costs throughput, never the quota)."""
+        answer = None
         try:
             with redis_guard():
-                self._script(keys=self._keys, args=["give_back", slot_us, self.interval_us])
+                answer = self._script(keys=self._keys,
+                                      args=["give_back", slot_us, self.interval_us])
         except StorageUnavailable:
             pass
+        returned = answer is not None and int(answer[1]) == 1
+        metrics.CRM_SLOT_RIDERS.labels("given_back" if returned else "wasted").inc()
 
     def take_args(self, priority: str, patience_us: int, token: str, *,
                   spare_only: bool = False) -> list[Any]:
