@@ -9,7 +9,8 @@ Prints, for each endpoint and both gurugrow apps (caches on and off), the change
 from __future__ import annotations
 
 import re
-import urllib.request
+
+import requests
 
 from bench.run import CONCURRENCY, REQUESTS, Stack, drive, scenarios
 
@@ -19,8 +20,7 @@ SAMPLE = re.compile(r'gurugrow_crm_slot_riders_total\{outcome="(\w+)"\} ([0-9.e+
 
 def rider_outcomes(base: str) -> dict[str, float]:
     """The app's rider counters, summed over its workers (its /metrics page)."""
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
+    text = requests.get(f"{base}/metrics", timeout=10).text
     return {m.group(1): float(m.group(2)) for m in SAMPLE.finditer(text)}
 
 

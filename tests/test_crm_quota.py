@@ -366,6 +366,18 @@ def test_a_rider_takes_only_a_slot_the_bucket_has_spare_now(priority, taken, kep
         assert rider_outcomes(riders) == ({"kept": 1} if kept else {"none": 1})
 
 
+def test_a_slot_that_cannot_go_back_while_redis_is_down_is_counted_wasted_not_raised():
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    bucket = quota(client, rate=5)
+    bucket.reserve(JOURNEY, 10.0, "-")  # loads the script, as a worker's first call does
+    riders = rider_outcomes()
+    with crm_priority(JOURNEY):
+        ride(client, bucket)
+        server.connected = False  # Redis goes away before the request ends
+    assert rider_outcomes(riders) == {"kept": 1, "wasted": 1}
+
+
 def test_a_rider_outside_a_request_is_none_and_a_busy_answer_keeps_nothing():
     client = fakeredis.FakeRedis()
     bucket = quota(client, rate=10, queue=1.0)

@@ -283,14 +283,14 @@ class CrmQuota:
     def give_back(self, slot_us: int) -> None:
         """Return an unused slot taken ahead, when nobody reserved after it (best effort:
         otherwise it stays unused, which only costs throughput, never the quota)."""
-        answer = None
+        returned = False
         try:
             with redis_guard():
                 answer = self._script(keys=self._keys,
                                       args=["give_back", slot_us, self.interval_us])
+            returned = int(answer[1]) == 1
         except StorageUnavailable:
             pass
-        returned = answer is not None and int(answer[1]) == 1
         metrics.CRM_SLOT_RIDERS.labels("given_back" if returned else "wasted").inc()
 
     def take_args(self, priority: str, patience_us: int, token: str, *,
