@@ -54,6 +54,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     from gurugrow.api import auth, health, openapi, ops, orders, recommended
     from gurugrow.api.bodies import install_body_limit
     from gurugrow.api.callers import install_caller_check
+    from gurugrow.api.contract import check_path_parameters
     from gurugrow.api.errors import register_error_handlers
     from gurugrow.cli import cli
 
@@ -64,6 +65,7 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     register_error_handlers(app)
+    check_path_parameters(app)
     app.cli.add_command(cli)
     _install_request_logging(app)
     install_caller_check(app, settings)

@@ -33,23 +33,37 @@ class CallerPolicy:
 
     token_digests: tuple[bytes, ...]
     networks: tuple[Network, ...]
+    # Callers here need no token, everyone else does (a scraper policy: loopback and the
+    # caller networks may read /metrics; from elsewhere only with METRICS_TOKEN).
+    token_free: tuple[Network, ...] = ()
+    token_free_loopback: bool = False
 
     @classmethod
     def build(cls, tokens: Iterable[str], networks: Iterable[Network]) -> CallerPolicy:
         return cls(tuple(_digest(t) for t in tokens), tuple(networks))
 
+    @classmethod
+    def for_scrapers(cls, token: str, networks: Iterable[Network]) -> CallerPolicy:
+        """Loopback and ``networks`` without a token; anyone else with ``token`` (none
+        configured: refused)."""
+        return cls(tuple(_digest(t) for t in (token,) if t), (), tuple(networks), True)
+
     @property
     def is_open(self) -> bool:
-        return not self.token_digests and not self.networks
+        return not (self.token_digests or self.networks or self.token_free
+                    or self.token_free_loopback)
 
     def refusal(self, offered: Sequence[str], address: str | None) -> str | None:
         """None when a caller at ``address`` offering ``offered`` tokens may call, else
         the reason it may not."""
+        if (self.token_free_loopback and is_loopback(address)) or in_networks(
+                address, self.token_free):
+            return None
         if self.networks and not in_networks(address, self.networks):
             return OUTSIDE_NETWORKS
-        if not self.token_digests:
-            return None
         offered = [token for token in offered if token]
+        if not self.token_digests:  # open, or (a scraper policy) no token would do
+            return (WRONG_TOKEN if offered else NO_TOKEN) if self.token_free_loopback else None
         if not offered:
             return NO_TOKEN
         return None if any(self.accepts(token) for token in offered) else WRONG_TOKEN

@@ -63,6 +63,12 @@ def reference(prefix: str, name: str) -> str:
     return f"{prefix}cache:{name}"
 
 
+def bundle_offer(prefix: str, article: str) -> str:
+    """The catalog offer a recommended set's bundle article resolves to (a cached
+    reference, its name its own so no other cache can take it)."""
+    return reference(prefix, f"bundle:{article}")
+
+
 def operation_once(prefix: str, operation: str, digest: str) -> str:
     """The marker of one idempotent operation: the notes of the attempt running it, then
     its remembered answer. Tagged by the operation, so its lease shares the slot."""

@@ -19,6 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gurugrow import create_app
+from gurugrow.api.openapi import PATH_PARAMETER
 from gurugrow.sandbox.data import demo_data
 from tests.conftest import TEST_ENV
 from tests.helpers import set_clock
@@ -93,7 +94,10 @@ class Replay:
         """The HTTP status and answer the example's request gets after its setup."""
         for step in example.get("setup", []):
             self.step(step)
-        return self.call(method, path, self.fill(example["request"]), kind)
+        fields = self.fill(example["request"])
+        # A path parameter (/orders/<int:orderId>) comes from the example's request.
+        url = PATH_PARAMETER.sub(lambda m: str(fields.pop(m.group(1))), path)
+        return self.call(method, url, fields, kind)
 
 
 def same_apart_from_volatile(real: dict[str, Any], documented: dict[str, Any]

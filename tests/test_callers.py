@@ -22,6 +22,9 @@ from tests.upstreams import Upstreams
 # Every route but these refuses a caller without a valid token. /sandbox/* (the
 # stand-ins) is mounted outside the app and so never in its URL map.
 OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/metrics", "/"}
+# /metrics is open to loopback and the caller networks only, by a policy of its own
+# (CallerPolicy.for_scrapers; tests/test_metrics.py); the rest to anyone.
+PUBLIC_PATHS = OPEN_PATHS - {"/metrics"}
 ROOT = Path(__file__).resolve().parent.parent
 UNAUTHORIZED = {"status": "error", "errorCode": "unauthorized",
                 "message": texts.ERROR_MESSAGES["unauthorized"]}
@@ -111,7 +114,7 @@ def test_every_route_refuses_callers_without_a_valid_token(transport, sandbox, k
 def test_only_the_open_routes_are_public(app):
     """The exemption list holds exactly the open routes: a new route is protected."""
     public = {path for _, path, endpoint in routes(app) if endpoint in PUBLIC_ENDPOINTS}
-    assert public == OPEN_PATHS
+    assert public == PUBLIC_PATHS
     client = anonymous_client(app)
     for path in OPEN_PATHS:  # /metrics: from loopback; / redirects to /docs
         assert client.get(path).status_code == (302 if path == "/" else 200), path

@@ -111,3 +111,13 @@ def test_metrics_access(client, env_overrides, address, headers, expected):
         assert "gurugrow_requests_total" not in response.get_data(as_text=True)
     else:
         assert "gurugrow_requests_total" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("env_overrides", [{"METRICS_TOKEN": "scrape-token-123"}, {}])
+def test_a_refused_scraper_is_logged_like_every_refused_caller(client, env_overrides, caplog):
+    response = client.get("/metrics", headers={"Authorization": "Bearer wrong"},
+                          environ_base={"REMOTE_ADDR": ELSEWHERE})
+    assert response.status_code == 401
+    lines = [r.getMessage() for r in caplog.records if "caller_refused" in r.getMessage()]
+    assert len(lines) == 1 and "reason=wrong_token endpoint=/metrics" in lines[0]
+    assert "wrong" not in lines[0].replace("wrong_token", "")

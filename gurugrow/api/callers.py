@@ -17,10 +17,12 @@ from gurugrow.callers import CallerPolicy, bearer_token, client_ip
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 
-# Endpoints anyone may call: liveness, the API document, and /metrics (its own rule in
-# api/ops.py). The sandbox stand-ins are mounted outside the app (sandbox/mount.py).
+# Endpoints anyone may call: liveness and the API document. The sandbox stand-ins are
+# mounted outside the app (sandbox/mount.py).
 PUBLIC_ENDPOINTS = frozenset({"health.health", "openapi.openapi_json", "openapi.docs_page",
-                              "ops.metrics_page", "openapi.root"})
+                              "openapi.root"})
+# Endpoints with a policy of their own: /metrics, for scrapers (CallerPolicy.for_scrapers).
+METRICS_ENDPOINT = "ops.metrics_page"
 TOKEN_HEADER = "X-API-Token"
 TOKEN_QUERY_PARAMETER = "token"
 ERROR_CODE = "unauthorized"
@@ -29,6 +31,12 @@ ERROR_CODE = "unauthorized"
 def is_public(endpoint: str | None) -> bool:
     """True for the endpoints that need no caller check."""
     return endpoint in PUBLIC_ENDPOINTS
+
+
+def needs_api_token(endpoint: str | None) -> bool:
+    """True for the endpoints that take one of API_TOKENS (all but the public ones and
+    /metrics, which has METRICS_TOKEN)."""
+    return not is_public(endpoint) and endpoint != METRICS_ENDPOINT
 
 
 def unauthorized() -> Response:
@@ -59,6 +67,8 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
     """Refuse callers without a valid token / outside the networks on protected routes;
     a live start running open on purpose says so at every start."""
     policy = CallerPolicy.build(settings.api_tokens, settings.caller_networks)
+    own_policies = {METRICS_ENDPOINT: CallerPolicy.for_scrapers(settings.metrics_token,
+                                                                 settings.caller_networks)}
     if policy.is_open and not settings.sandbox:  # only with ALLOW_ANONYMOUS_CALLERS=1
         log_event("anonymous_callers_allowed", logging.WARNING,
                   note="ALLOW_ANONYMOUS_CALLERS=1 and neither API_TOKENS nor "
@@ -67,10 +77,16 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _check_caller() -> Response | None:
         # An unknown path or method answers its own 404/405 (no flow runs for it).
-        if request.url_rule is None or is_public(request.endpoint) or policy.is_open:
+        if request.url_rule is None or is_public(request.endpoint):
+            return None
+        deciding = own_policies.get(request.endpoint or "", policy)
+        if deciding.is_open:
             return None
         address = request_client_ip(settings)
-        reason = policy.refusal(offered_tokens(settings), address)
+        # /metrics takes its token as a bearer token only (what Prometheus sends).
+        offered = ([bearer_token(request.headers.get("Authorization")) or ""]
+                   if deciding is not policy else offered_tokens(settings))
+        reason = deciding.refusal(offered, address)
         if reason is None:
             return None
         log_event("caller_refused", logging.WARNING, reason=reason, endpoint=request.path,

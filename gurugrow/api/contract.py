@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from gurugrow import metrics, texts
 from gurugrow.api.bodies import BodyNotAnObject, json_object
@@ -136,9 +137,9 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
 
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
-        def view() -> Any:
+        def view(**path_values: Any) -> Any:
             with quota.crm_priority(crm_priority):
-                answer = render(resp, _run(flow, req))
+                answer = render(resp, _run(flow, req, path_values))
             g.contract_status = answer.get("status")  # for the request metrics
             if not contract.allows(answer):
                 _undocumented(answer)
@@ -149,6 +150,29 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
         view.contract = contract  # type: ignore[attr-defined]
         return view
     return decorate
+
+
+def contract_routes(app: Flask) -> list[tuple[str, Rule, EndpointContract]]:
+    """(method, rule, contract) of every route of ``app`` served by the wrapper."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        contract = getattr(app.view_functions[rule.endpoint], "contract", None)
+        if contract is not None:
+            found += [(method, rule, contract)
+                      for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})]
+    return found
+
+
+def check_path_parameters(app: Flask) -> None:
+    """Refuse, at start, a contract route whose path parameter its request schema does
+    not declare: the schema would drop the value unseen and the flow never get it."""
+    for _, rule, contract in contract_routes(app):
+        missing = sorted(set(rule.arguments) - set(contract.request.fields))
+        if missing:
+            raise TypeError(
+                f"route {rule.rule}: path parameter(s) {', '.join(missing)} missing from "
+                f"{type(contract.request).__name__}; declare each as a field of the "
+                "request schema (the path value wins over a query or body field)")
 
 
 def _count_error_answer(contract: EndpointContract, error_code: str) -> None:
@@ -166,12 +190,15 @@ def _undocumented(answer: dict[str, Any]) -> None:
         collected.append((request.path, answer.get("status"), answer.get("errorCode")))
 
 
-def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
-         ) -> dict[str, Any]:
+def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema,
+         path_values: dict[str, Any]) -> dict[str, Any]:
     try:
         svc = services()
+        # A path parameter (``/orders/<orderId>``) is a field of the request schema like
+        # any other, and the path wins over a query or body field of the same name.
+        values = {**request_values(), **path_values}
         with request_settings(otp_length=svc.settings.otp_length):
-            data = req.load(request_values())
+            data = req.load(values)
         data["clientIp"] = request_client_ip(svc.settings)
         return flow(svc, data)
     except ValidationError as e:

@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 from marshmallow.fields import Field
 
 from gurugrow import schemas, texts
-from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, is_public
+from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, needs_api_token
 from gurugrow.api.contract import EndpointContract
 from gurugrow.catalog import RECOMMENDED_SETS
 from gurugrow.config import CHANNELS
@@ -144,15 +144,30 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     rule.rule, rule.endpoint, view, contract)
                    for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}]
     for _, method, path, endpoint_name, view, contract in sorted(routes, key=lambda r: r[:3]):
-        operation = (_contract_operation(plugin, contract, method, view) if contract
-                     else copy.deepcopy(OPERATIONS[(method, path)]))
+        operation = (_contract_operation(plugin, contract, method, view,
+                                         path_parameters(path))
+                     if contract else copy.deepcopy(OPERATIONS[(method, path)]))
         if contract:
             _add_examples(operation, examples().get(f"{method} {path}", []))
-        if not is_public(endpoint_name):
+        if needs_api_token(endpoint_name):
             operation["security"] = copy.deepcopy(security)
             operation["responses"]["401"] = copy.deepcopy(UNAUTHORIZED)
-        spec.path(path=path, operations={method.lower(): operation})
+        spec.path(path=openapi_path(path), operations={method.lower(): operation})
     return spec.to_dict()
+
+
+# A Flask rule's variable part: ``<orderId>``, ``<int:orderId>``.
+PATH_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: ``/orders/<int:orderId>`` → ``/orders/{orderId}``."""
+    return PATH_PARAMETER.sub(r"{\1}", rule)
+
+
+def path_parameters(rule: str) -> tuple[str, ...]:
+    """The names of a Flask rule's path parameters, in the order they appear."""
+    return tuple(PATH_PARAMETER.findall(rule))
 
 
 def _security_schemes(spec: APISpec, settings: Any) -> list[dict[str, list]]:
@@ -206,7 +221,7 @@ def _describe(properties: dict[str, Any]) -> dict[str, Any]:
 
 
 def _contract_operation(plugin: MarshmallowPlugin, contract: EndpointContract, method: str,
-                        view: Any) -> dict[str, Any]:
+                        view: Any, path_names: tuple[str, ...] = ()) -> dict[str, Any]:
     converter = _converter(plugin)
     doc = (view.__doc__ or "").strip()
     summary, _, description = doc.partition("\n")
@@ -233,15 +248,28 @@ def _contract_operation(plugin: MarshmallowPlugin, contract: EndpointContract, m
             **HTTP_ERRORS,
         },
     }
-    if method == "GET":
-        operation["parameters"] = [
-            {"name": name, "in": "query", "required": name in required, "schema": prop,
-             **({"description": prop["description"]} if "description" in prop else {})}
-            for name, prop in request_schema["properties"].items()]
-    else:
+    # Path parameters are in the path, always required; a GET's other fields are in the
+    # query, a POST's in the body.
+    properties = request_schema["properties"]
+    in_query = () if method != "GET" else tuple(n for n in properties if n not in path_names)
+    parameters = [
+        {"name": name, "in": "path" if name in path_names else "query",
+         "required": name in path_names or name in required, "schema": properties[name],
+         **({"description": properties[name]["description"]}
+            if "description" in properties[name] else {})}
+        for name in (*path_names, *in_query)]
+    if parameters:
+        operation["parameters"] = parameters
+    if method != "GET":
+        body_schema = {**request_schema, "properties": {
+            name: prop for name, prop in properties.items() if name not in path_names}}
+        body_required = [n for n in required if n not in path_names]
+        if body_required:
+            body_schema["required"] = body_required
+        else:
+            body_schema.pop("required", None)
         operation["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": request_schema},
-            FORM: {"schema": request_schema}}}
+            "application/json": {"schema": body_schema}, FORM: {"schema": body_schema}}}
     return operation
 
 

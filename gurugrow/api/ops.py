@@ -1,16 +1,14 @@
-"""GET /metrics: Prometheus text format. Loopback and ALLOWED_CALLER_NETWORKS may scrape
-without a token; anyone else only with ``Authorization: Bearer <METRICS_TOKEN>``."""
+"""GET /metrics: Prometheus text format. Who may scrape is decided with every other
+caller check (api/callers.py, ``CallerPolicy.for_scrapers``): loopback and
+ALLOWED_CALLER_NETWORKS without a token, anyone else with ``Authorization: Bearer
+<METRICS_TOKEN>``."""
 
 from __future__ import annotations
 
-import hmac
-
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from gurugrow import metrics
-from gurugrow.api.callers import request_client_ip, unauthorized
 from gurugrow.api.contract import services
-from gurugrow.callers import bearer_token, in_networks, is_loopback
 from gurugrow.storage import StorageUnavailable
 
 bp = Blueprint("ops", __name__)
@@ -18,14 +16,6 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    settings = services().settings
-    address = request_client_ip(settings)
-    nearby = is_loopback(address) or in_networks(address, settings.caller_networks)
-    if not nearby:
-        token, offered = settings.metrics_token, bearer_token(
-            request.headers.get("Authorization")) or ""
-        if not token or not hmac.compare_digest(offered.encode(), token.encode()):
-            return unauthorized()
     _read_send_budget()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)

@@ -51,7 +51,7 @@ def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
     ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
     Raises FlowRefusal("bundle_unavailable") when the catalog has no active match.
     """
-    key = redis_keys.reference(svc.settings.redis_prefix, f"bundle:{bundle.bundle_article}")
+    key = redis_keys.bundle_offer(svc.settings.redis_prefix, bundle.bundle_article)
 
     def load() -> dict[str, Any]:
         products = svc.crm.find_products_by_name(bundle.bundle_article)
