@@ -175,11 +175,11 @@ def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]
         metrics.CACHE_LOOKUPS.labels(cache, "miss" if raw is None else "hit").inc()
     if raw is not None:
         return json.loads(raw)
-    marker = redis_keys.loading_marker(key)
+    marker, owner = redis_keys.loading_marker(key), uuid.uuid4().hex
     deadline = time.monotonic() + wait_seconds
     while True:
         with redis_guard():
-            claimed = client.set(marker, "1", nx=True, ex=max(int(wait_seconds), 1))
+            claimed = client.set(marker, owner, nx=True, ex=max(int(wait_seconds), 1))
         if claimed or time.monotonic() >= deadline:
             break
         time.sleep(poll)
@@ -192,9 +192,9 @@ def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]
         with redis_guard():
             client.set(key, json.dumps(value, ensure_ascii=False), ex=ttl)
     finally:
-        if claimed:
+        if claimed:  # a slow load's marker may have lapsed and be another's now
             with redis_guard():
-                client.delete(marker)
+                _script(client, _RELEASE_SCRIPT)(keys=[marker], args=[owner])
     return value
 
 
@@ -336,13 +336,23 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'notes', ARGV[2])
 return 1
 """
+# Only the lease's holder finishes: when another attempt took over (this one's lease
+# lapsed), its result is the one to keep and this one writes nothing. A lapsed lease
+# nobody took still lets the holder keep its result, or a replay would redo the work.
 _FINISH_SCRIPT = """
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'result', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if holder then redis.call('DEL', KEYS[2]) end
 return 1
+"""
+# Deletes a marker (KEYS[1]) only while it is still the caller's (ARGV[1]).
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 # Extends a lease (KEYS[1]) only while its holder (ARGV[1]) still holds it.
 RENEW_LEASE_SCRIPT = """
