@@ -178,8 +178,16 @@ def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]
     marker, owner = redis_keys.loading_marker(key), uuid.uuid4().hex
     deadline = time.monotonic() + wait_seconds
     while True:
-        with redis_guard():
-            claimed = client.set(marker, owner, nx=True, ex=max(int(wait_seconds), 1))
+        with redis_guard():  # the claim and a second look, in one round trip
+            pipe = client.pipeline(transaction=False)
+            pipe.set(marker, owner, nx=True, ex=max(int(wait_seconds), 1))
+            pipe.get(key)
+            claimed, raw = pipe.execute()
+        if raw is not None:  # stored between our first look and the claim
+            if claimed:
+                with redis_guard():
+                    _script(client, _RELEASE_SCRIPT)(keys=[marker], args=[owner])
+            return json.loads(raw)
         if claimed or time.monotonic() >= deadline:
             break
         time.sleep(poll)
@@ -187,12 +195,19 @@ def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]
             raw = client.get(key)
         if raw is not None:
             return json.loads(raw)
+    stored = False
     try:
         value = load()
-        with redis_guard():
-            client.set(key, json.dumps(value, ensure_ascii=False), ex=ttl)
+        text = json.dumps(value, ensure_ascii=False)
+        # The value and (when ours) the marker's release in one round trip.
+        batch = WriteBatch(client)
+        batch.commands(lambda pipe: pipe.set(key, text, ex=ttl))
+        if claimed:
+            batch.script(_script(client, _RELEASE_SCRIPT), [marker], [owner])
+        batch.send()
+        stored = True
     finally:
-        if claimed:  # a slow load's marker may have lapsed and be another's now
+        if claimed and not stored:  # a failed load frees the marker for the next one
             with redis_guard():
                 _script(client, _RELEASE_SCRIPT)(keys=[marker], args=[owner])
     return value

@@ -11,6 +11,9 @@ import pytest
 
 from gurugrow import redis_keys
 from gurugrow.storage import cached_json, run_once
+from tests.helpers import arrange_bound_world, get, run_concurrently
+
+BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
 KEY, LEASE = redis_keys.operation_once("gg:", "op", "d"), redis_keys.operation_lease(
     "gg:", "op", "d")
@@ -61,3 +64,18 @@ def test_the_holder_keeps_its_result_even_when_its_lease_lapsed_unclaimed(r, lap
     # A repeat gets the kept result without running anything.
     assert run_once(r, KEY, LEASE, 60, lambda lease: pytest.fail("ran twice")) == {
         "status": "created"}
+
+
+
+def test_callers_missing_one_customers_orders_at_once_load_them_once(client, upstreams):
+    """The orders cache is the single-flight JSON cache: concurrent misses cost one CRM
+    read, the others wait for it."""
+    world = arrange_bound_world(upstreams)
+    get(client, "/orders", BOUND)  # statuses and the binding cached; the order list too
+    client.application.extensions["gurugrow"].redis.delete(
+        redis_keys.orders_cache("gg:", "626518"))
+    world.state.delay["orders"] = 0.2  # a slow answer: the others arrive meanwhile
+    before = len(world.crm_calls("GET /api/v5/orders"))
+    answers = run_concurrently(6, lambda: get(client, "/orders", BOUND))
+    assert [a["status"] for a in answers] == ["ok"] * 6
+    assert len(world.crm_calls("GET /api/v5/orders")) - before == 1

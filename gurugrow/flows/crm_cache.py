@@ -22,7 +22,7 @@ from gurugrow import metrics, redis_keys
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch, redis_guard, written
+from gurugrow.storage import WriteBatch, cached_json, redis_guard, written
 
 
 class BindingMiss(Enum):
@@ -86,20 +86,10 @@ def forget_binding(svc: Services, identity: MessengerIdentity) -> None:
 
 def customer_orders(svc: Services, customer_id: str,
                     load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The customer's order page from the cache, else ``load()``'s (then cached)."""
-    ttl = svc.settings.orders_cache_seconds
-    if ttl <= 0:
-        return load()
+    """The customer's orders from the cache, else ``load()``'s (then cached). Callers
+    missing at once wait for one load (``storage.cached_json``'s single flight)."""
     key = redis_keys.orders_cache(svc.settings.redis_prefix, customer_id)
-    with redis_guard():
-        raw = svc.redis.get(key)
-    metrics.CACHE_LOOKUPS.labels("orders", "miss" if raw is None else "hit").inc()
-    if raw is not None:
-        return json.loads(raw)
-    orders = load()
-    with redis_guard():
-        svc.redis.set(key, json.dumps(orders, ensure_ascii=False), ex=ttl)
-    return orders
+    return cached_json(svc.redis, key, svc.settings.orders_cache_seconds, load, "orders")
 
 
 def forget_orders(svc: Services, customer_id: str) -> None:
