@@ -95,6 +95,27 @@ SEND_BUDGET = Gauge(
     "gurugrow_send_budget", "OTP_DAILY_SEND_BUDGET: codes per UTC day, whole service "
     "(0: no budget).", multiprocess_mode="mostrecent")
 
+# Verification by method and what codes cost (CODE_PRICES); the conversion alert's
+# threshold (CONVERSION_ALERT_RATIO) is exported so the rule reads the app's setting.
+VERIFICATIONS = Counter(
+    "gurugrow_verifications_total", "Successful verifications (a code checked or a contact "
+    "bound), by method (telegram_otp, vk_otp, sms_otp, telegram_contact, max_contact).",
+    ["method"])
+CODE_COST = Counter(
+    "gurugrow_code_cost_total", "What the codes GreenSMS accepted cost, by route, in the "
+    "shop's currency (CODE_PRICES).", ["route"])
+CONVERSION_ALERT_RATIO = Gauge(
+    "gurugrow_conversion_alert_ratio", "CONVERSION_ALERT_RATIO: the conversion alert fires "
+    "when a route's codes verified / codes sent over 1 h falls below it.",
+    multiprocess_mode="mostrecent")
+COST_BUDGET_USED = Gauge(
+    "gurugrow_cost_budget_used", "Priced cost of the codes admitted today (UTC day) against "
+    "OTP_DAILY_COST_BUDGET, read from Redis at each scrape.", multiprocess_mode="mostrecent")
+COST_BUDGET = Gauge(
+    "gurugrow_cost_budget", "OTP_DAILY_COST_BUDGET: priced cost of codes per UTC day, whole "
+    "service (0: no budget).", multiprocess_mode="mostrecent")
+
+
 def upstream_call_name(method: str, route: str) -> str:
     """The ``call`` label: the method and the gateway's route template
     (``GET /api/v5/customers/{id}``), never a path with an id or anything a request sent,
