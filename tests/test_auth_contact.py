@@ -166,8 +166,8 @@ def test_crm_failing_is_crm_unavailable_and_can_be_tried_again(client, upstreams
     assert share(client, kind)["status"] == "authorized"
 
 
-@pytest.mark.parametrize("env_overrides", [{**CONTACTS_ON, "OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR": "2",
-                                            "OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("env_overrides", [{**CONTACTS_ON, "OTP_RESEND_COOLDOWN_SECONDS": "0",
+                                            "OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR": "2"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_per_account_limit_applies_as_for_sends(client, upstreams, kind):
     # Unknown phones: each share is a new request (not a replay) and takes the counter.
@@ -180,8 +180,8 @@ def test_per_account_limit_applies_as_for_sends(client, upstreams, kind):
     assert (start["status"], start["errorCode"]) == ("error", "rate_limited")
 
 
-@pytest.mark.parametrize("env_overrides", [{**CONTACTS_ON, "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1",
-                                            "TRUSTED_PROXIES": "127.0.0.1"}])
+@pytest.mark.parametrize("env_overrides", [{**CONTACTS_ON, "TRUSTED_PROXIES": "127.0.0.1",
+                                            "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1"}])
 def test_per_address_limit_applies_as_for_sends(client, upstreams):
     def from_client(address, user):
         return client.post("/auth/contact", data={**TG_CONTACT, "messengerUserId": user,

@@ -19,9 +19,10 @@ from tests.conftest import TEST_ENV
 from tests.upstreams import Upstreams
 
 ENDPOINTS = [("GET", "/auth/status"), ("POST", "/auth/start"), ("POST", "/auth/check"),
-             ("POST", "/auth/contact"), ("POST", "/auth/resend"), ("POST", "/auth/unlink"), ("GET", "/orders"),
-             ("POST", "/orders/repeat"), ("POST", "/orders/recommended/preview"),
-             ("POST", "/orders/recommended/create"), ("POST", "/orders/recommended/start"),
+             ("POST", "/auth/contact"), ("POST", "/auth/resend"), ("POST", "/auth/unlink"),
+             ("GET", "/orders"), ("POST", "/orders/repeat"),
+             ("POST", "/orders/recommended/preview"), ("POST", "/orders/recommended/create"),
+             ("POST", "/orders/recommended/start"),
              ("POST", "/orders/recommended/check"), ("POST", "/orders/recommended/resend")]
 FIELDS = ["channelType", "messengerUserId", "customerExternalId", "messengerAccountId",
           "messengerAccountIdFallback", "chatExternalId", "phone", "deliveryRoute",

@@ -6,9 +6,8 @@ fields; refusals are raised as ``FlowRefusal`` and rendered by the API layer.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 from gurugrow import metrics, redis_keys, texts
 from gurugrow.flows import crm_cache
