@@ -228,6 +228,8 @@ class Limits:
     def _admit_all(self, now: float, counters: list[tuple[str, str, int, int]],
                    cooldown_key: str | None, cooldown_seconds: int, price: int,
                    rider: PipelineRider | None, *, budgets: bool = True) -> Admission:
+        """Run the admission script over ``counters`` (and the cooldown and the day's
+        budgets unless ``budgets=False``); what it took, or ``LimitExceeded``."""
         p = self.policy
         day, _ = _periods(now)
         budget_key = redis_keys.send_counter(self._prefix, "budget", "all", day)
