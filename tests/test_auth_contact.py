@@ -192,3 +192,15 @@ def test_per_address_limit_applies_as_for_sends(client, upstreams):
     refused = from_client("203.0.113.5", "u2")
     assert (refused["status"], refused["errorCode"]) == ("error", "rate_limited")
     assert from_client("203.0.113.6", "u3")["status"] == "not_found"
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACTS_ON])
+def test_a_replay_while_the_first_still_binds_for_long_is_in_progress(client, upstreams):
+    """The first request's RetailCRM write hangs longer than a replay waits for it (10 s):
+    the replay answers in_progress, the first one binds, once."""
+    upstreams.add_customer(5, PHONE)
+    upstreams.state.delay["edit"] = 12.0
+    answers = run_concurrently(2, lambda: share(client, "json"))
+    assert sorted((a["status"], a["errorCode"]) for a in answers) == [
+        ("authorized", None), ("error", "in_progress")]
+    assert len(upstreams.edits) == 1
