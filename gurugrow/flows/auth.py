@@ -33,7 +33,7 @@ from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch, redis_guard
+from gurugrow.storage import WriteBatch
 
 
 def status(svc: Services, data: dict[str, Any]) -> Answer:
@@ -115,11 +115,12 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
         raise FlowRefusal("customer_not_found", status="not_found", maskedPhone=mask_phone(phone))
     method = f"{identity.channel}_contact"
     answer = _bind(svc, identity, customer_id, phone, method)
-    remember_new_binding(svc, identity, customer_id, phone)
     key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
                                    identity.account_id)
-    with redis_guard():  # for unlink: the kept answer to drop
-        svc.redis.set(key, token, ex=svc.settings.otp_ttl_seconds)
+    batch = WriteBatch(svc.redis)  # the binding cache and, for unlink, the kept answer
+    remember_new_binding(svc, identity, customer_id, phone, batch)
+    batch.commands(lambda pipe: pipe.set(key, token, ex=svc.settings.otp_ttl_seconds))
+    batch.send()
     metrics.VERIFICATIONS.labels(method).inc()
     return answer
 
@@ -135,18 +136,13 @@ def unlink(svc: Services, data: dict[str, Any]) -> Answer:
     customer = bound_customer(svc, identity, data.get("customerId"), fresh=True)
     customer_id = str(customer["id"])
     svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
-    crm_cache.forget_binding(svc, identity)
-    _forget_contact(svc, identity)
+    # The cached binding goes, and with it a contact binding's kept answer (shared again,
+    # the contact binds again).
+    token = crm_cache.forget_binding(svc, identity, also_take=redis_keys.contact_token(
+        svc.settings.redis_prefix, identity.channel, identity.account_id))
+    if token is not None:
+        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
     log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
     return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
             "text": texts.UNLINKED}
 
-
-def _forget_contact(svc: Services, identity: MessengerIdentity) -> None:
-    """A contact binding's kept answer goes with the binding: shared again, it binds."""
-    key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
-                                   identity.account_id)
-    with redis_guard():
-        token = svc.redis.getdel(key)
-    if token is not None:
-        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
