@@ -202,12 +202,14 @@ class Limits:
         return self._admit_all(now, counters, cooldown_key, p.cooldown_seconds if cooldown else 0,
                                price, rider)
 
-    def admit_contact(self, channel: str, account_id: str, client_ip: str | None) -> Admission:
+    def admit_contact(self, channel: str, account_id: str, client_ip: str | None, *,
+                      rider: PipelineRider | None = None) -> Admission:
         """A contact binding takes the per-account and per-address counters of a send (no
-        cooldown, no budget: nothing is sent), in one step; ``LimitExceeded`` takes none."""
+        cooldown, no budget: nothing is sent), in one step; ``LimitExceeded`` takes none.
+        ``rider``'s command goes in the same round trip."""
         now = self.clock()
         return self._admit_all(now, self._caller_counters(channel, account_id, client_ip, now),
-                               None, 0, 0, None, budgets=False)
+                               None, 0, 0, rider, budgets=False)
 
     def _caller_counters(self, channel: str, account_id: str, client_ip: str | None,
                          now: float) -> list[tuple[str, str, int, int]]:
