@@ -15,6 +15,10 @@ from functools import cached_property
 from typing import Any
 
 CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
+# Messengers whose contact share carries the id of the user it belongs to.
+CONTACT_CHANNELS = ("telegram", "max")
+# The routes a code goes by (CODE_PRICES prices them).
+PRICED_ROUTES = ("sms", "telegram", "vk")
 
 
 # Callers: the shortest API token accepted (a token is a password the bot platform keeps).
@@ -193,6 +197,17 @@ class Settings:
     otp_max_sends_per_account_per_day: int = _env("OTP_MAX_SENDS_PER_ACCOUNT_PER_DAY", 20,
                                                   minimum=0)
 
+    # Contact verification (POST /auth/contact) and what codes cost
+    # Channels whose shared contact (the messenger's share button: phone + its user id) is
+    # trusted as a verified phone; only telegram and max. Empty: the endpoint refuses.
+    contact_verified_channels: tuple[str, ...] = _env("CONTACT_VERIFIED_CHANNELS", ())
+    # route=price pairs (sms, telegram, vk) in the shop's currency: gurugrow_code_cost_total.
+    code_prices: tuple[str, ...] = _env("CODE_PRICES", ())
+    # The conversion alert fires below this ratio of codes verified to codes sent (1 h).
+    conversion_alert_ratio: float = _env("CONVERSION_ALERT_RATIO", 0.35, minimum=0)
+    # Sends stop once the UTC day's priced cost (CODE_PRICES, decoys too) reaches it; 0: off.
+    otp_daily_cost_budget: float = _env("OTP_DAILY_COST_BUDGET", 0.0, minimum=0)
+
     # My orders
     retailcrm_order_excluded_status_codes: tuple[str, ...] = _env(
         "RETAILCRM_ORDER_EXCLUDED_STATUS_CODES", ())
@@ -288,6 +303,7 @@ class Settings:
         except (KeyError, IndexError, ValueError) as e:
             raise ConfigError("REPEAT_ORDER_COMMENT_TEMPLATE may use only {sourceOrderNumber}, "
                               "{sourceOrderId} and {channelType}") from e
+        self._check_contact_and_prices()
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -301,6 +317,27 @@ class Settings:
             host, sep, port = entry.rpartition(":")
             if not (sep and host and port.isdigit()):
                 raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry}")
+
+    def _check_contact_and_prices(self) -> None:
+        for channel in self.contact_verified_channels:
+            if channel not in CONTACT_CHANNELS:
+                raise ConfigError("CONTACT_VERIFIED_CHANNELS may list only "
+                                  f"{', '.join(CONTACT_CHANNELS)}, got {channel}")
+        for entry in self.code_prices:
+            route, sep, price = entry.partition("=")
+            try:
+                value = float(price)
+            except ValueError:
+                value = -1.0
+            if not (sep and route.strip() in PRICED_ROUTES and value >= 0):
+                raise ConfigError("CODE_PRICES entries must be route=price with route "
+                                  f"{', '.join(PRICED_ROUTES)} and price >= 0, got {entry}")
+
+    @cached_property
+    def route_prices(self) -> dict[str, float]:
+        """CODE_PRICES as route → price (a route not listed costs 0)."""
+        prices = (entry.partition("=") for entry in self.code_prices)
+        return {route.strip(): float(price) for route, _, price in prices}
 
     def _check_callers(self) -> None:
         for network in self.allowed_caller_networks:
@@ -363,7 +400,9 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
 
 def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """Values that make a sandbox start work with no .env (an env value wins)."""
-    return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret"}
+    return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret",
+            # The demo shows the free path: contacts shared in Telegram and MAX bind.
+            "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
 
 
 def sandbox_ignored(env: Mapping[str, str]) -> list[str]:

@@ -20,55 +20,74 @@ from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
 from gurugrow.storage import PipelineRider, redis_guard, run_script_with
 
-# Budget, cooldown and the counters (per phone day/hour, per address hour, per messenger
-# account hour/day), admitted as a whole in one step: every limit is checked first, and
-# only when all pass is anything taken. A refused admission takes nothing, and two
-# simultaneous starts can never both pass a limit.
-# KEYS: budget, cooldown, then one key per counter; ARGV: budget, cooldown seconds, then
-# (limit, ttl, kind) per counter. Answers the refusal's kind and its retry-after seconds.
+# Budget, cooldown, cost budget and the counters (per phone day/hour, per address hour, per
+# messenger account hour/day), admitted as a whole in one step: every limit is checked
+# first, and only when all pass is anything taken. A refused admission takes nothing, and
+# two simultaneous starts can never both pass a limit.
+# KEYS: budget, cooldown, cost, then one key per counter; ARGV: budget, cooldown seconds,
+# cost budget and this send's price (both in hundredths), then (limit, ttl, kind) per
+# counter. Answers the refusal's kind and its retry-after seconds.
 _ADMIT_SCRIPT = """
 local budget, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cost_budget, price = tonumber(ARGV[3]), tonumber(ARGV[4])
 if budget > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= budget then
   return {'budget', 0}
+end
+if cost_budget > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= cost_budget then
+  return {'cost_budget', 0}
 end
 if cooldown > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   return {'cooldown', redis.call('TTL', KEYS[2])}
 end
-for i = 3, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 6])
+for i = 4, #KEYS do
+  local limit = tonumber(ARGV[3 * i - 7])
   if limit > 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then
-    return {ARGV[3 * i - 4], 0}
+    return {ARGV[3 * i - 5], 0}
   end
 end
 if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'EX', cooldown) end
-for i = 3, #KEYS do
-  if tonumber(ARGV[3 * i - 6]) > 0 then
+for i = 4, #KEYS do
+  if tonumber(ARGV[3 * i - 7]) > 0 then
     local n = redis.call('INCR', KEYS[i])
-    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 5]) end
+    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 6]) end
   end
+end
+local answer = 'ok'
+if cost_budget > 0 and price > 0 then
+  local spent = redis.call('INCRBY', KEYS[3], price)
+  if spent == price then redis.call('EXPIRE', KEYS[3], 172800) end
+  if spent >= cost_budget and spent - price < cost_budget then answer = 'cost_spent_now' end
 end
 if budget > 0 then
   local spent = redis.call('INCR', KEYS[1])
   if spent == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
-  if spent == budget then return {'budget_spent_now', 0} end
+  if spent == budget then answer = 'budget_spent_now' end
 end
-return {'ok', 0}
+return {answer, 0}
 """
 
-# Returns what an admission took: KEYS are the cooldown it set (when ARGV[1] is '1') and
-# then every counter it incremented, the budget included; a counter never goes below 0.
+# Returns what an admission took: KEYS are the cooldown it set (when ARGV[1] is '1'),
+# then every counter it incremented, the budget included, then the cost key when ARGV[2]
+# (the price it added) is above 0; a counter never goes below 0.
 _GIVE_BACK_SCRIPT = """
-local first = 1
+local first, last = 1, #KEYS
 if ARGV[1] == '1' then
   redis.call('DEL', KEYS[1])
   first = 2
 end
-for i = first, #KEYS do
+local price = tonumber(ARGV[2])
+if price > 0 then
+  local spent = tonumber(redis.call('GET', KEYS[last]) or '0')
+  if spent > 0 then redis.call('DECRBY', KEYS[last], math.min(price, spent)) end
+  last = last - 1
+end
+for i = first, last do
   if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
 end
 return 1
 """
-_REFUSALS = {"budget": "send_budget_exhausted", "cooldown": "resend_too_early",
+_REFUSALS = {"budget": "send_budget_exhausted", "cost_budget": "cost_budget_exhausted",
+             "cooldown": "resend_too_early",
              "phone_day": "rate_limited", "phone_hour": "rate_limited",
              "ip_hour": "rate_limited", "account_hour": "rate_limited",
              "account_day": "rate_limited"}
@@ -88,6 +107,8 @@ class LimitPolicy:
     allowed_regions: frozenset[str]
     per_account_hour: int
     per_account_day: int
+    daily_cost_budget: int  # hundredths of the shop's currency (0: no cost budget)
+    route_prices: dict[str, int]  # hundredths per code, by route
 
     @classmethod
     def from_settings(cls, s: Settings) -> LimitPolicy:
@@ -99,7 +120,18 @@ class LimitPolicy:
             per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
             allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions),
             per_account_hour=s.otp_max_sends_per_account_per_hour,
-            per_account_day=s.otp_max_sends_per_account_per_day)
+            per_account_day=s.otp_max_sends_per_account_per_day,
+            daily_cost_budget=hundredths(s.otp_daily_cost_budget),
+            route_prices={route: hundredths(price) for route, price in s.route_prices.items()})
+
+    def price_of(self, route: str) -> int:
+        """One code by ``route``, in hundredths (0 when CODE_PRICES does not list it)."""
+        return self.route_prices.get(route, 0)
+
+
+def hundredths(amount: float) -> int:
+    """An amount of money in hundredths (Redis counts integers)."""
+    return round(amount * 100)
 
 
 class LimitExceeded(Exception):
@@ -119,6 +151,8 @@ class Admission:
 
     cooldown_key: str | None
     counter_keys: tuple[str, ...]
+    cost_key: str | None = None  # the day's cost, when the admission added ``price`` to it
+    price: int = 0
 
 
 class Limits:
@@ -141,28 +175,49 @@ class Limits:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,
-                   client_ip: str | None, *, cooldown: bool = True,
+                   client_ip: str | None, *, route: str, cooldown: bool = True,
                    rider: PipelineRider | None = None) -> Admission:
-        """Take one send against every limit in one atomic Redis step, or refuse as a
-        whole (``LimitExceeded``), taking nothing. ``rider``'s command goes in the same
-        round trip.
+        """Take one send by ``route`` against every limit in one atomic Redis step, or
+        refuse as a whole (``LimitExceeded``), taking nothing. ``rider``'s command goes in
+        the same round trip.
 
-        The global budget counts every admitted send, real or decoy, so the budget says
-        nothing about who is a customer; ``give_back`` returns what the admission took
-        when nothing went out. ``cooldown=False`` neither checks nor sets the cooldown (an
-        SMS replacing an undelivered messenger code: ``restart_cooldown`` after it, and a
-        give-back clears it).
+        The global budgets count every admitted send, real or decoy (the cost budget at
+        ``route``'s price), so they say nothing about who is a customer; ``give_back``
+        returns what the admission took when nothing went out. ``cooldown=False`` neither
+        checks nor sets the cooldown (an SMS replacing an undelivered messenger code:
+        ``restart_cooldown`` after it, and a give-back clears it).
         """
         now = self.clock()
-        day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
-        hour = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H")
+        day, hour = _periods(now)
         p = self.policy
-        account = redis_keys.identity_tag(channel, account_id)
         counters = [  # (kind, key, limit, key TTL)
             ("phone_day", redis_keys.send_counter(self._prefix, "phone-day", phone, day),
              p.per_phone_day, 2 * _DAY),
             ("phone_hour", redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
              p.per_phone_hour, _HOUR),
+            *self._caller_counters(channel, account_id, client_ip, now),
+        ]
+        cooldown_key = redis_keys.otp_cooldown(self._prefix, phone, channel, account_id)
+        price = p.price_of(route) if p.daily_cost_budget > 0 else 0
+        return self._admit_all(now, counters, cooldown_key, p.cooldown_seconds if cooldown else 0,
+                               price, rider)
+
+    def admit_contact(self, channel: str, account_id: str, client_ip: str | None, *,
+                      rider: PipelineRider | None = None) -> Admission:
+        """A contact binding takes the per-account and per-address counters of a send (no
+        cooldown, no budget: nothing is sent), in one step; ``LimitExceeded`` takes none.
+        ``rider``'s command goes in the same round trip."""
+        now = self.clock()
+        return self._admit_all(now, self._caller_counters(channel, account_id, client_ip, now),
+                               None, 0, 0, rider, budgets=False)
+
+    def _caller_counters(self, channel: str, account_id: str, client_ip: str | None,
+                         now: float) -> list[tuple[str, str, int, int]]:
+        """The per-address and per-messenger-account counters, as (kind, key, limit, TTL)."""
+        day, hour = _periods(now)
+        p = self.policy
+        account = redis_keys.identity_tag(channel, account_id)
+        return [
             ("ip_hour", redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour),
              p.per_ip_hour if client_ip else 0, _HOUR),
             ("account_hour",
@@ -171,27 +226,62 @@ class Limits:
             ("account_day", redis_keys.send_counter(self._prefix, "account-day", account, day),
              p.per_account_day, 2 * _DAY),
         ]
+
+    def _admit_all(self, now: float, counters: list[tuple[str, str, int, int]],
+                   cooldown_key: str | None, cooldown_seconds: int, price: int,
+                   rider: PipelineRider | None, *, budgets: bool = True) -> Admission:
+        """Run the admission script over ``counters`` (and the cooldown and the day's
+        budgets unless ``budgets=False``); what it took, or ``LimitExceeded``."""
+        p = self.policy
+        day, _ = _periods(now)
         budget_key = redis_keys.send_counter(self._prefix, "budget", "all", day)
-        cooldown_key = redis_keys.otp_cooldown(self._prefix, phone, channel, account_id)
-        cooldown_seconds = p.cooldown_seconds if cooldown else 0
-        args: list[EncodableT] = [p.daily_budget, cooldown_seconds]
+        cost_key = redis_keys.send_counter(self._prefix, "cost", "all", day)
+        budget, cost_budget = (p.daily_budget, p.daily_cost_budget) if budgets else (0, 0)
+        args: list[EncodableT] = [budget, cooldown_seconds, cost_budget, price]
         for kind, _, limit, ttl in counters:
             args += [limit, ttl, kind]
+        # Without a cooldown to guard, the cooldown slot holds the budget key: never read.
         kind, retry_after = run_script_with(
             self._redis, self._admit,
-            [budget_key, cooldown_key, *(key for _, key, _, _ in counters)], args, rider)
+            [budget_key, cooldown_key or budget_key, cost_key,
+             *(key for _, key, _, _ in counters)], args, rider)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
             log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)
+        elif kind == "cost_spent_now":
+            log_event("cost_budget_exhausted", logging.ERROR, budget=p.daily_cost_budget / 100)
         elif kind != "ok":
             wait = int(retry_after) or _period_left(now, kind)
             raise LimitExceeded(kind, _REFUSALS[kind], wait or None)
         taken = [key for _, key, limit, _ in counters if limit > 0]
-        if p.daily_budget > 0:
+        if budget > 0:
             taken.append(budget_key)
         # Without the cooldown (replacing an undelivered code) a give-back still clears
         # it: the code it guards never arrived, so the customer may ask again at once.
-        return Admission(cooldown_key if p.cooldown_seconds > 0 else None, tuple(taken))
+        keep_cooldown = cooldown_key if cooldown_key and p.cooldown_seconds > 0 else None
+        charged = cost_budget > 0 and price > 0
+        return Admission(keep_cooldown, tuple(taken), cost_key if charged else None,
+                         price if charged else 0)
+
+    def charge_cost(self, amount: int) -> None:
+        """Add ``amount`` (hundredths) to today's cost: a send that fell back to a dearer
+        route than the one admitted. No-op without a cost budget."""
+        if self.policy.daily_cost_budget <= 0 or amount <= 0:
+            return
+        day, _ = _periods(self.clock())
+        key = redis_keys.send_counter(self._prefix, "cost", "all", day)
+        with redis_guard():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.incrby(key, amount)
+            pipe.expire(key, 2 * _DAY)
+            pipe.execute()
+
+    def cost_spent_today(self) -> float:
+        """Priced cost admitted so far this UTC day (for /metrics), in the currency."""
+        day, _ = _periods(self.clock())
+        with redis_guard():
+            spent = self._redis.get(redis_keys.send_counter(self._prefix, "cost", "all", day))
+        return int(spent or 0) / 100
 
     def restart_cooldown(self, phone: str, channel: str, account_id: str) -> None:
         """A code just went out without taking the cooldown: the cooldown starts now."""
@@ -203,7 +293,7 @@ class Limits:
 
     def budget_spent_today(self) -> int:
         """Sends admitted so far this UTC day against the daily budget (for /metrics)."""
-        day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y%m%d")
+        day, _ = _periods(self.clock())
         with redis_guard():
             spent = self._redis.get(redis_keys.send_counter(self._prefix, "budget", "all", day))
         return int(spent or 0)
@@ -212,11 +302,19 @@ class Limits:
         """Nothing was sent after all: return everything ``admission`` took (the
         cooldown, every counter and the budget unit), in one step."""
         cooldown = [admission.cooldown_key] if admission.cooldown_key else []
-        keys = [*cooldown, *admission.counter_keys]
+        cost = [admission.cost_key] if admission.cost_key and admission.price > 0 else []
+        keys = [*cooldown, *admission.counter_keys, *cost]
         if not keys:
             return
         with redis_guard():
-            self._give_back(keys=keys, args=["1" if cooldown else "0"])
+            self._give_back(keys=keys, args=["1" if cooldown else "0",
+                                             admission.price if cost else 0])
+
+
+def _periods(now: float) -> tuple[str, str]:
+    """The UTC day and hour of ``now``, as the counters' keys name them."""
+    moment = datetime.fromtimestamp(now, UTC)
+    return moment.strftime("%Y%m%d"), moment.strftime("%Y%m%d%H")
 
 
 def _period_left(now: float, kind: str) -> int:

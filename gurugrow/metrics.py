@@ -88,12 +88,36 @@ ERROR_ANSWERS = Counter(
     "gurugrow_error_answers_total", "Contract answers carrying an errorCode, by route and "
     "errorCode (storage_unavailable: Redis; crm_unavailable: RetailCRM; delivery_failed: "
     "no route took the code).", ["endpoint", "error_code"])
-SEND_BUDGET_USED = Gauge(
-    "gurugrow_send_budget_used", "Codes admitted today (UTC day) against "
-    "OTP_DAILY_SEND_BUDGET, read from Redis at each scrape.", multiprocess_mode="mostrecent")
-SEND_BUDGET = Gauge(
-    "gurugrow_send_budget", "OTP_DAILY_SEND_BUDGET: codes per UTC day, whole service "
-    "(0: no budget).", multiprocess_mode="mostrecent")
+
+
+def _budget_gauges(name: str, setting: str, what: str) -> tuple[Gauge, Gauge]:
+    """A daily budget's gauges: what is used of it today (UTC day) and the budget."""
+    used = Gauge(f"gurugrow_{name}_used", f"{what.capitalize()} admitted today (UTC day) "
+                 f"against {setting}, read from Redis at each scrape.",
+                 multiprocess_mode="mostrecent")
+    budget = Gauge(f"gurugrow_{name}", f"{setting}: {what} per UTC day, whole service "
+                   "(0: no budget).", multiprocess_mode="mostrecent")
+    return used, budget
+
+
+SEND_BUDGET_USED, SEND_BUDGET = _budget_gauges("send_budget", "OTP_DAILY_SEND_BUDGET", "codes")
+
+# Verification by method and what codes cost (CODE_PRICES); the conversion alert's
+# threshold (CONVERSION_ALERT_RATIO) is exported so the rule reads the app's setting.
+VERIFICATIONS = Counter(
+    "gurugrow_verifications_total", "Successful verifications (a code checked or a contact "
+    "bound), by method (telegram_otp, vk_otp, sms_otp, telegram_contact, max_contact).",
+    ["method"])
+CODE_COST = Counter(
+    "gurugrow_code_cost_total", "What the codes GreenSMS accepted cost, by route, in the "
+    "shop's currency (CODE_PRICES).", ["route"])
+CONVERSION_ALERT_RATIO = Gauge(
+    "gurugrow_conversion_alert_ratio", "CONVERSION_ALERT_RATIO: the conversion alert fires "
+    "when a route's codes verified / codes sent over 1 h falls below it.",
+    multiprocess_mode="mostrecent")
+COST_BUDGET_USED, COST_BUDGET = _budget_gauges("cost_budget", "OTP_DAILY_COST_BUDGET",
+                                               "priced cost of codes")
+
 
 def upstream_call_name(method: str, route: str) -> str:
     """The ``call`` label: the method and the gateway's route template

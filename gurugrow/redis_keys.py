@@ -80,6 +80,12 @@ def operation_lease(prefix: str, operation: str, digest: str) -> str:
     return f"{prefix}once:{{{operation}:{digest}}}:lease"
 
 
+def contact_token(prefix: str, channel: str, account_id: str) -> str:
+    """The run-once token of the messenger account's latest contact binding, so an unlink
+    can drop its kept answer (a contact shared again after it binds again)."""
+    return f"{prefix}once:{{{identity_tag(channel, account_id)}}}:contact"
+
+
 def send_counter(prefix: str, kind: str, subject: str, period: str) -> str:
     """Codes sent in one period: per phone, IP or messenger account (its identity tag) per
     hour or day, or the global daily budget."""

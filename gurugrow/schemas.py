@@ -88,6 +88,14 @@ class AuthCheckBody(IdentitySchema):
     required_fields = ("channelType", "sessionId", "code")
 
 
+class AuthContactBody(IdentitySchema):
+    phone = Phone()
+    # The user id the messenger attached to the shared contact: it must be the caller's
+    # own messenger id, or the contact is someone else's (refused as such).
+    contactUserId = AccountId(error_code="contact_not_own")
+    required_fields = ("channelType", "phone", "contactUserId")
+
+
 class AuthResendBody(RequestSchema):
     sessionId = SessionId()
     channelType = Channel()

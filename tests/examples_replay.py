@@ -29,8 +29,8 @@ from tests.upstreams import Upstreams
 # replay checks that they are there and of the documented kind, not their value.
 VOLATILE = ("sessionId", "verifiedUntil", "newOrderId", "newOrderNumber", "orderId",
             "orderNumber", "retryAfterSec")
-# The sandbox's site (the demo orders and sets live there).
-EXAMPLE_ENV = {"RETAILCRM_SITE": "1minoxidil-ru"}
+# The sandbox's site (the demo orders and sets live there) and its trusted contact channels.
+EXAMPLE_ENV = {"RETAILCRM_SITE": "1minoxidil-ru", "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
 
 
 class Replay:

@@ -128,6 +128,13 @@ def test_logs_hold_no_code_phone_or_secret(client, upstreams, caplog):
     ({"REDIS_SENTINELS": "sentinel-a"}, "REDIS_SENTINELS"),
     ({"REDIS_SENTINELS": "a:26379", "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER"),
     ({"REDIS_CLUSTER": "perhaps"}, "REDIS_CLUSTER"),
+    ({"CONTACT_VERIFIED_CHANNELS": "telegram,vk"}, "CONTACT_VERIFIED_CHANNELS"),
+    ({"CODE_PRICES": "sms=cheap"}, "CODE_PRICES"),
+    ({"CODE_PRICES": "fax=1.00"}, "CODE_PRICES"),
+    ({"CODE_PRICES": "sms=-1"}, "CODE_PRICES"),
+    ({"CODE_PRICES": "sms"}, "CODE_PRICES"),
+    ({"OTP_DAILY_COST_BUDGET": "-5"}, "OTP_DAILY_COST_BUDGET"),
+    ({"CONVERSION_ALERT_RATIO": "most"}, "CONVERSION_ALERT_RATIO"),
 ])
 def test_bad_configuration_names_the_variable(change, named):
     with pytest.raises(ConfigError, match=named):

@@ -160,3 +160,22 @@ def test_duplicates_cost_one_deduper_call(client, world, round_trips):
     answer, crm, sms, dedupe, trips = measure(world, round_trips, lambda: post(
         client, "/auth/start", {**TG, "phone": "79990000001"}))
     assert (answer["status"], crm, sms, dedupe) == ("sent", ["GET /api/v5/customers"], 1, 1)
+
+
+@pytest.mark.parametrize("env_overrides", [{"CONTACT_VERIFIED_CHANNELS": "telegram"}])
+def test_requests_of_a_contact_binding(client, world, round_trips):
+    """A shared contact: the phone's customer, who holds the messenger id, the binding
+    write — the calls of /auth/start's lookup and /auth/check's binding, and no send."""
+    contact = {"channelType": "telegram", "messengerUserId": "c1", "contactUserId": "c1",
+               "phone": "79990000001"}
+    post(client, "/auth/contact", {**contact, "messengerUserId": "w", "contactUserId": "w"})
+    m = lambda call: measure(world, round_trips, call)  # noqa: E731
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/contact", contact))
+    # claim the run-once marker, the counters with the first CRM call's slot, the other
+    # two slots, the binding cache with the unlink pointer, the answer kept for replays
+    assert (answer["status"], crm, sms, dedupe, trips) == ("authorized", [
+        "GET /api/v5/customers", "GET /api/v5/customers", "POST /api/v5/customers/1001/edit"],
+        0, 0, 6)
+    # a replay: the kept answer, nothing else
+    answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/contact", contact))
+    assert (answer["status"], crm, trips) == ("authorized", [], 1)

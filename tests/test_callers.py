@@ -391,7 +391,7 @@ def test_document_declares_the_token_on_every_protected_operation(app, env_overr
             refused = send(client, method.upper(), path)
             OAS30Validator(operation["responses"]["401"]["content"]["application/json"][
                 "schema"]).validate(refused.get_json())
-    assert protected == 12
+    assert protected == 13
 
 
 def test_env_example_copied_to_env_then_make_run_stays_on_the_machine(transport):

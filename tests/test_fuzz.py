@@ -39,7 +39,7 @@ ENDPOINTS = sorted(CONTRACT_FIELDS)
 FIELDS = ["channelType", "messengerUserId", "customerExternalId", "messengerAccountId",
           "messengerAccountIdFallback", "chatExternalId", "phone", "deliveryRoute",
           "sessionId", "code", "customerId", "limit", "sourceOrderId", "sourceOrderNumber",
-          "offerCode", "firstName", "lastName", "email"]
+          "offerCode", "firstName", "lastName", "email", "contactUserId"]
 KNOWN_STATUSES = {"ok", "error", "sent", "authorized", "not_authorized", "conflict",
                   "invalid_code", "expired", "too_many_attempts", "unlinked", "empty",
                   "created", "unavailable_item", "not_found"}
@@ -61,7 +61,8 @@ def fuzz_client():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         upstreams = Upstreams(rsps)
         upstreams.add_customer(1, "79990000001", bot_telegram_account_id="1")
-        app = create_app({**TEST_ENV, "OTP_RESEND_COOLDOWN_SECONDS": "0"},
+        app = create_app({**TEST_ENV, "OTP_RESEND_COOLDOWN_SECONDS": "0",
+                          "CONTACT_VERIFIED_CHANNELS": "telegram,max"},
                          redis_client=fakeredis.FakeRedis())
         app.extensions["gurugrow"].send_timer.draw = lambda: 0  # no decoy delay while fuzzing
         yield app.test_client()
@@ -125,7 +126,7 @@ def test_hostile_bodies(fuzz_client, path, kwargs):
 VALID = {"channelType": "telegram", "messengerUserId": "1", "phone": "79990000001",
          "sessionId": "0123456789abcdef.fuzz", "code": "123456", "offerCode":
          "male_hairloss_basic", "sourceOrderId": "5008", "limit": "3", "customerId": "1",
-         "deliveryRoute": "sms"}
+         "deliveryRoute": "sms", "contactUserId": "1"}
 TRICKY = ["--5", "\u00b2", "\u0661\u0662", "\uff11\uff12", "\u2028", "\u0085", "../x",
           "1?by=externalId", "%0A", "0" * 40, " ", "\x00", "\x7f", "\ud800", "NaN", "1e309",
           "-0", "+7", "telegram\n", "TELEGRAM", "sms ", "0x10", "١٢٣٤٥٦", "12 34 56",

@@ -56,6 +56,7 @@ def world():
         app = create_app({**TEST_ENV, "OTP_RESEND_COOLDOWN_SECONDS": "0",
                           "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0",
                           "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "100000",
+                          "CONTACT_VERIFIED_CHANNELS": "telegram",
                           # every example must reach RetailCRM, not the binding/orders caches
                           "BINDING_CACHE_SECONDS": "0", "ORDERS_CACHE_SECONDS": "0"},
                          redis_client=fakeredis.FakeRedis())
@@ -100,14 +101,15 @@ def _as_id(value: str) -> str | None:
     ("POST", "/orders/repeat", "customerId"), ("GET", "/auth/status", "customerId"),
     ("GET", "/orders", "customerId"), ("POST", "/auth/unlink", "customerId"),
     ("GET", "/auth/status", "messengerUserId"), ("POST", "/auth/start", "phone"),
-    ("POST", "/orders/recommended/preview", "offerCode")]),
+    ("POST", "/orders/recommended/preview", "offerCode"), ("POST", "/auth/contact", "phone"),
+    ("POST", "/auth/contact", "contactUserId")]),
     value=hostile, kind=st.sampled_from(BODY_KINDS))
 def test_no_request_value_changes_a_crm_path_or_query(world, case, value, kind):
     client, rsps, upstreams = world
     upstreams.customers["1001"]["customFields"][TG_FIELD] = "777"  # an unlink may clear it
     method, path, field = case
     body = {**BOUND, "phone": "79990000001", "offerCode": "male_hairloss_basic",
-            field: value}
+            "contactUserId": BOUND["messengerUserId"], field: value}
     if path == "/orders/repeat" and field not in ("sourceOrderId", "sourceOrderNumber"):
         body["sourceOrderId"] = "5008"
     rsps.calls.reset()

@@ -87,6 +87,54 @@ def test_daily_budget_stops_all_sending(client, upstreams, caplog):
     assert len(upstreams.sent) == 2
 
 
+PRICED = {**NO_COOLDOWN, "CODE_PRICES": "sms=4.90,telegram=1.20,vk=1.00"}
+
+
+@pytest.mark.parametrize("env_overrides", [{**PRICED, "OTP_DAILY_COST_BUDGET": "3"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_daily_cost_budget_stops_all_sending(client, upstreams, caplog, kind):
+    logging.getLogger("gurugrow").propagate = True
+    upstreams.add_customer(1, "79991234567")
+    # 1.20 + 1.20 (a decoy costs as a send: strangers and customers alike) + 1.20 = 3.60:
+    # the third send reaches the budget of 3, the fourth is refused.
+    with caplog.at_level(logging.ERROR, logger="gurugrow"):
+        answers = [start(client, phone, kind, messengerUserId=f"u{n}") for n, phone in
+                   enumerate(("79991234567", "79990000000", "79991234567"))]
+    assert [a["status"] for a in answers] == ["sent"] * 3
+    assert "cost_budget_exhausted budget=3.0" in caplog.text
+    for phone in ("79991234567", "79990000000"):  # known and unknown: the same refusal
+        answer = start(client, phone, kind, messengerUserId="again")
+        assert (answer["status"], answer["errorCode"]) == ("error", "cost_budget_exhausted")
+        assert answer["message"]
+    assert len(upstreams.sent) == 2
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert "gurugrow_cost_budget_used 3.6" in scraped and "gurugrow_cost_budget 3.0" in scraped
+
+
+@pytest.mark.parametrize("env_overrides", [{**PRICED, "OTP_DAILY_COST_BUDGET": "5"}])
+def test_cost_budget_charges_the_sms_a_fallback_took(client, upstreams):
+    upstreams.add_customer(1, "79991234567")
+    upstreams.fail["telegram"] = (200, {"error": "not available", "code": 2})
+    assert start(client)["status"] == "sent"  # admitted at 1.20, went by SMS at 4.90
+    assert [m["route"] for m in upstreams.sent] == ["sms"]
+    answer = start(client, messengerUserId="second")  # 4.90 of 5 spent: a 1.20 send passes
+    assert answer["status"] == "sent"
+    answer = start(client, messengerUserId="third")
+    assert (answer["status"], answer["errorCode"]) == ("error", "cost_budget_exhausted")
+
+
+@pytest.mark.parametrize("env_overrides", [{**PRICED, "OTP_DAILY_COST_BUDGET": "2"}])
+def test_a_failed_delivery_gives_its_cost_back(client, upstreams):
+    upstreams.add_customer(1, "79991234567")
+    for route in ("telegram", "sms"):
+        upstreams.fail[route] = (200, {"error": "Insufficient funds", "code": -1})
+    assert start(client)["errorCode"] == "delivery_failed"
+    assert start(client, messengerUserId="b")["errorCode"] == "delivery_failed"
+    for route in ("telegram", "sms"):
+        del upstreams.fail[route]
+    assert start(client, messengerUserId="c")["status"] == "sent"  # nothing was spent
+
+
 @pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_IDENTITY_MAX_FAILURES": "3",
                                             "OTP_LOCKOUT_BASE_SECONDS": "100"}])
 def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, client,

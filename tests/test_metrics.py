@@ -121,3 +121,35 @@ def test_a_refused_scraper_is_logged_like_every_refused_caller(client, env_overr
     lines = [r.getMessage() for r in caplog.records if "caller_refused" in r.getMessage()]
     assert len(lines) == 1 and "reason=wrong_token endpoint=/metrics" in lines[0]
     assert "wrong" not in lines[0].replace("wrong_token", "")
+
+
+@pytest.mark.parametrize("env_overrides", [{"CODE_PRICES": "sms=4.90,telegram=1.20",
+                                            "CONTACT_VERIFIED_CHANNELS": "telegram",
+                                            "CONVERSION_ALERT_RATIO": "0.4"}])
+def test_verifications_by_method_and_code_costs_by_route(client, upstreams):
+    upstreams.add_customer(5, PHONE)
+    upstreams.add_customer(6, "79997654321")
+    before = scrape(client)
+    started = start(client)
+    check = {**TG, "sessionId": started["sessionId"], "code": upstreams.codes_sent()[0]}
+    assert post(client, "/auth/check", check)["status"] == "authorized"
+    assert post(client, "/auth/check", check)["status"] == "authorized"  # a replay: once
+    upstreams.fail["telegram"] = (500, "<html>Internal</html>")
+    assert start(client, "79997654321")["deliveryRoute"] == "sms"
+    contact = {"channelType": "telegram", "messengerUserId": "777", "contactUserId": "777",
+               "phone": "79997654321"}
+    assert post(client, "/auth/contact", contact)["status"] == "authorized"
+    assert post(client, "/auth/contact", contact, "json")["status"] == "authorized"  # replay
+    assert post(client, "/auth/contact", {**contact, "contactUserId": "1"})["status"] == "error"
+    after = scrape(client)
+    expected = [  # (metric, label, label value, growth)
+        ("gurugrow_verifications_total", "method", "telegram_otp", 1),
+        ("gurugrow_verifications_total", "method", "telegram_contact", 1),
+        ("gurugrow_verifications_total", "method", "sms_otp", 0),
+        ("gurugrow_code_cost_total", "route", "telegram", 1.2),
+        ("gurugrow_code_cost_total", "route", "sms", 4.9)]
+    grown = [(name, label, which, round(value(after, name, **{label: which})
+                                        - value(before, name, **{label: which}), 2))
+             for name, label, which, _ in expected]
+    assert grown == expected
+    assert value(after, "gurugrow_conversion_alert_ratio") == 0.4

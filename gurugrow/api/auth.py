@@ -8,6 +8,7 @@ from gurugrow import schemas as s
 from gurugrow.api.contract import (
     BINDING_REFUSALS,
     CHECK_REFUSALS,
+    CONTACT_REFUSALS,
     RESEND_REFUSALS,
     SEND_REFUSALS,
     endpoint,
@@ -29,6 +30,10 @@ bp.post("/check")(endpoint(
     s.AuthCheckBody, s.AuthCheckResponse,
     statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict"),
     error_codes=CHECK_REFUSALS, crm_priority=JOURNEY)(auth.check))
+bp.post("/contact")(endpoint(
+    s.AuthContactBody, s.AuthCheckResponse,
+    statuses=("authorized", "not_found", "conflict"),
+    error_codes=CONTACT_REFUSALS, crm_priority=JOURNEY)(auth.contact))
 bp.post("/resend")(answer_no_earlier(endpoint(
     s.AuthResendBody, s.AuthResendResponse, statuses=("sent",),
     error_codes=RESEND_REFUSALS, crm_priority=JOURNEY, crm_bound=False)(auth.resend)))

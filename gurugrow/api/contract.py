@@ -76,12 +76,17 @@ COMMON_ERROR_CODES = ("invalid_request", "storage_unavailable", "crm_unavailable
 # The refusals the blueprints declare, by family (the flows raise them as FlowRefusal).
 # Every code-sending endpoint, before any code goes out:
 SEND_REFUSALS = ("phone_country_not_allowed", "resend_too_early", "rate_limited",
-                 "send_budget_exhausted", "dedupe_failed", "delivery_failed")
+                 "send_budget_exhausted", "cost_budget_exhausted", "dedupe_failed",
+                 "delivery_failed")
 # A messenger account bound to no customer, to several, or to another than customerId.
 BINDING_REFUSALS = ("not_authorized", "conflict", "customer_mismatch")
 # in_progress: a replay of a code whose first check still runs after waiting for it.
 CHECK_REFUSALS = ("invalid_code", "expired", "too_many_attempts", "session_not_found",
                   "conflict", "in_progress")
+# A shared contact: a channel not in CONTACT_VERIFIED_CHANNELS, another user's contact,
+# a phone nobody has; then the per-account and per-address limits and the binding.
+CONTACT_REFUSALS = ("contact_channel_not_allowed", "contact_not_own", "customer_not_found",
+                    "rate_limited", "dedupe_failed", "conflict", "in_progress")
 # A resend: the session's own send cap and state, then every send limit.
 RESEND_REFUSALS = ("session_not_found", "too_many_attempts", *SEND_REFUSALS)
 # Recommended sets: an unknown offerCode, a bundle missing from the catalog, an order

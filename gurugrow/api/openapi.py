@@ -44,6 +44,8 @@ FIELD_DESCRIPTIONS = {
     "phone": "Phone in any common format (+7 999 123-45-67, 8999…); country must be "
              "allowed (PHONE_ALLOWED_REGIONS).",
     "deliveryRoute": "Preferred route for the code: telegram | vk | sms (falls back to SMS).",
+    "contactUserId": "The user id the messenger attached to a shared contact; must be the "
+                     "sender's own messenger id (else contact_not_own).",
     "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
     "code": "The code the customer received (OTP_LENGTH digits; a JSON number is "
             "zero-padded to OTP_LENGTH; a malformed one costs no attempt).",

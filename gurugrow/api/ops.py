@@ -22,10 +22,15 @@ def metrics_page() -> Response:
 
 
 def _read_send_budget() -> None:
-    """The day's send budget and what is spent of it, so an alert fires before refusals."""
-    limits = services().limits
+    """The day's send and cost budgets and what is spent of them, so an alert fires
+    before refusals; the conversion alert's threshold, so the rule reads the setting."""
+    svc = services()
+    limits = svc.limits
     metrics.SEND_BUDGET.set(limits.policy.daily_budget)
+    metrics.COST_BUDGET.set(svc.settings.otp_daily_cost_budget)
+    metrics.CONVERSION_ALERT_RATIO.set(svc.settings.conversion_alert_ratio)
     try:
         metrics.SEND_BUDGET_USED.set(limits.budget_spent_today())
+        metrics.COST_BUDGET_USED.set(limits.cost_spent_today())
     except StorageUnavailable:  # Redis down: /health and storage_unavailable say so
         pass

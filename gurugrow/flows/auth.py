@@ -6,9 +6,10 @@ fields; refusals are raised as ``FlowRefusal`` and rendered by the API layer.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from gurugrow import texts
+from gurugrow import metrics, redis_keys, texts
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -16,8 +17,18 @@ from gurugrow.flows.binding import (
     customer_masked_phone,
     remember_new_binding,
 )
-from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
-from gurugrow.flows.vocabulary import Answer, identity_of
+from gurugrow.flows.codes import (
+    check_code,
+    find_customer_id_by_phone,
+    issue_code,
+    refused_by_limits,
+    resend_code,
+    returned_on_failure,
+    sent_answer,
+)
+from gurugrow.flows.order_once import create_once, forget_once, request_token
+from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
+from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
@@ -42,6 +53,16 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
     return sent_answer(svc, session)
 
 
+def _bind(svc: Services, identity: MessengerIdentity, customer_id: str, phone: str,
+          method: str | None) -> Answer:
+    """Bind the account to the verified phone's customer: /auth/check's answer."""
+    verified_until = bind_identity(svc, identity, customer_id, method)
+    log_event("auth_checked", channel=identity.channel, customer_id=customer_id,
+              method=method)
+    return {"status": "authorized", "authorized": True, "customerId": customer_id,
+            "verifiedUntil": verified_until, "maskedPhone": mask_phone(phone)}
+
+
 def check(svc: Services, data: dict[str, Any]) -> Answer:
     """Verify the code, then bind the messenger account to the session's customer.
 
@@ -50,17 +71,60 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
     identity = identity_of(svc, data)
 
     def bind(session: OtpSession) -> Answer:
-        customer_id = str(session.customer_id)
-        verified_until = bind_identity(svc, identity, customer_id, session.route)
-        log_event("auth_checked", channel=identity.channel, customer_id=customer_id)
-        return {"status": "authorized", "authorized": True, "customerId": customer_id,
-                "verifiedUntil": verified_until, "maskedPhone": mask_phone(session.phone)}
+        return _bind(svc, identity, str(session.customer_id), session.phone, session.route)
 
     def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
         remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)
 
     return check_code(svc, identity, data["sessionId"], data["code"], "auth", bind,
                       also=cache_binding)
+
+
+def contact(svc: Services, data: dict[str, Any]) -> Answer:
+    """Bind by a contact the messenger verified: the user shared their own phone.
+
+    Only for CONTACT_VERIFIED_CHANNELS, and only when the contact's user id is the
+    caller's own messenger id (``contact_not_own`` otherwise, nothing written). Then as a
+    successful /auth/check: the phone's customer (the deduper for several), the binding
+    fields, method ``<channel>_contact``. A replay within OTP_TTL_SECONDS gets the same
+    answer; the binding is written once.
+    """
+    identity = identity_of(svc, data)
+    if identity.channel not in svc.settings.contact_verified_channels:
+        raise FlowRefusal("contact_channel_not_allowed")
+    if data["contactUserId"] != identity.account_id:
+        log_event("contact_refused", logging.WARNING, channel=identity.channel,
+                  reason="not_own")
+        raise FlowRefusal("contact_not_own")
+    phone = data["phone"]
+    token = request_token(identity.channel, identity.account_id, phone)
+    return create_once(svc, "contact", token,
+                       lambda lease: _bind_contact(svc, identity, phone, token,
+                                                   data.get("clientIp")),
+                       kept_status="authorized", window=svc.settings.otp_ttl_seconds)
+
+
+def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token: str,
+                  client_ip: str | None) -> Answer:
+    # The phone lookup's RetailCRM slot rides on the admission's round trip.
+    with refused_by_limits(phone, client_ip):
+        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip,
+                                             rider=svc.crm.slot_rider())
+    with returned_on_failure(svc, admission):  # a CRM or deduper failure costs nothing
+        customer_id = find_customer_id_by_phone(svc, phone)
+    if customer_id is None:
+        log_event("contact_unknown_phone", channel=identity.channel, phone=mask_phone(phone))
+        raise FlowRefusal("customer_not_found", status="not_found", maskedPhone=mask_phone(phone))
+    method = f"{identity.channel}_contact"
+    answer = _bind(svc, identity, customer_id, phone, method)
+    key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
+                                   identity.account_id)
+    batch = WriteBatch(svc.redis)  # the binding cache and, for unlink, the kept answer
+    remember_new_binding(svc, identity, customer_id, phone, batch)
+    batch.commands(lambda pipe: pipe.set(key, token, ex=svc.settings.otp_ttl_seconds))
+    batch.send()
+    metrics.VERIFICATIONS.labels(method).inc()
+    return answer
 
 
 def resend(svc: Services, data: dict[str, Any]) -> Answer:
@@ -74,7 +138,13 @@ def unlink(svc: Services, data: dict[str, Any]) -> Answer:
     customer = bound_customer(svc, identity, data.get("customerId"), fresh=True)
     customer_id = str(customer["id"])
     svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
-    crm_cache.forget_binding(svc, identity)
+    # The cached binding goes, and with it a contact binding's kept answer (shared again,
+    # the contact binds again).
+    token = crm_cache.forget_binding(svc, identity, also_take=redis_keys.contact_token(
+        svc.settings.redis_prefix, identity.channel, identity.account_id))
+    if token is not None:
+        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
     log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
     return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
             "text": texts.UNLINKED}
+

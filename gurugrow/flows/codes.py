@@ -70,6 +70,7 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
         log_event("code_sent", route=attempt, phone=mask_phone(phone),
                   fallback=attempt != route)
         metrics.CODES_SENT.labels(attempt).inc()
+        metrics.CODE_COST.labels(attempt).inc(svc.settings.route_prices.get(attempt, 0.0))
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
         return Sent(attempt, request_id)
@@ -77,20 +78,27 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
-                        client_ip: str | None, *, cooldown: bool = True,
+                        client_ip: str | None, *, route: str, cooldown: bool = True,
                         rider: PipelineRider | None = None) -> Admission:
-    """Apply every send limit before any code goes out (and before the phone is looked
-    up, so a refusal says nothing about whether the phone is a customer): all taken at
-    once, or nothing. Give the admission back with ``returned_on_failure``.
+    """Apply every send limit before any code goes out by ``route`` (and before the phone
+    is looked up, so a refusal says nothing about whether the phone is a customer): all
+    taken at once, or nothing. Give the admission back with ``returned_on_failure``.
 
     ``cooldown=False`` only to replace a messenger code that was not delivered.
     ``rider``'s command goes in the admission's round trip."""
-    try:
+    with refused_by_limits(phone, client_ip):
         svc.limits.check_region(phone)
-        return svc.limits.admit_send(phone, channel, account_id, client_ip, cooldown=cooldown,
-                                     rider=rider)
+        return svc.limits.admit_send(phone, channel, account_id, client_ip, route=route,
+                                     cooldown=cooldown, rider=rider)
+
+
+@contextmanager
+def refused_by_limits(phone: str | None, client_ip: str | None) -> Iterator[None]:
+    """A ``LimitExceeded`` in the block is logged, counted and raised as its FlowRefusal."""
+    try:
+        yield
     except LimitExceeded as e:
-        masked = mask_phone(phone)
+        masked = mask_phone(phone) if phone else None
         log_event("limit_refused", logging.WARNING, kind=e.kind, phone=masked, ip=client_ip)
         metrics.LIMIT_REFUSALS.labels(e.kind).inc()
         raise FlowRefusal(e.error_code, retryAfterSec=e.retry_after, maskedPhone=masked) from e
@@ -124,6 +132,12 @@ def send_or_pretend(svc: Services, *, phone: str, code: str, route: str, send: b
     started = time.perf_counter()
     sent = deliver_code(svc, phone, code, route)
     svc.send_timer.observe(time.perf_counter() - started)
+    if sent.route != route:  # the admission priced the route asked for; SMS took it
+        policy = svc.limits.policy
+        try:
+            svc.limits.charge_cost(policy.price_of(sent.route) - policy.price_of(route))
+        except StorageUnavailable as e:  # the code went out: only the cost count is short
+            log_event("cost_charge_failed", logging.WARNING, error=e)
     return sent
 
 
@@ -148,14 +162,14 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     """
     # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
     # refused admission gives it back at the request's end.
+    route = route or default_route(identity.channel)
     admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
-                                     client_ip, rider=svc.crm.slot_rider())
+                                     client_ip, route=route, rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
         send = customer_id is not None or send_to_unknown
         code = svc.otp.new_code()
-        sent = send_or_pretend(svc, phone=phone, code=code, send=send,
-                               route=route or default_route(identity.channel))
+        sent = send_or_pretend(svc, phone=phone, code=code, send=send, route=route)
     # The session and its delivery record go to Redis in one round trip.
     batch = WriteBatch(svc.redis)
     session = svc.otp.create_session(
@@ -189,12 +203,13 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
     Raises FlowRefusal.
     """
     ensure_resendable(svc, session)
+    route = route or default_route(session.channel)
     admission = take_send_allowance(svc, session.phone, session.channel, session.account_id,
-                                    client_ip, cooldown=cooldown)
+                                    client_ip, route=route, cooldown=cooldown)
     code = svc.otp.new_code()
     with returned_on_failure(svc, admission):
         sent = send_or_pretend(svc, phone=session.phone, code=code, send=session.sent,
-                               route=route or default_route(session.channel))
+                               route=route)
     if not svc.otp.replace_code(session, code, sent.method):
         # Checked or burned while the code went out: the new code is not kept.
         raise FlowRefusal("session_not_found")
@@ -261,6 +276,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         if also is not None:
             also(session, batch)
         batch.send()
+        metrics.VERIFICATIONS.labels(session.route or "unknown").inc()
     else:
         svc.otp.release(session)
     return answer

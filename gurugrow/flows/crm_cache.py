@@ -76,12 +76,16 @@ def remember_binding(svc: Services, identity: MessengerIdentity,
                         log_event("binding_cache_failed", logging.WARNING, error=error))
 
 
-def forget_binding(svc: Services, identity: MessengerIdentity) -> None:
-    """Drop the cached binding (this service unlinked the account)."""
+def forget_binding(svc: Services, identity: MessengerIdentity, also_take: str) -> Any:
+    """Drop the cached binding (this service unlinked the account); ``also_take`` (a key
+    of the same account) is read and deleted in the same round trip, its value returned."""
     key = redis_keys.binding_cache(svc.settings.redis_prefix, identity.channel,
                                    identity.account_id)
     with redis_guard():
-        svc.redis.delete(key)
+        pipe = svc.redis.pipeline(transaction=False)
+        pipe.delete(key)
+        pipe.getdel(also_take)
+        return pipe.execute()[1]
 
 
 def customer_orders(svc: Services, customer_id: str,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from gurugrow import redis_keys
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.services import Services
-from gurugrow.storage import Lease, run_once
+from gurugrow.storage import Lease, redis_guard, run_once
 
 
 def request_token(*parts: str) -> str:
@@ -20,13 +20,20 @@ def request_token(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def create_once(svc: Services, kind: str, token: str, create: Callable[[Lease], Answer]
-                ) -> Answer:
-    """``create(lease)``'s answer, run once per ``kind`` and ``token``; only an answer
-    with ``status=created`` is kept for repeats (a failure may be tried again)."""
+def create_once(svc: Services, kind: str, token: str, create: Callable[[Lease], Answer], *,
+                kept_status: str = "created", window: int | None = None) -> Answer:
+    """``create(lease)``'s answer, run once per ``kind`` and ``token`` within ``window``
+    seconds (default ORDER_IDEMPOTENCY_SECONDS); only an answer with ``kept_status`` is
+    kept for repeats (a failure may be tried again)."""
     prefix = svc.settings.redis_prefix
     return run_once(svc.redis, redis_keys.operation_once(prefix, kind, token),
                     redis_keys.operation_lease(prefix, kind, token),
-                    svc.settings.order_idempotency_seconds, create,
-                    keep=lambda result: result["status"] == "created",
+                    window or svc.settings.order_idempotency_seconds, create,
+                    keep=lambda result: result["status"] == kept_status,
                     lease_seconds=svc.settings.in_progress_lease_seconds)
+
+
+def forget_once(svc: Services, kind: str, token: str) -> None:
+    """Drop the kept answer of ``kind`` and ``token``: the next request runs it again."""
+    with redis_guard():
+        svc.redis.delete(redis_keys.operation_once(svc.settings.redis_prefix, kind, token))

@@ -41,8 +41,8 @@ def test_readme_quickstart_has_both_body_kinds_and_checks():
     steps = quickstart_commands()
     commands = "\n".join(c for c, _ in steps)
     assert "application/json" in commands and "x-www-form-urlencoded" in commands
-    for path in ("/auth/status", "/auth/start", "/auth/check", "/auth/unlink", "/orders",
-                 "/orders/repeat", "/orders/recommended/preview",
+    for path in ("/auth/status", "/auth/start", "/auth/check", "/auth/contact", "/auth/unlink",
+                 "/orders", "/orders/repeat", "/orders/recommended/preview",
                  "/orders/recommended/create", "/orders/recommended/start",
                  "/orders/recommended/check", "/sandbox/outbox"):
         assert path in commands, path
