@@ -28,8 +28,6 @@ ENV_EXAMPLE_PLACEHOLDERS = {
     "RETAILCRM_BASE_URL": "https://example.retailcrm.ru",
     "RETAILCRM_API_KEY": "replace-with-your-retailcrm-api-key",
     "RETAILCRM_SITE": "your-site",
-    "DEDUPE_BASE_URL": "https://dedupe.example.com",
-    "DEDUPE_API_KEY": "replace-with-your-deduper-key",
     "OTP_SECRET": "replace-with-at-least-32-random-characters",
 }
 
