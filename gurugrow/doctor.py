@@ -468,13 +468,28 @@ def check_greensms(svc: Services) -> Check:
             return failed(name, f"{base} declined the {how} ({e.message})",
                           f"set {env} to valid GreenSMS API credentials")
         return failed(name, f"{base} refused the balance request ({e.message})",
-                      f"check {env} and GREENSMS_BASE_URL (https://api3.greensms.ru)")
+                      f"check {env}" + _greensms_url_fix(s, " and "))
     except UpstreamError as e:
-        hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
-        return failed(name, f"cannot get an answer from {base} ({e.message})",
-                      f"set GREENSMS_BASE_URL to GreenSMS's API, e.g. "
-                      f"https://api3.greensms.ru{hint}")
+        if s.sandbox:
+            fix = "sandbox: start it first (`make run`)"
+        elif s.greensms_base_url.rstrip("/") == GREENSMS_API:
+            # Already GreenSMS's address: the way there is what to look at.
+            fix = ("check this host reaches it (firewall; HTTP_PROXY_FROM_ENV=1 for a "
+                   "proxy) and run the doctor again")
+        else:
+            fix = f"set GREENSMS_BASE_URL to GreenSMS's API, {GREENSMS_API}"
+        return failed(name, f"cannot get an answer from {base} ({e.message})", fix)
     return passed(name, f"{how} accepted by {base}; balance {balance[:24]}")
+
+
+GREENSMS_API = "https://api3.greensms.ru"
+
+
+def _greensms_url_fix(s: Settings, joiner: str) -> str:
+    """Point at GREENSMS_BASE_URL only when it is not GreenSMS's own address already."""
+    if s.greensms_base_url.rstrip("/") == GREENSMS_API:
+        return ""
+    return f"{joiner}GREENSMS_BASE_URL (GreenSMS's API is {GREENSMS_API})"
 
 
 def check_deduper(svc: Services) -> Check:

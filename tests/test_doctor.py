@@ -250,6 +250,9 @@ FAILURES = [
      False, {"greensms"}, "greensms", ["set GREENSMS_USER / GREENSMS_PASS to valid"]),
     ("greensms-down", {}, lambda up: up.fail.update(balance=(502, "<html>502</html>")),
      False, {"greensms"}, "greensms", ["GREENSMS_BASE_URL"]),
+    # Already GreenSMS's own address: the fix is the way there, not the setting.
+    ("greensms-unreachable-at-its-address", {"GREENSMS_BASE_URL": "https://api3.greensms.ru"},
+     None, False, {"greensms"}, "greensms", ["HTTP_PROXY_FROM_ENV"]),
     ("deduper-down", {}, lambda up: up.fail.update(dedupe=(503, {"detail": "down"})),
      False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL"]),
     ("deduper-unreachable", {"DEDUPE_BASE_URL": "https://no-such-deduper.test"}, None,
@@ -277,6 +280,11 @@ def test_doctor_fails_the_broken_check_and_names_the_fix(
     assert next(line for line in lines if line["mark"] == "FAIL")["check"] == check
     fix = failing(lines)[check]["fix"]
     assert all(part in fix for part in fix_parts), fix
+    # A fix never asks to set a setting to the value it already has.
+    for name, value in {**TEST_ENV, **env}.items():
+        if not value:
+            continue
+        assert f"set {name} to {value}" not in fix and f"{name} ({value})" not in fix, fix
     assert_no_secrets(env, stdout)
     # Every check still gets its line: the later ones run after a failure.
     assert [line["check"] for line in lines][-2:] == ["greensms", "deduper"]
