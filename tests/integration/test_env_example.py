@@ -5,6 +5,7 @@ run, which still prints every check. With no .env at all both say to copy the ex
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from tests.test_doctor import LINE
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
+GOING_LIVE = (ROOT / "docs" / "GOING-LIVE.md").read_text()
 # What .env.example leaves to fill in: its placeholder values (tests/test_callers.py keeps
 # this list equal to the file's), no caller check, and no GreenSMS credentials.
 TO_FILL_IN = {*ENV_EXAMPLE_PLACEHOLDERS, "API_TOKENS", "GREENSMS_TOKEN"}
@@ -67,6 +69,10 @@ def test_one_start_lists_every_problem_of_env_example(tmp_path):
     assert sorted(map(named, problems)) == sorted(TO_FILL_IN), lines
     assert NO_ENV_FILE_HINT not in result.stderr  # there is a .env
     assert "Traceback" not in result.stderr
+    # docs/GOING-LIVE.md shows this very output.
+    shown = re.search(r"```\n((?: *gurugrow: .*\n)+) *```", GOING_LIVE)
+    assert shown and [line.strip() for line in shown.group(1).splitlines()] == [
+        line.strip() for line in lines]
 
 
 def test_one_doctor_run_lists_every_problem_and_every_check(tmp_path):
