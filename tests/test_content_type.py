@@ -82,6 +82,13 @@ def test_a_body_that_is_its_content_type_is_read(client, upstreams, data, conten
     assert len(upstreams.sent) == 1
 
 
+def test_a_multipart_form_is_read_as_form(client, upstreams):
+    upstreams.add_customer(5, "79991234567")
+    response = client.post("/auth/start", data={**TG, "phone": "79991234567"},
+                           content_type="multipart/form-data")
+    assert response.get_json()["status"] == "sent"
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/json",
                                           "application/x-www-form-urlencoded"])
 def test_an_empty_body_is_read_from_the_query(client, upstreams, content_type):
