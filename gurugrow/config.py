@@ -21,6 +21,8 @@ CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
 
 # Callers: the shortest API token accepted (a token is a password the bot platform keeps).
 MIN_API_TOKEN_LENGTH = 16
+# What REDIS_URL may name: a server (TLS: rediss), a socket, or the sandbox's in-process store.
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
 # A live OTP_SECRET is the pepper that keeps a Redis dump from revealing codes.
 LIVE_MIN_OTP_SECRET_LENGTH = 32
 # The example values of .env.example a live start refuses (tests compare with the file).
@@ -73,8 +75,9 @@ def config_error_lines(error: ConfigError, *, env_file_exists: bool) -> list[str
 
 
 # Said by a refused start and by the doctor when the working directory has no .env.
-NO_ENV_FILE_HINT = ("there is no .env here: cp .env.example .env, then fill it in "
-                    "(`make run` needs none: it serves the sandbox)")
+NO_ENV_FILE_FIX = ("cp .env.example .env, then fill it in (`make run` needs none: it serves "
+                   "the sandbox)")
+NO_ENV_FILE_HINT = f"there is no .env here: {NO_ENV_FILE_FIX}"
 
 
 class _Problems(list):
@@ -336,9 +339,7 @@ class Settings:
             problems.add("OTP_SECRET", "OTP_SECRET must be at least 16 characters long")
         self._check_callers(problems)
         self._check_live_start(problems)
-        if self.redis_url == "memory://" and not self.sandbox:
-            problems.add("REDIS_URL", "REDIS_URL=memory:// is allowed only with "
-                         "GURUGROW_SANDBOX=1")
+        self._check_redis(problems)
         for entry in self.order_tracking_urls:
             code, sep, template = entry.partition("=")
             if not (sep and code.strip() and template.strip().startswith("http")
@@ -359,6 +360,14 @@ class Settings:
             except ValueError:
                 problems.add("TRUSTED_PROXIES",
                              f"TRUSTED_PROXIES has a malformed address: {proxy}")
+
+    def _check_redis(self, problems: _Problems) -> None:
+        if not self.redis_url.startswith(REDIS_URL_SCHEMES):
+            problems.add("REDIS_URL", "REDIS_URL must start with redis://, rediss:// or "
+                         "unix://")
+        elif self.redis_url == "memory://" and not self.sandbox:
+            problems.add("REDIS_URL", "REDIS_URL=memory:// is allowed only with "
+                         "GURUGROW_SANDBOX=1")
         if not self.redis_prefix:
             problems.add("REDIS_PREFIX", "REDIS_PREFIX must not be empty")
         if self.redis_cluster and self.redis_sentinels:

@@ -21,7 +21,7 @@ import redis
 import requests
 
 from gurugrow import redis_keys
-from gurugrow.config import NO_ENV_FILE_HINT, ConfigProblem, Settings
+from gurugrow.config import NO_ENV_FILE_FIX, ConfigProblem, Settings
 from gurugrow.gateways.errors import NotFound, UpstreamError, UpstreamRejected
 from gurugrow.logs import begin_request
 from gurugrow.services import Services
@@ -192,7 +192,7 @@ def _checks(svc: Services, problems: list[ConfigProblem], env_file_exists: bool
             yield failed("settings", problem.text, f"set {problem.env} in .env "
                          "(.env.example describes each setting)")
         if not env_file_exists:  # settings only from the environment, and some missing
-            yield failed("settings", "no .env in this directory", NO_ENV_FILE_HINT)
+            yield failed("settings", "no .env in this directory", NO_ENV_FILE_FIX)
     else:
         yield check_settings(s)
     blocked = _blocked_by(problems, "callers")

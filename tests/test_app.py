@@ -129,6 +129,7 @@ def test_logs_hold_no_code_phone_or_secret(client, upstreams, caplog):
     ({"REDIS_SENTINELS": "sentinel-a"}, "REDIS_SENTINELS"),
     ({"REDIS_SENTINELS": "a:26379", "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER"),
     ({"REDIS_CLUSTER": "perhaps"}, "REDIS_CLUSTER"),
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must start with redis://"),
 ])
 def test_bad_configuration_names_the_variable(change, named):
     with pytest.raises(ConfigError, match=named):

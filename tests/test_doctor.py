@@ -130,6 +130,8 @@ REFUSED = [
      {"retailcrm key", "greensms", "deduper"}, {"callers", "redis"}),
     ("short-token-and-bad-number", {"API_TOKENS": "short", "OTP_TTL_SECONDS": "soon"},
      ["OTP_TTL_SECONDS", "API_TOKENS"], {"callers"}, {"redis", "retailcrm key", "greensms"}),
+    ("redis-url-malformed", {"REDIS_URL": "localhost:6379"}, ["REDIS_URL"], {"redis"},
+     {"callers", "retailcrm key", "greensms", "deduper"}),
 ]
 
 
@@ -148,7 +150,8 @@ def test_doctor_on_a_refused_configuration_prints_every_check(
     settings = [line for line in lines if line["check"] == "settings"]
     if not env_file:  # the last settings line says to copy the example
         hint = settings.pop()
-        assert hint["fix"].startswith("there is no .env here: cp .env.example .env"), stdout
+        assert hint["detail"] == "no .env in this directory", stdout
+        assert hint["fix"].startswith("cp .env.example .env, then fill it in"), stdout
     assert [line["mark"] for line in settings] == ["FAIL"] * len(named), stdout
     assert [line["detail"].split(" ")[0] for line in settings] == named, stdout
     assert all(named[i] in line["fix"] for i, line in enumerate(settings))
