@@ -20,7 +20,7 @@ help:
 	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(MAKEFILE_LIST) | \
 		awk -F'\t' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-## install: create .venv and install the pinned dependencies from requirements.lock
+## install: create .venv and install the pinned, hashed dependencies from requirements-dev.lock
 install: python-check $(STAMP)
 
 ## python-check: one line when the Python (or the one .venv was built with) is older than 3.11

@@ -68,14 +68,16 @@ def child_exit(server, worker) -> None:
 
 
 def _check_settings() -> None:
-    """Refuse to start on a bad configuration with one line naming the variable."""
+    """Refuse to start on a bad configuration, one line per setting to fix."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from gurugrow import ConfigError, load_settings
+    from gurugrow.config import config_error_lines
 
     try:
         load_settings()
     except ConfigError as e:
-        print(f"gurugrow: configuration error: {e}", file=sys.stderr)
+        print("\n".join(config_error_lines(e, env_file_exists=os.path.exists(".env"))),
+              file=sys.stderr)
         sys.exit(1)
 
 

@@ -3,6 +3,8 @@ RetailCRM customers, show their orders and create orders."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -12,13 +14,17 @@ from dotenv import dotenv_values
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
-from gurugrow.config import ConfigError, Settings, sandbox_ignored
+from gurugrow.config import ConfigError, ConfigProblem, Settings, sandbox_ignored
 from gurugrow.logs import begin_request, configure_logging, log_event
 
 if TYPE_CHECKING:
     from gurugrow.services import Services
 
-__all__ = ["ConfigError", "Settings", "create_app"]
+__all__ = ["ConfigError", "Settings", "create_app", "create_cli_app"]
+
+# app.extensions key of an app built by create_cli_app: the problems a start would refuse.
+CONFIG_PROBLEMS = "gurugrow.config_problems"
+ENV_FILE = ".env"
 
 
 def load_settings(overrides: Mapping[str, str] | None = None) -> Settings:
@@ -30,7 +36,7 @@ def load_environment(overrides: Mapping[str, str] | None = None) -> dict[str, st
     """The variables settings are built from: ``.env``, the environment, ``overrides``."""
     import os
 
-    env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    env = {k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None}
     env.update(os.environ)
     env.update(overrides or {})
     return env
@@ -42,6 +48,50 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
     ``redis_client`` replaces the client built from ``REDIS_URL`` (tests: fakeredis)."""
     env = None if isinstance(test_config, Settings) else load_environment(test_config)
     settings = test_config if isinstance(test_config, Settings) else Settings.load(env)
+    return _build_app(settings, env, redis_client)
+
+
+def create_cli_app(test_config: Mapping[str, str] | None = None, *,
+                   redis_client: Any = None) -> Flask:
+    """The app ``flask --app wsgi`` gets when a start would be refused (wsgi.py).
+
+    Built from ``Settings.load_lenient``: every command's ``--help`` works with no
+    ``.env``, the doctor prints every check it can run and says why the others cannot,
+    and the other commands stop listing the problems (``CONFIG_PROBLEMS``)."""
+    env = load_environment(test_config)
+    settings, problems = Settings.load_lenient(env)
+    if any(p.env == "REDIS_URL" for p in problems):
+        # Never connected (the doctor's redis check says to fix REDIS_URL first), but the
+        # client must still be buildable.
+        settings = dataclasses.replace(settings, redis_url=Settings().redis_url)
+    app = _build_app(settings, env, redis_client)
+    app.extensions[CONFIG_PROBLEMS] = problems
+    if problems:
+        app.wsgi_app = _refuse_to_serve  # type: ignore[method-assign]  # `flask run` too
+    return app
+
+
+def _refuse_to_serve(environ: dict, start_response: Any) -> list[bytes]:
+    """What an app on a refused configuration answers to every request: HTTP 503."""
+    import json
+
+    from gurugrow import texts
+
+    log_event("configuration_refused", logging.ERROR, path=environ.get("PATH_INFO", ""))
+    body = json.dumps({"status": "error", "errorCode": "internal_error",
+                       "message": texts.error_message("internal_error")},
+                      ensure_ascii=False).encode()
+    start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                               ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def config_problems(app: Flask) -> list[ConfigProblem]:
+    """The problems a start of ``app``'s configuration would refuse (none: it started)."""
+    return list(app.extensions.get(CONFIG_PROBLEMS, []))
+
+
+def _build_app(settings: Settings, env: dict[str, str] | None, redis_client: Any) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder=None)  # no static files: no route to protect
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from gurugrow.config import ConfigError, config_error_lines
 from gurugrow.deliveries_worker import run_worker
 from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
 
@@ -32,8 +34,26 @@ def doctor() -> None:
 
     One line per check (ok / FAIL … — fix: …); exit status 0 only if all passed.
     """
+    from gurugrow import ENV_FILE, config_problems
+
     svc = current_app.extensions["gurugrow"]
-    raise SystemExit(0 if _print_all(run_doctor(svc)) else 1)
+    checks = run_doctor(svc, config_problems(current_app),
+                        env_file_exists=os.path.exists(ENV_FILE))
+    raise SystemExit(0 if _print_all(checks) else 1)
+
+
+def _configured_services():
+    """The process's services; a configuration a start would refuse stops the command
+    with every problem, one line each."""
+    from gurugrow import ENV_FILE, config_problems
+
+    problems = config_problems(current_app)
+    if problems:
+        lines = config_error_lines(ConfigError(problems),
+                                   env_file_exists=os.path.exists(ENV_FILE))
+        click.echo("\n".join(lines), err=True)
+        raise SystemExit(1)
+    return current_app.extensions["gurugrow"]
 
 
 @cli.command("create-fields")
@@ -44,7 +64,7 @@ def create_fields(yes: bool) -> None:
     Fields are type String, shown under Main data. Exit status 0 only if every field
     exists afterwards.
     """
-    svc = current_app.extensions["gurugrow"]
+    svc = _configured_services()
 
     def confirm(missing: list[FieldSpec]) -> bool:
         if yes:
@@ -68,7 +88,7 @@ def deliveries(once: bool, max_seconds: float | None) -> None:
     GreenSMS: each due send is claimed by one worker only. SIGTERM/SIGINT finish the
     check in hand, then stop.
     """
-    svc = current_app.extensions["gurugrow"]
+    svc = _configured_services()
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set())
                 for signum in (signal.SIGTERM, signal.SIGINT)}

@@ -1,8 +1,10 @@
 """Settings: every environment variable the service reads, typed, with defaults.
 
 Built once in ``create_app`` from ``os.environ`` (and ``.env`` via python-dotenv).
-A missing or malformed value raises ``ConfigError`` whose message names the variable,
-so a bad start stops with one clear line.
+Every missing, malformed or placeholder value is collected in one pass: ``ConfigError``
+carries one ``ConfigProblem`` per setting, each naming its variable, so a refused start
+lists them all at once. ``Settings.load_lenient`` gives the doctor settings anyway (a bad
+value falls back to its default) together with the same problems.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ PRICED_ROUTES = ("sms", "telegram", "vk")
 
 # Callers: the shortest API token accepted (a token is a password the bot platform keeps).
 MIN_API_TOKEN_LENGTH = 16
+# What REDIS_URL may name: a server (TLS: rediss), a socket, or the sandbox's in-process store.
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
 # A live OTP_SECRET is the pepper that keeps a Redis dump from revealing codes.
 LIVE_MIN_OTP_SECRET_LENGTH = 32
 # The example values of .env.example a live start refuses (tests compare with the file).
@@ -30,8 +34,6 @@ ENV_EXAMPLE_PLACEHOLDERS = {
     "RETAILCRM_BASE_URL": "https://example.retailcrm.ru",
     "RETAILCRM_API_KEY": "replace-with-your-retailcrm-api-key",
     "RETAILCRM_SITE": "your-site",
-    "DEDUPE_BASE_URL": "https://dedupe.example.com",
-    "DEDUPE_API_KEY": "replace-with-your-deduper-key",
     "OTP_SECRET": "replace-with-at-least-32-random-characters",
 }
 
@@ -43,8 +45,58 @@ SANDBOX_GREENSMS_TOKEN = "sandbox-greensms-token"
 SANDBOX_DEDUPE_KEY = "sandbox-dedupe-key"
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One setting a start refuses: ``env`` names it, ``text`` says what is wrong."""
+
+    env: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class ConfigError(Exception):
-    """A required setting is missing or a value cannot be parsed."""
+    """Settings a start refuses: ``problems`` holds one line per setting."""
+
+    def __init__(self, problems: list[ConfigProblem] | ConfigProblem) -> None:
+        self.problems = [problems] if isinstance(problems, ConfigProblem) else list(problems)
+        super().__init__("; ".join(p.text for p in self.problems))
+
+
+def config_error_lines(error: ConfigError, *, env_file_exists: bool) -> list[str]:
+    """What a refused start prints: every problem, one line each, and the hint to copy
+    ``.env.example`` when there is no ``.env``."""
+    problems = error.problems
+    if len(problems) == 1:
+        lines = [f"gurugrow: configuration error: {problems[0].text}"]
+    else:
+        lines = [f"gurugrow: configuration error: {len(problems)} settings to fix:"]
+        lines += [f"gurugrow:   {p.text}" for p in problems]
+    if not env_file_exists:
+        lines.append(f"gurugrow: {NO_ENV_FILE_HINT}")
+    return lines
+
+
+# Said by a refused start and by the doctor when the working directory has no .env.
+NO_ENV_FILE_FIX = ("cp .env.example .env, then fill it in (`make run` needs none: it serves "
+                   "the sandbox)")
+NO_ENV_FILE_HINT = f"there is no .env here: {NO_ENV_FILE_FIX}"
+
+
+def _is_price(text: str) -> bool:
+    """True for a price: a number, not negative."""
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
+class _Problems(list):
+    """The problems found so far (``add`` names the variable first)."""
+
+    def add(self, env: str, text: str) -> None:
+        self.append(ConfigProblem(env, text))
 
 
 def _env(name: str, default: Any = None, *, required: bool = False, secret: bool = False,
@@ -258,12 +310,27 @@ class Settings:
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); raise ConfigError."""
+        """Build settings from ``environ`` (default ``os.environ``); raise ConfigError
+        listing every problem found."""
+        settings, problems = cls.load_lenient(environ)
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    @classmethod
+    def load_lenient(cls, environ: Mapping[str, str] | None = None
+                     ) -> tuple[Settings, list[ConfigProblem]]:
+        """Settings and every problem a start would refuse; a value that does not parse
+        takes its default (for the doctor, which checks what it can)."""
         env = dict(os.environ if environ is None else environ)
+        problems = _Problems()
         try:
             sandbox = _parse_bool(env.get("GURUGROW_SANDBOX", "0") or "0")
-        except ValueError as e:
-            raise ConfigError("GURUGROW_SANDBOX has a malformed value (expected bool)") from e
+        except ValueError:
+            problems.add("GURUGROW_SANDBOX", "GURUGROW_SANDBOX has a malformed value "
+                         "(expected bool)")
+            sandbox = False
+            env["GURUGROW_SANDBOX"] = "0"
         if sandbox:
             # The stand-ins are always the upstreams: a sandbox never sends a key anywhere.
             env = {**sandbox_defaults(env), **{k: v for k, v in env.items() if v != ""},
@@ -274,100 +341,125 @@ class Settings:
             raw = env.get(meta["env"])
             if raw is None or raw.strip() == "":
                 if meta["required"]:
-                    raise ConfigError(f"{meta['env']} is required but not set")
+                    problems.add(meta["env"], f"{meta['env']} is required but not set")
                 continue
             # Annotations are strings here (from __future__ import annotations).
             type_name = f.type if isinstance(f.type, str) else f.type.__name__
-            values[f.name] = _convert(type_name, meta, raw.strip())
+            try:
+                values[f.name] = _convert(type_name, meta, raw.strip())
+            except ConfigError as e:
+                problems.extend(e.problems)
         settings = cls(**values)
-        settings._check_consistency()
-        return settings
+        settings._check_consistency(problems)
+        return settings, list(problems)
 
-    def _check_consistency(self) -> None:
-        if not self.retailcrm_base_url.startswith(("http://", "https://")):
-            raise ConfigError("RETAILCRM_BASE_URL must start with http:// or https://")
-        if len(self.otp_secret) < 16:
-            raise ConfigError("OTP_SECRET must be at least 16 characters long")
-        self._check_callers()
-        self._check_live_start()
-        if self.redis_url == "memory://" and not self.sandbox:
-            raise ConfigError("REDIS_URL=memory:// is allowed only with GURUGROW_SANDBOX=1")
+    def _check_consistency(self, problems: _Problems) -> None:
+        if self.retailcrm_base_url and not self.retailcrm_base_url.startswith(
+                ("http://", "https://")):
+            problems.add("RETAILCRM_BASE_URL",
+                         "RETAILCRM_BASE_URL must start with http:// or https://")
+        if self.otp_secret and len(self.otp_secret) < 16:
+            problems.add("OTP_SECRET", "OTP_SECRET must be at least 16 characters long")
+        self._check_callers(problems)
+        self._check_live_start(problems)
+        self._check_redis(problems)
         for entry in self.order_tracking_urls:
             code, sep, template = entry.partition("=")
             if not (sep and code.strip() and template.strip().startswith("http")
                     and "{code}" in template):
-                raise ConfigError("ORDER_TRACKING_URLS entries must be code=https://...{code}")
+                problems.add("ORDER_TRACKING_URLS",
+                             "ORDER_TRACKING_URLS entries must be code=https://...{code}")
+                break
         try:
             self.repeat_order_comment_template.format(sourceOrderNumber="", channelType="",
                                                       sourceOrderId="")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError("REPEAT_ORDER_COMMENT_TEMPLATE may use only {sourceOrderNumber}, "
-                              "{sourceOrderId} and {channelType}") from e
-        self._check_contact_and_prices()
+        except (KeyError, IndexError, ValueError):
+            problems.add("REPEAT_ORDER_COMMENT_TEMPLATE",
+                         "REPEAT_ORDER_COMMENT_TEMPLATE may use only {sourceOrderNumber}, "
+                         "{sourceOrderId} and {channelType}")
+        self._check_contact_and_prices(problems)
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
-            except ValueError as e:
-                raise ConfigError(f"TRUSTED_PROXIES has a malformed address: {proxy}") from e
+            except ValueError:
+                problems.add("TRUSTED_PROXIES",
+                             f"TRUSTED_PROXIES has a malformed address: {proxy}")
+
+    def _check_redis(self, problems: _Problems) -> None:
+        if not self.redis_url.startswith(REDIS_URL_SCHEMES):
+            problems.add("REDIS_URL", "REDIS_URL must start with redis://, rediss:// or "
+                         "unix://")
+        elif self.redis_url == "memory://" and not self.sandbox:
+            problems.add("REDIS_URL", "REDIS_URL=memory:// is allowed only with "
+                         "GURUGROW_SANDBOX=1")
         if not self.redis_prefix:
-            raise ConfigError("REDIS_PREFIX must not be empty")
+            problems.add("REDIS_PREFIX", "REDIS_PREFIX must not be empty")
         if self.redis_cluster and self.redis_sentinels:
-            raise ConfigError("REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
+            problems.add("REDIS_CLUSTER", "REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
         for entry in self.redis_sentinels:
             host, sep, port = entry.rpartition(":")
             if not (sep and host and port.isdigit()):
-                raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry}")
+                problems.add("REDIS_SENTINELS",
+                             f"REDIS_SENTINELS entries must be host:port, got {entry}")
 
-    def _check_contact_and_prices(self) -> None:
+    def _check_contact_and_prices(self, problems: _Problems) -> None:
         for channel in self.contact_verified_channels:
             if channel not in CONTACT_CHANNELS:
-                raise ConfigError("CONTACT_VERIFIED_CHANNELS may list only "
-                                  f"{', '.join(CONTACT_CHANNELS)}, got {channel}")
+                problems.add("CONTACT_VERIFIED_CHANNELS",
+                             "CONTACT_VERIFIED_CHANNELS may list only "
+                             f"{', '.join(CONTACT_CHANNELS)}, got {channel}")
         for entry in self.code_prices:
             route, sep, price = entry.partition("=")
-            try:
-                value = float(price)
-            except ValueError:
-                value = -1.0
-            if not (sep and route.strip() in PRICED_ROUTES and value >= 0):
-                raise ConfigError("CODE_PRICES entries must be route=price with route "
-                                  f"{', '.join(PRICED_ROUTES)} and price >= 0, got {entry}")
+            if not (sep and route.strip() in PRICED_ROUTES and _is_price(price)):
+                problems.add("CODE_PRICES",
+                             "CODE_PRICES entries must be route=price with route "
+                             f"{', '.join(PRICED_ROUTES)} and price >= 0, got {entry}")
 
     @cached_property
     def route_prices(self) -> dict[str, float]:
         """CODE_PRICES as route → price (a route not listed costs 0)."""
         prices = (entry.partition("=") for entry in self.code_prices)
-        return {route.strip(): float(price) for route, _, price in prices}
+        return {route.strip(): float(price) for route, _, price in prices
+                if route.strip() in PRICED_ROUTES and _is_price(price)}
 
-    def _check_callers(self) -> None:
+    def _check_callers(self, problems: _Problems) -> None:
         for network in self.allowed_caller_networks:
             try:
                 ipaddress.ip_network(network, strict=False)
-            except ValueError as e:
-                raise ConfigError("ALLOWED_CALLER_NETWORKS has a malformed network: "
-                                  f"{network}") from e
+            except ValueError:
+                problems.add("ALLOWED_CALLER_NETWORKS",
+                             f"ALLOWED_CALLER_NETWORKS has a malformed network: {network}")
         if any(len(token) < MIN_API_TOKEN_LENGTH for token in self.api_tokens):
-            raise ConfigError(f"API_TOKENS entries must be at least {MIN_API_TOKEN_LENGTH} "
-                              "characters long")
+            problems.add("API_TOKENS", f"API_TOKENS entries must be at least "
+                         f"{MIN_API_TOKEN_LENGTH} characters long")
 
-    def _check_live_start(self) -> None:
-        """A live start refuses to be open by accident or to run on example values."""
+    def _check_live_start(self, problems: _Problems) -> None:
+        """A live start refuses to be open by accident, to run on example values, or to
+        run with no way to send a code."""
         if self.sandbox:
             return
         if not (self.api_tokens or self.allowed_caller_networks
                 or self.allow_anonymous_callers):
-            raise ConfigError("API_TOKENS or ALLOWED_CALLER_NETWORKS must be set for a live "
-                              "start (ALLOW_ANONYMOUS_CALLERS=1 runs it open on purpose)")
+            problems.add("API_TOKENS", "API_TOKENS or ALLOWED_CALLER_NETWORKS must be set "
+                         "for a live start (ALLOW_ANONYMOUS_CALLERS=1 runs it open on "
+                         "purpose)")
         for f in fields(self):
             placeholder = ENV_EXAMPLE_PLACEHOLDERS.get(f.metadata["env"])
             value = getattr(self, f.name)
             values = value if isinstance(value, tuple) else (value,)
             if placeholder is not None and placeholder in values:
-                raise ConfigError(f"{f.metadata['env']} is still the .env.example "
-                                  "placeholder; set the real value")
-        if len(self.otp_secret) < LIVE_MIN_OTP_SECRET_LENGTH:
-            raise ConfigError(f"OTP_SECRET must be at least {LIVE_MIN_OTP_SECRET_LENGTH} "
-                              "characters long for a live start")
+                problems.add(f.metadata["env"], f"{f.metadata['env']} is still the "
+                             ".env.example placeholder; set the real value")
+        if self.otp_secret and len(self.otp_secret) < LIVE_MIN_OTP_SECRET_LENGTH:
+            problems.add("OTP_SECRET", f"OTP_SECRET must be at least "
+                         f"{LIVE_MIN_OTP_SECRET_LENGTH} characters long for a live start")
+        if not (self.greensms_token or (self.greensms_user and self.greensms_pass)):
+            problems.add("GREENSMS_TOKEN", "GREENSMS_TOKEN (or GREENSMS_USER and "
+                         "GREENSMS_PASS) must be set for a live start: without them no code "
+                         "can be sent")
+        if self.dedupe_base_url and not self.dedupe_api_key:
+            problems.add("DEDUPE_API_KEY", "DEDUPE_API_KEY must be set when DEDUPE_BASE_URL "
+                         "is (leave both empty to run without a deduper)")
 
     @cached_property
     def caller_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -389,12 +481,13 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
     try:
         value = _PARSERS[type_name](raw)
     except (ValueError, KeyError) as e:
-        raise ConfigError(f"{name} has a malformed value (expected {type_name})") from e
+        raise ConfigError(ConfigProblem(
+            name, f"{name} has a malformed value (expected {type_name})")) from e
     if meta["minimum"] is not None and value < meta["minimum"]:
-        raise ConfigError(f"{name} must be at least {meta['minimum']}")
+        raise ConfigError(ConfigProblem(name, f"{name} must be at least {meta['minimum']}"))
     if meta["choices"] is not None and value not in meta["choices"]:
         allowed = ", ".join(str(c) for c in meta["choices"])
-        raise ConfigError(f"{name} must be one of: {allowed}")
+        raise ConfigError(ConfigProblem(name, f"{name} must be one of: {allowed}"))
     return value
 
 

@@ -21,7 +21,7 @@ import redis
 import requests
 
 from gurugrow import redis_keys
-from gurugrow.config import Settings
+from gurugrow.config import NO_ENV_FILE_FIX, ConfigProblem, Settings
 from gurugrow.gateways.errors import NotFound, UpstreamError, UpstreamRejected
 from gurugrow.logs import begin_request
 from gurugrow.services import Services
@@ -144,25 +144,79 @@ def _network_failure(error: UpstreamError) -> bool:
 
 
 # -- the checks ---------------------------------------------------------------------------
-def run_doctor(svc: Services) -> Iterator[Check]:
-    """Every check, in order, as it completes (a slow upstream shows where it hangs)."""
+# The settings each check relies on (names or prefixes ending in "_"): a check whose
+# setting has a problem is not run, and says which setting to fix first.
+CHECK_SETTINGS = {
+    "callers": ("API_TOKEN", "ALLOWED_CALLER_NETWORKS", "ALLOW_ANONYMOUS_CALLERS"),
+    "redis": ("REDIS_",),
+    "retailcrm key": ("RETAILCRM_BASE_URL", "RETAILCRM_API_KEY", "RETAILCRM_TIMEOUT_SECONDS",
+                      "HTTP_"),
+    "retailcrm site": ("RETAILCRM_SITE", "RECOMMENDED_ORDER_SITE", "REPEAT_ORDER_SITE"),
+    "custom fields": ("RETAILCRM_CF_",),
+    "greensms": ("GREENSMS_",),
+    "deduper": ("DEDUPE_", "RETAILCRM_SITE"),
+}
+
+
+def run_doctor(svc: Services, problems: list[ConfigProblem] | None = None, *,
+               env_file_exists: bool = True) -> Iterator[Check]:
+    """Every check, in order, as it completes (a slow upstream shows where it hangs).
+
+    ``problems``: what a start would refuse (``Settings.load_lenient``); each is a line,
+    and a check relying on one of those settings says so instead of running."""
     begin_request(f"doctor-{uuid.uuid4().hex[:12]}")  # traceable in the upstreams' logs
     redact = Redactor(svc.settings)
-    for check in _checks(svc):
+    for check in _checks(svc, list(problems or []), env_file_exists):
         yield Check(check.name, check.ok, redact(check.detail), redact(check.fix))
 
 
-def _checks(svc: Services) -> Iterator[Check]:
+def _blocked_by(problems: list[ConfigProblem], *checks: str) -> str | None:
+    """The first setting with a problem that one of ``checks`` relies on."""
+    for check in checks:
+        for problem in problems:
+            if problem.env.startswith(CHECK_SETTINGS[check]):
+                return problem.env
+    return None
+
+
+def not_run(name: str, setting: str) -> Check:
+    return failed(name, f"not checked: {setting} has a problem (a settings line above)",
+                  f"fix {setting} first")
+
+
+def _checks(svc: Services, problems: list[ConfigProblem], env_file_exists: bool
+            ) -> Iterator[Check]:
     s = svc.settings
-    yield check_settings(s)
-    yield check_callers(s)
-    redis_check = check_redis(svc)
+    if problems:
+        for problem in problems:
+            yield failed("settings", problem.text, f"set {problem.env} in .env "
+                         "(.env.example describes each setting)")
+        if not env_file_exists:  # settings only from the environment, and some missing
+            yield failed("settings", "no .env in this directory", NO_ENV_FILE_FIX)
+    else:
+        yield check_settings(s)
+    blocked = _blocked_by(problems, "callers")
+    yield not_run("callers", blocked) if blocked else check_callers(s)
+    blocked = _blocked_by(problems, "redis")
+    redis_check = not_run("redis", blocked) if blocked else check_redis(svc)
     yield redis_check
     if not redis_check.ok:
         # The RetailCRM bucket lives in Redis: the doctor's few calls, run by hand, go
         # around it rather than leave the key unchecked.
         svc = dataclasses.replace(svc, crm=svc.crm.unmetered())
-    credentials, key_check = check_retailcrm_key(svc)
+    yield from _crm_checks(svc, problems)
+    blocked = _blocked_by(problems, "greensms")
+    yield not_run("greensms", blocked) if blocked else check_greensms(svc)
+    blocked = _blocked_by(problems, "deduper")
+    yield not_run("deduper", blocked) if blocked else check_deduper(svc)
+
+
+def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]:
+    blocked = _blocked_by(problems, "retailcrm key")
+    if blocked:
+        credentials, key_check = None, not_run("retailcrm key", blocked)
+    else:
+        credentials, key_check = check_retailcrm_key(svc)
     yield key_check
     if credentials is None:
         first = 'fix "retailcrm key" first'
@@ -170,12 +224,16 @@ def _checks(svc: Services) -> Iterator[Check]:
         yield failed("retailcrm scopes", reason, first)
         yield failed("retailcrm site", reason, first)
         yield failed("custom fields", reason, first)
+        return
+    yield check_scopes(credentials)
+    blocked = _blocked_by(problems, "retailcrm site")
+    yield not_run("retailcrm site", blocked) if blocked else check_sites(svc.settings,
+                                                                         credentials)
+    blocked = _blocked_by(problems, "custom fields")
+    if blocked:
+        yield not_run("custom fields", blocked)
     else:
-        yield check_scopes(credentials)
-        yield check_sites(s, credentials)
         yield from check_custom_fields(svc)
-    yield check_greensms(svc)
-    yield check_deduper(svc)
 
 
 def check_settings(s: Settings) -> Check:
@@ -410,20 +468,37 @@ def check_greensms(svc: Services) -> Check:
             return failed(name, f"{base} declined the {how} ({e.message})",
                           f"set {env} to valid GreenSMS API credentials")
         return failed(name, f"{base} refused the balance request ({e.message})",
-                      f"check {env} and GREENSMS_BASE_URL (https://api3.greensms.ru)")
+                      f"check {env}" + _greensms_url_fix(s, " and "))
     except UpstreamError as e:
-        hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
-        return failed(name, f"cannot get an answer from {base} ({e.message})",
-                      f"set GREENSMS_BASE_URL to GreenSMS's API, e.g. "
-                      f"https://api3.greensms.ru{hint}")
+        if s.sandbox:
+            fix = "sandbox: start it first (`make run`)"
+        elif s.greensms_base_url.rstrip("/") == GREENSMS_API:
+            # Already GreenSMS's address: the way there is what to look at.
+            fix = ("check this host reaches it (firewall; HTTP_PROXY_FROM_ENV=1 for a "
+                   "proxy) and run the doctor again")
+        else:
+            fix = f"set GREENSMS_BASE_URL to GreenSMS's API, {GREENSMS_API}"
+        return failed(name, f"cannot get an answer from {base} ({e.message})", fix)
     return passed(name, f"{how} accepted by {base}; balance {balance[:24]}")
 
 
+GREENSMS_API = "https://api3.greensms.ru"
+
+
+def _greensms_url_fix(s: Settings, joiner: str) -> str:
+    """Point at GREENSMS_BASE_URL only when it is not GreenSMS's own address already."""
+    if s.greensms_base_url.rstrip("/") == GREENSMS_API:
+        return ""
+    return f"{joiner}GREENSMS_BASE_URL (GreenSMS's API is {GREENSMS_API})"
+
+
 def check_deduper(svc: Services) -> Check:
+    """Which mode is on: no deduper (DEDUPE_BASE_URL empty), or one that answers."""
     s, name = svc.settings, "deduper"
     if not s.dedupe_base_url:
-        return failed(name, "DEDUPE_BASE_URL is not set: a phone shared by several "
-                      "customers gets no code", "set DEDUPE_BASE_URL and DEDUPE_API_KEY")
+        return passed(name, "off (DEDUPE_BASE_URL empty): a phone shared by several "
+                      "customers gets no code and is answered dedupe_failed, the hand-off "
+                      "to a manager; set DEDUPE_BASE_URL and DEDUPE_API_KEY to resolve them")
     base = safe_url(s.dedupe_base_url)
     try:
         status = svc.deduper.probe(s.retailcrm_site)
@@ -438,7 +513,7 @@ def check_deduper(svc: Services) -> Check:
         hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
         return failed(name, f"no usable answer from {base} ({e.message})",
                       f"check the deduper is up and DEDUPE_BASE_URL points at it{hint}")
-    return passed(name, f"answers at {base} (status {status[:40]} for a probe phone "
+    return passed(name, f"on: answers at {base} (status {status[:40]} for a probe phone "
                   "no customer has)")
 
 

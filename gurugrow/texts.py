@@ -52,6 +52,12 @@ ERROR_MESSAGES: dict[str, str] = {
 }
 
 
+# invalid_request for a body that is neither valid form nor valid JSON for its
+# Content-Type: names the two types the service reads.
+BODY_NOT_READ = ("Не удалось разобрать запрос: отправьте тело как "
+                 "application/x-www-form-urlencoded или application/json.")
+
+
 def error_message(error_code: str | None) -> str | None:
     """The customer-facing sentence for an ``errorCode`` (None for none)."""
     if error_code is None:

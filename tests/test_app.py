@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from gurugrow import ConfigError, Settings, create_app
+from gurugrow.config import NO_ENV_FILE_HINT, config_error_lines
 from gurugrow.redis_keys import identity_tag
 from tests.conftest import TEST_ENV
 from tests.helpers import TG, post
@@ -135,10 +136,47 @@ def test_logs_hold_no_code_phone_or_secret(client, upstreams, caplog):
     ({"CODE_PRICES": "sms"}, "CODE_PRICES"),
     ({"OTP_DAILY_COST_BUDGET": "-5"}, "OTP_DAILY_COST_BUDGET"),
     ({"CONVERSION_ALERT_RATIO": "most"}, "CONVERSION_ALERT_RATIO"),
+
+
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must start with redis://"),
 ])
 def test_bad_configuration_names_the_variable(change, named):
     with pytest.raises(ConfigError, match=named):
         Settings.load({**TEST_ENV, **change})
+
+
+def test_every_bad_setting_is_named_in_one_pass():
+    """All the table above at once: one ConfigError, one problem per setting, in the
+    order of the checks, and a start's lines say each once."""
+    change = {"RETAILCRM_API_KEY": "", "OTP_TTL_SECONDS": "soon", "OTP_LENGTH": "3",
+              "RETAILCRM_BASE_URL": "crm.example.com", "REDIS_SENTINELS": "sentinel-a",
+              "GREENSMS_TOKEN": "", "DEDUPE_API_KEY": ""}
+    with pytest.raises(ConfigError) as refused:
+        Settings.load({**TEST_ENV, **change})
+    named = [p.env for p in refused.value.problems]
+    assert named == ["RETAILCRM_API_KEY", "OTP_LENGTH", "OTP_TTL_SECONDS",
+                     "RETAILCRM_BASE_URL", "GREENSMS_TOKEN", "DEDUPE_API_KEY",
+                     "REDIS_SENTINELS"]
+    assert all(p.text.startswith(p.env) for p in refused.value.problems)
+    lines = config_error_lines(refused.value, env_file_exists=True)
+    assert lines[0] == "gurugrow: configuration error: 7 settings to fix:"
+    assert lines[1:] == [f"gurugrow:   {p.text}" for p in refused.value.problems]
+    # No .env: one more line, the hint to copy the example.
+    assert config_error_lines(refused.value, env_file_exists=False)[-1] == (
+        f"gurugrow: {NO_ENV_FILE_HINT}")
+    assert "cp .env.example .env" in NO_ENV_FILE_HINT
+    # Lenient loading (the doctor's) gives the same problems and settings anyway, a
+    # value that does not parse at its default.
+    settings, problems = Settings.load_lenient({**TEST_ENV, **change})
+    assert problems == refused.value.problems
+    assert (settings.otp_ttl_seconds, settings.otp_length) == (300, 6)
+
+
+def test_one_problem_is_one_line():
+    with pytest.raises(ConfigError) as refused:
+        Settings.load({**TEST_ENV, "RETAILCRM_API_KEY": ""})
+    assert config_error_lines(refused.value, env_file_exists=True) == [
+        "gurugrow: configuration error: RETAILCRM_API_KEY is required but not set"]
 
 
 @pytest.mark.parametrize(("change", "expected"), [

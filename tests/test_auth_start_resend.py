@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gurugrow import texts
 from tests.helpers import BODY_KINDS, TG, post
 
 START_FIELDS = {"status", "sessionId", "maskedPhone", "retryAfterSec", "errorCode", "message",
@@ -76,6 +77,35 @@ def test_unresolved_duplicates_send_no_code(client, upstreams, kind, dedupe):
         "error", "dedupe_failed", None)
     assert answer["message"]
     assert upstreams.sent == []
+
+
+NO_DEDUPER = {"DEDUPE_BASE_URL": "", "DEDUPE_API_KEY": ""}
+
+
+@pytest.mark.parametrize("env_overrides", [NO_DEDUPER])
+@pytest.mark.parametrize(("customers", "expected"), [
+    # one customer: authorized as ever; several: the contract's unresolved case (status
+    # error, dedupe_failed, the manager hand-off message), no guess, no code
+    ([1], ("sent", None)),
+    ([1, 2], ("error", "dedupe_failed")),
+    ([1, 2, 3], ("error", "dedupe_failed")),
+], ids=["single", "two", "three"])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_without_a_deduper(client, upstreams, kind, customers, expected):
+    for n, customer_id in enumerate(customers):
+        upstreams.add_customer(customer_id, ("89991234567", "+79991234567")[n % 2])
+    answer = start(client, kind)
+    assert (answer["status"], answer["errorCode"]) == expected
+    assert upstreams.dedupe_calls == []
+    if expected[0] == "sent":
+        code = upstreams.codes_sent()[0]
+        checked = post(client, "/auth/check", {**TG, "sessionId": answer["sessionId"],
+                                               "code": code}, kind)
+        assert (checked["status"], checked["customerId"]) == ("authorized", str(customers[0]))
+    else:
+        assert answer["sessionId"] is None and upstreams.sent == []
+        assert answer["message"] == texts.ERROR_MESSAGES["dedupe_failed"]
+        assert "менеджер" in answer["message"]
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)

@@ -11,7 +11,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from gurugrow import create_app, redis_keys
+from gurugrow import create_app, create_cli_app, redis_keys
 from tests.conftest import TEST_ENV
 from tests.upstreams import Upstreams
 
@@ -108,6 +108,83 @@ def test_a_sandbox_app_points_the_fix_at_make_run():
                for name in ("retailcrm key", "greensms", "deduper"))
 
 
+@pytest.mark.parametrize(("env", "mode"), [
+    ({}, "on: answers at https://dedupe.test"),
+    ({"DEDUPE_BASE_URL": "", "DEDUPE_API_KEY": ""}, "off (DEDUPE_BASE_URL empty)"),
+], ids=["deduper-on", "deduper-off"])
+def test_doctor_says_which_deduper_mode_is_on(upstreams: Upstreams, env, mode):
+    code, lines, stdout = run(make_app(env), "doctor")
+    assert code == 0 and failing(lines) == {}, stdout
+    deduper = next(line for line in lines if line["check"] == "deduper")
+    assert deduper["detail"].startswith(mode), deduper
+    assert len(upstreams.dedupe_calls) == (1 if "on:" in mode else 0)
+
+
+# -- doctor: settings a start refuses ------------------------------------------------------
+REFUSED = [
+    # id, env changes, the settings named (in order), checks not run, checks that still run
+    ("greensms-no-credentials", {"GREENSMS_TOKEN": ""}, ["GREENSMS_TOKEN"],
+     {"greensms"}, {"callers", "redis", "retailcrm key", "deduper"}),
+    ("three-at-once", {"GREENSMS_TOKEN": "", "RETAILCRM_API_KEY": "", "DEDUPE_API_KEY": ""},
+     ["RETAILCRM_API_KEY", "GREENSMS_TOKEN", "DEDUPE_API_KEY"],
+     {"retailcrm key", "greensms", "deduper"}, {"callers", "redis"}),
+    ("short-token-and-bad-number", {"API_TOKENS": "short", "OTP_TTL_SECONDS": "soon"},
+     ["OTP_TTL_SECONDS", "API_TOKENS"], {"callers"}, {"redis", "retailcrm key", "greensms"}),
+    ("redis-url-malformed", {"REDIS_URL": "localhost:6379"}, ["REDIS_URL"], {"redis"},
+     {"callers", "retailcrm key", "greensms", "deduper"}),
+]
+
+
+@pytest.mark.parametrize("env_file", [True, False], ids=["with-env-file", "no-env-file"])
+@pytest.mark.parametrize(("env", "named", "not_run", "still_run"),
+                         [pytest.param(*case[1:], id=case[0]) for case in REFUSED])
+def test_doctor_on_a_refused_configuration_prints_every_check(
+        upstreams: Upstreams, monkeypatch, tmp_path, env, named, not_run, still_run,
+        env_file):
+    monkeypatch.chdir(tmp_path)  # the doctor looks for ./.env
+    if env_file:
+        (tmp_path / ".env").write_text("# the settings come from the environment here\n")
+    app = create_cli_app({**TEST_ENV, **env}, redis_client=fakeredis.FakeRedis())
+    code, lines, stdout = run(app, "doctor")
+    assert code == 1
+    settings = [line for line in lines if line["check"] == "settings"]
+    if not env_file:  # the last settings line says to copy the example
+        hint = settings.pop()
+        assert hint["detail"] == "no .env in this directory", stdout
+        assert hint["fix"].startswith("cp .env.example .env, then fill it in"), stdout
+    assert [line["mark"] for line in settings] == ["FAIL"] * len(named), stdout
+    assert [line["detail"].split(" ")[0] for line in settings] == named, stdout
+    assert all(named[i] in line["fix"] for i, line in enumerate(settings))
+    by_check = {line["check"]: line for line in lines}
+    for name in not_run:
+        assert by_check[name]["mark"] == "FAIL", stdout
+        assert by_check[name]["detail"].startswith("not checked: "), stdout
+    assert all(by_check[name]["mark"] == "ok  " for name in still_run), stdout
+    assert [line["check"] for line in lines][-2:] == ["greensms", "deduper"]
+    assert_no_secrets(env, stdout)
+
+
+def test_other_commands_on_a_refused_configuration_list_the_problems(
+        upstreams: Upstreams, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("")
+    app = create_cli_app({**TEST_ENV, "GREENSMS_TOKEN": "", "RETAILCRM_API_KEY": ""},
+                         redis_client=fakeredis.FakeRedis())
+    for command in (["create-fields", "--yes"], ["deliveries", "--once"]):
+        result = app.test_cli_runner().invoke(args=["gurugrow", *command])
+        assert result.exit_code == 1
+        assert result.stdout == ""
+        assert result.stderr.splitlines()[:3] == [
+            "gurugrow: configuration error: 2 settings to fix:",
+            "gurugrow:   RETAILCRM_API_KEY is required but not set",
+            "gurugrow:   GREENSMS_TOKEN (or GREENSMS_USER and GREENSMS_PASS) must be set for "
+            "a live start: without them no code can be sent"]
+    assert upstreams.crm_calls() == [] and upstreams.sent == []
+    # Nor does such an app serve anything (`flask run` on it).
+    response = app.test_client().get("/auth/status", query_string={"channelType": "vk"})
+    assert response.status_code == 503 and response.get_json()["errorCode"] == "internal_error"
+
+
 # -- doctor: one broken piece at a time -------------------------------------------------
 Arrange = Callable[[Upstreams], Any]
 
@@ -174,18 +251,17 @@ FAILURES = [
     ("greensms-pass-rejected",
      {"GREENSMS_TOKEN": "", "GREENSMS_USER": "sandbox", "GREENSMS_PASS": "wrong-pass"}, None,
      False, {"greensms"}, "greensms", ["set GREENSMS_USER / GREENSMS_PASS to valid"]),
-    ("greensms-no-credentials", {"GREENSMS_TOKEN": ""}, None,
-     False, {"greensms"}, "greensms", ["GREENSMS_TOKEN", "GREENSMS_PASS"]),
     ("greensms-down", {}, lambda up: up.fail.update(balance=(502, "<html>502</html>")),
      False, {"greensms"}, "greensms", ["GREENSMS_BASE_URL"]),
+    # Already GreenSMS's own address: the fix is the way there, not the setting.
+    ("greensms-unreachable-at-its-address", {"GREENSMS_BASE_URL": "https://api3.greensms.ru"},
+     None, False, {"greensms"}, "greensms", ["HTTP_PROXY_FROM_ENV"]),
     ("deduper-down", {}, lambda up: up.fail.update(dedupe=(503, {"detail": "down"})),
      False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL"]),
     ("deduper-unreachable", {"DEDUPE_BASE_URL": "https://no-such-deduper.test"}, None,
      False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL"]),
     ("deduper-key-rejected", {"DEDUPE_API_KEY": "not-the-dedupe-key"}, None,
      False, {"deduper"}, "deduper", ["DEDUPE_API_KEY"]),
-    ("deduper-not-set", {"DEDUPE_BASE_URL": ""}, None,
-     False, {"deduper"}, "deduper", ["DEDUPE_BASE_URL", "DEDUPE_API_KEY"]),
     ("redis-down", {}, None, True, {"redis"}, "redis", ["REDIS_URL"]),
     ("two-settings-one-field", {"RETAILCRM_CF_MAX_ID": "bot_vk_account_id"}, None,
      False, {"settings"}, "settings", ["RETAILCRM_CF_VK_ID, RETAILCRM_CF_MAX_ID"]),
@@ -207,6 +283,11 @@ def test_doctor_fails_the_broken_check_and_names_the_fix(
     assert next(line for line in lines if line["mark"] == "FAIL")["check"] == check
     fix = failing(lines)[check]["fix"]
     assert all(part in fix for part in fix_parts), fix
+    # A fix never asks to set a setting to the value it already has.
+    for name, value in {**TEST_ENV, **env}.items():
+        if not value:
+            continue
+        assert f"set {name} to {value}" not in fix and f"{name} ({value})" not in fix, fix
     assert_no_secrets(env, stdout)
     # Every check still gets its line: the later ones run after a failure.
     assert [line["check"] for line in lines][-2:] == ["greensms", "deduper"]

@@ -105,6 +105,15 @@ def test_edit_without_by_id_looks_up_external_id(sb):
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("get", "/reset", "POST"), ("post", "/outbox", "GET"), ("delete", "/stats", "GET")])
+def test_a_wrong_method_on_the_sandbox_routes_is_405_json(sb, method, path, allowed):
+    response = getattr(sb, method)(path)
+    assert (response.status_code, response.get_json()) == (
+        405, {"status": "error", "errorCode": "method_not_allowed"})
+    assert allowed in response.headers["Allow"]
+
+
 def test_malformed_json_field_is_400_envelope(sb):
     response = crm_post(sb, "/api/v5/customers/1001/edit", by="id", customer="{nope")
     assert response.status_code == 400

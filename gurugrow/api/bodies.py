@@ -1,5 +1,6 @@
-"""Request bodies read safely: a size limit that holds for chunked bodies too, and JSON
-bodies that must be one shallow object."""
+"""Request bodies read safely: a size limit that holds for chunked bodies too, JSON
+bodies that must be one shallow object, and a body that must be what its Content-Type
+says (form or JSON)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,41 @@ _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 
 class BodyNotAnObject(ValueError):
     """The JSON body is malformed, nested too deeply, or not an object."""
+
+
+class UnreadableBody(ValueError):
+    """A body that is neither valid form nor valid JSON for its Content-Type."""
+
+
+# The two bodies the contract accepts (multipart form data is read as form too).
+FORM_TYPE, JSON_TYPE = "application/x-www-form-urlencoded", "application/json"
+MULTIPART_TYPE = "multipart/form-data"
+
+
+def body_values() -> dict[str, Any]:
+    """The POST body's fields, read as its Content-Type says; ``UnreadableBody`` when it
+    is not what the type says (JSON labelled as form, text/plain, no type at all, broken
+    JSON). An empty body, whatever its type, has no fields."""
+    raw = request.get_data(cache=True)  # werkzeug parses the form from this cached copy
+    if not raw.strip():
+        return {}
+    if request.is_json:
+        try:
+            return json_object()
+        except BodyNotAnObject as e:
+            raise UnreadableBody(str(e)) from e
+    if request.mimetype == FORM_TYPE and _reads_as_form(raw):
+        return request.form.to_dict(flat=True)
+    if request.mimetype == MULTIPART_TYPE and (request.form or request.files):
+        return request.form.to_dict(flat=True)
+    raise UnreadableBody(f"a body that is not {request.mimetype or 'typed'}")
+
+
+def _reads_as_form(raw: bytes) -> bool:
+    """A form-urlencoded body has ``name=value`` pairs. One that opens like JSON (``{`` or
+    ``[``) is JSON labelled as form; one with no ``=`` at all is text labelled as form."""
+    text = raw.lstrip()
+    return not text.startswith((b"{", b"[")) and b"=" in text
 
 
 def install_body_limit(app: Flask) -> None:

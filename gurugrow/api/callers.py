@@ -69,7 +69,9 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
     policy = CallerPolicy.build(settings.api_tokens, settings.caller_networks)
     own_policies = {METRICS_ENDPOINT: CallerPolicy.for_scrapers(settings.metrics_token,
                                                                  settings.caller_networks)}
-    if policy.is_open and not settings.sandbox:  # only with ALLOW_ANONYMOUS_CALLERS=1
+    # A live start refuses an open policy unless ALLOW_ANONYMOUS_CALLERS=1 (the CLI's app
+    # on a refused configuration is never served: see create_cli_app).
+    if policy.is_open and not settings.sandbox and settings.allow_anonymous_callers:
         log_event("anonymous_callers_allowed", logging.WARNING,
                   note="ALLOW_ANONYMOUS_CALLERS=1 and neither API_TOKENS nor "
                        "ALLOWED_CALLER_NETWORKS: anyone who reaches the service may call it")

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
 from gurugrow import metrics, texts
-from gurugrow.api.bodies import BodyNotAnObject, json_object
+from gurugrow.api.bodies import UnreadableBody, body_values
 from gurugrow.api.callers import request_client_ip
 from gurugrow.fields import request_settings
 from gurugrow.flows.vocabulary import FlowRefusal
@@ -34,18 +34,13 @@ def request_values() -> dict[str, Any]:
     """Query string merged with the body (JSON object or form); the body wins.
 
     BotMarketing sends GET parameters in the query and POST bodies as either encoding.
-    A repeated key counts once (its first value).
+    A repeated key counts once (its first value). Raises ``UnreadableBody`` for a body
+    that is not what its Content-Type says.
     """
     values: dict[str, Any] = request.args.to_dict(flat=True)
     if request.method == "GET":
         return values
-    if request.is_json:
-        try:
-            values.update(json_object())
-        except BodyNotAnObject as e:
-            raise ValidationError({"_body": [str(e)]}) from e
-    else:
-        values.update(request.form.to_dict(flat=True))
+    values.update(body_values())
     return values
 
 
@@ -206,6 +201,12 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
             data = req.load(values)
         data["clientIp"] = request_client_ip(svc.settings)
         return flow(svc, data)
+    except UnreadableBody as e:
+        # Said apart from a field's own errorCode: a wrong Content-Type is not a bad field.
+        log_event("request_invalid", endpoint=request.path, error_code="invalid_request",
+                  content_type=(request.mimetype or "(none)")[:80], reason=e)
+        return {"status": "error", "errorCode": "invalid_request",
+                "message": texts.BODY_NOT_READ}
     except ValidationError as e:
         messages = e.messages if isinstance(e.messages, dict) else {}
         status, code = first_error(req, messages)

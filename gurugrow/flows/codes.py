@@ -34,13 +34,19 @@ def default_route(channel: str | None) -> str:
 def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     """The one CRM customer of ``phone`` (deduper for several), or None for nobody.
 
-    Raises FlowRefusal("dedupe_failed") when the duplicates cannot be resolved.
+    Raises FlowRefusal("dedupe_failed") when the duplicates cannot be resolved: the
+    contract's unresolved case, whose message hands the customer to a manager. With no
+    deduper configured (DEDUPE_BASE_URL empty) every phone with several customers is.
     """
     customers = svc.crm.find_customers_by_phone(phone)
     if not customers:
         return None
     if len(customers) == 1:
         return str(customers[0]["id"])
+    if not svc.deduper.configured:
+        log_event("duplicates_unresolved", phone=mask_phone(phone), candidates=len(customers),
+                  reason="no deduper (DEDUPE_BASE_URL empty)")
+        raise FlowRefusal("dedupe_failed")
     try:
         result = svc.deduper.auto_resolve(phone, svc.settings.retailcrm_site, str(uuid.uuid4()))
     except UpstreamError as e:

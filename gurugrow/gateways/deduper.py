@@ -1,4 +1,7 @@
-"""The shop's deduper: picks one customer among several sharing a phone."""
+"""The shop's deduper (optional): picks one customer among several sharing a phone.
+
+Without one (``DEDUPE_BASE_URL`` empty) ``configured`` is false and the flows answer such
+a phone as unresolved, never calling it."""
 
 from __future__ import annotations
 
@@ -39,6 +42,11 @@ class DeduperGateway:
                                 connect_timeout=connect_timeout, session=session)
         self._headers = {"X-API-Key": api_key}
         self._configured = bool(base_url)
+
+    @property
+    def configured(self) -> bool:
+        """True when a deduper is set (DEDUPE_BASE_URL)."""
+        return self._configured
 
     def auto_resolve(self, phone: str, site: str, request_id: str) -> DedupeResult:
         """Ask which customer of ``phone`` is the one; raise on any failure."""

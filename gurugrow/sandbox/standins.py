@@ -43,4 +43,11 @@ def create_standins_app(data: dict[str, Any] | None = None, *, rate_limit_per_se
     def not_found(_error):
         return jsonify({"status": "error", "errorCode": "not_found"}), 404
 
+    @app.errorhandler(405)
+    def method_not_allowed(error):
+        # JSON like every other answer here (werkzeug's default is an HTML page).
+        response = jsonify({"status": "error", "errorCode": "method_not_allowed"})
+        response.headers["Allow"] = ", ".join(error.valid_methods or ())
+        return response, 405
+
     return app

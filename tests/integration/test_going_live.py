@@ -23,7 +23,8 @@ MISSING = ("bot_max_account_id", "bot_last_verified_at")
 
 
 def going_live_commands() -> list[str]:
-    section = README[README.index("## Going live"):README.index("## Operations")]
+    start = README.index("## Going live\n")
+    section = README[start:README.index("\n## ", start + 1)]
     return re.findall(r"\*\*`(make [a-z-]+(?: ARGS=--yes)?)`\*\*|`(make [a-z-]+ ARGS=--yes)`",
                       section)
 

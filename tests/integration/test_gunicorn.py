@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gurugrow.config import NO_ENV_FILE_HINT
 from tests.conftest import TEST_ENV
 from tests.integration.conftest import ROOT, free_port, wait_until
 
@@ -106,7 +107,9 @@ def test_gunicorn_refuses_to_start_without_retailcrm_url(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["gurugrow: configuration error: RETAILCRM_BASE_URL is required but not set"]
+    # tmp_path has no .env: the second line says to copy the example.
+    assert lines == ["gurugrow: configuration error: RETAILCRM_BASE_URL is required but not set",
+                     f"gurugrow: {NO_ENV_FILE_HINT}"]
 
 
 def test_gunicorn_refuses_an_open_live_start(tmp_path):
@@ -114,6 +117,7 @@ def test_gunicorn_refuses_an_open_live_start(tmp_path):
     env = gunicorn_env(APP_PORT=str(free_port()))
     env.pop("API_TOKENS")
     env.pop("ALLOWED_CALLER_NETWORKS", None)
+    (tmp_path / ".env").write_text("# settings from the environment\n")
     result = subprocess.run([GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"),
                              "--pythonpath", str(ROOT), "wsgi:app"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)

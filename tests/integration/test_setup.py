@@ -38,6 +38,10 @@ def test_make_alone_lists_every_target():
     assert {"help", "install", "run", "test", "doctor", "create-fields", "lock"} <= targets
     assert targets - listed == set(), "targets without a ## line in the Makefile"
     assert make("help").stdout == result.stdout
+    # `install` names the lock file it installs from (the Makefile's LOCK).
+    lock = re.search(r"^LOCK := (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    install = re.search(r"^  make install +(.+)$", result.stdout, re.M).group(1)
+    assert re.findall(r"requirements[a-z-]*\.lock", install) == [lock], install
 
 
 def test_a_wrong_python_is_one_line(tmp_path):
