@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
-from gurugrow.flows.delivery import METHOD_ROUTES, Sent, resend_route, track_send
+from gurugrow.flows.delivery import (
+    METHOD_ROUTES,
+    Sent,
+    give_back_fallback,
+    resend_route,
+    track_send,
+)
 from gurugrow.flows.vocabulary import Answer, FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
@@ -292,9 +298,14 @@ def resend_code(svc: Services, data: dict[str, Any], purpose: str) -> Answer:
     ensure_resendable(svc, session)
     route = data.get("deliveryRoute") or default_route(session.channel)
     # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
-    route, replaces_undelivered = resend_route(svc, session, route)
-    sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
-                        cooldown=not replaces_undelivered)
+    route, replaced = resend_route(svc, session, route)
+    try:
+        sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
+                            cooldown=replaced is None)
+    except BaseException:
+        if replaced is not None:  # its SMS did not go out: watched (and claimable) again
+            give_back_fallback(svc, replaced)
+        raise
     masked = mask_phone(session.phone)
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,

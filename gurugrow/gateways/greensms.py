@@ -16,20 +16,26 @@ ROUTES = ("telegram", "vk", "sms")
 # Lifetime asked for a token made from user/pass just to read the balance.
 TOKEN_EXPIRE_SECONDS = 300
 
-# GreenSMS's status answer is UNCONFIRMED: its SDKs only show that `GET /<route>/status`
-# (with `id`, `extended`) answers a body with a `status` key; no source names the values.
-# So every word we can think of is mapped here, in this one table, lower-cased (Russian
-# words too), and anything else reads as `unknown`. Adjust it once real answers are seen.
+# GreenSMS's status answer (docs/INTEGRATIONS.md, "GreenSMS status"): ``GET /<route>/status``
+# answers ``{"time", "status", "status_code", ...}`` (node SDK typings, PR #9 and #12). The
+# code is read first, the word second; anything else, and every error answer ("Message not
+# found" included), is ``unknown`` -- never ``failed``, never a reason to skip a cooldown.
+#
+# Codes: the pairing of code and word is an inference (listing order and the SMSC
+# delivery-report bits), no source pairs them: 0 not ready, 1 delivered, 2 failed, 3 read,
+# 4 buffered, 8 accepted by the operator, 16 rejected, 34 expired.
+DELIVERY_CODES = {0: "pending", 1: "delivered", 2: "failed", 3: "delivered", 4: "pending",
+                  8: "pending", 16: "failed", 34: "failed"}
+# Words, lower-cased: the documented sms words, ``Message read`` (vk, viber, whatsapp), and
+# Telegram Gateway's own words (GreenSMS's telegram words are documented nowhere).
 DELIVERY_STATUSES = {
-    **dict.fromkeys(("delivered", "delivrd", "read", "seen", "доставлено", "прочитано"),
-                    "delivered"),
-    **dict.fromkeys(("pending", "sent", "accepted", "acceptd", "queued", "enroute", "new",
-                     "buffered", "processing", "sending", "scheduled", "отправлено",
-                     "в очереди", "ожидание"), "pending"),
-    **dict.fromkeys(("failed", "undelivered", "undeliv", "not_delivered", "rejected",
-                     "rejectd", "expired", "error", "deleted", "unreachable", "blocked",
-                     "cancelled", "canceled", "не доставлено", "ошибка", "отклонено"),
-                    "failed"),
+    "status not ready": "pending", "delivery success": "delivered",
+    "delivery failure": "failed", "message buffered": "pending",
+    "delivery accepted": "pending", "delivery rejected": "failed",
+    "status request expired": "failed", "message read": "delivered",
+    # Telegram Gateway (core.telegram.org/gateway/api#deliverystatus)
+    "sent": "pending", "delivered": "delivered", "read": "delivered", "expired": "failed",
+    "revoked": "failed",
 }
 
 
@@ -74,7 +80,7 @@ class GreenSmsGateway:
         """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send.
 
         ``GET /<route>/status`` with ``id`` and ``extended``; the answer's shape is
-        unconfirmed, so it is read defensively (``DELIVERY_STATUSES``). A refusal raises
+        read code first, word second (``DELIVERY_CODES``, ``DELIVERY_STATUSES``). A refusal raises
         ``UpstreamRejected``, an unreachable GreenSMS ``UpstreamUnavailable``.
         """
         if route not in ROUTES:
@@ -83,11 +89,12 @@ class GreenSmsGateway:
         status, body = self._http.request("GET", f"/{route}/status",
                                           params=[("id", request_id), ("extended", "true")],
                                           headers=headers)
-        raw = _answer_field(f"{route}/status", status, body, "status")
-        mapped = delivery_status_of(raw)
-        if mapped == "unknown":  # the word to add to DELIVERY_STATUSES, once understood
+        _answer_field(f"{route}/status", status, body, "status")
+        mapped = delivery_status_of(body)
+        if mapped == "unknown":  # a word or code to add to the tables, once understood
             log_event("greensms_status_unmapped", logging.WARNING, route=route,
-                      raw_status=raw[:40])
+                      raw_status=str(body.get("status"))[:40],
+                      raw_code=str(body.get("status_code"))[:10])
         return mapped
 
     def account_balance(self) -> str:
@@ -108,9 +115,18 @@ class GreenSmsGateway:
         return _answer_field("account/token", status, body, "access_token")
 
 
-def delivery_status_of(raw: str) -> str:
-    """One of delivered | pending | failed | unknown for GreenSMS's ``status`` value."""
-    return DELIVERY_STATUSES.get(raw.strip().lower(), "unknown")
+def delivery_status_of(answer: dict[str, Any]) -> str:
+    """delivered | pending | failed | unknown for one GreenSMS status answer: its
+    ``status_code`` when it is a known code, else its ``status`` word."""
+    code = answer.get("status_code")
+    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and code in DELIVERY_CODES:
+        return DELIVERY_CODES[code]
+    word = answer.get("status")
+    if not isinstance(word, str):
+        return "unknown"
+    return DELIVERY_STATUSES.get(" ".join(word.split()).lower(), "unknown")
 
 
 def _answer_field(what: str, status: int, body: Any, key: str) -> str:

@@ -110,8 +110,8 @@ class SandboxState:
         """The status word of one accepted send (None: no such send by that route).
 
         Pinned words first; then Telegram's undelivered and late demo phones; every
-        other send reads as delivered. The words are the stand-in's guess: GreenSMS's
-        real vocabulary is unconfirmed (see gateways/greensms.py)."""
+        other send reads as delivered. The words are GreenSMS's documented sms/vk words
+        (node SDK PR #12); ASSUMED for telegram, whose words no source lists."""
         with self.lock:
             self.status_calls.append(request_id)
             message = next((m for m in self.outbox if m["request_id"] == request_id
@@ -122,11 +122,11 @@ class SandboxState:
         if pinned:
             return pinned
         if route == "telegram" and message["to"] in self.telegram_undelivered:
-            return "undelivered"
+            return "Delivery failure"
         late = self.telegram_late.get(message["to"]) if route == "telegram" else None
         if late is not None and self.clock() - message["clock"] < late:
-            return "sent"
-        return "delivered"
+            return "Delivery accepted"
+        return "Delivery success"
 
     def over_rate_limit(self) -> bool:
         """Whether this call goes over the per-second limit (counted as refused if so)."""
