@@ -132,12 +132,8 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
 
 
 def resend(svc: Services, data: dict[str, Any]) -> Answer:
-    """A new code for a session of /orders/recommended/start, within the send caps.
-
-    Only for the messenger identity that started it; any other caller, or a session of
-    /auth/start, is told the session does not exist.
-    """
-    return resend_code(svc, data, purpose="recommended")
+    """/orders/recommended/resend: an alias of /auth/resend (``codes.resend_code``)."""
+    return resend_code(svc, data)
 
 
 def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -> Answer:
