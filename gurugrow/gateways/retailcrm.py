@@ -20,6 +20,8 @@ GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
 # A safety stop for paginated listings (100 per page): far beyond any real account.
 MAX_LIST_PAGES = 50
+# The page sizes RetailCRM takes (``limit``).
+PAGE_SIZES = (20, 50, 100)
 
 
 def phone_digits(raw: str) -> str:
@@ -63,6 +65,25 @@ def offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
         if offer.get(key):
             return {key: offer[key]}
     return None
+
+
+def _newness(order: dict[str, Any]) -> tuple[str, int]:
+    """Sort key, newer is greater: ``createdAt`` (``Y-m-d H:i:s`` sorts as text), then id."""
+    oid = str(order.get("id") or "")
+    return str(order.get("createdAt") or ""), int(oid) if oid.isdigit() else 0
+
+
+def newest_pages(total: int, count: int, sizes: tuple[int, ...] = PAGE_SIZES
+                 ) -> list[tuple[int, int]]:
+    """(page size, page number) pairs that hold the last ``count`` of ``total`` items
+    listed oldest first, at the fewest pages (then the smallest size)."""
+    start = max(total - count, 0)
+    options = []
+    for size in sizes:
+        pages = list(range(start // size + 1, (total - 1) // size + 2))
+        options.append((len(pages), size, pages))
+    _, size, pages = min(options)
+    return [(size, number) for number in pages]
 
 
 class RetailCrmGateway:
@@ -167,10 +188,26 @@ class RetailCrmGateway:
 
     # -- orders -----------------------------------------------------------------------
     def list_customer_orders(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
-        """The customer's latest orders (one page of ``limit``: 20, 50 or 100)."""
-        body = self._get("/api/v5/orders", [("filter[customerId]", customer_id),
-                                             ("limit", str(limit))])
-        return body.get("orders") or []
+        """The customer's newest ``limit`` orders (20, 50 or 100), newest first, whatever
+        RetailCRM's page order (it is stated nowhere): page 1, and when it is not the
+        newest page (several pages, oldest first), the fewest pages holding the newest."""
+        def page(size: int, number: int) -> dict[str, Any]:
+            params = [("filter[customerId]", customer_id), ("limit", str(size))]
+            return self._get("/api/v5/orders",
+                             params + ([("page", str(number))] if number > 1 else []))
+
+        first = page(limit, 1)
+        orders = [o for o in first.get("orders") or [] if isinstance(o, dict)]
+        pagination = first.get("pagination") or {}
+        total = pagination.get("totalCount")
+        if (isinstance(total, int) and total > len(orders) and len(orders) >= 2
+                and _newness(orders[0]) < _newness(orders[-1])):
+            # Oldest first: the newest are the last ``limit`` of ``total``.
+            for size, number in newest_pages(total, limit):
+                orders += [o for o in page(size, number).get("orders") or []
+                           if isinstance(o, dict)]
+        unique = {str(o.get("id")): o for o in orders}
+        return sorted(unique.values(), key=_newness, reverse=True)[:limit]
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
         """The order by internal id, or None (also for a value that is not an id)."""
@@ -213,6 +250,15 @@ class RetailCrmGateway:
         return {"id": body.get("id", created.get("id")), "number": created.get("number")}
 
     # -- reference and catalog --------------------------------------------------------
+    def account_timezone(self) -> str:
+        """The account's time zone (``GET /api/v5/settings`` → ``settings.timezone.value``,
+        e.g. ``Europe/Moscow``): every RetailCRM date is local time there. ``""`` when
+        the answer names none."""
+        settings = self._get("/api/v5/settings").get("settings")
+        zone = (settings.get("timezone") if isinstance(settings, dict) else None) or {}
+        value = zone.get("value") if isinstance(zone, dict) else None
+        return value if isinstance(value, str) else ""
+
     def get_statuses(self) -> dict[str, Any]:
         """Order statuses keyed by code (``{code: {name, group, ...}}``)."""
         statuses = self._get("/api/v5/reference/statuses").get("statuses")

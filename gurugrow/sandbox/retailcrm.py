@@ -167,8 +167,10 @@ def orders() -> ResponseReturnValue:
         found = [o for o in found if o.get("number") in numbers]
     if ids := request.args.getlist("filter[ids][]"):
         found = [o for o in found if str(o["id"]) in ids]
-    # The real default order is unconfirmed: oldest first keeps clients honest.
-    found.sort(key=lambda o: o.get("createdAt", ""))
+    # ASSUMED: the real default order is stated nowhere; oldest first (by id, as a
+    # database would) keeps clients honest, and tests may flip it to newest first.
+    found.sort(key=lambda o: (o.get("createdAt", ""), int(o["id"])),
+               reverse=state().orders_newest_first)
     return _page(found, "orders")
 
 
@@ -231,6 +233,18 @@ def _all_offers() -> list[dict[str, Any]]:
 @crm.get("/api/v5/reference/statuses")
 def statuses() -> ResponseReturnValue:
     return state().failure("statuses") or _ok(statuses=state().statuses)
+
+
+@crm.get("/api/v5/settings")
+def account_settings() -> ResponseReturnValue:
+    """The account's settings; dates everywhere are local time in ``timezone``."""
+    if failed := state().failure("settings"):
+        return failed
+    updated = "2024-01-01 00:00:00"
+    return _ok(settings={
+        "default_currency": {"value": "RUB", "updated_at": updated},
+        "system_language": {"value": "RU", "updated_at": updated},
+        "timezone": {"value": state().timezone, "updated_at": updated}})
 
 
 @crm.get("/api/v5/reference/status-groups")

@@ -67,6 +67,9 @@ class SandboxState:
             self.delivery_statuses: dict[str, str] = {}
             self.status_calls: list[str] = []  # request ids asked about, in order
             self.sites = data.get("sites", [])
+            # The account's time zone (GET /api/v5/settings): its dates are local there.
+            self.timezone: str = data.get("timezone", "Europe/Moscow")
+            self.orders_newest_first = bool(data.get("ordersNewestFirst", False))
             # /api/credentials: what the key may do (tests narrow these).
             self.scopes: list[str] = list(data.get("scopes", CRM_SCOPES))
             self.site_access: str = data.get("siteAccess", "access_full")
