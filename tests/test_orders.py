@@ -246,13 +246,16 @@ def test_duplicate_number_is_regenerated(client, upstreams, source, monkeypatch)
     assert answer["newOrderNumber"] == "CHT22222222-BOT"
 
 
-def test_lost_create_answer_is_resolved_by_number(client, upstreams, source):
+@pytest.mark.parametrize("env_overrides", [{}, {"REPEAT_ORDER_SITE": "other-store"}])
+def test_lost_create_answer_is_resolved_by_number(client, upstreams, source, env_overrides):
     upstreams.lose_create_answer = True  # the order is created, the answer times out
     answer = repeat(client, sourceOrderId="123456")
     assert answer["status"] == "created"
     [created] = upstreams.created
     assert (answer["newOrderId"], answer["newOrderNumber"]) == (
         str(created["id"]), created["number"])
+    # Looked up by number in the store it was made in.
+    assert created["site"] == env_overrides.get("REPEAT_ORDER_SITE", "test-site")
 
 
 @pytest.mark.parametrize(("fields", "setup", "expected"), [

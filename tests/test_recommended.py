@@ -289,3 +289,18 @@ def test_recommended_resend_is_an_alias_serving_auth_sessions_too(client, catalo
     result = post(client, "/auth/check", {**TG, "sessionId": session_id,
                                           "code": catalog.codes_sent()[-1]}, kind)
     assert (result["status"], result["customerId"]) == ("authorized", "5")
+
+
+@pytest.mark.parametrize("lost", [502, True])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_lost_create_answer_is_found_in_its_own_store(client, catalog, kind, lost):
+    """RECOMMENDED_ORDER_SITE (1minoxidil-ru) is not RETAILCRM_SITE (test-site): the
+    order's externalId is looked up where it was made, so the check ends with one order."""
+    catalog.add_customer(5, "+7 999 123-45-67")
+    session_id = start(client, kind)["sessionId"]
+    catalog.lose_create_answer = lost  # stored, then the answer is lost
+    result = call(client, "check", kind, sessionId=session_id, code=catalog.codes_sent()[0])
+    assert result["status"] == "created"
+    [order] = catalog.created
+    assert (result["orderId"], order["site"]) == (str(order["id"]), "1minoxidil-ru")
+    assert catalog.crm_calls("POST /api/v5/orders/create") == ["POST /api/v5/orders/create"]

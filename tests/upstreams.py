@@ -115,11 +115,11 @@ class Upstreams:
         self.state.dedupe_default = answer
 
     @property
-    def lose_create_answer(self) -> bool:
+    def lose_create_answer(self) -> bool | int:
         return self.state.lose_create_answer
 
     @lose_create_answer.setter
-    def lose_create_answer(self, value: bool) -> None:
+    def lose_create_answer(self, value: bool | int) -> None:
         self.state.lose_create_answer = value
 
     # -- inspect ----------------------------------------------------------------------

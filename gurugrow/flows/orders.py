@@ -183,15 +183,15 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
             "sourceOrderNumber": str(source.get("number") or source["id"])}
     # An earlier attempt died after choosing its number: its order, if it landed, is the
     # answer, whatever has changed in the catalog since.
-    created = _noted_order(svc, lease, customer_id)
+    # The store the new order is made in, and where any lookup of it looks.
+    site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
+    created = _noted_order(svc, lease, customer_id, site)
     if created is None:
         missing = unavailable_item(svc, source.get("items") or [])
         if missing is not None or not source.get("items"):
             log_event("repeat_unavailable_item", source_order_id=source["id"])
             return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
                     "unavailableItemName": missing}
-        site = (svc.settings.repeat_order_site or source.get("site")
-                or svc.settings.retailcrm_site)
         payload = _repeat_payload(svc, channel, customer_id, source)
         created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     crm_cache.forget_orders(svc, customer_id)
@@ -201,13 +201,14 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
             "text": texts.REPEAT_CREATED.format(number=created["number"])}
 
 
-def _noted_order(svc: Services, lease: Lease, customer_id: str | None
+def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
                  ) -> dict[str, Any] | None:
-    """The order created under the number an earlier attempt noted, if it landed."""
+    """The order created (in store ``site``) under the number an earlier attempt noted,
+    if it landed."""
     number = lease.notes.get("number")
     if not number:
         return None
-    found = svc.crm.find_orders_by_number(number, customer_id)
+    found = svc.crm.find_orders_by_number(number, customer_id, site)
     if not found:
         return None
     log_event("repeat_found_after_retry", order_id=found[0]["id"])
@@ -231,10 +232,10 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
         except UpstreamRejected as e:
             if "number" not in f"{e.message} {e.errors}".lower():
                 raise  # the API layer answers crm_unavailable
-            if found := _noted_order(svc, lease, customer_id):
+            if found := _noted_order(svc, lease, customer_id, site):
                 return found  # taken by our own earlier attempt's order
         except UpstreamUnavailable:
-            existing = svc.crm.find_orders_by_number(number, None)
+            existing = svc.crm.find_orders_by_number(number, None, site)
             if existing:
                 return {"id": existing[0]["id"], "number": number}
             raise

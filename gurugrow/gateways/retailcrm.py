@@ -219,25 +219,32 @@ class RetailCrmGateway:
         except NotFound:
             return None
 
-    def get_order_by_external_id(self, external_id: str) -> dict[str, Any] | None:
-        """The order by externalId, or None (also for one no path can carry)."""
+    def get_order_by_external_id(self, external_id: str, site: str | None = None
+                                 ) -> dict[str, Any] | None:
+        """The order by externalId in store ``site`` (default RETAILCRM_SITE), or None
+        (also for one no path can carry). RetailCRM looks an externalId up only within
+        the store named: pass the one the order was created in."""
         if external_id in ("", ".", ".."):
             return None
+        store = site or self.site
         try:
             return self._get(f"/api/v5/orders/{path_segment(external_id)}",
-                             [("by", "externalId"), *self._site_params()],
+                             [("by", "externalId"), *([("site", store)] if store else [])],
                              route="/api/v5/orders/{externalId}").get("order")
         except NotFound:
             return None
 
-    def find_orders_by_number(self, number: str, customer_id: str | None = None
-                              ) -> list[dict[str, Any]]:
-        """Orders with this exact number (optionally of one customer)."""
+    def find_orders_by_number(self, number: str, customer_id: str | None = None,
+                              site: str | None = None) -> list[dict[str, Any]]:
+        """Orders with this exact number (optionally of one customer, of one store)."""
         params = [("filter[numbers][]", number), ("limit", "20")]
         if customer_id:
             params.append(("filter[customerId]", customer_id))
+        if site:
+            params.append(("filter[sites][]", site))
         body = self._get("/api/v5/orders", params)
-        return [o for o in body.get("orders") or [] if str(o.get("number")) == number]
+        return [o for o in body.get("orders") or [] if str(o.get("number")) == number
+                and (not site or o.get("site") in (None, site))]
 
     def create_order(self, order: dict[str, Any], site: str | None = None) -> dict[str, Any]:
         """Create an order (always pass ``customer.id``); return ``{"id", "number"?}``."""

@@ -85,7 +85,7 @@ class SandboxState:
             self.fail_once: dict[str, tuple[int, Any]] = {}
             self.delay: dict[str, float] = {}  # kind → seconds to wait before answering
             self.messages_sent = 0
-            self.lose_create_answer = False
+            self.lose_create_answer: bool | int = False  # True (504) or an HTTP status
             self._window: deque[float] = deque()
             self.refused_over_rate = 0  # calls answered 503 for going over the rate limit
             self._next_id = 900000
