@@ -167,6 +167,50 @@ def test_writes_are_never_retried(rsps, crm):
     assert len(rsps.calls) == 1
 
 
+THROTTLED = {503: {"success": False, "errorMsg": "Rate limit exceeded"},
+             429: {"success": False, "errorMsg": "Too many requests"}}
+
+
+@pytest.mark.parametrize(("first", "second", "calls", "ok"), [
+    (503, 200, 2, True), (429, 200, 2, True),  # the quota refused it: once more
+    (503, 503, 2, False), (429, 503, 2, False),  # once, not more
+    (502, 200, 1, False), (500, 200, 1, False), (504, 200, 1, False),  # may have applied
+    ("timeout", 200, 1, False), ("dropped", 200, 1, False),
+])
+def test_an_edit_is_repeated_once_only_after_a_503_or_429(rsps, crm, first, second, calls,
+                                                          ok):
+    url = f"{CRM}/api/v5/customers/42/edit"
+    if first == "timeout":
+        rsps.post(url, body=requests.ReadTimeout())
+    elif first == "dropped":
+        rsps.post(url, body=dropped())
+    else:
+        rsps.post(url, status=first, json=THROTTLED.get(first, {"success": False}))
+    if calls == 2:  # else a repeat would get the first answer again, and count
+        rsps.post(url, status=second, json={"success": True, "id": 42} if second == 200
+                  else THROTTLED[second])
+    if ok:
+        crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "1"})
+    else:
+        with pytest.raises(UpstreamUnavailable):
+            crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "1"})
+    assert len(rsps.calls) == calls
+
+
+def test_a_repeated_edit_takes_a_slot_of_the_shared_bucket_again(rsps, slept):
+    bucket = CrmQuota(fakeredis.FakeRedis(), "gg:", rate_limit=10000, queue_seconds=5,
+                      read_horizon_seconds=1)
+    crm = RetailCrmGateway(CRM, KEY, "site-1", max_retries=2, sleep=slept.append,
+                           quota=bucket)
+    url = f"{CRM}/api/v5/customers/42/edit"
+    rsps.post(url, status=503, json=THROTTLED[503])
+    rsps.post(url, json={"success": True, "id": 42})
+    before = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
+    crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "1"})
+    after = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
+    assert after - (before or 0) == 2 and len(rsps.calls) == 2
+
+
 def test_edit_sends_by_id_site_and_json_customer(rsps, crm):
     rsps.post(f"{CRM}/api/v5/customers/42/edit", json={"success": True, "id": 42})
     crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "Ж1"})

@@ -128,11 +128,14 @@ class RetailCrmGateway:
                                           headers=self._headers, route=route)
         return self._envelope(status, body, route or path)
 
-    def _post(self, path: str, form: dict[str, str], route: str | None = None
-              ) -> dict[str, Any]:
-        # Never repeated: a create or edit that timed out may have been applied.
+    def _post(self, path: str, form: dict[str, str], route: str | None = None, *,
+              repeat_throttled: bool = False) -> dict[str, Any]:
+        # Never repeated after a timeout, a dropped connection or a 5xx: it may have been
+        # applied. ``repeat_throttled``: once after a 503/429 (the quota refused it, as
+        # RetailCRM's Go client assumes), through the bucket. Creates stay single: their
+        # flows look a lost create up (order_once, externalId, number) before any repeat.
         status, body = self._http.request("POST", path, data=form, headers=self._headers,
-                                          route=route)
+                                          route=route, retry_throttled=repeat_throttled)
         return self._envelope(status, body, route or path)
 
     @staticmethod
@@ -177,7 +180,7 @@ class RetailCrmGateway:
         if self.site:
             form["site"] = self.site
         self._post(f"/api/v5/customers/{path_segment(customer_id)}/edit", form,
-                   route="/api/v5/customers/{id}/edit")
+                   route="/api/v5/customers/{id}/edit", repeat_throttled=True)
 
     def create_customer(self, customer: dict[str, Any], site: str | None = None) -> str:
         """Create a customer; return its internal id."""
