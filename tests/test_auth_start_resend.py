@@ -269,3 +269,17 @@ def test_new_start_invalidates_previous_code(client, upstreams):
     new = post(client, "/auth/check", {**TG, "sessionId": second,
                                        "code": upstreams.codes_sent()[1]})
     assert new["status"] == "authorized"
+
+
+@pytest.mark.parametrize(("env_overrides", "route"), [
+    ({"GREENSMS_VK_FROM": ""}, "sms"),  # GreenSMS requires a VK sender: the route is off
+    ({"GREENSMS_VK_FROM": "shop"}, "vk"),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_vk_codes_go_by_vk_only_with_a_sender(client, upstreams, kind, route):
+    upstreams.add_customer(7, PHONE)
+    answer = post(client, "/auth/start", {"channelType": "vk", "messengerUserId": "777",
+                                          "phone": PHONE}, kind)
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", route)
+    assert [m["route"] for m in upstreams.sent] == [route]
+    assert upstreams.state.send_attempts == [route]  # no VK send GreenSMS would refuse

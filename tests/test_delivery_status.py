@@ -4,6 +4,7 @@ and the stand-in's status calls (demo phones included)."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -36,7 +37,7 @@ def test_status_with_user_and_pass_gets_a_token_from_the_body(rsps):
     assert GreenSmsGateway(SMS, user="u", password="p").delivery_status("vk", REQUEST_ID) == (
         "pending")
     token_call, status_call = (call.request for call in rsps.calls)
-    assert parse_qs(token_call.body)["pass"] == ["p"]
+    assert json.loads(token_call.body)["pass"] == "p"
     assert status_call.headers["Authorization"] == "Bearer short-lived"
     assert "pass" not in status_call.url
 

@@ -65,6 +65,8 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
     Raises FlowRefusal("delivery_failed") when no route accepted the code.
     """
     routes = [route] if route == "sms" else [route, "sms"]
+    if route == "vk" and not svc.sms.vk_enabled:
+        routes = ["sms"]  # the VK route is off without GREENSMS_VK_FROM (the doctor says)
     for attempt in routes:
         try:
             request_id = svc.sms.send_code(attempt, phone, code,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -13,8 +16,10 @@ from gurugrow.logs import log_event
 
 GATEWAY = "greensms"
 ROUTES = ("telegram", "vk", "sms")
-# Lifetime asked for a token made from user/pass just to read the balance.
+# Lifetime asked for a token made from user/pass (status reads, the balance); it is
+# kept until TOKEN_RENEW_MARGIN_SECONDS before it runs out.
 TOKEN_EXPIRE_SECONDS = 300
+TOKEN_RENEW_MARGIN_SECONDS = 30
 
 # GreenSMS's status answer (docs/INTEGRATIONS.md, "GreenSMS status"): ``GET /<route>/status``
 # answers ``{"time", "status", "status_code", ...}`` (node SDK typings, PR #9 and #12). The
@@ -40,12 +45,14 @@ DELIVERY_STATUSES = {
 
 
 class GreenSmsGateway:
-    """GreenSMS over one Session; credentials go in a header or the body, never the URL."""
+    """GreenSMS over one Session; credentials go in a header or the JSON body, never the
+    URL."""
 
     def __init__(self, base_url: str, *, token: str = "", user: str = "", password: str = "",
                  sms_from: str = "", vk_from: str = "", telegram_ttl: int | None = None,
                  timeout: float = 10, connect_timeout: float = 3,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._http = HttpClient(GATEWAY, base_url, timeout=timeout,
                                 connect_timeout=connect_timeout, session=session)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -53,6 +60,14 @@ class GreenSmsGateway:
         self._sms_from = sms_from
         self._vk_from = vk_from
         self._telegram_ttl = telegram_ttl
+        self._clock = clock
+        self._token_lock = threading.Lock()
+        self._token: tuple[str, float] | None = None  # (token, renew after)
+
+    @property
+    def vk_enabled(self) -> bool:
+        """VK sends need a sender: GreenSMS requires ``from`` (PHP SDK schema)."""
+        return bool(self._vk_from)
 
     def send_code(self, route: str, phone: str, code: str, sms_text: str) -> str:
         """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's request_id.
@@ -62,17 +77,23 @@ class GreenSmsGateway:
         """
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}")
-        form: dict[str, Any] = {"to": phone, **self._credentials}
+        if route == "vk" and not self._vk_from:
+            # GreenSMS refuses it (``from`` is required); the flows skip VK then.
+            raise UpstreamRejected(GATEWAY, "vk: GREENSMS_VK_FROM is not set")
+        # A JSON body, as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL.
+        payload: dict[str, Any] = {"to": phone, **self._credentials}
         if route == "telegram":
-            form["txt"] = code
+            payload["txt"] = code
             if self._telegram_ttl:
-                form["ttl"] = self._telegram_ttl
+                payload["ttl"] = self._telegram_ttl
         else:
-            form["txt"] = sms_text
+            payload["txt"] = sms_text
             sender = self._vk_from if route == "vk" else self._sms_from
             if sender:
-                form["from"] = sender
-        status, body = self._http.request("POST", f"/{route}/send", data=form,
+                payload["from"] = sender
+            if route == "sms":
+                payload["hidden"] = code  # kept out of GreenSMS's message history
+        status, body = self._http.request("POST", f"/{route}/send", json=payload,
                                           headers=self._headers)
         return _answer_field(route, status, body, "request_id")
 
@@ -85,10 +106,8 @@ class GreenSmsGateway:
         """
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}")
-        headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
-        status, body = self._http.request("GET", f"/{route}/status",
-                                          params=[("id", request_id), ("extended", "true")],
-                                          headers=headers)
+        status, body = self._authorized_get(f"/{route}/status",
+                                            [("id", request_id), ("extended", "true")])
         _answer_field(f"{route}/status", status, body, "status")
         mapped = delivery_status_of(body)
         if mapped == "unknown":  # a word or code to add to the tables, once understood
@@ -105,14 +124,38 @@ class GreenSmsGateway:
         answers reads the balance. A refusal raises ``UpstreamRejected`` whose
         ``status_code`` is the HTTP status and ``errors`` GreenSMS's ``{error, code}``.
         """
-        headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
-        status, body = self._http.request("GET", "/account/balance", headers=headers)
+        status, body = self._authorized_get("/account/balance")
         return _answer_field("account/balance", status, body, "balance")
 
+    def _authorized_get(self, path: str, params: list[tuple[str, str]] | None = None
+                        ) -> tuple[int, Any]:
+        """A GET with the token (or the cached user/pass token). A token GreenSMS no
+        longer takes is dropped, so the next call asks for a new one."""
+        if self._headers:
+            return self._http.request("GET", path, params=params or [],
+                                      headers=self._headers)
+        token = self._account_token()
+        status, body = self._http.request("GET", path, params=params or [],
+                                          headers={"Authorization": f"Bearer {token}"})
+        if status == 401 or (isinstance(body, dict) and body.get("code") == 0
+                             and "error" in body):
+            with self._token_lock:
+                if self._token is not None and self._token[0] == token:
+                    self._token = None
+        return status, body
+
     def _account_token(self) -> str:
-        form = {**self._credentials, "expire": TOKEN_EXPIRE_SECONDS}
-        status, body = self._http.request("POST", "/account/token", data=form)
-        return _answer_field("account/token", status, body, "access_token")
+        """A user/pass token from ``POST /account/token`` (credentials in its JSON body),
+        kept until shortly before it expires."""
+        with self._token_lock:
+            if self._token is not None and self._clock() < self._token[1]:
+                return self._token[0]
+            payload = {**self._credentials, "expire": TOKEN_EXPIRE_SECONDS}
+            status, body = self._http.request("POST", "/account/token", json=payload)
+            token = _answer_field("account/token", status, body, "access_token")
+            self._token = (token, self._clock() + TOKEN_EXPIRE_SECONDS
+                           - TOKEN_RENEW_MARGIN_SECONDS)
+            return token
 
 
 def delivery_status_of(answer: dict[str, Any]) -> str:

@@ -58,6 +58,8 @@ def send(route: str) -> ResponseReturnValue:
         return jsonify({"error": "Authorization declined", "code": 0}), 401
     if route not in ("sms", "telegram", "vk"):
         return jsonify({"error": "Method not found", "code": 1}), 404
+    with st.lock:
+        st.send_attempts.append(route)
     if failed := st.failure(route):
         return failed
     to, txt = params.get("to", ""), params.get("txt", "")

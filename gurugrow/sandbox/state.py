@@ -66,6 +66,7 @@ class SandboxState:
             # request_id → the status word GreenSMS answers for it (tests pin one here).
             self.delivery_statuses: dict[str, str] = {}
             self.status_calls: list[str] = []  # request ids asked about, in order
+            self.send_attempts: list[str] = []  # the route of every send asked, refused too
             self.sites = data.get("sites", [])
             # The account's time zone (GET /api/v5/settings): its dates are local there.
             self.timezone: str = data.get("timezone", "Europe/Moscow")
