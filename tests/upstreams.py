@@ -27,7 +27,8 @@ DEDUPE = "https://dedupe.test"
 def _empty_data() -> dict[str, Any]:
     reference = demo_data()
     return {"statuses": reference["statuses"], "statusGroups": reference["statusGroups"],
-            "customFields": reference["customFields"], "sites": ["test-site"]}
+            "customFields": reference["customFields"],
+            "sites": ["test-site", "1minoxidil-ru"]}
 
 
 class Upstreams:

@@ -274,6 +274,11 @@ class RetailCrmGateway:
         statuses = self._get("/api/v5/reference/statuses").get("statuses")
         return statuses if isinstance(statuses, dict) else {}
 
+    def get_sites(self) -> dict[str, Any]:
+        """The account's stores (sites) keyed by code."""
+        sites = self._get("/api/v5/reference/sites").get("sites")
+        return sites if isinstance(sites, dict) else {}
+
     def get_status_groups(self) -> dict[str, Any]:
         """Status groups keyed by code."""
         groups = self._get("/api/v5/reference/status-groups").get("statusGroups")

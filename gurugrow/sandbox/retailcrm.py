@@ -255,6 +255,15 @@ def account_settings() -> ResponseReturnValue:
         "timezone": {"value": state().timezone, "updated_at": updated}})
 
 
+@crm.get("/api/v5/reference/sites")
+def sites() -> ResponseReturnValue:
+    """The account's stores keyed by code (PHP ReferencesTest: an object)."""
+    if failed := state().failure("sites"):
+        return failed
+    return _ok(sites={code: {"code": code, "name": code, "defaultForCrm": i == 0}
+                      for i, code in enumerate(state().account_sites)})
+
+
 @crm.get("/api/v5/reference/status-groups")
 def status_groups() -> ResponseReturnValue:
     return _ok(statusGroups=state().status_groups)

@@ -67,7 +67,9 @@ class SandboxState:
             self.delivery_statuses: dict[str, str] = {}
             self.status_calls: list[str] = []  # request ids asked about, in order
             self.send_attempts: list[str] = []  # the route of every send asked, refused too
-            self.sites = data.get("sites", [])
+            self.sites = data.get("sites", [])  # the key's sites (/api/credentials)
+            # The account's stores (/reference/sites), whatever the key may use.
+            self.account_sites: list[str] = list(data.get("accountSites", self.sites))
             # The account's time zone (GET /api/v5/settings): its dates are local there.
             self.timezone: str = data.get("timezone", "Europe/Moscow")
             self.orders_newest_first = bool(data.get("ordersNewestFirst", False))
