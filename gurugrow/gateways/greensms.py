@@ -21,7 +21,7 @@ ROUTES = ("telegram", "vk", "sms")
 TOKEN_EXPIRE_SECONDS = 300
 TOKEN_RENEW_MARGIN_SECONDS = 30
 
-# GreenSMS's status answer (docs/INTEGRATIONS.md, "GreenSMS status"): ``GET /<route>/status``
+# GreenSMS's status answer (docs/INTEGRATIONS.md, "GreenSMS"): ``GET /<route>/status``
 # answers ``{"time", "status", "status_code", ...}`` (node SDK typings, PR #9 and #12). The
 # code is read first, the word second; anything else, and every error answer ("Message not
 # found" included), is ``unknown`` -- never ``failed``, never a reason to skip a cooldown.
