@@ -137,20 +137,6 @@ def test_a_read_dropped_every_time_gives_up_after_the_retries(rsps, crm):
     assert len(rsps.calls) == 3
 
 
-def test_a_read_sent_again_takes_a_slot_of_the_shared_bucket_again(rsps, slept):
-    bucket = CrmQuota(fakeredis.FakeRedis(), "gg:", rate_limit=10000, queue_seconds=5,
-                      read_horizon_seconds=1)
-    crm = RetailCrmGateway(CRM, KEY, "site-1", max_retries=2, sleep=slept.append,
-                           quota=bucket)
-    url = f"{CRM}/api/v5/reference/statuses"
-    rsps.get(url, body=dropped())
-    rsps.get(url, json={"success": True, "statuses": {}})
-    before = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
-    assert crm.get_statuses() == {}
-    after = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
-    assert after - (before or 0) == 2
-
-
 def test_a_write_is_never_sent_again_after_a_dropped_connection(rsps, crm):
     # The CRM may have applied it before the connection closed.
     rsps.post(f"{CRM}/api/v5/orders/create", body=dropped())
@@ -197,16 +183,24 @@ def test_an_edit_is_repeated_once_only_after_a_503_or_429(rsps, crm, first, seco
     assert len(rsps.calls) == calls
 
 
-def test_a_repeated_edit_takes_a_slot_of_the_shared_bucket_again(rsps, slept):
+@pytest.mark.parametrize("call", ["read dropped", "edit throttled"])
+def test_a_call_sent_again_takes_a_slot_of_the_shared_bucket_again(rsps, slept, call):
     bucket = CrmQuota(fakeredis.FakeRedis(), "gg:", rate_limit=10000, queue_seconds=5,
                       read_horizon_seconds=1)
     crm = RetailCrmGateway(CRM, KEY, "site-1", max_retries=2, sleep=slept.append,
                            quota=bucket)
-    url = f"{CRM}/api/v5/customers/42/edit"
-    rsps.post(url, status=503, json=THROTTLED[503])
-    rsps.post(url, json={"success": True, "id": 42})
+    if call == "read dropped":
+        url = f"{CRM}/api/v5/reference/statuses"
+        rsps.get(url, body=dropped())
+        rsps.get(url, json={"success": True, "statuses": {}})
+        send = crm.get_statuses
+    else:
+        url = f"{CRM}/api/v5/customers/42/edit"
+        rsps.post(url, status=503, json=THROTTLED[503])
+        rsps.post(url, json={"success": True, "id": 42})
+        send = lambda: crm.edit_customer_custom_fields("42", {"f": "1"})  # noqa: E731
     before = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
-    crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "1"})
+    send()
     after = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
     assert after - (before or 0) == 2 and len(rsps.calls) == 2
 
