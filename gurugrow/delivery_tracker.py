@@ -41,6 +41,19 @@ redis.call('HSET', KEYS[1], 'state', ARGV[3], unpack(ARGV, 4))
 return 1
 """
 
+# Claims the fallback of the send still on record: from ``watching``, or from a
+# ``fallen_back`` whose claimer's lease ran out before its SMS was recorded (it died or
+# failed between the claim and the send). 1 when this caller has it until ARGV[3].
+_CLAIM_FALLBACK_SCRIPT = """
+local cur = redis.call('HMGET', KEYS[1], 'request_id', 'state', 'fallback_until')
+if cur[1] ~= ARGV[1] then return 0 end
+if cur[2] ~= 'watching' and not (cur[2] == 'fallen_back'
+    and tonumber(cur[3] or '0') <= tonumber(ARGV[2])) then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'fallen_back', 'fallback_until', ARGV[3],
+           'undeliverable', ARGV[4])
+return 1
+"""
+
 # Claims a due check: pushes its due time past the lease, so no other worker takes it
 # meanwhile and a worker that dies mid-check leaves it to be taken again after the lease.
 _CLAIM_CHECK_SCRIPT = """
@@ -57,7 +70,8 @@ class SendRecord:
 
     ``state``: ``watching`` (a messenger send whose delivery is not settled), ``settled``
     (delivered, sent by SMS, or given up) or ``fallen_back`` (its SMS fallback was
-    claimed). ``undeliverable``: a messenger route that did not deliver in this session.
+    claimed; until ``fallback_until``, after which an SMS not yet recorded may be claimed
+    again). ``undeliverable``: a messenger route that did not deliver in this session.
     """
 
     session_id: str
@@ -67,6 +81,11 @@ class SendRecord:
     status: str
     state: str
     undeliverable: str = ""
+    fallback_until: float = 0.0
+
+    def fallback_held(self, now: float) -> bool:
+        """Whether someone holds this send's fallback claim now (its SMS under way)."""
+        return self.state == "fallen_back" and self.fallback_until > now
 
 
 class DeliveryTracker:
@@ -79,6 +98,7 @@ class DeliveryTracker:
         self._note_status = client.register_script(_NOTE_STATUS_SCRIPT)
         self._transition = client.register_script(_TRANSITION_SCRIPT)
         self._claim_check = client.register_script(_CLAIM_CHECK_SCRIPT)
+        self._claim_fallback = client.register_script(_CLAIM_FALLBACK_SCRIPT)
 
     def _record_key(self, session_id: str) -> str:
         return redis_keys.delivery_record(self._prefix, session_id)
@@ -120,7 +140,8 @@ class DeliveryTracker:
                           sent_at=float(data.get("sent_at") or 0),
                           status=data.get("status", "pending"),
                           state=data.get("state", "settled"),
-                          undeliverable=data.get("undeliverable", ""))
+                          undeliverable=data.get("undeliverable", ""),
+                          fallback_until=float(data.get("fallback_until") or 0))
 
     def note_status(self, record: SendRecord, status: str) -> bool:
         """Record a status read for ``record``'s send; True when it is news (a change
@@ -130,10 +151,24 @@ class DeliveryTracker:
                                         args=[record.request_id, status])
         return bool(changed)
 
-    def claim_fallback(self, record: SendRecord) -> bool:
-        """Take the one right to replace this undelivered send by SMS (worker or resend);
-        marks its route undeliverable for the rest of the session."""
-        return self._move(record, "watching", "fallen_back", undeliverable=record.route)
+    def claim_fallback(self, record: SendRecord, now: float, lease_until: float) -> bool:
+        """Take the one right to replace this undelivered send by SMS (worker or resend)
+        until ``lease_until``; marks its route undeliverable for the rest of the session.
+        A claim whose holder recorded no SMS by then may be taken again (see the script):
+        the SMS is sent once, and never lost to a claimer that died."""
+        with redis_guard():
+            claimed = self._claim_fallback(keys=[self._record_key(record.session_id)],
+                                           args=[record.request_id, now, lease_until,
+                                                 record.route])
+        return bool(claimed)
+
+    def release_fallback(self, record: SendRecord) -> bool:
+        """Give a claimed fallback back (its SMS did not go out): watched again."""
+        return self._move(record, "fallen_back", "watching", fallback_until="0")
+
+    def close_fallback(self, record: SendRecord) -> bool:
+        """A claimed fallback that will not be sent (refused): no one claims it again."""
+        return self._move(record, "fallen_back", "settled")
 
     def settle(self, record: SendRecord) -> bool:
         """Stop watching this send (delivered, closed, or given up)."""

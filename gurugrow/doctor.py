@@ -152,6 +152,9 @@ CHECK_SETTINGS = {
     "retailcrm key": ("RETAILCRM_BASE_URL", "RETAILCRM_API_KEY", "RETAILCRM_TIMEOUT_SECONDS",
                       "HTTP_"),
     "retailcrm site": ("RETAILCRM_SITE", "RECOMMENDED_ORDER_SITE", "REPEAT_ORDER_SITE"),
+    "retailcrm references": ("RETAILCRM_SITE", "RECOMMENDED_ORDER_SITE", "REPEAT_ORDER_SITE",
+                             "REPEAT_ORDER_STATUS", "RECOMMENDED_ORDER_STATUS",
+                             "RETAILCRM_ORDER_"),
     "custom fields": ("RETAILCRM_CF_",),
     "greensms": ("GREENSMS_",),
     "deduper": ("DEDUPE_", "RETAILCRM_SITE"),
@@ -223,12 +226,15 @@ def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]
         reason = "not checked: it needs the retailcrm key check to pass"
         yield failed("retailcrm scopes", reason, first)
         yield failed("retailcrm site", reason, first)
+        yield failed("retailcrm references", reason, first)
         yield failed("custom fields", reason, first)
         return
     yield check_scopes(credentials)
     blocked = _blocked_by(problems, "retailcrm site")
     yield not_run("retailcrm site", blocked) if blocked else check_sites(svc.settings,
                                                                          credentials)
+    blocked = _blocked_by(problems, "retailcrm references")
+    yield not_run("retailcrm references", blocked) if blocked else check_references(svc)
     blocked = _blocked_by(problems, "custom fields")
     if blocked:
         yield not_run("custom fields", blocked)
@@ -254,7 +260,9 @@ def crm_quota_summary(s: Settings) -> str:
     """The configured RetailCRM quota, as the doctor prints it."""
     return (f"RetailCRM quota {s.retailcrm_rate_limit} calls/s shared by every worker "
             f"(RETAILCRM_RATE_LIMIT; the key allows 10), a call waits up to "
-            f"{s.retailcrm_queue_seconds:g} s for a slot (RETAILCRM_QUEUE_SECONDS)")
+            f"{s.retailcrm_queue_seconds:g} s for a slot (RETAILCRM_QUEUE_SECONDS); note: "
+            "RetailCRM counts the quota per API key, so every other integration using "
+            "this key takes from it too (give the service a key of its own)")
 
 
 def check_callers(s: Settings) -> Check:
@@ -336,6 +344,9 @@ def check_retailcrm_key(svc: Services) -> tuple[dict[str, Any] | None, Check]:
         return None, failed(name, f"{base} has no /api/credentials ({e.message})",
                             _crm_unreachable_fix(s))
     except UpstreamRejected as e:
+        if "account does not exist" in e.message.lower():
+            return None, failed(name, f"{base} answers that no such RetailCRM account "
+                                f"exists ({e.message})", _crm_unreachable_fix(s))
         if e.status_code in (401, 403):
             return None, failed(
                 name, f"{base} refused the API key (HTTP {e.status_code}: {e.message})",
@@ -402,6 +413,51 @@ def check_sites(s: Settings, credentials: dict[str, Any]) -> Check:
         return failed(name, f"RETAILCRM_SITE is not set and the key may use several sites "
                       f"({allowed})", f"set RETAILCRM_SITE to one of: {allowed}")
     return passed(name, f"{listed or 'no site set'} among the key's sites ({access})")
+
+
+def _configured_sites(s: Settings) -> list[tuple[str, str]]:
+    return [(env, site) for env, site in (("RETAILCRM_SITE", s.retailcrm_site),
+                                          ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
+                                          ("REPEAT_ORDER_SITE", s.repeat_order_site)) if site]
+
+
+def check_references(svc: Services) -> Check:
+    """The order statuses, status-group codes and sites the settings name exist in the
+    account (``/reference/statuses``, ``/reference/status-groups``, ``/reference/sites``):
+    an order created with an unknown status or site is refused."""
+    s, name = svc.settings, "retailcrm references"
+    try:
+        statuses, groups = svc.crm.get_statuses(), svc.crm.get_status_groups()
+        sites = svc.crm.get_sites()
+    except UpstreamError as e:
+        return failed(name, f"cannot read the statuses, status groups and sites "
+                      f"({e.message})", f"allow reference_read for this key in "
+                      f"{API_KEYS_SETTING}")
+    wanted = [("REPEAT_ORDER_STATUS", "order status", [s.repeat_order_status], statuses),
+              ("RECOMMENDED_ORDER_STATUS", "order status", [s.recommended_order_status],
+               statuses)]
+    for env, codes in (("RETAILCRM_ORDER_EXCLUDED_GROUP_CODES",
+                        s.retailcrm_order_excluded_group_codes),
+                       ("RETAILCRM_ORDER_GROUP_COMPLETE_CODES",
+                        s.retailcrm_order_group_complete_codes),
+                       ("RETAILCRM_ORDER_GROUP_DELIVERY_CODES",
+                        s.retailcrm_order_group_delivery_codes)):
+        wanted.append((env, "status group", list(codes), groups))
+    wanted += [(env, "site", [site], sites) for env, site in _configured_sites(s)]
+    missing = [(env, what, code) for env, what, codes, known in wanted
+               for code in codes if code and code not in known]
+    if missing:
+        envs = sorted({env for env, _, _ in missing})
+        kinds = {"order status": ("order statuses", statuses),
+                 "status group": ("status groups", groups), "site": ("sites", sites)}
+        offer = "; ".join(f"{kinds[what][0]}: {', '.join(list(kinds[what][1])[:12]) or 'none'}"
+                          for what in dict.fromkeys(w for _, w, _ in missing))
+        return failed(name, "; ".join(f"{what} {code} ({env}) does not exist in the account"
+                                      for env, what, code in missing),
+                      f"set {' / '.join(envs)} to codes the account has ({offer})")
+    return passed(name, f"order statuses {s.repeat_order_status} (REPEAT_ORDER_STATUS) and "
+                  f"{s.recommended_order_status} (RECOMMENDED_ORDER_STATUS), the status-group "
+                  f"codes and the sites exist")
 
 
 def list_customer_fields(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None]:
@@ -479,7 +535,10 @@ def check_greensms(svc: Services) -> Check:
         else:
             fix = f"set GREENSMS_BASE_URL to GreenSMS's API, {GREENSMS_API}"
         return failed(name, f"cannot get an answer from {base} ({e.message})", fix)
-    return passed(name, f"{how} accepted by {base}; balance {balance[:24]}")
+    vk = "" if svc.sms.vk_enabled else (
+        "; note: the VK route is off, GREENSMS_VK_FROM is not set (GreenSMS requires a VK "
+        "sender), so VK users get their codes by SMS")
+    return passed(name, f"{how} accepted by {base}; balance {balance[:24]}{vk}")
 
 
 GREENSMS_API = "https://api3.greensms.ru"

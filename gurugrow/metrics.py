@@ -68,7 +68,8 @@ CRM_BREAKER_OPEN = Gauge(
     "gurugrow_crm_breaker_open", "1 while the RetailCRM circuit breaker is open.",
     multiprocess_mode="livemax")
 CACHE_LOOKUPS = Counter(
-    "gurugrow_cache_lookups_total", "Cache lookups, by cache (binding, orders, statuses) and "
+    "gurugrow_cache_lookups_total", "Cache lookups, by cache (binding, orders, statuses: with the "
+    "account time zone) and "
     "result (hit, miss).", ["cache", "result"])
 
 # Code delivery tracking (GreenSMS status) and the deliveries worker.

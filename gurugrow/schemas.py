@@ -100,8 +100,8 @@ class AuthResendBody(RequestSchema):
     sessionId = SessionId()
     channelType = Channel()
     deliveryRoute = DeliveryRoute()
-    # The caller's messenger identity: a session is resent only to the identity (and for
-    # the purpose) it was started for; a missing or other one is "session_not_found".
+    # The caller's messenger identity, optional (the contract's example sends none): when
+    # sent it must be the session's, else "session_not_found"; the sessionId is enough.
     messengerUserId = AccountId(error_code="session_not_found")
     customerExternalId = AccountId(error_code="session_not_found")
     messengerAccountId = AccountId(error_code="session_not_found")

@@ -206,10 +206,32 @@ def test_resend_too_early(client, upstreams, kind):
     assert len(upstreams.sent) == 1
 
 
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("fields", [
+    # The contract's own example: sessionId, channelType and deliveryRoute, no identity.
+    {"channelType": "telegram", "deliveryRoute": "telegram"},
+    {},  # the sessionId alone is enough
+    {"channelType": "telegram", "messengerUserId": "123456789"},  # the session's own
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_resend_as_the_contract_shows_it(client, upstreams, kind, fields):
+    upstreams.add_customer(7, PHONE)
+    session_id = start(client, kind)["sessionId"]
+    answer = post(client, "/auth/resend", {"sessionId": session_id, **fields}, kind)
+    assert set(answer) == RESEND_FIELDS
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "telegram")
+    assert len(upstreams.sent) == 2
+    check = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                         "code": upstreams.codes_sent()[-1]}, kind)
+    assert check["status"] == "authorized"
+
+
 @pytest.mark.parametrize(("fields", "error_code"), [
     ({"sessionId": "no-such-session"}, "session_not_found"),
     ({"sessionId": ""}, "session_not_found"),
     ({"channelType": "vk"}, "session_not_found"),
+    ({"messengerUserId": "someone-else"}, "session_not_found"),
+    ({"channelType": "vk", "messengerUserId": "123456789"}, "session_not_found"),
     ({"channelType": "icq"}, "invalid_channel"),
     ({"deliveryRoute": "fax"}, "invalid_route"),
 ])
@@ -277,3 +299,17 @@ def test_new_start_invalidates_previous_code(client, upstreams):
     new = post(client, "/auth/check", {**TG, "sessionId": second,
                                        "code": upstreams.codes_sent()[1]})
     assert new["status"] == "authorized"
+
+
+@pytest.mark.parametrize(("env_overrides", "route"), [
+    ({"GREENSMS_VK_FROM": ""}, "sms"),  # GreenSMS requires a VK sender: the route is off
+    ({"GREENSMS_VK_FROM": "shop"}, "vk"),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_vk_codes_go_by_vk_only_with_a_sender(client, upstreams, kind, route):
+    upstreams.add_customer(7, PHONE)
+    answer = post(client, "/auth/start", {"channelType": "vk", "messengerUserId": "777",
+                                          "phone": PHONE}, kind)
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", route)
+    assert [m["route"] for m in upstreams.sent] == [route]
+    assert upstreams.state.send_attempts == [route]  # no VK send GreenSMS would refuse

@@ -179,3 +179,22 @@ def test_requests_of_a_contact_binding(client, world, round_trips):
     # a replay: the kept answer, nothing else
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/contact", contact))
     assert (answer["status"], crm, trips) == ("authorized", [], 1)
+
+
+@pytest.mark.parametrize(("newest_first", "calls"), [(True, 1), (False, 2)])
+def test_my_orders_of_45_orders_cost_one_call_newest_first_and_two_oldest_first(
+        client, world, round_trips, newest_first, calls):
+    """RetailCRM's page order is stated nowhere: page 1, and when it lists oldest first,
+    the one page (limit 50) that holds the newest 20."""
+    for oid in range(6001, 6046):
+        world.add_order(oid, 626518, status="send-to-delivery",
+                        created=f"2026-07-{1 + (oid - 6001) // 24:02d} "
+                                f"{(oid - 6001) % 24:02d}:00:00")
+    world.state.orders_newest_first = newest_first
+    get(client, "/orders", BOUND)  # loads the binding and the statuses reference
+    client.application.extensions["gurugrow"].redis.delete(
+        redis_keys.orders_cache("gg:", "626518"))
+    answer, crm, *_ = measure(world, round_trips, lambda: get(
+        client, "/orders", {**BOUND, "limit": "3"}))
+    assert [o["orderNumber"] for o in answer["orders"]] == ["6045", "6044", "6043"]
+    assert crm == ["GET /api/v5/orders"] * calls

@@ -317,7 +317,10 @@ def test_a_slot_taken_ahead_is_waited_for_by_the_next_call_without_a_round_trip(
         assert client.get(TAIL) == tail
         bucket.acquire()  # the next call asks the bucket itself
         assert int(client.get(TAIL)) > int(tail)
-    assert len(slept) == 2 and 0.15 < slept[0] <= 0.2001 and 0.15 < slept[1] - slept[0]
+    # Waits are measured on Redis's clock, which runs on while a loaded machine gets
+    # here: each is at most one interval (0.2 s) and more than nothing, never a bound
+    # on how fast this test runs.
+    assert len(slept) == 2 and 0 < slept[0] <= 0.2001 and 0 < slept[1] - slept[0] <= 0.2001
     assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == before + 2
     assert rider_outcomes(riders) == {"kept": 1, "used": 1}
 

@@ -46,7 +46,7 @@ def test_nothing_due_nothing_done(app):
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_failed_messenger_send_gets_an_sms_without_resend(app, client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "undelivered")
+    pin_status(customer, "Delivery failure")
     fallbacks = metrics.AUTO_FALLBACKS.labels("telegram")._value.get()
     assert worker(app, "--once") == "no sends were due"  # the first check is not due yet
     later(app, 10)
@@ -65,7 +65,7 @@ def test_failed_messenger_send_gets_an_sms_without_resend(app, client, customer,
 
 def test_late_messenger_send_falls_back_at_the_fallback_time(app, client, customer):
     start(client)
-    pin_status(customer, "sent")
+    pin_status(customer, "Delivery accepted")
     later(app, 10)
     assert worker(app, "--once") == "waiting=1"
     later(app, 20)
@@ -78,7 +78,7 @@ def test_late_messenger_send_falls_back_at_the_fallback_time(app, client, custom
 
 def test_delivered_messenger_send_is_left_alone(app, client, customer):
     session_id = start(client)["sessionId"]
-    pin_status(customer, "delivered")
+    pin_status(customer, "Delivery success")
     later(app, 10)
     assert worker(app, "--once") == "delivered=1"
     later(app, 60)
@@ -90,22 +90,26 @@ def test_delivered_messenger_send_is_left_alone(app, client, customer):
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
 
 
-def test_unknown_status_costs_no_automatic_sms_but_resend_falls_back(app, client, customer):
+@pytest.mark.parametrize("answer", [
+    {"time": "2026-06-01 10:00:00", "status": 7},  # an answer nobody can read
+    {"error": "Message not found", "code": 404},  # GreenSMS lost track of a fresh send
+])
+def test_unknown_status_costs_no_sms_and_skips_no_cooldown(app, client, customer, answer):
     session_id = start(client)["sessionId"]
-    customer.fail["status"] = (200, {"status": 7})  # an answer nobody can read
+    customer.fail["status"] = (200, answer)
     later(app, 30)
     assert worker(app, "--once") == "unknown=1"
     later(app, 40)
     assert worker(app, "--once") == "no sends were due"
     assert routes(customer) == ["telegram"]
-    answer = post(client, "/auth/resend", {**TG, "sessionId": session_id})
-    assert answer["deliveryRoute"] == "sms"  # not delivered in time, as far as anyone knows
-    assert routes(customer) == ["telegram", "sms"]
+    refused = post(client, "/auth/resend", {**TG, "sessionId": session_id})
+    assert (refused["status"], refused["errorCode"]) == ("error", "resend_too_early")
+    assert routes(customer) == ["telegram"]  # nothing says Telegram failed
 
 
 def test_used_session_gets_nothing(app, client, customer):
     session_id = start(client)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     post(client, "/auth/check", {**TG, "sessionId": session_id,
                                  "code": customer.codes_sent()[0]})
     later(app, 10)
@@ -123,7 +127,7 @@ def test_sms_sends_are_not_watched(app, client, customer):
 
 def test_a_resend_supersedes_the_watched_send(app, client, customer):
     session_id = start(client)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     later(app, 61)
     post(client, "/auth/resend", {**TG, "sessionId": session_id})
     assert routes(customer) == ["telegram", "sms"]
@@ -136,7 +140,7 @@ def test_a_resend_supersedes_the_watched_send(app, client, customer):
                                            {"OTP_DAILY_SEND_BUDGET": "1"}])
 def test_session_cap_and_daily_budget_are_respected(app, client, customer):
     start(client)
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     later(app, 10)
     assert worker(app, "--once") == "refused=1"
     assert routes(customer) == ["telegram"]
@@ -146,8 +150,8 @@ def test_session_cap_and_daily_budget_are_respected(app, client, customer):
 def test_phone_hourly_cap_is_respected(app, client, customer):
     start(client, account="1")
     start(client, account="2")  # the same phone from another account: two sends this hour
-    pin_status(customer, "failed", 0)
-    pin_status(customer, "failed", 1)
+    pin_status(customer, "Delivery failure", 0)
+    pin_status(customer, "Delivery failure", 1)
     later(app, 10)
     assert worker(app, "--once") == "refused=1 sms=1"
     assert routes(customer) == ["telegram", "telegram", "sms"]
@@ -159,7 +163,7 @@ def test_two_workers_send_one_sms_per_session_never_two(app, client, customer):
     several times: each undelivered send gets exactly one SMS."""
     sessions = [start(client, account=str(1000 + i))["sessionId"] for i in range(4)]
     for index in range(4):
-        pin_status(customer, "failed", index)
+        pin_status(customer, "Delivery failure", index)
     later(app, 10)
     svc = app.extensions["gurugrow"]
     results = run_concurrently(2, lambda: run_worker(svc, max_seconds=0.5))
@@ -195,7 +199,7 @@ def test_delivery_settings_defaults_and_bad_values():
 def test_a_check_claimed_by_a_worker_that_died_is_taken_again_after_the_lease(
         app, client, customer):
     session_id = start(client)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     svc = app.extensions["gurugrow"]
     now = time.time() + 10
     later(app, 10)
@@ -235,3 +239,81 @@ def test_each_claim_leases_from_its_own_moment_not_the_pass_start(app, client, c
     assert [until - claimed_at for claimed_at, until in leases] == [
         claim_lease_seconds(svc)] * 3
 
+
+
+class Killed(BaseException):
+    """The worker process dies here: nothing after this point runs, no cleanup either."""
+
+
+def _die(*args, **kwargs):
+    raise Killed
+
+
+def test_a_worker_killed_between_claiming_a_fallback_and_sending_it(app, client, customer,
+                                                                     monkeypatch):
+    """The claim outlives its worker only for one lease; the next pass sends the SMS,
+    once."""
+    from gurugrow.flows import auto_fallback
+
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "Delivery failure")
+    svc = app.extensions["gurugrow"]
+    lease = claim_lease_seconds(svc)
+    later(app, 10)
+    with monkeypatch.context() as m:
+        m.setattr(auto_fallback, "reissue_code", _die)
+        m.setattr(auto_fallback, "give_back_fallback", lambda *args: None)  # it is dead
+        with pytest.raises(Killed):
+            auto_fallback.check_due_sends(svc)
+    assert routes(customer) == ["telegram"]
+    assert svc.deliveries.load(session_id).state == "fallen_back"
+    later(app, 11)
+    assert worker(app, "--once") == "no sends were due"  # still its lease
+    later(app, 10 + lease + 1)
+    assert worker(app, "--once") == "sms=1"
+    later(app, 10 + 2 * lease + 2)
+    assert worker(app, "--once") == "no sends were due"
+    assert routes(customer) == ["telegram", "sms"]
+    answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                          "code": customer.codes_sent()[-1]})
+    assert answer["status"] == "authorized"
+
+
+def test_a_failing_send_puts_the_check_back_to_watching(app, client, customer, monkeypatch):
+    from gurugrow.flows import auto_fallback
+    from gurugrow.storage import StorageUnavailable
+
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "Delivery failure")
+    svc = app.extensions["gurugrow"]
+    lease = claim_lease_seconds(svc)
+    later(app, 10)
+
+    def redis_went_away(*args, **kwargs):
+        raise StorageUnavailable("connection refused")
+
+    with monkeypatch.context() as m:
+        m.setattr(auto_fallback, "reissue_code", redis_went_away)
+        assert worker(app, "--once") == "error=1"
+    assert svc.deliveries.load(session_id).state == "watching"
+    later(app, 10 + lease + 1)
+    assert worker(app, "--once") == "sms=1"
+    assert routes(customer) == ["telegram", "sms"]
+
+
+def test_a_resend_while_a_worker_holds_the_fallback_waits_its_cooldown(app, client, customer,
+                                                                      monkeypatch):
+    from gurugrow.flows import auto_fallback
+
+    session_id = start(client)["sessionId"]
+    pin_status(customer, "Delivery failure")
+    svc = app.extensions["gurugrow"]
+    later(app, 10)
+    with monkeypatch.context() as m:
+        m.setattr(auto_fallback, "reissue_code", _die)
+        m.setattr(auto_fallback, "give_back_fallback", lambda *args: None)
+        with pytest.raises(Killed):
+            auto_fallback.check_due_sends(svc)
+    answer = post(client, "/auth/resend", {**TG, "sessionId": session_id})
+    assert (answer["status"], answer["errorCode"]) == ("error", "resend_too_early")
+    assert routes(customer) == ["telegram"]

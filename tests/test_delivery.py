@@ -55,7 +55,7 @@ def test_start_answers_the_route_that_took_the_code(client, customer, kind):
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_delivered_messenger_send_resend_keeps_the_asked_route(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "delivered")
+    pin_status(customer, "Delivery success")
     answer = resend(client, session_id, kind)
     assert (answer["status"], answer["deliveryRoute"]) == ("sent", "telegram")
     assert [m["route"] for m in customer.sent] == ["telegram", "telegram"]
@@ -67,7 +67,7 @@ def test_failed_messenger_send_resend_goes_by_sms_at_once(client, customer, kind
     """Failed: the new code goes by SMS although Telegram is asked, and without waiting
     for the cooldown (the customer got nothing); the cooldown then starts again."""
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "undelivered")
+    pin_status(customer, "Delivery failure")
     answer = resend(client, session_id, kind, deliveryRoute="telegram")
     assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
     assert answer["retryAfterSec"] == 60
@@ -83,11 +83,11 @@ def test_late_messenger_send_waits_until_the_fallback_time(app, client, customer
     """Still pending: within DELIVERY_FALLBACK_AFTER_SECONDS the asked route is kept;
     past it, the code goes by SMS."""
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "sent")
+    pin_status(customer, "Delivery accepted")
     later(app, 10)
     early = resend(client, session_id, kind)
     assert early["deliveryRoute"] == "telegram"
-    pin_status(customer, "sent")
+    pin_status(customer, "Delivery accepted")
     later(app, 10 + 31)
     late = resend(client, session_id, kind)
     assert late["deliveryRoute"] == "sms"
@@ -96,19 +96,70 @@ def test_late_messenger_send_waits_until_the_fallback_time(app, client, customer
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
-def test_unreadable_status_counts_as_not_delivered_only_after_the_fallback_time(
-        app, client, customer, kind):
+def test_unreadable_status_never_counts_as_not_delivered(app, client, customer, kind):
     session_id = start(client, kind)["sessionId"]
     customer.fail["status"] = (500, "<html>Internal</html>")
     assert resend(client, session_id, kind)["deliveryRoute"] == "telegram"
     later(app, 31)
-    assert resend(client, session_id, kind)["deliveryRoute"] == "sms"
+    assert resend(client, session_id, kind)["deliveryRoute"] == "telegram"
+    assert [m["route"] for m in customer.sent] == ["telegram"] * 3
+
+
+# What GreenSMS answers for the status of a Telegram send → the next resend, at once
+# (before the cooldown) and past DELIVERY_FALLBACK_AFTER_SECONDS (30 s, after the 60 s
+# cooldown): the route it takes, or the refusal it gets.
+STATUS_ANSWERS = {
+    "failure": (200, {"time": "2026-06-01 10:00:00", "status": "Delivery failure",
+                      "status_code": 2}),
+    "read": (200, {"time": "2026-06-01 10:00:00", "status": "Message read", "status_code": 3}),
+    "success": (200, {"time": "2026-06-01 10:00:00", "status": "Delivery success",
+                      "status_code": 1}),
+    "accepted": (200, {"time": "2026-06-01 10:00:00", "status": "Delivery accepted",
+                       "status_code": 8}),
+    "not_found": (200, {"error": "Message not found", "code": 404}),
+    "unmapped": (200, {"time": "2026-06-01 10:00:00", "status": "Something new"}),
+}
+
+
+@pytest.mark.parametrize(("answer", "at_once"), [
+    ("failure", "sms"), ("read", "resend_too_early"), ("success", "resend_too_early"),
+    ("accepted", "resend_too_early"), ("not_found", "resend_too_early"),
+    ("unmapped", "resend_too_early"),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_only_a_failure_skips_the_cooldown(client, customer, kind, answer, at_once):
+    """A resend at once goes by SMS only for ``Delivery failure``; any other answer, and
+    one nobody can read (``Message not found``), keeps the cooldown."""
+    customer.fail["status"] = STATUS_ANSWERS[answer]
+    session_id = start(client, kind)["sessionId"]
+    now = resend(client, session_id, kind)
+    assert (now["deliveryRoute"] if now["status"] == "sent" else now["errorCode"]) == at_once
+    assert [m["route"] for m in customer.sent] == (
+        ["telegram", "sms"] if at_once == "sms" else ["telegram"])
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize(("answer", "past_fallback"), [
+    ("failure", "sms"), ("read", "telegram"), ("success", "telegram"),
+    ("accepted", "sms"), ("not_found", "telegram"), ("unmapped", "telegram"),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_past_the_fallback_time_only_failed_or_pending_goes_by_sms(app, client, customer,
+                                                                   kind, answer,
+                                                                   past_fallback):
+    """Past DELIVERY_FALLBACK_AFTER_SECONDS: read or delivered stays on Telegram, still
+    accepted (pending) goes by SMS, an unreadable answer stays on the asked route."""
+    customer.fail["status"] = STATUS_ANSWERS[answer]
+    session_id = start(client, kind)["sessionId"]
+    later(app, 31)
+    then = resend(client, session_id, kind)
+    assert (then["status"], then["deliveryRoute"]) == ("sent", past_fallback)
 
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 def test_a_messenger_that_did_not_deliver_is_not_tried_again_in_the_session(client, customer):
     session_id = start(client)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     assert resend(client, session_id)["deliveryRoute"] == "sms"
     assert resend(client, session_id, deliveryRoute="telegram")["deliveryRoute"] == "sms"
     assert [m["route"] for m in customer.sent] == ["telegram", "sms", "sms"]
@@ -119,14 +170,14 @@ def test_a_messenger_that_did_not_deliver_is_not_tried_again_in_the_session(clie
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 def test_resend_asked_by_sms_after_a_delivered_send(client, customer):
     session_id = start(client)["sessionId"]
-    pin_status(customer, "delivered")
+    pin_status(customer, "Delivery success")
     assert resend(client, session_id, deliveryRoute="sms")["deliveryRoute"] == "sms"
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_failed_fallback_send_gives_the_cooldown_back(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     customer.fail["sms"] = (200, {"error": "Insufficient funds", "code": -1})
     answer = resend(client, session_id, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "delivery_failed")
@@ -145,7 +196,7 @@ def test_decoy_resend_reads_no_status_and_keeps_the_cooldown(client, upstreams):
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_verification_method_is_the_route_of_the_code_typed(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     resend(client, session_id, kind)
     old_code, sms_code = customer.codes_sent()
     if old_code != sms_code:  # the undelivered code is no longer valid
@@ -158,7 +209,7 @@ def test_verification_method_is_the_route_of_the_code_typed(client, customer, ki
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_verification_method_stays_telegram_when_telegram_delivered(client, customer, kind):
     session_id = start(client, kind)["sessionId"]
-    pin_status(customer, "delivered")
+    pin_status(customer, "Delivery success")
     resend(client, session_id, kind)
     assert check(client, session_id, customer.codes_sent()[-1], kind)["status"] == "authorized"
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
@@ -168,10 +219,10 @@ def test_verification_method_stays_telegram_when_telegram_delivered(client, cust
 def test_metrics_count_sends_outcomes_and_time_to_delivered(client, customer):
     before = scrape(client)
     session_id = start(client)["sessionId"]
-    pin_status(customer, "failed")
+    pin_status(customer, "Delivery failure")
     resend(client, session_id)  # → sms
     other = start(client, messengerUserId="42")["sessionId"]
-    pin_status(customer, "delivered")
+    pin_status(customer, "Delivery success")
     resend(client, other, messengerUserId="42")
     after = scrape(client)
 

@@ -1,14 +1,16 @@
-"""GreenSmsGateway.delivery_status: the request, the defensive reading of the unconfirmed
-answer, and the stand-in's status calls (demo phones included)."""
+"""GreenSmsGateway.delivery_status: the request, the reading of GreenSMS's answer
+``{"time", "status", "status_code"}`` (code first, word second, anything else unknown),
+and the stand-in's status calls (demo phones included)."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
-from gurugrow.gateways.greensms import DELIVERY_STATUSES, GreenSmsGateway
+from gurugrow.gateways.greensms import DELIVERY_CODES, DELIVERY_STATUSES, GreenSmsGateway
 from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
 from gurugrow.sandbox.data import TELEGRAM_LATE_SECONDS
 from gurugrow.sandbox.standins import create_standins_app
@@ -19,7 +21,8 @@ REQUEST_ID = "dc2bac6d-f375-4e19-9a02-ef0148991635"
 
 
 def test_status_is_a_get_with_id_and_extended_and_the_token_in_the_header(rsps):
-    rsps.get(f"{SMS}/telegram/status", json={"status": "delivered"})
+    rsps.get(f"{SMS}/telegram/status", json={"time": "2026-06-01 10:00:00",
+                                             "status": "Delivery success", "status_code": 1})
     assert GreenSmsGateway(SMS, token="tok").delivery_status("telegram", REQUEST_ID) == (
         "delivered")
     request = rsps.calls[0].request
@@ -29,30 +32,48 @@ def test_status_is_a_get_with_id_and_extended_and_the_token_in_the_header(rsps):
 
 def test_status_with_user_and_pass_gets_a_token_from_the_body(rsps):
     rsps.post(f"{SMS}/account/token", json={"access_token": "short-lived"})
-    rsps.get(f"{SMS}/vk/status", json={"status": "sent"})
+    rsps.get(f"{SMS}/vk/status", json={"time": "2026-06-01 10:00:00",
+                                       "status": "Delivery accepted", "status_code": 8})
     assert GreenSmsGateway(SMS, user="u", password="p").delivery_status("vk", REQUEST_ID) == (
         "pending")
     token_call, status_call = (call.request for call in rsps.calls)
-    assert parse_qs(token_call.body)["pass"] == ["p"]
+    assert json.loads(token_call.body)["pass"] == "p"
     assert status_call.headers["Authorization"] == "Bearer short-lived"
     assert "pass" not in status_call.url
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("delivered", "delivered"), ("DELIVRD", "delivered"), (" Read ", "delivered"),
-    ("Доставлено", "delivered"), ("sent", "pending"), ("queued", "pending"),
-    ("undelivered", "failed"), ("EXPIRED", "failed"), ("rejected", "failed"),
-    ("не доставлено", "failed"), ("something new", "unknown"), (3, "unknown"),
-    ({"state": "delivered"}, "unknown"),
+@pytest.mark.parametrize(("word", "code", "expected"), [
+    # GreenSMS's documented words (sms; vk/viber/whatsapp add "Message read"), with the
+    # codes as inferred (UPSTREAM-FACTS.md: the pairing is unsettled).
+    ("Status not ready", 0, "pending"), ("Delivery success", 1, "delivered"),
+    ("Delivery failure", 2, "failed"), ("Message read", 3, "delivered"),
+    ("Message buffered", 4, "pending"), ("Delivery accepted", 8, "pending"),
+    ("Delivery rejected", 16, "failed"), ("Status request expired", 34, "failed"),
+    # The code decides, the word only when the code says nothing known.
+    ("Delivery success", 2, "failed"), ("Delivery failure", "1", "delivered"),
+    ("Delivery failure", None, "failed"), ("delivery  SUCCESS ", None, "delivered"),
+    ("Message read", 99, "delivered"), ("Something new", 99, "unknown"),
+    ("Delivery success", True, "delivered"),
+    # Telegram Gateway's own words (GreenSMS's telegram words are documented nowhere).
+    ("sent", None, "pending"), ("delivered", None, "delivered"), ("read", None, "delivered"),
+    ("expired", None, "failed"), ("revoked", None, "failed"),
+    # Invented words and odd shapes read unknown: never failed.
+    ("undelivered", None, "unknown"), ("DELIVRD", None, "unknown"),
+    ("Message not found", None, "unknown"), (3, None, "unknown"),
+    ({"state": "delivered"}, None, "unknown"),
 ])
-def test_answers_are_read_defensively_through_one_table(rsps, raw, expected):
-    rsps.get(f"{SMS}/telegram/status", json={"request_id": REQUEST_ID, "status": raw})
+def test_answers_are_read_code_first_then_word(rsps, word, code, expected):
+    answer = {"time": "2026-06-01 10:00:00", "status": word}
+    if code is not None:
+        answer["status_code"] = code
+    rsps.get(f"{SMS}/telegram/status", json=answer)
     assert GreenSmsGateway(SMS, token="t").delivery_status("telegram", REQUEST_ID) == expected
-    assert set(DELIVERY_STATUSES.values()) == {"delivered", "pending", "failed"}
+    assert set(DELIVERY_STATUSES.values()) == set(DELIVERY_CODES.values()) == {
+        "delivered", "pending", "failed"}
 
 
 @pytest.mark.parametrize(("status", "body", "error"), [
-    (200, {"error": "Message not found", "code": 2}, UpstreamRejected),
+    (200, {"error": "Message not found", "code": 404}, UpstreamRejected),
     (401, {"error": "Authorization declined", "code": 0}, UpstreamRejected),
     (200, {}, UpstreamUnavailable),
     (200, {"status": ""}, UpstreamUnavailable),
@@ -96,19 +117,21 @@ def test_standin_answers_status_calls_for_the_demo_phones(standins):
     never = send(sb, "telegram", "79990000007")
     late = send(sb, "telegram", "79990000008")
     by_sms = send(sb, "sms", "79990000007")
-    assert status(sb, "telegram", normal) == (200, {"request_id": normal, "status": "delivered"})
-    assert status(sb, "telegram", never)[1]["status"] == "undelivered"
-    assert status(sb, "telegram", late)[1]["status"] == "sent"
-    assert status(sb, "sms", by_sms)[1]["status"] == "delivered"
+    code, answer = status(sb, "telegram", normal)
+    assert (code, set(answer)) == (200, {"time", "status", "status_code"})
+    assert (answer["status"], answer["status_code"]) == ("Delivery success", 1)
+    assert status(sb, "telegram", never)[1]["status"] == "Delivery failure"
+    assert status(sb, "telegram", late)[1]["status"] == "Delivery accepted"
+    assert status(sb, "sms", by_sms)[1]["status"] == "Delivery success"
     clock.now += TELEGRAM_LATE_SECONDS
-    assert status(sb, "telegram", late)[1]["status"] == "delivered"
-    assert status(sb, "telegram", never)[1]["status"] == "undelivered"
+    assert status(sb, "telegram", late)[1]["status"] == "Delivery success"
+    assert status(sb, "telegram", never)[1]["status"] == "Delivery failure"
 
 
 def test_standin_status_refusals(standins):
     sb, _ = standins
     request_id = send(sb, "telegram", "79990000001")
-    assert status(sb, "vk", request_id) == (200, {"error": "Message not found", "code": 2})
-    assert status(sb, "telegram", "no-such-id")[1]["code"] == 2
+    assert status(sb, "vk", request_id) == (200, {"error": "Message not found", "code": 404})
+    assert status(sb, "telegram", "no-such-id")[1]["code"] == 2  # id is 36 characters
     assert status(sb, "telegram", request_id, token="wrong")[0] == 401
     assert status(sb, "fax", request_id)[0] == 404

@@ -21,8 +21,10 @@ FIELDS = ["bot_telegram_account_id", "bot_vk_account_id", "bot_whatsapp_account_
           "bot_max_account_id", "bot_instagram_account_id", "bot_last_verified_channel",
           "bot_last_verified_at", "bot_last_verification_method", "chatbot_interacted"]
 ALL_CHECKS = ["settings", "callers", "redis", "retailcrm key", "retailcrm scopes", "retailcrm site",
-              *[f"custom field {code}" for code in FIELDS], "greensms", "deduper"]
-CRM_CASCADE = {"retailcrm key", "retailcrm scopes", "retailcrm site", "custom fields"}
+              "retailcrm references", *[f"custom field {code}" for code in FIELDS], "greensms",
+              "deduper"]
+CRM_CASCADE = {"retailcrm key", "retailcrm scopes", "retailcrm site", "retailcrm references",
+               "custom fields"}
 SECRET_ENV = ("RETAILCRM_API_KEY", "GREENSMS_TOKEN", "GREENSMS_PASS", "DEDUPE_API_KEY",
               "OTP_SECRET", "API_TOKENS")
 
@@ -79,7 +81,10 @@ def test_doctor_passes_against_the_sandbox(upstreams: Upstreams, env):
     assert_no_secrets(env, stdout)
     # Reads only: nothing written to RetailCRM, no message sent, no probe key left behind
     # (only the shared RetailCRM bucket, whose slots the doctor takes too, and it expires).
-    assert upstreams.crm_calls() == ["GET /api/credentials", "GET /api/v5/custom-fields"]
+    assert upstreams.crm_calls() == [
+        "GET /api/credentials", "GET /api/v5/reference/statuses",
+        "GET /api/v5/reference/status-groups", "GET /api/v5/reference/sites",
+        "GET /api/v5/custom-fields"]
     assert upstreams.sent == []
     assert [c["phone"] for c in upstreams.dedupe_calls] == ["70000000000"]
     assert redis_client.keys("*") == [redis_keys.crm_quota_tail("gg:").encode()]
@@ -233,6 +238,23 @@ FAILURES = [
     ("site-not-set-with-several-sites", {"RETAILCRM_SITE": ""},
      _selective("1minoxidil-ru", "other-site"),
      False, {"retailcrm site"}, "retailcrm site", ["set RETAILCRM_SITE to one of"]),
+    ("crm-account-does-not-exist", {}, lambda up: up.fail.update(credentials=(
+        400, {"success": False, "errorMsg": "Account does not exist."})),
+     False, CRM_CASCADE, "retailcrm key", ["set RETAILCRM_BASE_URL"]),
+    ("repeat-status-unknown", {"REPEAT_ORDER_STATUS": "no-such-status"}, None,
+     False, {"retailcrm references"}, "retailcrm references",
+     ["REPEAT_ORDER_STATUS", "order statuses: assembling"]),
+    ("recommended-status-unknown", {"RECOMMENDED_ORDER_STATUS": "gone"}, None,
+     False, {"retailcrm references"}, "retailcrm references", ["RECOMMENDED_ORDER_STATUS"]),
+    ("group-code-unknown", {"RETAILCRM_ORDER_GROUP_DELIVERY_CODES": "delivery,nope"}, None,
+     False, {"retailcrm references"}, "retailcrm references",
+     ["RETAILCRM_ORDER_GROUP_DELIVERY_CODES", "status groups:"]),
+    ("site-unknown", {"REPEAT_ORDER_SITE": "closed-store"}, None,
+     False, {"retailcrm references"}, "retailcrm references",
+     ["REPEAT_ORDER_SITE", "sites: 1minoxidil-ru, test-site"]),
+    ("references-unreadable", {}, lambda up: up.fail.update(
+        statuses=(403, {"success": False, "errorMsg": "Access denied."})),
+     False, {"retailcrm references"}, "retailcrm references", ["reference_read"]),
     ("custom-field-missing", {}, lambda up: _drop_field(up, "bot_vk_account_id"),
      False, {"custom field bot_vk_account_id"}, "custom field bot_vk_account_id",
      ["create-fields", "RETAILCRM_CF_VK_ID"]),
@@ -373,3 +395,14 @@ def test_create_fields_creates_a_shared_code_once(upstreams: Upstreams):
     code, lines, _ = run(make_app(env), "create-fields", "--yes")
     assert code == 0
     assert upstreams.crm_calls("POST") == ["POST /api/v5/custom-fields/customer/create"]
+
+
+def test_doctor_says_the_quota_is_per_key_and_why_the_vk_route_is_off(upstreams: Upstreams):
+    code, lines, stdout = run(make_app({"GREENSMS_VK_FROM": ""}), "doctor")
+    settings = next(line for line in lines if line["check"] == "settings")
+    assert "per API key" in settings["detail"] and "every other integration" in settings["detail"]
+    greensms = next(line for line in lines if line["check"] == "greensms")
+    assert greensms["mark"] == "ok  " and "VK route is off, GREENSMS_VK_FROM" in greensms["detail"]
+    assert code == 0, stdout
+    _, lines, _ = run(make_app(), "doctor")
+    assert "VK route" not in next(line for line in lines if line["check"] == "greensms")["detail"]

@@ -137,20 +137,6 @@ def test_a_read_dropped_every_time_gives_up_after_the_retries(rsps, crm):
     assert len(rsps.calls) == 3
 
 
-def test_a_read_sent_again_takes_a_slot_of_the_shared_bucket_again(rsps, slept):
-    bucket = CrmQuota(fakeredis.FakeRedis(), "gg:", rate_limit=10000, queue_seconds=5,
-                      read_horizon_seconds=1)
-    crm = RetailCrmGateway(CRM, KEY, "site-1", max_retries=2, sleep=slept.append,
-                           quota=bucket)
-    url = f"{CRM}/api/v5/reference/statuses"
-    rsps.get(url, body=dropped())
-    rsps.get(url, json={"success": True, "statuses": {}})
-    before = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
-    assert crm.get_statuses() == {}
-    after = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
-    assert after - (before or 0) == 2
-
-
 def test_a_write_is_never_sent_again_after_a_dropped_connection(rsps, crm):
     # The CRM may have applied it before the connection closed.
     rsps.post(f"{CRM}/api/v5/orders/create", body=dropped())
@@ -165,6 +151,58 @@ def test_writes_are_never_retried(rsps, crm):
     with pytest.raises(UpstreamUnavailable):
         crm.create_order({"customer": {"id": 1}})
     assert len(rsps.calls) == 1
+
+
+THROTTLED = {503: {"success": False, "errorMsg": "Rate limit exceeded"},
+             429: {"success": False, "errorMsg": "Too many requests"}}
+
+
+@pytest.mark.parametrize(("first", "second", "calls", "ok"), [
+    (503, 200, 2, True), (429, 200, 2, True),  # the quota refused it: once more
+    (503, 503, 2, False), (429, 503, 2, False),  # once, not more
+    (502, 200, 1, False), (500, 200, 1, False), (504, 200, 1, False),  # may have applied
+    ("timeout", 200, 1, False), ("dropped", 200, 1, False),
+])
+def test_an_edit_is_repeated_once_only_after_a_503_or_429(rsps, crm, first, second, calls,
+                                                          ok):
+    url = f"{CRM}/api/v5/customers/42/edit"
+    if first == "timeout":
+        rsps.post(url, body=requests.ReadTimeout())
+    elif first == "dropped":
+        rsps.post(url, body=dropped())
+    else:
+        rsps.post(url, status=first, json=THROTTLED.get(first, {"success": False}))
+    if calls == 2:  # else a repeat would get the first answer again, and count
+        rsps.post(url, status=second, json={"success": True, "id": 42} if second == 200
+                  else THROTTLED[second])
+    if ok:
+        crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "1"})
+    else:
+        with pytest.raises(UpstreamUnavailable):
+            crm.edit_customer_custom_fields("42", {"bot_telegram_account_id": "1"})
+    assert len(rsps.calls) == calls
+
+
+@pytest.mark.parametrize("call", ["read dropped", "edit throttled"])
+def test_a_call_sent_again_takes_a_slot_of_the_shared_bucket_again(rsps, slept, call):
+    bucket = CrmQuota(fakeredis.FakeRedis(), "gg:", rate_limit=10000, queue_seconds=5,
+                      read_horizon_seconds=1)
+    crm = RetailCrmGateway(CRM, KEY, "site-1", max_retries=2, sleep=slept.append,
+                           quota=bucket)
+    if call == "read dropped":
+        url = f"{CRM}/api/v5/reference/statuses"
+        rsps.get(url, body=dropped())
+        rsps.get(url, json={"success": True, "statuses": {}})
+        send = crm.get_statuses
+    else:
+        url = f"{CRM}/api/v5/customers/42/edit"
+        rsps.post(url, status=503, json=THROTTLED[503])
+        rsps.post(url, json={"success": True, "id": 42})
+        send = lambda: crm.edit_customer_custom_fields("42", {"f": "1"})  # noqa: E731
+    before = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
+    send()
+    after = REGISTRY.get_sample_value("gurugrow_crm_slots_total", {"priority": "journey"})
+    assert after - (before or 0) == 2 and len(rsps.calls) == 2
 
 
 def test_edit_sends_by_id_site_and_json_customer(rsps, crm):
@@ -191,18 +229,84 @@ SMS = "https://sms.example"
 
 @pytest.mark.parametrize(("kwargs", "header", "body_auth"), [
     ({"token": "tok"}, "Bearer tok", {}),
-    ({"user": "u", "password": "p"}, None, {"user": ["u"], "pass": ["p"]}),
+    ({"user": "u", "password": "p"}, None, {"user": "u", "pass": "p"}),
 ])
-def test_greensms_auth_is_header_or_body(rsps, kwargs, header, body_auth):
+def test_greensms_sends_a_json_body_with_auth_in_a_header_or_the_body(rsps, kwargs, header,
+                                                                      body_auth):
     rsps.post(f"{SMS}/telegram/send", json={"request_id": "r-1"})
     gateway = GreenSmsGateway(SMS, telegram_ttl=300, **kwargs)
     assert gateway.send_code("telegram", "79991234567", "123456", "Код 123456") == "r-1"
     request = rsps.calls[0].request
-    form = parse_qs(request.body)
+    body = json.loads(request.body)
+    assert request.headers["Content-Type"] == "application/json"
     assert request.headers.get("Authorization") == header
-    assert form["txt"] == ["123456"] and form["to"] == ["79991234567"] and form["ttl"] == ["300"]
-    assert {k: form[k] for k in body_auth} == body_auth
+    assert (body["txt"], body["to"], body["ttl"]) == ("123456", "79991234567", 300)
+    assert {k: body[k] for k in body_auth} == body_auth
     assert "?" not in request.url
+
+
+def test_an_sms_code_is_sent_hidden_from_the_message_history(rsps):
+    rsps.post(f"{SMS}/sms/send", json={"request_id": "r-3"})
+    GreenSmsGateway(SMS, token="t", sms_from="Shop").send_code("sms", "79991234567", "4321",
+                                                               "Ваш код: 4321")
+    body = json.loads(rsps.calls[0].request.body)
+    assert body == {"to": "79991234567", "txt": "Ваш код: 4321", "from": "Shop",
+                    "hidden": "4321"}
+
+
+def test_vk_without_a_sender_is_not_sent(rsps):
+    gateway = GreenSmsGateway(SMS, token="t")
+    assert gateway.vk_enabled is False
+    with pytest.raises(UpstreamRejected):
+        gateway.send_code("vk", "79991234567", "1234", "Код 1234")
+    assert len(rsps.calls) == 0  # GreenSMS would refuse it (from is required)
+
+
+class Ticking:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_user_pass_token_is_kept_until_shortly_before_it_expires(rsps):
+    tokens = iter(["first", "second", "third"])
+    rsps.add_callback("POST", f"{SMS}/account/token", callback=lambda request: (
+        200, {}, json.dumps({"access_token": next(tokens)})))
+    rsps.get(f"{SMS}/telegram/status", json={"time": "t", "status": "Delivery success",
+                                             "status_code": 1})
+    clock = Ticking()
+    gateway = GreenSmsGateway(SMS, user="u", password="p", clock=clock)
+    rid = "dc2bac6d-f375-4e19-9a02-ef0148991635"
+    for _ in range(3):
+        assert gateway.delivery_status("telegram", rid) == "delivered"
+    clock.now += 300 - 31  # still within the token's life, less the margin
+    gateway.delivery_status("telegram", rid)
+    clock.now += 2  # now within the margin: a fresh token
+    gateway.delivery_status("telegram", rid)
+    calls = [(c.request.method, c.request.url.split("?")[0].removeprefix(SMS),
+              c.request.headers.get("Authorization")) for c in rsps.calls]
+    assert [c for c in calls if c[0] == "POST"] == [("POST", "/account/token", None)] * 2
+    assert [c[2] for c in calls if c[0] == "GET"] == ["Bearer first"] * 4 + ["Bearer second"]
+    token_body = json.loads(rsps.calls[0].request.body)
+    assert token_body == {"user": "u", "pass": "p", "expire": 300}
+
+
+def test_a_declined_token_is_dropped_and_the_next_read_gets_a_new_one(rsps):
+    tokens = iter(["stale", "fresh"])
+    rsps.add_callback("POST", f"{SMS}/account/token", callback=lambda request: (
+        200, {}, json.dumps({"access_token": next(tokens)})))
+    rsps.get(f"{SMS}/sms/status", json={"error": "Authorization declined", "code": 0})
+    rsps.get(f"{SMS}/sms/status", json={"time": "t", "status": "Delivery failure",
+                                        "status_code": 2})
+    gateway = GreenSmsGateway(SMS, user="u", password="p")
+    rid = "dc2bac6d-f375-4e19-9a02-ef0148991635"
+    with pytest.raises(UpstreamRejected):
+        gateway.delivery_status("sms", rid)
+    assert gateway.delivery_status("sms", rid) == "failed"
+    auth = [c.request.headers.get("Authorization") for c in rsps.calls if c.request.method == "GET"]
+    assert auth == ["Bearer stale", "Bearer fresh"]
 
 
 @pytest.mark.parametrize(("status", "body", "error"), [
@@ -223,8 +327,8 @@ def test_vk_sends_text_and_sender(rsps):
     rsps.post(f"{SMS}/vk/send", json={"request_id": "r-2"})
     GreenSmsGateway(SMS, token="t", vk_from="shop").send_code("vk", "79991234567", "1234",
                                                                "Код 1234")
-    form = parse_qs(rsps.calls[0].request.body)
-    assert form["txt"] == ["Код 1234"] and form["from"] == ["shop"]
+    body = json.loads(rsps.calls[0].request.body)
+    assert body["txt"] == "Код 1234" and body["from"] == "shop" and "hidden" not in body
 
 
 # -- deduper --------------------------------------------------------------------------
@@ -319,8 +423,8 @@ def test_balance_with_user_and_pass_gets_a_token_from_the_body(rsps):
     rsps.get(f"{SMS}/account/balance", json={"balance": 3})
     assert GreenSmsGateway(SMS, user="u", password="p").account_balance() == "3"
     token_call, balance_call = (call.request for call in rsps.calls)
-    form = parse_qs(token_call.body)
-    assert (form["user"], form["pass"]) == (["u"], ["p"]) and "?" not in token_call.url
+    body = json.loads(token_call.body)
+    assert (body["user"], body["pass"]) == ("u", "p") and "?" not in token_call.url
     assert "Authorization" not in token_call.headers
     assert balance_call.headers["Authorization"] == "Bearer short-lived"
     assert "p" not in balance_call.url.split("//", 1)[1].split("/", 1)[1]

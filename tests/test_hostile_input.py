@@ -38,10 +38,10 @@ CRM_ROUTES = [re.compile(p) for p in (
     r"/api/v5/customers", r"/api/v5/customers/\d+", r"/api/v5/customers/\d+/edit",
     r"/api/v5/orders", r"/api/v5/orders/\d+", r"/api/v5/orders/create",
     r"/api/v5/store/offers", r"/api/v5/store/products", r"/api/v5/reference/statuses",
-    r"/api/v5/reference/status-groups", r"/api/v5/customers/create")]
+    r"/api/v5/reference/status-groups", r"/api/v5/customers/create", r"/api/v5/settings")]
 CRM_QUERY_KEYS = {"filter[name]", "filter[customFields][bot_telegram_account_id]", "limit",
                   "by", "site", "filter[customerId]", "filter[numbers][]", "filter[ids][]",
-                  "filter[externalIds][]", "filter[xmlIds][]"}
+                  "filter[externalIds][]", "filter[xmlIds][]", "page"}
 
 
 @pytest.fixture(scope="module")

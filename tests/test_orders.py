@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gurugrow import redis_keys
 from tests.helpers import BODY_KINDS, get, post, run_concurrently
 
 ORDERS_FIELDS = {"status", "customerId", "shownCount", "orders", "text", "errorCode", "message"}
@@ -39,7 +40,7 @@ def test_contract_example_order(client, upstreams, bound):
             "sourceOrderId": "12345",
             "sourceOrderNumber": "12345",
             "orderNumber": "12345",
-            "createdAt": "2026-06-01T10:00:00Z",
+            "createdAt": "2026-06-01T07:00:00Z",
             "createdAtText": "01.06.2026",
             "itemsText": "• Миноксидил 5% x1",
             "deliveryAddressText": "Москва, Тверская",
@@ -245,13 +246,16 @@ def test_duplicate_number_is_regenerated(client, upstreams, source, monkeypatch)
     assert answer["newOrderNumber"] == "CHT22222222-BOT"
 
 
-def test_lost_create_answer_is_resolved_by_number(client, upstreams, source):
+@pytest.mark.parametrize("env_overrides", [{}, {"REPEAT_ORDER_SITE": "other-store"}])
+def test_lost_create_answer_is_resolved_by_number(client, upstreams, source, env_overrides):
     upstreams.lose_create_answer = True  # the order is created, the answer times out
     answer = repeat(client, sourceOrderId="123456")
     assert answer["status"] == "created"
     [created] = upstreams.created
     assert (answer["newOrderId"], answer["newOrderNumber"]) == (
         str(created["id"]), created["number"])
+    # Looked up by number in the store it was made in.
+    assert created["site"] == env_overrides.get("REPEAT_ORDER_SITE", "test-site")
 
 
 @pytest.mark.parametrize(("fields", "setup", "expected"), [
@@ -287,3 +291,77 @@ def test_failed_repeat_is_not_remembered(client, upstreams, source):
     assert repeat(client, sourceOrderId="123456")["status"] == "error"
     del upstreams.fail["create"]
     assert repeat(client, sourceOrderId="123456")["status"] == "created"
+
+
+# -- the newest orders, whatever RetailCRM's page order; dates from the account's zone --
+def add_orders(upstreams, count: int) -> None:
+    """Orders 1..count of customer 626518, one a day, order ``count`` the newest."""
+    for oid in range(1, count + 1):
+        upstreams.add_order(oid, 626518, status="send-to-delivery",
+                            created=f"2026-{1 + (oid - 1) // 28:02d}-{1 + (oid - 1) % 28:02d} "
+                                    "10:00:00")
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+@pytest.mark.parametrize("count", [3, 20, 21, 45, 100, 101])
+def test_the_newest_orders_are_shown_whatever_the_page_order(client, upstreams, bound,
+                                                             newest_first, count):
+    add_orders(upstreams, count)
+    upstreams.state.orders_newest_first = newest_first
+    answer = get(client, "/orders", {**QUERY, "limit": "3"})
+    assert [o["orderNumber"] for o in answer["orders"]] == [
+        str(count), str(count - 1), str(count - 2)]
+    # Page 1 holds the newest when it is the only page or lists newest first; otherwise
+    # one more page (of the size that holds the newest 20 at once, when one does).
+    extra = 0 if newest_first or count <= 20 else (2 if count == 101 else 1)
+    assert upstreams.crm_calls("GET /api/v5/orders") == ["GET /api/v5/orders"] * (1 + extra)
+
+
+@pytest.mark.parametrize(("zone", "created", "instant", "date"), [
+    ("Europe/Moscow", "2026-06-01 01:30:00", "2026-05-31T22:30:00Z", "01.06.2026"),
+    ("Asia/Vladivostok", "2026-06-01 09:59:59", "2026-05-31T23:59:59Z", "01.06.2026"),
+    ("UTC", "2026-06-01 01:30:00", "2026-06-01T01:30:00Z", "01.06.2026"),
+    ("Mars/Olympus", "2026-06-01 01:30:00", "2026-06-01T01:30:00Z", "01.06.2026"),  # unknown
+    ("", "2026-06-01 01:30:00", "2026-06-01T01:30:00Z", "01.06.2026"),
+])
+def test_dates_are_the_true_instant_in_utc_and_the_local_date(client, upstreams, bound, zone,
+                                                              created, instant, date):
+    upstreams.state.timezone = zone
+    upstreams.add_order(1, 626518, status="send-to-delivery", created=created)
+    [order] = get(client, "/orders", QUERY)["orders"]
+    assert (order["createdAt"], order["createdAtText"]) == (instant, date)
+    assert f"📆Оформлен: {date}" in get(client, "/orders", QUERY)["text"]
+
+
+def drop_order_list(client, customer_id: str = "626518") -> None:
+    client.application.extensions["gurugrow"].redis.delete(
+        redis_keys.orders_cache("gg:", customer_id))
+
+
+def test_settings_the_key_may_not_read_are_utc_and_cached(client, upstreams, bound):
+    upstreams.fail["settings"] = (403, {"success": False, "errorMsg": "Access denied."})
+    upstreams.add_order(1, 626518, status="send-to-delivery", created="2026-06-01 01:30:00")
+    assert get(client, "/orders", QUERY)["orders"][0]["createdAt"] == "2026-06-01T01:30:00Z"
+    drop_order_list(client)
+    assert get(client, "/orders", QUERY)["status"] == "ok"
+    assert upstreams.crm_calls("GET /api/v5/settings") == ["GET /api/v5/settings"]
+
+
+def test_an_unreachable_settings_read_is_crm_unavailable_and_not_cached(client, upstreams,
+                                                                        bound):
+    upstreams.fail_once["settings"] = (502, "<html>Bad Gateway</html>")
+    upstreams.add_order(1, 626518, status="send-to-delivery", created="2026-06-01 01:30:00")
+    answer = get(client, "/orders", QUERY)
+    assert (answer["status"], answer["errorCode"]) == ("error", "crm_unavailable")
+    drop_order_list(client)
+    assert get(client, "/orders", QUERY)["orders"][0]["createdAt"] == "2026-05-31T22:30:00Z"
+
+
+def test_the_time_zone_is_read_once_with_the_statuses(client, upstreams, bound):
+    upstreams.add_order(1, 626518, status="send-to-delivery")
+    get(client, "/orders", QUERY)
+    drop_order_list(client)
+    get(client, "/orders", QUERY)
+    assert upstreams.crm_calls("GET /api/v5/settings") == ["GET /api/v5/settings"]
+    assert upstreams.crm_calls("GET /api/v5/reference/statuses") == [
+        "GET /api/v5/reference/statuses"]

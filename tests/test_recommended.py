@@ -259,3 +259,48 @@ def test_check_refusals(client, catalog, kind, setup, expected):
     assert set(answer) == CHECK_FIELDS
     assert (answer["status"], answer["errorCode"]) == expected
     assert catalog.created == []
+
+
+# -- resend: /auth/resend serves recommended sessions; /orders/recommended/resend is its alias
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("path", ["/auth/resend", "/orders/recommended/resend"])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_resend_of_a_recommended_session_completes_its_own_check(client, catalog, kind, path):
+    session_id = start(client, kind)["sessionId"]
+    answer = post(client, path, {"sessionId": session_id, "channelType": "telegram",
+                                 "deliveryRoute": "sms"}, kind)
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
+    first, second = catalog.codes_sent()
+    if first != second:  # the replaced code no longer serves
+        assert call(client, "check", kind, sessionId=session_id,
+                    code=first)["status"] == "invalid_code"
+    result = call(client, "check", kind, sessionId=session_id, code=second)
+    assert (result["status"], result["authorized"]) == ("created", True)
+    assert len(catalog.created) == 1
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_recommended_resend_is_an_alias_serving_auth_sessions_too(client, catalog, kind):
+    catalog.add_customer(5, "79991234567")
+    session_id = post(client, "/auth/start", {**TG, "phone": "79991234567"}, kind)["sessionId"]
+    answer = call(client, "resend", kind, sessionId=session_id)
+    assert answer["status"] == "sent"
+    result = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                          "code": catalog.codes_sent()[-1]}, kind)
+    assert (result["status"], result["customerId"]) == ("authorized", "5")
+
+
+@pytest.mark.parametrize("lost", [502, True])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_lost_create_answer_is_found_in_its_own_store(client, catalog, kind, lost):
+    """RECOMMENDED_ORDER_SITE (1minoxidil-ru) is not RETAILCRM_SITE (test-site): the
+    order's externalId is looked up where it was made, so the check ends with one order."""
+    catalog.add_customer(5, "+7 999 123-45-67")
+    session_id = start(client, kind)["sessionId"]
+    catalog.lose_create_answer = lost  # stored, then the answer is lost
+    result = call(client, "check", kind, sessionId=session_id, code=catalog.codes_sent()[0])
+    assert result["status"] == "created"
+    [order] = catalog.created
+    assert (result["orderId"], order["site"]) == (str(order["id"]), "1minoxidil-ru")
+    assert catalog.crm_calls("POST /api/v5/orders/create") == ["POST /api/v5/orders/create"]

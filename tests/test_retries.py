@@ -97,11 +97,11 @@ def test_resend_of_an_unknown_phones_auth_start_still_sends_nothing(client, upst
 @pytest.mark.parametrize(("path", "fields"), [
     ("/auth/resend", {**OTHER}),  # another messenger account
     ("/auth/resend", {"channelType": "vk", "messengerUserId": TG["messengerUserId"]}),
-    ("/auth/resend", {"messengerUserId": ""}),  # no identity at all
-    ("/orders/recommended/resend", {**TG}),  # an auth session is not a recommended one
+    ("/orders/recommended/resend", {**OTHER}),  # the alias checks the same
 ])
 @pytest.mark.parametrize("kind", BODY_KINDS)
-def test_resend_needs_the_sessions_identity_and_purpose(client, upstreams, kind, path, fields):
+def test_resend_needs_the_sessions_identity_when_one_is_sent(client, upstreams, kind, path,
+                                                            fields):
     upstreams.add_customer(7, PHONE)
     session_id = start(client, kind)["sessionId"]
     answer = post(client, path, {**TG, "sessionId": session_id, **fields}, kind)
@@ -111,12 +111,27 @@ def test_resend_needs_the_sessions_identity_and_purpose(client, upstreams, kind,
 
 
 @pytest.mark.parametrize("env_overrides", [NO_COOLDOWN])
+@pytest.mark.parametrize(("path", "fields"), [
+    ("/auth/resend", {"messengerUserId": ""}),  # no identity at all: the sessionId suffices
+    ("/orders/recommended/resend", {**TG}),  # the alias serves an auth session too
+])
 @pytest.mark.parametrize("kind", BODY_KINDS)
-def test_recommended_session_is_not_resent_by_auth_resend(client, catalog, kind):
+def test_resend_without_identity_or_by_the_alias_is_sent(client, upstreams, kind, path,
+                                                         fields):
+    upstreams.add_customer(7, PHONE)
+    session_id = start(client, kind)["sessionId"]
+    answer = post(client, path, {**TG, "sessionId": session_id, **fields}, kind)
+    assert answer["status"] == "sent"
+    assert len(upstreams.sent) == 2
+
+
+@pytest.mark.parametrize("env_overrides", [NO_COOLDOWN])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_recommended_session_is_resent_by_auth_resend(client, catalog, kind):
     session_id = recommended_start(client, kind)["sessionId"]
     answer = post(client, "/auth/resend", {**TG, "sessionId": session_id}, kind)
-    assert (answer["status"], answer["errorCode"]) == ("error", "session_not_found")
-    assert len(catalog.sent) == 1
+    assert answer["status"] == "sent"
+    assert len(catalog.sent) == 2
 
 
 # -- replays --------------------------------------------------------------------------

@@ -27,7 +27,8 @@ DEDUPE = "https://dedupe.test"
 def _empty_data() -> dict[str, Any]:
     reference = demo_data()
     return {"statuses": reference["statuses"], "statusGroups": reference["statusGroups"],
-            "customFields": reference["customFields"], "sites": ["test-site"]}
+            "customFields": reference["customFields"],
+            "sites": ["test-site", "1minoxidil-ru"]}
 
 
 class Upstreams:
@@ -115,11 +116,11 @@ class Upstreams:
         self.state.dedupe_default = answer
 
     @property
-    def lose_create_answer(self) -> bool:
+    def lose_create_answer(self) -> bool | int:
         return self.state.lose_create_answer
 
     @lose_create_answer.setter
-    def lose_create_answer(self, value: bool) -> None:
+    def lose_create_answer(self, value: bool | int) -> None:
         self.state.lose_create_answer = value
 
     # -- inspect ----------------------------------------------------------------------

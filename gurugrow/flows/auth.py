@@ -128,8 +128,8 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
 
 
 def resend(svc: Services, data: dict[str, Any]) -> Answer:
-    """A new code for a session of /auth/start (see ``codes.resend_code``)."""
-    return resend_code(svc, data, purpose="auth")
+    """A new code for any pending session, recommended ones too (``codes.resend_code``)."""
+    return resend_code(svc, data)
 
 
 def unlink(svc: Services, data: dict[str, Any]) -> Answer:

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from gurugrow import metrics
 from gurugrow.delivery_tracker import SendRecord
 from gurugrow.flows.codes import reissue_code
-from gurugrow.flows.delivery import read_status, undelivered
+from gurugrow.flows.delivery import (
+    claim_fallback,
+    fallback_lease_seconds,
+    give_back_fallback,
+    overdue,
+    read_status,
+    undelivered,
+)
 from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
@@ -22,10 +29,8 @@ from gurugrow.services import Services
 
 
 def claim_lease_seconds(svc: Services) -> float:
-    """How long a claimed check stays with its worker: a status read and an SMS send, each
-    within the GreenSMS timeouts, and a margin. A worker that dies gives it up then."""
-    s = svc.settings
-    return 2 * (s.greensms_timeout_seconds + s.http_connect_timeout_seconds) + 5
+    """How long a claimed check stays with its worker (``fallback_lease_seconds``)."""
+    return fallback_lease_seconds(svc)
 
 
 def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: False
@@ -57,10 +62,21 @@ def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: Fal
 
 
 def check_send(svc: Services, session_id: str, request_id: str) -> str:
-    """Act on one claimed check; returns what happened to it."""
+    """Act on one claimed check; returns what happened to it.
+
+    The check is forgotten only once its outcome is known: an exception leaves it due
+    again after the claim's lease (and gives a claimed fallback back), so a worker that
+    dies or fails before the SMS went out loses no SMS.
+    """
     tracker = svc.deliveries
     record = tracker.load(session_id)
-    if record is None or record.request_id != request_id or record.state != "watching":
+    if record is not None and record.request_id == request_id and record.fallback_held(
+            svc.clock()):
+        # Another claimer is sending its SMS: look again when its lease ends.
+        tracker.reschedule(session_id, request_id, record.fallback_until)
+        return "waiting"
+    if record is None or record.request_id != request_id or record.state not in (
+            "watching", "fallen_back"):
         tracker.forget(session_id, request_id)  # superseded by a newer send, or settled
         return "superseded"
     session = svc.otp.load(session_id)
@@ -72,44 +88,51 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
         tracker.settle(record)
         tracker.forget(session_id, request_id)
         return "closed"
-    status = read_status(svc, record)
+    # A fallen_back record here lost its claimer before the SMS was recorded.
+    status = "failed" if record.state == "fallen_back" else read_status(svc, record)
     if status == "delivered":
         tracker.settle(record)
         tracker.forget(session_id, request_id)
         return "delivered"
+    if status == "unknown" and overdue(svc, record):
+        # GreenSMS cannot say: no paid SMS on a guess, and the worker stops watching.
+        tracker.forget(session_id, request_id)
+        metrics.DELIVERIES.labels(record.route, "unknown").inc()
+        log_event("delivery_unknown", logging.WARNING, route=record.route,
+                  phone=mask_phone(session.phone))
+        return "unknown"
     if not undelivered(svc, record, status):
         s = svc.settings
         tracker.reschedule(session_id, request_id, min(
             svc.clock() + s.delivery_check_interval_seconds,
             record.sent_at + s.delivery_fallback_after_seconds))
         return "waiting"
+    outcome = send_fallback_sms(svc, session, record)
     tracker.forget(session_id, request_id)
-    if status == "unknown":
-        # GreenSMS could not say: no paid SMS on a guess. The record stays watched, so
-        # the customer's resend still falls back (flows/delivery.py); the worker stops.
-        metrics.DELIVERIES.labels(record.route, "unknown").inc()
-        log_event("delivery_unknown", logging.WARNING, route=record.route,
-                  phone=mask_phone(session.phone))
-        return "unknown"
-    return send_fallback_sms(svc, session, record)
+    return outcome
 
 
 def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) -> str:
     """A fresh code by SMS for the session, within its send caps (the cooldown aside:
-    the customer got nothing); ``sms`` when it went out."""
+    the customer got nothing); ``sms`` when it went out. Raises what the send raised
+    after giving the claimed fallback back (the check stays due)."""
     masked = mask_phone(session.phone)
     if not svc.otp.sends_left(session):
-        svc.deliveries.settle(record)
+        svc.deliveries.settle(record) or svc.deliveries.close_fallback(record)
         log_event("auto_fallback_refused", logging.WARNING, reason="max_sends", phone=masked)
         return "refused"
-    if not svc.deliveries.claim_fallback(record):
+    if not claim_fallback(svc, record):
         return "superseded"  # a resend replaced this send meanwhile
     try:
         reissue_code(svc, session, "sms", cooldown=False)
     except FlowRefusal as refusal:
+        svc.deliveries.close_fallback(record)
         log_event("auto_fallback_refused", logging.WARNING, reason=refusal.error_code,
                   phone=masked)
         return "refused"
+    except BaseException:
+        give_back_fallback(svc, record)
+        raise
     metrics.AUTO_FALLBACKS.labels(record.route).inc()
     log_event("delivery_fallback", by="worker", from_route=record.route, phone=masked)
     return "sms"

@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
-from gurugrow.flows.delivery import METHOD_ROUTES, Sent, resend_route, track_send
+from gurugrow.flows.delivery import (
+    METHOD_ROUTES,
+    Sent,
+    give_back_fallback,
+    resend_route,
+    track_send,
+)
 from gurugrow.flows.vocabulary import Answer, FlowRefusal
 from gurugrow.gateways.errors import UpstreamError
 from gurugrow.identity import MessengerIdentity
@@ -65,6 +71,8 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
     Raises FlowRefusal("delivery_failed") when no route accepted the code.
     """
     routes = [route] if route == "sms" else [route, "sms"]
+    if route == "vk" and not svc.sms.vk_enabled:
+        routes = ["sms"]  # the VK route is off without GREENSMS_VK_FROM (the doctor says)
     for attempt in routes:
         try:
             request_id = svc.sms.send_code(attempt, phone, code,
@@ -225,13 +233,15 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
     return sent
 
 
-def own_session(svc: Services, session_id: str, channel: str | None, account_id: str | None,
-                purpose: str) -> OtpSession:
-    """The session if it was started by this messenger identity for this purpose; any
-    other caller is told it does not exist (``session_not_found``)."""
+def resendable_session(svc: Services, session_id: str, channel: str | None,
+                       account_id: str | None) -> OtpSession:
+    """The pending session of any kind (/auth/start or /orders/recommended/start) to send
+    a new code for. The unguessable ``sessionId`` is enough; a channel or a messenger
+    identity, when the caller sends one, must be the session's. Any other caller is told
+    the session does not exist (``session_not_found``)."""
     session = svc.otp.load(session_id)
-    if session is None or session.purpose != purpose or (
-            session.channel, session.account_id) != (channel, account_id):
+    if session is None or (channel is not None and channel != session.channel) or (
+            account_id is not None and account_id != session.account_id):
         raise FlowRefusal("session_not_found")
     return session
 
@@ -301,22 +311,28 @@ def delivery_route(session: OtpSession) -> str | None:
     return METHOD_ROUTES.get(session.route or "")
 
 
-def resend_code(svc: Services, data: dict[str, Any], purpose: str) -> Answer:
-    """A new code for a live session, after the cooldown and within the send caps.
+def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
+    """A new code for a pending session, after the cooldown and within the send caps.
 
-    Only for the messenger identity and the ``purpose`` the session was started for; any
-    other caller is told the session does not exist.
+    Serves every session kind; the new code completes that session's own check
+    (``/auth/check`` or ``/orders/recommended/check``). See ``resendable_session`` for
+    who may ask.
     """
     # A session whose code was never sent (an unknown phone's decoy) sends nothing now
     # either: reissue_code follows the session's recorded "sent" flag.
-    session = own_session(svc, data["sessionId"], data.get("channel"), data.get("accountId"),
-                          purpose)
+    session = resendable_session(svc, data["sessionId"], data.get("channel"),
+                                 data.get("accountId"))
     ensure_resendable(svc, session)
     route = data.get("deliveryRoute") or default_route(session.channel)
     # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
-    route, replaces_undelivered = resend_route(svc, session, route)
-    sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
-                        cooldown=not replaces_undelivered)
+    route, replaced = resend_route(svc, session, route)
+    try:
+        sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
+                            cooldown=replaced is None)
+    except BaseException:
+        if replaced is not None:  # its SMS did not go out: watched (and claimable) again
+            give_back_fallback(svc, replaced)
+        raise
     masked = mask_phone(session.phone)
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,

@@ -2,8 +2,10 @@
 that did not arrive goes again by SMS (on /auth/resend here; the worker's side is in
 ``flows/auto_fallback.py``).
 
-A messenger send is *undelivered* when GreenSMS says it failed, or when it is still not
-delivered ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send.
+A messenger send is *undelivered* when GreenSMS says it failed, or when GreenSMS still
+says it is pending ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send. A status nobody can
+read (``unknown``: an unmapped word, an error answer such as ``Message not found``, an
+unreachable GreenSMS) never is: no paid SMS and no skipped cooldown on a guess.
 """
 
 from __future__ import annotations
@@ -97,12 +99,37 @@ def overdue(svc: Services, record: SendRecord) -> bool:
 
 
 def undelivered(svc: Services, record: SendRecord, status: str) -> bool:
-    """Failed, or still not delivered when the fallback time has come."""
-    return status == "failed" or (status != "delivered" and overdue(svc, record))
+    """Failed, or still pending when the fallback time has come (``unknown`` never)."""
+    return status == "failed" or (status == "pending" and overdue(svc, record))
 
 
-def resend_route(svc: Services, session: OtpSession, asked_route: str) -> tuple[str, bool]:
-    """The route of a resend, and whether it replaces an undelivered messenger send.
+def fallback_lease_seconds(svc: Services) -> float:
+    """How long a claimed check or fallback stays with its claimer: a status read and an
+    SMS send, each within the GreenSMS timeouts, and a margin. A claimer that dies gives it
+    up then, and the next one sends the SMS."""
+    s = svc.settings
+    return 2 * (s.greensms_timeout_seconds + s.http_connect_timeout_seconds) + 5
+
+
+def claim_fallback(svc: Services, record: SendRecord) -> bool:
+    """Take the one right to replace ``record``'s send by SMS, for one lease."""
+    now = svc.clock()
+    return svc.deliveries.claim_fallback(record, now, now + fallback_lease_seconds(svc))
+
+
+def give_back_fallback(svc: Services, record: SendRecord) -> None:
+    """The claimed SMS did not go out: the send is watched again (best effort: a claim
+    that cannot go back lapses after its lease all the same)."""
+    try:
+        svc.deliveries.release_fallback(record)
+    except StorageUnavailable as e:
+        log_event("delivery_release_failed", logging.WARNING, route=record.route, error=e)
+
+
+def resend_route(svc: Services, session: OtpSession, asked_route: str
+                 ) -> tuple[str, SendRecord | None]:
+    """The route of a resend, and the undelivered messenger send it replaces (claimed:
+    the caller sends its SMS, or gives the claim back with ``give_back_fallback``).
 
     Such a resend goes by SMS whatever route is asked and does not wait for the cooldown
     (the customer got nothing). Of the worker and concurrent resends only one replaces a
@@ -111,20 +138,20 @@ def resend_route(svc: Services, session: OtpSession, asked_route: str) -> tuple[
     """
     if session.is_decoy:
         _pretend_status_read(svc, session)
-        return asked_route, False
+        return asked_route, None
     record = svc.deliveries.load(session.session_id)
     if record is None:
-        return asked_route, False
+        return asked_route, None
     if record.state == "watching" and record.route != "sms":
         status = read_status(svc, record)
-        if undelivered(svc, record, status) and svc.deliveries.claim_fallback(record):
+        if undelivered(svc, record, status) and claim_fallback(svc, record):
             metrics.SMS_FALLBACKS.labels(record.route).inc()
             log_event("delivery_fallback", by="resend", from_route=record.route,
                       status=status)
-            return "sms", True
+            return "sms", record
     if asked_route == record.undeliverable:
-        return "sms", False
-    return asked_route, False
+        return "sms", None
+    return asked_route, None
 
 
 def _pretend_status_read(svc: Services, session: OtpSession) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from gurugrow import texts
@@ -121,22 +121,26 @@ def items_text(order: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _created(order: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _created(order: Mapping[str, Any], zone: tzinfo) -> tuple[str | None, str | None]:
+    """``createdAt`` (local time of the account) as the true instant in UTC (``…Z``), and
+    the local date for the texts."""
     raw = order.get("createdAt")
     if not raw:
         return None, None
     try:
-        moment = datetime.strptime(str(raw), "%Y-%m-%d %H:%M:%S")
+        local = datetime.strptime(str(raw), "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
     except ValueError:
         return str(raw), None
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ"), moment.strftime("%d.%m.%Y")
+    instant = local.astimezone(UTC)
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ"), local.strftime("%d.%m.%Y")
 
 
-def present_order(order: Mapping[str, Any], group: str,
-                  urls: Mapping[str, str]) -> dict[str, Any]:
-    """Every field the contract lists for an order, texts included."""
+def present_order(order: Mapping[str, Any], group: str, urls: Mapping[str, str],
+                  zone: tzinfo = UTC) -> dict[str, Any]:
+    """Every field the contract lists for an order, texts included; dates read in the
+    account's time ``zone``."""
     number = str(order.get("number") or order.get("id"))
-    created_at, date = _created(order)
+    created_at, date = _created(order, zone)
     items = items_text(order)
     address = str(_dig(order, ("delivery", "address", "text")) or "")
     code = delivery_code(order)

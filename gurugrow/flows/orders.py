@@ -6,8 +6,11 @@ check, never a key.
 
 from __future__ import annotations
 
+import logging
 import secrets
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gurugrow import redis_keys, texts
 from gurugrow.flows import crm_cache
@@ -21,7 +24,7 @@ from gurugrow.flows.order_view import (
     tracking_urls,
 )
 from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
-from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -30,18 +33,44 @@ from gurugrow.storage import Lease, cached_json
 _NUMBER_ATTEMPTS = 3
 
 
-def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The statuses reference (and status groups, only when group names are configured),
-    cached in Redis so a typical /orders call costs two CRM requests."""
+def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinfo]:
+    """The statuses reference, the account's time zone (RetailCRM dates are local time
+    there) and the status groups (only when group names are configured), cached in
+    Redis: statuses and zone in one entry, so a typical /orders call costs two CRM
+    requests and one cache read for them."""
     s, prefix = svc.settings, svc.settings.redis_prefix
     ttl = s.reference_cache_seconds
-    statuses = cached_json(svc.redis, redis_keys.reference(prefix, "statuses"), ttl,
-                           svc.crm.get_statuses, cache="statuses")
+
+    def load() -> dict[str, Any]:
+        return {"statuses": svc.crm.get_statuses(), "timezone": _account_timezone(svc)}
+
+    reference = cached_json(svc.redis, redis_keys.reference(prefix, "statuses-and-zone"),
+                            ttl, load, cache="statuses")
     groups: dict[str, Any] = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
         groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
                              svc.crm.get_status_groups)
-    return statuses, groups
+    return reference.get("statuses") or {}, groups, _zone(reference.get("timezone") or "")
+
+
+def _account_timezone(svc: Services) -> str:
+    """``GET /api/v5/settings``'s time zone; ``""`` (read as UTC, logged) when the key may
+    not read the settings: the orders are shown all the same."""
+    try:
+        return svc.crm.account_timezone()
+    except (NotFound, UpstreamRejected) as e:  # not UpstreamUnavailable: try again
+        log_event("crm_timezone_unreadable", logging.WARNING, error=e)
+        return ""
+
+
+def _zone(name: str) -> tzinfo:
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log_event("crm_timezone_unknown", logging.WARNING, timezone=name[:64])
+        return UTC
 
 
 def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
@@ -52,13 +81,13 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
     limit = data.get("limit") or svc.settings.orders_default_limit
     orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
         customer_id, svc.settings.orders_max_lookback))
-    statuses, groups = order_statuses(svc)
+    statuses, groups, zone = order_statuses(svc)
     rules, urls = StatusRules.from_settings(svc.settings), tracking_urls(svc.settings)
     shown = []
     for order in sorted(orders, key=lambda o: str(o.get("createdAt") or ""), reverse=True):
         group = status_group(str(order.get("status") or ""), statuses, groups, rules)
         if group is not None:
-            shown.append(present_order(order, group, urls))
+            shown.append(present_order(order, group, urls, zone))
         if len(shown) == limit:
             break
     mark_interacted(svc, customer, identity)
@@ -154,15 +183,15 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
             "sourceOrderNumber": str(source.get("number") or source["id"])}
     # An earlier attempt died after choosing its number: its order, if it landed, is the
     # answer, whatever has changed in the catalog since.
-    created = _noted_order(svc, lease, customer_id)
+    # The store the new order is made in, and where any lookup of it looks.
+    site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
+    created = _noted_order(svc, lease, customer_id, site)
     if created is None:
         missing = unavailable_item(svc, source.get("items") or [])
         if missing is not None or not source.get("items"):
             log_event("repeat_unavailable_item", source_order_id=source["id"])
             return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
                     "unavailableItemName": missing}
-        site = (svc.settings.repeat_order_site or source.get("site")
-                or svc.settings.retailcrm_site)
         payload = _repeat_payload(svc, channel, customer_id, source)
         created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     crm_cache.forget_orders(svc, customer_id)
@@ -172,13 +201,14 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
             "text": texts.REPEAT_CREATED.format(number=created["number"])}
 
 
-def _noted_order(svc: Services, lease: Lease, customer_id: str | None
+def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
                  ) -> dict[str, Any] | None:
-    """The order created under the number an earlier attempt noted, if it landed."""
+    """The order created (in store ``site``) under the number an earlier attempt noted,
+    if it landed."""
     number = lease.notes.get("number")
     if not number:
         return None
-    found = svc.crm.find_orders_by_number(number, customer_id)
+    found = svc.crm.find_orders_by_number(number, customer_id, site)
     if not found:
         return None
     log_event("repeat_found_after_retry", order_id=found[0]["id"])
@@ -202,10 +232,10 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
         except UpstreamRejected as e:
             if "number" not in f"{e.message} {e.errors}".lower():
                 raise  # the API layer answers crm_unavailable
-            if found := _noted_order(svc, lease, customer_id):
+            if found := _noted_order(svc, lease, customer_id, site):
                 return found  # taken by our own earlier attempt's order
         except UpstreamUnavailable:
-            existing = svc.crm.find_orders_by_number(number, None)
+            existing = svc.crm.find_orders_by_number(number, None, site)
             if existing:
                 return {"id": existing[0]["id"], "number": number}
             raise

@@ -132,12 +132,8 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
 
 
 def resend(svc: Services, data: dict[str, Any]) -> Answer:
-    """A new code for a session of /orders/recommended/start, within the send caps.
-
-    Only for the messenger identity that started it; any other caller, or a session of
-    /auth/start, is told the session does not exist.
-    """
-    return resend_code(svc, data, purpose="recommended")
+    """/orders/recommended/resend: an alias of /auth/resend (``codes.resend_code``)."""
+    return resend_code(svc, data)
 
 
 def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -> Answer:
@@ -202,7 +198,7 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
     base = {"customerId": customer_id, "offerCode": bundle.offer_code}
     external_id = f"bot-rec-{token}"
     # An earlier attempt died or failed: its order, if it landed, is the answer.
-    created = _existing(svc, external_id) if lease.resumed else None
+    created = _existing(svc, external_id, s.recommended_order_site) if lease.resumed else None
     if created is None:
         offer = resolve_bundle(svc, bundle)
         order: dict[str, Any] = {
@@ -232,21 +228,23 @@ def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
         try:
             return svc.crm.create_order(order, site)
         except UpstreamRejected as e:
-            existing = _existing(svc, order["externalId"])
+            existing = _existing(svc, order["externalId"], site)
             if existing:  # our first attempt did land
                 return existing
             log_event("recommended_create_rejected", logging.WARNING, error=e)
             return None
         except UpstreamUnavailable as e:
-            existing = _existing(svc, order["externalId"])
+            existing = _existing(svc, order["externalId"], site)
             if existing:
                 return existing
             log_event("recommended_create_failed", logging.WARNING, attempt=attempt, error=e)
     return None
 
 
-def _existing(svc: Services, external_id: str) -> dict[str, Any] | None:
+def _existing(svc: Services, external_id: str, site: str) -> dict[str, Any] | None:
+    """The order with ``external_id`` in store ``site``, the one it was created in
+    (RetailCRM looks an externalId up only within the store named)."""
     try:
-        return svc.crm.get_order_by_external_id(external_id)
+        return svc.crm.get_order_by_external_id(external_id, site)
     except UpstreamError:
         return None  # unknown whether it landed: the caller's own failure answer stands

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -13,33 +16,43 @@ from gurugrow.logs import log_event
 
 GATEWAY = "greensms"
 ROUTES = ("telegram", "vk", "sms")
-# Lifetime asked for a token made from user/pass just to read the balance.
+# Lifetime asked for a token made from user/pass (status reads, the balance); it is
+# kept until TOKEN_RENEW_MARGIN_SECONDS before it runs out.
 TOKEN_EXPIRE_SECONDS = 300
+TOKEN_RENEW_MARGIN_SECONDS = 30
 
-# GreenSMS's status answer is UNCONFIRMED: its SDKs only show that `GET /<route>/status`
-# (with `id`, `extended`) answers a body with a `status` key; no source names the values.
-# So every word we can think of is mapped here, in this one table, lower-cased (Russian
-# words too), and anything else reads as `unknown`. Adjust it once real answers are seen.
+# GreenSMS's status answer (docs/INTEGRATIONS.md, "GreenSMS"): ``GET /<route>/status``
+# answers ``{"time", "status", "status_code", ...}`` (node SDK typings, PR #9 and #12). The
+# code is read first, the word second; anything else, and every error answer ("Message not
+# found" included), is ``unknown`` -- never ``failed``, never a reason to skip a cooldown.
+#
+# Codes: the pairing of code and word is an inference (listing order and the SMSC
+# delivery-report bits), no source pairs them: 0 not ready, 1 delivered, 2 failed, 3 read,
+# 4 buffered, 8 accepted by the operator, 16 rejected, 34 expired.
+DELIVERY_CODES = {0: "pending", 1: "delivered", 2: "failed", 3: "delivered", 4: "pending",
+                  8: "pending", 16: "failed", 34: "failed"}
+# Words, lower-cased: the documented sms words, ``Message read`` (vk, viber, whatsapp), and
+# Telegram Gateway's own words (GreenSMS's telegram words are documented nowhere).
 DELIVERY_STATUSES = {
-    **dict.fromkeys(("delivered", "delivrd", "read", "seen", "доставлено", "прочитано"),
-                    "delivered"),
-    **dict.fromkeys(("pending", "sent", "accepted", "acceptd", "queued", "enroute", "new",
-                     "buffered", "processing", "sending", "scheduled", "отправлено",
-                     "в очереди", "ожидание"), "pending"),
-    **dict.fromkeys(("failed", "undelivered", "undeliv", "not_delivered", "rejected",
-                     "rejectd", "expired", "error", "deleted", "unreachable", "blocked",
-                     "cancelled", "canceled", "не доставлено", "ошибка", "отклонено"),
-                    "failed"),
+    "status not ready": "pending", "delivery success": "delivered",
+    "delivery failure": "failed", "message buffered": "pending",
+    "delivery accepted": "pending", "delivery rejected": "failed",
+    "status request expired": "failed", "message read": "delivered",
+    # Telegram Gateway (core.telegram.org/gateway/api#deliverystatus)
+    "sent": "pending", "delivered": "delivered", "read": "delivered", "expired": "failed",
+    "revoked": "failed",
 }
 
 
 class GreenSmsGateway:
-    """GreenSMS over one Session; credentials go in a header or the body, never the URL."""
+    """GreenSMS over one Session; credentials go in a header or the JSON body, never the
+    URL."""
 
     def __init__(self, base_url: str, *, token: str = "", user: str = "", password: str = "",
                  sms_from: str = "", vk_from: str = "", telegram_ttl: int | None = None,
                  timeout: float = 10, connect_timeout: float = 3,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._http = HttpClient(GATEWAY, base_url, timeout=timeout,
                                 connect_timeout=connect_timeout, session=session)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -47,6 +60,14 @@ class GreenSmsGateway:
         self._sms_from = sms_from
         self._vk_from = vk_from
         self._telegram_ttl = telegram_ttl
+        self._clock = clock
+        self._token_lock = threading.Lock()
+        self._token: tuple[str, float] | None = None  # (token, renew after)
+
+    @property
+    def vk_enabled(self) -> bool:
+        """VK sends need a sender: GreenSMS requires ``from`` (PHP SDK schema)."""
+        return bool(self._vk_from)
 
     def send_code(self, route: str, phone: str, code: str, sms_text: str) -> str:
         """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's request_id.
@@ -56,17 +77,23 @@ class GreenSmsGateway:
         """
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}")
-        form: dict[str, Any] = {"to": phone, **self._credentials}
+        if route == "vk" and not self._vk_from:
+            # GreenSMS refuses it (``from`` is required); the flows skip VK then.
+            raise UpstreamRejected(GATEWAY, "vk: GREENSMS_VK_FROM is not set")
+        # A JSON body, as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL.
+        payload: dict[str, Any] = {"to": phone, **self._credentials}
         if route == "telegram":
-            form["txt"] = code
+            payload["txt"] = code
             if self._telegram_ttl:
-                form["ttl"] = self._telegram_ttl
+                payload["ttl"] = self._telegram_ttl
         else:
-            form["txt"] = sms_text
+            payload["txt"] = sms_text
             sender = self._vk_from if route == "vk" else self._sms_from
             if sender:
-                form["from"] = sender
-        status, body = self._http.request("POST", f"/{route}/send", data=form,
+                payload["from"] = sender
+            if route == "sms":
+                payload["hidden"] = code  # kept out of GreenSMS's message history
+        status, body = self._http.request("POST", f"/{route}/send", json=payload,
                                           headers=self._headers)
         return _answer_field(route, status, body, "request_id")
 
@@ -74,20 +101,19 @@ class GreenSmsGateway:
         """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send.
 
         ``GET /<route>/status`` with ``id`` and ``extended``; the answer's shape is
-        unconfirmed, so it is read defensively (``DELIVERY_STATUSES``). A refusal raises
+        read code first, word second (``DELIVERY_CODES``, ``DELIVERY_STATUSES``). A refusal raises
         ``UpstreamRejected``, an unreachable GreenSMS ``UpstreamUnavailable``.
         """
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}")
-        headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
-        status, body = self._http.request("GET", f"/{route}/status",
-                                          params=[("id", request_id), ("extended", "true")],
-                                          headers=headers)
-        raw = _answer_field(f"{route}/status", status, body, "status")
-        mapped = delivery_status_of(raw)
-        if mapped == "unknown":  # the word to add to DELIVERY_STATUSES, once understood
+        status, body = self._authorized_get(f"/{route}/status",
+                                            [("id", request_id), ("extended", "true")])
+        _answer_field(f"{route}/status", status, body, "status")
+        mapped = delivery_status_of(body)
+        if mapped == "unknown":  # a word or code to add to the tables, once understood
             log_event("greensms_status_unmapped", logging.WARNING, route=route,
-                      raw_status=raw[:40])
+                      raw_status=str(body.get("status"))[:40],
+                      raw_code=str(body.get("status_code"))[:10])
         return mapped
 
     def account_balance(self) -> str:
@@ -98,19 +124,52 @@ class GreenSmsGateway:
         answers reads the balance. A refusal raises ``UpstreamRejected`` whose
         ``status_code`` is the HTTP status and ``errors`` GreenSMS's ``{error, code}``.
         """
-        headers = self._headers or {"Authorization": f"Bearer {self._account_token()}"}
-        status, body = self._http.request("GET", "/account/balance", headers=headers)
+        status, body = self._authorized_get("/account/balance")
         return _answer_field("account/balance", status, body, "balance")
 
+    def _authorized_get(self, path: str, params: list[tuple[str, str]] | None = None
+                        ) -> tuple[int, Any]:
+        """A GET with the token (or the cached user/pass token). A token GreenSMS no
+        longer takes is dropped, so the next call asks for a new one."""
+        if self._headers:
+            return self._http.request("GET", path, params=params or [],
+                                      headers=self._headers)
+        token = self._account_token()
+        status, body = self._http.request("GET", path, params=params or [],
+                                          headers={"Authorization": f"Bearer {token}"})
+        if status == 401 or (isinstance(body, dict) and body.get("code") == 0
+                             and "error" in body):
+            with self._token_lock:
+                if self._token is not None and self._token[0] == token:
+                    self._token = None
+        return status, body
+
     def _account_token(self) -> str:
-        form = {**self._credentials, "expire": TOKEN_EXPIRE_SECONDS}
-        status, body = self._http.request("POST", "/account/token", data=form)
-        return _answer_field("account/token", status, body, "access_token")
+        """A user/pass token from ``POST /account/token`` (credentials in its JSON body),
+        kept until shortly before it expires."""
+        with self._token_lock:
+            if self._token is not None and self._clock() < self._token[1]:
+                return self._token[0]
+            payload = {**self._credentials, "expire": TOKEN_EXPIRE_SECONDS}
+            status, body = self._http.request("POST", "/account/token", json=payload)
+            token = _answer_field("account/token", status, body, "access_token")
+            self._token = (token, self._clock() + TOKEN_EXPIRE_SECONDS
+                           - TOKEN_RENEW_MARGIN_SECONDS)
+            return token
 
 
-def delivery_status_of(raw: str) -> str:
-    """One of delivered | pending | failed | unknown for GreenSMS's ``status`` value."""
-    return DELIVERY_STATUSES.get(raw.strip().lower(), "unknown")
+def delivery_status_of(answer: dict[str, Any]) -> str:
+    """delivered | pending | failed | unknown for one GreenSMS status answer: its
+    ``status_code`` when it is a known code, else its ``status`` word."""
+    code = answer.get("status_code")
+    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and code in DELIVERY_CODES:
+        return DELIVERY_CODES[code]
+    word = answer.get("status")
+    if not isinstance(word, str):
+        return "unknown"
+    return DELIVERY_STATUSES.get(" ".join(word.split()).lower(), "unknown")
 
 
 def _answer_field(what: str, status: int, body: Any, key: str) -> str:

@@ -71,25 +71,28 @@ class HttpClient:
         self.breaker = breaker
         self.throttle_pause_seconds = throttle_pause_seconds
 
-    def request(self, method: str, path: str, *, retry: bool = False, route: str | None = None,
+    def request(self, method: str, path: str, *, retry: bool = False,
+                retry_throttled: bool = False, route: str | None = None,
                 **kwargs: Any) -> tuple[int, Any]:
         """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
         after a 429/503 or a dropped connection they are sent again, up to ``max_retries``
         times, each time through the bucket (and the breaker) and within the first
         attempt's queue deadline. A timeout is not repeated: the upstream is slow, and
-        a repeat would only hold the caller longer.
+        a repeat would only hold the caller longer. ``retry_throttled`` (a write the
+        quota refused, so not applied): sent again once after a 429/503 only, the same
+        way; never after a dropped connection, a timeout or any other 5xx.
 
         ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
         a path built from any value must pass one (without, the path is the label).
         """
-        attempts = 1 + (self.max_retries if retry else 0)
+        attempts = 1 + (self.max_retries if retry else 1 if retry_throttled else 0)
         deadline = self.quota.deadline() if self.quota else None
         for attempt in range(attempts):
             try:
                 response = self._governed_send(method, path, route or path, deadline,
                                                **kwargs)
             except UpstreamConnectionDropped:
-                if attempt + 1 < attempts:
+                if retry and attempt + 1 < attempts:
                     continue
                 raise
             if response.status_code in RETRYABLE_STATUSES:

@@ -20,6 +20,8 @@ GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
 # A safety stop for paginated listings (100 per page): far beyond any real account.
 MAX_LIST_PAGES = 50
+# The page sizes RetailCRM takes (``limit``).
+PAGE_SIZES = (20, 50, 100)
 
 
 def phone_digits(raw: str) -> str:
@@ -65,6 +67,25 @@ def offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _newness(order: dict[str, Any]) -> tuple[str, int]:
+    """Sort key, newer is greater: ``createdAt`` (``Y-m-d H:i:s`` sorts as text), then id."""
+    oid = str(order.get("id") or "")
+    return str(order.get("createdAt") or ""), int(oid) if oid.isdigit() else 0
+
+
+def newest_pages(total: int, count: int, sizes: tuple[int, ...] = PAGE_SIZES
+                 ) -> list[tuple[int, int]]:
+    """(page size, page number) pairs that hold the last ``count`` of ``total`` items
+    listed oldest first, at the fewest pages (then the smallest size)."""
+    start = max(total - count, 0)
+    options = []
+    for size in sizes:
+        pages = list(range(start // size + 1, (total - 1) // size + 2))
+        options.append((len(pages), size, pages))
+    _, size, pages = min(options)
+    return [(size, number) for number in pages]
+
+
 class RetailCrmGateway:
     """RetailCRM v5 over one Session; the key travels only in the X-API-KEY header."""
 
@@ -107,11 +128,14 @@ class RetailCrmGateway:
                                           headers=self._headers, route=route)
         return self._envelope(status, body, route or path)
 
-    def _post(self, path: str, form: dict[str, str], route: str | None = None
-              ) -> dict[str, Any]:
-        # Never repeated: a create or edit that timed out may have been applied.
+    def _post(self, path: str, form: dict[str, str], route: str | None = None, *,
+              repeat_throttled: bool = False) -> dict[str, Any]:
+        # Never repeated after a timeout, a dropped connection or a 5xx: it may have been
+        # applied. ``repeat_throttled``: once after a 503/429 (the quota refused it, as
+        # RetailCRM's Go client assumes), through the bucket. Creates stay single: their
+        # flows look a lost create up (order_once, externalId, number) before any repeat.
         status, body = self._http.request("POST", path, data=form, headers=self._headers,
-                                          route=route)
+                                          route=route, retry_throttled=repeat_throttled)
         return self._envelope(status, body, route or path)
 
     @staticmethod
@@ -156,7 +180,7 @@ class RetailCrmGateway:
         if self.site:
             form["site"] = self.site
         self._post(f"/api/v5/customers/{path_segment(customer_id)}/edit", form,
-                   route="/api/v5/customers/{id}/edit")
+                   route="/api/v5/customers/{id}/edit", repeat_throttled=True)
 
     def create_customer(self, customer: dict[str, Any], site: str | None = None) -> str:
         """Create a customer; return its internal id."""
@@ -167,10 +191,26 @@ class RetailCrmGateway:
 
     # -- orders -----------------------------------------------------------------------
     def list_customer_orders(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
-        """The customer's latest orders (one page of ``limit``: 20, 50 or 100)."""
-        body = self._get("/api/v5/orders", [("filter[customerId]", customer_id),
-                                             ("limit", str(limit))])
-        return body.get("orders") or []
+        """The customer's newest ``limit`` orders (20, 50 or 100), newest first, whatever
+        RetailCRM's page order (it is stated nowhere): page 1, and when it is not the
+        newest page (several pages, oldest first), the fewest pages holding the newest."""
+        def page(size: int, number: int) -> dict[str, Any]:
+            params = [("filter[customerId]", customer_id), ("limit", str(size))]
+            return self._get("/api/v5/orders",
+                             params + ([("page", str(number))] if number > 1 else []))
+
+        first = page(limit, 1)
+        orders = [o for o in first.get("orders") or [] if isinstance(o, dict)]
+        pagination = first.get("pagination") or {}
+        total = pagination.get("totalCount")
+        if (isinstance(total, int) and total > len(orders) and len(orders) >= 2
+                and _newness(orders[0]) < _newness(orders[-1])):
+            # Oldest first: the newest are the last ``limit`` of ``total``.
+            for size, number in newest_pages(total, limit):
+                orders += [o for o in page(size, number).get("orders") or []
+                           if isinstance(o, dict)]
+        unique = {str(o.get("id")): o for o in orders}
+        return sorted(unique.values(), key=_newness, reverse=True)[:limit]
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
         """The order by internal id, or None (also for a value that is not an id)."""
@@ -182,25 +222,32 @@ class RetailCrmGateway:
         except NotFound:
             return None
 
-    def get_order_by_external_id(self, external_id: str) -> dict[str, Any] | None:
-        """The order by externalId, or None (also for one no path can carry)."""
+    def get_order_by_external_id(self, external_id: str, site: str | None = None
+                                 ) -> dict[str, Any] | None:
+        """The order by externalId in store ``site`` (default RETAILCRM_SITE), or None
+        (also for one no path can carry). RetailCRM looks an externalId up only within
+        the store named: pass the one the order was created in."""
         if external_id in ("", ".", ".."):
             return None
+        store = site or self.site
         try:
             return self._get(f"/api/v5/orders/{path_segment(external_id)}",
-                             [("by", "externalId"), *self._site_params()],
+                             [("by", "externalId"), *([("site", store)] if store else [])],
                              route="/api/v5/orders/{externalId}").get("order")
         except NotFound:
             return None
 
-    def find_orders_by_number(self, number: str, customer_id: str | None = None
-                              ) -> list[dict[str, Any]]:
-        """Orders with this exact number (optionally of one customer)."""
+    def find_orders_by_number(self, number: str, customer_id: str | None = None,
+                              site: str | None = None) -> list[dict[str, Any]]:
+        """Orders with this exact number (optionally of one customer, of one store)."""
         params = [("filter[numbers][]", number), ("limit", "20")]
         if customer_id:
             params.append(("filter[customerId]", customer_id))
+        if site:
+            params.append(("filter[sites][]", site))
         body = self._get("/api/v5/orders", params)
-        return [o for o in body.get("orders") or [] if str(o.get("number")) == number]
+        return [o for o in body.get("orders") or [] if str(o.get("number")) == number
+                and (not site or o.get("site") in (None, site))]
 
     def create_order(self, order: dict[str, Any], site: str | None = None) -> dict[str, Any]:
         """Create an order (always pass ``customer.id``); return ``{"id", "number"?}``."""
@@ -213,10 +260,24 @@ class RetailCrmGateway:
         return {"id": body.get("id", created.get("id")), "number": created.get("number")}
 
     # -- reference and catalog --------------------------------------------------------
+    def account_timezone(self) -> str:
+        """The account's time zone (``GET /api/v5/settings`` → ``settings.timezone.value``,
+        e.g. ``Europe/Moscow``): every RetailCRM date is local time there. ``""`` when
+        the answer names none."""
+        settings = self._get("/api/v5/settings").get("settings")
+        zone = (settings.get("timezone") if isinstance(settings, dict) else None) or {}
+        value = zone.get("value") if isinstance(zone, dict) else None
+        return value if isinstance(value, str) else ""
+
     def get_statuses(self) -> dict[str, Any]:
         """Order statuses keyed by code (``{code: {name, group, ...}}``)."""
         statuses = self._get("/api/v5/reference/statuses").get("statuses")
         return statuses if isinstance(statuses, dict) else {}
+
+    def get_sites(self) -> dict[str, Any]:
+        """The account's stores (sites) keyed by code."""
+        sites = self._get("/api/v5/reference/sites").get("sites")
+        return sites if isinstance(sites, dict) else {}
 
     def get_status_groups(self) -> dict[str, Any]:
         """Status groups keyed by code."""

@@ -3,6 +3,9 @@ status; ``{"request_id"}`` on success, ``{"error", "code"}`` on refusal, as Gree
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -55,6 +58,8 @@ def send(route: str) -> ResponseReturnValue:
         return jsonify({"error": "Authorization declined", "code": 0}), 401
     if route not in ("sms", "telegram", "vk"):
         return jsonify({"error": "Method not found", "code": 1}), 404
+    with st.lock:
+        st.send_attempts.append(route)
     if failed := st.failure(route):
         return failed
     to, txt = params.get("to", ""), params.get("txt", "")
@@ -66,10 +71,17 @@ def send(route: str) -> ResponseReturnValue:
     return jsonify({"request_id": st.record_message(route, to, txt)["request_id"]}), 200
 
 
+# The code GreenSMS answers with each word. ASSUMED: no source pairs them; this is the
+# listing order and the SMSC delivery-report bits (UPSTREAM-FACTS.md, "word <-> code").
+STATUS_CODES = {"Status not ready": 0, "Delivery success": 1, "Delivery failure": 2,
+                "Message read": 3, "Message buffered": 4, "Delivery accepted": 8,
+                "Delivery rejected": 16, "Status request expired": 34}
+
+
 @sms.get("/<route>/status")
 def delivery_status(route: str) -> ResponseReturnValue:
-    """``GET /<route>/status?id=<request_id>&extended=true`` → ``{"request_id", "status"}``
-    (the real answer's shape is unconfirmed; the gateway reads it defensively)."""
+    """``GET /<route>/status?id=<request_id>&extended=true`` → ``{"time", "status",
+    "status_code"}`` (node SDK typings); an unknown id is ``Message not found``."""
     st = state()
     if not _bearer_ok():
         return jsonify({"error": "Authorization declined", "code": 0}), 401
@@ -78,12 +90,16 @@ def delivery_status(route: str) -> ResponseReturnValue:
     if failed := st.failure("status"):
         return failed
     request_id = request.args.get("id", "")
-    if not request_id:
-        return jsonify({"error": "Validation error: id is required", "code": 1}), 200
+    if len(request_id) != 36:
+        return jsonify({"error": "Validation error: id must be 36 characters", "code": 2,
+                        "params": {}}), 200
     word = st.delivery_status(route, request_id)
     if word is None:
-        return jsonify({"error": "Message not found", "code": 2}), 200
-    return jsonify({"request_id": request_id, "status": word}), 200
+        return jsonify({"error": "Message not found", "code": 404}), 200
+    answer: dict[str, Any] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": word}
+    if word in STATUS_CODES:  # a word of a test's own (not GreenSMS's) carries no code
+        answer["status_code"] = STATUS_CODES[word]
+    return jsonify(answer), 200
 
 
 def _sms_problem(route: str, to: str, txt: str, params: dict[str, str]) -> str | None:

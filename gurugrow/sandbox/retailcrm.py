@@ -167,8 +167,12 @@ def orders() -> ResponseReturnValue:
         found = [o for o in found if o.get("number") in numbers]
     if ids := request.args.getlist("filter[ids][]"):
         found = [o for o in found if str(o["id"]) in ids]
-    # The real default order is unconfirmed: oldest first keeps clients honest.
-    found.sort(key=lambda o: o.get("createdAt", ""))
+    if sites := request.args.getlist("filter[sites][]"):
+        found = [o for o in found if o.get("site") in sites]
+    # ASSUMED: the real default order is stated nowhere; oldest first (by id, as a
+    # database would) keeps clients honest, and tests may flip it to newest first.
+    found.sort(key=lambda o: (o.get("createdAt", ""), int(o["id"])),
+               reverse=state().orders_newest_first)
     return _page(found, "orders")
 
 
@@ -177,8 +181,13 @@ def order(ref: str) -> ResponseReturnValue:
     if failed := state().failure("order"):
         return failed
     by = request.args.get("by", "externalId")
+    # An externalId is looked up only within the store named in ``site`` (REF, "Order
+    # search by externalId/number will be performed within the store specified").
+    # ASSUMED: without ``site``, within every store.
+    site = request.args.get("site") if by != "id" else None
     for o in list(state().orders.values()):  # other threads add orders meanwhile
-        if str(o.get("id" if by == "id" else "externalId")) == ref:
+        if str(o.get("id" if by == "id" else "externalId")) == ref and (
+                not site or o.get("site") == site):
             return _ok(order=o)
     return _crm_error(404, "Not found")
 
@@ -207,9 +216,10 @@ def create_order() -> ResponseReturnValue:
                    "createdAt": time.strftime("%Y-%m-%d %H:%M:%S")}
         st.orders[str(oid)] = created
         lose = st.lose_create_answer
-    if lose:  # the order exists but the answer never arrives
-        return current_app.response_class("<html>504 Gateway Time-out</html>", 504,
-                                          mimetype="text/html"), 504
+    if lose:  # the order exists but the answer never arrives (504, or the status given)
+        status = 504 if lose is True else int(lose)
+        return current_app.response_class(f"<html>{status} Bad Gateway</html>", status,
+                                          mimetype="text/html"), status
     return jsonify({"success": True, "id": oid, "order": created}), 201
 
 
@@ -231,6 +241,27 @@ def _all_offers() -> list[dict[str, Any]]:
 @crm.get("/api/v5/reference/statuses")
 def statuses() -> ResponseReturnValue:
     return state().failure("statuses") or _ok(statuses=state().statuses)
+
+
+@crm.get("/api/v5/settings")
+def account_settings() -> ResponseReturnValue:
+    """The account's settings; dates everywhere are local time in ``timezone``."""
+    if failed := state().failure("settings"):
+        return failed
+    updated = "2024-01-01 00:00:00"
+    return _ok(settings={
+        "default_currency": {"value": "RUB", "updated_at": updated},
+        "system_language": {"value": "RU", "updated_at": updated},
+        "timezone": {"value": state().timezone, "updated_at": updated}})
+
+
+@crm.get("/api/v5/reference/sites")
+def sites() -> ResponseReturnValue:
+    """The account's stores keyed by code (PHP ReferencesTest: an object)."""
+    if failed := state().failure("sites"):
+        return failed
+    return _ok(sites={code: {"code": code, "name": code, "defaultForCrm": i == 0}
+                      for i, code in enumerate(state().account_sites)})
 
 
 @crm.get("/api/v5/reference/status-groups")

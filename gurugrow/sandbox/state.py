@@ -66,7 +66,13 @@ class SandboxState:
             # request_id → the status word GreenSMS answers for it (tests pin one here).
             self.delivery_statuses: dict[str, str] = {}
             self.status_calls: list[str] = []  # request ids asked about, in order
-            self.sites = data.get("sites", [])
+            self.send_attempts: list[str] = []  # the route of every send asked, refused too
+            self.sites = data.get("sites", [])  # the key's sites (/api/credentials)
+            # The account's stores (/reference/sites), whatever the key may use.
+            self.account_sites: list[str] = list(data.get("accountSites", self.sites))
+            # The account's time zone (GET /api/v5/settings): its dates are local there.
+            self.timezone: str = data.get("timezone", "Europe/Moscow")
+            self.orders_newest_first = bool(data.get("ordersNewestFirst", False))
             # /api/credentials: what the key may do (tests narrow these).
             self.scopes: list[str] = list(data.get("scopes", CRM_SCOPES))
             self.site_access: str = data.get("siteAccess", "access_full")
@@ -82,7 +88,7 @@ class SandboxState:
             self.fail_once: dict[str, tuple[int, Any]] = {}
             self.delay: dict[str, float] = {}  # kind → seconds to wait before answering
             self.messages_sent = 0
-            self.lose_create_answer = False
+            self.lose_create_answer: bool | int = False  # True (504) or an HTTP status
             self._window: deque[float] = deque()
             self.refused_over_rate = 0  # calls answered 503 for going over the rate limit
             self._next_id = 900000
@@ -110,8 +116,8 @@ class SandboxState:
         """The status word of one accepted send (None: no such send by that route).
 
         Pinned words first; then Telegram's undelivered and late demo phones; every
-        other send reads as delivered. The words are the stand-in's guess: GreenSMS's
-        real vocabulary is unconfirmed (see gateways/greensms.py)."""
+        other send reads as delivered. The words are GreenSMS's documented sms/vk words
+        (node SDK PR #12); ASSUMED for telegram, whose words no source lists."""
         with self.lock:
             self.status_calls.append(request_id)
             message = next((m for m in self.outbox if m["request_id"] == request_id
@@ -122,11 +128,11 @@ class SandboxState:
         if pinned:
             return pinned
         if route == "telegram" and message["to"] in self.telegram_undelivered:
-            return "undelivered"
+            return "Delivery failure"
         late = self.telegram_late.get(message["to"]) if route == "telegram" else None
         if late is not None and self.clock() - message["clock"] < late:
-            return "sent"
-        return "delivered"
+            return "Delivery accepted"
+        return "Delivery success"
 
     def over_rate_limit(self) -> bool:
         """Whether this call goes over the per-second limit (counted as refused if so)."""

@@ -23,13 +23,13 @@ def test_resend_and_worker_fallbacks_on_real_redis(real_redis, prefix, upstreams
 
     # Resend after a failed Telegram send: by SMS, at once.
     first = post(client, "/auth/start", {**TG, "phone": "79991234567"})["sessionId"]
-    upstreams.state.delivery_statuses[upstreams.sent[-1]["request_id"]] = "failed"
+    upstreams.state.delivery_statuses[upstreams.sent[-1]["request_id"]] = "Delivery failure"
     assert post(client, "/auth/resend", {**TG, "sessionId": first})["deliveryRoute"] == "sms"
 
     # The worker, two at once, for another account's undelivered send: one SMS.
     other = {**TG, "messengerUserId": "777"}
     post(client, "/auth/start", {**other, "phone": "79991234567"})
-    upstreams.state.delivery_statuses[upstreams.sent[-1]["request_id"]] = "failed"
+    upstreams.state.delivery_statuses[upstreams.sent[-1]["request_id"]] = "Delivery failure"
     set_clock(app, time.time() + 10)
     svc = app.extensions["gurugrow"]
     results = run_concurrently(2, lambda: run_worker(svc, once=True))
