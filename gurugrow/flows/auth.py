@@ -17,6 +17,7 @@ from gurugrow.flows.binding import (
     remember_new_binding,
 )
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
+from gurugrow.flows.mirror import mirror_unlinked
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
@@ -75,6 +76,7 @@ def unlink(svc: Services, data: dict[str, Any]) -> Answer:
     customer_id = str(customer["id"])
     svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
     crm_cache.forget_binding(svc, identity)
+    mirror_unlinked(svc, identity, customer_id)
     log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
     return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
             "text": texts.UNLINKED}
