@@ -80,6 +80,9 @@ MIRROR_READS = Counter(
 MIRROR_LAG_SECONDS = Gauge(
     "gurugrow_mirror_lag_seconds", "Seconds since the mirror's last successful sync (-1: "
     "never synced, or Redis was flushed).", multiprocess_mode="mostrecent")
+MIRROR_MAX_LAG_SECONDS = Gauge(
+    "gurugrow_mirror_max_lag_seconds", "MIRROR_MAX_LAG_SECONDS: past this lag reads go "
+    "live (the alert's threshold).", multiprocess_mode="mostrecent")
 MIRROR_ENTITIES = Gauge(
     "gurugrow_mirror_entities", "Entities in the mirror, by kind (customers, orders), "
     "exact after each full load.", ["kind"], multiprocess_mode="mostrecent")

@@ -316,3 +316,50 @@ def test_history_endpoint_pages_by_since_id_or_page_never_both(world, query, sta
     assert answer.status_code == status
     if status == 200:
         assert [r["order"]["id"] for r in answer.json()["history"]] == [5001]
+
+
+# -- operations ---------------------------------------------------------------------------
+def test_metrics_show_the_mirror_scraped_from_redis(client, svc, world):
+    from tests.test_alerts import sample, scrape
+
+    assert sample(scrape(client), "gurugrow_mirror_lag_seconds") == -1  # never synced
+    sync(svc)
+    visit(client)
+    text = scrape(client)
+    assert sample(text, "gurugrow_mirror_lag_seconds") == 0
+    assert sample(text, "gurugrow_mirror_max_lag_seconds") == 60
+    assert sample(text, "gurugrow_mirror_entities", kind="customers") == 1
+    assert sample(text, "gurugrow_mirror_entities", kind="orders") == 2
+    assert sample(text, "gurugrow_mirror_sync_calls", kind="load") == 2
+    assert sample(text, "gurugrow_mirror_full_reloads") == 1
+    assert sample(text, "gurugrow_mirror_reads_total", what="binding", source="mirror") >= 2
+
+
+@pytest.mark.parametrize("arrange, mark, detail", [
+    (lambda app, svc: None, "FAIL", "never loaded"),
+    (lambda app, svc: sync(svc), "ok  ", "current: last sync 0 s ago"),
+    (lambda app, svc: (sync(svc), set_clock(app, NOW + 90)), "FAIL", "last sync 90 s ago"),
+])
+def test_the_doctor_shows_the_mirrors_state(app, svc, world, arrange, mark, detail):
+    arrange(app, svc)
+    result = app.test_cli_runner().invoke(args=["gurugrow", "doctor"])
+    line = next(t for t in result.stdout.splitlines() if " mirror: " in t)
+    assert line.startswith(mark) and detail in line
+
+
+def test_the_mirror_command_refuses_when_off(upstreams):
+    import fakeredis
+
+    from gurugrow import create_app
+    from tests.conftest import TEST_ENV
+
+    app = create_app(TEST_ENV, redis_client=fakeredis.FakeRedis())
+    result = app.test_cli_runner().invoke(args=["gurugrow", "mirror", "--once"])
+    assert result.exit_code == 2 and "CRM_MIRROR is off" in result.output
+
+
+def test_the_mirror_command_loads_with_a_progress_line(app, svc, world):
+    result = app.test_cli_runner().invoke(args=["gurugrow", "mirror", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "mirror load: customers: page 1 of 1, 2 read" in result.output
+    assert result.output.strip().endswith("synced=1")

@@ -27,6 +27,7 @@ def metrics_page() -> Response:
         if not token or not hmac.compare_digest(offered.encode(), token.encode()):
             return unauthorized()
     _read_send_budget()
+    _read_mirror()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
@@ -39,3 +40,22 @@ def _read_send_budget() -> None:
         metrics.SEND_BUDGET_USED.set(limits.budget_spent_today())
     except StorageUnavailable:  # Redis down: /health and storage_unavailable say so
         pass
+
+
+def _read_mirror() -> None:
+    """The mirror's lag and counts, from the sync state its poller keeps in Redis."""
+    store = services().mirror
+    if store is None:
+        return
+    try:
+        state = store.state()
+    except StorageUnavailable:
+        return
+    lag = store.lag_seconds(state)
+    metrics.MIRROR_MAX_LAG_SECONDS.set(services().settings.mirror_max_lag_seconds)
+    metrics.MIRROR_LAG_SECONDS.set(-1 if lag is None else lag)
+    for kind in ("customers", "orders"):
+        metrics.MIRROR_ENTITIES.labels(kind).set(int(state.get(kind) or 0))
+    for kind in ("history", "reread", "load"):
+        metrics.MIRROR_SYNC_CALLS.labels(kind).set(int(state.get(f"calls_{kind}") or 0))
+    metrics.MIRROR_FULL_RELOADS.set(int(state.get("full_reloads") or 0))
