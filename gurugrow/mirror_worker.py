@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 from gurugrow.flows.mirror_sync import LeaseLost, Sync
 from gurugrow.gateways.errors import CrmBusy, UpstreamError
-from gurugrow.gateways.quota import READ, crm_priority
 from gurugrow.logs import log_event
 from gurugrow.mirror_store import MirrorStore
 from gurugrow.services import Services
@@ -70,7 +69,7 @@ def _one_pass(svc: Services, store: MirrorStore, token: str, hold: float,
         if not store.take_lease(token, hold):
             return "standby"
         sync = Sync(svc, store, token, progress)
-        with crm_priority(READ), LeaseRenewer(renew, every=hold / 3):
+        with LeaseRenewer(renew, every=hold / 3):
             done = sync.sync_pass(svc.clock)
         if done:
             log_event("mirror_pass", **done)

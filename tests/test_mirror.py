@@ -363,3 +363,14 @@ def test_the_mirror_command_loads_with_a_progress_line(app, svc, world):
     assert result.exit_code == 0, result.output
     assert "mirror load: customers: page 1 of 1, 2 read" in result.output
     assert result.output.strip().endswith("synced=1")
+
+
+@pytest.mark.parametrize("env_overrides", [{
+    "CRM_MIRROR": "1", "RETAILCRM_RATE_LIMIT": "20", "RETAILCRM_QUEUE_SECONDS": "0.3"}])
+def test_a_load_longer_than_the_queue_deadline_completes(svc, upstreams, env_overrides):
+    # 14 calls at 20/s wait about 0.65 s in all: each call has its own queue deadline.
+    for cid in range(1, 601):
+        upstreams.add_customer(cid, f"+7999000{cid:04d}", **{TG_FIELD: f"tg{cid}"})
+        upstreams.add_order(10_000 + cid, cid)
+    assert sync(svc) == {"synced": 1}
+    assert svc.mirror.state()["customers"] == "600"

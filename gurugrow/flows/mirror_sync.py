@@ -13,16 +13,18 @@
   holder only; a successor resumes from it, so nothing is lost.
 
 Every call goes through the gateway (timeouts, the shared quota bucket at read priority,
-the breaker); failures propagate to the worker, which tries again at the next poll.
+the breaker), each on its own queue deadline; failures propagate to the worker, which
+tries again at the next poll.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
+from gurugrow.gateways.quota import READ, crm_priority
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.mirror_store import CUSTOMERS, FULL_RELOAD_SECONDS, ORDERS, Identity, MirrorStore
@@ -33,6 +35,7 @@ PAGE = 100
 # lease renewed between long catch-ups (the next pass goes on from the saved position).
 MAX_PAGES_PER_PASS = 20
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
@@ -51,8 +54,13 @@ class Sync:
         self.calls: dict[str, int] = {}
 
     # -- helpers ----------------------------------------------------------------------
-    def _count(self, kind: str) -> None:
+    def _crm(self, kind: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One RetailCRM call at read priority, counted by ``kind``. Each call is its own
+        "request" to the bucket: a request's calls share one queue deadline, which a load
+        of many pages would outlast."""
         self.calls[kind] = self.calls.get(kind, 0) + 1
+        with crm_priority(READ):
+            return call(*args, **kwargs)
 
     def _write(self, fields: dict[str, Any], *, add: bool = False) -> None:
         if not self.store.write_state(self.token, fields, add=add):
@@ -81,9 +89,8 @@ class Sync:
                                        self._interacted(customer))
 
     def load_orders_of(self, customer_id: str) -> None:
-        self._count("reread")
-        orders = self.svc.crm.list_customer_orders(customer_id,
-                                                   self.svc.settings.orders_max_lookback)
+        orders = self._crm("reread", self.svc.crm.list_customer_orders, customer_id,
+                           self.svc.settings.orders_max_lookback)
         self.store.put_orders(customer_id, _newest(orders, self.svc.settings.orders_max_lookback))
 
     # -- full load --------------------------------------------------------------------
@@ -96,12 +103,10 @@ class Sync:
     def newest_record_id(self, kind: str) -> int:
         """The id of the newest history record, before loading: the first and the last
         page are read (their order is stated nowhere), the highest id of both counts."""
-        records, total = self.svc.crm.history(kind, page=1)
-        self._count("history")
+        records, total = self._crm("history", self.svc.crm.history, kind, page=1)
         ids = [r["id"] for r in records]
         if total and total > 1:
-            last, _ = self.svc.crm.history(kind, page=total)
-            self._count("history")
+            last, _ = self._crm("history", self.svc.crm.history, kind, page=total)
             ids += [r["id"] for r in last]
         return max(ids, default=0)
 
@@ -109,8 +114,7 @@ class Sync:
         found: list[dict[str, Any]] = []
         page, total = 1, None
         while True:
-            items, total = self.svc.crm.list_page(entity, page)
-            self._count("load")
+            items, total = self._crm("load", self.svc.crm.list_page, entity, page)
             found += items
             self.progress(f"{entity}: page {page} of {total or '?'}, {len(found)} read")
             if not items or total is None or page >= total:
@@ -148,8 +152,8 @@ class Sync:
     def apply_customers(self, ids: list[str]) -> None:
         for start in range(0, len(ids), PAGE):
             batch = ids[start:start + PAGE]
-            found = {str(c["id"]): c for c in self.svc.crm.by_ids(CUSTOMERS, batch)}
-            self._count("reread")
+            found = {str(c["id"]): c
+                     for c in self._crm("reread", self.svc.crm.by_ids, CUSTOMERS, batch)}
             for cid in batch:
                 customer = found.get(cid)
                 if customer is None:
@@ -161,8 +165,8 @@ class Sync:
         keep = self.svc.settings.orders_max_lookback
         for start in range(0, len(ids), PAGE):
             batch = ids[start:start + PAGE]
-            found = {str(o["id"]): o for o in self.svc.crm.by_ids(ORDERS, batch)}
-            self._count("reread")
+            found = {str(o["id"]): o
+                     for o in self._crm("reread", self.svc.crm.by_ids, ORDERS, batch)}
             incomplete: set[str] = set()
             for oid in batch:
                 order = found.get(oid)
@@ -176,8 +180,8 @@ class Sync:
     def follow(self, kind: str, since: int) -> int:
         """Apply the history of ``kind`` after ``since``; the last position saved."""
         for _ in range(MAX_PAGES_PER_PASS):
-            records, _total = self.svc.crm.history(kind, since_id=since)
-            self._count("history")
+            records, _total = self._crm("history", self.svc.crm.history, kind,
+                                        since_id=since)
             fresh = [r for r in records if r["id"] > since]  # defensive: ids after since
             if not fresh:
                 break
