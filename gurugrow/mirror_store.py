@@ -155,8 +155,9 @@ class MirrorStore:
             record_key = redis_keys.mirror_customer(self._prefix, customer_id)
             orders_key = redis_keys.mirror_orders(self._prefix, customer_id)
             if wanted:
-                pipe.set(record_key, json.dumps({"identities": wanted}, ensure_ascii=False),
-                         ex=ttl)
+                record = {"identities": wanted, "maskedPhone": masked_phone,
+                          "interacted": bool(interacted)}
+                pipe.set(record_key, json.dumps(record, ensure_ascii=False), ex=ttl)
                 pipe.hexists(orders_key, _LOADED)
             else:
                 pipe.delete(record_key, orders_key)
@@ -164,42 +165,30 @@ class MirrorStore:
         return bool(wanted) and not answers[-1]
 
     def add_identity(self, customer_id: str, identity: Identity, masked_phone: str | None,
-                     interacted: bool, *, replace_channel: bool = True) -> None:
+                     interacted: bool) -> None:
         """This service bound ``identity`` to the customer (write-through): it replaces
-        the customer's earlier account on that channel."""
-        old = self.customer(str(customer_id))
-        kept = [tuple(i) for i in (old or {}).get("identities", [])
-                if not (replace_channel and i[0] == identity[0])]
+        the customer's earlier account on that channel, as the CRM field does."""
+        old = self.customer(str(customer_id)) or {}
+        kept = [(c, a) for c, a in old.get("identities", []) if c != identity[0]]
         self.put_customer(str(customer_id), [*kept, identity], masked_phone, interacted)
 
     def remove_identity(self, customer_id: str, identity: Identity) -> None:
         """This service unlinked ``identity`` from the customer (write-through)."""
         old = self.customer(str(customer_id)) or {}
-        kept = [tuple(i) for i in old.get("identities", []) if tuple(i) != tuple(identity)]
+        kept = [(c, a) for c, a in old.get("identities", []) if (c, a) != tuple(identity)]
         with redis_guard():
             self._client.hdel(redis_keys.mirror_binding(self._prefix, *identity),
                               str(customer_id))
         if old:
-            entry = self._entry_of(str(customer_id), kept)
-            self.put_customer(str(customer_id), kept, entry.get("maskedPhone"),
-                              bool(entry.get("interacted")))
+            self.put_customer(str(customer_id), kept, old.get("maskedPhone"),
+                              bool(old.get("interacted")))
 
     def set_interacted(self, customer_id: str) -> None:
         """The customer's chatbot_interacted flag was just written (write-through)."""
-        old = self.customer(str(customer_id)) or {}
-        identities = [tuple(i) for i in old.get("identities", [])]
-        if identities:
-            entry = self._entry_of(str(customer_id), identities)
-            self.put_customer(str(customer_id), identities, entry.get("maskedPhone"), True)
-
-    def _entry_of(self, customer_id: str, identities: list[Any]) -> dict[str, Any]:
-        for identity in identities:
-            with redis_guard():
-                raw = self._client.hget(redis_keys.mirror_binding(self._prefix, *identity),
-                                        customer_id)
-            if raw:
-                return json.loads(raw)
-        return {}
+        old = self.customer(str(customer_id))
+        if old and old.get("identities"):
+            self.put_customer(str(customer_id), [tuple(i) for i in old["identities"]],
+                              old.get("maskedPhone"), True)
 
     def drop_customer(self, customer_id: str) -> None:
         """The customer is gone from RetailCRM (deleted or merged): its bindings too."""

@@ -171,7 +171,8 @@ def mirror_binding(prefix: str, channel: str, account_id: str) -> str:
 
 
 def mirror_customer(prefix: str, customer_id: str) -> str:
-    """A mirrored customer: its messenger accounts, masked phone, interacted flag."""
+    """A mirrored bound customer: its messenger accounts (so a change can drop the old
+    ones), masked phone and interacted flag."""
     return f"{prefix}mirror:{{c{customer_id}}}:customer"
 
 

@@ -191,16 +191,25 @@ def test_unlink_shows_at_once(client, svc, world):
     assert world.calls[before:] == []
 
 
-def test_a_binding_made_here_shows_at_once(client, svc, world):
+@pytest.mark.parametrize("phone, customer, old_account_now", [
+    ("79990000001", "1001", "authorized"),  # a customer bound for the first time
+    ("79991234567", "626518", "not_authorized"),  # rebound: its earlier account is free
+])
+def test_a_binding_made_here_shows_at_once(client, svc, world, phone, customer,
+                                           old_account_now):
     sync(svc)
     other = {**TG, "messengerUserId": "42"}
-    session = post(client, "/auth/start", {**other, "phone": "79990000001"})["sessionId"]
+    session = post(client, "/auth/start", {**other, "phone": phone})["sessionId"]
     answer = post(client, "/auth/check", {**other, "sessionId": session,
                                           "code": world.codes_sent()[-1]})
     assert answer["status"] == "authorized"
     before = len(world.calls)
-    assert get(client, "/auth/status", other)["customerId"] == "1001"
+    assert get(client, "/auth/status", other)["customerId"] == customer
+    assert get(client, "/auth/status", TG)["status"] == old_account_now
     assert world.calls[before:] == []
+    sync(svc)  # the poller, re-reading the customer from the history, agrees
+    assert (get(client, "/auth/status", other)["customerId"],
+            get(client, "/auth/status", TG)["status"]) == (customer, old_account_now)
 
 
 def test_a_repeated_order_is_never_missing(client, svc, world):
