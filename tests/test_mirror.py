@@ -161,6 +161,18 @@ def test_a_deleted_customer_drops_its_bindings(client, svc, world):
     assert get(client, "/auth/status", TG)["status"] == "not_authorized"
 
 
+def test_a_merged_customer_drops_its_bindings_and_the_result_takes_them(client, svc, world):
+    sync(svc)
+    world.state.manager_merge_customers("626518", "1001")
+    sync(svc)
+    assert svc.mirror.customer("626518") is None
+    assert get(client, "/auth/status", TG)["customerId"] == "1001"  # combinedTo re-read
+    before = len(world.calls)
+    assert shown(get(client, "/orders", TG)) == {"5003": "assembling", "5002": "assembling",
+                                                 "5001": "delivery"}
+    assert reads_after(world, before) == []
+
+
 def test_two_customers_with_one_messenger_id_are_a_conflict(client, svc, world):
     world.add_customer(777, "+79990000777", **{TG_FIELD: ACCOUNT})
     live = get(client, "/auth/status", TG)
@@ -383,3 +395,22 @@ def test_a_load_longer_than_the_queue_deadline_completes(svc, upstreams, env_ove
         upstreams.add_order(10_000 + cid, cid)
     assert sync(svc) == {"synced": 1}
     assert svc.mirror.state()["customers"] == "600"
+
+
+@pytest.mark.parametrize("path, form, changed", [
+    ("/manager/order-status", {"orderId": "5001", "status": "complete"},
+     lambda st: st.orders["5001"]["status"] == "complete"),
+    ("/manager/customer-field", {"customerId": "626518", "code": TG_FIELD, "value": ""},
+     lambda st: TG_FIELD not in (st.customers["626518"]["customFields"] or {})),
+    ("/manager/order-status", {"orderId": "nope", "status": "complete"}, None),
+])
+def test_the_sandbox_manager_changes_retailcrm_through_its_history(world, path, form,
+                                                                  changed):
+    answer = world.app.test_client().post(path, data=form)
+    if changed is None:
+        assert answer.status_code == 404
+        return
+    assert answer.get_json() == {"status": "changed"}
+    assert changed(world.state)
+    kind = "orders" if "order" in path else "customers"
+    assert world.state.history[kind][-1]["source"] == "user"

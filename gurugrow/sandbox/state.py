@@ -144,6 +144,27 @@ class SandboxState:
             self.record_history("customers", customer, "id", customer["id"], None,
                                 deleted=True, ours=False)
 
+    def manager_merge_customers(self, merged_id: str, into_id: str) -> None:
+        """Combine customer ``merged_id`` into ``into_id`` (RetailCRM's customers/combine):
+        the merged one is gone, its history record names the result in ``combinedTo``
+        (REF line 716), its orders move. Assumed (no source says how fields combine): a
+        custom field the result lacks is taken from the merged customer."""
+        with self.lock:
+            merged, into = self.customers.pop(str(merged_id)), self.customers[str(into_id)]
+            fields = into.get("customFields") if isinstance(into.get("customFields"), dict) \
+                else {}
+            extra = merged.get("customFields") if isinstance(merged.get("customFields"), dict) \
+                else {}
+            into["customFields"] = {**extra, **fields} or []
+            self.record_history("customers", merged, "id", merged["id"], None, deleted=True,
+                                ours=False)
+            self.history["customers"][-1]["combinedTo"] = {"id": into["id"]}
+            for order in self.orders.values():
+                if str((order.get("customer") or {}).get("id")) == str(merged_id):
+                    order["customer"] = {**order["customer"], "id": into["id"]}
+                    self.record_history("orders", order, "customer", {"id": merged["id"]},
+                                        {"id": into["id"]}, ours=False)
+
     def manager_set_order_status(self, order_id: str, status: str) -> None:
         """Move an order to another status, as a manager would."""
         with self.lock:
