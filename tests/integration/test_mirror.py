@@ -172,3 +172,31 @@ def test_a_failing_history_endpoint_leaves_the_service_answering_live(stack):
     finally:
         del st.fail["orders_history"]
     shows_within(POLL + 5, lambda: float(client.hget(STATE, "synced_at")) > synced)
+
+
+def test_the_mirror_on_one_server_a_cluster_and_a_sentinel(real_redis, prefix, upstreams):
+    """Load, sync, read and write through on each kind of Redis the service supports
+    (keys of one script share a tag; the rest are pipelined across slots)."""
+    from gurugrow import create_app
+    from gurugrow.mirror_worker import run_mirror
+    from tests.conftest import TEST_ENV
+    from tests.helpers import TG, get, post
+
+    app = create_app({**TEST_ENV, "REDIS_PREFIX": prefix, "CRM_MIRROR": "1",
+                      "BINDING_CACHE_SECONDS": "0", "ORDERS_CACHE_SECONDS": "0"},
+                     redis_client=real_redis)
+    svc, client = app.extensions["gurugrow"], app.test_client()
+    upstreams.add_customer(626518, "+79991234567", **{TG_FIELD: TG["messengerUserId"],
+                                                     "chatbot_interacted": "true"})
+    upstreams.add_order(5001, 626518, status="send-to-delivery")
+    assert run_mirror(svc, once=True) == {"synced": 1}
+    upstreams.state.manager_set_order_status("5001", "complete")
+    assert run_mirror(svc, once=True) == {"synced": 1}
+    before = len(upstreams.calls)
+    assert get(client, "/auth/status", TG)["customerId"] == "626518"
+    assert get(client, "/orders", TG)["orders"][0]["statusGroup"] == "complete"
+    assert [c for c in upstreams.calls[before:] if "customers" in c or "orders" in c] == []
+    assert post(client, "/auth/unlink", TG)["status"] == "unlinked"
+    assert get(client, "/auth/status", TG)["status"] == "not_authorized"
+    keys = list(real_redis.scan_iter(match=prefix + "mirror:*"))
+    assert keys and all(real_redis.ttl(k) > 0 for k in keys)
