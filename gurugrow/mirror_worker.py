@@ -53,7 +53,8 @@ def run_mirror(svc: Services, *, once: bool = False, max_seconds: float | None =
             totals[outcome] = totals.get(outcome, 0) + 1
             if once or (max_seconds is not None and time.monotonic() - started >= max_seconds):
                 break
-            stop.wait(poll)
+            if outcome != "behind":  # catching up goes on at once
+                stop.wait(poll)
     finally:
         try:
             store.release_lease(token)
@@ -73,7 +74,7 @@ def _one_pass(svc: Services, store: MirrorStore, token: str, hold: float,
             done = sync.sync_pass(svc.clock)
         if set(done) - {"history"}:  # an idle pass (the history reads only) logs nothing
             log_event("mirror_pass", **done)
-        return "synced"
+        return "behind" if done.get("behind") else "synced"
     except LeaseLost:
         log_event("mirror_lease_lost", logging.WARNING)
         return "lease_lost"

@@ -414,3 +414,22 @@ def test_the_sandbox_manager_changes_retailcrm_through_its_history(world, path, 
     assert changed(world.state)
     kind = "orders" if "order" in path else "customers"
     assert world.state.history[kind][-1]["source"] == "user"
+
+
+def test_a_long_catch_up_is_not_current_until_the_history_is_drained(app, client, svc, world,
+                                                                    monkeypatch):
+    from gurugrow.flows import mirror_sync
+
+    sync(svc)
+    for _ in range(150):  # two pages of history
+        world.state.manager_set_order_status("5001", "complete")
+    monkeypatch.setattr(mirror_sync, "MAX_PAGES_PER_PASS", 1)
+    set_clock(app, NOW + 61)
+    assert sync(svc) == {"behind": 1}  # one page applied, one to go: still stale
+    before = len(world.calls)
+    get(client, "/auth/status", TG)
+    assert "GET /api/v5/customers" in world.calls[before:]  # so reads go live
+    assert sync(svc) == {"synced": 1}
+    before = len(world.calls)
+    get(client, "/auth/status", TG)
+    assert world.calls[before:] == []

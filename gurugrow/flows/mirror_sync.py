@@ -177,36 +177,44 @@ class Sync:
             for cid in sorted(incomplete):
                 self.load_orders_of(cid)
 
-    def follow(self, kind: str, since: int) -> int:
-        """Apply the history of ``kind`` after ``since``; the last position saved."""
+    def follow(self, kind: str, since: int) -> bool:
+        """Apply the history of ``kind`` after ``since``, saving the position after each
+        page; True when it reached the end (False: MAX_PAGES_PER_PASS were applied and
+        more may follow)."""
         for _ in range(MAX_PAGES_PER_PASS):
             records, _total = self._crm("history", self.svc.crm.history, kind,
                                         since_id=since)
             fresh = [r for r in records if r["id"] > since]  # defensive: ids after since
             if not fresh:
-                break
+                return True
             ids = sorted({i for r in fresh for i in _changed_ids(kind, r)}, key=int)
             (self.apply_customers if kind == CUSTOMERS else self.apply_orders)(ids)
             since = max(r["id"] for r in fresh)
             self._write({f"{kind}_since": since})
             if len(records) < PAGE:
-                break
-        return since
+                return True
+        return False
 
     def sync_pass(self, now: Callable[[], float]) -> dict[str, int]:
-        """Load when needed, else follow both histories; the sync time is saved last."""
+        """Load when needed, else follow both histories; the sync time is saved last, and
+    only when both were followed to their end (``behind`` in the answer otherwise)."""
         state = self.store.state()
         if self.needs_load(state, now()):
             return self.full_load(now())
         before = dict(self.calls)
-        for kind in (CUSTOMERS, ORDERS):
-            self.follow(kind, int(state.get(f"{kind}_since") or 0))
+        drained = [self.follow(kind, int(state.get(f"{kind}_since") or 0))
+                   for kind in (CUSTOMERS, ORDERS)]
         made = {f"calls_{k}": v - before.get(k, 0) for k, v in self.calls.items()
                 if v - before.get(k, 0)}
         if made:
             self._write(made, add=True)
+        done = {k.removeprefix("calls_"): v for k, v in made.items()}
+        if not all(drained):
+            # Still catching up: the mirror is as old as its last complete sync, so the
+            # lag keeps growing (and reads go live past MIRROR_MAX_LAG_SECONDS).
+            return {**done, "behind": 1}
         self._write({"synced_at": now()})
-        return {k.removeprefix("calls_"): v for k, v in made.items()}
+        return done
 
 
 def _changed_ids(kind: str, record: dict[str, Any]) -> list[str]:
