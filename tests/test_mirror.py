@@ -433,3 +433,23 @@ def test_a_long_catch_up_is_not_current_until_the_history_is_drained(app, client
     before = len(world.calls)
     get(client, "/auth/status", TG)
     assert world.calls[before:] == []
+
+
+@pytest.mark.parametrize("bound, expected_order_calls", [
+    (3, 1 + 3),  # fewer bound customers than pages of orders: page 1, then one each
+    (8, 6),  # more: all six pages of orders
+])
+def test_the_load_reads_orders_the_cheaper_way(svc, upstreams, bound, expected_order_calls):
+    for cid in range(1, 11):
+        fields = {TG_FIELD: f"tg{cid}"} if cid <= bound else {}
+        upstreams.add_customer(cid, f"+7999000{cid:04d}", **fields)
+    for oid in range(1, 601):  # six pages, 60 orders each customer
+        upstreams.add_order(oid, (oid - 1) % 10 + 1,
+                            created=f"2026-06-{1 + oid // 60:02d} 10:{oid % 60:02d}:00")
+    sync(svc)
+    assert len([c for c in upstreams.calls if c == "GET /api/v5/orders"]) == expected_order_calls
+    state = svc.mirror.state()
+    assert (state["customers"], state["orders"]) == (str(bound), str(bound * 20))
+    newest = sorted((o for o in upstreams.state.orders.values() if o["customer"]["id"] == 1),
+                    key=lambda o: o["createdAt"], reverse=True)[:20]
+    assert sorted(o["id"] for o in svc.mirror.orders("1")) == sorted(o["id"] for o in newest)

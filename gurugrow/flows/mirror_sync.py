@@ -19,7 +19,7 @@ tries again at the next poll.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from gurugrow.config import CHANNELS
@@ -88,10 +88,13 @@ class Sync:
                                        customer_masked_phone(customer),
                                        self._interacted(customer))
 
-    def load_orders_of(self, customer_id: str) -> None:
-        orders = self._crm("reread", self.svc.crm.list_customer_orders, customer_id,
-                           self.svc.settings.orders_max_lookback)
-        self.store.put_orders(customer_id, _newest(orders, self.svc.settings.orders_max_lookback))
+    def load_orders_of(self, customer_id: str, kind: str = "reread") -> int:
+        """Mirror one bound customer's newest orders (all its pages of 100 are read, as
+        their order is stated nowhere; one call for most customers); how many were kept."""
+        keep = self.svc.settings.orders_max_lookback
+        orders = _newest(list(self._pages(ORDERS, kind=kind, customer_id=customer_id)), keep)
+        self.store.put_orders(customer_id, orders)
+        return len(orders)
 
     # -- full load --------------------------------------------------------------------
     def needs_load(self, state: dict[str, str], now: float) -> bool:
@@ -110,15 +113,21 @@ class Sync:
             ids += [r["id"] for r in last]
         return max(ids, default=0)
 
-    def _pages(self, entity: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        page, total = 1, None
+    def _pages(self, entity: str, first: tuple[list[dict[str, Any]], int | None] | None = None,
+               *, kind: str = "load", customer_id: str | None = None
+               ) -> Iterator[dict[str, Any]]:
+        """Every ``entity`` (of one customer's, orders) at 100 a call (``first``: page 1,
+        already read), page by page, so a large account is never held in memory whole."""
+        page, read = 1, 0
         while True:
-            items, total = self._crm("load", self.svc.crm.list_page, entity, page)
-            found += items
-            self.progress(f"{entity}: page {page} of {total or '?'}, {len(found)} read")
+            items, total = first if page == 1 and first is not None else self._crm(
+                kind, self.svc.crm.list_page, entity, page, customer_id)
+            read += len(items)
+            if customer_id is None:
+                self.progress(f"{entity}: page {page} of {total or '?'}, {read} read")
+            yield from items
             if not items or total is None or page >= total:
-                return found
+                return
             page += 1
 
     def full_load(self, now: float) -> dict[str, int]:
@@ -129,8 +138,13 @@ class Sync:
             if self.identities(customer):
                 self.mirror_customer(customer)
                 bound.add(str(customer["id"]))
+        first = self._crm("load", self.svc.crm.list_page, ORDERS, 1)
+        if first[1] is not None and len(bound) < first[1] - 1:
+            # Fewer bound customers than pages of orders: one call per customer is less.
+            orders = sum(self.load_orders_of(cid, "load") for cid in sorted(bound, key=int))
+            return self._loaded(since, now, len(bound), orders)
         by_customer: dict[str, list[dict[str, Any]]] = {cid: [] for cid in bound}
-        for order in self._pages(ORDERS):
+        for order in self._pages(ORDERS, first):
             owner = str((order.get("customer") or {}).get("id") or "")
             if owner in by_customer:
                 by_customer[owner].append(order)
@@ -140,13 +154,17 @@ class Sync:
             kept = _newest(found, keep)
             orders += len(kept)
             self.store.put_orders(cid, kept)
+        return self._loaded(since, now, len(bound), orders)
+
+    def _loaded(self, since: dict[str, int], now: float, customers: int, orders: int
+                ) -> dict[str, int]:
         self._write({"customers_since": since[CUSTOMERS], "orders_since": since[ORDERS],
-                     "loaded_at": now, "synced_at": now, "customers": len(bound),
+                     "loaded_at": now, "synced_at": now, "customers": customers,
                      "orders": orders, **{f"calls_{k}": v for k, v in self.calls.items()}})
         self._write({"full_reloads": 1}, add=True)
-        log_event("mirror_loaded", customers=len(bound), orders=orders,
+        log_event("mirror_loaded", customers=customers, orders=orders,
                   calls=sum(self.calls.values()))
-        return {"customers": len(bound), "orders": orders}
+        return {"customers": customers, "orders": orders}
 
     # -- incremental ------------------------------------------------------------------
     def apply_customers(self, ids: list[str]) -> None:

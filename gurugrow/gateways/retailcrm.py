@@ -215,11 +215,15 @@ class RetailCrmGateway:
         return {"id": body.get("id", created.get("id")), "number": created.get("number")}
 
     # -- the mirror: listings, re-reads by id, history ----------------------------------
-    def list_page(self, entity: str, page: int) -> tuple[list[dict[str, Any]], int | None]:
-        """One page of 100 ``customers`` or ``orders`` (the mirror's initial load) and the
-        total page count (None when the answer has no usable pagination)."""
-        path = _LISTINGS[entity]
-        body = self._get(path, [("limit", "100"), ("page", str(page))])
+    def list_page(self, entity: str, page: int, customer_id: str | None = None
+                  ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of 100 ``customers`` or ``orders`` (the mirror's load; orders of one
+        customer with ``customer_id``) and the total page count (None when the answer has
+        no usable pagination)."""
+        params: Params = [("limit", "100"), ("page", str(page))]
+        if customer_id is not None:
+            params.append(("filter[customerId]", customer_id))
+        body = self._get(_LISTINGS[entity], params)
         total = (body.get("pagination") or {}).get("totalPageCount")
         items = [e for e in body.get(entity) or [] if isinstance(e, dict) and "id" in e]
         return items, total if isinstance(total, int) else None
