@@ -99,7 +99,7 @@ def test_initial_load_pages_at_100_and_mirrors_only_bound_customers(client, svc,
     assert svc.mirror.orders("8") is None  # not bound: not mirrored, read live
 
 
-@pytest.mark.parametrize("break_it", ["stale", "off", "broken"])
+@pytest.mark.parametrize("break_it", ["stale", "off", "broken", "garbage"])
 def test_a_mirror_not_current_answers_exactly_as_without_one(app, client, svc, world,
                                                             redis_client, break_it):
     live = visit(client)
@@ -108,10 +108,15 @@ def test_a_mirror_not_current_answers_exactly_as_without_one(app, client, svc, w
         set_clock(app, NOW + 61)
     elif break_it == "off":
         svc.mirror = None
-    else:  # a binding key of the wrong type: Redis refuses the read
+    elif break_it == "broken":  # a binding key of the wrong type: Redis refuses the read
         key = redis_keys.mirror_binding(svc.settings.redis_prefix, "telegram", ACCOUNT)
         redis_client.delete(key)
         redis_client.set(key, "garbage")
+    else:  # values that are not what the store writes
+        prefix = svc.settings.redis_prefix
+        redis_client.hset(redis_keys.mirror_binding(prefix, "telegram", ACCOUNT), "626518",
+                          "not json")
+        redis_client.hset(redis_keys.mirror_orders(prefix, "626518"), "5001", "[1, 2]")
     before = len(world.calls)
     assert visit(client) == live
     assert "GET /api/v5/customers" in world.calls[before:]

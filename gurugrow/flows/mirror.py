@@ -19,6 +19,11 @@ from gurugrow.services import Services
 from gurugrow.storage import StorageUnavailable
 
 
+# What a broken mirror raises on a read: Redis refusing, or a value that is not what the
+# store writes (garbage, an older format). Each means the live path, never an error.
+_BROKEN = (StorageUnavailable, ValueError, TypeError, AttributeError)
+
+
 def mirrored_binding(svc: Services, identity: MessengerIdentity
                      ) -> list[dict[str, Any]] | None:
     """Binding entries (as ``crm_cache.binding_entry``) of every customer holding the
@@ -27,16 +32,18 @@ def mirrored_binding(svc: Services, identity: MessengerIdentity
         return None
     try:
         found = svc.mirror.binding(identity.channel, identity.account_id)
-    except StorageUnavailable as e:
-        log_event("mirror_read_failed", logging.WARNING, error=e)
-        found = None
-    metrics.MIRROR_READS.labels("binding", "live" if found is None else "mirror").inc()
-    if found is None:
+        entries = [(str(cid), dict(entry)) for cid, entry in found.items()] \
+            if found is not None else None
+    except _BROKEN as e:
+        log_event("mirror_read_failed", logging.WARNING, error=type(e).__name__)
+        entries = None
+    metrics.MIRROR_READS.labels("binding", "live" if entries is None else "mirror").inc()
+    if entries is None:
         return None
     code = svc.settings.retailcrm_cf_chatbot_interacted
     return [crm_cache.binding_entry(cid, entry.get("maskedPhone"),
                                     bool(entry.get("interacted")), code)
-            for cid, entry in sorted(found.items())]
+            for cid, entry in sorted(entries)]
 
 
 def mirrored_orders(svc: Services, customer_id: str) -> list[dict[str, Any]] | None:
@@ -45,8 +52,10 @@ def mirrored_orders(svc: Services, customer_id: str) -> list[dict[str, Any]] | N
         return None
     try:
         found = svc.mirror.orders(customer_id)
-    except StorageUnavailable as e:
-        log_event("mirror_read_failed", logging.WARNING, error=e)
+        if found is not None and not all(isinstance(o, dict) for o in found):
+            raise TypeError("an order that is not an object")
+    except _BROKEN as e:
+        log_event("mirror_read_failed", logging.WARNING, error=type(e).__name__)
         found = None
     metrics.MIRROR_READS.labels("orders", "live" if found is None else "mirror").inc()
     return found
