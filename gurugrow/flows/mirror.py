@@ -18,7 +18,6 @@ from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.storage import StorageUnavailable
 
-
 # What a broken mirror raises on a read: Redis refusing, or a value that is not what the
 # store writes (garbage, an older format). Each means the live path, never an error.
 _BROKEN = (StorageUnavailable, ValueError, TypeError, AttributeError)
