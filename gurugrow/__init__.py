@@ -115,8 +115,9 @@ def build_services(settings: Settings, redis_client: Any = None) -> Services:
         # A delivery record outlives its code a little; then nothing about it matters.
         deliveries=DeliveryTracker(client, s.redis_prefix,
                                    ttl_seconds=s.otp_ttl_seconds + 600),
+        # The in-process store (memory://, sandbox only) cannot be shared with a poller.
         mirror=MirrorStore(client, s.redis_prefix, max_lag_seconds=s.mirror_max_lag_seconds,
-                           clock=clock) if s.crm_mirror else None,
+                           clock=clock) if s.crm_mirror and s.redis_url != "memory://" else None,
     )
 
 

@@ -458,3 +458,11 @@ def test_the_load_reads_orders_the_cheaper_way(svc, upstreams, bound, expected_o
     newest = sorted((o for o in upstreams.state.orders.values() if o["customer"]["id"] == 1),
                     key=lambda o: o["createdAt"], reverse=True)[:20]
     assert sorted(o["id"] for o in svc.mirror.orders("1")) == sorted(o["id"] for o in newest)
+
+
+def test_the_in_process_store_has_no_mirror():
+    from gurugrow import create_app
+
+    app = create_app({"GURUGROW_SANDBOX": "1", "REDIS_URL": "memory://"})
+    assert app.extensions["gurugrow"].settings.crm_mirror is True
+    assert app.extensions["gurugrow"].mirror is None  # no poller could share it
