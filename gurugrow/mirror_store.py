@@ -62,29 +62,30 @@ class MirrorStore:
             return False
         return age <= self._max_lag
 
-    def binding(self, channel: str, account_id: str) -> dict[str, dict[str, Any]] | None:
-        """Customer id → entry for every customer holding the account (empty: bound to
-        nobody); None while the mirror is not current."""
-        key = redis_keys.mirror_binding(self._prefix, channel, account_id)
+    def _current_hash(self, key: str) -> dict[bytes, bytes] | None:
+        """The hash at ``key`` if the mirror is current (the check rides in the same
+        round trip), else None."""
         with redis_guard():
             pipe = self._client.pipeline(transaction=False)
             pipe.hget(self.state_key, "synced_at")
             pipe.hgetall(key)
             synced_at, entries = pipe.execute()
-        if not self._current(synced_at):
+        return entries if self._current(synced_at) else None
+
+    def binding(self, channel: str, account_id: str) -> dict[str, dict[str, Any]] | None:
+        """Customer id → entry for every customer holding the account (empty: bound to
+        nobody); None while the mirror is not current."""
+        entries = self._current_hash(redis_keys.mirror_binding(self._prefix, channel,
+                                                               account_id))
+        if entries is None:
             return None
         return {_text(k): json.loads(v) for k, v in entries.items()}
 
     def orders(self, customer_id: str) -> list[dict[str, Any]] | None:
         """The customer's mirrored orders (raw, any order); None while the mirror is not
         current or does not hold the customer's complete list."""
-        key = redis_keys.mirror_orders(self._prefix, customer_id)
-        with redis_guard():
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hget(self.state_key, "synced_at")
-            pipe.hgetall(key)
-            synced_at, entries = pipe.execute()
-        if not self._current(synced_at) or _LOADED.encode() not in entries:
+        entries = self._current_hash(redis_keys.mirror_orders(self._prefix, customer_id))
+        if entries is None or _LOADED.encode() not in entries:
             return None
         return [json.loads(v) for k, v in entries.items() if k != _LOADED.encode()]
 
