@@ -466,3 +466,13 @@ def test_the_in_process_store_has_no_mirror():
     app = create_app({"GURUGROW_SANDBOX": "1", "REDIS_URL": "memory://"})
     assert app.extensions["gurugrow"].settings.crm_mirror is True
     assert app.extensions["gurugrow"].mirror is None  # no poller could share it
+
+
+def test_a_poller_that_lost_its_lease_writes_no_position(svc, world, monkeypatch):
+    sync(svc)
+    saved = svc.mirror.state()
+    world.state.manager_set_order_status("5001", "complete")
+    svc.redis.set(svc.mirror.lease_key, "the-successor", ex=30)  # it lapsed; taken over
+    monkeypatch.setattr(svc.mirror, "take_lease", lambda token, seconds: True)  # too late
+    assert sync(svc) == {"lease_lost": 1}
+    assert svc.mirror.state() == saved  # neither position nor sync time moved
