@@ -13,7 +13,7 @@ PIN := --quiet --upgrade --generate-hashes --strip-extras --no-emit-index-url \
 
 .DEFAULT_GOAL := help
 .PHONY: help install python-check run serve test test-unit lint bench doctor create-fields \
-	deliveries lock clean
+	deliveries mirror lock clean
 
 ## help: list every target (this text)
 help:
@@ -76,6 +76,10 @@ create-fields: install
 ## deliveries: the optional worker that re-sends undelivered messenger codes by SMS (.env)
 deliveries: install
 	$(BIN)/flask --app wsgi gurugrow deliveries
+
+## mirror: the RetailCRM mirror poller: load, then follow RetailCRM's history (CRM_MIRROR=1, .env)
+mirror: install
+	$(BIN)/flask --app wsgi gurugrow mirror
 
 ## bench: gurugrow against a bare-Flask baseline on the real stack; writes bench/RESULTS.md
 bench: install

@@ -5,7 +5,8 @@ caches and with them off) and the baseline (all: gunicorn with gunicorn.conf.py)
 drives each endpoint from a thread pool on loopback, bounded in count. The RetailCRM
 quota governor is in gurugrow's path with its limit above the benchmark's rate, so the
 ratios measure what the governor costs, not the quota. Then a broadcast burst against a
-second stand-in enforcing RetailCRM's 10 calls/s, gurugrow at its default quota.
+second stand-in enforcing RetailCRM's 10 calls/s, gurugrow at its default quota; then
+the same burst, 1,000 users, with the RetailCRM mirror loaded (bench/mirror.py).
 Writes bench/RESULTS.md.
 
     python -m bench.run            # or: make bench
@@ -349,10 +350,15 @@ def main() -> None:
         memory = {name: stack.worker_peak_mb(name) for name in ("gurugrow", "baseline")}
     finally:
         stack.stop()
-    write_results(rows, memory, burst_row)
+    from bench import mirror  # its own processes: it needs none of the stack above
+
+    mirror_row = mirror.run()
+    print(f"mirror burst: {mirror_row}", flush=True)
+    write_results(rows, memory, burst_row, mirror.table(mirror_row))
 
 
-def write_results(rows: list[dict], memory: dict[str, float], burst_row: dict) -> None:
+def write_results(rows: list[dict], memory: dict[str, float], burst_row: dict,
+                  mirror_lines: list[str]) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
@@ -407,7 +413,8 @@ def write_results(rows: list[dict], memory: dict[str, float], burst_row: dict) -
               f"| floor (calls ÷ {CRM_QUOTA}/s) | time ÷ floor |",
               "|---:|---:|---:|---:|---:|---:|---:|",
               f"| {b['users']} | {b['served']} | {b['calls_per_user']:.2f} | {b['over_quota']} "
-              f"| {b['seconds']:.1f} | {b['floor']:.1f} | {b['seconds'] / b['floor']:.2f} |", ""]
+              f"| {b['seconds']:.1f} | {b['floor']:.1f} | {b['seconds'] / b['floor']:.2f} |", "",
+              *mirror_lines]
     (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -38,8 +38,9 @@ def seed_orders() -> ResponseReturnValue:
 
 @seeding.post("/seed-customers")
 def seed_customers() -> ResponseReturnValue:
-    """``count`` customers, each bound to its own Telegram account and owning a copy of
-    order ``from``: a broadcast's audience for the benchmark. Answers the account ids."""
+    """``count`` customers, each bound to its own Telegram account and owning ``orders``
+    (default 1) copies of order ``from``: a broadcast's audience for the benchmark.
+    Answers the account ids."""
     st = state()
     template = st.orders.get(request.args.get("from", ""))
     if template is None:
@@ -53,9 +54,10 @@ def seed_customers() -> ResponseReturnValue:
             st.customers[str(cid)] = {
                 "id": cid, "firstName": "Подписчик", "phones": [{"number": f"+7999{cid:07d}"}],
                 "customFields": {field: account, "chatbot_interacted": "true"}}
-            oid = st.new_id()
-            st.orders[str(oid)] = {**template, "id": oid, "number": f"S{oid}",
-                                   "customer": {"id": cid, "type": "customer"}}
+            for _ in range(min(int(request.args.get("orders", "1")), 100)):
+                oid = st.new_id()
+                st.orders[str(oid)] = {**template, "id": oid, "number": f"S{oid}",
+                                       "customer": {"id": cid, "type": "customer"}}
             accounts.append(account)
     return jsonify({"accounts": accounts})
 

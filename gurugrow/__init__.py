@@ -136,6 +136,7 @@ def build_services(settings: Settings, redis_client: Any = None) -> Services:
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.http import make_session
     from gurugrow.limits import LimitPolicy, Limits
+    from gurugrow.mirror_store import MirrorStore
     from gurugrow.otp import OtpPolicy, OtpStore
     from gurugrow.services import Services
 
@@ -166,6 +167,9 @@ def build_services(settings: Settings, redis_client: Any = None) -> Services:
         # A delivery record outlives its code a little; then nothing about it matters.
         deliveries=DeliveryTracker(client, s.redis_prefix,
                                    ttl_seconds=s.otp_ttl_seconds + 600),
+        # The in-process store (memory://, sandbox only) cannot be shared with a poller.
+        mirror=MirrorStore(client, s.redis_prefix, max_lag_seconds=s.mirror_max_lag_seconds,
+                           clock=clock) if s.crm_mirror and s.redis_url != "memory://" else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import click
 from flask import current_app
@@ -14,9 +14,10 @@ from flask.cli import AppGroup
 from gurugrow.config import ConfigError, config_error_lines
 from gurugrow.deliveries_worker import run_worker
 from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
+from gurugrow.mirror_worker import run_mirror
 
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
-                                "run the deliveries worker.")
+                                "run the deliveries worker and the RetailCRM mirror.")
 
 
 def _print_all(checks: Iterable[Check]) -> bool:
@@ -26,6 +27,18 @@ def _print_all(checks: Iterable[Check]) -> bool:
         click.echo(check.line())
         all_ok = all_ok and check.ok
     return all_ok
+
+
+def _until_signal(run: Callable[[threading.Event], dict[str, int]]) -> dict[str, int]:
+    """``run(stop)`` with SIGTERM/SIGINT setting ``stop`` (the work in hand finishes)."""
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return run(stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @cli.command("doctor")
@@ -89,13 +102,28 @@ def deliveries(once: bool, max_seconds: float | None) -> None:
     check in hand, then stop.
     """
     svc = _configured_services()
-    stop = threading.Event()
-    previous = {signum: signal.signal(signum, lambda *_: stop.set())
-                for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        totals = run_worker(svc, once=once, max_seconds=max_seconds, stop=stop)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    totals = _until_signal(lambda stop: run_worker(svc, once=once, max_seconds=max_seconds,
+                                                   stop=stop))
     click.echo(" ".join(f"{outcome}={count}" for outcome, count in sorted(totals.items()))
                or "no sends were due")
+
+
+@cli.command("mirror")
+@click.option("--once", is_flag=True, help="One sync pass (a full load if needed), then exit.")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds (default: run until stopped).")
+def mirror(once: bool, max_seconds: float | None) -> None:
+    """Keep the RetailCRM mirror current: a full load, then RetailCRM's history every
+    MIRROR_POLL_SECONDS (needs CRM_MIRROR=1).
+
+    Run one or more anywhere that reaches Redis and RetailCRM: one holds the lease and
+    polls, the others stand by. SIGTERM/SIGINT finish the pass in hand, then stop.
+    """
+    svc = _configured_services()
+    if svc.mirror is None:
+        click.echo("CRM_MIRROR is off: set CRM_MIRROR=1 to run the mirror", err=True)
+        raise SystemExit(2)
+    totals = _until_signal(lambda stop: run_mirror(
+        svc, once=once, max_seconds=max_seconds, stop=stop,
+        progress=lambda line: click.echo(f"mirror load: {line}")))
+    click.echo(" ".join(f"{outcome}={count}" for outcome, count in sorted(totals.items())))

@@ -222,6 +222,14 @@ class Settings:
     binding_negative_cache_seconds: int = _env("BINDING_NEGATIVE_CACHE_SECONDS", 10, minimum=0)
     orders_cache_seconds: int = _env("ORDERS_CACHE_SECONDS", 60, minimum=0)
 
+    # The RetailCRM mirror (docs/MIRROR.md): bindings and order lists kept in Redis by
+    # `flask --app wsgi gurugrow mirror` from RetailCRM's history. Off by default for a
+    # live start (it needs that process running); the sandbox turns it on. Reads use it
+    # only while its last sync is at most MIRROR_MAX_LAG_SECONDS old; else the live path.
+    crm_mirror: bool = _env("CRM_MIRROR", False)
+    mirror_poll_seconds: float = _env("MIRROR_POLL_SECONDS", 5.0, minimum=0.5)
+    mirror_max_lag_seconds: float = _env("MIRROR_MAX_LAG_SECONDS", 60.0, minimum=1)
+
     # OTP policy
     otp_secret: str = _env("OTP_SECRET", "", required=True, secret=True)
     otp_length: int = _env("OTP_LENGTH", 6, choices=(4, 5, 6, 7, 8))
@@ -493,7 +501,7 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
 
 def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """Values that make a sandbox start work with no .env (an env value wins)."""
-    return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret",
+    return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret", "CRM_MIRROR": "1",
             # The demo shows the free path: contacts shared in Telegram and MAX bind.
             "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
 

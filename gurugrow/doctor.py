@@ -25,7 +25,7 @@ from gurugrow.config import NO_ENV_FILE_FIX, ConfigProblem, Settings
 from gurugrow.gateways.errors import NotFound, UpstreamError, UpstreamRejected
 from gurugrow.logs import begin_request
 from gurugrow.services import Services
-from gurugrow.storage import REDIS_ERRORS
+from gurugrow.storage import REDIS_ERRORS, StorageUnavailable
 
 # RetailCRM scopes the flows need; a key without one of them fails some endpoint.
 REQUIRED_SCOPES = ("customer_read", "customer_write", "order_read", "order_write",
@@ -212,6 +212,8 @@ def _checks(svc: Services, problems: list[ConfigProblem], env_file_exists: bool
     yield not_run("greensms", blocked) if blocked else check_greensms(svc)
     blocked = _blocked_by(problems, "deduper")
     yield not_run("deduper", blocked) if blocked else check_deduper(svc)
+    if svc.mirror is not None:  # shown only when on
+        yield check_mirror(svc)
 
 
 def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]:
@@ -240,6 +242,32 @@ def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]
         yield not_run("custom fields", blocked)
     else:
         yield from check_custom_fields(svc)
+
+
+def check_mirror(svc: Services) -> Check:
+    """The RetailCRM mirror's state (CRM_MIRROR=1): loaded, current, what it holds."""
+    s, store = svc.settings, svc.mirror
+    if store is None:
+        return passed("mirror", "off (CRM_MIRROR=0): reads go to RetailCRM and its caches")
+    start = "start it: make mirror, or systemctl enable --now gurugrow-mirror"
+    try:
+        state = store.state()
+    except StorageUnavailable:
+        return failed("mirror", "its state cannot be read: Redis is unavailable",
+                      'fix "redis" first')
+    lag = store.lag_seconds(state)
+    if lag is None:
+        return failed("mirror", "on (CRM_MIRROR=1) but never loaded: status and order "
+                      "reads go to RetailCRM", start)
+    holds = (f"{state.get('customers', '?')} bound customers, {state.get('orders', '?')} "
+             f"orders, history at customers {state.get('customers_since', '?')} / orders "
+             f"{state.get('orders_since', '?')}")
+    if lag > s.mirror_max_lag_seconds:
+        return failed("mirror", f"last sync {lag:.0f} s ago, past MIRROR_MAX_LAG_SECONDS="
+                      f"{s.mirror_max_lag_seconds:g}: reads go to RetailCRM ({holds})",
+                      f"check the mirror process ({start}); journalctl -u gurugrow-mirror")
+    return passed("mirror", f"current: last sync {lag:.0f} s ago (at most "
+                  f"{s.mirror_max_lag_seconds:g} s), {holds}")
 
 
 def check_settings(s: Settings) -> Check:

@@ -72,6 +72,29 @@ CACHE_LOOKUPS = Counter(
     "account time zone) and "
     "result (hit, miss).", ["cache", "result"])
 
+# The RetailCRM mirror (docs/MIRROR.md): reads counted by each worker; the rest is what
+# the mirror poller keeps in its sync state, read from Redis at each scrape.
+MIRROR_READS = Counter(
+    "gurugrow_mirror_reads_total", "Binding and order-list reads (what) answered from the "
+    "mirror or live (source: mirror, live); live while CRM_MIRROR=1 means the mirror was "
+    "stale, incomplete for the customer, or broken.", ["what", "source"])
+MIRROR_LAG_SECONDS = Gauge(
+    "gurugrow_mirror_lag_seconds", "Seconds since the mirror's last successful sync (-1: "
+    "never synced, or Redis was flushed).", multiprocess_mode="mostrecent")
+MIRROR_MAX_LAG_SECONDS = Gauge(
+    "gurugrow_mirror_max_lag_seconds", "MIRROR_MAX_LAG_SECONDS: past this lag reads go "
+    "live (the alert's threshold).", multiprocess_mode="mostrecent")
+MIRROR_ENTITIES = Gauge(
+    "gurugrow_mirror_entities", "Entities in the mirror, by kind (customers, orders), "
+    "exact after each full load.", ["kind"], multiprocess_mode="mostrecent")
+MIRROR_SYNC_CALLS = Gauge(
+    "gurugrow_mirror_sync_calls", "RetailCRM calls the mirror poller made since its last "
+    "full load, by kind (history, reread, load): a counter kept in Redis.", ["kind"],
+    multiprocess_mode="mostrecent")
+MIRROR_FULL_RELOADS = Gauge(
+    "gurugrow_mirror_full_reloads", "Full loads the mirror poller has made (kept in "
+    "Redis; reset by a flush).", multiprocess_mode="mostrecent")
+
 # Code delivery tracking (GreenSMS status) and the deliveries worker.
 DELIVERIES = Counter(
     "gurugrow_deliveries_total", "Code sends by route and delivery outcome (sent, delivered, "

@@ -154,3 +154,40 @@ def orders_cache(prefix: str, customer_id: str) -> str:
 def loading_marker(cache_key: str) -> str:
     """Exists while one request loads the value of ``cache_key`` (others wait for it)."""
     return f"{cache_key}:loading"
+
+
+# The RetailCRM mirror (gurugrow/mirror_store.py). Its sync state and lease share one tag
+# (one script checks the lease and saves the history position); each messenger account's
+# binding carries the account's tag, each customer's record and orders the customer's.
+MIRROR_TAG = "{mirror}"
+
+
+def mirror_state(prefix: str) -> str:
+    """The mirror's sync state: history positions (sinceId) and the last sync's time."""
+    return f"{prefix}mirror:{MIRROR_TAG}:state"
+
+
+def mirror_lease(prefix: str) -> str:
+    """Held (short TTL, renewed) by the one mirror poller running, across hosts."""
+    return f"{prefix}mirror:{MIRROR_TAG}:lease"
+
+
+def mirror_order_owners(prefix: str) -> str:
+    """Hash: mirrored order id → the customer it is filed under."""
+    return f"{prefix}mirror:{MIRROR_TAG}:order-owners"
+
+
+def mirror_binding(prefix: str, channel: str, account_id: str) -> str:
+    """Hash: customer id → entry, for every customer holding this messenger account."""
+    return f"{prefix}mirror:{{{identity_tag(channel, account_id)}}}:binding"
+
+
+def mirror_customer(prefix: str, customer_id: str) -> str:
+    """A mirrored bound customer: its messenger accounts (so a change can drop the old
+    ones), masked phone and interacted flag."""
+    return f"{prefix}mirror:{{c{customer_id}}}:customer"
+
+
+def mirror_orders(prefix: str, customer_id: str) -> str:
+    """Hash: order id → the raw order, for one bound customer (``_`` marks it loaded)."""
+    return f"{prefix}mirror:{{c{customer_id}}}:orders"

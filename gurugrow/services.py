@@ -14,6 +14,7 @@ from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway
 from gurugrow.limits import Limits
+from gurugrow.mirror_store import MirrorStore
 from gurugrow.otp import OtpStore
 
 
@@ -49,6 +50,8 @@ class Services:
     deliveries: DeliveryTracker
     # The one wall clock; tests stop it with ``clock.set``.
     clock: Clock
+    # The RetailCRM mirror (CRM_MIRROR=1), else None: every read takes the live path.
+    mirror: MirrorStore | None = None
     send_timer: SendTimer = field(default_factory=SendTimer)
     # How long a GreenSMS status read takes, so a decoy's resend can take as long.
     status_timer: SendTimer = field(default_factory=SendTimer)

@@ -26,6 +26,14 @@ def test_the_stand_in_seeds_a_bound_audience(bench):
         assert any(o["customer"]["id"] == bound[0]["id"] for o in state.orders.values())
 
 
+@pytest.mark.parametrize("orders", [1, 5])
+def test_the_stand_in_seeds_orders_per_customer(bench, orders):
+    state = bench.extensions["sandbox_state"]
+    before = len(state.orders)
+    bench.test_client().post(f"/seed-customers?from=5001&count=2&orders={orders}")
+    assert len(state.orders) - before == 2 * orders
+
+
 def test_the_stand_in_seeds_copies_of_an_order(bench):
     state = bench.extensions["sandbox_state"]
     ids = bench.test_client().post("/seed-orders?from=5001&count=2").get_json()["ids"]

@@ -21,11 +21,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "gurugrow.identity", "gurugrow.catalog", "gurugrow.texts", "gurugrow.clock",
                 "gurugrow.storage", "gurugrow.ports")),
     ("gateways and stores", ("gurugrow.gateways", "gurugrow.otp", "gurugrow.limits",
-                             "gurugrow.delivery_tracker", "gurugrow.callers", "gurugrow.services")),
+                             "gurugrow.delivery_tracker", "gurugrow.callers", "gurugrow.services",
+                             "gurugrow.mirror_store")),
     ("flows", ("gurugrow.flows",)),
     ("api", ("gurugrow.api", "gurugrow.schemas", "gurugrow.fields")),
     # What assembles or drives the layers above: the app factory, commands, stand-ins.
     ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.deliveries_worker",
+             "gurugrow.mirror_worker",
              "gurugrow.sandbox")),
 )
 RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}

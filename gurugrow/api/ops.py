@@ -17,6 +17,7 @@ bp = Blueprint("ops", __name__)
 @bp.get("/metrics")
 def metrics_page() -> Response:
     _read_send_budget()
+    _read_mirror()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
@@ -34,3 +35,22 @@ def _read_send_budget() -> None:
         metrics.COST_BUDGET_USED.set(limits.cost_spent_today())
     except StorageUnavailable:  # Redis down: /health and storage_unavailable say so
         pass
+
+
+def _read_mirror() -> None:
+    """The mirror's lag and counts, from the sync state its poller keeps in Redis."""
+    store = services().mirror
+    if store is None:
+        return
+    try:
+        state = store.state()
+    except StorageUnavailable:
+        return
+    lag = store.lag_seconds(state)
+    metrics.MIRROR_MAX_LAG_SECONDS.set(services().settings.mirror_max_lag_seconds)
+    metrics.MIRROR_LAG_SECONDS.set(-1 if lag is None else lag)
+    for kind in ("customers", "orders"):
+        metrics.MIRROR_ENTITIES.labels(kind).set(int(state.get(kind) or 0))
+    for kind in ("history", "reread", "load"):
+        metrics.MIRROR_SYNC_CALLS.labels(kind).set(int(state.get(f"calls_{kind}") or 0))
+    metrics.MIRROR_FULL_RELOADS.set(int(state.get("full_reloads") or 0))

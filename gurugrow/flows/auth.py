@@ -26,6 +26,7 @@ from gurugrow.flows.codes import (
     returned_on_failure,
     sent_answer,
 )
+from gurugrow.flows.mirror import mirror_unlinked
 from gurugrow.flows.order_once import create_once, forget_once, request_token
 from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
 from gurugrow.identity import MessengerIdentity
@@ -144,6 +145,7 @@ def unlink(svc: Services, data: dict[str, Any]) -> Answer:
         svc.settings.redis_prefix, identity.channel, identity.account_id))
     if token is not None:
         forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
+    mirror_unlinked(svc, identity, customer_id)
     log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
     return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
             "text": texts.UNLINKED}

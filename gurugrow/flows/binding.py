@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from gurugrow.flows import crm_cache
+from gurugrow.flows.mirror import mirror_bound, mirror_interacted, mirrored_binding
 from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.gateways.errors import CrmBusy, UpstreamError
 from gurugrow.gateways.retailcrm import custom_fields
@@ -35,7 +36,13 @@ def bound_customer(svc: Services, identity: MessengerIdentity,
     Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
     claimed id differs).
     """
-    customer = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
+    mirrored = None if fresh else mirrored_binding(svc, identity)
+    if mirrored is not None:  # the mirror is current: it answers, RetailCRM is not asked
+        if len(mirrored) > 1:
+            _conflict(identity, len(mirrored))
+        customer = mirrored[0] if mirrored else crm_cache.NO_BINDING
+    else:
+        customer = crm_cache.NOT_CACHED if fresh else crm_cache.cached_binding(svc, identity)
     if customer is crm_cache.NOT_CACHED:
         customer = _lookup_binding(svc, identity)
     if customer is crm_cache.NO_BINDING:
@@ -50,9 +57,7 @@ def _lookup_binding(svc: Services, identity: MessengerIdentity
     """Ask RetailCRM who holds the messenger id; cache the answer (not a conflict)."""
     customers = find_bound_customers(svc, identity)
     if len(customers) > 1:
-        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
-                  customers=len(customers))
-        raise FlowRefusal("conflict", status="conflict")
+        _conflict(identity, len(customers))
     if not customers:
         crm_cache.remember_binding(svc, identity, None)
         return crm_cache.NO_BINDING
@@ -62,6 +67,12 @@ def _lookup_binding(svc: Services, identity: MessengerIdentity
                                     interacted, code)
     crm_cache.remember_binding(svc, identity, entry)
     return entry
+
+
+def _conflict(identity: MessengerIdentity, customers: int) -> NoReturn:
+    log_event("binding_conflict", logging.WARNING, channel=identity.channel,
+              customers=customers)
+    raise FlowRefusal("conflict", status="conflict")
 
 
 def customer_masked_phone(customer: dict[str, Any]) -> str | None:
@@ -81,6 +92,7 @@ def remember_new_binding(svc: Services, identity: MessengerIdentity, customer_id
     crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
         customer_id, mask_phone(phone), True, svc.settings.retailcrm_cf_chatbot_interacted),
         batch)
+    mirror_bound(svc, identity, customer_id, mask_phone(phone))
 
 
 def binding_fields(svc: Services, identity: MessengerIdentity, method: str | None
@@ -106,9 +118,7 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     """
     holders = find_bound_customers(svc, identity)
     if any(str(c["id"]) != customer_id for c in holders):
-        log_event("binding_conflict", logging.WARNING, channel=identity.channel,
-                  customers=len(holders))
-        raise FlowRefusal("conflict", status="conflict")
+        _conflict(identity, len(holders))
     fields, verified_until = binding_fields(svc, identity, method)
     svc.crm.edit_customer_custom_fields(customer_id, fields)
     return verified_until
@@ -129,6 +139,7 @@ def mark_interacted(svc: Services, customer: dict[str, Any],
         log_event("mark_interacted_failed", logging.WARNING, customer_id=customer["id"],
                   error=e)
         return
+    mirror_interacted(svc, str(customer["id"]))
     if identity is not None and "maskedPhone" in customer:
         crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
             customer["id"], customer["maskedPhone"], True, code))

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gurugrow import redis_keys, texts
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
+from gurugrow.flows.mirror import mirror_order_created, mirrored_orders
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.order_view import (
     StatusRules,
@@ -79,8 +80,10 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
     customer = bound_customer(svc, identity, data.get("customerId"))
     customer_id = str(customer["id"])
     limit = data.get("limit") or svc.settings.orders_default_limit
-    orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
-        customer_id, svc.settings.orders_max_lookback))
+    orders = mirrored_orders(svc, customer_id)
+    if orders is None:  # no current mirror of this customer's orders: as without one
+        orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
+            customer_id, svc.settings.orders_max_lookback))
     statuses, groups, zone = order_statuses(svc)
     rules, urls = StatusRules.from_settings(svc.settings), tracking_urls(svc.settings)
     shown = []
@@ -195,6 +198,7 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
         payload = _repeat_payload(svc, channel, customer_id, source)
         created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     crm_cache.forget_orders(svc, customer_id)
+    mirror_order_created(svc, customer_id)
     log_event("repeat_created", source_order_id=source["id"], new_order_id=created["id"])
     return {**base, "status": "created", "newOrderId": str(created["id"]),
             "newOrderNumber": created["number"],

@@ -18,6 +18,7 @@ from gurugrow.flows.binding import (
     remember_new_binding,
 )
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
+from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
 from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
@@ -216,6 +217,7 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
                 "text": texts.MANAGER_HANDOFF}
     number = created.get("number") or str(created["id"])
     crm_cache.forget_orders(svc, customer_id)
+    mirror_order_created(svc, customer_id)
     log_event("recommended_created", order_id=created["id"], offer_code=bundle.offer_code)
     return {**base, "status": "created", "orderId": str(created["id"]), "orderNumber": number,
             "text": texts.RECOMMENDED_CREATED.format(number=number)}

@@ -22,6 +22,8 @@ Params = list[tuple[str, str]]
 MAX_LIST_PAGES = 50
 # The page sizes RetailCRM takes (``limit``).
 PAGE_SIZES = (20, 50, 100)
+_LISTINGS = {"customers": "/api/v5/customers", "orders": "/api/v5/orders"}
+_HISTORY = {"customers": "/api/v5/customers/history", "orders": "/api/v5/orders/history"}
 
 
 def phone_digits(raw: str) -> str:
@@ -258,6 +260,48 @@ class RetailCrmGateway:
         order_answer = body.get("order")
         created = order_answer if isinstance(order_answer, dict) else {}
         return {"id": body.get("id", created.get("id")), "number": created.get("number")}
+
+    # -- the mirror: listings, re-reads by id, history ----------------------------------
+    def list_page(self, entity: str, page: int, customer_id: str | None = None
+                  ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of 100 ``customers`` or ``orders`` (the mirror's load; orders of one
+        customer with ``customer_id``) and the total page count (None when the answer has
+        no usable pagination)."""
+        params: Params = [("limit", "100"), ("page", str(page))]
+        if customer_id is not None:
+            params.append(("filter[customerId]", customer_id))
+        body = self._get(_LISTINGS[entity], params)
+        total = (body.get("pagination") or {}).get("totalPageCount")
+        items = [e for e in body.get(entity) or [] if isinstance(e, dict) and "id" in e]
+        return items, total if isinstance(total, int) else None
+
+    def by_ids(self, entity: str, ids: list[str]) -> list[dict[str, Any]]:
+        """The ``customers`` or ``orders`` with these internal ids (at most 100); an id
+        RetailCRM no longer has is simply absent."""
+        wanted = [i for i in ids if internal_id(i) is not None][:100]
+        if not wanted:
+            return []
+        body = self._get(_LISTINGS[entity], [*(("filter[ids][]", i) for i in wanted),
+                                             ("limit", "100")])
+        return [e for e in body.get(entity) or [] if isinstance(e, dict)
+                and str(e.get("id")) in wanted]
+
+    def history(self, entity: str, since_id: int | None = None, page: int | None = None
+                ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of 100 records of ``/api/v5/{customers,orders}/history`` after
+        ``since_id`` (or, only to find the newest record before a load, by ``page``: the
+        two together are refused). Records without an integer ``id`` are dropped; the
+        total page count when the answer has one."""
+        params: Params = [("limit", "100")]
+        if since_id is not None:
+            params.append(("filter[sinceId]", str(since_id)))
+        elif page is not None:
+            params.append(("page", str(page)))
+        body = self._get(_HISTORY[entity], params)
+        records = [r for r in body.get("history") or []
+                   if isinstance(r, dict) and isinstance(r.get("id"), int)]
+        total = (body.get("pagination") or {}).get("totalPageCount")
+        return records, total if isinstance(total, int) else None
 
     # -- reference and catalog --------------------------------------------------------
     def account_timezone(self) -> str:

@@ -1,9 +1,10 @@
 """The sandbox's own routes beside the stand-ins: the outbox of codes "sent", call
-counts, and a reset back to the demo data."""
+counts, a reset back to the demo data, and a "manager" changing RetailCRM itself (so
+`make run` shows the mirror picking changes up from the history)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from gurugrow.sandbox.state import state
@@ -33,3 +34,25 @@ def reset() -> ResponseReturnValue:
     state().reset()
     return jsonify({"status": "reset"})
 
+
+
+@control.post("/manager/order-status")
+def manager_order_status() -> ResponseReturnValue:
+    """Move order ``orderId`` to ``status``, as a manager in RetailCRM would."""
+    st, order_id = state(), request.values.get("orderId", "")
+    if order_id not in st.orders or not request.values.get("status"):
+        return jsonify({"status": "error", "errorCode": "not_found"}), 404
+    st.manager_set_order_status(order_id, request.values["status"])
+    return jsonify({"status": "changed"})
+
+
+@control.post("/manager/customer-field")
+def manager_customer_field() -> ResponseReturnValue:
+    """Set custom field ``code`` of customer ``customerId`` to ``value`` (empty: clear),
+    as a manager in RetailCRM would."""
+    st, customer_id = state(), request.values.get("customerId", "")
+    if customer_id not in st.customers or not request.values.get("code"):
+        return jsonify({"status": "error", "errorCode": "not_found"}), 404
+    st.manager_edit_customer(customer_id, **{request.values["code"]:
+                                             request.values.get("value", "")})
+    return jsonify({"status": "changed"})

@@ -106,6 +106,42 @@ def customers() -> ResponseReturnValue:
     return _page(found, "customers")
 
 
+@crm.get("/api/v5/customers/history")
+def customers_history() -> ResponseReturnValue:
+    return _history("customers")
+
+
+@crm.get("/api/v5/orders/history")
+def orders_history() -> ResponseReturnValue:
+    return _history("orders")
+
+
+def _history(kind: str) -> Answer:
+    """History records after ``filter[sinceId]``, oldest first, or by ``page``. Assumed
+    where no source settles it: ``sinceId`` is exclusive (records with a higher id), and
+    it is refused together with ``page`` (as RetailCRM has done since 2023)."""
+    st = state()
+    if failed := st.failure(f"{kind}_history"):
+        return failed
+    since = request.args.get("filter[sinceId]")
+    if since is not None and "page" in request.args:
+        return _crm_error(400, "Errors in the input parameters",
+                          {"page": "page cannot be used together with filter[sinceId]"})
+    with st.lock:
+        records = list(st.history[kind])
+    if since is not None:
+        if not since.isdigit():
+            return _crm_error(400, "Errors in the input parameters",
+                              {"filter[sinceId]": "This value is not valid."})
+        records = [r for r in records if r["id"] > int(since)]
+    answer, status = _page(records, "history")
+    if status == 200:
+        body = answer.get_json()
+        body["generatedAt"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        return jsonify(body), 200
+    return answer, status
+
+
 @crm.get("/api/v5/customers/<ref>")
 def customer(ref: str) -> ResponseReturnValue:
     found = _find_customer(ref)
@@ -134,6 +170,9 @@ def edit_customer(ref: str) -> ResponseReturnValue:
         found.update(changes)
         if isinstance(new_fields, dict):
             st.edits.append((str(found["id"]), new_fields))
+            for code, value in new_fields.items():
+                st.record_history("customers", found, f"custom_{code}",
+                                  _fields(found).get(code), value if value != "" else None)
             merged = {**_fields(found), **new_fields}
             # An empty value removes the field; none left → [] as RetailCRM sends it.
             found["customFields"] = {k: v for k, v in merged.items() if v not in ("", None)} or []
@@ -153,6 +192,7 @@ def _add_customer(st: SandboxState, data: dict[str, Any]) -> dict[str, Any]:
     with st.lock:
         created = {**data, "id": st.new_id(), "customFields": data.get("customFields") or []}
         st.customers[str(created["id"])] = created
+        st.record_history("customers", created, "id", None, created["id"], created=True)
     return created
 
 
@@ -215,6 +255,7 @@ def create_order() -> ResponseReturnValue:
                    "items": [_resolve_item(item) for item in data.get("items") or []],
                    "createdAt": time.strftime("%Y-%m-%d %H:%M:%S")}
         st.orders[str(oid)] = created
+        st.record_history("orders", created, "id", None, oid, created=True)
         lose = st.lose_create_answer
     if lose:  # the order exists but the answer never arrives (504, or the status given)
         status = 504 if lose is True else int(lose)

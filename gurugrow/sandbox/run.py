@@ -91,6 +91,19 @@ def start_standins(env: dict[str, str]) -> BaseWSGIServer:
     return server
 
 
+def start_mirror(env: dict[str, str]) -> subprocess.Popen | None:
+    """The RetailCRM mirror poller beside the app (CRM_MIRROR, on in the sandbox unless
+    set to 0); not with the in-process store, which another process cannot see."""
+    if (env.get("CRM_MIRROR") or "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if env["REDIS_URL"] == "memory://":
+        _say("the RetailCRM mirror needs a real Redis: reads go to the stand-in directly")
+        return None
+    flask = str(Path(sys.executable).with_name("flask"))
+    _say("the RetailCRM mirror runs beside the app (/metrics: gurugrow_mirror_*)")
+    return subprocess.Popen([flask, "--app", "wsgi", "gurugrow", "mirror"], cwd=ROOT, env=env)
+
+
 def main() -> None:
     env = dict(os.environ)
     env.setdefault("APP_HOST", "127.0.0.1")
@@ -113,6 +126,7 @@ def main() -> None:
     sys.stdout.flush()
     proc = subprocess.Popen([gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
                             cwd=ROOT, env=env)
+    mirror = start_mirror(env)
     # SIGTERM/SIGINT end gunicorn and the redis-server this run started, too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -120,9 +134,10 @@ def main() -> None:
     except KeyboardInterrupt:
         code = 0
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for child in (proc, mirror):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=30)
         standins.shutdown()
     sys.exit(code)
 

@@ -92,12 +92,99 @@ class SandboxState:
             self._window: deque[float] = deque()
             self.refused_over_rate = 0  # calls answered 503 for going over the rate limit
             self._next_id = 900000
+            # /api/v5/{customers,orders}/history: every change the stand-in saw, oldest
+            # first (RetailCRM's own records; ids grow by one across both kinds).
+            self.history: dict[str, list[dict[str, Any]]] = {"customers": [], "orders": []}
+            self._next_history_id = 0
 
     def new_id(self) -> int:
         """A fresh id for a created customer or order."""
         with self.lock:
             self._next_id += 1
             return self._next_id
+
+    def record_history(self, kind: str, entity: dict[str, Any], field: str, old: Any = None,
+                       new: Any = None, *, created: bool = False, deleted: bool = False,
+                       ours: bool = True) -> None:
+        """Note one change of a customer or an order (``kind``) in its history.
+
+        The record has the documented shape (REF lines 594 and 6775): ``id``,
+        ``createdAt``, ``created``/``deleted`` when so, ``source``, ``field``, ``oldValue``,
+        ``newValue``, ``apiKey{current}`` and the entity's ``id`` (and ``site``). It
+        assumes what no source settles: a custom field is named ``custom_<code>``, the
+        entity part holds only ids, a manager's change has ``source`` ``user``."""
+        with self.lock:
+            self._next_history_id += 1
+            record: dict[str, Any] = {
+                "id": self._next_history_id,
+                "createdAt": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "source": "api" if ours else "user", "field": field, "oldValue": old,
+                "newValue": new, "apiKey": {"current": ours}}
+            if created:
+                record["created"] = True
+            if deleted:
+                record["deleted"] = True
+            part = {"id": entity["id"]}
+            if entity.get("site"):
+                part["site"] = entity["site"]
+            record["customer" if kind == "customers" else "order"] = part
+            self.history[kind].append(record)
+
+    # -- a "manager" working in RetailCRM itself (tests and the bench) -------------------
+    def manager_edit_customer(self, customer_id: str, **custom_fields: str) -> None:
+        """Set (``""`` clears) custom fields of a customer, as a manager would."""
+        with self.lock:
+            customer = self.customers[str(customer_id)]
+            current = customer.get("customFields")
+            merged = {**(current if isinstance(current, dict) else {}), **custom_fields}
+            customer["customFields"] = {k: v for k, v in merged.items() if v != ""} or []
+            for code, value in custom_fields.items():
+                old = current.get(code) if isinstance(current, dict) else None
+                self.record_history("customers", customer, f"custom_{code}", old, value or None,
+                                    ours=False)
+
+    def manager_delete_customer(self, customer_id: str) -> None:
+        """Remove a customer (deleted, or merged into another), as a manager would."""
+        with self.lock:
+            customer = self.customers.pop(str(customer_id))
+            self.record_history("customers", customer, "id", customer["id"], None,
+                                deleted=True, ours=False)
+
+    def manager_merge_customers(self, merged_id: str, into_id: str) -> None:
+        """Combine customer ``merged_id`` into ``into_id`` (RetailCRM's customers/combine):
+        the merged one is gone, its history record names the result in ``combinedTo``
+        (REF line 716), its orders move. Assumed (no source says how fields combine): a
+        custom field the result lacks is taken from the merged customer."""
+        with self.lock:
+            merged, into = self.customers.pop(str(merged_id)), self.customers[str(into_id)]
+            fields = into.get("customFields") if isinstance(into.get("customFields"), dict) \
+                else {}
+            extra = merged.get("customFields") if isinstance(merged.get("customFields"), dict) \
+                else {}
+            into["customFields"] = {**extra, **fields} or []
+            self.record_history("customers", merged, "id", merged["id"], None, deleted=True,
+                                ours=False)
+            self.history["customers"][-1]["combinedTo"] = {"id": into["id"]}
+            for order in self.orders.values():
+                if str((order.get("customer") or {}).get("id")) == str(merged_id):
+                    order["customer"] = {**order["customer"], "id": into["id"]}
+                    self.record_history("orders", order, "customer", {"id": merged["id"]},
+                                        {"id": into["id"]}, ours=False)
+
+    def manager_set_order_status(self, order_id: str, status: str) -> None:
+        """Move an order to another status, as a manager would."""
+        with self.lock:
+            order = self.orders[str(order_id)]
+            old, order["status"] = order.get("status"), status
+            self.record_history("orders", order, "status", {"code": old}, {"code": status},
+                                ours=False)
+
+    def manager_add_order(self, order: dict[str, Any]) -> None:
+        """An order made elsewhere (the shop's site, a call centre)."""
+        with self.lock:
+            self.orders[str(order["id"])] = order
+            self.record_history("orders", order, "id", None, order["id"], created=True,
+                                ours=False)
 
     def failure(self, kind: str) -> Answer | None:
         """The injected answer for this kind of call, if any (after an injected delay)."""

@@ -1,0 +1,86 @@
+"""The mirror poller's loop (`flask --app wsgi gurugrow mirror`, ``make mirror``).
+
+One poller at a time across hosts: a lease in Redis (``mirror_store``), renewed while it
+works; a second one waits and takes over when the first stops or dies, from the saved
+history position. Every MIRROR_POLL_SECONDS one ``Sync.sync_pass``; a failure (RetailCRM,
+Redis, a lost lease) is logged and tried again at the next poll. Its RetailCRM calls
+take the shared bucket's slots at read priority, so they never delay a customer's step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from gurugrow.flows.mirror_sync import LeaseLost, Sync
+from gurugrow.gateways.errors import CrmBusy, UpstreamError
+from gurugrow.logs import log_event
+from gurugrow.mirror_store import MirrorStore
+from gurugrow.services import Services
+from gurugrow.storage import LeaseRenewer, StorageUnavailable
+
+
+def lease_seconds(poll_seconds: float) -> float:
+    """How long the lease lasts unrenewed: a successor takes over within this."""
+    return max(3 * poll_seconds, 15.0)
+
+
+def run_mirror(svc: Services, *, once: bool = False, max_seconds: float | None = None,
+               stop: threading.Event | None = None,
+               progress: Callable[[str], None] = lambda line: None) -> dict[str, int]:
+    """Run sync passes until ``stop``, ``max_seconds`` or, with ``once``, after one (a
+    ``standby`` one when another poller holds the lease); return the passes by outcome."""
+    if svc.mirror is None:
+        raise RuntimeError("CRM_MIRROR is off")
+    store: MirrorStore = svc.mirror
+    stop = stop or threading.Event()
+    poll = svc.settings.mirror_poll_seconds
+    hold = lease_seconds(poll)
+    token = uuid.uuid4().hex
+    started = time.monotonic()
+    totals: dict[str, int] = {}
+    log_event("mirror_started", once=once)
+
+    def renew() -> bool:
+        return store.take_lease(token, hold)
+
+    try:
+        while not stop.is_set():
+            outcome = _one_pass(svc, store, token, hold, renew, progress)
+            totals[outcome] = totals.get(outcome, 0) + 1
+            if once or (max_seconds is not None and time.monotonic() - started >= max_seconds):
+                break
+            if outcome != "behind":  # catching up goes on at once
+                stop.wait(poll)
+    finally:
+        try:
+            store.release_lease(token)
+        except StorageUnavailable:
+            pass
+    log_event("mirror_stopped", **totals)
+    return totals
+
+
+def _one_pass(svc: Services, store: MirrorStore, token: str, hold: float,
+              renew: Callable[[], bool], progress: Callable[[str], None]) -> str:
+    try:
+        if not store.take_lease(token, hold):
+            return "standby"
+        sync = Sync(svc, store, token, progress)
+        with LeaseRenewer(renew, every=hold / 3):
+            done = sync.sync_pass(svc.clock)
+        if set(done) - {"history"}:  # an idle pass (the history reads only) logs nothing
+            log_event("mirror_pass", **done)
+        return "behind" if done.get("behind") else "synced"
+    except LeaseLost:
+        log_event("mirror_lease_lost", logging.WARNING)
+        return "lease_lost"
+    except (UpstreamError, CrmBusy) as e:
+        log_event("mirror_pass_failed", logging.WARNING, error=e)
+        return "crm_failed"
+    except StorageUnavailable as e:
+        log_event("mirror_pass_failed", logging.ERROR, error=e)
+        return "storage_failed"
