@@ -126,7 +126,8 @@ def crm_gateway(settings: Settings, redis_client: Any, session: Any) -> Any:
     s = settings
     quota = CrmQuota(redis_client, s.redis_prefix, rate_limit=s.retailcrm_rate_limit,
                      queue_seconds=s.retailcrm_queue_seconds,
-                     read_horizon_seconds=s.retailcrm_read_horizon_seconds)
+                     read_horizon_seconds=s.retailcrm_read_horizon_seconds,
+                     max_waiting=s.retailcrm_max_waiting)
     breaker = CircuitBreaker(failures=s.retailcrm_breaker_failures,
                              cooloff_seconds=s.retailcrm_breaker_cooloff_seconds)
     return RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,

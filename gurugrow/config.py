@@ -17,6 +17,8 @@ from typing import Any
 CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
 
 
+# gunicorn.conf.py's default threads per worker (RETAILCRM_MAX_WAITING's default is half).
+DEFAULT_GUNICORN_THREADS = 32
 # Callers: the shortest API token accepted (a token is a password the bot platform keeps).
 MIN_API_TOKEN_LENGTH = 16
 # A live OTP_SECRET is the pepper that keeps a Redis dump from revealing codes.
@@ -155,6 +157,13 @@ class Settings:
     # step after a code was sent never waits behind more than this much of a read wave.
     retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 1.0,
                                                  minimum=0.1)
+    # Requests of one worker parked waiting for a slot at once; past it a read answers busy
+    # at once (a step after a code was sent has half as many places again), so requests
+    # needing no CRM call always find a thread. 0: half of GUNICORN_THREADS.
+    retailcrm_max_waiting: int = _env("RETAILCRM_MAX_WAITING", 0, minimum=0)
+    # Every answer within this many seconds of the request's arrival (bot builders give up
+    # after about 3): waiting for a CRM slot stops in time to answer busy.
+    bot_answer_seconds: float = _env("BOT_ANSWER_SECONDS", 3.0, minimum=1.0)
     # A 503/429 without Retry-After pauses the shared bucket this long.
     retailcrm_throttle_pause_seconds: float = _env("RETAILCRM_THROTTLE_PAUSE_SECONDS", 1.0,
                                                    minimum=0.1)
@@ -264,6 +273,8 @@ class Settings:
             # Annotations are strings here (from __future__ import annotations).
             type_name = f.type if isinstance(f.type, str) else f.type.__name__
             values[f.name] = _convert(type_name, meta, raw.strip())
+        if not values.get("retailcrm_max_waiting"):
+            values["retailcrm_max_waiting"] = max(1, _threads(env) // 2)
         settings = cls(**values)
         settings._check_consistency()
         return settings
@@ -275,6 +286,9 @@ class Settings:
             raise ConfigError("OTP_SECRET must be at least 16 characters long")
         self._check_callers()
         self._check_live_start()
+        if self.start_min_seconds >= self.bot_answer_seconds:
+            raise ConfigError("START_MIN_SECONDS must be below BOT_ANSWER_SECONDS (the "
+                              "start's timing floor is part of the bot's patience)")
         if self.redis_url == "memory://" and not self.sandbox:
             raise ConfigError("REDIS_URL=memory:// is allowed only with GURUGROW_SANDBOX=1")
         for entry in self.order_tracking_urls:
@@ -345,6 +359,14 @@ class Settings:
     def channel_field(self, channel: str) -> str:
         """The customer custom field that stores the messenger id of ``channel``."""
         return getattr(self, f"retailcrm_cf_{channel}_id")
+
+
+def _threads(env: Mapping[str, str]) -> int:
+    """GUNICORN_THREADS as gunicorn.conf.py reads it (a malformed value stops gunicorn)."""
+    try:
+        return int(env.get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
+    except ValueError:
+        return DEFAULT_GUNICORN_THREADS
 
 
 def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
