@@ -153,7 +153,7 @@ class Settings:
     retailcrm_rate_limit: int = _env("RETAILCRM_RATE_LIMIT", 9, minimum=1)
     # A request's CRM calls wait this long for slots, then it answers errorCode=busy.
     retailcrm_queue_seconds: float = _env("RETAILCRM_QUEUE_SECONDS", 10.0, minimum=0.1)
-    # Reads (status, orders, start, preview) reserve slots at most this far ahead, so a
+    # Reads (status, orders, preview) reserve slots at most this far ahead, so a
     # step after a code was sent never waits behind more than this much of a read wave.
     retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 1.0,
                                                  minimum=0.1)
@@ -286,9 +286,7 @@ class Settings:
             raise ConfigError("OTP_SECRET must be at least 16 characters long")
         self._check_callers()
         self._check_live_start()
-        if self.start_min_seconds >= self.bot_answer_seconds:
-            raise ConfigError("START_MIN_SECONDS must be below BOT_ANSWER_SECONDS (the "
-                              "start's timing floor is part of the bot's patience)")
+        self._check_answer_time()
         if self.redis_url == "memory://" and not self.sandbox:
             raise ConfigError("REDIS_URL=memory:// is allowed only with GURUGROW_SANDBOX=1")
         for entry in self.order_tracking_urls:
@@ -315,6 +313,11 @@ class Settings:
             host, sep, port = entry.rpartition(":")
             if not (sep and host and port.isdigit()):
                 raise ConfigError(f"REDIS_SENTINELS entries must be host:port, got {entry}")
+
+    def _check_answer_time(self) -> None:
+        if self.start_min_seconds >= self.bot_answer_seconds:
+            raise ConfigError("START_MIN_SECONDS must be below BOT_ANSWER_SECONDS (the "
+                              "start's timing floor is part of the bot's patience)")
 
     def _check_callers(self) -> None:
         for network in self.allowed_caller_networks:
