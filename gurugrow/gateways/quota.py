@@ -7,8 +7,8 @@ until its slot. So no one-second window, open or closed, ever holds more than
 counter, and waiters are served first come, first served without polling. Time is the
 Redis server's (``TIME`` inside the script), so the hosts' clocks do not matter.
 
-Priority: a step after a code was sent, or a start's lookup (``journey``), may reserve as far ahead as its
-queue deadline. A read (``read``: status, orders, preview) may reserve at most
+Priority: a step after a code was sent, or a start's lookup (``journey``), may reserve
+as far ahead as its queue deadline. A read (``read``: status, orders, preview) may reserve at most
 ``RETAILCRM_READ_HORIZON_SECONDS`` ahead; beyond that it waits in a FIFO line of
 readers that journey calls pass. A journey call therefore waits at most the read horizon
 plus the journey calls ahead of it, however large the wave of reads.
