@@ -153,9 +153,10 @@ class Settings:
     retailcrm_rate_limit: int = _env("RETAILCRM_RATE_LIMIT", 9, minimum=1)
     # A request's CRM calls wait this long for slots, then it answers errorCode=busy.
     retailcrm_queue_seconds: float = _env("RETAILCRM_QUEUE_SECONDS", 10.0, minimum=0.1)
-    # Reads (status, orders, preview) reserve slots at most this far ahead, so a
+    # Reads (status, orders, preview) reserve slots at most this far ahead (short: a
+    # journey step of four CRM calls must fit BOT_ANSWER_SECONDS under a wave), so a
     # step after a code was sent never waits behind more than this much of a read wave.
-    retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 1.0,
+    retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 0.3,
                                                  minimum=0.1)
     # Requests of one worker parked waiting for a slot at once; past it a read answers busy
     # at once (a step after a code was sent has half as many places again), so requests
