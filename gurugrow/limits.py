@@ -15,10 +15,17 @@ import redis
 from redis.typing import EncodableT
 
 from gurugrow import redis_keys
+from gurugrow.callers import Network, in_networks
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
-from gurugrow.storage import PipelineRider, redis_guard, run_script_with
+from gurugrow.storage import (
+    PipelineRider,
+    StorageUnavailable,
+    WriteBatch,
+    redis_guard,
+    run_script_with,
+)
 
 # Budget, cooldown and the counters (per phone day/hour, per address hour, per messenger
 # account hour/day), admitted as a whole in one step: every limit is checked first, and
@@ -88,6 +95,9 @@ class LimitPolicy:
     allowed_regions: frozenset[str]
     per_account_hour: int
     per_account_day: int
+    # The bot platform's networks (ALLOWED_CALLER_NETWORKS): every bot user calls from
+    # them, so a per-address cap there would be one counter shared by every customer.
+    ip_exempt_networks: tuple[Network, ...] = ()
 
     @classmethod
     def from_settings(cls, s: Settings) -> LimitPolicy:
@@ -99,7 +109,8 @@ class LimitPolicy:
             per_ip_hour=s.otp_max_sends_per_ip_per_hour, daily_budget=s.otp_daily_send_budget,
             allowed_regions=frozenset(r.upper() for r in s.phone_allowed_regions),
             per_account_hour=s.otp_max_sends_per_account_per_hour,
-            per_account_day=s.otp_max_sends_per_account_per_day)
+            per_account_day=s.otp_max_sends_per_account_per_day,
+            ip_exempt_networks=tuple(s.caller_networks))
 
 
 class LimitExceeded(Exception):
@@ -158,13 +169,15 @@ class Limits:
         hour = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H")
         p = self.policy
         account = redis_keys.identity_tag(channel, account_id)
+        per_ip = p.per_ip_hour if client_ip and not in_networks(
+            client_ip, p.ip_exempt_networks) else 0
         counters = [  # (kind, key, limit, key TTL)
             ("phone_day", redis_keys.send_counter(self._prefix, "phone-day", phone, day),
              p.per_phone_day, 2 * _DAY),
             ("phone_hour", redis_keys.send_counter(self._prefix, "phone-hour", phone, hour),
              p.per_phone_hour, _HOUR),
             ("ip_hour", redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour),
-             p.per_ip_hour if client_ip else 0, _HOUR),
+             per_ip, _HOUR),
             ("account_hour",
              redis_keys.send_counter(self._prefix, "account-hour", account, hour),
              p.per_account_hour, _HOUR),
@@ -182,7 +195,8 @@ class Limits:
             [budget_key, cooldown_key, *(key for _, key, _, _ in counters)], args, rider)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
-            log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)
+            log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget,
+                      no_send_starts=self._no_send_starts(day))
         elif kind != "ok":
             wait = int(retry_after) or _period_left(now, kind)
             raise LimitExceeded(kind, _REFUSALS[kind], wait or None)
@@ -193,6 +207,31 @@ class Limits:
         # it: the code it guards never arrived, so the customer may ask again at once.
         return Admission(cooldown_key if p.cooldown_seconds > 0 else None, tuple(taken))
 
+    def count_no_send(self, batch: WriteBatch) -> None:
+        """One more admitted start whose phone has no customer (nothing sent; it still
+        took its budget unit, so the budget says nothing about who is a customer)."""
+        now = self.clock()
+        if not self.policy.daily_budget:
+            return
+        key = redis_keys.send_counter(self._prefix, "no-send", "all",
+                                      datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            pipe.incr(key)
+            pipe.expire(key, 2 * _DAY)
+
+        batch.commands(queue, on_failure=lambda e: log_event(
+            "no_send_count_failed", logging.WARNING, error=e))
+
+    def _no_send_starts(self, day: str) -> int:
+        try:
+            with redis_guard():
+                count = self._redis.get(redis_keys.send_counter(self._prefix, "no-send",
+                                                                "all", day))
+        except StorageUnavailable:  # the ERROR line goes out without the figure
+            return -1
+        return int(count or 0)
+
     def restart_cooldown(self, phone: str, channel: str, account_id: str) -> None:
         """A code just went out without taking the cooldown: the cooldown starts now."""
         if self.policy.cooldown_seconds:
@@ -200,6 +239,17 @@ class Limits:
                 self._redis.set(redis_keys.otp_cooldown(self._prefix, phone, channel,
                                                         account_id),
                                 "1", ex=self.policy.cooldown_seconds)
+
+    def clear_phone(self, phone: str) -> int:
+        """Forget the per-phone send counters of the current hour and UTC day (a manager's
+        answer to a phone blocked by others' messenger accounts); the number cleared."""
+        now = self.clock()
+        day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+        hour = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H")
+        keys = [redis_keys.send_counter(self._prefix, "phone-day", phone, day),
+                redis_keys.send_counter(self._prefix, "phone-hour", phone, hour)]
+        with redis_guard():
+            return int(self._redis.delete(*keys))
 
     def budget_spent_today(self) -> int:
         """Sends admitted so far this UTC day against the daily budget (for /metrics)."""
