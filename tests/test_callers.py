@@ -19,8 +19,9 @@ from tests.conftest import API_TOKEN, TEST_ENV, anonymous_client
 from tests.helpers import BODY_KINDS, TG
 from tests.upstreams import Upstreams
 
-# Every route but these refuses a caller without a valid token. /sandbox/* (the
-# stand-ins) is mounted outside the app and so never in its URL map.
+# Every route but these refuses a caller without a valid token. /sandbox/* is mounted
+# outside the app and so never in its URL map: its own routes are walked from the
+# stand-ins' URL map (sandbox_routes).
 OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/metrics", "/"}
 ROOT = Path(__file__).resolve().parent.parent
 UNAUTHORIZED = {"status": "error", "errorCode": "unauthorized",
@@ -76,6 +77,19 @@ def routes(app) -> list[tuple[str, str, str]]:
     return found
 
 
+def sandbox_routes() -> list[tuple[str, str]]:
+    """(method, path) of the sandbox's own routes (outbox, stats, reset): every route of
+    the stand-ins' URL map outside the stand-in upstreams, as the app mounts it."""
+    from gurugrow.sandbox.mount import UPSTREAM_MOUNTS
+    from gurugrow.sandbox.standins import create_standins_app
+
+    found = [(method, "/sandbox" + path) for method, path, endpoint
+             in routes(create_standins_app())
+             if not path.startswith(UPSTREAM_MOUNTS) and endpoint != "static"]
+    assert {p for _, p in found} >= {"/sandbox/outbox", "/sandbox/stats", "/sandbox/reset"}
+    return found
+
+
 def assert_refused(response) -> None:
     assert response.status_code == 401, response.data
     assert response.get_json() == UNAUTHORIZED
@@ -92,6 +106,8 @@ def test_every_route_refuses_callers_without_a_valid_token(transport, sandbox, k
     protected = [(m, p) for m, p, _ in routes(app) if p not in OPEN_PATHS]
     assert {p for _, p, _ in routes(app)} >= OPEN_PATHS
     assert len(protected) >= 11  # the eleven contract endpoints at least
+    if sandbox:
+        protected += sandbox_routes()
     for method, path in protected:
         for name, (headers, query) in REFUSED.items():
             response = send(client, method, path, kind, headers, query)
@@ -104,7 +120,7 @@ def test_every_route_refuses_callers_without_a_valid_token(transport, sandbox, k
     for method, path in protected:
         response = send(client, method, path, kind, {"X-API-Token": API_TOKEN})
         assert response.status_code == 200, (method, path)
-        assert response.get_json()["errorCode"] != "unauthorized"
+        assert response.get_json().get("errorCode") != "unauthorized"
     assert len(transport.calls) > 0
 
 
@@ -240,7 +256,10 @@ def test_anonymous_callers_allowed_on_purpose_warn_at_start(transport, caplog, m
 def test_sandbox_without_tokens_needs_none(transport):
     app = create_app({"GURUGROW_SANDBOX": "1", "APP_PORT": "8123"},
                      redis_client=fakeredis.FakeRedis())
-    response = send(anonymous_client(app), "GET", "/auth/status")
+    client = anonymous_client(app)
+    for method, path in sandbox_routes():
+        assert send(client, method, path).status_code == 200, path
+    response = send(client, "GET", "/auth/status")
     # The stand-ins are not served in this test: the flow ran and found RetailCRM gone.
     assert (response.status_code, response.get_json()["errorCode"]) == (200, "crm_unavailable")
     assert [c.request.url.split("?")[0] for c in transport.calls] == [

@@ -9,6 +9,7 @@ remembering to (tests/test_callers.py walks the URL map to hold that).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
@@ -18,7 +19,9 @@ from gurugrow.config import Settings
 from gurugrow.logs import log_event
 
 # Endpoints anyone may call: liveness, the API document, and /metrics (its own rule in
-# api/ops.py). The sandbox stand-ins are mounted outside the app (sandbox/mount.py).
+# api/ops.py). The sandbox is mounted outside the app (sandbox/mount.py): its stand-in
+# upstreams check their own sandbox keys, its own routes (outbox, stats, reset) the
+# callers as here.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "openapi.openapi_json", "openapi.docs_page",
                               "ops.metrics_page", "openapi.root"})
 TOKEN_HEADER = "X-API-Token"
@@ -31,12 +34,21 @@ def is_public(endpoint: str | None) -> bool:
     return endpoint in PUBLIC_ENDPOINTS
 
 
+# The 401 answer's challenge header.
+CHALLENGE = ("WWW-Authenticate", 'Bearer realm="gurugrow"')
+
+
+def unauthorized_body() -> dict[str, str | None]:
+    """The JSON envelope every refusal of a caller gets (HTTP 401)."""
+    return {"status": "error", "errorCode": ERROR_CODE,
+            "message": texts.error_message(ERROR_CODE)}
+
+
 def unauthorized() -> Response:
     """The 401 answer: the JSON envelope every refusal of a caller gets."""
-    response = jsonify({"status": "error", "errorCode": ERROR_CODE,
-                        "message": texts.error_message(ERROR_CODE)})
+    response = jsonify(unauthorized_body())
     response.status_code = 401
-    response.headers["WWW-Authenticate"] = 'Bearer realm="gurugrow"'
+    response.headers[CHALLENGE[0]] = CHALLENGE[1]
     return response
 
 
@@ -46,12 +58,14 @@ def request_client_ip(settings: Settings) -> str | None:
                      settings.trusted_networks)
 
 
-def offered_tokens(settings: Settings) -> list[str]:
-    """Every token the request carries in the accepted places (query only if enabled)."""
-    offered = [bearer_token(request.headers.get("Authorization")) or "",
-               request.headers.get(TOKEN_HEADER, "").strip()]
+def offered_tokens(settings: Settings, req: Any = None) -> list[str]:
+    """Every token the request (``req``, default Flask's) carries in the accepted places
+    (query only if enabled)."""
+    req = request if req is None else req
+    offered = [bearer_token(req.headers.get("Authorization")) or "",
+               req.headers.get(TOKEN_HEADER, "").strip()]
     if settings.api_token_in_query:
-        offered.append(request.args.get(TOKEN_QUERY_PARAMETER, "").strip())
+        offered.append(req.args.get(TOKEN_QUERY_PARAMETER, "").strip())
     return offered
 
 
