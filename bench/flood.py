@@ -10,9 +10,10 @@ new messenger id every time (so nothing is cached and every request needs a Reta
 call) and prints, as one JSON line, the answers by kind (``200 not_authorized``,
 ``200 busy``, ``503``, ``error``: no answer) and the slowest answer's seconds.
 
-``--slow N`` opens N connections that send a request's headers one byte at a time, a
-byte every two seconds, and never finish them (a slow client holding its connection);
-it prints how many it held open and how many the server closed.
+``--slow N`` opens N connections, each sending a start's headers and then its body one
+byte every two seconds, never finishing it (a slow client holding its connection); it
+prints how many it held open to the end and how many the server answered or closed.
+``--source`` makes the connections leave from that local address.
 
 Run in a process of its own: its threads then never compete for one interpreter lock
 with whatever measures the server meanwhile (tests/integration/test_flood.py).
@@ -29,7 +30,10 @@ import time
 from collections import Counter
 from urllib.parse import urlsplit
 
-SLOW_REQUEST = b"GET /auth/status HTTP/1.1\r\nHost: gurugrow\r\nX-Padding: " + b"a" * 64
+# A start whose headers arrive at once and whose body (1,000 bytes declared) never does.
+SLOW_HEADERS = (b"POST /auth/start HTTP/1.1\r\nHost: gurugrow\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 1000\r\n\r\n")
 
 
 def flood(base: str, token: str, connections: int, seconds: float, path: str) -> dict:
@@ -83,40 +87,44 @@ def _kind(status: int, body: bytes) -> str:
     return f"{status} {answer.get('errorCode') or answer.get('status')}"
 
 
-def slow_clients(base: str, connections: int, seconds: float) -> dict:
-    """Hold ``connections`` connections open with a request that never finishes."""
+def slow_clients(base: str, connections: int, seconds: float, source: str = "") -> dict:
+    """Hold ``connections`` connections open with a request body that never finishes."""
     url = urlsplit(base)
     socks: list[socket.socket] = []
     refused = 0
     for _ in range(connections):
         try:
-            sock = socket.create_connection((url.hostname, url.port), timeout=5)
+            sock = socket.create_connection((url.hostname, url.port), timeout=5,
+                                            source_address=(source, 0) if source else None)
+            sock.sendall(SLOW_HEADERS)
         except OSError:
             refused += 1
             continue
         sock.setblocking(False)
         socks.append(sock)
-    opened, closed, stop, position = len(socks), 0, time.monotonic() + seconds, 0
+    opened, answered, stop = len(socks), Counter[str](), time.monotonic() + seconds
     while time.monotonic() < stop and socks:
-        byte = SLOW_REQUEST[position % len(SLOW_REQUEST):][:1]
-        position += 1
         still = []
         for sock in socks:
             try:
-                sock.send(byte)
-                if sock.recv(1024) == b"":
-                    raise ConnectionResetError
-            except BlockingIOError:
-                still.append(sock)  # nothing to read yet: still open
+                data = sock.recv(1024)
+            except BlockingIOError:  # nothing to read: still waiting for our body
+                try:
+                    sock.send(b"a")
+                    still.append(sock)
+                    continue
+                except OSError:
+                    data = b""
             except OSError:
-                closed += 1
-                sock.close()
-                continue
+                data = b""
+            answered[data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else
+                     "closed"] += 1
+            sock.close()
         socks = still
         time.sleep(min(2.0, max(stop - time.monotonic(), 0)))
     for sock in socks:
         sock.close()
-    return {"opened": opened, "refused": refused, "closed_by_server": closed,
+    return {"opened": opened, "refused": refused, "answered": dict(answered),
             "held_to_the_end": len(socks)}
 
 
@@ -129,9 +137,10 @@ def main() -> None:
     parser.add_argument("--path", default="/auth/status")
     parser.add_argument("--slow", type=int, default=0,
                         help="slow connections instead of a flood of requests")
+    parser.add_argument("--source", default="", help="local address to connect from")
     args = parser.parse_args()
     if args.slow:
-        result = slow_clients(args.base, args.slow, args.seconds)
+        result = slow_clients(args.base, args.slow, args.seconds, args.source)
     else:
         result = flood(args.base, args.token, args.connections, args.seconds, args.path)
     print(json.dumps(result), flush=True)
