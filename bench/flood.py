@@ -39,13 +39,14 @@ SLOW_HEADERS = (b"POST /auth/start HTTP/1.1\r\nHost: gurugrow\r\n"
 def flood(base: str, token: str, connections: int, seconds: float, path: str) -> dict:
     """Loop requests on ``connections`` keep-alive connections for ``seconds``."""
     url = urlsplit(base)
+    host, port = url.hostname or "127.0.0.1", url.port
     stop = time.monotonic() + seconds
     answers: Counter[str] = Counter()
     slowest = [0.0]
     lock = threading.Lock()
 
     def connection(n: int) -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn = http.client.HTTPConnection(host, port, timeout=30)
         mine: Counter[str] = Counter()
         worst, i = 0.0, 0
         while time.monotonic() < stop:
@@ -59,7 +60,7 @@ def flood(base: str, token: str, connections: int, seconds: float, path: str) ->
             except (OSError, http.client.HTTPException):
                 mine["error"] += 1
                 conn.close()
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+                conn = http.client.HTTPConnection(host, port, timeout=30)
                 continue
             worst = max(worst, time.monotonic() - began)
             mine[_kind(response.status, body)] += 1
