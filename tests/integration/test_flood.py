@@ -118,7 +118,9 @@ def test_a_flood_of_uncached_reads_starves_no_one(tmp_path):
                       for name, seconds, answer in steps))
     assert set(answers) <= SERVED_OR_BUSY, answers
     assert answers.get("200 busy", 0) > 0 and answers.get("200 not_authorized", 0) > 0
-    assert flooded["slowest_seconds"] < BOT_ANSWER_SECONDS + 0.5
+    # The flood's own slowest answer is printed, not asserted: its process runs at the
+    # lowest CPU priority, so on a busy machine its clock includes its own wait for a CPU.
+    # The bound on every answer is the patience test's (below), timed by the test itself.
     # The targets are p99 under 100 ms (/health) and 200 ms (a cached read); a
     # quiet 2-core machine meets them (docs/RELIABILITY.md "Under a flood"). Here the
     # machine may be shared and loaded, so the median must meet them and the p99 stay an
