@@ -97,7 +97,7 @@ class LimitPolicy:
     per_account_day: int
     # The bot platform's networks (ALLOWED_CALLER_NETWORKS): every bot user calls from
     # them, so a per-address cap there would be one counter shared by every customer.
-    ip_exempt_networks: tuple[Network, ...] = ()
+    ip_exempt_networks: tuple[Network, ...]
 
     @classmethod
     def from_settings(cls, s: Settings) -> LimitPolicy:
