@@ -182,6 +182,7 @@ def _install_request_logging(app: Flask) -> None:
         metrics.REQUESTS.labels(route, method, response.status_code,
                                 g.get("contract_status") or "-").inc()
         metrics.REQUEST_SECONDS.labels(route, method).observe(elapsed)
-        log_event("request", method=request.method, path=request.path,
-                  http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
+        if not g.get("request_logged"):  # a refused caller's one line is caller_refused
+            log_event("request", method=request.method, path=request.path,
+                      http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
         return response

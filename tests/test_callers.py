@@ -238,6 +238,11 @@ def test_tokens_are_never_logged(app, transport, caplog, monkeypatch):
     assert "caller_refused reason=no_token" in text
     refusals = {r.getMessage() for r in caplog.records if "caller_refused" in r.getMessage()}
     assert len(refusals) == 4  # one line per refused request
+    # ... and only that one: every request, accepted or refused, logs one line of the two.
+    lines = {r.getMessage() for r in caplog.records
+             if r.getMessage().startswith(("request ", "caller_refused "))}
+    request_ids = [line.rsplit("request_id=", 1)[1] for line in lines]
+    assert len(request_ids) == len(set(request_ids)) == 7  # the seven requests above
     assert API_TOKEN not in text and wrong not in text
     assert API_TOKEN[:8] not in text and wrong[:8] not in text
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 from gurugrow import texts
 from gurugrow.callers import CallerPolicy, bearer_token, client_ip
@@ -89,4 +89,5 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
             return None
         log_event("caller_refused", logging.WARNING, reason=reason, endpoint=request.path,
                   ip=address)
+        g.request_logged = True  # this line is the request's one line (no "request" line)
         return unauthorized()
