@@ -196,7 +196,10 @@ def crm_quota_summary(s: Settings) -> str:
     """The configured RetailCRM quota, as the doctor prints it."""
     return (f"RetailCRM quota {s.retailcrm_rate_limit} calls/s shared by every worker "
             f"(RETAILCRM_RATE_LIMIT; the key allows 10), a call waits up to "
-            f"{s.retailcrm_queue_seconds:g} s for a slot (RETAILCRM_QUEUE_SECONDS)")
+            f"{s.retailcrm_queue_seconds:g} s for a slot (RETAILCRM_QUEUE_SECONDS), inside a "
+            f"request never past {s.bot_answer_seconds:g} s from its arrival "
+            f"(BOT_ANSWER_SECONDS), at most {s.retailcrm_max_waiting} waiting per worker "
+            f"(RETAILCRM_MAX_WAITING)")
 
 
 def check_callers(s: Settings) -> Check:

@@ -245,6 +245,8 @@ def test_the_doctor_prints_the_configured_quota(app, world):
     assert settings_line.startswith("ok   settings")
     assert "RetailCRM quota 9 calls/s shared by every worker" in settings_line
     assert "waits up to 10 s for a slot" in settings_line
+    assert "never past 3 s from its arrival (BOT_ANSWER_SECONDS)" in settings_line
+    assert "at most 16 waiting per worker (RETAILCRM_MAX_WAITING)" in settings_line
 
 
 def test_the_calls_of_one_request_share_one_queue_deadline():
