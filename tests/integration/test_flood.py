@@ -12,6 +12,7 @@ serves. Each worker parks at most RETAILCRM_MAX_WAITING (16) of them; the rest a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -108,9 +109,15 @@ def test_a_flood_of_uncached_reads_starves_no_one(tmp_path):
             if flood.poll() is None:
                 flood.kill()
         flooded = json.loads(output)
+        # Each answer's time as the service measured it (arrival to answer, its log line).
+        served_ms = [float(ms) for ms in re.findall(
+            r"request method=GET path=/auth/status http_status=200 ms=([0-9.]+)",
+            stack.app.log())]
     answers = flooded["answers"]
     print(f"\nflood: {CONNECTIONS} connections, {FLOOD_SECONDS} s: {answers}, slowest "
-          f"{flooded['slowest_seconds']:.2f} s; /health p99 {p99(health) * 1000:.0f} ms "
+          f"{flooded['slowest_seconds']:.2f} s (the service's own slowest "
+          f"{max(served_ms) / 1000:.2f} s of {len(served_ms)}); "
+          f"/health p99 {p99(health) * 1000:.0f} ms "
           f"(median {statistics.median(health) * 1000:.1f}, n={len(health)}); cached "
           f"/auth/status p99 {p99(cached) * 1000:.0f} ms (median "
           f"{statistics.median(cached) * 1000:.1f}); journey "
@@ -120,7 +127,9 @@ def test_a_flood_of_uncached_reads_starves_no_one(tmp_path):
     assert answers.get("200 busy", 0) > 0 and answers.get("200 not_authorized", 0) > 0
     # The flood's own slowest answer is printed, not asserted: its process runs at the
     # lowest CPU priority, so on a busy machine its clock includes its own wait for a CPU.
-    # The bound on every answer is the patience test's (below), timed by the test itself.
+    # The service's own time of every answer is.
+    assert len(served_ms) >= sum(answers.values())
+    assert max(served_ms) < (BOT_ANSWER_SECONDS + 0.5) * 1000
     # The targets are p99 under 100 ms (/health) and 200 ms (a cached read); a
     # quiet 2-core machine meets them (docs/RELIABILITY.md "Under a flood"). Here the
     # machine may be shared and loaded, so the median must meet them and the p99 stay an
