@@ -369,15 +369,17 @@ def raw_exchange(nginx, request: bytes) -> tuple[int, dict[str, str], bytes]:
     ("header over the header buffers", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: "
      + b"a" * 10000 + b"\r\nConnection: close\r\n\r\n"),
     ("no Host header in HTTP/1.1", b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    ("TRACE", b"TRACE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
 ])
 def test_nginx_answers_its_own_errors_as_json_without_a_version(stack, name, request_bytes):
     nginx = stack[3]
     status, headers, body = raw_exchange(nginx, request_bytes)
-    assert status == 400, (name, status, body[:200])
+    expected = (405, "method_not_allowed") if name == "TRACE" else (400, "bad_request")
+    assert status == expected[0], (name, status, body[:200])
     assert headers["Content-Type"].startswith("application/json"), headers
     answer = json.loads(body)
     assert (answer["errorCode"], answer["message"]) == (
-        "bad_request", texts.error_message("bad_request"))
+        expected[1], texts.error_message(expected[1]))
     assert headers["Server"] == "nginx"  # server_tokens off: no version
     assert "X-Request-ID" not in headers  # nginx's answer: gunicorn never saw it
 
