@@ -23,8 +23,9 @@ bind = f"{_host}:{_port}"
 _sandbox = (_env.get("GURUGROW_SANDBOX") or "").lower() in ("1", "true", "yes", "on")
 workers = _int("GUNICORN_WORKERS", 1 if _sandbox else 2)
 # Threads: a worker mostly waits on RetailCRM/GreenSMS (and for a slot of the shared
-# RetailCRM bucket, up to RETAILCRM_QUEUE_SECONDS), so it serves others meanwhile; enough
-# that callers parked on the CRM never take the last thread /health needs.
+# RetailCRM bucket), so it serves others meanwhile. Threads alone do not keep /health
+# free under a flood: RETAILCRM_MAX_WAITING (default half of these) caps the requests
+# parked for a slot, and the rest are answered busy at once.
 threads = _int("GUNICORN_THREADS", 32)
 worker_class = "gthread"
 # Longer than the slowest upstream chain (several calls with 10 s read timeouts).

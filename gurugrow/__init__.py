@@ -182,7 +182,8 @@ def crm_gateway(settings: Settings, redis_client: Any, session: Any) -> Any:
     s = settings
     quota = CrmQuota(redis_client, s.redis_prefix, rate_limit=s.retailcrm_rate_limit,
                      queue_seconds=s.retailcrm_queue_seconds,
-                     read_horizon_seconds=s.retailcrm_read_horizon_seconds)
+                     read_horizon_seconds=s.retailcrm_read_horizon_seconds,
+                     max_waiting=s.retailcrm_max_waiting)
     breaker = CircuitBreaker(failures=s.retailcrm_breaker_failures,
                              cooloff_seconds=s.retailcrm_breaker_cooloff_seconds)
     return RetailCrmGateway(s.retailcrm_base_url, s.retailcrm_api_key, s.retailcrm_site,
@@ -237,6 +238,7 @@ def _install_request_logging(app: Flask) -> None:
         metrics.REQUESTS.labels(route, method, response.status_code,
                                 g.get("contract_status") or "-").inc()
         metrics.REQUEST_SECONDS.labels(route, method).observe(elapsed)
-        log_event("request", method=request.method, path=request.path,
-                  http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
+        if not g.get("request_logged"):  # a refused caller's one line is caller_refused
+            log_event("request", method=request.method, path=request.path,
+                      http_status=response.status_code, ms=f"{elapsed_ms:.1f}")
         return response

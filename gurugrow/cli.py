@@ -15,6 +15,7 @@ from gurugrow.config import ConfigError, config_error_lines
 from gurugrow.deliveries_worker import run_worker
 from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
 from gurugrow.mirror_worker import run_mirror
+from gurugrow.phone import mask_phone, normalize_phone
 
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
                                 "run the deliveries worker and the RetailCRM mirror.")
@@ -88,6 +89,22 @@ def create_fields(yes: bool) -> None:
                              f"{codes}?", default=False)
 
     raise SystemExit(0 if _print_all(create_missing_fields(svc, confirm)) else 1)
+
+
+@cli.command("clear-phone")
+@click.argument("phone")
+def clear_phone(phone: str) -> None:
+    """Clear one phone's code counters (this hour's and today's), so its owner can ask
+    for a code at once: others' messenger accounts can spend a phone's caps.
+
+    Cooldowns (one minute per messenger account) and the per-account caps stay.
+    """
+    normalized = normalize_phone(phone)
+    if normalized is None:
+        raise click.BadParameter("not a phone number", param_hint="PHONE")
+    svc = current_app.extensions["gurugrow"]
+    cleared = svc.limits.clear_phone(normalized)
+    click.echo(f"cleared {cleared} code counter(s) of {mask_phone(normalized)}")
 
 
 @cli.command("deliveries")

@@ -23,6 +23,8 @@ CONTACT_CHANNELS = ("telegram", "max")
 PRICED_ROUTES = ("sms", "telegram", "vk")
 
 
+# gunicorn.conf.py's default threads per worker (RETAILCRM_MAX_WAITING's default is half).
+DEFAULT_GUNICORN_THREADS = 32
 # Callers: the shortest API token accepted (a token is a password the bot platform keeps).
 MIN_API_TOKEN_LENGTH = 16
 # What REDIS_URL may name: a server (TLS: rediss), a socket, or the sandbox's in-process store.
@@ -207,10 +209,18 @@ class Settings:
     retailcrm_rate_limit: int = _env("RETAILCRM_RATE_LIMIT", 9, minimum=1)
     # A request's CRM calls wait this long for slots, then it answers errorCode=busy.
     retailcrm_queue_seconds: float = _env("RETAILCRM_QUEUE_SECONDS", 10.0, minimum=0.1)
-    # Reads (status, orders, start, preview) reserve slots at most this far ahead, so a
+    # Reads (status, orders, preview) reserve slots at most this far ahead (short: a
+    # journey step of four CRM calls must fit BOT_ANSWER_SECONDS under a wave), so a
     # step after a code was sent never waits behind more than this much of a read wave.
-    retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 1.0,
+    retailcrm_read_horizon_seconds: float = _env("RETAILCRM_READ_HORIZON_SECONDS", 0.3,
                                                  minimum=0.1)
+    # Requests of one worker parked waiting for a slot at once; past it a read answers busy
+    # at once (a step after a code was sent has half as many places again), so requests
+    # needing no CRM call always find a thread. 0: half of GUNICORN_THREADS.
+    retailcrm_max_waiting: int = _env("RETAILCRM_MAX_WAITING", 0, minimum=0)
+    # Every answer within this many seconds of the request's arrival (bot builders give up
+    # after about 3): waiting for a CRM slot stops in time to answer busy.
+    bot_answer_seconds: float = _env("BOT_ANSWER_SECONDS", 3.0, minimum=1.0)
     # A 503/429 without Retry-After pauses the shared bucket this long.
     retailcrm_throttle_pause_seconds: float = _env("RETAILCRM_THROTTLE_PAUSE_SECONDS", 1.0,
                                                    minimum=0.1)
@@ -357,6 +367,8 @@ class Settings:
                 values[f.name] = _convert(type_name, meta, raw.strip())
             except ConfigError as e:
                 problems.extend(e.problems)
+        if not values.get("retailcrm_max_waiting"):
+            values["retailcrm_max_waiting"] = max(1, _threads(env) // 2)
         settings = cls(**values)
         settings._check_consistency(problems)
         return settings, list(problems)
@@ -370,6 +382,7 @@ class Settings:
             problems.add("OTP_SECRET", "OTP_SECRET must be at least 16 characters long")
         self._check_callers(problems)
         self._check_live_start(problems)
+        self._check_answer_time(problems)
         self._check_redis(problems)
         for entry in self.order_tracking_urls:
             code, sep, template = entry.partition("=")
@@ -430,6 +443,12 @@ class Settings:
         return {route.strip(): float(price) for route, _, price in prices
                 if route.strip() in PRICED_ROUTES and _is_price(price)}
 
+    def _check_answer_time(self, problems: _Problems) -> None:
+        if self.start_min_seconds >= self.bot_answer_seconds:
+            problems.add("START_MIN_SECONDS",
+                         "START_MIN_SECONDS must be below BOT_ANSWER_SECONDS (the start's "
+                         "timing floor is part of the bot's patience)")
+
     def _check_callers(self, problems: _Problems) -> None:
         for network in self.allowed_caller_networks:
             try:
@@ -482,6 +501,14 @@ class Settings:
     def channel_field(self, channel: str) -> str:
         """The customer custom field that stores the messenger id of ``channel``."""
         return getattr(self, f"retailcrm_cf_{channel}_id")
+
+
+def _threads(env: Mapping[str, str]) -> int:
+    """GUNICORN_THREADS as gunicorn.conf.py reads it (a malformed value stops gunicorn)."""
+    try:
+        return int(env.get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
+    except ValueError:
+        return DEFAULT_GUNICORN_THREADS
 
 
 def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:

@@ -288,9 +288,12 @@ def crm_quota_summary(s: Settings) -> str:
     """The configured RetailCRM quota, as the doctor prints it."""
     return (f"RetailCRM quota {s.retailcrm_rate_limit} calls/s shared by every worker "
             f"(RETAILCRM_RATE_LIMIT; the key allows 10), a call waits up to "
-            f"{s.retailcrm_queue_seconds:g} s for a slot (RETAILCRM_QUEUE_SECONDS); note: "
-            "RetailCRM counts the quota per API key, so every other integration using "
-            "this key takes from it too (give the service a key of its own)")
+            f"{s.retailcrm_queue_seconds:g} s for a slot (RETAILCRM_QUEUE_SECONDS), inside a "
+            f"request never past {s.bot_answer_seconds:g} s from its arrival "
+            f"(BOT_ANSWER_SECONDS), at most {s.retailcrm_max_waiting} waiting per worker "
+            "(RETAILCRM_MAX_WAITING); note: RetailCRM counts the quota per API key, so every "
+            "other integration using this key takes from it too (give the service a key of "
+            "its own)")
 
 
 def check_callers(s: Settings) -> Check:

@@ -15,10 +15,17 @@ import redis
 from redis.typing import EncodableT
 
 from gurugrow import redis_keys
+from gurugrow.callers import Network, in_networks
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
-from gurugrow.storage import PipelineRider, redis_guard, run_script_with
+from gurugrow.storage import (
+    PipelineRider,
+    StorageUnavailable,
+    WriteBatch,
+    redis_guard,
+    run_script_with,
+)
 
 # Budget, cooldown, cost budget and the counters (per phone day/hour, per address hour, per
 # messenger account hour/day), admitted as a whole in one step: every limit is checked
@@ -109,6 +116,9 @@ class LimitPolicy:
     per_account_day: int
     daily_cost_budget: int  # hundredths of the shop's currency (0: no cost budget)
     route_prices: dict[str, int]  # hundredths per code, by route
+    # The bot platform's networks (ALLOWED_CALLER_NETWORKS): every bot user calls from
+    # them, so a per-address cap there would be one counter shared by every customer.
+    ip_exempt_networks: tuple[Network, ...]
 
     @classmethod
     def from_settings(cls, s: Settings) -> LimitPolicy:
@@ -122,7 +132,8 @@ class LimitPolicy:
             per_account_hour=s.otp_max_sends_per_account_per_hour,
             per_account_day=s.otp_max_sends_per_account_per_day,
             daily_cost_budget=hundredths(s.otp_daily_cost_budget),
-            route_prices={route: hundredths(price) for route, price in s.route_prices.items()})
+            route_prices={route: hundredths(price) for route, price in s.route_prices.items()},
+            ip_exempt_networks=tuple(s.caller_networks))
 
     def price_of(self, route: str) -> int:
         """One code by ``route``, in hundredths (0 when CODE_PRICES does not list it)."""
@@ -217,9 +228,11 @@ class Limits:
         day, hour = _periods(now)
         p = self.policy
         account = redis_keys.identity_tag(channel, account_id)
+        per_ip = p.per_ip_hour if client_ip and not in_networks(
+            client_ip, p.ip_exempt_networks) else 0
         return [
             ("ip_hour", redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour),
-             p.per_ip_hour if client_ip else 0, _HOUR),
+             per_ip, _HOUR),
             ("account_hour",
              redis_keys.send_counter(self._prefix, "account-hour", account, hour),
              p.per_account_hour, _HOUR),
@@ -247,7 +260,8 @@ class Limits:
              *(key for _, key, _, _ in counters)], args, rider)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
-            log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget)
+            log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget,
+                      no_send_starts=self._no_send_starts(day))
         elif kind == "cost_spent_now":
             log_event("cost_budget_exhausted", logging.ERROR, budget=p.daily_cost_budget / 100)
         elif kind != "ok":
@@ -283,6 +297,31 @@ class Limits:
             spent = self._redis.get(redis_keys.send_counter(self._prefix, "cost", "all", day))
         return int(spent or 0) / 100
 
+    def count_no_send(self, batch: WriteBatch) -> None:
+        """One more admitted start whose phone has no customer (nothing sent; it still
+        took its budget unit, so the budget says nothing about who is a customer)."""
+        now = self.clock()
+        if not self.policy.daily_budget:
+            return
+        key = redis_keys.send_counter(self._prefix, "no-send", "all",
+                                      datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            pipe.incr(key)
+            pipe.expire(key, 2 * _DAY)
+
+        batch.commands(queue, on_failure=lambda e: log_event(
+            "no_send_count_failed", logging.WARNING, error=e))
+
+    def _no_send_starts(self, day: str) -> int:
+        try:
+            with redis_guard():
+                count = self._redis.get(redis_keys.send_counter(self._prefix, "no-send",
+                                                                "all", day))
+        except StorageUnavailable:  # the ERROR line goes out without the figure
+            return -1
+        return int(count or 0)
+
     def restart_cooldown(self, phone: str, channel: str, account_id: str) -> None:
         """A code just went out without taking the cooldown: the cooldown starts now."""
         if self.policy.cooldown_seconds:
@@ -290,6 +329,17 @@ class Limits:
                 self._redis.set(redis_keys.otp_cooldown(self._prefix, phone, channel,
                                                         account_id),
                                 "1", ex=self.policy.cooldown_seconds)
+
+    def clear_phone(self, phone: str) -> int:
+        """Forget the per-phone send counters of the current hour and UTC day (a manager's
+        answer to a phone blocked by others' messenger accounts); the number cleared."""
+        now = self.clock()
+        day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+        hour = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H")
+        keys = [redis_keys.send_counter(self._prefix, "phone-day", phone, day),
+                redis_keys.send_counter(self._prefix, "phone-hour", phone, hour)]
+        with redis_guard():
+            return int(self._redis.delete(*keys))
 
     def budget_spent_today(self) -> int:
         """Sends admitted so far this UTC day against the daily budget (for /metrics)."""

@@ -61,6 +61,10 @@ CRM_BUSY = Counter(
     "gurugrow_crm_busy_total",
     "Requests answered errorCode=busy: no RetailCRM slot within RETAILCRM_QUEUE_SECONDS.",
     ["priority"])
+CRM_WAITING_ROOM_FULL = Counter(
+    "gurugrow_crm_waiting_room_full_total",
+    "Of those, answered at once: the worker already had RETAILCRM_MAX_WAITING waiting.",
+    ["priority"])
 CRM_THROTTLED = Counter(
     "gurugrow_crm_throttled_total", "RetailCRM answers 503 or 429 (over the key's quota).",
     ["http_status"])

@@ -120,9 +120,14 @@ ERROR_MESSAGES.update({
 })
 
 
-# -- Answers outside the contract: a body over the limit, and nginx's own 502/504 ----------
+# -- Answers outside the contract: an unknown path or method, a body over the limit, and
+# nginx's own errors (400, 429, 502, 504) ---------------------------------------------------
 # deploy/nginx/gurugrow.conf repeats these in its error pages (tests keep them in step).
 ERROR_MESSAGES.update({
+    "not_found": "Такого адреса нет.",
+    "method_not_allowed": "Этот адрес не принимает такой метод запроса.",
+    "bad_request": "Некорректный запрос.",
+    "too_many_requests": "Слишком много запросов. Попробуйте чуть позже.",
     "body_too_large": "Запрос слишком большой.",
     "service_unavailable": "Сервис временно недоступен. Попробуйте чуть позже.",
     "service_timeout": "Сервис не ответил вовремя. Попробуйте чуть позже.",

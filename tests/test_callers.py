@@ -19,8 +19,9 @@ from tests.conftest import API_TOKEN, TEST_ENV, anonymous_client
 from tests.helpers import BODY_KINDS, TG
 from tests.upstreams import Upstreams
 
-# Every route but these refuses a caller without a valid token. /sandbox/* (the
-# stand-ins) is mounted outside the app and so never in its URL map.
+# Every route but these refuses a caller without a valid token. /sandbox/* is mounted
+# outside the app and so never in its URL map: its own routes are walked from the
+# stand-ins' URL map (sandbox_routes).
 OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/metrics", "/"}
 # /metrics is open to loopback and the caller networks only, by a policy of its own
 # (CallerPolicy.for_scrapers; tests/test_metrics.py); the rest to anyone.
@@ -79,6 +80,19 @@ def routes(app) -> list[tuple[str, str, str]]:
     return found
 
 
+def sandbox_routes() -> list[tuple[str, str]]:
+    """(method, path) of the sandbox's own routes (outbox, stats, reset): every route of
+    the stand-ins' URL map outside the stand-in upstreams, as the app mounts it."""
+    from gurugrow.sandbox.mount import UPSTREAM_MOUNTS
+    from gurugrow.sandbox.standins import create_standins_app
+
+    found = [(method, "/sandbox" + path) for method, path, endpoint
+             in routes(create_standins_app())
+             if not path.startswith(UPSTREAM_MOUNTS) and endpoint != "static"]
+    assert {p for _, p in found} >= {"/sandbox/outbox", "/sandbox/stats", "/sandbox/reset"}
+    return found
+
+
 def assert_refused(response) -> None:
     assert response.status_code == 401, response.data
     assert response.get_json() == UNAUTHORIZED
@@ -95,6 +109,8 @@ def test_every_route_refuses_callers_without_a_valid_token(transport, sandbox, k
     protected = [(m, p) for m, p, _ in routes(app) if p not in OPEN_PATHS]
     assert {p for _, p, _ in routes(app)} >= OPEN_PATHS
     assert len(protected) >= 11  # the eleven contract endpoints at least
+    if sandbox:
+        protected += sandbox_routes()
     for method, path in protected:
         for name, (headers, query) in REFUSED.items():
             response = send(client, method, path, kind, headers, query)
@@ -103,11 +119,12 @@ def test_every_route_refuses_callers_without_a_valid_token(transport, sandbox, k
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert [c.request.url for c in transport.calls] == []
     assert redis_client.dbsize() == 0
-    # The same requests with the token reach the flows (so the refusals above are real).
+    # The same requests with the token reach the flows (so the refusals above are real);
+    # the sandbox's "manager" routes answer this body's unknown ids with their JSON 404.
     for method, path in protected:
         response = send(client, method, path, kind, {"X-API-Token": API_TOKEN})
-        assert response.status_code == 200, (method, path)
-        assert response.get_json()["errorCode"] != "unauthorized"
+        assert response.status_code == (404 if "/manager/" in path else 200), (method, path)
+        assert response.get_json().get("errorCode") != "unauthorized"
     assert len(transport.calls) > 0
 
 
@@ -225,6 +242,11 @@ def test_tokens_are_never_logged(app, transport, caplog, monkeypatch):
     assert "caller_refused reason=no_token" in text
     refusals = {r.getMessage() for r in caplog.records if "caller_refused" in r.getMessage()}
     assert len(refusals) == 4  # one line per refused request
+    # ... and only that one: every request, accepted or refused, logs one line of the two.
+    lines = {r.getMessage() for r in caplog.records
+             if r.getMessage().startswith(("request ", "caller_refused "))}
+    request_ids = [line.rsplit("request_id=", 1)[1] for line in lines]
+    assert len(request_ids) == len(set(request_ids)) == 7  # the seven requests above
     assert API_TOKEN not in text and wrong not in text
     assert API_TOKEN[:8] not in text and wrong[:8] not in text
 
@@ -243,7 +265,12 @@ def test_anonymous_callers_allowed_on_purpose_warn_at_start(transport, caplog, m
 def test_sandbox_without_tokens_needs_none(transport):
     app = create_app({"GURUGROW_SANDBOX": "1", "APP_PORT": "8123"},
                      redis_client=fakeredis.FakeRedis())
-    response = send(anonymous_client(app), "GET", "/auth/status")
+    client = anonymous_client(app)
+    for method, path in sandbox_routes():
+        response = send(client, method, path)
+        assert response.status_code == (404 if "/manager/" in path else 200), path
+        assert response.get_json().get("errorCode") != "unauthorized"
+    response = send(client, "GET", "/auth/status")
     # The stand-ins are not served in this test: the flow ran and found RetailCRM gone.
     assert (response.status_code, response.get_json()["errorCode"]) == (200, "crm_unavailable")
     assert [c.request.url.split("?")[0] for c in transport.calls] == [

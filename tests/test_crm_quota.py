@@ -245,6 +245,8 @@ def test_the_doctor_prints_the_configured_quota(app, world):
     assert settings_line.startswith("ok   settings")
     assert "RetailCRM quota 9 calls/s shared by every worker" in settings_line
     assert "waits up to 10 s for a slot" in settings_line
+    assert "never past 3 s from its arrival (BOT_ANSWER_SECONDS)" in settings_line
+    assert "at most 16 waiting per worker (RETAILCRM_MAX_WAITING)" in settings_line
 
 
 def test_the_calls_of_one_request_share_one_queue_deadline():
@@ -468,3 +470,106 @@ def test_a_check_after_redis_lost_its_scripts_still_rides_and_answers(app, clien
     assert answer["status"] == "authorized"
     assert world.crm_calls("POST /api/v5/customers/1001/edit")
     assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == slots + 2
+
+
+# -- bounded waiting and the bot's patience -------------------------------------------------
+ALL_CRM_ENDPOINTS = [  # (method, path, body, priority of its CRM calls)
+    ("GET", "/auth/status", BOUND, READ),
+    ("GET", "/orders", BOUND, READ),
+    ("POST", "/orders/recommended/preview", {**BOUND, "offerCode": "male_hairloss_basic"}, READ),
+    ("POST", "/orders/repeat", {**BOUND, "sourceOrderId": "5001"}, JOURNEY),
+    ("POST", "/auth/start", {**TG, "phone": "79990000001"}, JOURNEY),
+]
+
+
+def call(client, method: str, path: str, body: dict, kind: str) -> dict:
+    return get(client, path, body) if method == "GET" else post(client, path, body, kind)
+
+
+def fill_waiting_room(app, priority: str) -> int:
+    """Take every place of the app's waiting room ``priority`` may use, as that many
+    parked requests would; the number taken."""
+    room = crm_quota(app).waiting_room
+    taken = 0
+    while room.enter(priority):
+        taken += 1
+    return taken
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_MAX_WAITING": "4"}])
+@pytest.mark.parametrize(("method", "path", "body", "priority"), ALL_CRM_ENDPOINTS)
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_full_waiting_room_answers_busy_at_once_without_a_place_in_line(
+        app, client, world, method, path, body, priority, kind):
+    assert fill_waiting_room(app, priority) == (4 if priority == READ else 6)
+    calls, tail = len(world.calls), redis_keys.crm_quota_tail("gg:")
+    before = sample("gurugrow_crm_waiting_room_full_total", priority=priority)
+    answer = call(client, method, path, {**body, "messengerUserId": "uncached"}, kind)
+    assert (answer["status"], answer["errorCode"]) == ("error", "busy")
+    assert answer["retryAfterSec"] >= 1
+    # Neither a CRM call nor a look at the bucket: no slot reserved, no place in line.
+    assert world.calls[calls:] == []
+    assert not app.extensions["gurugrow"].redis.exists(tail)
+    assert app.extensions["gurugrow"].redis.zcard(redis_keys.crm_quota_waiting("gg:")) == 0
+    assert sample("gurugrow_crm_waiting_room_full_total", priority=priority) == before + 1
+    # What needs no CRM call still answers; a place freed serves the next one.
+    assert client.get("/health").status_code == 200
+    crm_quota(app).waiting_room.leave()
+    served = call(client, method, path, body, kind)
+    assert served.get("errorCode") != "busy", served
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_MAX_WAITING": "2"}])
+def test_journey_steps_keep_places_when_reads_fill_the_room(app, client, world):
+    assert fill_waiting_room(app, READ) == 2
+    assert get(client, "/auth/status", {**BOUND, "messengerUserId": "u2"})["errorCode"] == "busy"
+    repeat = post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5001"})
+    assert repeat["status"] == "created"
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({}, 16), ({"GUNICORN_THREADS": "8"}, 4), ({"GUNICORN_THREADS": "1"}, 1),
+    ({"RETAILCRM_MAX_WAITING": "5"}, 5), ({"RETAILCRM_MAX_WAITING": "0"}, 16)])
+def test_max_waiting_defaults_to_half_the_threads(environ, expected):
+    from gurugrow.config import Settings
+    from tests.conftest import TEST_ENV
+
+    assert Settings.load({**TEST_ENV, **environ}).retailcrm_max_waiting == expected
+
+
+@pytest.mark.parametrize("env_overrides", [{"RETAILCRM_QUEUE_SECONDS": "10",
+                                            "BOT_ANSWER_SECONDS": "3"}])
+@pytest.mark.parametrize(("method", "path", "body", "priority"), ALL_CRM_ENDPOINTS)
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_line_longer_than_the_answer_budget_is_busy_at_once(
+        app, client, world, method, path, body, priority, kind):
+    """A slot 2.8 s away fits RETAILCRM_QUEUE_SECONDS (10) but not the bot's patience
+    (3 s less the answer's reserve): busy at once, not an answer after the bot gave up."""
+    crm_quota(app).slow_down(2.8)
+    calls = len(world.calls)
+    answer = call(client, method, path, {**body, "messengerUserId": "uncached"}, kind)
+    assert (answer["status"], answer["errorCode"]) == ("error", "busy")
+    assert 2 <= answer["retryAfterSec"] <= 3
+    assert world.calls[calls:] == []
+
+
+@pytest.mark.parametrize("env_overrides", [{"BOT_ANSWER_SECONDS": "3",
+                                            "START_MIN_SECONDS": "0"}])
+def test_a_slot_within_the_answer_budget_is_waited_for(app, client, world):
+    crm_quota(app).slow_down(1.0)
+    started = time.monotonic()
+    answer = get(client, "/auth/status", {**BOUND, "messengerUserId": "100500"})
+    assert answer["status"] == "authorized"
+    assert time.monotonic() - started >= 0.95  # it waited for the slot, then was served
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"START_MIN_SECONDS": "3", "BOT_ANSWER_SECONDS": "3"}, "START_MIN_SECONDS must be below"),
+    ({"BOT_ANSWER_SECONDS": "0.5"}, "BOT_ANSWER_SECONDS must be at least")])
+def test_the_start_floor_stays_below_the_answer_budget(environ, message):
+    from gurugrow import ConfigError
+    from gurugrow.config import Settings
+    from tests.conftest import TEST_ENV
+
+    with pytest.raises(ConfigError, match=message):
+        Settings.load({**TEST_ENV, **environ})

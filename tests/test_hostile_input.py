@@ -396,9 +396,8 @@ def test_chunked_bodies_obey_max_body_bytes(client, upstreams, kind):
 @pytest.mark.parametrize(("path", "body"), [
     ("/auth/start", {**TG, "phone": "79990000001"}),
     ("/auth/start", {**TG, "phone": "79990000004"}),
-    ("/auth/start", {**TG, "phone": "not a phone"}),
-    ("/auth/resend", {"sessionId": "0123456789abcdef.nope"}),
-    ("/orders/recommended/start", {**TG, "phone": "79990000004", "offerCode": "nope"})])
+    ("/orders/recommended/start", {**TG, "phone": "79990000004",
+                                   "offerCode": "male_hairloss_basic"})])
 def test_start_answers_no_earlier_than_the_floor(client, upstreams, path, body):
     import time
 
@@ -407,6 +406,36 @@ def test_start_answers_no_earlier_than_the_floor(client, upstreams, path, body):
     response = client.post(path, data=body)
     assert response.status_code == 200
     assert time.perf_counter() - started >= 0.25
+
+
+# Refusals decided before any lookup tell nothing by their timing: they answer at once
+# (a flood of invalid starts must not hold a thread each for the floor).
+@pytest.mark.parametrize("env_overrides", [{"START_MIN_SECONDS": "2",
+                                            "OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR": "1"}])
+@pytest.mark.parametrize(("path", "body", "error_code"), [
+    ("/auth/start", {**TG, "phone": "not a phone"}, "invalid_phone"),
+    ("/auth/start", {**TG, "channelType": "fax", "phone": "79990000001"}, "invalid_channel"),
+    ("/auth/start", {**TG, "phone": "+12025550123"}, "phone_country_not_allowed"),
+    ("/auth/start", {**TG, "messengerUserId": "spent", "phone": "79990000001"},
+     "rate_limited"),
+    ("/auth/resend", {**TG, "sessionId": "0123456789abcdef.nope"}, "session_not_found"),
+    ("/orders/recommended/start", {**TG, "phone": "not a phone",
+                                   "offerCode": "male_hairloss_basic"}, "invalid_phone")])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_refusals_decided_before_any_lookup_skip_the_floor(client, upstreams, monkeypatch,
+                                                           path, body, error_code, kind):
+    from gurugrow.api import pacing
+
+    upstreams.add_customer(1001, "79990000001")
+    # The account's one code of the hour, so the next start of it is refused.
+    first = {**TG, "messengerUserId": "spent", "phone": "79990000002"}
+    monkeypatch.setattr(pacing.time, "sleep", lambda seconds: None)
+    assert post(client, "/auth/start", first)["status"] == "sent"
+    slept: list[float] = []
+    monkeypatch.setattr(pacing.time, "sleep", slept.append)
+    answer = post(client, path, body, kind)
+    assert (answer["status"], answer["errorCode"]) == ("error", error_code)
+    assert slept == []
 
 
 @pytest.mark.parametrize("env_overrides", [{"START_MIN_SECONDS": "0.000001"}])

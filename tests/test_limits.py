@@ -72,15 +72,18 @@ def test_client_address(remote, forwarded, expected):
     assert client_ip(remote, forwarded, trusted) == expected
 
 
-@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_DAILY_SEND_BUDGET": "2"}])
+@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_DAILY_SEND_BUDGET": "3"}])
 def test_daily_budget_stops_all_sending(client, upstreams, caplog):
     logging.getLogger("gurugrow").propagate = True
     upstreams.add_customer(1, "79991234567")
     upstreams.add_customer(2, "79991234568")
     with caplog.at_level(logging.ERROR, logger="gurugrow"):
         assert start(client, "79991234567")["status"] == "sent"
+        assert start(client, "79995550000", messengerUserId="decoy")["status"] == "sent"
+        assert "send_budget_exhausted" not in caplog.text
         assert start(client, "79991234568")["status"] == "sent"
-    assert "send_budget_exhausted budget=2" in caplog.text
+    # The ERROR line says how much of the budget went to starts that sent nothing.
+    assert "send_budget_exhausted budget=3 no_send_starts=1" in caplog.text
     for phone in ("79991234567", "79990000000"):  # known and unknown: the same refusal
         answer = start(client, phone, messengerUserId="again")
         assert (answer["status"], answer["errorCode"]) == ("error", "send_budget_exhausted")
@@ -161,3 +164,60 @@ def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, 
     assert 190 < identity_locked_for(app, "telegram", "123456789") <= 200
     # Another messenger account is not affected.
     assert identity_locked_for(app, "telegram", "someone-else") == 0
+
+
+# -- the bot platform's network, and others' accounts spending a phone's caps -------------
+def no_send_starts(client, accounts: int, per_account: int) -> list[dict]:
+    """``accounts`` invented messenger accounts each asking codes for ``per_account``
+    phones nobody has (no-send starts: the stand-in CRM has no customer for them)."""
+    return [start(client, f"7999500{a:02d}{n:02d}", messengerUserId=f"invented-{a}")
+            for a in range(accounts) for n in range(per_account)]
+
+
+@pytest.fixture
+def quick_decoys(app, monkeypatch):
+    """A decoy's wait (as long as a real send) is not what these tests are about."""
+    monkeypatch.setattr(app.extensions["gurugrow"].send_timer, "draw", lambda: 0.0)
+
+
+@pytest.mark.parametrize(("env_overrides", "customer_answer"), [
+    # Every bot user calls from the platform's addresses: they skip the per-address cap,
+    # and the per-account caps (10 an hour) stopped each invented account.
+    ({"ALLOWED_CALLER_NETWORKS": "127.0.0.0/8"}, ("sent", None)),
+    # A service reached directly keeps the per-address cap (300 an hour).
+    ({}, ("error", "rate_limited")),
+], ids=["through-the-bot-platform", "reached-directly"])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_starts_from_invented_accounts_do_not_lock_customers_out(
+        client, upstreams, quick_decoys, customer_answer, kind):
+    upstreams.add_customer(7, "79991234567")
+    answers = no_send_starts(client, accounts=30, per_account=10)
+    assert [a["status"] for a in answers] == ["sent"] * 300
+    assert upstreams.sent == []  # nothing was sent to anybody
+    more = start(client, "79995009999", messengerUserId="invented-0")
+    assert (more["status"], more["errorCode"]) == ("error", "rate_limited")  # its own cap
+    customer = start(client, "79991234567", kind, messengerUserId="real-customer")
+    assert (customer["status"], customer.get("errorCode")) == customer_answer
+
+
+@pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN}])
+def test_clearing_a_phone_lets_its_owner_have_a_code_again(app, client, upstreams):
+    """Five accounts spend the phone's hourly cap; the documented command clears it."""
+    upstreams.add_customer(7, "79991234567")
+    assert [start(client, messengerUserId=f"other-{i}")["status"] for i in range(5)] == [
+        "sent"] * 5
+    refused = start(client, messengerUserId="owner")
+    assert (refused["status"], refused["errorCode"]) == ("error", "rate_limited")
+    result = app.test_cli_runner().invoke(args=["gurugrow", "clear-phone", "+7 999 123-45-67"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "cleared 2 code counter(s) of +7******4567"
+    assert "79991234567" not in result.output
+    assert start(client, messengerUserId="owner")["status"] == "sent"
+    # Only that phone: another phone's counters are untouched.
+    again = app.test_cli_runner().invoke(args=["gurugrow", "clear-phone", "79997654321"])
+    assert again.output.strip() == "cleared 0 code counter(s) of +7******4321"
+
+
+def test_clearing_refuses_what_is_not_a_phone(app):
+    result = app.test_cli_runner().invoke(args=["gurugrow", "clear-phone", "nope"])
+    assert result.exit_code == 2 and "not a phone number" in result.output

@@ -288,6 +288,33 @@ def test_sandbox_routes_only_in_sandbox_mode():
     assert client.post("/sandbox/reset").get_json() == {"status": "reset"}
 
 
+SANDBOX_TOKEN = "sandbox-caller-token-0123456789"
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({}, 401), ({"X-API-Token": "wrong-token-0123456789abc"}, 401),
+    ({"Authorization": f"Bearer {SANDBOX_TOKEN}"}, 200), ({"X-API-Token": SANDBOX_TOKEN}, 200)])
+def test_the_sandbox_own_routes_honour_api_tokens(headers, status):
+    """With API_TOKENS set, the outbox (every code) and the reset (deletes the prefix's
+    keys) refuse a caller without the token, and a refused reset deletes nothing."""
+    from tests.conftest import anonymous_client
+
+    redis_client = fakeredis.FakeRedis()
+    app = create_app({"GURUGROW_SANDBOX": "1", "API_TOKENS": SANDBOX_TOKEN},
+                     redis_client=redis_client)
+    redis_client.set("gg:kept", "1")
+    client = anonymous_client(app)
+    outbox = client.get("/sandbox/outbox", headers=headers)
+    reset = client.post("/sandbox/reset", headers=headers)
+    assert (outbox.status_code, reset.status_code) == (status, status)
+    if status == 401:
+        assert outbox.get_json()["errorCode"] == reset.get_json()["errorCode"] == "unauthorized"
+        assert redis_client.get("gg:kept") == b"1"
+    else:
+        assert outbox.get_json() == {"messages": []}
+        assert reset.get_json() == {"status": "reset"} and redis_client.get("gg:kept") is None
+
+
 def test_sandbox_needs_no_configuration():
     settings = create_app({"GURUGROW_SANDBOX": "1", "APP_PORT": "8123"},
                           redis_client=fakeredis.FakeRedis()).extensions["gurugrow"].settings

@@ -23,9 +23,11 @@ bp.get("/status")(endpoint(
     s.AuthStatusQuery, s.AuthStatusResponse,
     statuses=("authorized", "not_authorized", "conflict"),
     error_codes=BINDING_REFUSALS)(auth.status))
+# A start's phone lookup goes with the journey: it is asked for only after the send
+# limits admitted the start, so a flood of starts cannot use the priority past them.
 bp.post("/start")(answer_no_earlier(endpoint(
     s.AuthStartBody, s.AuthStartResponse, statuses=("sent",),
-    error_codes=SEND_REFUSALS)(auth.start)))
+    error_codes=SEND_REFUSALS, crm_priority=JOURNEY)(auth.start)))
 bp.post("/check")(endpoint(
     s.AuthCheckBody, s.AuthCheckResponse,
     statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict"),

@@ -9,16 +9,18 @@ remembering to (tests/test_callers.py walks the URL map to hold that).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 from gurugrow import texts
 from gurugrow.callers import CallerPolicy, bearer_token, client_ip
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 
-# Endpoints anyone may call: liveness and the API document. The sandbox stand-ins are
-# mounted outside the app (sandbox/mount.py).
+# Endpoints anyone may call: liveness and the API document. The sandbox is mounted
+# outside the app (sandbox/mount.py): its stand-in upstreams check their own sandbox keys,
+# its own routes (outbox, stats, reset) the callers as here.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "openapi.openapi_json", "openapi.docs_page",
                               "openapi.root"})
 # Endpoints with a policy of their own: /metrics, for scrapers (CallerPolicy.for_scrapers).
@@ -39,12 +41,21 @@ def needs_api_token(endpoint: str | None) -> bool:
     return not is_public(endpoint) and endpoint != METRICS_ENDPOINT
 
 
+# The 401 answer's challenge header.
+CHALLENGE = ("WWW-Authenticate", 'Bearer realm="gurugrow"')
+
+
+def unauthorized_body() -> dict[str, str | None]:
+    """The JSON envelope every refusal of a caller gets (HTTP 401)."""
+    return {"status": "error", "errorCode": ERROR_CODE,
+            "message": texts.error_message(ERROR_CODE)}
+
+
 def unauthorized() -> Response:
     """The 401 answer: the JSON envelope every refusal of a caller gets."""
-    response = jsonify({"status": "error", "errorCode": ERROR_CODE,
-                        "message": texts.error_message(ERROR_CODE)})
+    response = jsonify(unauthorized_body())
     response.status_code = 401
-    response.headers["WWW-Authenticate"] = 'Bearer realm="gurugrow"'
+    response.headers[CHALLENGE[0]] = CHALLENGE[1]
     return response
 
 
@@ -54,12 +65,14 @@ def request_client_ip(settings: Settings) -> str | None:
                      settings.trusted_networks)
 
 
-def offered_tokens(settings: Settings) -> list[str]:
-    """Every token the request carries in the accepted places (query only if enabled)."""
-    offered = [bearer_token(request.headers.get("Authorization")) or "",
-               request.headers.get(TOKEN_HEADER, "").strip()]
+def offered_tokens(settings: Settings, req: Any = None) -> list[str]:
+    """Every token the request (``req``, default Flask's) carries in the accepted places
+    (query only if enabled)."""
+    req = request if req is None else req
+    offered = [bearer_token(req.headers.get("Authorization")) or "",
+               req.headers.get(TOKEN_HEADER, "").strip()]
     if settings.api_token_in_query:
-        offered.append(request.args.get(TOKEN_QUERY_PARAMETER, "").strip())
+        offered.append(req.args.get(TOKEN_QUERY_PARAMETER, "").strip())
     return offered
 
 
@@ -93,4 +106,5 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
             return None
         log_event("caller_refused", logging.WARNING, reason=reason, endpoint=request.path,
                   ip=address)
+        g.request_logged = True  # this line is the request's one line (no "request" line)
         return unauthorized()

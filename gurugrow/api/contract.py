@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +139,7 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
         def view(**path_values: Any) -> Any:
-            with quota.crm_priority(crm_priority):
+            with quota.crm_priority(crm_priority, budget_seconds=answer_budget_left()):
                 answer = render(resp, _run(flow, req, path_values))
             g.contract_status = answer.get("status")  # for the request metrics
             if not contract.allows(answer):
@@ -173,6 +174,13 @@ def check_path_parameters(app: Flask) -> None:
                 f"route {rule.rule}: path parameter(s) {', '.join(missing)} missing from "
                 f"{type(contract.request).__name__}; declare each as a field of the "
                 "request schema (the path value wins over a query or body field)")
+
+
+def answer_budget_left() -> float:
+    """Seconds left of the request's answer budget (``BOT_ANSWER_SECONDS`` from its
+    arrival, before_request's ``g.started``)."""
+    started = g.get("started") or time.perf_counter()
+    return started + services().settings.bot_answer_seconds - time.perf_counter()
 
 
 def _count_error_answer(contract: EndpointContract, error_code: str) -> None:

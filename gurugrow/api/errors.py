@@ -22,8 +22,8 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(error: HTTPException) -> ResponseReturnValue:
         code = error.code or 500
         error_code = _CODES.get(code, "http_error")
-        body = {"status": "error", "errorCode": error_code,
-                "message": texts.ERROR_MESSAGES.get(error_code, error.description)}
+        message = texts.ERROR_MESSAGES.get(error_code, texts.ERROR_MESSAGES["bad_request"])
+        body = {"status": "error", "errorCode": error_code, "message": message}
         return jsonify(body), code
 
     @app.errorhandler(Exception)

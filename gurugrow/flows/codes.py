@@ -191,6 +191,8 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         customer_id=customer_id, code=code if send else None, route=sent.method,
         purpose=purpose, payload=payload, batch=batch)
     track_send(svc, session, sent, batch)
+    if not send:
+        svc.limits.count_no_send(batch)
     batch.send()
     return session
 

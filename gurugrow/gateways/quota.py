@@ -7,8 +7,8 @@ until its slot. So no one-second window, open or closed, ever holds more than
 counter, and waiters are served first come, first served without polling. Time is the
 Redis server's (``TIME`` inside the script), so the hosts' clocks do not matter.
 
-Priority: a step after a code was sent (``journey``) may reserve as far ahead as its
-queue deadline. A read (``read``: status, orders, start, preview) may reserve at most
+Priority: a step after a code was sent, or a start's lookup (``journey``), may reserve
+as far ahead as its queue deadline. A read (``read``: status, orders, preview) may reserve at most
 ``RETAILCRM_READ_HORIZON_SECONDS`` ahead; beyond that it waits in a FIFO line of
 readers that journey calls pass. A journey call therefore waits at most the read horizon
 plus the journey calls ahead of it, however large the wave of reads.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,12 @@ _REQUEST_DEADLINE: ContextVar[list[float] | None] = ContextVar("crm_deadline", d
 # Slots taken ahead, in the round trip of another Redis step (``SlotRider``), for the
 # request's next RetailCRM calls; None outside a request (``crm_priority``).
 _AHEAD: ContextVar[list[_SlotAhead] | None] = ContextVar("crm_ahead", default=None)
+# Inside a request: the monotonic time its slot waits must end by (its answer budget less
+# ANSWER_RESERVE_SECONDS); None: only RETAILCRM_QUEUE_SECONDS bounds them.
+_ANSWER_BY: ContextVar[float | None] = ContextVar("crm_answer_by", default=None)
+# Of a request's answer budget, kept for the call made in its last slot and the answer
+# itself: slot waits end this long before the budget does.
+ANSWER_RESERVE_SECONDS = 0.5
 # A waiter never sleeps less than this between two looks at the line.
 _MIN_POLL_SECONDS = 0.002
 # A slot this close is taken at once: a shorter sleep lasts longer than asked (timer
@@ -139,16 +146,22 @@ def current_priority() -> str:
 
 
 @contextmanager
-def crm_priority(priority: str) -> Iterator[None]:
+def crm_priority(priority: str, budget_seconds: float | None = None) -> Iterator[None]:
     """CRM calls made inside take slots with ``priority`` (``journey`` or ``read``) and
-    share one queue deadline (one request)."""
+    share one queue deadline (one request); with ``budget_seconds`` (the time left of
+    the request's answer budget) they stop waiting ``ANSWER_RESERVE_SECONDS`` before it
+    runs out."""
     token = CRM_PRIORITY.set(priority)
     deadline_token = _REQUEST_DEADLINE.set([])
     ahead_token = _AHEAD.set([])
+    answer_by = None if budget_seconds is None else (
+        time.monotonic() + budget_seconds - ANSWER_RESERVE_SECONDS)
+    answer_token = _ANSWER_BY.set(answer_by)
     try:
         yield
     finally:
         unused = _AHEAD.get() or []
+        _ANSWER_BY.reset(answer_token)
         _AHEAD.reset(ahead_token)
         _REQUEST_DEADLINE.reset(deadline_token)
         CRM_PRIORITY.reset(token)
@@ -192,15 +205,45 @@ class SlotRider:
                                       int(answer[2])))
 
 
+class WaitingRoom:
+    """The requests of one process waiting for a slot at once: readers up to
+    ``read_places``, journey calls up to ``journey_places`` (0: no cap)."""
+
+    def __init__(self, read_places: int, journey_places: int) -> None:
+        self._places = {READ: read_places, JOURNEY: journey_places}
+        self._lock = threading.Lock()
+        self.waiting = 0
+
+    def places(self, priority: str) -> int:
+        return self._places.get(priority, self._places[READ])
+
+    def enter(self, priority: str) -> bool:
+        """Take a place (True), or False when this priority's places are all taken."""
+        cap = self.places(priority)
+        with self._lock:
+            if cap and self.waiting >= cap:
+                return False
+            self.waiting += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+
+
 class CrmQuota:
     """The shared bucket: ``acquire`` before every RetailCRM call, ``slow_down`` on a
     503/429."""
 
     def __init__(self, client: Any, prefix: str, *, rate_limit: int, queue_seconds: float,
-                 read_horizon_seconds: float,
+                 read_horizon_seconds: float, max_waiting: int = 0,
                  sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.rate_limit = rate_limit
+        # This process's waiting room (0: no cap): readers up to max_waiting, journey
+        # calls half as many places again.
+        self.waiting_room = WaitingRoom(max_waiting, max_waiting + max(max_waiting // 2, 1)
+                                        if max_waiting else 0)
         self.queue_seconds = queue_seconds
         # +1 µs: even a closed one-second window holds at most ``rate_limit`` slots.
         self.interval_us = 1_000_000 // rate_limit + 1
@@ -220,6 +263,9 @@ class CrmQuota:
         if shared:
             return shared[0]
         deadline = self._monotonic() + self.queue_seconds
+        answer_by = _ANSWER_BY.get()
+        if answer_by is not None:
+            deadline = min(deadline, answer_by)
         if shared is not None:
             shared.append(deadline)
         return deadline
@@ -228,7 +274,8 @@ class CrmQuota:
         """Wait for a slot (until ``deadline``); return the seconds waited.
 
         Raises CrmBusy (with the estimated wait) when no slot comes in time, at once when
-        the line is already longer than the time left.
+        the line is already longer than the time left or this process's waiting room is
+        full.
         """
         priority = priority or current_priority()
         began = self._monotonic()
@@ -237,12 +284,19 @@ class CrmQuota:
             return waited
         deadline = self.deadline() if deadline is None else deadline
         token = secrets.token_hex(8) if priority == READ else "-"  # only a reader's line
+        if not self.waiting_room.enter(priority):
+            metrics.CRM_BUSY.labels(priority).inc()
+            metrics.CRM_WAITING_ROOM_FULL.labels(priority).inc()
+            raise CrmBusy(max(1, math.ceil(self.waiting_room.places(priority)
+                                           / self.rate_limit)))
         try:
             return self._take(priority, deadline, began, token)
         except BaseException:
             if priority == READ:  # a reader that stops waiting leaves the line at once
                 self._leave(token)
             raise
+        finally:
+            self.waiting_room.leave()
 
     def rider(self) -> SlotRider | None:
         """A slot for the request's next RetailCRM call, to be asked for in another Redis

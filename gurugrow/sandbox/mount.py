@@ -4,6 +4,7 @@ so the app's request threads never serve its own upstream calls."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,6 +15,9 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wrappers import Request, Response
 
 from gurugrow import redis_keys
+from gurugrow.api.callers import CHALLENGE, offered_tokens, unauthorized_body
+from gurugrow.callers import CallerPolicy, client_ip
+from gurugrow.config import Settings
 from gurugrow.logs import begin_request, log_event
 from gurugrow.phone import mask_phone
 from gurugrow.sandbox.standins import create_standins_app
@@ -24,6 +28,9 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
                           "upgrade", "proxy-authorization", "proxy-authenticate", "host",
                           "content-length", "content-encoding"})
+# The stand-in upstreams: the app's gateways call them with the sandbox keys they check.
+# Every other path under /sandbox is the sandbox's own (outbox, stats, reset).
+UPSTREAM_MOUNTS = ("/retailcrm/", "/greensms/", "/deduper/")
 
 
 def log_message(message: dict[str, Any]) -> None:
@@ -54,13 +61,41 @@ def mount_sandbox(app: Flask, ignored: list[str] | None = None) -> Flask:
     # Wrapping wsgi_app is Flask's documented way to add WSGI middleware; typeshed sees a
     # method there.
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, {"/sandbox": clearing_on_reset(standins, clear_redis)})
+        app.wsgi_app, {"/sandbox": checking_callers(
+            clearing_on_reset(standins, clear_redis), svc.settings)})
     log_event("sandbox_enabled", standins=base_url or "in-process",
               upstreams="/sandbox/retailcrm,/sandbox/greensms,/sandbox/deduper")
     if ignored:  # names only: the values may be real keys
         log_event("sandbox_ignores_upstream_settings", logging.WARNING,
                   variables=",".join(ignored), note="the sandbox always uses its stand-ins")
     return app
+
+
+def checking_callers(standins: WsgiApp, settings: Settings) -> WsgiApp:
+    """``standins``, whose own routes (all but ``UPSTREAM_MOUNTS``) refuse the callers
+    the app refuses when ``API_TOKENS`` or ``ALLOWED_CALLER_NETWORKS`` is set: the outbox
+    shows every code, and a reset deletes the prefix's keys."""
+    policy = CallerPolicy.build(settings.api_tokens, settings.caller_networks)
+    if policy.is_open:
+        return standins
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith(UPSTREAM_MOUNTS):
+            return standins(environ, start_response)
+        request = Request(environ)
+        address = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                            settings.trusted_networks)
+        reason = policy.refusal(offered_tokens(settings, request), address)
+        if reason is None:
+            return standins(environ, start_response)
+        begin_request(environ.get("HTTP_X_REQUEST_ID"))
+        log_event("caller_refused", logging.WARNING, reason=reason,
+                  endpoint="/sandbox" + environ.get("PATH_INFO", ""), ip=address)
+        response = Response(json.dumps(unauthorized_body(), ensure_ascii=False), 401,
+                            mimetype="application/json", headers=[CHALLENGE])
+        return response(environ, start_response)
+
+    return wsgi
 
 
 def clearing_on_reset(standins: WsgiApp, clear: Callable[[], None]) -> WsgiApp:

@@ -31,6 +31,9 @@ pytestmark = pytest.mark.integration
 CRM_RATE = 10  # what the stand-in (like RetailCRM) allows per second
 SETTINGS = {"GUNICORN_WORKERS": "2", "RETAILCRM_RATE_LIMIT": "9",
             "OTP_MAX_SENDS_PER_IP_PER_HOUR": "0", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "0"}
+# Callers who wait for their turn however long the line: the bot's answer budget and the
+# waiting room, which bound waiting, are shown by tests/integration/test_flood.py.
+PATIENT = {**SETTINGS, "BOT_ANSWER_SECONDS": "12", "RETAILCRM_MAX_WAITING": "32"}
 
 
 class QuotaStack:
@@ -121,7 +124,10 @@ def timed_get(url: str, params: dict[str, str]) -> tuple[dict, float]:
 def test_broadcast_burst_serves_everybody_within_the_quota(tmp_path):
     """60 bound users, 20 at a time, each /auth/status then /orders ("My orders")."""
     users, concurrency = 60, 20
-    with quota_stack(tmp_path, SETTINGS) as stack:
+    # 20 at once wait about 2.2 s each for a slot: the bot's patience (BOT_ANSWER_SECONDS,
+    # 3 s less the answer's reserve) is too tight for that on a loaded machine, and this
+    # test is about the quota's throughput, so its callers are patient.
+    with quota_stack(tmp_path, PATIENT) as stack:
         identities = stack.seed_bound_users(users)
         before = stack.stats()
 
@@ -182,7 +188,8 @@ def test_overload_gets_fast_busy_answers_and_nothing_else_goes_wrong(tmp_path):
 def test_a_customer_mid_journey_passes_a_flood_of_status_calls(tmp_path):
     """/auth/check (a step after a code was sent) during a flood of status reads."""
     flooders, per_flooder = 30, 4
-    with quota_stack(tmp_path, SETTINGS) as stack:
+    # Priority, not patience: every read of the flood may wait its turn.
+    with quota_stack(tmp_path, PATIENT) as stack:
         identities = stack.seed_bound_users(flooders * per_flooder)
         customer = {"channelType": "telegram", "messengerUserId": "mid-journey"}
         started = requests.post(f"{stack.base}/auth/start", timeout=30,

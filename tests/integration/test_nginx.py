@@ -8,10 +8,14 @@ binary these tests skip, unless GURUGROW_REQUIRE_NGINX=1, where they fail instea
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,9 +69,11 @@ class Nginx:
         # As root the workers would drop to `nobody`, who cannot enter pytest's 0700 tmp dir.
         user = "user root;\n" if os.geteuid() == 0 else ""
         self.conf = workdir / "nginx.conf"
+        # 768 connections, as Debian's /etc/nginx/nginx.conf has them: the site's limits
+        # must hold a flood with the stock configuration.
         self.conf.write_text(
             f"{user}daemon off;\nworker_processes 1;\npid {workdir / 'nginx.pid'};\n"
-            f"error_log {workdir / 'error.log'} info;\nevents {{}}\n"
+            f"error_log {workdir / 'error.log'} info;\nevents {{ worker_connections 768; }}\n"
             f"http {{\n    access_log off;\n{temp}\n    include {workdir / 'site.conf'};\n}}\n")
         self.proc: subprocess.Popen | None = None
 
@@ -217,7 +223,7 @@ def test_private_paths_are_not_served_through_nginx(stack, path):
     _, _, _, nginx = stack
     for method in ("GET", "POST"):
         response = requests.request(method, nginx.base + path, timeout=10)
-        assert response.status_code == 404
+        assert_json_error(response, 404, "not_found")
         assert "X-Request-ID" not in response.headers  # answered by nginx, the app never saw it
 
 
@@ -319,7 +325,7 @@ def test_chunked_bodies_obey_the_size_limit(fresh, target):
 
 def test_gateway_errors_are_json(stack, tmp_path):
     """502 with gunicorn gone (nothing listens), 504 with gunicorn silent past the read
-    timeout (shortened to 1 s here: the deployed 65 s is what a bot never waits for)."""
+    timeout (shortened to 1 s here; the deployed one is BOT_ANSWER_SECONDS + 2 s)."""
     binary = stack[3].binary
     silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
     silent.listen()
@@ -327,7 +333,7 @@ def test_gateway_errors_are_json(stack, tmp_path):
     for port, status, error_code, rewrite in (
             (gone, 502, "service_unavailable", None),
             (silent.getsockname()[1], 504, "service_timeout",
-             {"proxy_read_timeout 65s;": "proxy_read_timeout 1s;"})):
+             {"proxy_read_timeout 5s;": "proxy_read_timeout 1s;"})):
         workdir = tmp_path / str(status)
         workdir.mkdir()
         nginx = Nginx(binary, workdir, port, rewrite)
@@ -340,3 +346,95 @@ def test_gateway_errors_are_json(stack, tmp_path):
         finally:
             nginx.stop()
     silent.close()
+
+
+# -- nginx's own limits and errors ------------------------------------------------------------
+def raw_exchange(nginx, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request sent as bytes; the answer's status, headers and body."""
+    with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+@pytest.mark.parametrize(("name", "request_bytes"), [
+    ("malformed request line", b"NOT A REQUEST\r\n\r\n"),
+    ("URI over the header buffers", b"GET /auth/status?x=" + b"a" * 10000
+     + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ("header over the header buffers", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: "
+     + b"a" * 10000 + b"\r\nConnection: close\r\n\r\n"),
+    ("no Host header in HTTP/1.1", b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    ("TRACE", b"TRACE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+])
+def test_nginx_answers_its_own_errors_as_json_without_a_version(stack, name, request_bytes):
+    nginx = stack[3]
+    status, headers, body = raw_exchange(nginx, request_bytes)
+    expected = (405, "method_not_allowed") if name == "TRACE" else (400, "bad_request")
+    assert status == expected[0], (name, status, body[:200])
+    assert headers["Content-Type"].startswith("application/json"), headers
+    answer = json.loads(body)
+    assert (answer["errorCode"], answer["message"]) == (
+        expected[1], texts.error_message(expected[1]))
+    assert headers["Server"] == "nginx"  # server_tokens off: no version
+    assert "X-Request-ID" not in headers  # nginx's answer: gunicorn never saw it
+
+
+def test_one_address_past_the_request_rate_gets_json_429(stack):
+    """Requests from one address past the burst of 40 are refused by nginx at once."""
+    nginx = stack[3]
+
+    def ask(_: int) -> requests.Response:
+        with peer_session("127.0.0.3") as session:
+            return session.get(f"{nginx.base}/health", timeout=10)
+
+    with ThreadPoolExecutor(60) as pool:
+        answers = list(pool.map(ask, range(120)))
+    refused = [r for r in answers if r.status_code == 429]
+    assert len(refused) > 0 and len([r for r in answers if r.status_code == 200]) >= 40
+    assert {r.status_code for r in answers} == {200, 429}
+    assert_json_error(refused[0], 429, "too_many_requests")
+    # Another address is not affected.
+    with peer_session("127.0.0.6") as other:
+        assert other.get(f"{nginx.base}/health", timeout=10).status_code == 200
+
+
+def test_slow_clients_from_one_address_leave_the_service_to_others(stack):
+    """1,600 slow connections from one address (each a start whose body never arrives),
+    more than nginx's 768 connections: nginx keeps 32 of them (limit_conn) and answers
+    the rest 429 at once, or closes them when out of connections; meanwhile /health
+    answers another address every time, within a second."""
+    nginx = stack[3]
+    peer_session("127.0.0.4").close()  # skips when the address is missing
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "bench.flood", "--base", nginx.base, "--slow", "1600",
+         "--seconds", "15", "--source", "127.0.0.4"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    probes: list[tuple[int, float]] = []
+    try:
+        time.sleep(2)  # the connections are open by now
+        with peer_session("127.0.0.5") as other:
+            stop = time.monotonic() + 10
+            while time.monotonic() < stop:
+                began = time.monotonic()
+                status = other.get(f"{nginx.base}/health", timeout=5).status_code
+                probes.append((status, time.monotonic() - began))
+                time.sleep(0.1)
+        output, _ = slow.communicate(timeout=60)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    held = json.loads(output)
+    print(f"\nslow clients: {held}; /health from another address: {len(probes)} probes, "
+          f"slowest {max(s for _, s in probes) * 1000:.0f} ms")
+    assert held["opened"] + held["refused"] == 1600
+    assert held["held_to_the_end"] <= 32
+    # Every other one was let go of: answered 429, or closed.
+    assert sum(held["answered"].values()) == held["opened"] - held["held_to_the_end"]
+    assert held["answered"].get("429", 0) >= 300
+    assert {status for status, _ in probes} == {200}
+    assert max(seconds for _, seconds in probes) < 1.0
