@@ -318,8 +318,6 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     (``/auth/check`` or ``/orders/recommended/check``). See ``resendable_session`` for
     who may ask.
     """
-    # A session whose code was never sent (an unknown phone's decoy) sends nothing now
-    # either: reissue_code follows the session's recorded "sent" flag.
     session = resendable_session(svc, data["sessionId"], data.get("channel"),
                                  data.get("accountId"))
     ensure_resendable(svc, session)
