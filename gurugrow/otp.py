@@ -26,12 +26,11 @@ from gurugrow.logs import log_event
 from gurugrow.storage import (
     REDIS_ERRORS,
     RENEW_LEASE_SCRIPT,
-    PipelineRider,
     RedisHash,
     StorageUnavailable,
     WriteBatch,
     redis_guard,
-    run_script_with,
+    run_script,
     written,
 )
 
@@ -280,11 +279,10 @@ class OtpStore:
         return _session_from(session_id, data)
 
     def check(self, session_id: str, channel: str, account_id: str, purpose: str,
-              code: str, rider: PipelineRider | None = None) -> tuple[str, OtpSession | None]:
+              code: str) -> tuple[str, OtpSession | None]:
         """Find the session this messenger identity started for ``purpose`` and check
         ``code`` against it, claiming it on success: one round trip, which also carries
-        ``rider``'s command when given (not on a Redis Cluster: its pipelines refuse
-        scripts).
+        the rider of an enclosing ``storage.riding_along`` (``storage.run_script``).
 
         Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
         with ``finish``, ``burn`` or ``release``), ``replay`` (this code already
@@ -309,11 +307,11 @@ class OtpStore:
         # A replay arriving while the first check still runs waits for its answer.
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         while True:
-            answer = run_script_with(self._redis, self._check, keys, [
+            # A rider rides the first look only: ``run_script`` takes it.
+            answer = run_script(self._redis, self._check, keys, [
                 candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
                 p.lockout_base_seconds, p.lockout_max_seconds, token,
-                int(p.lease_seconds * 1000), channel, account_id, purpose], rider)
-            rider = None  # it rides the first look only
+                int(p.lease_seconds * 1000), channel, account_id, purpose])
             outcome, lock_seconds = _text(answer[0]), int(answer[1])
             if outcome != "busy" or time.monotonic() >= deadline:
                 break
