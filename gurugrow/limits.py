@@ -16,6 +16,7 @@ from redis.typing import EncodableT
 
 from gurugrow import redis_keys
 from gurugrow.config import Settings
+from gurugrow.errors import LimitExceeded
 from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
 from gurugrow.storage import redis_guard, run_script
@@ -132,16 +133,6 @@ class LimitPolicy:
 def hundredths(amount: float) -> int:
     """An amount of money in hundredths (Redis counts integers)."""
     return round(amount * 100)
-
-
-class LimitExceeded(Exception):
-    """A limit refuses the request; ``kind`` names it, ``retry_after`` when known."""
-
-    def __init__(self, kind: str, error_code: str, retry_after: int | None = None) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.error_code = error_code
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from gurugrow.storage import (
     REDIS_ERRORS,
     RENEW_LEASE_SCRIPT,
     RedisHash,
-    StorageUnavailable,
     WriteBatch,
     redis_guard,
     run_script,
@@ -404,7 +403,7 @@ class OtpStore:
             return False
 
 
-__all__ = ["OtpPolicy", "OtpSession", "OtpStore", "StorageUnavailable"]
+__all__ = ["OtpPolicy", "OtpSession", "OtpStore"]
 
 
 def _text(value: Any) -> str:

@@ -22,13 +22,10 @@ from redis.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from gurugrow import metrics, redis_keys
+from gurugrow.errors import InProgress, StorageUnavailable
 
 # A cluster client also raises RedisClusterException, which is not a RedisError.
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
-
-
-class StorageUnavailable(Exception):
-    """Redis cannot be reached or answered with an error."""
 
 
 # A Redis hash's fields and values as redis-py's ``hset(mapping=...)`` takes them.
@@ -249,10 +246,6 @@ def delete_matching(client: redis.Redis, pattern: str, batch: int = 500) -> int:
         if chunk:
             deleted += client.delete(*chunk)
     return deleted
-
-
-class InProgress(Exception):
-    """The same operation is still running in another request."""
 
 
 class _Renewal:

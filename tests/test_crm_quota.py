@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gurugrow import redis_keys
-from gurugrow.gateways.errors import CrmBusy
+from gurugrow.errors import CrmBusy
 from gurugrow.gateways.quota import (
     BUSY,
     GRANTED,

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from gurugrow import metrics, redis_keys, texts
+from gurugrow.errors import FlowRefusal
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -28,7 +29,7 @@ from gurugrow.flows.codes import (
 )
 from gurugrow.flows.mirror import mirror_unlinked
 from gurugrow.flows.order_once import create_once, forget_once, request_token
-from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
+from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession

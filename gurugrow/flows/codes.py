@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
+from gurugrow.errors import FlowRefusal, LimitExceeded, StorageUnavailable, UpstreamError
 from gurugrow.flows.delivery import (
     METHOD_ROUTES,
     Sent,
@@ -21,15 +22,14 @@ from gurugrow.flows.delivery import (
     resend_route,
     track_send,
 )
-from gurugrow.flows.vocabulary import Answer, FlowRefusal
-from gurugrow.gateways.errors import UpstreamError
+from gurugrow.flows.vocabulary import Answer
 from gurugrow.identity import MessengerIdentity
-from gurugrow.limits import Admission, LimitExceeded
+from gurugrow.limits import Admission
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import LeaseRenewer, StorageUnavailable, WriteBatch, riding_along
+from gurugrow.storage import LeaseRenewer, WriteBatch, riding_along
 
 
 def default_route(channel: str | None) -> str:
