@@ -59,7 +59,8 @@ class ConfigProblem:
 
 
 class ConfigError(Exception):
-    """Settings a start refuses: ``problems`` holds one line per setting."""
+    """Settings a start refuses: ``problems`` holds one line per setting. The one error
+    type not in ``gurugrow.errors`` (this module imports nothing of ours)."""
 
     def __init__(self, problems: list[ConfigProblem] | ConfigProblem) -> None:
         self.problems = [problems] if isinstance(problems, ConfigProblem) else list(problems)

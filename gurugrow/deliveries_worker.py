@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 
+from gurugrow.errors import StorageUnavailable
 from gurugrow.flows.auto_fallback import check_due_sends
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import StorageUnavailable
 
 
 def run_worker(svc: Services, *, once: bool = False, max_seconds: float | None = None,

@@ -19,7 +19,8 @@ from typing import Any
 import redis
 
 from gurugrow import redis_keys
-from gurugrow.storage import RedisHash, StorageUnavailable, WriteBatch, redis_guard
+from gurugrow.errors import StorageUnavailable
+from gurugrow.storage import RedisHash, WriteBatch, redis_guard
 
 # Final statuses: once seen, a send's status no longer changes.
 FINAL_STATUSES = ("delivered", "failed")

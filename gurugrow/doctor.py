@@ -22,10 +22,15 @@ import requests
 
 from gurugrow import redis_keys
 from gurugrow.config import NO_ENV_FILE_FIX, ConfigProblem, Settings
-from gurugrow.gateways.errors import NotFound, UpstreamError, UpstreamRejected
+from gurugrow.errors import (
+    NotFound,
+    StorageUnavailable,
+    UpstreamError,
+    UpstreamRejected,
+)
 from gurugrow.logs import begin_request
 from gurugrow.services import Services
-from gurugrow.storage import REDIS_ERRORS, StorageUnavailable
+from gurugrow.storage import REDIS_ERRORS
 
 # RetailCRM scopes the flows need; a key without one of them fails some endpoint.
 REQUIRED_SCOPES = ("customer_read", "customer_write", "order_read", "order_write",

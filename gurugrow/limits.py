@@ -17,15 +17,10 @@ from redis.typing import EncodableT
 from gurugrow import redis_keys
 from gurugrow.callers import Network, in_networks
 from gurugrow.config import Settings
+from gurugrow.errors import LimitExceeded, StorageUnavailable
 from gurugrow.logs import log_event
 from gurugrow.phone import phone_region
-from gurugrow.storage import (
-    PipelineRider,
-    StorageUnavailable,
-    WriteBatch,
-    redis_guard,
-    run_script_with,
-)
+from gurugrow.storage import WriteBatch, redis_guard, run_script
 
 # Budget, cooldown, cost budget and the counters (per phone day/hour, per address hour, per
 # messenger account hour/day), admitted as a whole in one step: every limit is checked
@@ -145,16 +140,6 @@ def hundredths(amount: float) -> int:
     return round(amount * 100)
 
 
-class LimitExceeded(Exception):
-    """A limit refuses the request; ``kind`` names it, ``retry_after`` when known."""
-
-    def __init__(self, kind: str, error_code: str, retry_after: int | None = None) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.error_code = error_code
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class Admission:
     """What one admitted send took, so ``give_back`` can return exactly that, even when
@@ -186,11 +171,10 @@ class Limits:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,
-                   client_ip: str | None, *, route: str, cooldown: bool = True,
-                   rider: PipelineRider | None = None) -> Admission:
+                   client_ip: str | None, *, route: str, cooldown: bool = True) -> Admission:
         """Take one send by ``route`` against every limit in one atomic Redis step, or
-        refuse as a whole (``LimitExceeded``), taking nothing. ``rider``'s command goes in
-        the same round trip.
+        refuse as a whole (``LimitExceeded``), taking nothing. The rider of an enclosing
+        ``storage.riding_along`` goes in the same round trip.
 
         The global budgets count every admitted send, real or decoy (the cost budget at
         ``route``'s price), so they say nothing about who is a customer; ``give_back``
@@ -211,16 +195,15 @@ class Limits:
         cooldown_key = redis_keys.otp_cooldown(self._prefix, phone, channel, account_id)
         price = p.price_of(route) if p.daily_cost_budget > 0 else 0
         return self._admit_all(now, counters, cooldown_key, p.cooldown_seconds if cooldown else 0,
-                               price, rider)
+                               price)
 
-    def admit_contact(self, channel: str, account_id: str, client_ip: str | None, *,
-                      rider: PipelineRider | None = None) -> Admission:
+    def admit_contact(self, channel: str, account_id: str, client_ip: str | None) -> Admission:
         """A contact binding takes the per-account and per-address counters of a send (no
         cooldown, no budget: nothing is sent), in one step; ``LimitExceeded`` takes none.
-        ``rider``'s command goes in the same round trip."""
+        The rider of an enclosing ``storage.riding_along`` goes in the same round trip."""
         now = self.clock()
         return self._admit_all(now, self._caller_counters(channel, account_id, client_ip, now),
-                               None, 0, 0, rider, budgets=False)
+                               None, 0, 0, budgets=False)
 
     def _caller_counters(self, channel: str, account_id: str, client_ip: str | None,
                          now: float) -> list[tuple[str, str, int, int]]:
@@ -241,8 +224,8 @@ class Limits:
         ]
 
     def _admit_all(self, now: float, counters: list[tuple[str, str, int, int]],
-                   cooldown_key: str | None, cooldown_seconds: int, price: int,
-                   rider: PipelineRider | None, *, budgets: bool = True) -> Admission:
+                   cooldown_key: str | None, cooldown_seconds: int, price: int, *,
+                   budgets: bool = True) -> Admission:
         """Run the admission script over ``counters`` (and the cooldown and the day's
         budgets unless ``budgets=False``); what it took, or ``LimitExceeded``."""
         p = self.policy
@@ -254,10 +237,10 @@ class Limits:
         for kind, _, limit, ttl in counters:
             args += [limit, ttl, kind]
         # Without a cooldown to guard, the cooldown slot holds the budget key: never read.
-        kind, retry_after = run_script_with(
+        kind, retry_after = run_script(
             self._redis, self._admit,
             [budget_key, cooldown_key or budget_key, cost_key,
-             *(key for _, key, _, _ in counters)], args, rider)
+             *(key for _, key, _, _ in counters)], args)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
             log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget,

@@ -26,12 +26,10 @@ from gurugrow.logs import log_event
 from gurugrow.storage import (
     REDIS_ERRORS,
     RENEW_LEASE_SCRIPT,
-    PipelineRider,
     RedisHash,
-    StorageUnavailable,
     WriteBatch,
     redis_guard,
-    run_script_with,
+    run_script,
     written,
 )
 
@@ -61,8 +59,7 @@ return 1
 # runs); the work ends it ``done`` with its answer stored, so a replay of the same code
 # gets that answer (``replay``), or while it still runs, ``busy``. A claim whose lease
 # lapsed (its worker died) is checked like a pending code again. The candidate was hashed
-# with the session's id as salt (ARGV[12]); a session stored with another salt (before
-# sessions were salted by id) answers ``resalt`` with its own, to hash again.
+# with the session's id as salt before anything was read.
 # Every answer about the session carries its fields (HGETALL's flat list) last.
 _CHECK_SCRIPT = """
 local all = redis.call('HGETALL', KEYS[1])
@@ -70,10 +67,9 @@ if #all == 0 then return {'missing', 0} end
 local s = {}
 for i = 1, #all, 2 do s[all[i]] = all[i + 1] end
 if s['state'] == 'used' or not s['hash'] or s['channel'] ~= ARGV[9]
-    or s['account_id'] ~= ARGV[10] or (s['purpose'] or 'auth') ~= ARGV[11] then
+    or s['account_id'] ~= ARGV[10] or s['purpose'] ~= ARGV[11] then
   return {'missing', 0}
 end
-if (s['salt'] or '') ~= ARGV[12] then return {'resalt', 0, s['salt'] or ''} end
 local function failed(result)
   local max_failures = tonumber(ARGV[4])
   if max_failures > 0 then
@@ -175,7 +171,8 @@ class OtpPolicy:
 @dataclass
 class OtpSession:
     """What a code was issued for. ``sent`` False means nothing was sent: a decoy session
-    (recorded, never inferred: a new customer of a recommended order has no id either)."""
+    (not the same as no ``customer_id``: a new customer of a recommended order is sent a
+    code before it has an id)."""
 
     session_id: str
     phone: str
@@ -276,17 +273,15 @@ class OtpStore:
         if not raw:
             return None
         data = {_text(k): _text(v) for k, v in raw.items()}
-        state = data.get("state", "pending")
-        if state in ("used", "claimed", "done"):
+        if data["state"] in ("used", "claimed", "done"):
             return None
         return _session_from(session_id, data)
 
     def check(self, session_id: str, channel: str, account_id: str, purpose: str,
-              code: str, rider: PipelineRider | None = None) -> tuple[str, OtpSession | None]:
+              code: str) -> tuple[str, OtpSession | None]:
         """Find the session this messenger identity started for ``purpose`` and check
         ``code`` against it, claiming it on success: one round trip, which also carries
-        ``rider``'s command when given (not on a Redis Cluster: its pipelines refuse
-        scripts).
+        the rider of an enclosing ``storage.riding_along`` (``storage.run_script``).
 
         Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
         with ``finish``, ``burn`` or ``release``), ``replay`` (this code already
@@ -306,28 +301,21 @@ class OtpStore:
                 redis_keys.identity_failures(self._prefix, channel, account_id),
                 redis_keys.identity_lock_level(self._prefix, channel, account_id),
                 redis_keys.otp_claim(self._prefix, session_id)]
-        salt = session_id
-        candidate = self._hash(code, salt)
+        candidate = self._hash(code, session_id)
         token = secrets.token_hex(8)
         # A replay arriving while the first check still runs waits for its answer.
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
-        resalts = 0
         while True:
-            answer = run_script_with(self._redis, self._check, keys, [
+            # A rider rides the first look only: ``run_script`` takes it.
+            answer = run_script(self._redis, self._check, keys, [
                 candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
                 p.lockout_base_seconds, p.lockout_max_seconds, token,
-                int(p.lease_seconds * 1000), channel, account_id, purpose, salt], rider)
-            rider = None  # it rides the first look only
+                int(p.lease_seconds * 1000), channel, account_id, purpose])
             outcome, lock_seconds = _text(answer[0]), int(answer[1])
-            if outcome == "resalt" and resalts < 2:
-                resalts += 1
-                salt = _text(answer[2])
-                candidate = self._hash(code, salt)
-                continue
             if outcome != "busy" or time.monotonic() >= deadline:
                 break
             time.sleep(CLAIM_POLL_SECONDS)
-        if len(answer) < 3 or outcome == "resalt":
+        if len(answer) < 3:
             return outcome, None
         flat = [_text(v) for v in answer[2]]
         session = _session_from(session_id, dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -415,7 +403,7 @@ class OtpStore:
             return False
 
 
-__all__ = ["OtpPolicy", "OtpSession", "OtpStore", "StorageUnavailable"]
+__all__ = ["OtpPolicy", "OtpSession", "OtpStore"]
 
 
 def _text(value: Any) -> str:
@@ -424,15 +412,11 @@ def _text(value: Any) -> str:
 
 def _session_from(session_id: str, data: dict[str, str]) -> OtpSession:
     """A session from its stored fields."""
-    customer_id = data["customer_id"] or None
     return OtpSession(
         session_id=session_id, phone=data["phone"], channel=data["channel"],
-        account_id=data["account_id"], customer_id=customer_id,
-        purpose=data.get("purpose", "auth"), route=data.get("route") or None,
-        sends=int(data.get("sends", 1)), attempts=int(data.get("attempts", 0)),
-        expires_at=float(data.get("expires_at", 0)),
-        payload=json.loads(data.get("payload") or "{}"),
-        # Sessions stored before the flag existed: a customer meant a real send.
-        sent=data["sent"] == "1" if "sent" in data else customer_id is not None,
-        state=data.get("state", "pending"),
+        account_id=data["account_id"], customer_id=data["customer_id"] or None,
+        purpose=data["purpose"], route=data["route"] or None,
+        sends=int(data["sends"]), attempts=int(data["attempts"]),
+        expires_at=float(data["expires_at"]), payload=json.loads(data["payload"]),
+        sent=data["sent"] == "1", state=data["state"],
     )

@@ -1,4 +1,6 @@
-"""Redis helpers besides OTP: the error guard, a JSON cache, and run-once results."""
+"""Redis helpers the stores share: the error guard, a script with what rides along in
+its round trip, the write batch, a JSON cache with single-flight, and run-once results
+under renewed leases."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -19,13 +22,10 @@ from redis.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from gurugrow import metrics, redis_keys
+from gurugrow.errors import InProgress, StorageUnavailable
 
 # A cluster client also raises RedisClusterException, which is not a RedisError.
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
-
-
-class StorageUnavailable(Exception):
-    """Redis cannot be reached or answered with an error."""
 
 
 # A Redis hash's fields and values as redis-py's ``hset(mapping=...)`` takes them.
@@ -53,11 +53,31 @@ class PipelineRider(Protocol):
     def receive(self, answer: Any) -> None: ...
 
 
-def run_script_with(client: Any, script: Any, keys: list[str], args: list[Any],
-                    rider: PipelineRider | None) -> Any:
-    """Run a script registered on ``client``; ``rider``'s command goes in the same round
-    trip (not on a Redis Cluster, whose pipelines refuse scripts: there the rider is
-    left out and gets no answer)."""
+# The round trip's passenger: the rider waiting for the next script a store runs in this
+# context (``riding_along`` sets it, ``run_script`` takes it). A one-place box, so the
+# first script inside the block takes the rider and any later one runs alone.
+_RIDER: ContextVar[list[PipelineRider] | None] = ContextVar("pipeline_rider", default=None)
+
+
+@contextmanager
+def riding_along(rider: PipelineRider | None) -> Iterator[None]:
+    """The first store script run inside the block (``run_script``) carries ``rider``'s
+    command in its round trip; the rest of the block runs as without it. ``None``:
+    nothing rides (the block runs exactly as outside one)."""
+    token = _RIDER.set([rider] if rider is not None else [])
+    try:
+        yield
+    finally:
+        _RIDER.reset(token)
+
+
+def run_script(client: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """Run a script registered on ``client``, carrying the rider of the enclosing
+    ``riding_along`` block, if one is still waiting, in the same round trip (not on a
+    Redis Cluster, whose pipelines refuse scripts: there the rider is left out and gets
+    no answer)."""
+    waiting = _RIDER.get()
+    rider = waiting.pop() if waiting else None
     with redis_guard():
         if rider is None or isinstance(client, RedisCluster):
             return script(keys=keys, args=args)
@@ -228,10 +248,6 @@ def delete_matching(client: redis.Redis, pattern: str, batch: int = 500) -> int:
     return deleted
 
 
-class InProgress(Exception):
-    """The same operation is still running in another request."""
-
-
 class _Renewal:
     """One lease being renewed: when it is next due, and whether it still runs."""
 
@@ -244,8 +260,8 @@ class _Renewal:
 class _Renewals:
     """One background thread per process renews every running lease when it falls due.
 
-    A thread per lease cost a thread start and join on every claimed code or repeat,
-    more CPU than the Redis round trips of the request itself.
+    Not a thread per lease: a thread start and join on every claimed code or repeat
+    costs more CPU than the Redis round trips of the request itself.
     """
 
     def __init__(self) -> None:

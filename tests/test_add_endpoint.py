@@ -14,8 +14,8 @@ from marshmallow import fields
 from gurugrow import create_app, schemas
 from gurugrow.api.contract import check_path_parameters, contract_routes, endpoint
 from gurugrow.api.openapi import build_spec
+from gurugrow.errors import FlowRefusal
 from gurugrow.fields import InternalId
-from gurugrow.flows.vocabulary import FlowRefusal
 from tests.conftest import TEST_ENV, anonymous_client
 from tests.examples_replay import Replay
 from tests.helpers import TG

@@ -10,8 +10,8 @@ import responses
 from prometheus_client import REGISTRY
 
 from gurugrow import redis_keys
+from gurugrow.errors import UpstreamUnavailable
 from gurugrow.gateways.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from gurugrow.gateways.errors import UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post, run_concurrently
 

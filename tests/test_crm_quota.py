@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gurugrow import redis_keys
-from gurugrow.gateways.errors import CrmBusy
+from gurugrow.errors import CrmBusy
 from gurugrow.gateways.quota import (
     BUSY,
     GRANTED,
@@ -21,6 +21,7 @@ from gurugrow.gateways.quota import (
     CrmQuota,
     crm_priority,
 )
+from gurugrow.storage import riding_along, run_script
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
@@ -296,13 +297,12 @@ def rider_outcomes(since: dict[str, float] | None = None) -> dict[str, float]:
 
 
 def ride(client, bucket: CrmQuota) -> None:
-    """Ask for a slot the way the code check does: on another step's pipeline."""
+    """Ask for a slot the way the code check does: riding along another step's script."""
     rider = bucket.rider()
     assert rider is not None
-    pipe = client.pipeline(transaction=False)
-    pipe.ping()  # the other step
-    rider.queue(pipe)
-    rider.receive(pipe.execute(raise_on_error=False)[1])
+    other_step = client.register_script("return 1")
+    with riding_along(rider):
+        assert run_script(client, other_step, [], []) == 1
 
 
 def test_a_slot_taken_ahead_is_waited_for_by_the_next_call_without_a_round_trip():

@@ -280,8 +280,8 @@ def test_a_worker_killed_between_claiming_a_fallback_and_sending_it(app, client,
 
 
 def test_a_failing_send_puts_the_check_back_to_watching(app, client, customer, monkeypatch):
+    from gurugrow.errors import StorageUnavailable
     from gurugrow.flows import auto_fallback
-    from gurugrow.storage import StorageUnavailable
 
     session_id = start(client)["sessionId"]
     pin_status(customer, "Delivery failure")

@@ -12,13 +12,13 @@ import requests
 from prometheus_client import REGISTRY
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from gurugrow.gateways.deduper import DeduperGateway
-from gurugrow.gateways.errors import (
+from gurugrow.errors import (
     NotFound,
     UpstreamConnectionDropped,
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.quota import CrmQuota
 from gurugrow.gateways.retailcrm import RetailCrmGateway

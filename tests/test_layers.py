@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gurugrow"
 # Lowest first. A module's layer is that of the longest prefix naming it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("config", ("gurugrow.config",)),
-    ("basics", ("gurugrow.logs", "gurugrow.metrics", "gurugrow.redis_keys", "gurugrow.phone",
-                "gurugrow.identity", "gurugrow.catalog", "gurugrow.texts", "gurugrow.clock",
-                "gurugrow.storage", "gurugrow.ports")),
+    ("basics", ("gurugrow.errors", "gurugrow.logs", "gurugrow.metrics", "gurugrow.redis_keys",
+                "gurugrow.phone", "gurugrow.identity", "gurugrow.catalog", "gurugrow.texts",
+                "gurugrow.clock", "gurugrow.storage", "gurugrow.ports")),
     ("gateways and stores", ("gurugrow.gateways", "gurugrow.otp", "gurugrow.limits",
                              "gurugrow.delivery_tracker", "gurugrow.callers", "gurugrow.services",
                              "gurugrow.mirror_store")),

@@ -11,8 +11,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from gurugrow import create_app
+from gurugrow.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.deduper import DeduperGateway
-from gurugrow.gateways.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway
 from gurugrow.sandbox import SANDBOX_DEDUPE_KEY, SANDBOX_GREENSMS_TOKEN, SANDBOX_RETAILCRM_KEY

@@ -6,7 +6,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from gurugrow.storage import StorageUnavailable, WriteBatch, written
+from gurugrow.errors import StorageUnavailable
+from gurugrow.storage import WriteBatch, written
 
 SET_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) return 1"
 

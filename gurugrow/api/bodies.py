@@ -10,19 +10,13 @@ from typing import Any
 
 from flask import Flask, abort, request
 
+from gurugrow.errors import BodyNotAnObject, UnreadableBody
+
 # Bot bodies are flat objects; nesting beyond this is not a request of the contract (and
 # json.loads would recurse on it until the interpreter gives up).
 MAX_JSON_DEPTH = 8
 _OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
-
-
-class BodyNotAnObject(ValueError):
-    """The JSON body is malformed, nested too deeply, or not an object."""
-
-
-class UnreadableBody(ValueError):
-    """A body that is neither valid form nor valid JSON for its Content-Type."""
 
 
 # The two bodies the contract accepts (multipart form data is read as form too).

@@ -15,15 +15,20 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
 from gurugrow import metrics, texts
-from gurugrow.api.bodies import UnreadableBody, body_values
+from gurugrow.api.bodies import body_values
 from gurugrow.api.callers import request_client_ip
+from gurugrow.errors import (
+    CrmBusy,
+    FlowRefusal,
+    InProgress,
+    StorageUnavailable,
+    UnreadableBody,
+    UpstreamError,
+)
 from gurugrow.fields import request_settings
-from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.gateways import quota
-from gurugrow.gateways.errors import CrmBusy, UpstreamError
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import InProgress, StorageUnavailable
 
 
 def services() -> Services:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response
 
 from gurugrow import metrics
 from gurugrow.api.contract import services
-from gurugrow.storage import StorageUnavailable
+from gurugrow.errors import StorageUnavailable
 
 bp = Blueprint("ops", __name__)
 

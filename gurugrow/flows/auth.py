@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from gurugrow import metrics, redis_keys, texts
+from gurugrow.errors import FlowRefusal
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -28,13 +29,13 @@ from gurugrow.flows.codes import (
 )
 from gurugrow.flows.mirror import mirror_unlinked
 from gurugrow.flows.order_once import create_once, forget_once, request_token
-from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
+from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch
+from gurugrow.storage import WriteBatch, riding_along
 
 
 def status(svc: Services, data: dict[str, Any]) -> Answer:
@@ -108,9 +109,8 @@ def contact(svc: Services, data: dict[str, Any]) -> Answer:
 def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token: str,
                   client_ip: str | None) -> Answer:
     # The phone lookup's RetailCRM slot rides on the admission's round trip.
-    with refused_by_limits(phone, client_ip):
-        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip,
-                                             rider=svc.crm.slot_rider())
+    with refused_by_limits(phone, client_ip), riding_along(svc.crm.slot_rider()):
+        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip)
     with returned_on_failure(svc, admission):  # a CRM or deduper failure costs nothing
         customer_id = find_customer_id_by_phone(svc, phone)
     if customer_id is None:

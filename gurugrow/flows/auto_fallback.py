@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from gurugrow import metrics
 from gurugrow.delivery_tracker import SendRecord
+from gurugrow.errors import FlowRefusal
 from gurugrow.flows.codes import reissue_code
 from gurugrow.flows.delivery import (
     claim_fallback,
@@ -21,7 +22,6 @@ from gurugrow.flows.delivery import (
     read_status,
     undelivered,
 )
-from gurugrow.flows.vocabulary import FlowRefusal
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone

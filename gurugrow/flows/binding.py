@@ -10,10 +10,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
+from gurugrow.errors import CrmBusy, FlowRefusal, UpstreamError
 from gurugrow.flows import crm_cache
 from gurugrow.flows.mirror import mirror_bound, mirror_interacted, mirrored_binding
-from gurugrow.flows.vocabulary import FlowRefusal
-from gurugrow.gateways.errors import CrmBusy, UpstreamError
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
+from gurugrow.errors import FlowRefusal, LimitExceeded, StorageUnavailable, UpstreamError
 from gurugrow.flows.delivery import (
     METHOD_ROUTES,
     Sent,
@@ -21,15 +22,14 @@ from gurugrow.flows.delivery import (
     resend_route,
     track_send,
 )
-from gurugrow.flows.vocabulary import Answer, FlowRefusal
-from gurugrow.gateways.errors import UpstreamError
+from gurugrow.flows.vocabulary import Answer
 from gurugrow.identity import MessengerIdentity
-from gurugrow.limits import Admission, LimitExceeded
+from gurugrow.limits import Admission
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import LeaseRenewer, PipelineRider, StorageUnavailable, WriteBatch
+from gurugrow.storage import LeaseRenewer, WriteBatch, riding_along
 
 
 def default_route(channel: str | None) -> str:
@@ -92,18 +92,18 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
-                        client_ip: str | None, *, route: str, cooldown: bool = True,
-                        rider: PipelineRider | None = None) -> Admission:
+                        client_ip: str | None, *, route: str, cooldown: bool = True
+                        ) -> Admission:
     """Apply every send limit before any code goes out by ``route`` (and before the phone
     is looked up, so a refusal says nothing about whether the phone is a customer): all
     taken at once, or nothing. Give the admission back with ``returned_on_failure``.
 
-    ``cooldown=False`` only to replace a messenger code that was not delivered.
-    ``rider``'s command goes in the admission's round trip."""
+    ``cooldown=False`` only to replace a messenger code that was not delivered. Inside
+    ``storage.riding_along``, its rider goes in the admission's round trip."""
     with refused_by_limits(phone, client_ip):
         svc.limits.check_region(phone)
         return svc.limits.admit_send(phone, channel, account_id, client_ip, route=route,
-                                     cooldown=cooldown, rider=rider)
+                                     cooldown=cooldown)
 
 
 @contextmanager
@@ -177,8 +177,9 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
     # refused admission gives it back at the request's end.
     route = route or default_route(identity.channel)
-    admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
-                                     client_ip, route=route, rider=svc.crm.slot_rider())
+    with riding_along(svc.crm.slot_rider()):
+        admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
+                                         client_ip, route=route)
     with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
         send = customer_id is not None or send_to_unknown
@@ -263,8 +264,9 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     """
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
-    outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
-                                     purpose, code, rider=svc.crm.slot_rider())
+    with riding_along(svc.crm.slot_rider()):
+        outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
+                                         purpose, code)
     if session is None:
         raise FlowRefusal("session_not_found")
     if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
@@ -320,8 +322,6 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     (``/auth/check`` or ``/orders/recommended/check``). See ``resendable_session`` for
     who may ask.
     """
-    # A session whose code was never sent (an unknown phone's decoy) sends nothing now
-    # either: reissue_code follows the session's recorded "sent" flag.
     session = resendable_session(svc, data["sessionId"], data.get("channel"),
                                  data.get("accountId"))
     ensure_resendable(svc, session)

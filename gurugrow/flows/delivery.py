@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from gurugrow import metrics
 from gurugrow.delivery_tracker import FINAL_STATUSES, SendRecord
-from gurugrow.gateways.errors import UpstreamError
+from gurugrow.errors import StorageUnavailable, UpstreamError
 from gurugrow.logs import log_event
 from gurugrow.otp import OtpSession
 from gurugrow.services import Services
-from gurugrow.storage import StorageUnavailable, WriteBatch, written
+from gurugrow.storage import WriteBatch, written
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}

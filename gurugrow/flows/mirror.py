@@ -12,11 +12,11 @@ import logging
 from typing import Any
 
 from gurugrow import metrics
+from gurugrow.errors import StorageUnavailable
 from gurugrow.flows import crm_cache
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import StorageUnavailable
 
 # What a broken mirror raises on a read: Redis refusing, or a value that is not what the
 # store writes (garbage, an older format). Each means the live path, never an error.

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from gurugrow.config import CHANNELS
+from gurugrow.errors import LeaseLost
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.gateways.quota import READ, crm_priority
 from gurugrow.gateways.retailcrm import custom_fields
@@ -36,10 +37,6 @@ PAGE = 100
 MAX_PAGES_PER_PASS = 20
 Progress = Callable[[str], None]
 T = TypeVar("T")
-
-
-class LeaseLost(Exception):
-    """Another poller holds the lease now (or Redis lost it): stop writing."""
 
 
 class Sync:

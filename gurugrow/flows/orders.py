@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gurugrow import redis_keys, texts
+from gurugrow.errors import FlowRefusal, NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
 from gurugrow.flows.mirror import mirror_order_created, mirrored_orders
@@ -24,8 +25,7 @@ from gurugrow.flows.order_view import (
     status_group,
     tracking_urls,
 )
-from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
-from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services

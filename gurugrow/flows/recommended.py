@@ -8,6 +8,7 @@ from typing import Any
 
 from gurugrow import redis_keys, texts
 from gurugrow.catalog import RecommendedSet, find_set
+from gurugrow.errors import FlowRefusal, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -20,8 +21,7 @@ from gurugrow.flows.binding import (
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
 from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
-from gurugrow.flows.vocabulary import Answer, FlowRefusal, identity_of
-from gurugrow.gateways.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref, phone_digits
 from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event

@@ -12,8 +12,8 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from gurugrow import metrics
+from gurugrow.errors import UpstreamConnectionDropped, UpstreamUnavailable
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
-from gurugrow.gateways.errors import UpstreamConnectionDropped, UpstreamUnavailable
 from gurugrow.gateways.quota import CrmQuota
 from gurugrow.logs import current_request_id
 

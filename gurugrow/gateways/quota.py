@@ -15,8 +15,9 @@ plus the journey calls ahead of it, however large the wave of reads.
 
 One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
 request whose Redis step comes just before its first RetailCRM call (a code check, a
-start's send admission) asks for that call's slot in the same round trip
-(``SlotRider``), before the step has decided whether the call will be made. So the look
+start's or a contact binding's admission) asks for that call's slot in the same round
+trip (``SlotRider``, handed in with ``storage.riding_along``), before the step has
+decided whether the call will be made. So the look
 takes only a slot the bucket has spare now (at most one interval ahead) and never a
 place in line; anything else keeps nothing, and the call asks the bucket itself. Under
 a wave, then, a flood of wrong codes or refused starts takes no slot at all; when the
@@ -35,9 +36,9 @@ from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from gurugrow import metrics, redis_keys
-from gurugrow.gateways.errors import CrmBusy
+from gurugrow.errors import CrmBusy, StorageUnavailable
 from gurugrow.logs import log_event
-from gurugrow.storage import StorageUnavailable, redis_guard
+from gurugrow.storage import redis_guard
 
 JOURNEY, READ = "journey", "read"
 # Calls made outside a contract request (the doctor, workers) are not a read wave.

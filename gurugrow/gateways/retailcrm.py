@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import requests
 
+from gurugrow.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
-from gurugrow.gateways.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
 from gurugrow.gateways.quota import CrmQuota, SlotRider
 
@@ -113,8 +113,9 @@ class RetailCrmGateway:
 
     def slot_rider(self) -> SlotRider | None:
         """The slot of this request's next call, to be asked for in another Redis step's
-        round trip (``quota.SlotRider``); None without a bucket, outside a request, or
-        while the breaker is open (the call would not go out)."""
+        round trip (``quota.SlotRider``, handed in with ``storage.riding_along``); None
+        without a bucket, outside a request, or while the breaker is open (the call would
+        not go out)."""
         http = self._http
         if http.quota is None or (http.breaker is not None and http.breaker.state == OPEN):
             return None
