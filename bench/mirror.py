@@ -37,7 +37,7 @@ from bench.run import (
     spawn,
     wait_http,
 )
-from gurugrow import redis_keys
+from gurugrow.stores import keys as redis_keys
 
 USERS = int(os.environ.get("BENCH_MIRROR_USERS", "1000"))
 ORDERS_EACH = int(os.environ.get("BENCH_MIRROR_ORDERS", "5"))

@@ -130,15 +130,15 @@ def _build_app(settings: Settings, env: dict[str, str] | None, redis_client: Any
 
 def build_services(settings: Settings, redis_client: Any = None) -> Services:
     """Redis client, OTP store and gateways, created once per process."""
-    from gurugrow.clock import Clock
-    from gurugrow.delivery_tracker import DeliveryTracker
+    from gurugrow.basics.clock import Clock
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.http import make_session
-    from gurugrow.limits import LimitPolicy, Limits
-    from gurugrow.mirror_store import MirrorStore
-    from gurugrow.otp import OtpPolicy, OtpStore
     from gurugrow.services import Services
+    from gurugrow.stores.deliveries import DeliveryTracker
+    from gurugrow.stores.limits import LimitPolicy, Limits
+    from gurugrow.stores.mirror import MirrorStore
+    from gurugrow.stores.otp import OtpPolicy, OtpStore
 
     s = settings
     client = redis_client or make_redis_client(s)
@@ -176,8 +176,8 @@ def build_services(settings: Settings, redis_client: Any = None) -> Services:
 def crm_gateway(settings: Settings, redis_client: Any, session: Any) -> Any:
     """The RetailCRM gateway behind the shared quota bucket and this process's breaker."""
     from gurugrow.gateways.breaker import CircuitBreaker
-    from gurugrow.gateways.quota import CrmQuota
     from gurugrow.gateways.retailcrm import RetailCrmGateway
+    from gurugrow.stores.quota import CrmQuota
 
     s = settings
     quota = CrmQuota(redis_client, s.redis_prefix, rate_limit=s.retailcrm_rate_limit,

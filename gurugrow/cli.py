@@ -11,11 +11,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.config import ConfigError, config_error_lines
-from gurugrow.deliveries_worker import run_worker
 from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
-from gurugrow.mirror_worker import run_mirror
-from gurugrow.phone import mask_phone, normalize_phone
+from gurugrow.flows.deliveries_worker import run_worker
+from gurugrow.flows.mirror_worker import run_mirror
 
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
                                 "run the deliveries worker and the RetailCRM mirror.")

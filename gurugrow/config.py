@@ -60,7 +60,7 @@ class ConfigProblem:
 
 class ConfigError(Exception):
     """Settings a start refuses: ``problems`` holds one line per setting. The one error
-    type not in ``gurugrow.errors`` (this module imports nothing of ours)."""
+    type not in ``gurugrow.basics.errors`` (this module imports nothing of ours)."""
 
     def __init__(self, problems: list[ConfigProblem] | ConfigProblem) -> None:
         self.problems = [problems] if isinstance(problems, ConfigProblem) else list(problems)
@@ -139,7 +139,7 @@ class Settings:
     max_body_bytes: int = _env("MAX_BODY_BYTES", 16384, minimum=1024)
     trusted_proxies: tuple[str, ...] = _env("TRUSTED_PROXIES", ())
 
-    # Callers: who may call the contract endpoints (gurugrow/callers.py)
+    # Callers: who may call the contract endpoints (gurugrow/basics/callers.py)
     api_tokens: tuple[str, ...] = _env("API_TOKENS", (), secret=True)
     api_token_in_query: bool = _env("API_TOKEN_IN_QUERY", False)
     allowed_caller_networks: tuple[str, ...] = _env("ALLOWED_CALLER_NETWORKS", ())

@@ -20,17 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import requests
 
-from gurugrow import redis_keys
+from gurugrow.basics.errors import NotFound, StorageUnavailable, UpstreamError, UpstreamRejected
 from gurugrow.config import NO_ENV_FILE_FIX, ConfigProblem, Settings
-from gurugrow.errors import (
-    NotFound,
-    StorageUnavailable,
-    UpstreamError,
-    UpstreamRejected,
-)
 from gurugrow.logs import begin_request
 from gurugrow.services import Services
-from gurugrow.storage import REDIS_ERRORS
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import REDIS_ERRORS
 
 # RetailCRM scopes the flows need; a key without one of them fails some endpoint.
 REQUIRED_SCOPES = ("customer_read", "customer_write", "order_read", "order_write",

@@ -7,15 +7,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gurugrow.clock import Clock
+from gurugrow.basics.clock import Clock
 from gurugrow.config import Settings
-from gurugrow.delivery_tracker import DeliveryTracker
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway
-from gurugrow.limits import Limits
-from gurugrow.mirror_store import MirrorStore
-from gurugrow.otp import OtpStore
+from gurugrow.stores.deliveries import DeliveryTracker
+from gurugrow.stores.limits import Limits
+from gurugrow.stores.mirror import MirrorStore
+from gurugrow.stores.otp import OtpStore
 
 
 class SendTimer:

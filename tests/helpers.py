@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gurugrow import redis_keys
+from gurugrow.stores import keys as redis_keys
 
 BODY_KINDS = ("form", "json")
 

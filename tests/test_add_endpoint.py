@@ -11,11 +11,12 @@ import pytest
 from flask import Blueprint
 from marshmallow import fields
 
-from gurugrow import create_app, schemas
+from gurugrow import create_app
+from gurugrow.api import schemas
 from gurugrow.api.contract import check_path_parameters, contract_routes, endpoint
+from gurugrow.api.fields import InternalId
 from gurugrow.api.openapi import build_spec
-from gurugrow.errors import FlowRefusal
-from gurugrow.fields import InternalId
+from gurugrow.basics.errors import FlowRefusal
 from tests.conftest import TEST_ENV, anonymous_client
 from tests.examples_replay import Replay
 from tests.helpers import TG

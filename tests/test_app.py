@@ -11,7 +11,7 @@ import pytest
 
 from gurugrow import ConfigError, Settings, create_app
 from gurugrow.config import NO_ENV_FILE_HINT, config_error_lines
-from gurugrow.redis_keys import identity_tag
+from gurugrow.stores.keys import identity_tag
 from tests.conftest import TEST_ENV
 from tests.helpers import TG, post
 

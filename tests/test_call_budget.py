@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fakeredis._clients._sync import FakeRedisConnection
 
-from gurugrow import redis_keys
+from gurugrow.stores import keys as redis_keys
 from tests.helpers import TG, arrange_bound_world, get, post
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}

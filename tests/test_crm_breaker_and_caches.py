@@ -9,10 +9,10 @@ import requests
 import responses
 from prometheus_client import REGISTRY
 
-from gurugrow import redis_keys
-from gurugrow.errors import UpstreamUnavailable
+from gurugrow.basics.errors import UpstreamUnavailable
 from gurugrow.gateways.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
+from gurugrow.stores import keys as redis_keys
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post, run_concurrently
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}

@@ -10,18 +10,10 @@ import fakeredis
 import pytest
 from prometheus_client import REGISTRY
 
-from gurugrow import redis_keys
-from gurugrow.errors import CrmBusy
-from gurugrow.gateways.quota import (
-    BUSY,
-    GRANTED,
-    IN_LINE,
-    JOURNEY,
-    READ,
-    CrmQuota,
-    crm_priority,
-)
-from gurugrow.storage import riding_along, run_script
+from gurugrow.basics.errors import CrmBusy
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import riding_along, run_script
+from gurugrow.stores.quota import BUSY, GRANTED, IN_LINE, JOURNEY, READ, CrmQuota, crm_priority
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from gurugrow import ConfigError, Settings, metrics
-from gurugrow.deliveries_worker import run_worker
 from gurugrow.flows.auto_fallback import claim_lease_seconds
+from gurugrow.flows.deliveries_worker import run_worker
 from tests.conftest import TEST_ENV
 from tests.helpers import BODY_KINDS, TG, post, run_concurrently
 from tests.test_delivery import CUSTOMER, PHONE, later, pin_status
@@ -280,7 +280,7 @@ def test_a_worker_killed_between_claiming_a_fallback_and_sending_it(app, client,
 
 
 def test_a_failing_send_puts_the_check_back_to_watching(app, client, customer, monkeypatch):
-    from gurugrow.errors import StorageUnavailable
+    from gurugrow.basics.errors import StorageUnavailable
     from gurugrow.flows import auto_fallback
 
     session_id = start(client)["sessionId"]

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gurugrow.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.greensms import DELIVERY_CODES, DELIVERY_STATUSES, GreenSmsGateway
 from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
 from gurugrow.sandbox.data import TELEGRAM_LATE_SECONDS

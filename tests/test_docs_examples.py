@@ -11,8 +11,8 @@ import pytest
 import responses
 
 from gurugrow.api.openapi import examples
-from gurugrow.catalog import RECOMMENDED_SETS
-from gurugrow.identity import IDENTITY_FIELDS
+from gurugrow.basics.catalog import RECOMMENDED_SETS
+from gurugrow.basics.identity import IDENTITY_FIELDS
 from gurugrow.sandbox.data import demo_data
 from tests.examples_replay import EXAMPLE_ENV, Replay, same_apart_from_volatile
 from tests.test_openapi import contract_operations

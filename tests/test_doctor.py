@@ -11,7 +11,8 @@ from typing import Any
 import fakeredis
 import pytest
 
-from gurugrow import create_app, create_cli_app, redis_keys
+from gurugrow import create_app, create_cli_app
+from gurugrow.stores import keys as redis_keys
 from tests.conftest import TEST_ENV
 from tests.upstreams import Upstreams
 

@@ -12,7 +12,7 @@ import requests
 from prometheus_client import REGISTRY
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from gurugrow.errors import (
+from gurugrow.basics.errors import (
     NotFound,
     UpstreamConnectionDropped,
     UpstreamRejected,
@@ -20,8 +20,8 @@ from gurugrow.errors import (
 )
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
-from gurugrow.gateways.quota import CrmQuota
 from gurugrow.gateways.retailcrm import RetailCrmGateway
+from gurugrow.stores.quota import CrmQuota
 
 CRM = "https://crm.example"
 KEY = "crm-key-do-not-leak"

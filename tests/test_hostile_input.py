@@ -19,7 +19,7 @@ from marshmallow import ValidationError
 from prometheus_client.parser import text_string_to_metric_families
 
 from gurugrow import create_app
-from gurugrow.fields import clean_text
+from gurugrow.api.fields import clean_text
 from gurugrow.gateways.retailcrm import RetailCrmGateway
 from tests.conftest import TEST_ENV
 from tests.helpers import BODY_KINDS, TG, get, post

@@ -1,4 +1,5 @@
-"""Dependencies flow one way: api → flows → gateways, stores and texts → config.
+"""Dependencies flow one way, layer by folder: app → api → flows → services → stores
+and gateways → basics → config.
 
 Every module of the package is placed in a layer below; an import (at any depth,
 lazy ones included) may reach its own layer or one below, never one above. A new
@@ -14,22 +15,23 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gurugrow"
 
-# Lowest first. A module's layer is that of the longest prefix naming it.
+# Lowest first; each layer is folders (and a few named top-level modules). A module's layer
+# is that of the longest prefix naming it; "gurugrow" itself catches new top-level modules
+# in the app layer, and test_the_top_level_is_a_handful_of_modules refuses them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("config", ("gurugrow.config",)),
-    ("basics", ("gurugrow.errors", "gurugrow.logs", "gurugrow.metrics", "gurugrow.redis_keys",
-                "gurugrow.phone", "gurugrow.identity", "gurugrow.catalog", "gurugrow.texts",
-                "gurugrow.clock", "gurugrow.storage", "gurugrow.ports")),
-    ("gateways and stores", ("gurugrow.gateways", "gurugrow.otp", "gurugrow.limits",
-                             "gurugrow.delivery_tracker", "gurugrow.callers", "gurugrow.services",
-                             "gurugrow.mirror_store")),
+    ("basics", ("gurugrow.texts", "gurugrow.logs", "gurugrow.metrics", "gurugrow.basics")),
+    ("stores and gateways", ("gurugrow.stores", "gurugrow.gateways")),
+    # The process's collaborators: stores and gateways, wired once (flows take a Services).
+    ("services", ("gurugrow.services",)),
     ("flows", ("gurugrow.flows",)),
-    ("api", ("gurugrow.api", "gurugrow.schemas", "gurugrow.fields")),
+    ("api", ("gurugrow.api",)),
     # What assembles or drives the layers above: the app factory, commands, stand-ins.
-    ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.deliveries_worker",
-             "gurugrow.mirror_worker",
-             "gurugrow.sandbox")),
+    ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.sandbox")),
 )
+TOP_LEVEL_MODULES = {"__init__", "config", "texts", "logs", "metrics", "services", "cli",
+                     "doctor"}
+FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox"}
 RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
 
@@ -121,6 +123,25 @@ def test_no_module_imports_another_modules_private_names():
     assert not private, "private names imported across modules:\n" + "\n".join(private)
 
 
+def test_the_top_level_is_a_handful_of_modules():
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert modules <= TOP_LEVEL_MODULES, (
+        f"put these in a layer's folder: {sorted(modules - TOP_LEVEL_MODULES)}")
+    assert packages <= FOLDERS, f"a folder in no layer: {sorted(packages - FOLDERS)}"
+
+
+def test_every_redis_script_is_a_lua_file_beside_its_store():
+    inline = []
+    for name, path in package_modules():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str) and "redis.call" in node.value.value):
+                inline.append(f"{name}:{node.lineno}")
+    assert not inline, "Lua kept in Python strings (a .lua file in stores/ instead):\n" + (
+        "\n".join(inline))
+
+
 # The flows the blueprints call; the others (codes, binding, ...) are what they share.
 ENDPOINT_FLOWS = {"gurugrow.flows.auth", "gurugrow.flows.orders", "gurugrow.flows.recommended"}
 
@@ -139,8 +160,11 @@ def test_flows_share_code_only_through_the_shared_flow_modules():
     ("gurugrow.flows.auth", "from gurugrow.api.contract import endpoint", 1),
     ("gurugrow.flows.auth", "def f():\n    from gurugrow.api import contract", 1),
     ("gurugrow.config", "import gurugrow.flows.order_view", 1),
-    ("gurugrow.otp", "from gurugrow import services", 0),
-    ("gurugrow.gateways.http", "from . import quota", 0),
+    ("gurugrow.stores.otp", "from gurugrow import services", 1),
+    ("gurugrow.stores.otp", "from gurugrow.stores import keys", 0),
+    ("gurugrow.stores.quota", "from gurugrow.gateways.errors import CrmBusy", 0),
+    ("gurugrow.basics.phone", "from gurugrow.stores import keys", 1),
+    ("gurugrow.gateways.http", "from gurugrow.stores import quota", 0),
     ("gurugrow.gateways.http", "from ..flows import codes", 1),
     ("gurugrow.api.auth", "from gurugrow.flows import auth", 0),
 ])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gurugrow.storage import LeaseRenewer
+from gurugrow.stores.once import LeaseRenewer
 
 
 class Counter:

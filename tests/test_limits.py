@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from gurugrow import redis_keys
-from gurugrow.callers import client_ip
+from gurugrow.basics.callers import client_ip
+from gurugrow.stores import keys as redis_keys
 from tests.helpers import BODY_KINDS, TG, identity_locked_for, post
 
 NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}

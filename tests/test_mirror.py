@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from gurugrow import redis_keys
-from gurugrow.mirror_store import MirrorStore
-from gurugrow.mirror_worker import run_mirror
+from gurugrow.flows.mirror_worker import run_mirror
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.mirror import MirrorStore
 from tests.helpers import TG, get, post, set_clock
 
 TG_FIELD = "bot_telegram_account_id"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gurugrow import redis_keys
+from gurugrow.stores import keys as redis_keys
 from tests.helpers import BODY_KINDS, get, post, run_concurrently
 
 ORDERS_FIELDS = {"status", "customerId", "shownCount", "orders", "text", "errorCode", "message"}

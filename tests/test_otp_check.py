@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from gurugrow import redis_keys
+from gurugrow.stores import keys as redis_keys
 from tests.helpers import BODY_KINDS, TG, post
 
 PHONE = "79991234567"

@@ -9,8 +9,9 @@ import json
 import fakeredis
 import pytest
 
-from gurugrow import redis_keys
-from gurugrow.storage import cached_json, run_once
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.cache import cached_json
+from gurugrow.stores.once import run_once
 from tests.helpers import arrange_bound_world, get, run_concurrently
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}

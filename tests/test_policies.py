@@ -8,8 +8,8 @@ import pytest
 
 from gurugrow.config import Settings
 from gurugrow.flows.order_view import StatusRules
-from gurugrow.limits import LimitPolicy
-from gurugrow.otp import OtpPolicy
+from gurugrow.stores.limits import LimitPolicy
+from gurugrow.stores.otp import OtpPolicy
 from tests.conftest import TEST_ENV
 from tests.helpers import set_clock
 

@@ -1,4 +1,4 @@
-"""storage.riding_along: a rider's command goes in the round trip of the first store
+"""stores.client.riding_along: a rider's command goes in the round trip of the first store
 script run inside the block, and only that one; outside a block a script runs alone."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 from fakeredis._clients._sync import FakeRedisConnection
 
-from gurugrow import storage
-from gurugrow.storage import riding_along, run_script
+from gurugrow.stores import client as storage
+from gurugrow.stores.client import riding_along, run_script
 
 STEP = "return redis.call('INCR', KEYS[1])"
 

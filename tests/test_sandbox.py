@@ -11,7 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from gurugrow import create_app
-from gurugrow.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway

@@ -6,8 +6,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from gurugrow.errors import StorageUnavailable
-from gurugrow.storage import WriteBatch, written
+from gurugrow.basics.errors import StorageUnavailable
+from gurugrow.stores.client import WriteBatch, written
 
 SET_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) return 1"
 
@@ -60,7 +60,7 @@ def test_redis_down_raises_storage_unavailable():
 
 def test_on_a_cluster_client_each_write_goes_on_its_own(r, monkeypatch):
     """redis-py's cluster pipeline refuses scripts: a cluster client sends one by one."""
-    from gurugrow import storage
+    from gurugrow.stores import client as storage
 
     monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)
     script = r.register_script(SET_SCRIPT)

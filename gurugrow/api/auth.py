@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from gurugrow import schemas as s
+from gurugrow.api import schemas as s
 from gurugrow.api.contract import (
     BINDING_REFUSALS,
     CHECK_REFUSALS,
@@ -15,7 +15,7 @@ from gurugrow.api.contract import (
 )
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import auth
-from gurugrow.gateways.quota import JOURNEY
+from gurugrow.stores.quota import JOURNEY
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 

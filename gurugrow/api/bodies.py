@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, abort, request
 
-from gurugrow.errors import BodyNotAnObject, UnreadableBody
+from gurugrow.basics.errors import BodyNotAnObject, UnreadableBody
 
 # Bot bodies are flat objects; nesting beyond this is not a request of the contract (and
 # json.loads would recurse on it until the interpreter gives up).

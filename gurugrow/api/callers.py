@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from gurugrow import texts
-from gurugrow.callers import CallerPolicy, bearer_token, client_ip
+from gurugrow.basics.callers import CallerPolicy, bearer_token, client_ip
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 

@@ -17,7 +17,8 @@ from werkzeug.routing import Rule
 from gurugrow import metrics, texts
 from gurugrow.api.bodies import body_values
 from gurugrow.api.callers import request_client_ip
-from gurugrow.errors import (
+from gurugrow.api.fields import request_settings
+from gurugrow.basics.errors import (
     CrmBusy,
     FlowRefusal,
     InProgress,
@@ -25,10 +26,9 @@ from gurugrow.errors import (
     UnreadableBody,
     UpstreamError,
 )
-from gurugrow.fields import request_settings
-from gurugrow.gateways import quota
 from gurugrow.logs import log_event
 from gurugrow.services import Services
+from gurugrow.stores import quota
 
 
 def services() -> Services:

@@ -17,12 +17,13 @@ from flask import Blueprint, Flask, current_app, jsonify, redirect, render_templ
 from markupsafe import Markup, escape
 from marshmallow.fields import Field
 
-from gurugrow import schemas, texts
+from gurugrow import texts
+from gurugrow.api import schemas
 from gurugrow.api.callers import TOKEN_HEADER, TOKEN_QUERY_PARAMETER, needs_api_token
 from gurugrow.api.contract import EndpointContract
-from gurugrow.catalog import RECOMMENDED_SETS
+from gurugrow.basics.catalog import RECOMMENDED_SETS
+from gurugrow.basics.identity import IDENTITY_FIELDS
 from gurugrow.config import CHANNELS
-from gurugrow.identity import IDENTITY_FIELDS
 
 bp = Blueprint("openapi", __name__)
 
@@ -52,7 +53,7 @@ FIELD_DESCRIPTIONS = {
     "limit": "Orders to show, 1..5 (default ORDERS_DEFAULT_LIMIT; out of range is clamped).",
     "sourceOrderId": "RetailCRM id of the order to repeat.",
     "sourceOrderNumber": "Its number, used when sourceOrderId is empty.",
-    "offerCode": "Recommended set code (gurugrow/catalog.py): "
+    "offerCode": "Recommended set code (gurugrow/basics/catalog.py): "
                  + " | ".join(RECOMMENDED_SETS) + ".",
     "firstName": "Recipient first name.",
     "lastName": "Recipient last name.",

@@ -9,7 +9,7 @@ from flask import Blueprint, Response
 
 from gurugrow import metrics
 from gurugrow.api.contract import services
-from gurugrow.errors import StorageUnavailable
+from gurugrow.basics.errors import StorageUnavailable
 
 bp = Blueprint("ops", __name__)
 

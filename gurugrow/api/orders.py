@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from gurugrow import schemas as s
+from gurugrow.api import schemas as s
 from gurugrow.api.contract import BINDING_REFUSALS, endpoint
 from gurugrow.flows import orders
-from gurugrow.gateways.quota import JOURNEY
+from gurugrow.stores.quota import JOURNEY
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gurugrow import metrics, redis_keys, texts
-from gurugrow.errors import FlowRefusal
+from gurugrow import metrics, texts
+from gurugrow.basics.errors import FlowRefusal
+from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -30,12 +32,11 @@ from gurugrow.flows.codes import (
 from gurugrow.flows.mirror import mirror_unlinked
 from gurugrow.flows.order_once import create_once, forget_once, request_token
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
-from gurugrow.otp import OtpSession
-from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch, riding_along
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import WriteBatch, riding_along
+from gurugrow.stores.otp import OtpSession
 
 
 def status(svc: Services, data: dict[str, Any]) -> Answer:

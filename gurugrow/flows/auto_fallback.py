@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 
 from gurugrow import metrics
-from gurugrow.delivery_tracker import SendRecord
-from gurugrow.errors import FlowRefusal
+from gurugrow.basics.errors import FlowRefusal
+from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.codes import reissue_code
 from gurugrow.flows.delivery import (
     claim_fallback,
@@ -23,9 +23,9 @@ from gurugrow.flows.delivery import (
     undelivered,
 )
 from gurugrow.logs import log_event
-from gurugrow.otp import OtpSession
-from gurugrow.phone import mask_phone
 from gurugrow.services import Services
+from gurugrow.stores.deliveries import SendRecord
+from gurugrow.stores.otp import OtpSession
 
 
 def claim_lease_seconds(svc: Services) -> float:

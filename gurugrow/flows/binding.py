@@ -10,15 +10,15 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
-from gurugrow.errors import CrmBusy, FlowRefusal, UpstreamError
+from gurugrow.basics.errors import CrmBusy, FlowRefusal, UpstreamError
+from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.mirror import mirror_bound, mirror_interacted, mirrored_binding
 from gurugrow.gateways.retailcrm import custom_fields
-from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
-from gurugrow.phone import mask_phone, normalize_phone
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch
+from gurugrow.stores.client import WriteBatch
 
 
 def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dict[str, Any]]:

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
-from gurugrow.errors import FlowRefusal, LimitExceeded, StorageUnavailable, UpstreamError
+from gurugrow.basics.errors import FlowRefusal, LimitExceeded, StorageUnavailable, UpstreamError
+from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
     METHOD_ROUTES,
     Sent,
@@ -23,13 +25,12 @@ from gurugrow.flows.delivery import (
     track_send,
 )
 from gurugrow.flows.vocabulary import Answer
-from gurugrow.identity import MessengerIdentity
-from gurugrow.limits import Admission
 from gurugrow.logs import log_event
-from gurugrow.otp import OtpSession
-from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import LeaseRenewer, WriteBatch, riding_along
+from gurugrow.stores.client import WriteBatch, riding_along
+from gurugrow.stores.limits import Admission
+from gurugrow.stores.once import LeaseRenewer
+from gurugrow.stores.otp import OtpSession
 
 
 def default_route(channel: str | None) -> str:
@@ -99,7 +100,7 @@ def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str
     taken at once, or nothing. Give the admission back with ``returned_on_failure``.
 
     ``cooldown=False`` only to replace a messenger code that was not delivered. Inside
-    ``storage.riding_along``, its rider goes in the admission's round trip."""
+    ``stores.client.riding_along``, its rider goes in the admission's round trip."""
     with refused_by_limits(phone, client_ip):
         svc.limits.check_region(phone)
         return svc.limits.admit_send(phone, channel, account_id, client_ip, route=route,

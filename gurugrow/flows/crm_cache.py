@@ -18,11 +18,13 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final
 
-from gurugrow import metrics, redis_keys
-from gurugrow.identity import MessengerIdentity
+from gurugrow import metrics
+from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch, cached_json, redis_guard, written
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.cache import cached_json
+from gurugrow.stores.client import WriteBatch, redis_guard, written
 
 
 class BindingMiss(Enum):
@@ -91,7 +93,7 @@ def forget_binding(svc: Services, identity: MessengerIdentity, also_take: str) -
 def customer_orders(svc: Services, customer_id: str,
                     load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The customer's orders from the cache, else ``load()``'s (then cached). Callers
-    missing at once wait for one load (``storage.cached_json``'s single flight)."""
+    missing at once wait for one load (``stores.cache.cached_json``'s single flight)."""
     key = redis_keys.orders_cache(svc.settings.redis_prefix, customer_id)
     return cached_json(svc.redis, key, svc.settings.orders_cache_seconds, load, "orders")
 

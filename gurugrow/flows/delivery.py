@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass
 
 from gurugrow import metrics
-from gurugrow.delivery_tracker import FINAL_STATUSES, SendRecord
-from gurugrow.errors import StorageUnavailable, UpstreamError
+from gurugrow.basics.errors import StorageUnavailable, UpstreamError
 from gurugrow.logs import log_event
-from gurugrow.otp import OtpSession
 from gurugrow.services import Services
-from gurugrow.storage import WriteBatch, written
+from gurugrow.stores.client import WriteBatch, written
+from gurugrow.stores.deliveries import FINAL_STATUSES, SendRecord
+from gurugrow.stores.otp import OtpSession
 
 # The route that accepted the code, as stored in bot_last_verification_method.
 ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}

@@ -12,9 +12,9 @@ import logging
 from typing import Any
 
 from gurugrow import metrics
-from gurugrow.errors import StorageUnavailable
+from gurugrow.basics.errors import StorageUnavailable
+from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.flows import crm_cache
-from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from gurugrow.basics.errors import LeaseLost
 from gurugrow.config import CHANNELS
-from gurugrow.errors import LeaseLost
 from gurugrow.flows.binding import customer_masked_phone
-from gurugrow.gateways.quota import READ, crm_priority
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
-from gurugrow.mirror_store import CUSTOMERS, FULL_RELOAD_SECONDS, ORDERS, Identity, MirrorStore
 from gurugrow.services import Services
+from gurugrow.stores.mirror import CUSTOMERS, FULL_RELOAD_SECONDS, ORDERS, Identity, MirrorStore
+from gurugrow.stores.quota import READ, crm_priority
 
 PAGE = 100
 # At most this many history pages per kind in one pass, so the lag is refreshed and the

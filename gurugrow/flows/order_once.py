@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from gurugrow import redis_keys
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.services import Services
-from gurugrow.storage import Lease, redis_guard, run_once
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import redis_guard
+from gurugrow.stores.once import Lease, run_once
 
 
 def request_token(*parts: str) -> str:

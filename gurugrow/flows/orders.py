@@ -12,8 +12,8 @@ from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gurugrow import redis_keys, texts
-from gurugrow.errors import FlowRefusal, NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow import texts
+from gurugrow.basics.errors import FlowRefusal, NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
 from gurugrow.flows.mirror import mirror_order_created, mirrored_orders
@@ -29,7 +29,9 @@ from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.storage import Lease, cached_json
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.cache import cached_json
+from gurugrow.stores.once import Lease
 
 _NUMBER_ATTEMPTS = 3
 

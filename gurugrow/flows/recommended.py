@@ -6,9 +6,11 @@ import logging
 import re
 from typing import Any
 
-from gurugrow import redis_keys, texts
-from gurugrow.catalog import RecommendedSet, find_set
-from gurugrow.errors import FlowRefusal, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow import texts
+from gurugrow.basics.catalog import RecommendedSet, find_set
+from gurugrow.basics.errors import FlowRefusal, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -23,12 +25,12 @@ from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref, phone_digits
-from gurugrow.identity import MessengerIdentity
 from gurugrow.logs import log_event
-from gurugrow.otp import OtpSession
-from gurugrow.phone import mask_phone
 from gurugrow.services import Services
-from gurugrow.storage import Lease, cached_json
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.cache import cached_json
+from gurugrow.stores.once import Lease
+from gurugrow.stores.otp import OtpSession
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

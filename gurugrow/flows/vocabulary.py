@@ -1,15 +1,15 @@
 """What every flow shares: the answer type and the caller's identity.
 
 A flow returns an ``Answer`` (the fields of the endpoint's envelope) or raises
-``FlowRefusal`` (``gurugrow.errors``); the API layer renders either. Flows import these
-from here and from ``gurugrow.errors``, never from one another.
+``FlowRefusal`` (``gurugrow.basics.errors``); the API layer renders either. Flows import these
+from here and from ``gurugrow.basics.errors``, never from one another.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gurugrow.identity import MessengerIdentity, identity_for
+from gurugrow.basics.identity import MessengerIdentity, identity_for
 from gurugrow.services import Services
 
 Answer = dict[str, Any]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from gurugrow.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
 
 GATEWAY = "deduper"

@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from gurugrow.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
 from gurugrow.logs import log_event
 

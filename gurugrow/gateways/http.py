@@ -12,10 +12,10 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from gurugrow import metrics
-from gurugrow.errors import UpstreamConnectionDropped, UpstreamUnavailable
+from gurugrow.basics.errors import UpstreamConnectionDropped, UpstreamUnavailable
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
-from gurugrow.gateways.quota import CrmQuota
 from gurugrow.logs import current_request_id
+from gurugrow.stores.quota import CrmQuota
 
 USER_AGENT = "gurugrow/1.0"
 RETRYABLE_STATUSES = frozenset({429, 503})

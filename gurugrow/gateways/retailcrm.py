@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 import requests
 
-from gurugrow.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
-from gurugrow.gateways.quota import CrmQuota, SlotRider
+from gurugrow.stores.quota import CrmQuota, SlotRider
 
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
@@ -113,7 +113,7 @@ class RetailCrmGateway:
 
     def slot_rider(self) -> SlotRider | None:
         """The slot of this request's next call, to be asked for in another Redis step's
-        round trip (``quota.SlotRider``, handed in with ``storage.riding_along``); None
+        round trip (``quota.SlotRider``, handed in with ``stores.client.riding_along``); None
         without a bucket, outside a request, or while the breaker is open (the call would
         not go out)."""
         http = self._http

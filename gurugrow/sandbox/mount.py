@@ -14,14 +14,14 @@ from flask import Flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wrappers import Request, Response
 
-from gurugrow import redis_keys
 from gurugrow.api.callers import CHALLENGE, offered_tokens, unauthorized_body
-from gurugrow.callers import CallerPolicy, client_ip
+from gurugrow.basics.callers import CallerPolicy, client_ip
+from gurugrow.basics.phone import mask_phone
 from gurugrow.config import Settings
 from gurugrow.logs import begin_request, log_event
-from gurugrow.phone import mask_phone
 from gurugrow.sandbox.standins import create_standins_app
-from gurugrow.storage import delete_matching
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import delete_matching
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Headers that describe one hop of a connection, not the request (RFC 9110 §7.6.1).

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gurugrow import create_app
-from gurugrow.deliveries_worker import run_worker
+from gurugrow.flows.deliveries_worker import run_worker
 from tests.conftest import TEST_ENV
 from tests.helpers import TG, post, run_concurrently, set_clock
 

@@ -21,7 +21,7 @@ import pytest
 import redis
 import requests
 
-from gurugrow import redis_keys
+from gurugrow.stores import keys as redis_keys
 from tests.integration.conftest import ROOT, wait_until
 from tests.integration.stack import running_stack
 
@@ -178,7 +178,7 @@ def test_the_mirror_on_one_server_a_cluster_and_a_sentinel(real_redis, prefix, u
     """Load, sync, read and write through on each kind of Redis the service supports
     (keys of one script share a tag; the rest are pipelined across slots)."""
     from gurugrow import create_app
-    from gurugrow.mirror_worker import run_mirror
+    from gurugrow.flows.mirror_worker import run_mirror
     from tests.conftest import TEST_ENV
     from tests.helpers import TG, get, post
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gurugrow import create_app
-from gurugrow.clock import Clock
+from gurugrow.basics.clock import Clock
 from gurugrow.config import Settings
-from gurugrow.otp import OtpPolicy, OtpStore
+from gurugrow.stores.otp import OtpPolicy, OtpStore
 from tests.conftest import TEST_ENV
 from tests.helpers import TG, get, post, run_concurrently
 

@@ -156,7 +156,7 @@ def loading_marker(cache_key: str) -> str:
     return f"{cache_key}:loading"
 
 
-# The RetailCRM mirror (gurugrow/mirror_store.py). Its sync state and lease share one tag
+# The RetailCRM mirror (gurugrow/stores/mirror.py). Its sync state and lease share one tag
 # (one script checks the lease and saves the history position); each messenger account's
 # binding carries the account's tag, each customer's record and orders the customer's.
 MIRROR_TAG = "{mirror}"

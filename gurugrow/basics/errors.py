@@ -35,7 +35,7 @@ and the doctor catch their own.
     │                        (storage_unavailable), flows/codes, flows/delivery,
     │                        flows/mirror, gateways/quota (best effort), api/ops,
     │                        deliveries_worker, mirror_worker, doctor
-    ├── InProgress           raised by storage.run_once (the same operation still runs
+    ├── InProgress           raised by stores.once.run_once (the same operation still runs
     │                        elsewhere); caught by api/contract (in_progress)
     ├── LimitExceeded        raised by limits (region, admission); caught by
     │                        flows/codes.refused_by_limits (its FlowRefusal)

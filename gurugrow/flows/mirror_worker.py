@@ -15,12 +15,12 @@ import time
 import uuid
 from collections.abc import Callable
 
-from gurugrow.errors import CrmBusy, LeaseLost, StorageUnavailable, UpstreamError
+from gurugrow.basics.errors import CrmBusy, LeaseLost, StorageUnavailable, UpstreamError
 from gurugrow.flows.mirror_sync import Sync
 from gurugrow.logs import log_event
-from gurugrow.mirror_store import MirrorStore
 from gurugrow.services import Services
-from gurugrow.storage import LeaseRenewer
+from gurugrow.stores.mirror import MirrorStore
+from gurugrow.stores.once import LeaseRenewer
 
 
 def lease_seconds(poll_seconds: float) -> float:

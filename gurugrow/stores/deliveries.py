@@ -18,51 +18,28 @@ from typing import Any
 
 import redis
 
-from gurugrow import redis_keys
-from gurugrow.errors import StorageUnavailable
-from gurugrow.storage import RedisHash, WriteBatch, redis_guard
+from gurugrow.basics.errors import StorageUnavailable
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import RedisHash, WriteBatch, redis_guard
+from gurugrow.stores.scripts import load_script
 
 # Final statuses: once seen, a send's status no longer changes.
 FINAL_STATUSES = ("delivered", "failed")
 
 # Records a status of the send still on record; 1 when it changed (from a non-final one).
-_NOTE_STATUS_SCRIPT = """
-local cur = redis.call('HMGET', KEYS[1], 'request_id', 'status')
-if cur[1] ~= ARGV[1] or cur[2] == ARGV[2] then return 0 end
-if cur[2] == 'delivered' or cur[2] == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
-return 1
-"""
+_NOTE_STATUS_SCRIPT = load_script("deliveries_note_status")
 
 # Moves the send still on record from one state to another; 1 when this caller did it.
-_TRANSITION_SCRIPT = """
-local cur = redis.call('HMGET', KEYS[1], 'request_id', 'state')
-if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[3], unpack(ARGV, 4))
-return 1
-"""
+_TRANSITION_SCRIPT = load_script("deliveries_transition")
 
 # Claims the fallback of the send still on record: from ``watching``, or from a
 # ``fallen_back`` whose claimer's lease ran out before its SMS was recorded (it died or
 # failed between the claim and the send). 1 when this caller has it until ARGV[3].
-_CLAIM_FALLBACK_SCRIPT = """
-local cur = redis.call('HMGET', KEYS[1], 'request_id', 'state', 'fallback_until')
-if cur[1] ~= ARGV[1] then return 0 end
-if cur[2] ~= 'watching' and not (cur[2] == 'fallen_back'
-    and tonumber(cur[3] or '0') <= tonumber(ARGV[2])) then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'fallen_back', 'fallback_until', ARGV[3],
-           'undeliverable', ARGV[4])
-return 1
-"""
+_CLAIM_FALLBACK_SCRIPT = load_script("deliveries_claim_fallback")
 
 # Claims a due check: pushes its due time past the lease, so no other worker takes it
 # meanwhile and a worker that dies mid-check leaves it to be taken again after the lease.
-_CLAIM_CHECK_SCRIPT = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-"""
+_CLAIM_CHECK_SCRIPT = load_script("deliveries_claim_check")
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-from gurugrow import redis_keys
-from gurugrow.storage import RENEW_LEASE_SCRIPT, redis_guard
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import redis_guard
+from gurugrow.stores.once import RENEW_LEASE_SCRIPT
+from gurugrow.stores.scripts import load_script
 
 # The poller reloads everything this often, so no entry outlives its TTL unrewritten.
 FULL_RELOAD_SECONDS = 86400
 ENTRY_TTL_SECONDS = 3 * FULL_RELOAD_SECONDS
 _LOADED = "_"  # the field of an order hash that marks the list complete
 CUSTOMERS, ORDERS = "customers", "orders"
-_STATE_SCRIPT = (Path(__file__).with_suffix(".lua")).read_text()
+_STATE_SCRIPT = load_script("mirror_state")
 Identity = tuple[str, str]  # (channel, messenger account id)
 
 

@@ -1,7 +1,7 @@
 """Marshmallow schemas: request bodies/queries in, contract envelopes out.
 
 Requests: every field is optional (BotMarketing sends numbers as numbers or strings,
-and empty strings for unset variables) and of one field class of gurugrow/fields.py,
+and empty strings for unset variables) and of one field class of gurugrow/api/fields.py,
 which checks and converts it once; a field that fails names the ``errorCode`` (and
 ``status``) of the answer through its ``error_code`` (``error_status``) metadata.
 Responses: every contract field is always present, ``null`` when empty.
@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
 
-from gurugrow.fields import (
+from gurugrow.api.fields import (
     AccountId,
     Channel,
     Code,
@@ -25,7 +25,7 @@ from gurugrow.fields import (
     Slug,
     Text,
 )
-from gurugrow.identity import IDENTITY_FIELDS, pick_account_id
+from gurugrow.basics.identity import IDENTITY_FIELDS, pick_account_id
 
 
 class RequestSchema(Schema):

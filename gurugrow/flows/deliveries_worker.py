@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-from gurugrow.errors import StorageUnavailable
+from gurugrow.basics.errors import StorageUnavailable
 from gurugrow.flows.auto_fallback import check_due_sends
 from gurugrow.logs import log_event
 from gurugrow.services import Services

@@ -20,18 +20,19 @@ from typing import Any
 
 import redis
 
-from gurugrow import redis_keys
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
-from gurugrow.storage import (
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import (
     REDIS_ERRORS,
-    RENEW_LEASE_SCRIPT,
     RedisHash,
     WriteBatch,
     redis_guard,
     run_script,
     written,
 )
+from gurugrow.stores.once import RENEW_LEASE_SCRIPT
+from gurugrow.stores.scripts import load_script
 
 # After the code's own lifetime the session hash is kept this long more, so a late
 # check can be told "expired" rather than "no such session".
@@ -43,13 +44,7 @@ CLAIM_POLL_SECONDS = 0.05
 # Stores a new session and drops the previous one of the same phone + identity (one code
 # at a time), in one step.
 # The pointer holds the session's key name, so the previous session can be dropped here.
-_CREATE_SCRIPT = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-local previous = redis.call('SET', KEYS[2], KEYS[1], 'EX', ARGV[1], 'GET')
-if previous and previous ~= KEYS[1] then redis.call('DEL', previous) end
-return 1
-"""
+_CREATE_SCRIPT = load_script("otp_create")
 
 # Finds, compares, counts and claims in one step (one round trip). A session that is
 # unknown, burned, or another messenger identity's or purpose's is ``missing``, not a
@@ -61,84 +56,18 @@ return 1
 # lapsed (its worker died) is checked like a pending code again. The candidate was hashed
 # with the session's id as salt before anything was read.
 # Every answer about the session carries its fields (HGETALL's flat list) last.
-_CHECK_SCRIPT = """
-local all = redis.call('HGETALL', KEYS[1])
-if #all == 0 then return {'missing', 0} end
-local s = {}
-for i = 1, #all, 2 do s[all[i]] = all[i + 1] end
-if s['state'] == 'used' or not s['hash'] or s['channel'] ~= ARGV[9]
-    or s['account_id'] ~= ARGV[10] or s['purpose'] ~= ARGV[11] then
-  return {'missing', 0}
-end
-local function failed(result)
-  local max_failures = tonumber(ARGV[4])
-  if max_failures > 0 then
-    local failures = redis.call('INCR', KEYS[3])
-    if failures == 1 then redis.call('EXPIRE', KEYS[3], 3600) end
-    if failures >= max_failures then
-      local level = redis.call('INCR', KEYS[4])
-      if level == 1 then redis.call('EXPIRE', KEYS[4], 86400) end
-      redis.call('DEL', KEYS[3])
-      local seconds = math.min(tonumber(ARGV[5]) * 2 ^ (level - 1), tonumber(ARGV[6]))
-      redis.call('SET', KEYS[2], '1', 'EX', math.floor(seconds))
-      return {result, math.floor(seconds), all}
-    end
-  end
-  return {result, 0, all}
-end
-local lock = redis.call('TTL', KEYS[2])
-if lock > 0 then return {'identity_locked', lock, all} end
-local state = s['state']
-if state == 'done' or (state == 'claimed' and redis.call('EXISTS', KEYS[5]) == 1) then
-  if s['hash'] == ARGV[1] then return {state == 'done' and 'replay' or 'busy', 0, all} end
-  return failed('missing')
-end
-if state == 'locked' then return {'locked', 0, all} end
-if tonumber(ARGV[3]) > tonumber(s['expires_at']) then return {'expired', 0, all} end
-if s['hash'] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'state', 'claimed')
-  redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
-  return {'ok', 0, all}
-end
-local result = 'invalid'
-if redis.call('HINCRBY', KEYS[1], 'attempts', 1) >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'state', 'locked')
-  result = 'locked'
-end
-return failed(result)
-"""
+_CHECK_SCRIPT = load_script("otp_check")
 
 # Ends a claim: ``done`` with the answer to replay, ``used`` (burned: a conflict) or back
 # to ``pending`` (our own failure: the code may be tried again). Only a session still
 # claimed changes, so a late finish never revives a newer state.
-_SETTLE_SCRIPT = """
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[3] then return 0 end
-if redis.call('HGET', KEYS[1], 'state') == 'claimed' then
-  redis.call('HSET', KEYS[1], 'state', ARGV[1])
-  if ARGV[1] == 'done' then redis.call('HSET', KEYS[1], 'answer', ARGV[2]) end
-end
-redis.call('DEL', KEYS[2])
-return 1
-"""
+_SETTLE_SCRIPT = load_script("otp_settle")
 
 
 # Replaces the code of a session that is still waiting for one: a session checked,
 # claimed or burned meanwhile (a check or wrong guesses racing a resend or the deliveries
 # worker) is left as it is, and concurrent replacements each count their send.
-_REPLACE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local state = redis.call('HGET', KEYS[1], 'state')
-if state and state ~= 'pending' then return -1 end
-if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= tonumber(ARGV[6]) then
-  return -1
-end
-local sends = redis.call('HINCRBY', KEYS[1], 'sends', 1)
-redis.call('HSET', KEYS[1], 'route', ARGV[1], 'expires_at', ARGV[2], 'salt', ARGV[3],
-           'hash', ARGV[4], 'attempts', 0, 'state', 'pending')
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return sends
-"""
+_REPLACE_SCRIPT = load_script("otp_replace")
 
 @dataclass(frozen=True)
 class OtpPolicy:
@@ -281,7 +210,7 @@ class OtpStore:
               code: str) -> tuple[str, OtpSession | None]:
         """Find the session this messenger identity started for ``purpose`` and check
         ``code`` against it, claiming it on success: one round trip, which also carries
-        the rider of an enclosing ``storage.riding_along`` (``storage.run_script``).
+        the rider of an enclosing ``stores.client.riding_along`` (``stores.client.run_script``).
 
         Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
         with ``finish``, ``burn`` or ``release``), ``replay`` (this code already

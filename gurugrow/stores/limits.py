@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 import redis
 from redis.typing import EncodableT
 
-from gurugrow import redis_keys
-from gurugrow.callers import Network, in_networks
+from gurugrow.basics.callers import Network, in_networks
+from gurugrow.basics.errors import LimitExceeded, StorageUnavailable
+from gurugrow.basics.phone import phone_region
 from gurugrow.config import Settings
-from gurugrow.errors import LimitExceeded, StorageUnavailable
 from gurugrow.logs import log_event
-from gurugrow.phone import phone_region
-from gurugrow.storage import WriteBatch, redis_guard, run_script
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import WriteBatch, redis_guard, run_script
+from gurugrow.stores.scripts import load_script
 
 # Budget, cooldown, cost budget and the counters (per phone day/hour, per address hour, per
 # messenger account hour/day), admitted as a whole in one step: every limit is checked
@@ -29,65 +30,12 @@ from gurugrow.storage import WriteBatch, redis_guard, run_script
 # KEYS: budget, cooldown, cost, then one key per counter; ARGV: budget, cooldown seconds,
 # cost budget and this send's price (both in hundredths), then (limit, ttl, kind) per
 # counter. Answers the refusal's kind and its retry-after seconds.
-_ADMIT_SCRIPT = """
-local budget, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2])
-local cost_budget, price = tonumber(ARGV[3]), tonumber(ARGV[4])
-if budget > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= budget then
-  return {'budget', 0}
-end
-if cost_budget > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= cost_budget then
-  return {'cost_budget', 0}
-end
-if cooldown > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'cooldown', redis.call('TTL', KEYS[2])}
-end
-for i = 4, #KEYS do
-  local limit = tonumber(ARGV[3 * i - 7])
-  if limit > 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then
-    return {ARGV[3 * i - 5], 0}
-  end
-end
-if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'EX', cooldown) end
-for i = 4, #KEYS do
-  if tonumber(ARGV[3 * i - 7]) > 0 then
-    local n = redis.call('INCR', KEYS[i])
-    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 6]) end
-  end
-end
-local answer = 'ok'
-if cost_budget > 0 and price > 0 then
-  local spent = redis.call('INCRBY', KEYS[3], price)
-  if spent == price then redis.call('EXPIRE', KEYS[3], 172800) end
-  if spent >= cost_budget and spent - price < cost_budget then answer = 'cost_spent_now' end
-end
-if budget > 0 then
-  local spent = redis.call('INCR', KEYS[1])
-  if spent == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
-  if spent == budget then answer = 'budget_spent_now' end
-end
-return {answer, 0}
-"""
+_ADMIT_SCRIPT = load_script("limits_admit")
 
 # Returns what an admission took: KEYS are the cooldown it set (when ARGV[1] is '1'),
 # then every counter it incremented, the budget included, then the cost key when ARGV[2]
 # (the price it added) is above 0; a counter never goes below 0.
-_GIVE_BACK_SCRIPT = """
-local first, last = 1, #KEYS
-if ARGV[1] == '1' then
-  redis.call('DEL', KEYS[1])
-  first = 2
-end
-local price = tonumber(ARGV[2])
-if price > 0 then
-  local spent = tonumber(redis.call('GET', KEYS[last]) or '0')
-  if spent > 0 then redis.call('DECRBY', KEYS[last], math.min(price, spent)) end
-  last = last - 1
-end
-for i = first, last do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
-end
-return 1
-"""
+_GIVE_BACK_SCRIPT = load_script("limits_give_back")
 _REFUSALS = {"budget": "send_budget_exhausted", "cost_budget": "cost_budget_exhausted",
              "cooldown": "resend_too_early",
              "phone_day": "rate_limited", "phone_hour": "rate_limited",
@@ -174,7 +122,7 @@ class Limits:
                    client_ip: str | None, *, route: str, cooldown: bool = True) -> Admission:
         """Take one send by ``route`` against every limit in one atomic Redis step, or
         refuse as a whole (``LimitExceeded``), taking nothing. The rider of an enclosing
-        ``storage.riding_along`` goes in the same round trip.
+        ``stores.client.riding_along`` goes in the same round trip.
 
         The global budgets count every admitted send, real or decoy (the cost budget at
         ``route``'s price), so they say nothing about who is a customer; ``give_back``
@@ -200,7 +148,7 @@ class Limits:
     def admit_contact(self, channel: str, account_id: str, client_ip: str | None) -> Admission:
         """A contact binding takes the per-account and per-address counters of a send (no
         cooldown, no budget: nothing is sent), in one step; ``LimitExceeded`` takes none.
-        The rider of an enclosing ``storage.riding_along`` goes in the same round trip."""
+        The rider of an enclosing ``stores.client.riding_along`` goes in the same round trip."""
         now = self.clock()
         return self._admit_all(now, self._caller_counters(channel, account_id, client_ip, now),
                                None, 0, 0, budgets=False)

@@ -18,9 +18,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
+from gurugrow.basics.identity import normalize_channel
+from gurugrow.basics.phone import normalize_phone
 from gurugrow.config import CHANNELS
-from gurugrow.identity import normalize_channel
-from gurugrow.phone import normalize_phone
 
 DELIVERY_ROUTES = ("telegram", "vk", "sms")
 DEFAULT_OTP_LENGTH = 6

@@ -16,7 +16,7 @@ plus the journey calls ahead of it, however large the wave of reads.
 One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
 request whose Redis step comes just before its first RetailCRM call (a code check, a
 start's or a contact binding's admission) asks for that call's slot in the same round
-trip (``SlotRider``, handed in with ``storage.riding_along``), before the step has
+trip (``SlotRider``, handed in with ``stores.client.riding_along``), before the step has
 decided whether the call will be made. So the look
 takes only a slot the bucket has spare now (at most one interval ahead) and never a
 place in line; anything else keeps nothing, and the call asks the bucket itself. Under
@@ -35,10 +35,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from gurugrow import metrics, redis_keys
-from gurugrow.errors import CrmBusy, StorageUnavailable
+from gurugrow import metrics
+from gurugrow.basics.errors import CrmBusy, StorageUnavailable
 from gurugrow.logs import log_event
-from gurugrow.storage import redis_guard
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.client import redis_guard
+from gurugrow.stores.scripts import load_script
 
 JOURNEY, READ = "journey", "read"
 # Calls made outside a contract request (the doctor, workers) are not a read wave.
@@ -70,62 +72,7 @@ _MIN_SLEEP_SECONDS = 0.0005
 # Answers {1, wait µs, slot µs}: granted, sleep that long (the slot's server time);
 # {2, retry µs}: in line, look again then; {0, estimated wait µs}: no slot within the
 # patience (busy).
-_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tail = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[1] == 'give_back' then
-  -- Nobody reserved after the unused slot: the next grant may have it (or now, if it
-  -- passed). No call went out in it, so the spacing of the calls made is kept.
-  local slot = tonumber(ARGV[2])
-  if tail == slot + tonumber(ARGV[3]) then
-    redis.call('SET', KEYS[1], slot, 'PX', math.max(math.floor((slot - now) / 1000), 0) + 60000)
-    return {1, 1}
-  end
-  return {1, 0}
-end
-if tail < now then tail = now end
-local ahead = tail - now
-if ARGV[1] == 'pause' then
-  local untl = now + tonumber(ARGV[2])
-  if untl > tail then
-    redis.call('SET', KEYS[1], untl, 'PX', math.floor((untl - now) / 1000) + 60000)
-  end
-  return {1, 0}
-end
-if ARGV[1] == 'leave' then
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  return {1, 0}
-end
-local interval, horizon = tonumber(ARGV[2]), tonumber(ARGV[3])
-local patience, token, is_read = tonumber(ARGV[4]), ARGV[5], ARGV[6] == '1'
-local before = 0
-if is_read then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[7]))
-  local mine = redis.call('ZSCORE', KEYS[2], token)
-  if mine then
-    before = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. mine)
-  else
-    before = redis.call('ZCARD', KEYS[2])
-  end
-end
-if ahead <= horizon and before == 0 then
-  local nxt = tail + interval
-  redis.call('SET', KEYS[1], nxt, 'PX', math.floor((nxt - now) / 1000) + 60000)
-  if is_read then redis.call('ZREM', KEYS[2], token) end
-  return {1, ahead, tail}
-end
-local estimate = ahead + before * interval
-if estimate > patience then
-  if is_read then redis.call('ZREM', KEYS[2], token) end
-  return {0, estimate}
-end
-redis.call('ZADD', KEYS[2], 'NX', now, token)
-redis.call('PEXPIRE', KEYS[2], math.floor(tonumber(ARGV[7]) / 1000) + 1000)
-local retry = ahead - horizon
-if retry < 0 then retry = 0 end
-return {2, retry + before * interval}
-"""
+_SCRIPT = load_script("quota")
 
 
 GRANTED, IN_LINE, BUSY = 1, 2, 0

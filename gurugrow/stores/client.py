@@ -1,0 +1,190 @@
+"""The Redis client's edge: the error guard (redis-py errors → StorageUnavailable),
+scripts with a rider in their round trip, and the write batch."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol
+
+import redis
+from redis.cluster import RedisCluster
+from redis.typing import EncodableT, FieldT
+
+from gurugrow.basics.errors import StorageUnavailable
+
+# A cluster client also raises RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
+# A Redis hash's fields and values as redis-py's ``hset(mapping=...)`` takes them.
+RedisHash = dict[FieldT, EncodableT]
+
+
+class redis_guard:  # noqa: N801 - used as a context manager, reads like a statement
+    """Turns redis-py errors into ``StorageUnavailable`` (``raise ... from``)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None and isinstance(exc, REDIS_ERRORS):
+            raise StorageUnavailable(type(exc).__name__) from exc
+
+
+class PipelineRider(Protocol):
+    """One more command for another step's round trip: it queues the command on that
+    step's pipeline and is handed the command's answer (an exception if it failed)."""
+
+    def queue(self, pipe: Any) -> None: ...
+
+    def receive(self, answer: Any) -> None: ...
+
+
+# The round trip's passenger: the rider waiting for the next script a store runs in this
+# context (``riding_along`` sets it, ``run_script`` takes it). A one-place box, so the
+# first script inside the block takes the rider and any later one runs alone.
+_RIDER: ContextVar[list[PipelineRider] | None] = ContextVar("pipeline_rider", default=None)
+
+
+@contextmanager
+def riding_along(rider: PipelineRider | None) -> Iterator[None]:
+    """The first store script run inside the block (``run_script``) carries ``rider``'s
+    command in its round trip; the rest of the block runs as without it. ``None``:
+    nothing rides (the block runs exactly as outside one)."""
+    token = _RIDER.set([rider] if rider is not None else [])
+    try:
+        yield
+    finally:
+        _RIDER.reset(token)
+
+
+def run_script(client: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """Run a script registered on ``client``, carrying the rider of the enclosing
+    ``riding_along`` block, if one is still waiting, in the same round trip (not on a
+    Redis Cluster, whose pipelines refuse scripts: there the rider is left out and gets
+    no answer)."""
+    waiting = _RIDER.get()
+    rider = waiting.pop() if waiting else None
+    with redis_guard():
+        if rider is None or isinstance(client, RedisCluster):
+            return script(keys=keys, args=args)
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        rider.queue(pipe)
+        answer, ridden = pipe.execute(raise_on_error=False)
+        rider.receive(ridden)
+        if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
+            return script(keys=keys, args=args)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class _Write(NamedTuple):
+    queue: Callable[[Any], None]  # puts its commands on a pipeline
+    alone: Callable[[], None]  # runs it on its own (a cluster client; a script Redis lost)
+    on_failure: Callable[[StorageUnavailable], None] | None  # None: a failure raises
+
+
+class WriteBatch:
+    """Writes whose answers nobody reads, sent to Redis together: one round trip.
+
+    A pipeline, not a transaction: each write stays atomic on its own (a script is one),
+    and writes on different keys may share it. Every round trip costs the app,
+    redis-server and a context switch each way, more than the commands themselves.
+    redis-py's cluster pipeline refuses scripts, so on a Redis Cluster each write goes
+    on its own, in order.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._writes: list[_Write] = []
+
+    def script(self, script: Any, keys: list[str], args: list[Any], *,
+               on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
+        """Queue a script registered on this client (as EVALSHA itself: redis-py's own
+        script queueing would first ask Redis whether it has the script, a round trip)."""
+        self._writes.append(_Write(
+            lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
+            lambda: script(keys=keys, args=args), on_failure))
+
+    def commands(self, queue: Callable[[Any], None], *,
+                 on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
+        """Queue the commands ``queue`` puts on a pipeline, as one write."""
+        def alone() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            queue(pipe)
+            pipe.execute()
+
+        self._writes.append(_Write(queue, alone, on_failure))
+
+    def send(self) -> None:
+        """Send everything queued. A write that failed raises StorageUnavailable, unless
+        it was queued with ``on_failure`` (then that is called, and the rest stands)."""
+        with redis_guard():
+            if isinstance(self._client, RedisCluster):
+                for write in self._writes:
+                    self._run_alone(write)
+                return
+            pipe = self._client.pipeline(transaction=False)
+            counts = []
+            for write in self._writes:
+                before = len(pipe)
+                write.queue(pipe)
+                counts.append(len(pipe) - before)
+            results = iter(pipe.execute(raise_on_error=False))
+            for write, count in zip(self._writes, counts, strict=True):
+                for result in itertools.islice(results, count):
+                    if isinstance(result, redis.exceptions.NoScriptError):
+                        self._run_alone(write)  # Redis lost its scripts (a restart)
+                    elif isinstance(result, Exception):
+                        self._failed(result, write)
+
+    def _run_alone(self, write: _Write) -> None:
+        try:
+            write.alone()
+        except REDIS_ERRORS as e:
+            self._failed(e, write)
+
+    @staticmethod
+    def _failed(error: Exception, write: _Write) -> None:
+        if write.on_failure is None:
+            raise error
+        write.on_failure(StorageUnavailable(type(error).__name__))
+
+
+@contextmanager
+def written(client: Any, batch: WriteBatch | None) -> Iterator[WriteBatch]:
+    """``batch`` to queue writes on (its owner sends it), or else a batch of one's own,
+    sent when the block ends without an error."""
+    if batch is not None:
+        yield batch
+        return
+    own = WriteBatch(client)
+    yield own
+    own.send()
+
+
+def delete_matching(client: redis.Redis, pattern: str, batch: int = 500) -> int:
+    """Delete every key matching a SCAN ``pattern`` (on every node of a cluster); the
+    number deleted. For the sandbox's reset only: a live service never wipes its keys."""
+    deleted, chunk = 0, []
+    with redis_guard():
+        for key in client.scan_iter(match=pattern, count=batch):
+            chunk.append(key)
+            if len(chunk) >= batch:
+                deleted += client.delete(*chunk)
+                chunk = []
+        if chunk:
+            deleted += client.delete(*chunk)
+    return deleted
+
+
+def registered_script(client: redis.Redis, source: str) -> Any:
+    # Registering only hashes the source locally; the script is loaded on first use.
+    return client.register_script(source)

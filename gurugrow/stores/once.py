@@ -1,0 +1,212 @@
+"""Run-once: an operation done once per key, its result replayed, under a
+renewed lease that lapses by itself when the worker dies."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from gurugrow.basics.errors import InProgress
+from gurugrow.stores.client import redis_guard, registered_script
+from gurugrow.stores.scripts import load_script
+
+
+class _Renewal:
+    """One lease being renewed: when it is next due, and whether it still runs."""
+
+    __slots__ = ("renew", "every", "due", "active")
+
+    def __init__(self, renew: Callable[[], bool], every: float, due: float) -> None:
+        self.renew, self.every, self.due, self.active = renew, every, due, True
+
+
+class _Renewals:
+    """One background thread per process renews every running lease when it falls due.
+
+    Not a thread per lease: a thread start and join on every claimed code or repeat
+    costs more CPU than the Redis round trips of the request itself.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._reset()
+
+    def _reset(self) -> None:
+        # After a fork the parent's thread and lock do not exist here: start afresh.
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Renewal]] = []
+        self._count = itertools.count()
+        self._running: _Renewal | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, renew: Callable[[], bool], every: float) -> _Renewal:
+        if self._pid != os.getpid():
+            self._reset()
+        entry = _Renewal(renew, every, time.monotonic() + every)
+        with self._cond:
+            heapq.heappush(self._heap, (entry.due, next(self._count), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-renewer",
+                                                daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is entry:  # due before the one the thread waits for
+                self._cond.notify()
+        return entry
+
+    def remove(self, entry: _Renewal) -> None:
+        """Stop renewing ``entry``; returns once no renewal of it is in flight, so the
+        caller may settle the lease knowing nothing renews it afterwards."""
+        with self._cond:
+            entry.active = False
+            while self._running is entry:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and not self._heap[0][2].active:
+                    heapq.heappop(self._heap)  # removed while waiting: drop it
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, _, entry = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._running = entry
+            try:
+                kept = entry.renew()
+            except Exception:  # noqa: BLE001 - a failed renewal must not kill the work
+                kept = True  # Redis may be back by the next turn
+            with self._cond:
+                self._running = None
+                if kept and entry.active:
+                    entry.due = time.monotonic() + entry.every
+                    heapq.heappush(self._heap, (entry.due, next(self._count), entry))
+                # else lost: someone took over; stop renewing someone else's lease
+                self._cond.notify_all()
+
+
+_RENEWALS = _Renewals()
+
+
+class LeaseRenewer:
+    """Calls ``renew`` every ``every`` seconds (on the process's renewal thread) while
+    the ``with`` block runs, so a lease outlives slow work but lapses soon after a crash.
+    Stops after ``renew`` returns False (the lease was lost)."""
+
+    def __init__(self, renew: Callable[[], bool], every: float) -> None:
+        self._renew = renew
+        self._every = every
+        self._entry: _Renewal | None = None
+
+    def __enter__(self) -> LeaseRenewer:
+        self._entry = _RENEWALS.add(self._renew, self._every)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._entry is not None:
+            _RENEWALS.remove(self._entry)
+
+
+# The marker of one idempotent operation is a hash (its ``result`` once kept, and the
+# ``notes`` of the attempt that ran it); the attempt running it holds a lease key with a
+# short TTL, renewed while it works. A crashed attempt's lease lapses by itself and the
+# next attempt takes over, with the notes (e.g. the order number it was creating).
+_CLAIM_SCRIPT = load_script("once_claim")
+
+
+_NOTE_SCRIPT = load_script("once_note")
+
+
+# Only the lease's holder finishes: when another attempt took over (this one's lease
+# lapsed), its result is the one to keep and this one writes nothing. A lapsed lease
+# nobody took still lets the holder keep its result, or a replay would redo the work.
+_FINISH_SCRIPT = load_script("once_finish")
+
+
+# Extends a lease (KEYS[1]) only while its holder (ARGV[1]) still holds it.
+RENEW_LEASE_SCRIPT = load_script("once_renew_lease")
+
+
+class Lease:
+    """One attempt's hold on an operation. ``resumed`` says an earlier attempt ran (and
+    crashed or failed); ``notes`` are what it wrote down. ``note`` writes this attempt's,
+    before a step whose effect the next attempt must be able to find (an order number)."""
+
+    def __init__(self, client: redis.Redis, keys: list[str], lease_seconds: float,
+                 notes: dict[str, Any]) -> None:
+        self._client = client
+        self._keys = keys
+        self._ms = max(int(lease_seconds * 1000), 1)
+        self.token = uuid.uuid4().hex
+        self.notes = notes
+        self.resumed = False  # an earlier attempt ran (and died or failed) before this one
+
+    def note(self, **fields: Any) -> None:
+        """Remember ``fields`` with the operation (kept until its window ends)."""
+        self.notes = {**self.notes, **fields}
+        with redis_guard():
+            registered_script(self._client, _NOTE_SCRIPT)(
+                keys=self._keys, args=[self.token, json.dumps(self.notes, ensure_ascii=False)])
+
+    def renew(self) -> bool:
+        """Extend the lease; False when it was lost (lapsed and taken over)."""
+        with redis_guard():
+            return bool(registered_script(self._client, RENEW_LEASE_SCRIPT)(
+                keys=self._keys[1:], args=[self.token, self._ms]))
+
+
+def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
+             operation: Callable[[Lease], dict], *,
+             keep: Callable[[dict], bool] = lambda result: True,
+             wait_seconds: float = 10.0, poll: float = 0.05,
+             lease_seconds: float = 1.0) -> dict:
+    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result.
+    ``lease_key`` (same cluster slot) is held while an attempt runs it.
+
+    The running attempt holds a lease of ``lease_seconds``, renewed while it works. A
+    concurrent repeat waits up to ``wait_seconds`` for the first one's result, then
+    raises InProgress; when the lease lapses (the worker died) it takes over at once,
+    with the notes the first attempt left in ``Lease.notes``. A result that ``keep``
+    rejects, or an exception, frees the operation for the next call (notes are kept).
+    """
+    keys = [key, lease_key]
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        lease = Lease(client, keys, lease_seconds, {})
+        with redis_guard():
+            state, raw = registered_script(client, _CLAIM_SCRIPT)(
+                keys=keys, args=[lease.token, lease._ms, window])
+        state = state.decode() if isinstance(state, bytes) else state
+        if state == "done":
+            return json.loads(raw)
+        if state in ("claimed", "resumed"):
+            lease.resumed = state == "resumed"
+            break
+        if time.monotonic() >= deadline:
+            raise InProgress(key)
+        time.sleep(poll)
+    lease.notes = json.loads(raw) if raw else {}
+    result: dict | None = None
+    try:
+        with LeaseRenewer(lease.renew, every=lease_seconds / 4):
+            result = operation(lease)
+    finally:
+        kept = json.dumps(result, ensure_ascii=False) if result is not None and keep(
+            result) else ""
+        with redis_guard():
+            registered_script(client, _FINISH_SCRIPT)(keys=keys, args=[lease.token, kept, window])
+    return result
