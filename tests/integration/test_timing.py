@@ -10,6 +10,12 @@ from anything else on the machine falls on every class alike. The test fails whe
   their spread (each answer's distance from its class's median), at the 0.1 % level:
   no threshold rule on one answer, nor on how much answers scatter, tells them apart.
 
+A finding must reproduce: when a check fails, every class is measured again with fresh
+starts, and the test fails on the checks that fail in both rounds. A real difference
+between the paths is systematic and shows again; on a host whose other load comes and
+goes, two dozen checks at the 0.1 % level on samples that are not quite independent
+sometimes separate a random pair once (seen: a different pair on each loaded run).
+
 ``START_MIN_SECONDS`` is set to ``TIMING_FLOOR_SECONDS`` (default 0.4 s: above the
 slowest path here under load; production's default is 2.0 s for real upstreams).
 Run with ``-s`` to see the figures; with ``TIMING_FLOOR_SECONDS=0`` the same checks show
@@ -97,12 +103,21 @@ def measure(base: str, path: str, extra: dict[str, str], rounds: int
 def test_start_takes_the_same_time_whoever_the_phone_belongs_to(stack, path):
     app, standins, _ = stack
     measure(app.base, path, ENDPOINTS[path], WARMUP_ROUNDS)  # imports, pools, caches
-    times = measure(app.base, path, ENDPOINTS[path], SAMPLES)
+    failures = separations(measure(app.base, path, ENDPOINTS[path], SAMPLES), path)
     # Each class really took its path: the deduper was asked, Telegram failed over to SMS.
     routes = {(m["to"], m["route"]) for m in list(standins.state.outbox)}
     assert (CLASSES["sms_fallback"], "sms") in routes
     assert (CLASSES["deduper_resolved"], "telegram") in routes
+    if failures:  # a finding must show again on fresh starts
+        print(f"  round 1 separated {sorted(failures)}: measuring again")
+        again = separations(measure(app.base, path, ENDPOINTS[path], SAMPLES), path)
+        failures = {check: (failures[check], again[check]) for check in failures
+                    if check in again}
+    assert not failures, failures
 
+
+def separations(times: dict[str, list[float]], path: str) -> dict[str, str]:
+    """The checks that tell classes apart: check name → what was seen."""
     medians = {name: statistics.median(v) for name, v in times.items()}
     print(f"\n{path} START_MIN_SECONDS={FLOOR}, {SAMPLES} starts per class (ms):")
     for name, values in times.items():
@@ -110,10 +125,10 @@ def test_start_takes_the_same_time_whoever_the_phone_belongs_to(stack, path):
         print(f"  {name:17} median {medians[name] * 1000:8.2f}  IQR {(q[2] - q[0]) * 1000:6.2f}"
               f"  stdev {statistics.stdev(values) * 1000:6.2f}"
               f"  min {min(values) * 1000:8.2f}  max {max(values) * 1000:8.2f}")
-    failures = []
+    failures = {}
     low, high = min(medians.values()), max(medians.values())
     if high / low - 1 > 0.05:
-        failures.append(f"medians differ by {(high / low - 1) * 100:.1f} % (> 5 %)")
+        failures["medians"] = f"medians differ by {(high / low - 1) * 100:.1f} % (> 5 %)"
     for a, b in itertools.combinations(CLASSES, 2):
         limit = ks_critical(len(times[a]), len(times[b]))
         for what, xs, ys in (("times", times[a], times[b]),
@@ -121,5 +136,6 @@ def test_start_takes_the_same_time_whoever_the_phone_belongs_to(stack, path):
             gap = ks_statistic(xs, ys)
             print(f"  KS {what:6} {a} vs {b}: {gap:.3f} (separates above {limit:.3f})")
             if gap > limit:
-                failures.append(f"{what} of {a} and {b} separate (KS {gap:.3f} > {limit:.3f})")
-    assert not failures, failures
+                failures[f"{what} {a}/{b}"] = (f"{what} of {a} and {b} separate "
+                                               f"(KS {gap:.3f} > {limit:.3f})")
+    return failures
