@@ -72,6 +72,12 @@ def test_answers_are_read_code_first_then_word(rsps, word, code, expected):
         "delivered", "pending", "failed"}
 
 
+@pytest.mark.parametrize(("code", "expected"), [(2, "failed"), (1, "delivered"), (77, "unknown")])
+def test_a_status_code_without_a_word_is_read(rsps, code, expected):
+    rsps.get(f"{SMS}/telegram/status", json={"time": "2026-06-01 10:00:00", "status_code": code})
+    assert GreenSmsGateway(SMS, token="t").delivery_status("telegram", REQUEST_ID) == expected
+
+
 @pytest.mark.parametrize(("status", "body", "error"), [
     (200, {"error": "Message not found", "code": 404}, UpstreamRejected),
     (401, {"error": "Authorization declined", "code": 0}, UpstreamRejected),

@@ -333,6 +333,21 @@ def test_dates_are_the_true_instant_in_utc_and_the_local_date(client, upstreams,
     assert f"📆Оформлен: {date}" in get(client, "/orders", QUERY)["text"]
 
 
+@pytest.mark.parametrize(("zone", "created"), [
+    ("Europe/Moscow", "0001-01-01 00:00:00"),   # east of UTC: before year 1 in UTC
+    ("America/New_York", "9999-12-31 23:59:59"),  # west of UTC: after year 9999
+    ("Europe/Moscow", "31.12.2026 10:00"),  # not RetailCRM's format
+])
+def test_a_date_that_cannot_be_converted_is_shown_as_it_came(client, upstreams, bound, zone,
+                                                             created):
+    upstreams.state.timezone = zone
+    upstreams.add_order(1, 626518, status="send-to-delivery", created=created)
+    answer = get(client, "/orders", QUERY)
+    assert answer["status"] == "ok"
+    assert (answer["orders"][0]["createdAt"], answer["orders"][0]["createdAtText"]) == (
+        created, None)
+
+
 def drop_order_list(client, customer_id: str = "626518") -> None:
     client.application.extensions["gurugrow"].redis.delete(
         redis_keys.orders_cache("gg:", customer_id))

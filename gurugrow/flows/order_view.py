@@ -129,9 +129,9 @@ def _created(order: Mapping[str, Any], zone: tzinfo) -> tuple[str | None, str | 
         return None, None
     try:
         local = datetime.strptime(str(raw), "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
-    except ValueError:
+        instant = local.astimezone(UTC)  # year 1 or 9999 near a zone's edge overflows
+    except (ValueError, OverflowError):
         return str(raw), None
-    instant = local.astimezone(UTC)
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ"), local.strftime("%d.%m.%Y")
 
 

@@ -108,7 +108,10 @@ class GreenSmsGateway:
             raise ValueError(f"unknown route {route!r}")
         status, body = self._authorized_get(f"/{route}/status",
                                             [("id", request_id), ("extended", "true")])
-        _answer_field(f"{route}/status", status, body, "status")
+        # status_code is read first: an answer with a code and no word is an answer too.
+        _answer_field(f"{route}/status", status, body,
+                      "status_code" if isinstance(body, dict) and body.get("status_code")
+                      not in (None, "") else "status")
         mapped = delivery_status_of(body)
         if mapped == "unknown":  # a word or code to add to the tables, once understood
             log_event("greensms_status_unmapped", logging.WARNING, route=route,

@@ -26,6 +26,14 @@ _LISTINGS = {"customers": "/api/v5/customers", "orders": "/api/v5/orders"}
 _HISTORY = {"customers": "/api/v5/customers/history", "orders": "/api/v5/orders/history"}
 
 
+def _history_id(value: Any) -> bool:
+    """True for a history record id: an integer, or ASCII digits (not a bool)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.isascii()
+                                      and value.isdigit())
+
+
 def phone_digits(raw: str) -> str:
     """Digits of a stored phone, as the flows normalise them (8… and 10-digit RU → 7…)."""
     digits = "".join(ch for ch in str(raw) if ch.isdigit())
@@ -291,16 +299,17 @@ class RetailCrmGateway:
                 ) -> tuple[list[dict[str, Any]], int | None]:
         """One page of 100 records of ``/api/v5/{customers,orders}/history`` after
         ``since_id`` (or, only to find the newest record before a load, by ``page``: the
-        two together are refused). Records without an integer ``id`` are dropped; the
-        total page count when the answer has one."""
+        two together are refused). A record's ``id`` is taken as an integer or digits (its
+        value shapes are unsettled); records without one are dropped. The total page count
+        when the answer has one."""
         params: Params = [("limit", "100")]
         if since_id is not None:
             params.append(("filter[sinceId]", str(since_id)))
         elif page is not None:
             params.append(("page", str(page)))
         body = self._get(_HISTORY[entity], params)
-        records = [r for r in body.get("history") or []
-                   if isinstance(r, dict) and isinstance(r.get("id"), int)]
+        records = [{**r, "id": int(r["id"])} for r in body.get("history") or []
+                   if isinstance(r, dict) and _history_id(r.get("id"))]
         total = (body.get("pagination") or {}).get("totalPageCount")
         return records, total if isinstance(total, int) else None
 
