@@ -380,3 +380,19 @@ def test_the_time_zone_is_read_once_with_the_statuses(client, upstreams, bound):
     assert upstreams.crm_calls("GET /api/v5/settings") == ["GET /api/v5/settings"]
     assert upstreams.crm_calls("GET /api/v5/reference/statuses") == [
         "GET /api/v5/reference/statuses"]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Moscow", "America/New_York"])
+def test_an_order_the_standin_creates_is_dated_in_the_accounts_zone(client, upstreams, source,
+                                                                     zone):
+    """The stand-in writes a new order's createdAt as RetailCRM does, local time of the
+    account; read back, it is the true instant (within the test's own minute, not hours)."""
+    from datetime import UTC, datetime
+
+    upstreams.state.timezone = zone
+    new_id = repeat(client, sourceOrderId="123456")["newOrderId"]
+    client.application.extensions["gurugrow"].redis.delete(
+        redis_keys.orders_cache("gg:", "626518"))
+    [order] = [o for o in get(client, "/orders", QUERY)["orders"] if o["sourceOrderId"] == new_id]
+    created = datetime.strptime(order["createdAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 120

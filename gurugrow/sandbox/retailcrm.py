@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -137,7 +136,7 @@ def _history(kind: str) -> Answer:
     answer, status = _page(records, "history")
     if status == 200:
         body = answer.get_json()
-        body["generatedAt"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        body["generatedAt"] = state().local_now()
         return jsonify(body), 200
     return answer, status
 
@@ -253,7 +252,7 @@ def create_order() -> ResponseReturnValue:
         st.created_orders.append({**json.loads(json.dumps(data)), "id": oid, "site": site})
         created = {**data, "id": oid, "number": data.get("number") or f"{oid}A", "site": site,
                    "items": [_resolve_item(item) for item in data.get("items") or []],
-                   "createdAt": time.strftime("%Y-%m-%d %H:%M:%S")}
+                   "createdAt": st.local_now()}
         st.orders[str(oid)] = created
         st.record_history("orders", created, "id", None, oid, created=True)
         lose = st.lose_create_answer

@@ -10,7 +10,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app, jsonify
 
@@ -97,6 +99,15 @@ class SandboxState:
             self.history: dict[str, list[dict[str, Any]]] = {"customers": [], "orders": []}
             self._next_history_id = 0
 
+    def local_now(self) -> str:
+        """Now as RetailCRM writes dates: ``Y-m-d H:i:s`` in the account's time zone (the
+        one ``/api/v5/settings`` names; UPSTREAM-FACTS.md, strong)."""
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        return datetime.now(zone).strftime("%Y-%m-%d %H:%M:%S")
+
     def new_id(self) -> int:
         """A fresh id for a created customer or order."""
         with self.lock:
@@ -117,7 +128,7 @@ class SandboxState:
             self._next_history_id += 1
             record: dict[str, Any] = {
                 "id": self._next_history_id,
-                "createdAt": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "createdAt": self.local_now(),
                 "source": "api" if ours else "user", "field": field, "oldValue": old,
                 "newValue": new, "apiKey": {"current": ours}}
             if created:
