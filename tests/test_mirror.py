@@ -208,6 +208,29 @@ def test_unlink_shows_at_once(client, svc, world):
     assert world.calls[before:] == []
 
 
+@pytest.mark.parametrize("garbage", [b"not json", b"[1, 2]"])
+def test_an_unreadable_mirror_record_never_fails_a_done_crm_write(client, svc, world,
+                                                                  redis_client, garbage):
+    """Unlink clears the CRM field first; a broken mirrored customer then only costs the
+    write-through (logged), never the answer."""
+    sync(svc)
+    redis_client.set(redis_keys.mirror_customer(svc.settings.redis_prefix, "626518"), garbage,
+                     ex=60)
+    assert post(client, "/auth/unlink", TG)["status"] == "unlinked"
+    assert world.field(626518, TG_FIELD) in (None, "")
+
+
+def test_a_released_lease_is_only_ever_the_releasers_own(svc, redis_client):
+    """A poller whose lease lapsed and was taken leaves the successor's lease alone."""
+    assert svc.mirror.take_lease("first", 30)
+    redis_client.delete(svc.mirror.lease_key)  # lapsed
+    assert svc.mirror.take_lease("successor", 30)
+    svc.mirror.release_lease("first")
+    assert redis_client.get(svc.mirror.lease_key) == b"successor"
+    svc.mirror.release_lease("successor")
+    assert redis_client.exists(svc.mirror.lease_key) == 0
+
+
 @pytest.mark.parametrize("phone, customer, old_account_now", [
     ("79990000001", "1001", "authorized"),  # a customer bound for the first time
     ("79991234567", "626518", "not_authorized"),  # rebound: its earlier account is free

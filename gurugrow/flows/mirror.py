@@ -63,9 +63,10 @@ def mirrored_orders(svc: Services, customer_id: str) -> list[dict[str, Any]] | N
 def _write_through(what: str, write: Any) -> None:
     try:
         write()
-    except StorageUnavailable as e:
-        # The CRM has the change; the poller brings it to the mirror within a poll.
-        log_event("mirror_write_failed", logging.WARNING, what=what, error=e)
+    except _BROKEN as e:
+        # The CRM has the change; the poller brings it to the mirror within a poll. An
+        # unreadable mirror record must not fail a request whose CRM write succeeded.
+        log_event("mirror_write_failed", logging.WARNING, what=what, error=type(e).__name__)
 
 
 def mirror_bound(svc: Services, identity: MessengerIdentity, customer_id: str,

@@ -73,4 +73,4 @@ def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any]
 
 
 # Deletes a marker (KEYS[1]) only while it is still the caller's (ARGV[1]).
-_RELEASE_SCRIPT = load_script("cache_release")
+_RELEASE_SCRIPT = load_script("release_if_holder")

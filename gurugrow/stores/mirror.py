@@ -50,6 +50,7 @@ class MirrorStore:
         self._clock = clock
         self._state_script = client.register_script(_STATE_SCRIPT)
         self._renew_script = client.register_script(RENEW_LEASE_SCRIPT)
+        self._release_script = client.register_script(load_script("release_if_holder"))
         self.state_key = redis_keys.mirror_state(prefix)
         self.lease_key = redis_keys.mirror_lease(prefix)
 
@@ -114,9 +115,8 @@ class MirrorStore:
 
     def release_lease(self, token: str) -> None:
         """Give the lease up if still held (a successor need not wait for it to lapse)."""
-        with redis_guard():
-            if _text(self._client.get(self.lease_key) or b"") == token:
-                self._client.delete(self.lease_key)
+        with redis_guard():  # one step: a lease lapsed meanwhile may be a successor's
+            self._release_script(keys=[self.lease_key], args=[token])
 
     def write_state(self, token: str, fields: dict[str, Any], *, add: bool = False) -> bool:
         """Set (or, with ``add``, add to) state fields, only while ``token`` holds the
