@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gurugrow.basics.errors import StorageUnavailable
 from tests.helpers import BODY_KINDS, post, run_concurrently, set_clock
 
 CONTACT_FIELDS = {"status", "authorized", "customerId", "verifiedUntil", "maskedPhone",
@@ -204,3 +205,26 @@ def test_a_replay_while_the_first_still_binds_for_long_is_in_progress(client, up
     assert sorted((a["status"], a["errorCode"]) for a in answers) == [
         ("authorized", None), ("error", "in_progress")]
     assert len(upstreams.edits) == 1
+
+
+@pytest.mark.parametrize("env_overrides", [{**CONTACTS_ON,
+                                            "OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR": "1"}])
+@pytest.mark.parametrize("failing", ["edit", "redis"])
+def test_a_binding_that_fails_gives_the_counters_back(client, upstreams, failing, monkeypatch):
+    """An outage while binding (RetailCRM's edit, or Redis when the binding is kept) costs
+    the caller none of the account's allowance: the next share, once it is over, binds."""
+    from gurugrow.stores.client import WriteBatch
+
+    upstreams.add_customer(5, PHONE)
+    if failing == "edit":
+        upstreams.fail["edit"] = (503, {"success": False, "errorMsg": "Rate limit exceeded"})
+        expected = "crm_unavailable"
+    else:
+        def down(self):
+            raise StorageUnavailable("ConnectionError")
+        monkeypatch.setattr(WriteBatch, "send", down)
+        expected = "storage_unavailable"
+    assert share(client)["errorCode"] == expected
+    upstreams.fail.pop("edit", None)
+    monkeypatch.undo()
+    assert share(client)["status"] == "authorized"

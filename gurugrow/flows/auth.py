@@ -118,13 +118,16 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
         log_event("contact_unknown_phone", channel=identity.channel, phone=mask_phone(phone))
         raise FlowRefusal("customer_not_found", status="not_found", maskedPhone=mask_phone(phone))
     method = f"{identity.channel}_contact"
-    answer = _bind(svc, identity, customer_id, phone, method)
-    key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
-                                   identity.account_id)
-    batch = WriteBatch(svc.redis)  # the binding cache and, for unlink, the kept answer
-    remember_new_binding(svc, identity, customer_id, phone, batch)
-    batch.commands(lambda pipe: pipe.set(key, token, ex=svc.settings.otp_ttl_seconds))
-    batch.send()
+    # A CRM or Redis failure while binding gives the counters back too; a refusal the
+    # binding earned (a conflict) keeps them.
+    with returned_on_failure(svc, admission, keep_on=(FlowRefusal,)):
+        answer = _bind(svc, identity, customer_id, phone, method)
+        key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
+                                       identity.account_id)
+        batch = WriteBatch(svc.redis)  # the binding cache and, for unlink, the kept answer
+        remember_new_binding(svc, identity, customer_id, phone, batch)
+        batch.commands(lambda pipe: pipe.set(key, token, ex=svc.settings.otp_ttl_seconds))
+        batch.send()
     metrics.VERIFICATIONS.labels(method).inc()
     return answer
 

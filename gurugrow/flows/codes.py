@@ -120,12 +120,16 @@ def refused_by_limits(phone: str | None, client_ip: str | None) -> Iterator[None
 
 
 @contextmanager
-def returned_on_failure(svc: Services, admission: Admission) -> Iterator[None]:
+def returned_on_failure(svc: Services, admission: Admission,
+                        keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Give back everything ``admission`` took when the block fails (nothing went out:
     a failed delivery, or an upstream failure before the send), so the customer may try
-    again at once and an outage does not use up their sends."""
+    again at once and an outage does not use up their sends. An exception of ``keep_on``
+    (an answer the attempt earned) keeps what was taken."""
     try:
         yield
+    except keep_on:
+        raise
     except BaseException:
         try:
             svc.limits.give_back(admission)
