@@ -228,3 +228,23 @@ def test_a_binding_that_fails_gives_the_counters_back(client, upstreams, failing
     upstreams.fail.pop("edit", None)
     monkeypatch.undo()
     assert share(client)["status"] == "authorized"
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACTS_ON])
+@pytest.mark.parametrize(("fields", "status"), [
+    # The contact's user id is one of the sender's identity fields, not the first one.
+    ({"messengerUserId": "", "customerExternalId": "cust-1",
+      "messengerAccountIdFallback": TG_ID}, "authorized"),
+    ({"customerExternalId": "cust-1"}, "authorized"),  # messengerUserId is TG_ID too
+    # None of the sender's fields is the contact's: someone else's contact.
+    ({"messengerUserId": "", "customerExternalId": "cust-1"}, "error"),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_the_contact_is_the_senders_when_any_of_its_ids_is(client, upstreams, fields, status,
+                                                           kind):
+    upstreams.add_customer(5, PHONE)
+    answer = share(client, kind, **fields)
+    assert answer["status"] == status
+    if status == "error":
+        assert answer["errorCode"] == "contact_not_own"
+        assert not upstreams.field(5, TG_FIELD)

@@ -212,6 +212,9 @@ def test_resend_too_early(client, upstreams, kind):
     {"channelType": "telegram", "deliveryRoute": "telegram"},
     {},  # the sessionId alone is enough
     {"channelType": "telegram", "messengerUserId": "123456789"},  # the session's own
+    # Several identity fields: one of them is the session's (the bot added another).
+    {"customerExternalId": "cust-1", "messengerUserId": "123456789"},
+    {"messengerUserId": "cust-1", "messengerAccountIdFallback": "123456789"},
 ])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_resend_as_the_contract_shows_it(client, upstreams, kind, fields):
@@ -232,6 +235,7 @@ def test_resend_as_the_contract_shows_it(client, upstreams, kind, fields):
     ({"channelType": "vk"}, "session_not_found"),
     ({"messengerUserId": "someone-else"}, "session_not_found"),
     ({"channelType": "vk", "messengerUserId": "123456789"}, "session_not_found"),
+    ({"messengerUserId": "a", "customerExternalId": "b"}, "session_not_found"),  # none is
     ({"channelType": "icq"}, "invalid_channel"),
     ({"deliveryRoute": "fax"}, "invalid_route"),
 ])

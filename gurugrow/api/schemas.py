@@ -25,7 +25,7 @@ from gurugrow.api.fields import (
     Slug,
     Text,
 )
-from gurugrow.basics.identity import IDENTITY_FIELDS, pick_account_id
+from gurugrow.basics.identity import IDENTITY_FIELDS, pick_account_id, sent_account_ids
 
 
 class RequestSchema(Schema):
@@ -112,7 +112,7 @@ class AuthResendBody(RequestSchema):
     @post_load
     def _normalize(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["channel"] = data.get("channelType")
-        data["accountId"] = pick_account_id(data)
+        data["accountIds"] = sent_account_ids(data)
         return data
 
 

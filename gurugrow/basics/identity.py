@@ -42,6 +42,12 @@ def pick_account_id(data: Mapping[str, str | None]) -> str | None:
     return None
 
 
+def sent_account_ids(data: Mapping[str, str | None]) -> tuple[str, ...]:
+    """Every non-empty identity field the caller sent: all name the same sender, so a
+    value to match (a session's account, a shared contact's user id) may be any one."""
+    return tuple(value for name in IDENTITY_FIELDS if (value := (data.get(name) or "").strip()))
+
+
 def identity_for(channel: str, account_id: str, settings: Settings) -> MessengerIdentity:
     """The identity with the CRM field its channel maps to."""
     return MessengerIdentity(channel, account_id, settings.channel_field(channel))

@@ -11,7 +11,7 @@ from typing import Any
 
 from gurugrow import metrics, texts
 from gurugrow.basics.errors import FlowRefusal
-from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.identity import MessengerIdentity, sent_account_ids
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
@@ -95,7 +95,8 @@ def contact(svc: Services, data: dict[str, Any]) -> Answer:
     identity = identity_of(svc, data)
     if identity.channel not in svc.settings.contact_verified_channels:
         raise FlowRefusal("contact_channel_not_allowed")
-    if data["contactUserId"] != identity.account_id:
+    # The contact's user id must be the sender's own: any of the identity fields it sent.
+    if data["contactUserId"] not in sent_account_ids(data):
         log_event("contact_refused", logging.WARNING, channel=identity.channel,
                   reason="not_own")
         raise FlowRefusal("contact_not_own")

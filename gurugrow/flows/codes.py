@@ -242,14 +242,14 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
 
 
 def resendable_session(svc: Services, session_id: str, channel: str | None,
-                       account_id: str | None) -> OtpSession:
+                       account_ids: tuple[str, ...]) -> OtpSession:
     """The pending session of any kind (/auth/start or /orders/recommended/start) to send
-    a new code for. The unguessable ``sessionId`` is enough; a channel or a messenger
-    identity, when the caller sends one, must be the session's. Any other caller is told
-    the session does not exist (``session_not_found``)."""
+    a new code for. The unguessable ``sessionId`` is enough; a channel, when the caller
+    sends one, must be the session's, and so must one of the identity fields it sends.
+    Any other caller is told the session does not exist (``session_not_found``)."""
     session = svc.otp.load(session_id)
     if session is None or (channel is not None and channel != session.channel) or (
-            account_id is not None and account_id != session.account_id):
+            account_ids and session.account_id not in account_ids):
         raise FlowRefusal("session_not_found")
     return session
 
@@ -328,7 +328,7 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     who may ask.
     """
     session = resendable_session(svc, data["sessionId"], data.get("channel"),
-                                 data.get("accountId"))
+                                 data.get("accountIds") or ())
     ensure_resendable(svc, session)
     route = data.get("deliveryRoute") or default_route(session.channel)
     # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
