@@ -13,7 +13,7 @@ PIN := --quiet --upgrade --generate-hashes --strip-extras --no-emit-index-url \
 
 .DEFAULT_GOAL := help
 .PHONY: help install python-check run serve test test-unit lint bench doctor create-fields \
-	deliveries mirror lock clean
+	deliveries mirror lock clean texts
 
 ## help: list every target (this text)
 help:
@@ -72,6 +72,10 @@ doctor: install
 ## create-fields: create the RetailCRM customer fields the doctor finds missing (ARGS=--yes: no question)
 create-fields: install
 	$(BIN)/flask --app wsgi gurugrow create-fields $(ARGS)
+
+## texts: write every bot text to texts.toml (OUT=file), to edit and name in TEXTS_FILE
+texts: install
+	$(BIN)/flask --app wsgi gurugrow texts --output $(or $(OUT),texts.toml)
 
 ## deliveries: the optional worker that re-sends undelivered messenger codes by SMS (.env)
 deliveries: install

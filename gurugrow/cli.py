@@ -144,3 +144,24 @@ def mirror(once: bool, max_seconds: float | None) -> None:
         svc, once=once, max_seconds=max_seconds, stop=stop,
         progress=lambda line: click.echo(f"mirror load: {line}")))
     click.echo(" ".join(f"{outcome}={count}" for outcome, count in sorted(totals.items())))
+
+
+@cli.command("texts")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file (default: print).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def texts_command(output: str | None, force: bool) -> None:
+    """Write every bot text as it is now (TEXTS_FILE applied) as a TOML file: edit it,
+    keep what you change, and set TEXTS_FILE to it."""
+    from gurugrow.basics.shop import texts_toml
+
+    content = texts_toml()
+    if output is None:
+        click.echo(content, nl=False)
+        return
+    if os.path.exists(output) and not force:
+        click.echo(f"{output} exists: pass --force to overwrite it", err=True)
+        raise SystemExit(1)
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(content)
+    click.echo(f"wrote the bot texts to {output}: edit it, then set TEXTS_FILE={output}")
