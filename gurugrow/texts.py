@@ -142,6 +142,14 @@ ERROR_MESSAGES["busy"] = ("Сейчас очень много обращений
                           "через несколько секунд.")
 
 
+# -- Free-text fields (a name with nothing readable in it, or too long) --------------------
+ERROR_MESSAGES.update({
+    "invalid_first_name": "Проверьте имя: оно пустое или слишком длинное.",
+    "invalid_last_name": "Проверьте фамилию: она пустая или слишком длинная.",
+    "invalid_email": "Проверьте адрес почты: он пустой или слишком длинный.",
+})
+
+
 # -- A shop's own wording: TEXTS_FILE overrides texts by name ------------------------------
 # Every UPPER_CASE text above (a string, or a table of strings such as ERROR_MESSAGES) can
 # be replaced by a TOML file: `NAME = "..."` for a string, `[NAME]` with `key = "..."` for
