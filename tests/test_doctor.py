@@ -518,3 +518,15 @@ def test_the_doctor_names_each_missing_inactive_or_unpriced_bundle(upstreams: Up
     assert sets["mark"] == "warn" and "no price in the catalog: SET-FEMALE-BASIC" in (
         sets["detail"]), stdout
     assert code == 0, stdout
+
+
+def test_the_readme_and_going_live_list_every_scope_the_doctor_uses():
+    from pathlib import Path
+
+    from gurugrow.doctor import REQUIRED_SCOPES, SETUP_SCOPES
+
+    root = Path(__file__).resolve().parent.parent
+    for doc in ("README.md", "docs/GOING-LIVE.md"):
+        text = (root / doc).read_text(encoding="utf-8")
+        missing = [s for s in (*REQUIRED_SCOPES, *SETUP_SCOPES) if f"`{s}`" not in text]
+        assert missing == [], f"{doc} lacks {missing}"
