@@ -6,16 +6,21 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from gurugrow.basics.phone import mask_phone, normalize_phone
-from gurugrow.config import ConfigError, config_error_lines
+from gurugrow.config import CHANNELS, ConfigError, config_error_lines
 from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
 from gurugrow.flows.deliveries_worker import run_worker
 from gurugrow.flows.mirror_worker import run_mirror
+
+if TYPE_CHECKING:
+    from gurugrow.basics.identity import MessengerIdentity
+    from gurugrow.services import Services
 
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
                                 "run the deliveries worker and the RetailCRM mirror.")
@@ -97,7 +102,8 @@ def clear_phone(phone: str) -> None:
     """Clear one phone's code counters (this hour's and today's), so its owner can ask
     for a code at once: others' messenger accounts can spend a phone's caps.
 
-    Cooldowns (one minute per messenger account) and the per-account caps stay.
+    Cooldowns (one minute per messenger account) and the per-account caps stay
+    (`account clear <channel> <id>` lifts an account's).
     """
     normalized = normalize_phone(phone)
     if normalized is None:
@@ -165,3 +171,52 @@ def texts_command(output: str | None, force: bool) -> None:
     with open(output, "w", encoding="utf-8") as f:
         f.write(content)
     click.echo(f"wrote the bot texts to {output}: edit it, then set TEXTS_FILE={output}")
+
+
+account = AppGroup("account", help="One messenger account: see what the service knows, "
+                                   "unbind it, lift its caps.")
+cli.add_command(account)
+CHANNEL_ARG = click.Choice(CHANNELS, case_sensitive=False)
+
+
+def _account(channel: str, account_id: str) -> tuple[Services, MessengerIdentity]:
+    from gurugrow.basics.identity import identity_for
+
+    svc = _configured_services()
+    return svc, identity_for(channel.lower(), account_id, svc.settings)
+
+
+@account.command("show")
+@click.argument("channel", type=CHANNEL_ARG)
+@click.argument("account_id")
+def account_show(channel: str, account_id: str) -> None:
+    """What the service knows about one messenger account: its binding (customer, masked
+    phone, last verification and method), cache and mirror, counters and lockout."""
+    from gurugrow.flows.accounts import show_account
+
+    svc, identity = _account(channel, account_id)
+    click.echo("\n".join(show_account(svc, identity)))
+
+
+@account.command("unbind")
+@click.argument("channel", type=CHANNEL_ARG)
+@click.argument("account_id")
+def account_unbind(channel: str, account_id: str) -> None:
+    """Unbind one messenger account: clears RetailCRM's field of every customer holding
+    it, the cached binding and the mirror's (the bot asks for the phone again)."""
+    from gurugrow.flows.accounts import unbind_account
+
+    svc, identity = _account(channel, account_id)
+    click.echo("\n".join(unbind_account(svc, identity)))
+
+
+@account.command("clear")
+@click.argument("channel", type=CHANNEL_ARG)
+@click.argument("account_id")
+def account_clear(channel: str, account_id: str) -> None:
+    """Lift one messenger account's caps: its codes this hour and today, wrong codes and
+    lockout (`clear-phone` does the phone's)."""
+    from gurugrow.flows.accounts import clear_account
+
+    svc, identity = _account(channel, account_id)
+    click.echo("\n".join(clear_account(svc, identity)))
