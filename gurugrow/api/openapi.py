@@ -32,7 +32,8 @@ UNDOCUMENTED_PREFIXES = ("/sandbox", "/static")
 FORM = "application/x-www-form-urlencoded"
 
 FIELD_DESCRIPTIONS = {
-    "channelType": "Messenger: telegram | vk | whatsapp | max | instagram (aliases accepted).",
+    "channelType": "Messenger: telegram | vk | whatsapp | max | instagram (any case; no "
+                   "other spelling: tg is invalid_channel).",
     "messengerUserId": "Stable messenger account id; the first non-empty of this, "
                        "customerExternalId, messengerAccountId, messengerAccountIdFallback "
                        "identifies the account.",
@@ -354,8 +355,9 @@ def openapi_json():
 
 @bp.get("/docs")
 def docs_page():
+    sets = current_app.extensions["gurugrow"].sets or RECOMMENDED_SETS
     return render_template("docs.html", spec=openapi_document(), identity_rule=IDENTITY_RULE,
-                           offers=list(RECOMMENDED_SETS.values()))
+                           offers=list(sets.values()))
 
 
 @bp.app_template_filter("pretty_json")
@@ -365,9 +367,17 @@ def pretty_json(value: Any) -> str:
 
 
 @bp.app_template_filter("inline_code")
-def inline_code(value: str) -> Markup:
-    """Markdown-style `code` spans of a plain text as <code> (the rest escaped)."""
-    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(value))))
+def inline_code(value: Any) -> Markup:
+    """The inline Markdown of a description as HTML (the rest escaped): `code`,
+    **bold**, [text](https://…) links; None as nothing."""
+    if value is None:
+        return Markup("")
+    html = str(escape(value))
+    html = re.sub(r"``(.+?)``", r"<code>\1</code>", html)  # docstrings' literals
+    html = re.sub(r"`([^`]+)`", r"<code>\1</code>", html)
+    html = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", html)
+    html = re.sub(r"\[([^\]]+)\]\((https?://[^)\s]+|#[\w-]+)\)", r'<a href="\2">\1</a>', html)
+    return Markup(html)
 
 
 @bp.get("/")
