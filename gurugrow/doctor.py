@@ -411,28 +411,30 @@ def check_retailcrm_key(svc: Services) -> tuple[dict[str, Any] | None, Check]:
     try:
         credentials = svc.crm.get_credentials()
     except NotFound as e:
-        return None, failed(name, f"{base} has no /api/credentials ({e.message})",
-                            _crm_unreachable_fix(s))
+        return None, failed(name, f"{base} has no /api/credentials (GET /api/credentials "
+                            f"answered HTTP 404: {e.message})", _crm_unreachable_fix(s))
     except UpstreamRejected as e:
         if "account does not exist" in e.message.lower():
             return None, failed(name, f"{base} answers that no such RetailCRM account "
                                 f"exists ({e.message})", _crm_unreachable_fix(s))
         if e.status_code in (401, 403):
             return None, failed(
-                name, f"{base} refused the API key (HTTP {e.status_code}: {e.message})",
+                name, f"{base} refused the API key (GET /api/credentials answered HTTP "
+                f"{e.status_code}: {e.message})",
                 f"set RETAILCRM_API_KEY to an active key from {API_KEYS_SETTING}")
-        return None, failed(name, f"{base} refused /api/credentials: {e.message}",
+        return None, failed(name, f"{base} refused GET /api/credentials (HTTP "
+                            f"{e.status_code}): {e.message}",
                             f"check RETAILCRM_API_KEY in {API_KEYS_SETTING}")
     except UpstreamError as e:
         status = e.status_code
         if _network_failure(e):
-            what = f"cannot reach {base} ({e.message})"
+            what = f"cannot reach {base}: GET /api/credentials got no answer ({e.message})"
         elif status in (429, 503):
-            what = f"{base} is rate-limiting or down (HTTP {status})"
+            what = f"{base} is rate-limiting or down (GET /api/credentials answered HTTP {status})"
             return None, failed(name, what, "run the doctor again in a minute; if it "
                                 "persists, check RETAILCRM_BASE_URL is the account's address")
         elif status is not None and status >= 500:
-            what = f"{base} failed (HTTP {status})"
+            what = f"{base} failed (GET /api/credentials answered HTTP {status})"
         else:
             what = f"{base} did not answer as RetailCRM's API ({e.message})"
         return None, failed(name, what, _crm_unreachable_fix(s))
@@ -655,9 +657,11 @@ def check_greensms(svc: Services) -> Check:
     except UpstreamRejected as e:
         code = (e.errors or {}).get("code") if isinstance(e.errors, dict) else None
         if e.status_code in (401, 403) or code == 0:
-            return failed(name, f"{base} declined the {how} ({e.message})",
+            return failed(name, f"{base} declined the {how} (GET /account/balance answered "
+                          f"HTTP {e.status_code}: {e.message})",
                           f"set {env} to valid GreenSMS API credentials")
-        return failed(name, f"{base} refused the balance request ({e.message})",
+        return failed(name, f"{base} refused GET /account/balance (HTTP {e.status_code}: "
+                      f"{e.message})",
                       f"check {env}" + _greensms_url_fix(s, " and "))
     except UpstreamError as e:
         if s.sandbox:
@@ -668,7 +672,9 @@ def check_greensms(svc: Services) -> Check:
                    "proxy) and run the doctor again")
         else:
             fix = f"set GREENSMS_BASE_URL to GreenSMS's API, {GREENSMS_API}"
-        return failed(name, f"cannot get an answer from {base} ({e.message})", fix)
+        outcome = f"answered HTTP {e.status_code}" if e.status_code else "got no answer"
+        return failed(name, f"cannot get an answer from {base}: GET /account/balance "
+                      f"{outcome} ({e.message})", fix)
     vk = "" if svc.sms.vk_enabled else (
         "; note: the VK route is off, GREENSMS_VK_FROM is not set (GreenSMS requires a VK "
         "sender), so VK users get their codes by SMS")
