@@ -179,44 +179,45 @@ cli.add_command(account)
 CHANNEL_ARG = click.Choice(CHANNELS, case_sensitive=False)
 
 
-def _account(channel: str, account_id: str) -> tuple[Services, MessengerIdentity]:
+def _on_account(action: Callable[[Services, MessengerIdentity], list[str]], channel: str,
+                account_id: str) -> None:
+    """Run ``action`` on the account and print what it did, one line each."""
     from gurugrow.basics.identity import identity_for
 
     svc = _configured_services()
-    return svc, identity_for(channel.lower(), account_id, svc.settings)
+    click.echo("\n".join(action(svc, identity_for(channel.lower(), account_id,
+                                                  svc.settings))))
+
+
+def _account_arguments(command: Callable[[str, str], None]) -> Callable[[str, str], None]:
+    return click.argument("channel", type=CHANNEL_ARG)(click.argument("account_id")(command))
 
 
 @account.command("show")
-@click.argument("channel", type=CHANNEL_ARG)
-@click.argument("account_id")
+@_account_arguments
 def account_show(channel: str, account_id: str) -> None:
     """What the service knows about one messenger account: its binding (customer, masked
     phone, last verification and method), cache and mirror, counters and lockout."""
     from gurugrow.flows.accounts import show_account
 
-    svc, identity = _account(channel, account_id)
-    click.echo("\n".join(show_account(svc, identity)))
+    _on_account(show_account, channel, account_id)
 
 
 @account.command("unbind")
-@click.argument("channel", type=CHANNEL_ARG)
-@click.argument("account_id")
+@_account_arguments
 def account_unbind(channel: str, account_id: str) -> None:
     """Unbind one messenger account: clears RetailCRM's field of every customer holding
     it, the cached binding and the mirror's (the bot asks for the phone again)."""
     from gurugrow.flows.accounts import unbind_account
 
-    svc, identity = _account(channel, account_id)
-    click.echo("\n".join(unbind_account(svc, identity)))
+    _on_account(unbind_account, channel, account_id)
 
 
 @account.command("clear")
-@click.argument("channel", type=CHANNEL_ARG)
-@click.argument("account_id")
+@_account_arguments
 def account_clear(channel: str, account_id: str) -> None:
     """Lift one messenger account's caps: its codes this hour and today, wrong codes and
     lockout (`clear-phone` does the phone's)."""
     from gurugrow.flows.accounts import clear_account
 
-    svc, identity = _account(channel, account_id)
-    click.echo("\n".join(clear_account(svc, identity)))
+    _on_account(clear_account, channel, account_id)
