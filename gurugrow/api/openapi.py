@@ -50,14 +50,17 @@ FIELD_DESCRIPTIONS = {
                      "sender's own messenger id (else contact_not_own).",
     "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
     "code": "The code the customer received (OTP_LENGTH digits; a JSON number is "
-            "zero-padded to OTP_LENGTH; a malformed one costs no attempt).",
+            "zero-padded to OTP_LENGTH; a malformed or empty one answers status "
+            "invalid_code like a wrong one, without costing an attempt).",
     "limit": "Orders to show, 1..5 (default ORDERS_DEFAULT_LIMIT; out of range is clamped).",
     "sourceOrderId": "RetailCRM id of the order to repeat.",
     "sourceOrderNumber": "Its number, used when sourceOrderId is empty.",
-    "offerCode": "Recommended set code (gurugrow/basics/catalog.py): "
-                 + " | ".join(RECOMMENDED_SETS) + ".",
-    "firstName": "Recipient first name.",
-    "lastName": "Recipient last name.",
+    "offerCode": "Recommended set code, any case: the sets of RECOMMENDED_SETS_FILE (the "
+                 "demo's: " + " | ".join(RECOMMENDED_SETS) + "; /docs lists the service's).",
+    "firstName": "Recipient first name: any printable Unicode (emoji, flags, no-break "
+                 "spaces), normalised; refused only when nothing readable is left or too "
+                 "long.",
+    "lastName": "Recipient last name, as firstName.",
     "email": "Recipient email; an invalid one is dropped, not refused.",
     "status": "Outcome; bots branch on it.",
     "errorCode": "Why, when the outcome is not a success (null otherwise).",
