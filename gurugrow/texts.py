@@ -159,13 +159,19 @@ _defaults: dict[str, str | dict[str, str]] = {}
 
 
 def _text_names() -> dict[str, str | dict[str, str]]:
-    """The original texts by name (taken once, before any override is applied)."""
-    if not _defaults:
-        for name, value in globals().items():
-            if name.isupper() and not name.startswith("_") and (
-                    isinstance(value, str) or (isinstance(value, dict) and all(
-                        isinstance(k, str) and isinstance(v, str) for k, v in value.items()))):
-                _defaults[name] = dict(value) if isinstance(value, dict) else value
+    """The original texts by name: each taken the first time it is seen, before any
+    override can touch it (a text or table entry added later is taken then)."""
+    for name, value in globals().items():
+        if not name.isupper() or name.startswith("_"):
+            continue
+        if isinstance(value, str):
+            _defaults.setdefault(name, value)
+        elif isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in value.items()):
+            table = _defaults.setdefault(name, {})
+            if isinstance(table, dict):
+                for key, text in value.items():
+                    table.setdefault(key, text)
     return _defaults
 
 
@@ -218,8 +224,7 @@ def apply_overrides(overrides: dict[str, object]) -> None:
     for name, original in _text_names().items():
         value = overrides.get(name)
         if isinstance(original, dict):
-            table = module[name]
-            table.clear()
+            table = module[name]  # updated in place: others hold it
             table.update(original)
             table.update(value if isinstance(value, dict) else {})
         else:
