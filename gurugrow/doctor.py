@@ -270,8 +270,10 @@ def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]
         return
     yield check_scopes(credentials)
     blocked = _blocked_by(problems, "retailcrm site")
-    yield not_run("retailcrm site", blocked) if blocked else check_sites(svc.settings,
-                                                                         credentials)
+    set_sites = {f"RECOMMENDED_SETS_FILE set {b.offer_code}": b.site
+                 for b in svc.sets.values() if b.site}
+    yield not_run("retailcrm site", blocked) if blocked else check_sites(
+        svc.settings, credentials, set_sites)
     blocked = _blocked_by(problems, "retailcrm references")
     yield not_run("retailcrm references", blocked) if blocked else check_references(svc)
     blocked = _blocked_by(problems, "custom fields")
@@ -459,13 +461,15 @@ def check_scopes(credentials: dict[str, Any]) -> Check:
     return passed(name, f"{', '.join(REQUIRED_SCOPES)} granted{note}")
 
 
-def check_sites(s: Settings, credentials: dict[str, Any]) -> Check:
-    """Every site the service sends requests or orders to must be open to the key."""
+def check_sites(s: Settings, credentials: dict[str, Any],
+                set_sites: dict[str, str] | None = None) -> Check:
+    """Every site the service sends requests or orders to must be open to the key
+    (``set_sites``: the recommended sets' own, by where they are set)."""
     name = "retailcrm site"
     configured: dict[str, list[str]] = {}
     for env, site in (("RETAILCRM_SITE", s.retailcrm_site),
                       ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
-                      ("REPEAT_ORDER_SITE", s.repeat_order_site)):
+                      ("REPEAT_ORDER_SITE", s.repeat_order_site), *(set_sites or {}).items()):
         if site:
             configured.setdefault(site, []).append(env)
     listed = ", ".join(f"{site} ({'/'.join(envs)})" for site, envs in configured.items())

@@ -530,3 +530,20 @@ def test_the_readme_and_going_live_list_every_scope_the_doctor_uses():
         text = (root / doc).read_text(encoding="utf-8")
         missing = [s for s in (*REQUIRED_SCOPES, *SETUP_SCOPES) if f"`{s}`" not in text]
         assert missing == [], f"{doc} lacks {missing}"
+
+
+def test_a_sets_own_site_and_status_are_checked(upstreams: Upstreams, tmp_path):
+    sets = tmp_path / "sets.toml"
+    sets.write_text('[sets.men]\nbundle = "SET-MALE-BASIC"\ntitle = "Набор"\n'
+                    'components = ["Миноксидил"]\nsite = "closed-store"\nstatus = "gone"\n',
+                    encoding="utf-8")
+    _selective("test-site", "1minoxidil-ru")(upstreams)
+    code, lines, stdout = run(make_app({"RECOMMENDED_SETS_FILE": str(sets)}), "doctor")
+    assert code == 1
+    site = failing(lines)["retailcrm site"]
+    assert "closed-store (RECOMMENDED_SETS_FILE set men)" in site["detail"], site
+    references = failing(lines)["retailcrm references"]
+    assert "order status gone (RECOMMENDED_SETS_FILE set men) does not exist" in (
+        references["detail"]), references
+    assert "order statuses: " in references["fix"]  # the account's codes to choose from
+    assert next(x for x in lines if x["check"] == "recommended sets")["mark"] == "ok  "
