@@ -189,3 +189,24 @@ def test_the_texts_command_writes_a_file_a_start_takes_back(tmp_path):
     app_with(tmp_path, TEXTS_FILE=written)  # every text as it is: accepted
     assert texts.current_texts() == texts.current_texts() and texts.ORDERS_EMPTY == (
         "У вас пока нет заказов.")
+
+
+def test_a_start_on_a_bad_sets_file_prints_the_line_and_stops(tmp_path):
+    """As wsgi.py starts (gunicorn imports it): one line per problem, exit status 1."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "sets.toml"
+    bad.write_text('[sets.men]\ntitle = "Набор"\ncomponents = ["x"]\n', encoding="utf-8")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLASK_")},
+           **TEST_ENV, "RECOMMENDED_SETS_FILE": str(bad), "REDIS_URL": "redis://127.0.0.1:9/0"}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=tmp_path, env={
+        **env, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        f"gurugrow: configuration error: RECOMMENDED_SETS_FILE: {bad}: set men (line 1): "
+        "bundle must be a non-empty string"), result.stderr
