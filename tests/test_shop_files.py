@@ -210,3 +210,12 @@ def test_a_start_on_a_bad_sets_file_prints_the_line_and_stops(tmp_path):
     assert result.stderr.splitlines()[0] == (
         f"gurugrow: configuration error: RECOMMENDED_SETS_FILE: {bad}: set men (line 1): "
         "bundle must be a non-empty string"), result.stderr
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_the_preview_is_shown_without_a_price_when_the_catalog_is_down(tmp_path, shop, kind):
+    client = app_with(tmp_path, RECOMMENDED_SETS_FILE=TWO_SETS).test_client()
+    shop.add_customer(626518, "+79990001122", **{TG_FIELD: "123456789"})
+    shop.fail["products"] = (503, {"success": False, "errorMsg": "down"})
+    answer = call(client, "preview", kind, offerCode="starter")
+    assert answer["status"] == "ok" and "Стоимость" not in answer["text"], answer

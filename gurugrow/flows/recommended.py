@@ -8,7 +8,13 @@ from typing import Any
 
 from gurugrow import texts
 from gurugrow.basics.catalog import RecommendedSet, find_set
-from gurugrow.basics.errors import FlowRefusal, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import (
+    CrmBusy,
+    FlowRefusal,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
@@ -130,10 +136,11 @@ def preview(svc: Services, data: dict[str, Any]) -> Answer:
 
 def _preview_price(svc: Services, bundle: RecommendedSet) -> str | None:
     """The set's price from RetailCRM's catalog, or None (no price there, or the catalog
-    not readable now: the preview is still shown, without a price)."""
+    not readable now, or no RetailCRM slot in time: the preview is still shown, without a
+    price)."""
     try:
         return bundle_catalog_entry(svc, bundle)["price"]
-    except UpstreamError as e:
+    except (UpstreamError, CrmBusy) as e:
         log_event("bundle_price_unread", logging.WARNING, article=bundle.bundle_article,
                   error=e)
         return None
