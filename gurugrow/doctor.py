@@ -707,14 +707,18 @@ def check_deduper(svc: Services) -> Check:
         status = svc.deduper.probe(s.retailcrm_site)
     except UpstreamRejected as e:
         if e.status_code in (401, 403):
-            return failed(name, f"{base} refused the API key (HTTP {e.status_code})",
+            return failed(name, f"{base} refused the API key (POST "
+                          f"/api/dedupe/auto-resolve answered HTTP {e.status_code})",
                           "set DEDUPE_API_KEY to the key the deduper expects")
-        return failed(name, f"{base} answered {e.message} to an auto-resolve",
+        return failed(name, f"{base} answered {e.message} to an auto-resolve (POST "
+                      f"/api/dedupe/auto-resolve, HTTP {e.status_code})",
                       "check DEDUPE_BASE_URL is the deduper's base (it serves "
                       "POST /api/dedupe/auto-resolve)")
     except UpstreamError as e:
         hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
-        return failed(name, f"no usable answer from {base} ({e.message})",
+        outcome = f"answered HTTP {e.status_code}" if e.status_code else "got no answer"
+        return failed(name, f"no usable answer from {base}: POST /api/dedupe/auto-resolve "
+                      f"{outcome} ({e.message})",
                       f"check the deduper is up and DEDUPE_BASE_URL points at it{hint}")
     return passed(name, f"on: answers at {base} (status {status[:40]} for a probe phone "
                   "no customer has)")
