@@ -547,3 +547,22 @@ def test_a_sets_own_site_and_status_are_checked(upstreams: Upstreams, tmp_path):
         references["detail"]), references
     assert "order statuses: " in references["fix"]  # the account's codes to choose from
     assert next(x for x in lines if x["check"] == "recommended sets")["mark"] == "ok  "
+
+
+@pytest.mark.parametrize(("env", "arrange", "check", "call"), [
+    ({}, lambda up: up.fail.update(credentials=(401, CRM_KEY_REFUSED)), "retailcrm key",
+     "GET /api/credentials answered HTTP 401"),
+    ({"GREENSMS_TOKEN": "not-the-sandbox-token"}, None, "greensms",
+     "GET /account/balance answered HTTP 401"),
+    ({"DEDUPE_API_KEY": "not-the-dedupe-key"}, None, "deduper",
+     "POST /api/dedupe/auto-resolve answered HTTP 401"),
+    ({}, lambda up: up.fail.update(products=(404, {"success": False})), "recommended sets",
+     "GET /api/v5/store/products answered HTTP 404"),
+], ids=["retailcrm-key", "greensms", "deduper", "products"])
+def test_every_upstream_check_names_its_failing_call(upstreams: Upstreams, env, arrange,
+                                                     check, call):
+    if arrange:
+        arrange(upstreams)
+    code, lines, stdout = run(make_app(env), "doctor")
+    assert code == 1
+    assert call in failing(lines)[check]["detail"], stdout
