@@ -13,7 +13,7 @@ PIN := --quiet --upgrade --generate-hashes --strip-extras --no-emit-index-url \
 
 .DEFAULT_GOAL := help
 .PHONY: help install python-check run serve test test-unit lint bench doctor create-fields \
-	deliveries mirror lock clean
+	deliveries mirror lock clean texts
 
 ## help: list every target (this text)
 help:
@@ -48,9 +48,15 @@ lock: python-check
 run: install
 	$(BIN)/python -m gurugrow.sandbox.run
 
+# One metrics directory for make serve, deliveries and mirror, so /metrics adds the
+# workers' counters to gunicorn's (as the systemd units share /run/gurugrow/metrics).
+# An environment PROMETHEUS_MULTIPROC_DIR wins; METRICS_DIR=... names another.
+METRICS_DIR ?= $(or $(PROMETHEUS_MULTIPROC_DIR),$(CURDIR)/.metrics)
+WITH_METRICS = mkdir -p $(METRICS_DIR) && PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR)
+
 ## serve: production-style start with the real upstreams from .env
 serve: install
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	$(WITH_METRICS) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## test: the whole suite, real-Redis integration tests included
 test: install
@@ -73,13 +79,17 @@ doctor: install
 create-fields: install
 	$(BIN)/flask --app wsgi gurugrow create-fields $(ARGS)
 
+## texts: write every bot text to texts.toml (OUT=file), to edit and name in TEXTS_FILE
+texts: install
+	$(BIN)/flask --app wsgi gurugrow texts --output $(or $(OUT),texts.toml)
+
 ## deliveries: the optional worker that re-sends undelivered messenger codes by SMS (.env)
 deliveries: install
-	$(BIN)/flask --app wsgi gurugrow deliveries
+	$(WITH_METRICS) $(BIN)/flask --app wsgi gurugrow deliveries
 
 ## mirror: the RetailCRM mirror poller: load, then follow RetailCRM's history (CRM_MIRROR=1, .env)
 mirror: install
-	$(BIN)/flask --app wsgi gurugrow mirror
+	$(WITH_METRICS) $(BIN)/flask --app wsgi gurugrow mirror
 
 ## bench: gurugrow against a bare-Flask baseline on the real stack; writes bench/RESULTS.md
 bench: install

@@ -37,12 +37,28 @@ errorlog = "-"
 loglevel = (_env.get("LOG_LEVEL") or "info").lower()
 
 
+def _running(sample_file: str) -> bool:
+    """Whether the process that writes ``sample_file`` (``<kind>_<pid>.db``) still runs."""
+    pid = os.path.basename(sample_file)[:-3].rpartition("_")[2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
+
+
 def _metrics_dir() -> str:
     """Where workers write their metric samples, so /metrics adds all workers up.
 
     Set before the app is imported (prometheus-client picks its mode at import). Left
-    unset, a fresh directory is made per start; a given one is emptied of a previous
-    run's samples once per master (not again when a HUP reloads this file).
+    unset, a fresh directory is made per start; a given one (shared with the deliveries
+    worker and the mirror poller: make, systemd) is emptied of a previous run's samples
+    once per master (not again when a HUP reloads this file): the files of processes no
+    longer running, never those of a worker writing to it now.
     """
     import glob
     import tempfile
@@ -52,7 +68,8 @@ def _metrics_dir() -> str:
     os.makedirs(path, exist_ok=True)
     if os.environ.get("GURUGROW_METRICS_MASTER") != str(os.getpid()):
         for stale in glob.glob(os.path.join(path, "*.db")):
-            os.remove(stale)
+            if not _running(stale):
+                os.remove(stale)
         os.environ["GURUGROW_METRICS_MASTER"] = str(os.getpid())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path

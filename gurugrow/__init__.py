@@ -18,6 +18,8 @@ from gurugrow.config import ConfigError, ConfigProblem, Settings, sandbox_ignore
 from gurugrow.logs import begin_request, configure_logging, log_event
 
 if TYPE_CHECKING:
+    from gurugrow.basics.catalog import RecommendedSet
+    from gurugrow.basics.shop import ShopFiles
     from gurugrow.services import Services
 
 __all__ = ["ConfigError", "Settings", "create_app", "create_cli_app"]
@@ -46,9 +48,17 @@ def create_app(test_config: Mapping[str, str] | Settings | None = None, *,
                redis_client: Any = None) -> Flask:
     """The app factory. ``test_config`` overrides env variables (or is ready Settings);
     ``redis_client`` replaces the client built from ``REDIS_URL`` (tests: fakeredis)."""
+    from gurugrow.basics.shop import load_shop_files
+
     env = None if isinstance(test_config, Settings) else load_environment(test_config)
-    settings = test_config if isinstance(test_config, Settings) else Settings.load(env)
-    return _build_app(settings, env, redis_client)
+    if isinstance(test_config, Settings):
+        settings, problems = test_config, list[ConfigProblem]()
+    else:
+        settings, problems = Settings.load_lenient(env)
+    shop, shop_problems = load_shop_files(settings)
+    if problems or shop_problems:  # every problem at once, the files' too
+        raise ConfigError([*problems, *shop_problems])
+    return _build_app(settings, env, redis_client, shop)
 
 
 def create_cli_app(test_config: Mapping[str, str] | None = None, *,
@@ -59,12 +69,16 @@ def create_cli_app(test_config: Mapping[str, str] | None = None, *,
     ``.env``, the doctor prints every check it can run and says why the others cannot,
     and the other commands stop listing the problems (``CONFIG_PROBLEMS``)."""
     env = load_environment(test_config)
+    from gurugrow.basics.shop import load_shop_files
+
     settings, problems = Settings.load_lenient(env)
+    shop, shop_problems = load_shop_files(settings)
+    problems += shop_problems
     if any(p.env == "REDIS_URL" for p in problems):
         # Never connected (the doctor's redis check says to fix REDIS_URL first), but the
         # client must still be buildable.
         settings = dataclasses.replace(settings, redis_url=Settings().redis_url)
-    app = _build_app(settings, env, redis_client)
+    app = _build_app(settings, env, redis_client, shop)
     app.extensions[CONFIG_PROBLEMS] = problems
     if problems:
         app.wsgi_app = _refuse_to_serve  # type: ignore[method-assign]  # `flask run` too
@@ -91,15 +105,19 @@ def config_problems(app: Flask) -> list[ConfigProblem]:
     return list(app.extensions.get(CONFIG_PROBLEMS, []))
 
 
-def _build_app(settings: Settings, env: dict[str, str] | None, redis_client: Any) -> Flask:
+def _build_app(settings: Settings, env: dict[str, str] | None, redis_client: Any,
+               shop: ShopFiles) -> Flask:
+    from gurugrow import texts
+
     configure_logging(settings.log_level)
+    texts.apply_overrides(shop.text_overrides)  # per process (TEXTS_FILE)
     app = Flask(__name__, static_folder=None)  # no static files: no route to protect
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Russian texts as they are (not \u-escaped); fields in the schema's order.
     app.json = json_provider = DefaultJSONProvider(app)
     json_provider.ensure_ascii = False
     json_provider.sort_keys = False
-    app.extensions["gurugrow"] = build_services(settings, redis_client)
+    app.extensions["gurugrow"] = build_services(settings, redis_client, sets=shop.sets)
 
     from gurugrow.api import auth, health, openapi, ops, orders, recommended
     from gurugrow.api.bodies import install_body_limit
@@ -128,8 +146,11 @@ def _build_app(settings: Settings, env: dict[str, str] | None, redis_client: Any
     return app
 
 
-def build_services(settings: Settings, redis_client: Any = None) -> Services:
-    """Redis client, OTP store and gateways, created once per process."""
+def build_services(settings: Settings, redis_client: Any = None, *,
+                   sets: dict[str, RecommendedSet] | None = None) -> Services:
+    """Redis client, OTP store and gateways, created once per process; ``sets``: the
+    recommended sets (default: the demo's)."""
+    from gurugrow.basics.catalog import RECOMMENDED_SETS
     from gurugrow.basics.clock import Clock
     from gurugrow.gateways.deduper import DeduperGateway
     from gurugrow.gateways.greensms import GreenSmsGateway
@@ -170,6 +191,7 @@ def build_services(settings: Settings, redis_client: Any = None) -> Services:
         # The in-process store (memory://, sandbox only) cannot be shared with a poller.
         mirror=MirrorStore(client, s.redis_prefix, max_lag_seconds=s.mirror_max_lag_seconds,
                            clock=clock) if s.crm_mirror and s.redis_url != "memory://" else None,
+        sets=dict(RECOMMENDED_SETS if sets is None else sets),
     )
 
 

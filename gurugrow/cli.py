@@ -6,16 +6,21 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from gurugrow.basics.phone import mask_phone, normalize_phone
-from gurugrow.config import ConfigError, config_error_lines
+from gurugrow.config import CHANNELS, ConfigError, config_error_lines
 from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
 from gurugrow.flows.deliveries_worker import run_worker
 from gurugrow.flows.mirror_worker import run_mirror
+
+if TYPE_CHECKING:
+    from gurugrow.basics.identity import MessengerIdentity
+    from gurugrow.services import Services
 
 cli = AppGroup("gurugrow", help="Operate gurugrow: check and prepare a configuration, "
                                 "run the deliveries worker and the RetailCRM mirror.")
@@ -97,7 +102,8 @@ def clear_phone(phone: str) -> None:
     """Clear one phone's code counters (this hour's and today's), so its owner can ask
     for a code at once: others' messenger accounts can spend a phone's caps.
 
-    Cooldowns (one minute per messenger account) and the per-account caps stay.
+    Cooldowns (one minute per messenger account) and the per-account caps stay
+    (`account clear <channel> <id>` lifts an account's).
     """
     normalized = normalize_phone(phone)
     if normalized is None:
@@ -144,3 +150,74 @@ def mirror(once: bool, max_seconds: float | None) -> None:
         svc, once=once, max_seconds=max_seconds, stop=stop,
         progress=lambda line: click.echo(f"mirror load: {line}")))
     click.echo(" ".join(f"{outcome}={count}" for outcome, count in sorted(totals.items())))
+
+
+@cli.command("texts")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file (default: print).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def texts_command(output: str | None, force: bool) -> None:
+    """Write every bot text as it is now (TEXTS_FILE applied) as a TOML file: edit it,
+    keep what you change, and set TEXTS_FILE to it."""
+    from gurugrow.basics.shop import texts_toml
+
+    content = texts_toml()
+    if output is None:
+        click.echo(content, nl=False)
+        return
+    if os.path.exists(output) and not force:
+        click.echo(f"{output} exists: pass --force to overwrite it", err=True)
+        raise SystemExit(1)
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(content)
+    click.echo(f"wrote the bot texts to {output}: edit it, then set TEXTS_FILE={output}")
+
+
+account = AppGroup("account", help="One messenger account: see what the service knows, "
+                                   "unbind it, lift its caps.")
+cli.add_command(account)
+CHANNEL_ARG = click.Choice(CHANNELS, case_sensitive=False)
+
+
+def _on_account(action: Callable[[Services, MessengerIdentity], list[str]], channel: str,
+                account_id: str) -> None:
+    """Run ``action`` on the account and print what it did, one line each."""
+    from gurugrow.basics.identity import identity_for
+
+    svc = _configured_services()
+    click.echo("\n".join(action(svc, identity_for(channel.lower(), account_id,
+                                                  svc.settings))))
+
+
+def _account_arguments(command: Callable[[str, str], None]) -> Callable[[str, str], None]:
+    return click.argument("channel", type=CHANNEL_ARG)(click.argument("account_id")(command))
+
+
+@account.command("show")
+@_account_arguments
+def account_show(channel: str, account_id: str) -> None:
+    """What the service knows about one messenger account: its binding (customer, masked
+    phone, last verification and method), cache and mirror, counters and lockout."""
+    from gurugrow.flows.accounts import show_account
+
+    _on_account(show_account, channel, account_id)
+
+
+@account.command("unbind")
+@_account_arguments
+def account_unbind(channel: str, account_id: str) -> None:
+    """Unbind one messenger account: clears RetailCRM's field of every customer holding
+    it, the cached binding and the mirror's (the bot asks for the phone again)."""
+    from gurugrow.flows.accounts import unbind_account
+
+    _on_account(unbind_account, channel, account_id)
+
+
+@account.command("clear")
+@_account_arguments
+def account_clear(channel: str, account_id: str) -> None:
+    """Lift one messenger account's caps: its codes this hour and today, wrong codes and
+    lockout (`clear-phone` does the phone's)."""
+    from gurugrow.flows.accounts import clear_account
+
+    _on_account(clear_account, channel, account_id)

@@ -308,9 +308,14 @@ class Settings:
     repeat_order_status: str = _env("REPEAT_ORDER_STATUS", "new")
     repeat_order_site: str = _env("REPEAT_ORDER_SITE", "")
 
-    # Recommended sets
-    recommended_order_site: str = _env("RECOMMENDED_ORDER_SITE", "1minoxidil-ru")
-    recommended_order_status: str = _env("RECOMMENDED_ORDER_STATUS", "ruchnaia-obrabotka")
+    # Recommended sets: the sets themselves are a TOML file (empty: the demo's,
+    # gurugrow/basics/recommended_sets.toml); a set without its own site/status takes
+    # these (an empty site: RETAILCRM_SITE).
+    recommended_order_site: str = _env("RECOMMENDED_ORDER_SITE", "")
+    recommended_order_status: str = _env("RECOMMENDED_ORDER_STATUS", "new")
+    recommended_sets_file: str = _env("RECOMMENDED_SETS_FILE", "")
+    # Bot texts: a TOML file overriding texts by name (`make texts` writes them all out).
+    texts_file: str = _env("TEXTS_FILE", "")
 
     # A repeated identical order request within this window gets the first answer back.
     order_idempotency_seconds: int = _env("ORDER_IDEMPOTENCY_SECONDS", 600, minimum=10)
@@ -530,6 +535,9 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
 def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """Values that make a sandbox start work with no .env (an env value wins)."""
     return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret", "CRM_MIRROR": "1",
+            # The demo shop's store and its "manual processing" status.
+            "RECOMMENDED_ORDER_SITE": "1minoxidil-ru",
+            "RECOMMENDED_ORDER_STATUS": "ruchnaia-obrabotka",
             # The demo shows the free path: contacts shared in Telegram and MAX bind.
             "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
 

@@ -30,6 +30,7 @@ from gurugrow.stores.client import REDIS_ERRORS
 # RetailCRM scopes the flows need; a key without one of them fails some endpoint.
 REQUIRED_SCOPES = ("customer_read", "customer_write", "order_read", "order_write",
                    "store_read", "reference_read")
+# (README.md and docs/GOING-LIVE.md list these and SETUP_SCOPES; tests keep them in step.)
 # Needed only by the setup commands: reported as notes, never as failures.
 # (custom_fields_read for listing is unconfirmed: /api/v5/custom-fields is not in the
 # reference we have; the stand-in and RetailCRM's scope list both name it.)
@@ -66,8 +67,11 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False  # ok for the exit status, but worth a look (printed "warn")
 
     def line(self) -> str:
+        if self.ok and self.warning:
+            return f"warn {self.name}: {self.detail}" + (f" — fix: {self.fix}" if self.fix else "")
         if self.ok:
             return f"ok   {self.name}: {self.detail}"
         return f"FAIL {self.name}: {self.detail} — fix: {self.fix}"
@@ -79,6 +83,37 @@ def passed(name: str, detail: str) -> Check:
 
 def failed(name: str, detail: str, fix: str) -> Check:
     return Check(name, False, detail, fix)
+
+
+def warned(name: str, detail: str, fix: str = "") -> Check:
+    return Check(name, True, detail, fix, warning=True)
+
+
+def call_failed(name: str, method: str, path: str, error: UpstreamError, *, scope: str,
+                what: str, also: str = "") -> Check:
+    """A failing RetailCRM call, named (method, path, HTTP status), with the fix that
+    matches its cause: 401/403 the key or its scope, 404 the method not available to this
+    key or account (the URL already passed /api/credentials), no answer the network."""
+    status = error.status_code
+    call = f"{method} {path}" + (f" answered HTTP {status}" if status else "")
+    if _network_failure(error) or (status is None and not isinstance(error, UpstreamRejected)):
+        return failed(name, f"{what}: {method} {path} got no answer ({error.message})",
+                      "check the network between this host and RetailCRM (firewall, DNS, a "
+                      "proxy: HTTP_PROXY_FROM_ENV=1; RETAILCRM_TIMEOUT_SECONDS) and run the "
+                      "doctor again")
+    if status in (401, 403):
+        fix = (f"allow {scope} for this key in {API_KEYS_SETTING} (or set RETAILCRM_API_KEY "
+               f"to a key that has it)")
+    elif status == 404:
+        fix = (f"{method} {path} is not available to this key or account (the address is "
+               f"right: /api/credentials answered): enable the method for the key in "
+               f"{API_KEYS_SETTING}, or ask RetailCRM support whether the account's plan has "
+               "it")
+    elif status in (429, 503) or (status or 0) >= 500:
+        fix = "RetailCRM is rate-limiting or failing: run the doctor again in a minute"
+    else:
+        fix = f"check that the key has {scope} in {API_KEYS_SETTING}"
+    return failed(name, f"{what}: {call} ({error.message})", fix + also)
 
 
 @dataclass(frozen=True)
@@ -156,6 +191,7 @@ CHECK_SETTINGS = {
                              "REPEAT_ORDER_STATUS", "RECOMMENDED_ORDER_STATUS",
                              "RETAILCRM_ORDER_"),
     "custom fields": ("RETAILCRM_CF_",),
+    "recommended sets": ("RECOMMENDED_SETS_FILE",),
     "greensms": ("GREENSMS_",),
     "deduper": ("DEDUPE_", "RETAILCRM_SITE"),
 }
@@ -170,7 +206,7 @@ def run_doctor(svc: Services, problems: list[ConfigProblem] | None = None, *,
     begin_request(f"doctor-{uuid.uuid4().hex[:12]}")  # traceable in the upstreams' logs
     redact = Redactor(svc.settings)
     for check in _checks(svc, list(problems or []), env_file_exists):
-        yield Check(check.name, check.ok, redact(check.detail), redact(check.fix))
+        yield dataclasses.replace(check, detail=redact(check.detail), fix=redact(check.fix))
 
 
 def _blocked_by(problems: list[ConfigProblem], *checks: str) -> str | None:
@@ -230,11 +266,14 @@ def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]
         yield failed("retailcrm site", reason, first)
         yield failed("retailcrm references", reason, first)
         yield failed("custom fields", reason, first)
+        yield failed("recommended sets", reason, first)
         return
     yield check_scopes(credentials)
     blocked = _blocked_by(problems, "retailcrm site")
-    yield not_run("retailcrm site", blocked) if blocked else check_sites(svc.settings,
-                                                                         credentials)
+    set_sites = {f"RECOMMENDED_SETS_FILE set {b.offer_code}": b.site
+                 for b in svc.sets.values() if b.site}
+    yield not_run("retailcrm site", blocked) if blocked else check_sites(
+        svc.settings, credentials, set_sites)
     blocked = _blocked_by(problems, "retailcrm references")
     yield not_run("retailcrm references", blocked) if blocked else check_references(svc)
     blocked = _blocked_by(problems, "custom fields")
@@ -242,6 +281,8 @@ def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]
         yield not_run("custom fields", blocked)
     else:
         yield from check_custom_fields(svc)
+    blocked = _blocked_by(problems, "recommended sets")
+    yield not_run("recommended sets", blocked) if blocked else check_sets(svc)
 
 
 def check_mirror(svc: Services) -> Check:
@@ -372,28 +413,30 @@ def check_retailcrm_key(svc: Services) -> tuple[dict[str, Any] | None, Check]:
     try:
         credentials = svc.crm.get_credentials()
     except NotFound as e:
-        return None, failed(name, f"{base} has no /api/credentials ({e.message})",
-                            _crm_unreachable_fix(s))
+        return None, failed(name, f"{base} has no /api/credentials (GET /api/credentials "
+                            f"answered HTTP 404: {e.message})", _crm_unreachable_fix(s))
     except UpstreamRejected as e:
         if "account does not exist" in e.message.lower():
             return None, failed(name, f"{base} answers that no such RetailCRM account "
                                 f"exists ({e.message})", _crm_unreachable_fix(s))
         if e.status_code in (401, 403):
             return None, failed(
-                name, f"{base} refused the API key (HTTP {e.status_code}: {e.message})",
+                name, f"{base} refused the API key (GET /api/credentials answered HTTP "
+                f"{e.status_code}: {e.message})",
                 f"set RETAILCRM_API_KEY to an active key from {API_KEYS_SETTING}")
-        return None, failed(name, f"{base} refused /api/credentials: {e.message}",
+        return None, failed(name, f"{base} refused GET /api/credentials (HTTP "
+                            f"{e.status_code}): {e.message}",
                             f"check RETAILCRM_API_KEY in {API_KEYS_SETTING}")
     except UpstreamError as e:
         status = e.status_code
         if _network_failure(e):
-            what = f"cannot reach {base} ({e.message})"
+            what = f"cannot reach {base}: GET /api/credentials got no answer ({e.message})"
         elif status in (429, 503):
-            what = f"{base} is rate-limiting or down (HTTP {status})"
+            what = f"{base} is rate-limiting or down (GET /api/credentials answered HTTP {status})"
             return None, failed(name, what, "run the doctor again in a minute; if it "
                                 "persists, check RETAILCRM_BASE_URL is the account's address")
         elif status is not None and status >= 500:
-            what = f"{base} failed (HTTP {status})"
+            what = f"{base} failed (GET /api/credentials answered HTTP {status})"
         else:
             what = f"{base} did not answer as RetailCRM's API ({e.message})"
         return None, failed(name, what, _crm_unreachable_fix(s))
@@ -418,13 +461,15 @@ def check_scopes(credentials: dict[str, Any]) -> Check:
     return passed(name, f"{', '.join(REQUIRED_SCOPES)} granted{note}")
 
 
-def check_sites(s: Settings, credentials: dict[str, Any]) -> Check:
-    """Every site the service sends requests or orders to must be open to the key."""
+def check_sites(s: Settings, credentials: dict[str, Any],
+                set_sites: dict[str, str] | None = None) -> Check:
+    """Every site the service sends requests or orders to must be open to the key
+    (``set_sites``: the recommended sets' own, by where they are set)."""
     name = "retailcrm site"
     configured: dict[str, list[str]] = {}
     for env, site in (("RETAILCRM_SITE", s.retailcrm_site),
                       ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
-                      ("REPEAT_ORDER_SITE", s.repeat_order_site)):
+                      ("REPEAT_ORDER_SITE", s.repeat_order_site), *(set_sites or {}).items()):
         if site:
             configured.setdefault(site, []).append(env)
     listed = ", ".join(f"{site} ({'/'.join(envs)})" for site, envs in configured.items())
@@ -457,16 +502,25 @@ def check_references(svc: Services) -> Check:
     account (``/reference/statuses``, ``/reference/status-groups``, ``/reference/sites``):
     an order created with an unknown status or site is refused."""
     s, name = svc.settings, "retailcrm references"
-    try:
-        statuses, groups = svc.crm.get_statuses(), svc.crm.get_status_groups()
-        sites = svc.crm.get_sites()
-    except UpstreamError as e:
-        return failed(name, f"cannot read the statuses, status groups and sites "
-                      f"({e.message})", f"allow reference_read for this key in "
-                      f"{API_KEYS_SETTING}")
+    read: dict[str, dict[str, Any]] = {}
+    for path, call, what in (("/api/v5/reference/statuses", svc.crm.get_statuses,
+                              "cannot read the order statuses"),
+                             ("/api/v5/reference/status-groups", svc.crm.get_status_groups,
+                              "cannot read the status groups"),
+                             ("/api/v5/reference/sites", svc.crm.get_sites,
+                              "cannot read the sites")):
+        try:
+            read[path] = call()
+        except UpstreamError as e:
+            return call_failed(name, "GET", path, e, scope="reference_read", what=what)
+    statuses, groups, sites = read.values()
     wanted = [("REPEAT_ORDER_STATUS", "order status", [s.repeat_order_status], statuses),
               ("RECOMMENDED_ORDER_STATUS", "order status", [s.recommended_order_status],
                statuses)]
+    for bundle in svc.sets.values():  # a set's own status and store (RECOMMENDED_SETS_FILE)
+        env = f"RECOMMENDED_SETS_FILE set {bundle.offer_code}"
+        wanted += [(env, "order status", [bundle.status], statuses),
+                   (env, "site", [bundle.site], sites)]
     for env, codes in (("RETAILCRM_ORDER_EXCLUDED_GROUP_CODES",
                         s.retailcrm_order_excluded_group_codes),
                        ("RETAILCRM_ORDER_GROUP_COMPLETE_CODES",
@@ -491,21 +545,76 @@ def check_references(svc: Services) -> Check:
                   f"codes and the sites exist")
 
 
+def check_sets(svc: Services) -> Check:
+    """Each recommended set's bundle article in the shop's catalog: there, active, priced
+    (``GET /api/v5/store/products``). A set whose bundle is missing or inactive cannot be
+    ordered (answered bundle_unavailable); one without a price is ordered at no price."""
+    from gurugrow.flows.recommended import bundle_offer, offer_price
+
+    name, path = "recommended sets", "/api/v5/store/products"
+    where = svc.settings.recommended_sets_file or "the demo sets (RECOMMENDED_SETS_FILE empty)"
+    missing: list[str] = []
+    inactive: list[str] = []
+    unpriced: list[str] = []
+    priced: list[str] = []
+    for bundle in svc.sets.values():
+        article = bundle.bundle_article
+        try:
+            products = svc.crm.find_products_by_name(article)
+        except UpstreamError as e:
+            return call_failed(name, "GET", path, e, scope="store_read",
+                               what=f"cannot look up bundle {article}")
+        offer = bundle_offer(products, article)
+        label = f"{article} ({bundle.offer_code})"
+        if offer is not None:
+            (priced if offer_price(offer) else unpriced).append(label)
+        elif _listed(products, article):
+            inactive.append(label)
+        else:
+            missing.append(label)
+    found = f"{len(priced)} of {len(svc.sets)} bundles in the catalog, active and priced"
+    if missing or inactive:
+        lines = ([f"not in the catalog: {', '.join(missing)}"] if missing else []) + (
+            [f"inactive: {', '.join(inactive)}"] if inactive else [])
+        fix = (f"add or activate these articles in RetailCRM's catalog, or change the sets' "
+               f"bundle in {where}")
+        if svc.settings.sandbox:  # the demo's beard_growth lacks its bundle on purpose
+            return warned(name, f"{found}; {'; '.join(lines)} (sandbox: on purpose)", fix)
+        return failed(name, f"{found}; {'; '.join(lines)} (ordering these answers "
+                      "bundle_unavailable)", fix)
+    if unpriced:
+        return warned(name, f"{found}; no price in the catalog: {', '.join(unpriced)}",
+                      "give these offers a price in RetailCRM's catalog")
+    return passed(name, f"{found} ({where})")
+
+
+def _listed(products: list[dict[str, Any]], article: str) -> bool:
+    return any(isinstance(p, dict) and (p.get("article") == article or any(
+        isinstance(o, dict) and o.get("article") == article for o in p.get("offers") or []))
+        for p in products)
+
+
 def list_customer_fields(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None]:
     """The account's customer custom fields by code, or a failing ``custom fields`` check."""
+    existing, failure, _ = _list_fields(svc)
+    return existing, failure
+
+
+def _list_fields(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None,
+                                         bool]:
+    """``list_customer_fields`` and whether RetailCRM answered a refusal (not silence)."""
     name = "custom fields"
     try:
         listed = svc.crm.list_custom_fields("customer")
-    except UpstreamRejected as e:
-        return None, failed(
-            name, f"RetailCRM refused to list customer custom fields ({e.message})",
-            f"allow custom_fields_read for the key in {API_KEYS_SETTING}, or check by hand "
-            f"in {CUSTOM_FIELDS_SETTING} that these exist: "
-            + ", ".join(spec.code for spec in field_specs(svc.settings)))
     except UpstreamError as e:
-        return None, failed(name, f"could not list customer custom fields ({e.message})",
-                            "run the doctor again; if it persists, check RETAILCRM_BASE_URL")
-    return {str(f.get("code")): f for f in listed}, None
+        by_hand = ("; or check by hand in " + CUSTOM_FIELDS_SETTING + " that these exist: "
+                   + ", ".join(spec.code for spec in field_specs(svc.settings)))
+        refused = isinstance(e, UpstreamRejected)
+        return None, call_failed(name, "GET", "/api/v5/custom-fields", e,
+                                 scope="custom_fields_read",
+                                 what="cannot list the customer custom fields",
+                                 also=by_hand if refused else ""), refused
+    return {str(f.get("code")): f for f in listed}, None, False
 
 
 def check_custom_fields(svc: Services) -> Iterator[Check]:
@@ -552,9 +661,11 @@ def check_greensms(svc: Services) -> Check:
     except UpstreamRejected as e:
         code = (e.errors or {}).get("code") if isinstance(e.errors, dict) else None
         if e.status_code in (401, 403) or code == 0:
-            return failed(name, f"{base} declined the {how} ({e.message})",
+            return failed(name, f"{base} declined the {how} (GET /account/balance answered "
+                          f"HTTP {e.status_code}: {e.message})",
                           f"set {env} to valid GreenSMS API credentials")
-        return failed(name, f"{base} refused the balance request ({e.message})",
+        return failed(name, f"{base} refused GET /account/balance (HTTP {e.status_code}: "
+                      f"{e.message})",
                       f"check {env}" + _greensms_url_fix(s, " and "))
     except UpstreamError as e:
         if s.sandbox:
@@ -565,7 +676,9 @@ def check_greensms(svc: Services) -> Check:
                    "proxy) and run the doctor again")
         else:
             fix = f"set GREENSMS_BASE_URL to GreenSMS's API, {GREENSMS_API}"
-        return failed(name, f"cannot get an answer from {base} ({e.message})", fix)
+        outcome = f"answered HTTP {e.status_code}" if e.status_code else "got no answer"
+        return failed(name, f"cannot get an answer from {base}: GET /account/balance "
+                      f"{outcome} ({e.message})", fix)
     vk = "" if svc.sms.vk_enabled else (
         "; note: the VK route is off, GREENSMS_VK_FROM is not set (GreenSMS requires a VK "
         "sender), so VK users get their codes by SMS")
@@ -594,14 +707,18 @@ def check_deduper(svc: Services) -> Check:
         status = svc.deduper.probe(s.retailcrm_site)
     except UpstreamRejected as e:
         if e.status_code in (401, 403):
-            return failed(name, f"{base} refused the API key (HTTP {e.status_code})",
+            return failed(name, f"{base} refused the API key (POST "
+                          f"/api/dedupe/auto-resolve answered HTTP {e.status_code})",
                           "set DEDUPE_API_KEY to the key the deduper expects")
-        return failed(name, f"{base} answered {e.message} to an auto-resolve",
+        return failed(name, f"{base} answered {e.message} to an auto-resolve (POST "
+                      f"/api/dedupe/auto-resolve, HTTP {e.status_code})",
                       "check DEDUPE_BASE_URL is the deduper's base (it serves "
                       "POST /api/dedupe/auto-resolve)")
     except UpstreamError as e:
         hint = "; sandbox: start it first (`make run`)" if s.sandbox else ""
-        return failed(name, f"no usable answer from {base} ({e.message})",
+        outcome = f"answered HTTP {e.status_code}" if e.status_code else "got no answer"
+        return failed(name, f"no usable answer from {base}: POST /api/dedupe/auto-resolve "
+                      f"{outcome} ({e.message})",
                       f"check the deduper is up and DEDUPE_BASE_URL points at it{hint}")
     return passed(name, f"on: answers at {base} (status {status[:40]} for a probe phone "
                   "no customer has)")
@@ -615,15 +732,22 @@ def create_missing_fields(svc: Services, confirm: Callable[[list[FieldSpec]], bo
     redact = Redactor(svc.settings)
     begin_request(f"create-fields-{uuid.uuid4().hex[:12]}")
     for check in _create_missing(svc, confirm):
-        yield Check(check.name, check.ok, redact(check.detail), redact(check.fix))
+        yield dataclasses.replace(check, detail=redact(check.detail), fix=redact(check.fix))
 
 
 def _create_missing(svc: Services, confirm: Callable[[list[FieldSpec]], bool]
                     ) -> Iterator[Check]:
-    existing, failure = list_customer_fields(svc)
+    existing, failure, refused = _list_fields(svc)
     if existing is None:
-        yield failure  # type: ignore[misc]
-        return
+        # A key that may write fields need not read them (custom_fields_write without
+        # _read, or the listing not open to it): create each, and a refusal saying it
+        # exists counts as there. Without an answer (network, 5xx), nothing is tried.
+        if failure is None or not refused:
+            yield failure  # type: ignore[misc]
+            return
+        yield warned(failure.name, failure.detail + "; creating each field, a field that "
+                     "exists is refused as such", failure.fix)
+        existing = {}
     specs = field_specs(svc.settings)
     for spec in specs:
         if spec.code in existing:
@@ -647,6 +771,8 @@ def _create_one(svc: Services, spec: FieldSpec) -> Check:
     except UpstreamRejected as e:
         by_hand = (f"create it in {CUSTOM_FIELDS_SETTING} (code {spec.code}, type String), "
                    f"or set {spec.env} to an existing field's code")
+        if _already_exists(e):
+            return passed(name, f"already exists ({spec.env}; RetailCRM: {e.message})")
         if e.status_code in (401, 403):
             return failed(name, f"RetailCRM refused to create it ({e.message})",
                           f"allow custom_fields_write for the key in {API_KEYS_SETTING}, "
@@ -658,6 +784,13 @@ def _create_one(svc: Services, spec: FieldSpec) -> Check:
                       "exist now", "run create-fields again: it lists first and creates "
                       "only what is missing")
     return passed(name, f'created "{spec.name}" (string, main_data; {spec.env})')
+
+
+def _already_exists(error: UpstreamRejected) -> bool:
+    """A create refused because the code is taken. RetailCRM's wording for it is not in
+    the reference we have: any message or error entry saying "exist" counts."""
+    said = f"{error.message} {_errors_text(error.errors)}".lower()
+    return "exist" in said and error.status_code not in (401, 403, 404)
 
 
 def _errors_text(errors: Any) -> str:

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from gurugrow.basics.catalog import RecommendedSet
 from gurugrow.basics.clock import Clock
 from gurugrow.config import Settings
 from gurugrow.gateways.deduper import DeduperGateway
@@ -55,3 +56,5 @@ class Services:
     send_timer: SendTimer = field(default_factory=SendTimer)
     # How long a GreenSMS status read takes, so a decoy's resend can take as long.
     status_timer: SendTimer = field(default_factory=SendTimer)
+    # The recommended sets by offerCode (RECOMMENDED_SETS_FILE, checked at start).
+    sets: dict[str, RecommendedSet] = field(default_factory=dict)

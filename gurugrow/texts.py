@@ -102,6 +102,9 @@ REPEAT_CREATED = (
 
 # -- Recommended sets -----------------------------------------------------------------
 RECOMMENDED_PREVIEW = "{title}\n\nВ набор входит:\n{components}\n\nОформляем заказ?"
+# The same when RetailCRM's catalog gives the bundle a price ({price}: "1 990 ₽").
+RECOMMENDED_PREVIEW_PRICED = ("{title}\n\nВ набор входит:\n{components}\n\nСтоимость: "
+                              "{price}\n\nОформляем заказ?")
 RECOMMENDED_COMPONENT = "• {name}"
 RECOMMENDED_COMMENT = "Заказ создан чат-ботом по рекомендации: {offerCode}"
 RECOMMENDED_CREATED = (
@@ -137,3 +140,99 @@ ERROR_MESSAGES.update({
 # -- RetailCRM quota (errorCode=busy) ---------------------------------------------------
 ERROR_MESSAGES["busy"] = ("Сейчас очень много обращений. Пожалуйста, попробуйте ещё раз "
                           "через несколько секунд.")
+
+
+# -- Free-text fields (a name with nothing readable in it, or too long) --------------------
+ERROR_MESSAGES.update({
+    "invalid_first_name": "Проверьте имя: оно пустое или слишком длинное.",
+    "invalid_last_name": "Проверьте фамилию: она пустая или слишком длинная.",
+    "invalid_email": "Проверьте адрес почты: он пустой или слишком длинный.",
+})
+
+
+# -- A shop's own wording: TEXTS_FILE overrides texts by name ------------------------------
+# Every UPPER_CASE text above (a string, or a table of strings such as ERROR_MESSAGES) can
+# be replaced by a TOML file: `NAME = "..."` for a string, `[NAME]` with `key = "..."` for
+# a table entry. A name that is no text here, or a {placeholder} its original lacks, is
+# refused at start (``override_problems``). Applied per process at app build.
+_defaults: dict[str, str | dict[str, str]] = {}
+
+
+def _text_names() -> dict[str, str | dict[str, str]]:
+    """The original texts by name: each taken the first time it is seen, before any
+    override can touch it (a text or table entry added later is taken then)."""
+    for name, value in globals().items():
+        if not name.isupper() or name.startswith("_"):
+            continue
+        if isinstance(value, str):
+            _defaults.setdefault(name, value)
+        elif isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in value.items()):
+            table = _defaults.setdefault(name, {})
+            if isinstance(table, dict):
+                for key, text in value.items():
+                    table.setdefault(key, text)
+    return _defaults
+
+
+def _placeholders(text: str) -> set[str]:
+    import string
+
+    return {field.split(".")[0].split("[")[0] for _, field, _, _ in
+            string.Formatter().parse(text) if field is not None}
+
+
+def override_problems(overrides: dict[str, object]) -> list[str]:
+    """One line per override a start refuses (an unknown name, a non-string, a
+    {placeholder} the original lacks); empty when every override fits."""
+    names, problems = _text_names(), []
+    flat: list[tuple[str, str, object]] = []
+    for name, value in overrides.items():
+        original = names.get(name)
+        if original is None:
+            problems.append(f"unknown text {name} (`make texts` writes every name)")
+        elif isinstance(original, dict):
+            if not isinstance(value, dict):
+                problems.append(f"{name} is a table: write [{name}] and key = \"text\" lines")
+                continue
+            for key, text in value.items():
+                if key not in original:
+                    problems.append(f"unknown text {name}.{key}")
+                else:
+                    flat.append((f"{name}.{key}", original[key], text))
+        else:
+            flat.append((name, original, value))
+    for label, original, text in flat:
+        if not isinstance(text, str):
+            problems.append(f"{label} must be a string")
+            continue
+        try:
+            extra = _placeholders(text) - _placeholders(original)
+        except ValueError:
+            problems.append(f"{label} has an unbalanced {{ or }} (write {{{{ or }}}} for one)")
+            continue
+        if extra:
+            allowed = ", ".join(sorted(f"{{{p}}}" for p in _placeholders(original)))
+            problems.append(f"{label} uses {', '.join(sorted('{' + p + '}' for p in extra))}, "
+                            f"which the original lacks (it may use: {allowed or 'none'})")
+    return problems
+
+
+def apply_overrides(overrides: dict[str, object]) -> None:
+    """Every text back to its original, then ``overrides`` (already checked) on top."""
+    module = globals()
+    for name, original in _text_names().items():
+        value = overrides.get(name)
+        if isinstance(original, dict):
+            table = module[name]  # updated in place: others hold it
+            table.update(original)
+            table.update(value if isinstance(value, dict) else {})
+        else:
+            module[name] = value if isinstance(value, str) else original
+
+
+def current_texts() -> dict[str, str | dict[str, str]]:
+    """Every text by name as the process uses it now."""
+    module = globals()
+    return {name: (dict(module[name]) if isinstance(original, dict) else module[name])
+            for name, original in _text_names().items()}

@@ -36,6 +36,10 @@ TEST_ENV = {
     "GURUGROW_SANDBOX": "0",
     "API_TOKENS": API_TOKEN,
     "START_MIN_SECONDS": "0",  # the answer-time floor has tests of its own
+    # A shop's own store and status for recommended-set orders (the defaults are
+    # RETAILCRM_SITE and "new").
+    "RECOMMENDED_ORDER_SITE": "1minoxidil-ru",
+    "RECOMMENDED_ORDER_STATUS": "ruchnaia-obrabotka",
 }
 
 

@@ -120,7 +120,8 @@ def test_requests_per_endpoint(client, world, round_trips):
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/preview", {
         **BOUND, "offerCode": "male_hairloss_basic"}))
-    assert (answer["status"], crm, trips) == ("ok", [], 1)
+    # The binding, then the bundle's cached catalog entry (its price for the text).
+    assert (answer["status"], crm, trips) == ("ok", [], 2)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/orders/recommended/create", {
         **BOUND, "offerCode": "male_hairloss_basic"}))

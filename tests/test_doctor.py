@@ -12,22 +12,32 @@ import fakeredis
 import pytest
 
 from gurugrow import create_app, create_cli_app
+from gurugrow.basics.catalog import RECOMMENDED_SETS
 from gurugrow.stores import keys as redis_keys
 from tests.conftest import TEST_ENV
 from tests.upstreams import Upstreams
 
-LINE = re.compile(r"^(?P<mark>ok  |FAIL) (?P<check>[^:]+): (?P<detail>.+?)"
+LINE = re.compile(r"^(?P<mark>ok  |warn|FAIL) (?P<check>[^:]+): (?P<detail>.+?)"
                   r"(?: — fix: (?P<fix>.+))?$")
 FIELDS = ["bot_telegram_account_id", "bot_vk_account_id", "bot_whatsapp_account_id",
           "bot_max_account_id", "bot_instagram_account_id", "bot_last_verified_channel",
           "bot_last_verified_at", "bot_last_verification_method", "chatbot_interacted"]
 ALL_CHECKS = ["settings", "callers", "redis", "retailcrm key", "retailcrm scopes", "retailcrm site",
-              "retailcrm references", *[f"custom field {code}" for code in FIELDS], "greensms",
-              "deduper"]
+              "retailcrm references", *[f"custom field {code}" for code in FIELDS],
+              "recommended sets", "greensms", "deduper"]
 CRM_CASCADE = {"retailcrm key", "retailcrm scopes", "retailcrm site", "retailcrm references",
-               "custom fields"}
+               "custom fields", "recommended sets"}
+SET_LOOKUPS = ["GET /api/v5/store/products"] * len(RECOMMENDED_SETS)
 SECRET_ENV = ("RETAILCRM_API_KEY", "GREENSMS_TOKEN", "GREENSMS_PASS", "DEDUPE_API_KEY",
               "OTP_SECRET", "API_TOKENS")
+
+
+@pytest.fixture(autouse=True)
+def catalog_has_the_sets(upstreams: Upstreams) -> None:
+    """The shop's catalog holds each demo set's bundle, active and priced."""
+    for number, bundle in enumerate(RECOMMENDED_SETS.values(), start=1):
+        upstreams.add_bundle(900 + number, bundle.bundle_article)
+        upstreams.state.products[-1]["offers"][0]["price"] = 1990
 
 
 def dead_redis() -> fakeredis.FakeRedis:
@@ -85,7 +95,7 @@ def test_doctor_passes_against_the_sandbox(upstreams: Upstreams, env):
     assert upstreams.crm_calls() == [
         "GET /api/credentials", "GET /api/v5/reference/statuses",
         "GET /api/v5/reference/status-groups", "GET /api/v5/reference/sites",
-        "GET /api/v5/custom-fields"]
+        "GET /api/v5/custom-fields", *SET_LOOKUPS]
     assert upstreams.sent == []
     assert [c["phone"] for c in upstreams.dedupe_calls] == ["70000000000"]
     assert redis_client.keys("*") == [redis_keys.crm_quota_tail("gg:").encode()]
@@ -205,6 +215,13 @@ def _drop_field(up: Upstreams, code: str) -> None:
     up.state.custom_fields[:] = [f for f in up.state.custom_fields if f["code"] != code]
 
 
+def _drop_bundle(up: Upstreams, article: str) -> None:
+    up.state.products[:] = [p for p in up.state.products if p["article"] != article]
+
+
+NOT_FOUND = (404, {"success": False, "errorMsg": "Method not found"})
+
+
 def _selective(*sites: str) -> Arrange:
     def arrange(up: Upstreams) -> None:
         up.state.site_access = "access_selective"
@@ -256,6 +273,17 @@ FAILURES = [
     ("references-unreadable", {}, lambda up: up.fail.update(
         statuses=(403, {"success": False, "errorMsg": "Access denied."})),
      False, {"retailcrm references"}, "retailcrm references", ["reference_read"]),
+    ("sites-404", {}, lambda up: up.fail.update(sites=NOT_FOUND),
+     False, {"retailcrm references"}, "retailcrm references",
+     ["GET /api/v5/reference/sites is not available to this key or account"]),
+    ("custom-fields-404", {}, lambda up: up.fail.update(custom_fields=NOT_FOUND),
+     False, {"custom fields"}, "custom fields",
+     ["GET /api/v5/custom-fields is not available to this key or account"]),
+    ("bundle-missing", {}, lambda up: _drop_bundle(up, "SET-FEMALE-BASIC"),
+     False, {"recommended sets"}, "recommended sets", ["catalog", "bundle"]),
+    ("products-403", {}, lambda up: up.fail.update(products=(403, {
+        "success": False, "errorMsg": "Access denied"})),
+     False, {"recommended sets"}, "recommended sets", ["allow store_read"]),
     ("custom-field-missing", {}, lambda up: _drop_field(up, "bot_vk_account_id"),
      False, {"custom field bot_vk_account_id"}, "custom field bot_vk_account_id",
      ["create-fields", "RETAILCRM_CF_VK_ID"]),
@@ -382,8 +410,30 @@ def test_create_fields_with_nothing_missing_asks_nothing(upstreams: Upstreams):
     assert upstreams.crm_calls("POST") == []
 
 
-def test_create_fields_stops_when_fields_cannot_be_listed(upstreams: Upstreams):
-    upstreams.fail["custom_fields"] = ACCESS_DENIED
+@pytest.mark.parametrize("refusal", [ACCESS_DENIED, (404, {"success": False,
+                                                       "errorMsg": "Method not found"})],
+                         ids=["listing-403", "listing-404"])
+def test_create_fields_works_when_the_key_may_write_but_not_list(upstreams: Upstreams,
+                                                                  refusal):
+    """A key with custom_fields_write but no listing: each field is created, and one
+    RetailCRM refuses as existing counts as there."""
+    for code in MISSING:
+        _drop_field(upstreams, code)
+    upstreams.fail["custom_fields"] = refusal
+    code, lines, stdout = run(make_app(), "create-fields", "--yes")
+    assert code == 0, stdout
+    assert (lines[0]["mark"], lines[0]["check"]) == ("warn", "custom fields")
+    assert f"GET /api/v5/custom-fields answered HTTP {refusal[0]}" in lines[0]["detail"]
+    by_field = {line["check"].removeprefix("custom field "): line for line in lines[1:]}
+    assert sorted(by_field) == sorted(FIELDS)
+    for field, line in by_field.items():
+        assert line["mark"] == "ok  ", line
+        assert line["detail"].startswith("created" if field in MISSING else "already exists")
+    assert {f["code"] for f in upstreams.state.custom_fields} >= set(FIELDS)
+
+
+def test_create_fields_stops_when_retailcrm_does_not_answer(upstreams: Upstreams):
+    upstreams.fail["custom_fields"] = (503, {"success": False})
     code, lines, _ = run(make_app(), "create-fields", "--yes")
     assert code == 1
     assert [(line["mark"], line["check"]) for line in lines] == [("FAIL", "custom fields")]
@@ -407,3 +457,112 @@ def test_doctor_says_the_quota_is_per_key_and_why_the_vk_route_is_off(upstreams:
     assert code == 0, stdout
     _, lines, _ = run(make_app(), "doctor")
     assert "VK route" not in next(line for line in lines if line["check"] == "greensms")["detail"]
+
+
+# -- each failing call is named, with the fix of its cause --------------------------------
+FORBIDDEN = (403, {"success": False, "errorMsg": "Forbidden"})
+
+
+@pytest.mark.parametrize(("kind", "answer", "check", "call", "fix"), [
+    ("sites", NOT_FOUND, "retailcrm references", "GET /api/v5/reference/sites answered "
+     "HTTP 404", "not available to this key or account"),
+    ("statuses", FORBIDDEN, "retailcrm references", "GET /api/v5/reference/statuses "
+     "answered HTTP 403", "allow reference_read"),
+    ("custom_fields", NOT_FOUND, "custom fields", "GET /api/v5/custom-fields answered "
+     "HTTP 404", "not available to this key or account"),
+    ("custom_fields", (401, {"success": False}), "custom fields", "GET /api/v5/custom-fields "
+     "answered HTTP 401", "allow custom_fields_read"),
+], ids=["sites-404", "statuses-403", "custom-fields-404", "custom-fields-401"])
+def test_a_failing_call_is_named_with_the_fix_of_its_cause(upstreams: Upstreams, kind,
+                                                            answer, check, call, fix):
+    upstreams.fail[kind] = answer
+    not_in_fix = "RETAILCRM_BASE_URL"  # the address passed /api/credentials
+    code, lines, stdout = run(make_app(), "doctor")
+    assert code == 1, stdout
+    line = failing(lines)[check]
+    assert call in line["detail"], line
+    assert fix in line["fix"] and not_in_fix not in line["fix"], line
+    # The scope line above still says what the key has: the two never contradict.
+    assert next(x for x in lines if x["check"] == "retailcrm scopes")["mark"] == "ok  "
+
+
+def test_a_call_without_an_answer_points_at_the_network():
+    import requests
+
+    from gurugrow.basics.errors import UpstreamUnavailable
+    from gurugrow.doctor import call_failed
+
+    error = UpstreamUnavailable("retailcrm", "timed out")
+    error.__cause__ = requests.ReadTimeout("read timed out")
+    check = call_failed("retailcrm references", "GET", "/api/v5/reference/sites", error,
+                        scope="reference_read", what="cannot read the sites")
+    assert "GET /api/v5/reference/sites got no answer" in check.detail
+    assert "network" in check.fix and "reference_read" not in check.fix
+
+
+def test_the_doctor_names_each_missing_inactive_or_unpriced_bundle(upstreams: Upstreams):
+    _drop_bundle(upstreams, "SET-FEMALE-BASIC")
+    beard = next(p for p in upstreams.state.products if p["article"] == "SET-BEARD-GROWTH")
+    beard["active"] = False
+    code, lines, stdout = run(make_app(), "doctor")
+    line = failing(lines)["recommended sets"]
+    assert code == 1
+    assert "not in the catalog: SET-FEMALE-BASIC (female_hairloss_basic)" in line["detail"]
+    assert "inactive: SET-BEARD-GROWTH (beard_growth)" in line["detail"]
+    assert "SET-MALE-BASIC (male" not in line["detail"]
+    # Only a missing price: a warning, and the doctor still exits 0.
+    upstreams.add_bundle(990, "SET-FEMALE-BASIC")
+    beard["active"] = True
+    code, lines, stdout = run(make_app(), "doctor")
+    sets = next(x for x in lines if x["check"] == "recommended sets")
+    assert sets["mark"] == "warn" and "no price in the catalog: SET-FEMALE-BASIC" in (
+        sets["detail"]), stdout
+    assert code == 0, stdout
+
+
+def test_the_readme_and_going_live_list_every_scope_the_doctor_uses():
+    from pathlib import Path
+
+    from gurugrow.doctor import REQUIRED_SCOPES, SETUP_SCOPES
+
+    root = Path(__file__).resolve().parent.parent
+    for doc in ("README.md", "docs/GOING-LIVE.md"):
+        text = (root / doc).read_text(encoding="utf-8")
+        missing = [s for s in (*REQUIRED_SCOPES, *SETUP_SCOPES) if f"`{s}`" not in text]
+        assert missing == [], f"{doc} lacks {missing}"
+
+
+def test_a_sets_own_site_and_status_are_checked(upstreams: Upstreams, tmp_path):
+    sets = tmp_path / "sets.toml"
+    sets.write_text('[sets.men]\nbundle = "SET-MALE-BASIC"\ntitle = "Набор"\n'
+                    'components = ["Миноксидил"]\nsite = "closed-store"\nstatus = "gone"\n',
+                    encoding="utf-8")
+    _selective("test-site", "1minoxidil-ru")(upstreams)
+    code, lines, stdout = run(make_app({"RECOMMENDED_SETS_FILE": str(sets)}), "doctor")
+    assert code == 1
+    site = failing(lines)["retailcrm site"]
+    assert "closed-store (RECOMMENDED_SETS_FILE set men)" in site["detail"], site
+    references = failing(lines)["retailcrm references"]
+    assert "order status gone (RECOMMENDED_SETS_FILE set men) does not exist" in (
+        references["detail"]), references
+    assert "order statuses: " in references["fix"]  # the account's codes to choose from
+    assert next(x for x in lines if x["check"] == "recommended sets")["mark"] == "ok  "
+
+
+@pytest.mark.parametrize(("env", "arrange", "check", "call"), [
+    ({}, lambda up: up.fail.update(credentials=(401, CRM_KEY_REFUSED)), "retailcrm key",
+     "GET /api/credentials answered HTTP 401"),
+    ({"GREENSMS_TOKEN": "not-the-sandbox-token"}, None, "greensms",
+     "GET /account/balance answered HTTP 401"),
+    ({"DEDUPE_API_KEY": "not-the-dedupe-key"}, None, "deduper",
+     "POST /api/dedupe/auto-resolve answered HTTP 401"),
+    ({}, lambda up: up.fail.update(products=(404, {"success": False})), "recommended sets",
+     "GET /api/v5/store/products answered HTTP 404"),
+], ids=["retailcrm-key", "greensms", "deduper", "products"])
+def test_every_upstream_check_names_its_failing_call(upstreams: Upstreams, env, arrange,
+                                                     check, call):
+    if arrange:
+        arrange(upstreams)
+    code, lines, stdout = run(make_app(env), "doctor")
+    assert code == 1
+    assert call in failing(lines)[check]["detail"], stdout

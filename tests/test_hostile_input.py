@@ -314,7 +314,7 @@ def test_malformed_codes_are_refused_without_costing_an_attempt(app, client, ups
     for code in malformed:  # more than OTP_MAX_ATTEMPTS (5) of them
         answer = post(client, "/auth/check", {**TG, "sessionId": session_id, "code": code},
                       kind)
-        assert (answer["status"], answer["errorCode"]) == ("error", "invalid_code"), code
+        assert (answer["status"], answer["errorCode"]) == ("invalid_code", "invalid_code"), code
     wrong = post(client, "/auth/check", {**TG, "sessionId": session_id, "code": "111111"}, kind)
     assert (wrong["status"], wrong["errorCode"]) == ("invalid_code", "invalid_code")
     answer = post(client, "/auth/check", {**TG, "sessionId": session_id, "code": "048 117"},

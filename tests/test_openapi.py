@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import fakeredis
 import pytest
 from openapi_schema_validator import OAS30Validator
@@ -125,3 +127,26 @@ def test_every_error_code_has_its_own_message(app):
     codes = {code for _, _, contract in contract_operations(app)
              for code in contract.error_codes}
     assert codes - set(texts.ERROR_MESSAGES) == set()
+
+
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("/auth/check", {"POST", "OPTIONS"}), ("/auth/status", {"GET", "HEAD", "OPTIONS"}),
+])
+def test_options_answers_204_with_allow(client, path, allowed):
+    response = client.options(path)
+    assert response.status_code == 204
+    assert set(response.headers["Allow"].split(", ")) == allowed
+    assert response.data == b"" and "text/html" not in response.headers.get("Content-Type", "")
+
+
+def test_docs_claims_only_what_is_true_and_renders_its_markdown(client):
+    html = client.get("/docs").get_data(as_text=True)
+    assert "aliases accepted" not in html
+    assert "tg is invalid_channel" in html  # as the service answers it:
+    assert get(client, "/auth/status", {"channelType": "tg", "messengerUserId": "1"})[
+        "errorCode"] == "invalid_channel"
+    # No raw Markdown outside the examples (<pre>): code spans and bold are rendered.
+    prose = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)
+    assert "`" not in prose
+    assert "<code>sessionId</code>" in prose
+    assert "overflow-wrap: anywhere" in html  # long form-encoded examples wrap

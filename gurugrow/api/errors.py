@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -33,3 +33,21 @@ def register_error_handlers(app: Flask) -> None:
         body = {"status": "error", "errorCode": "internal_error",
                 "message": InternalServerError.description}
         return jsonify(body), 500
+
+    answer_options_with_allow(app)
+
+
+def answer_options_with_allow(app: Flask) -> None:
+    """``OPTIONS`` on a route answers 204 with ``Allow`` (the methods it takes) and no
+    body, instead of Flask's empty ``text/html`` 200."""
+    default = app.make_default_options_response
+
+    def options_response() -> Response:
+        response = default()
+        response.status_code = 204
+        response.set_data(b"")
+        response.headers.pop("Content-Type", None)
+        response.headers.pop("Content-Length", None)
+        return response
+
+    app.make_default_options_response = options_response  # type: ignore[method-assign]

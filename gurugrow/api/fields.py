@@ -81,6 +81,68 @@ class Text(fields.Field):
         return text
 
 
+# Joins emoji into one picture (👩‍👩‍👧, 🏳️‍🌈): kept between two emoji, dropped elsewhere.
+_ZWJ = "\u200d"
+# Tag characters: the subdivision flags' spelling (🏴 + tags + cancel tag), kept after one.
+_TAGS = range(0xE0020, 0xE0080)
+# What may sit between an emoji and its joiner: variation selectors, skin tones.
+_EMOJI_TRAIL = frozenset("\ufe0e\ufe0f") | {chr(c) for c in range(0x1F3FB, 0x1F400)}
+
+
+def _is_emoji(ch: str) -> bool:
+    return unicodedata.category(ch) in ("So", "Sk") or ord(ch) in _TAGS
+
+
+def _emoji_before(text: str, index: int) -> bool:
+    i = index - 1
+    while i >= 0 and (text[i] in _EMOJI_TRAIL or ord(text[i]) in _TAGS):
+        i -= 1
+    return i >= 0 and _is_emoji(text[i])
+
+
+def normalize_free_text(text: str) -> str:
+    """A name or other free text as a person reads it: NFC; tabs, line breaks, no-break
+    and other spaces as one space; control characters, lone surrogates and format
+    characters (direction marks, zero-width spaces, BOM) removed, except the joiners and
+    tags inside an emoji sequence (variation selectors are marks, kept); trimmed. What is
+    left has no character that could end or forge a log line."""
+    text = unicodedata.normalize("NFC", text)
+    kept = []
+    for index, ch in enumerate(text):
+        category = unicodedata.category(ch)
+        if ch.isspace() or category in ("Zs", "Zl", "Zp"):
+            kept.append(" ")
+        elif category in ("Cc", "Cs"):
+            continue
+        elif category == "Cf":
+            inside_emoji = _emoji_before(text, index) and (
+                ord(ch) in _TAGS or (index + 1 < len(text) and _is_emoji(text[index + 1])))
+            if inside_emoji and (ch == _ZWJ or ord(ch) in _TAGS):
+                kept.append(ch)
+        else:
+            kept.append(ch)
+    return " ".join(part for part in "".join(kept).split(" ") if part)
+
+
+class FreeText(Text):
+    """A name or other free text a messenger allows: any printable Unicode, normalised
+    (``normalize_free_text``). Refused, with the field's own errorCode, only when it is
+    empty after normalising (nothing readable was sent) or longer than ``max_length``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValidationError("Must be a string.")
+        raw = str(value)
+        if not raw.strip():
+            return None  # empty or blank: absent, as for every field
+        text = normalize_free_text(raw)
+        if not text:
+            raise ValidationError("Nothing readable left after normalising.")
+        if len(text) > self.max_length:
+            raise ValidationError(f"Longer than {self.max_length} characters.")
+        return text
+
+
 class Channel(Text):
     """channelType: one of ``CHANNELS`` (any case), answered lower-cased."""
 
@@ -139,10 +201,14 @@ class Code(Text):
     """The code the customer received: exactly ``OTP_LENGTH`` ASCII digits (spaces and
     dashes inside are dropped). A JSON number lost its leading zeros on the way
     (48117 for 048117), so it is zero-padded to ``OTP_LENGTH``. Anything that cannot be
-    a code of that length is refused here, before any attempt is counted."""
+    a code of that length is refused here, before any attempt is counted, and answered
+    as a wrong code is (``status: invalid_code``): a bot branching on ``status`` asks
+    again either way. It costs no attempt: it cannot be the code, so it tells a guesser
+    nothing, and a typo must not lock the customer out."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=32, error_code="invalid_code", **kwargs)
+        super().__init__(max_length=32, error_code="invalid_code", error_status="invalid_code",
+                         **kwargs)
 
     def convert(self, text: str, raw: Any) -> str:
         length = _otp_length.get()

@@ -32,7 +32,8 @@ UNDOCUMENTED_PREFIXES = ("/sandbox", "/static")
 FORM = "application/x-www-form-urlencoded"
 
 FIELD_DESCRIPTIONS = {
-    "channelType": "Messenger: telegram | vk | whatsapp | max | instagram (aliases accepted).",
+    "channelType": "Messenger: telegram | vk | whatsapp | max | instagram (any case; no "
+                   "other spelling: tg is invalid_channel).",
     "messengerUserId": "Stable messenger account id; the first non-empty of this, "
                        "customerExternalId, messengerAccountId, messengerAccountIdFallback "
                        "identifies the account.",
@@ -49,14 +50,17 @@ FIELD_DESCRIPTIONS = {
                      "sender's own messenger id (else contact_not_own).",
     "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
     "code": "The code the customer received (OTP_LENGTH digits; a JSON number is "
-            "zero-padded to OTP_LENGTH; a malformed one costs no attempt).",
+            "zero-padded to OTP_LENGTH; a malformed or empty one answers status "
+            "invalid_code like a wrong one, without costing an attempt).",
     "limit": "Orders to show, 1..5 (default ORDERS_DEFAULT_LIMIT; out of range is clamped).",
     "sourceOrderId": "RetailCRM id of the order to repeat.",
     "sourceOrderNumber": "Its number, used when sourceOrderId is empty.",
-    "offerCode": "Recommended set code (gurugrow/basics/catalog.py): "
-                 + " | ".join(RECOMMENDED_SETS) + ".",
-    "firstName": "Recipient first name.",
-    "lastName": "Recipient last name.",
+    "offerCode": "Recommended set code, any case: the sets of RECOMMENDED_SETS_FILE (the "
+                 "demo's: " + " | ".join(RECOMMENDED_SETS) + "; /docs lists the service's).",
+    "firstName": "Recipient first name: any printable Unicode (emoji, flags, no-break "
+                 "spaces), normalised; refused only when nothing readable is left or too "
+                 "long.",
+    "lastName": "Recipient last name, as firstName.",
     "email": "Recipient email; an invalid one is dropped, not refused.",
     "status": "Outcome; bots branch on it.",
     "errorCode": "Why, when the outcome is not a success (null otherwise).",
@@ -354,8 +358,9 @@ def openapi_json():
 
 @bp.get("/docs")
 def docs_page():
+    sets = current_app.extensions["gurugrow"].sets or RECOMMENDED_SETS
     return render_template("docs.html", spec=openapi_document(), identity_rule=IDENTITY_RULE,
-                           offers=list(RECOMMENDED_SETS.values()))
+                           offers=list(sets.values()))
 
 
 @bp.app_template_filter("pretty_json")
@@ -365,9 +370,17 @@ def pretty_json(value: Any) -> str:
 
 
 @bp.app_template_filter("inline_code")
-def inline_code(value: str) -> Markup:
-    """Markdown-style `code` spans of a plain text as <code> (the rest escaped)."""
-    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(value))))
+def inline_code(value: Any) -> Markup:
+    """The inline Markdown of a description as HTML (the rest escaped): `code`,
+    **bold**, [text](https://…) links; None as nothing."""
+    if value is None:
+        return Markup("")
+    html = str(escape(value))
+    html = re.sub(r"``(.+?)``", r"<code>\1</code>", html)  # docstrings' literals
+    html = re.sub(r"`([^`]+)`", r"<code>\1</code>", html)
+    html = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", html)
+    html = re.sub(r"\[([^\]]+)\]\((https?://[^)\s]+|#[\w-]+)\)", r'<a href="\2">\1</a>', html)
+    return Markup(html)
 
 
 @bp.get("/")

@@ -18,6 +18,7 @@ from gurugrow.api.fields import (
     Channel,
     Code,
     DeliveryRoute,
+    FreeText,
     InternalId,
     Limit,
     Phone,
@@ -146,10 +147,12 @@ class RecommendedPreviewBody(IdentitySchema):
 
 
 class RecommendedCreateBody(RecommendedPreviewBody):
-    firstName = Text(max_length=100)
-    lastName = Text(max_length=100)
+    # Any name a messenger allows, normalised (api/fields.normalize_free_text).
+    firstName = FreeText(max_length=100, error_code="invalid_first_name")
+    lastName = FreeText(max_length=100, error_code="invalid_last_name")
     phone = Phone()
-    email = Text(max_length=200)  # an invalid email is dropped by the flow, not refused
+    # An email that does not look like one is dropped by the flow, not refused.
+    email = FreeText(max_length=200, error_code="invalid_email")
 
 
 class RecommendedStartBody(RecommendedCreateBody):

@@ -8,7 +8,13 @@ from typing import Any
 
 from gurugrow import texts
 from gurugrow.basics.catalog import RecommendedSet, find_set
-from gurugrow.basics.errors import FlowRefusal, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import (
+    CrmBusy,
+    FlowRefusal,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
@@ -35,8 +41,8 @@ from gurugrow.stores.otp import OtpSession
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _set(data: dict[str, Any]) -> RecommendedSet:
-    found = find_set(data.get("offerCode"))
+def _set(svc: Services, data: dict[str, Any]) -> RecommendedSet:
+    found = find_set(data.get("offerCode"), svc.sets)
     if found is None:
         raise FlowRefusal("unknown_offer")
     return found
@@ -54,40 +60,90 @@ def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
     ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
     Raises FlowRefusal("bundle_unavailable") when the catalog has no active match.
     """
-    key = redis_keys.bundle_offer(svc.settings.redis_prefix, bundle.bundle_article)
-
-    def load() -> dict[str, Any]:
-        products = svc.crm.find_products_by_name(bundle.bundle_article)
-        return {"offer": _bundle_offer(products, bundle.bundle_article)}
-
-    offer = cached_json(svc.redis, key, svc.settings.reference_cache_seconds, load)["offer"]
+    offer = bundle_catalog_entry(svc, bundle)["offer"]
     if offer is None:
         log_event("bundle_unavailable", logging.WARNING, article=bundle.bundle_article)
         raise FlowRefusal("bundle_unavailable")
     return offer
 
 
-def _bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any] | None:
+def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
+    """``{"offer": ref or None, "price": text or None}`` of the bundle article's active
+    catalog offer (``/api/v5/store/products``; ``filter[name]`` is fuzzy, so the article
+    is compared locally). Cached in Redis for REFERENCE_CACHE_SECONDS."""
+    key = redis_keys.bundle_offer(svc.settings.redis_prefix, bundle.bundle_article)
+
+    def load() -> dict[str, Any]:
+        products = svc.crm.find_products_by_name(bundle.bundle_article)
+        found = bundle_offer(products, bundle.bundle_article)
+        return {"offer": offer_ref(found) if found else None,
+                "price": offer_price(found) if found else None}
+
+    entry = cached_json(svc.redis, key, svc.settings.reference_cache_seconds, load)
+    return {"offer": entry.get("offer"), "price": entry.get("price")}
+
+
+def bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any] | None:
+    """The first active offer of an active product whose article is ``article``."""
     for product in products:
-        if product.get("active") is False:
+        if not isinstance(product, dict) or product.get("active") is False:
             continue
         for offer in product.get("offers") or []:
-            if offer.get("active") is False:
+            if not isinstance(offer, dict) or offer.get("active") is False:
                 continue
-            if article in (offer.get("article"), product.get("article")) and (
-                    ref := offer_ref(offer)):
-                return ref
+            if article in (offer.get("article"), product.get("article")) and offer_ref(offer):
+                return offer
+    return None
+
+
+# RetailCRM's currency codes as a customer reads them (others are shown as the code).
+_CURRENCY_SIGNS = {"RUB": "₽", "KZT": "₸", "BYN": "Br", "USD": "$", "EUR": "€"}
+
+
+def _ordering(value: Any) -> int:
+    return value if isinstance(value, int) else 1 << 30
+
+
+def offer_price(offer: dict[str, Any]) -> str | None:
+    """The offer's price as a customer reads it ("1 990 ₽"), or None when the catalog
+    gives none. RetailCRM lists ``prices`` (``{priceType, price, ordering, currency}``,
+    the lowest ``ordering`` first) and the base ``price``; neither is in the reference we
+    have, so both are read defensively and a missing or non-numeric one is no price."""
+    candidates = [p for p in offer.get("prices") or [] if isinstance(p, dict)]
+    candidates.sort(key=lambda p: _ordering(p.get("ordering")))
+    for amount, currency in [(p.get("price"), p.get("currency")) for p in candidates] + [
+            (offer.get("price"), offer.get("currency"))]:
+        if isinstance(amount, int | float) and not isinstance(amount, bool) and amount > 0:
+            number = f"{amount:,.2f}".rstrip("0").rstrip(".").replace(",", "\u00a0")
+            sign = _CURRENCY_SIGNS.get(str(currency or "RUB").upper(), str(currency))
+            return f"{number}\u00a0{sign}"
     return None
 
 
 def preview(svc: Services, data: dict[str, Any]) -> Answer:
     """The set's text for an authorized customer."""
     customer = bound_customer(svc, identity_of(svc, data), data.get("customerId"))
-    bundle = _set(data)
+    bundle = _set(svc, data)
     components = "\n".join(texts.RECOMMENDED_COMPONENT.format(name=c) for c in bundle.components)
+    text = texts.RECOMMENDED_PREVIEW.format(title=bundle.title, components=components)
+    price = _preview_price(svc, bundle)
+    if price:
+        text = texts.RECOMMENDED_PREVIEW_PRICED.format(title=bundle.title, price=price,
+                                                       components=components)
     return {"status": "ok", "customerId": str(customer["id"]), "offerCode": bundle.offer_code,
-            "title": bundle.title,
-            "text": texts.RECOMMENDED_PREVIEW.format(title=bundle.title, components=components)}
+            "title": bundle.title, "text": text}
+
+
+def _preview_price(svc: Services, bundle: RecommendedSet) -> str | None:
+    """The set's price from RetailCRM's catalog, or None (no price there, or the catalog
+    not readable now, or no RetailCRM slot in time: the preview is still shown, without a
+    price)."""
+    try:
+        return bundle_catalog_entry(svc, bundle)["price"]
+    except (UpstreamError, CrmBusy) as e:
+        log_event("bundle_price_unread", logging.WARNING, article=bundle.bundle_article,
+                  error=e)
+        return None
 
 
 def _recipient(data: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +155,7 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     """Order the set for the customer bound to this messenger account, once."""
     identity = identity_of(svc, data)
     customer = bound_customer(svc, identity, data.get("customerId"))
-    bundle = _set(data)
+    bundle = _set(svc, data)
     customer_id = str(customer["id"])
     recipient = _recipient(data)
     token = request_token(identity.channel, identity.account_id, customer_id, bundle.offer_code,
@@ -112,7 +168,7 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
 def start(svc: Services, data: dict[str, Any]) -> Answer:
     """Send a code to a not-yet-authorized customer and remember what to order."""
     identity = identity_of(svc, data)
-    bundle = _set(data)
+    bundle = _set(svc, data)
     resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
     session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
                          client_ip=data.get("clientIp"), purpose="recommended",
@@ -141,7 +197,7 @@ def resend(svc: Services, data: dict[str, Any]) -> Answer:
 
 def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -> Answer:
     payload = session.payload
-    bundle = find_set(payload["offerCode"])
+    bundle = find_set(payload["offerCode"], svc.sets)
     if bundle is None:
         raise FlowRefusal("unknown_offer")
     recipient = {k: payload.get(k) for k in ("firstName", "lastName", "phone", "email")}
@@ -155,7 +211,8 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
         elif holders:
             raise FlowRefusal("conflict", status="conflict")
         else:
-            customer_id, verified_until = _create_customer(svc, identity, session, recipient)
+            customer_id, verified_until = _create_customer(svc, identity, session, recipient,
+                                                           bundle)
         svc.otp.remember_customer(session, customer_id)
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
@@ -172,10 +229,15 @@ def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bo
                                      for p in holders[0].get("phones") or [])
 
 
+def order_site(svc: Services, bundle: RecommendedSet) -> str:
+    """The store a set's orders (and the customers they create) go to: the set's own,
+    else RECOMMENDED_ORDER_SITE, else RETAILCRM_SITE (the gateway's)."""
+    return bundle.site or svc.settings.recommended_order_site or svc.settings.retailcrm_site
+
+
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                     recipient: dict[str, Any]) -> tuple[str, str]:
+                     recipient: dict[str, Any], bundle: RecommendedSet) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
-    s = svc.settings
     fields, verified_until = binding_fields(svc, identity, session.route)
     customer = {
         "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
@@ -184,7 +246,7 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
     }
     if recipient.get("email"):
         customer["email"] = recipient["email"]
-    customer_id = svc.crm.create_customer(customer, s.recommended_order_site)
+    customer_id = svc.crm.create_customer(customer, order_site(svc, bundle))
     log_event("customer_created", customer_id=customer_id, channel=identity.channel)
     return customer_id, verified_until
 
@@ -197,23 +259,23 @@ def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: 
 
 def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,
            recipient: dict[str, Any]) -> Answer:
-    s = svc.settings
+    site = order_site(svc, bundle)
     base = {"customerId": customer_id, "offerCode": bundle.offer_code}
     external_id = f"bot-rec-{token}"
     # An earlier attempt died or failed: its order, if it landed, is the answer.
-    created = _existing(svc, external_id, s.recommended_order_site) if lease.resumed else None
+    created = _existing(svc, external_id, site) if lease.resumed else None
     if created is None:
         offer = resolve_bundle(svc, bundle)
         order: dict[str, Any] = {
             # externalId makes the create itself idempotent: RetailCRM refuses a second one.
             "externalId": external_id,
-            "status": s.recommended_order_status,
+            "status": bundle.status or svc.settings.recommended_order_status,
             "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
             "items": [{"offer": offer, "quantity": 1}],
             "customerComment": texts.RECOMMENDED_COMMENT.format(offerCode=bundle.offer_code),
         }
         order.update({k: v for k, v in recipient.items() if v})
-        created = _create_order_retrying_once(svc, order, s.recommended_order_site)
+        created = _create_order_retrying_once(svc, order, site)
     if created is None:
         return {**base, "status": "error", "errorCode": "order_failed",
                 "text": texts.MANAGER_HANDOFF}

@@ -29,12 +29,31 @@ def going_live_commands() -> list[str]:
                       section)
 
 
+# The shop's own sets: bundles its catalog has, active and priced.
+SHOP_SETS = """\
+[sets.men]
+bundle = "SET-MALE-BASIC"
+title = "Набор для мужчин"
+components = ["Миноксидил 5%"]
+
+[sets.women]
+bundle = "SET-FEMALE-BASIC"
+title = "Набор для женщин"
+components = ["Миноксидил 2%"]
+status = "new"
+"""
+
+
 @pytest.fixture
 def standins():
     standins = Standins()
     # A fresh account: two of the fields the settings name do not exist yet.
     standins.state.custom_fields = [f for f in demo_data()["customFields"]
                                     if f["code"] not in MISSING]
+    for product in standins.state.products:
+        for offer in product["offers"]:
+            offer["prices"] = [{"priceType": "base", "price": 2490, "ordering": 1,
+                                "currency": "RUB"}]
     yield standins
     standins.stop()
 
@@ -44,7 +63,7 @@ def run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=120, check=False)
 
 
-def test_readme_going_live_commands_against_the_standins(standins, redis_url):
+def test_readme_going_live_commands_against_the_standins(standins, redis_url, tmp_path):
     commands = {c for pair in going_live_commands() for c in pair if c}
     assert {"make doctor", "make create-fields", "make create-fields ARGS=--yes"} <= commands
     env = {k: v for k, v in os.environ.items() if not k.startswith(
@@ -53,6 +72,10 @@ def test_readme_going_live_commands_against_the_standins(standins, redis_url):
     env.update(standins.env(), REDIS_URL=redis_url, REDIS_PREFIX="going-live:",
                OTP_SECRET=TEST_ENV["OTP_SECRET"], API_TOKENS=TEST_ENV["API_TOKENS"],
                GREENSMS_SMS_FROM="shop", MAKEFLAGS="--no-print-directory")
+    sets_file = tmp_path / "sets.toml"
+    sets_file.write_text(SHOP_SETS, encoding="utf-8")
+    # A shop's values in the settings .env.example leaves to it.
+    env.update(RECOMMENDED_SETS_FILE=str(sets_file), RECOMMENDED_ORDER_STATUS="new")
 
     before = run("make doctor", env)
     assert before.returncode != 0
@@ -73,5 +96,7 @@ def test_readme_going_live_commands_against_the_standins(standins, redis_url):
 
     after = run("make doctor", env)
     assert after.returncode == 0, after.stdout + after.stderr
-    lines = [line for line in after.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
+    lines = [line for line in after.stdout.splitlines() if line.startswith(
+        ("ok", "warn", "FAIL"))]
     assert len(lines) >= 6 and all(line.startswith("ok ") for line in lines), after.stdout
+    assert any(line.startswith("ok   recommended sets: 2 of 2 bundles") for line in lines)

@@ -16,6 +16,7 @@ from tests.integration.conftest import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 README = ROOT / "README.md"
+GG_LINE = "GG=http://localhost:8000"
 
 
 def quickstart_commands() -> list[tuple[str, str | None]]:
@@ -90,8 +91,9 @@ def run_quickstart(base: str) -> None:
     steps = quickstart_commands()
     script = ["set -euo pipefail"]
     for index, (command, _) in enumerate(steps):
-        script += [f"echo '@@STEP {index}@@'", command.replace("http://localhost:8000", base),
-                   "echo"]
+        # The one line naming where the sandbox runs.
+        line = f"GG={base}" if command == GG_LINE else command
+        script += [f"echo '@@STEP {index}@@'", line, "echo"]
     result = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
@@ -102,14 +104,18 @@ def run_quickstart(base: str) -> None:
             assert expected in output, f"{command}\n→ {output}"
 
 
-def test_readme_quickstart_starts_with_a_reset():
-    first, expected = quickstart_commands()[0]
-    assert first == 'curl -s -X POST "http://localhost:8000/sandbox/reset"'
-    assert expected == '"status":"reset"'
+def test_readme_quickstart_names_its_base_url_once_then_resets():
+    steps = quickstart_commands()
+    assert steps[0] == (GG_LINE, None)
+    assert steps[1] == ('curl -s -X POST "$GG/sandbox/reset"', '"status":"reset"')
+    # Every other command reads the base URL from GG: another port is one edit.
+    assert not any("localhost" in command for command, _ in steps[1:])
+    assert all("$GG/" in command for command, _ in steps if "curl" in command)
 
 
 def test_readme_quickstart_runs_twice_in_a_row_against_the_sandbox(sandbox_server):
     base, log_path = sandbox_server
+    assert not base.endswith(":8000")  # another port than the README's: GG carries it
     # Twice in a row, as pasted: its first step resets the sandbox (demo data, and the
     # sandbox's Redis keys: cooldowns, counters, sessions, remembered answers).
     run_quickstart(base)
