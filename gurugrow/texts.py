@@ -6,6 +6,11 @@
 from __future__ import annotations
 
 SMS_CODE = "Код подтверждения: {code}. Никому его не сообщайте."
+# The bot's message when the code goes by a call (gurugrow/routes.py ``bot_text``);
+# {digits}: how many digits the code has.
+CALL_CODE_SENT = ("Вам поступит звонок. Введите последние {digits} цифры номера, с "
+                  "которого позвонят. Отвечать на звонок не нужно.")
+VOICE_CODE_SENT = "Вам поступит звонок: робот продиктует код. Введите его здесь."
 
 UNLINKED = (
     "Учётная запись отвязана. Для входа в защищённые разделы потребуется снова "

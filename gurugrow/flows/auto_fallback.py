@@ -1,8 +1,9 @@
-"""The `deliveries` worker's work: check messenger sends that are due, and send a fresh
-code by SMS for each one not delivered in time, so nobody has to press resend.
+"""The `deliveries` worker's work: check watched sends that are due, and send a fresh
+code by the channel's next route (DELIVERY_ROUTES_<CHANNEL>) for each one not delivered
+in time, so nobody has to press resend.
 
 Several workers (on several hosts) may run: a due check is claimed atomically, and so
-is the fallback of one send (shared with /auth/resend), so a send gets one SMS at most.
+is the fallback of one send (shared with /auth/resend), so a send is replaced once at most.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gurugrow.flows.delivery import (
     claim_fallback,
     fallback_lease_seconds,
     give_back_fallback,
+    next_route,
     overdue,
     read_status,
     undelivered,
@@ -113,10 +115,17 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
 
 
 def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) -> str:
-    """A fresh code by SMS for the session, within its send caps (the cooldown aside:
-    the customer got nothing); ``sms`` when it went out. Raises what the send raised
-    after giving the claimed fallback back (the check stays due)."""
+    """A fresh code by the workflow's next route for the session, within its send caps
+    (the cooldown aside: the customer got nothing); ``sms`` when it went out (the
+    outcome's name whatever the route). Raises what the send raised after giving the
+    claimed fallback back (the check stays due)."""
     masked = mask_phone(session.phone)
+    following = next_route(svc, session.channel, record.route)
+    if following is None:  # the workflow's last route: nothing left to try
+        svc.deliveries.settle(record) or svc.deliveries.close_fallback(record)
+        log_event("auto_fallback_refused", logging.WARNING, reason="last_route",
+                  phone=masked)
+        return "refused"
     if not svc.otp.sends_left(session):
         svc.deliveries.settle(record) or svc.deliveries.close_fallback(record)
         log_event("auto_fallback_refused", logging.WARNING, reason="max_sends", phone=masked)
@@ -124,7 +133,7 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) ->
     if not claim_fallback(svc, record):
         return "superseded"  # a resend replaced this send meanwhile
     try:
-        reissue_code(svc, session, "sms", cooldown=False)
+        reissue_code(svc, session, following, cooldown=False)
     except FlowRefusal as refusal:
         svc.deliveries.close_fallback(record)
         log_event("auto_fallback_refused", logging.WARNING, reason=refusal.error_code,
@@ -134,5 +143,6 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) ->
         give_back_fallback(svc, record)
         raise
     metrics.AUTO_FALLBACKS.labels(record.route).inc()
-    log_event("delivery_fallback", by="worker", from_route=record.route, phone=masked)
+    log_event("delivery_fallback", by="worker", from_route=record.route,
+              to_route=following, phone=masked)
     return "sms"

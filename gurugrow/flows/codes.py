@@ -18,24 +18,21 @@ from gurugrow.basics.errors import FlowRefusal, LimitExceeded, StorageUnavailabl
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
-    METHOD_ROUTES,
     Sent,
+    first_route,
     give_back_fallback,
     resend_route,
+    routes_from,
     track_send,
 )
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.logs import log_event
+from gurugrow.routes import ROUTES, THEIR_CODE, route_of_method
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch, riding_along
 from gurugrow.stores.limits import Admission
 from gurugrow.stores.once import LeaseRenewer
 from gurugrow.stores.otp import OtpSession
-
-
-def default_route(channel: str | None) -> str:
-    """Telegram and VK users get the code in their messenger first; others by SMS."""
-    return channel if channel in ("telegram", "vk") else "sms"
 
 
 def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
@@ -66,18 +63,19 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     return result.final_customer_id
 
 
-def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
-    """Send ``code`` by ``route``, falling back to SMS; return what took it.
+def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
+    """Send a code by ``route``, falling back to the workflow's next routes when one
+    refuses it at once; return what took it (with the code the customer got).
 
     Raises FlowRefusal("delivery_failed") when no route accepted the code.
     """
-    routes = [route] if route == "sms" else [route, "sms"]
-    if route == "vk" and not svc.sms.vk_enabled:
-        routes = ["sms"]  # the VK route is off without GREENSMS_VK_FROM (the doctor says)
-    for attempt in routes:
+    for attempt in routes_from(svc, channel, route):
+        declared = ROUTES[attempt]
+        # A flash call's code is GreenSMS's (in its answer); ours is drawn per route.
+        code = "" if declared.sends == THEIR_CODE else svc.otp.new_code(declared.code_length)
         try:
-            request_id = svc.sms.send_code(attempt, phone, code,
-                                           texts.SMS_CODE.format(code=code))
+            text = getattr(texts, declared.text).format(code=code) if declared.text else ""
+            answer = svc.sms.send_code(attempt, phone, code, text)
         except UpstreamError as e:
             log_event("code_delivery_failed", logging.WARNING, route=attempt,
                       phone=mask_phone(phone), error=e)
@@ -85,10 +83,11 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
         log_event("code_sent", route=attempt, phone=mask_phone(phone),
                   fallback=attempt != route)
         metrics.CODES_SENT.labels(attempt).inc()
-        metrics.CODE_COST.labels(attempt).inc(svc.settings.route_prices.get(attempt, 0.0))
+        metrics.CODE_COST.labels(attempt).inc(
+            svc.settings.route_prices.get(declared.price, 0.0))
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
-        return Sent(attempt, request_id)
+        return Sent(attempt, answer.request_id, answer.code or code)
     raise FlowRefusal("delivery_failed")
 
 
@@ -138,8 +137,9 @@ def returned_on_failure(svc: Services, admission: Admission,
         raise
 
 
-def send_or_pretend(svc: Services, *, phone: str, code: str, route: str, send: bool) -> Sent:
-    """Deliver the code (or, for a decoy, nothing) and return what took it.
+def send_or_pretend(svc: Services, *, phone: str, channel: str, route: str, send: bool
+                    ) -> Sent:
+    """Deliver a code (or, for a decoy, nothing) and return what took it.
 
     Raises FlowRefusal("delivery_failed") when no route took the code.
     """
@@ -149,7 +149,7 @@ def send_or_pretend(svc: Services, *, phone: str, code: str, route: str, send: b
         time.sleep(svc.send_timer.draw())
         return Sent(route, None)
     started = time.perf_counter()
-    sent = deliver_code(svc, phone, code, route)
+    sent = deliver_code(svc, phone, channel, route)
     svc.send_timer.observe(time.perf_counter() - started)
     if sent.route != route:  # the admission priced the route asked for; SMS took it
         policy = svc.limits.policy
@@ -181,20 +181,20 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     """
     # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
     # refused admission gives it back at the request's end.
-    route = route or default_route(identity.channel)
+    route = first_route(svc, identity.channel, route)
     with riding_along(svc.crm.slot_rider()):
         admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
                                          client_ip, route=route)
     with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
         send = customer_id is not None or send_to_unknown
-        code = svc.otp.new_code()
-        sent = send_or_pretend(svc, phone=phone, code=code, send=send, route=route)
+        sent = send_or_pretend(svc, phone=phone, channel=identity.channel, send=send,
+                               route=route)
     # The session and its delivery record go to Redis in one round trip.
     batch = WriteBatch(svc.redis)
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=code if send else None, route=sent.method,
+        customer_id=customer_id, code=sent.code if send else None, route=sent.method,
         purpose=purpose, payload=payload, batch=batch)
     track_send(svc, session, sent, batch)
     if not send:
@@ -214,9 +214,9 @@ def ensure_resendable(svc: Services, session: OtpSession) -> None:
 
 def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
                  client_ip: str | None = None, cooldown: bool = True) -> Sent:
-    """Send a live session a fresh code by ``route`` (default: the channel's), replacing
-    the old one, and track it; return what took it. Used by resend and by the deliveries
-    worker's SMS fallback.
+    """Send a live session a fresh code by ``route`` (default: the workflow's first),
+    replacing the old one, and track it; return what took it. Used by resend and by the
+    deliveries worker's fallback.
 
     It goes through the same admission as a start: the session's own send cap, then
     every send limit at once, all given back when nothing went out. ``cooldown=False``
@@ -225,14 +225,13 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
     Raises FlowRefusal.
     """
     ensure_resendable(svc, session)
-    route = route or default_route(session.channel)
+    route = route or first_route(svc, session.channel, None)
     admission = take_send_allowance(svc, session.phone, session.channel, session.account_id,
                                     client_ip, route=route, cooldown=cooldown)
-    code = svc.otp.new_code()
     with returned_on_failure(svc, admission):
-        sent = send_or_pretend(svc, phone=session.phone, code=code, send=session.sent,
-                               route=route)
-    if not svc.otp.replace_code(session, code, sent.method):
+        sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
+                               send=session.sent, route=route)
+    if not svc.otp.replace_code(session, sent.code, sent.method):
         # Checked or burned while the code went out: the new code is not kept.
         raise FlowRefusal("session_not_found")
     track_send(svc, session, sent)
@@ -309,15 +308,25 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
 
 def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
     """The answer to a start that sent (or pretended to send) a code."""
+    route = delivery_route(session)
     return {"status": "sent", "sessionId": session.session_id,
             "maskedPhone": mask_phone(session.phone),
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
-            "deliveryRoute": delivery_route(session)}
+            "deliveryRoute": route, "message": route_message(svc, route)}
+
+
+def route_message(svc: Services, route: str | None) -> str | None:
+    """The bot's message for a code sent by ``route`` (a call's; None for a message)."""
+    declared = ROUTES.get(route or "")
+    if declared is None or not declared.bot_text:
+        return None
+    digits = declared.code_length or svc.settings.otp_length
+    return str(getattr(texts, declared.bot_text)).format(digits=digits)
 
 
 def delivery_route(session: OtpSession) -> str | None:
     """The route that took the session's current code (``deliveryRoute`` of answers)."""
-    return METHOD_ROUTES.get(session.route or "")
+    return route_of_method(session.route)
 
 
 def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
@@ -330,8 +339,9 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     session = resendable_session(svc, data["sessionId"], data.get("channel"),
                                  data.get("accountIds") or ())
     ensure_resendable(svc, session)
-    route = data.get("deliveryRoute") or default_route(session.channel)
-    # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
+    route = first_route(svc, session.channel, data.get("deliveryRoute"))
+    # An undelivered code is replaced by the workflow's next route, without waiting for
+    # the cooldown.
     route, replaced = resend_route(svc, session, route)
     try:
         sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
@@ -344,4 +354,4 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
-            "deliveryRoute": sent.route}
+            "deliveryRoute": sent.route, "message": route_message(svc, sent.route)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -246,9 +247,18 @@ class SandboxState:
             self._window.append(now)
             return False
 
-    def record_message(self, route: str, to: str, txt: str) -> dict[str, Any]:
+    def record_call(self, route: str, to: str, digits: int) -> dict[str, Any]:
+        """Puts one flash call in the outbox: the number that calls ends with its code,
+        which the stand-in chooses as GreenSMS does."""
+        code = "".join(secrets.choice("0123456789") for _ in range(digits))
+        caller = "7900" + "".join(secrets.choice("0123456789") for _ in range(7 - digits))
+        return self.record_message(route, to, f"Входящий звонок: +{caller}{code}", code=code)
+
+    def record_message(self, route: str, to: str, txt: str, code: str | None = None
+                       ) -> dict[str, Any]:
         """Puts one accepted send in the outbox (with its code) and reports it."""
-        code = txt if route == "telegram" else (re.search(r"\d{4,8}", txt) or [""])[0]
+        if code is None:
+            code = txt if txt.isdigit() else (re.search(r"\d{4,8}", txt) or [""])[0]
         message = {"route": route, "to": to, "txt": txt, "code": code,
                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "request_id": str(uuid.uuid4()), "clock": self.clock()}

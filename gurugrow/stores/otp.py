@@ -139,9 +139,10 @@ class OtpStore:
         self._replace = client.register_script(_REPLACE_SCRIPT)
 
     # -- codes -----------------------------------------------------------------------
-    def new_code(self) -> str:
-        """A fresh random code of ``OTP_LENGTH`` digits."""
-        return "".join(secrets.choice("0123456789") for _ in range(self._policy.length))
+    def new_code(self, length: int | None = None) -> str:
+        """A fresh random code of ``length`` digits (default ``OTP_LENGTH``)."""
+        return "".join(secrets.choice("0123456789")
+                       for _ in range(length or self._policy.length))
 
     def _hash(self, code: str, salt: str) -> str:
         pepper = self._policy.secret.encode()
