@@ -59,6 +59,12 @@ class Route:
     own_channel: str | None = None
     in_defaults: bool = True  # may be in a channel's default workflow
     price_key: str = ""
+    label: str = ""  # how people name it (the doctor, the dashboard); default: the name
+
+    @property
+    def title(self) -> str:
+        """The route as people name it."""
+        return self.label or self.name
 
     @property
     def price(self) -> str:
@@ -74,24 +80,25 @@ class Route:
 ROUTES: dict[str, Route] = {r.name: r for r in (
     # Telegram Gateway through GreenSMS: the code alone, the gateway renders the message.
     Route("telegram", "telegram", OUR_CODE, "telegram_otp", txt="code", max_txt=8,
-          own_channel="telegram"),
+          own_channel="telegram", label="Telegram"),
     Route("vk", "vk", OUR_CODE, "vk_otp", sender_setting="GREENSMS_VK_FROM",
-          sender_required=True, max_txt=2048, own_channel="vk"),
+          sender_required=True, max_txt=2048, own_channel="vk", label="VK"),
+    # WhatsApp's ``from`` has no length in the schema (a registered sender name).
     Route("whatsapp", "whatsapp", OUR_CODE, "whatsapp_otp",
           sender_setting="GREENSMS_WHATSAPP_FROM", sender_required=True, max_txt=1000,
-          max_from=0,
-          own_channel="whatsapp"),
+          max_from=0, own_channel="whatsapp", label="WhatsApp"),
     Route("viber", "viber", OUR_CODE, "viber_otp", sender_setting="GREENSMS_VIBER_FROM",
-          sender_required=True, max_txt=1000),
+          sender_required=True, max_txt=1000, label="Viber"),
     Route("sms", "sms", OUR_CODE, "sms_otp", sender_setting="GREENSMS_SMS_FROM",
-          watched=False),
+          watched=False, label="SMS"),
     # Flash call: the last digits of the calling number are the code GreenSMS answers.
     Route("call", "call", THEIR_CODE, "call_otp", txt="", text="", bot_text="CALL_CODE_SENT",
-          max_txt=0, statuses=CALL_STATUSES, code_length=4),
+          max_txt=0, statuses=CALL_STATUSES, code_length=4, label="flash call"),
     # The code read aloud: ``txt`` is the digits alone, 1-5 of them, so its code is ours
     # of 5 digits whatever OTP_LENGTH says.
     Route("voice", "voice", OUR_CODE, "voice_otp", txt="code", text="",
-          bot_text="VOICE_CODE_SENT", max_txt=5, statuses=CALL_STATUSES, code_length=5),
+          bot_text="VOICE_CODE_SENT", max_txt=5, statuses=CALL_STATUSES, code_length=5,
+          label="voice call"),
 )}
 # The last resort of every default workflow.
 LAST_RESORT = "sms"
