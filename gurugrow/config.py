@@ -472,6 +472,13 @@ class Settings:
         return getattr(self, f"delivery_routes_{channel}", None) or \
             _routes.default_workflow(channel)
 
+    @cached_property
+    def code_lengths(self) -> tuple[int, ...]:
+        """The lengths a typed code may have: OTP_LENGTH, and the own length of each
+        route a workflow lists (a flash call's 4 digits only where one is used)."""
+        listed = {route for channel in CHANNELS for route in self.workflow(channel)}
+        return _routes.code_lengths(self.otp_length, listed)
+
     def route_off_reason(self, route: str) -> str | None:
         """Why ``route`` is off (its sender is not set), or None when it is on."""
         declared = _routes.ROUTES.get(route)

@@ -8,24 +8,27 @@ adding a route is one ``Route(...)`` here (and its text in texts.py, named by ``
 Facts per module (GreenSMS's official SDKs, docs/INTEGRATIONS.md "GreenSMS routes"):
 greensms-php ``src/Api/Schema.php`` gives each module's fields and limits, its
 ``Modules.php`` the paths; greensms-node's e2e tests the answers (``call/send`` answers
-``request_id`` and ``code``; ``call/receive``, not a route yet, answers ``request_id``
-and ``number``).
+``request_id`` and ``code``; ``call/receive`` answers ``request_id`` and ``number``).
 
 This module is at the configuration's layer: it imports nothing of ours.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # What a route delivers.
 OUR_CODE = "our_code"  # a code we chose goes out (in a text, or as the code alone)
 THEIR_CODE = "their_code"  # GreenSMS chooses the code and answers it (flash call)
+NUMBER_TO_CALL = "number_to_call"  # GreenSMS answers a number the customer calls
 
 # Status vocabularies (gateways/greensms.py maps each): the message words and codes of
-# the sms/vk/viber/whatsapp modules with Telegram Gateway's words, and the calls'.
+# the sms/vk/viber/whatsapp modules with Telegram Gateway's words, the calls', and the
+# received call's (documented nowhere: read defensively, see gateways/greensms.py).
 MESSAGE_STATUSES = "message"
 CALL_STATUSES = "call"
+INCOMING_CALL_STATUSES = "incoming_call"
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,10 @@ class Route:
     """One way a code (or a number to call) reaches the customer."""
 
     name: str  # deliveryRoute, the metrics' ``route`` label, the CODE_PRICES key
-    module: str  # GreenSMS module: POST /<module>/send, GET /<module>/status
-    sends: str  # OUR_CODE | THEIR_CODE
+    module: str  # GreenSMS module: POST /<module>/<action>, GET /<module>/status
+    sends: str  # OUR_CODE | THEIR_CODE | NUMBER_TO_CALL
     method: str  # bot_last_verification_method once it verified someone
+    action: str = "send"  # POST /<module>/<action>
     # The setting naming the sender (``from``); with ``sender_required`` the route is off
     # while it is empty (GreenSMS refuses the send without it).
     sender_setting: str | None = None
@@ -46,7 +50,8 @@ class Route:
     txt: str = "text"
     text: str = "SMS_CODE"  # texts.py constant of the ``txt`` with the code ("": none)
     # texts.py constant of the bot's message in the ``sent`` answer ("": none, as for the
-    # messages, whose text says it all); formatted with {digits}, the code's length.
+    # messages, whose text says it all); formatted with {digits}, the code's length, and
+    # {callNumber}, the number to call.
     bot_text: str = ""
     max_txt: int = 918  # the module's ``txt`` limit
     statuses: str = MESSAGE_STATUSES
@@ -99,6 +104,13 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route("voice", "voice", OUR_CODE, "voice_otp", txt="code", text="",
           bot_text="VOICE_CODE_SENT", max_txt=5, statuses=CALL_STATUSES, code_length=5,
           label="voice call"),
+    # The customer calls the number GreenSMS answers (``call/receive``); the call proves
+    # the phone, no code is typed. Never in a default workflow: its status words are
+    # documented nowhere.
+    Route("incoming_call", "call", NUMBER_TO_CALL, "incoming_call", action="receive",
+          txt="", text="", bot_text="CALL_NUMBER_SENT", max_txt=0,
+          statuses=INCOMING_CALL_STATUSES, watched=False, in_defaults=False,
+          label="incoming call"),
 )}
 # The last resort of every default workflow.
 LAST_RESORT = "sms"
@@ -126,7 +138,7 @@ def workflow_setting(channel: str) -> str:
     return f"DELIVERY_ROUTES_{channel.upper()}"
 
 
-def code_lengths(otp_length: int) -> tuple[int, ...]:
-    """Every length a code may have: OTP_LENGTH and each route's own."""
-    return tuple(sorted({otp_length, *(r.code_length for r in ROUTES.values()
-                                       if r.code_length)}))
+def code_lengths(otp_length: int, routes: Iterable[str]) -> tuple[int, ...]:
+    """Every length a code of ``routes`` may have: OTP_LENGTH and each route's own."""
+    own = (ROUTES[r].code_length for r in routes if r in ROUTES)
+    return tuple(sorted({otp_length, *(length for length in own if length)}))

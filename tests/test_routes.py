@@ -12,11 +12,12 @@ import pytest
 import responses
 
 from gurugrow import Settings, routes
-from gurugrow.config import sandbox_upstreams
+from gurugrow.config import CHANNELS, sandbox_upstreams
 from tests.helpers import BODY_KINDS, TG, post
 from tests.test_deliveries_worker import worker
 from tests.test_delivery import CUSTOMER, PHONE, later, pin_status
 from tests.test_metrics import scrape, value
+from tests.test_recommended import start as recommended_start
 from tests.upstreams import Upstreams
 
 SENDERS = {"GREENSMS_WHATSAPP_FROM": "ShopWA", "GREENSMS_VIBER_FROM": "ShopViber",
@@ -35,7 +36,8 @@ def greensms():
 def sends(rsps) -> list[tuple[str, dict]]:
     """(path, JSON body) of every send asked of GreenSMS, in order."""
     return [(c.request.path_url, json.loads(c.request.body)) for c in rsps.calls
-            if c.request.method == "POST" and c.request.path_url.endswith("/send")]
+            if c.request.method == "POST" and c.request.path_url.endswith(
+                ("/send", "/receive"))]
 
 
 def start(client, kind="form", **extra):
@@ -63,7 +65,8 @@ EXPECTED_FIELDS = {
 
 
 def test_every_route_has_its_expected_fields():
-    assert set(EXPECTED_FIELDS) == set(routes.ROUTES)  # a new route gets its test row
+    # A new route gets its test row (the incoming call, no code, has tests of its own).
+    assert set(EXPECTED_FIELDS) | {"incoming_call"} == set(routes.ROUTES)
 
 
 @pytest.mark.parametrize("env_overrides", [
@@ -225,3 +228,84 @@ def test_a_route_declared_once_reaches_every_part(throwaway, app, client, greens
     # The doctor lists it in the workflow.
     result = app.test_cli_runner().invoke(args=["gurugrow", "doctor"])
     assert "telegram: pager → sms" in result.output
+
+
+# -- verification by the customer's own call --------------------------------------------
+INCOMING = {**SENDERS, "DELIVERY_ROUTES_TELEGRAM": "telegram,sms,incoming_call"}
+
+
+def called(upstreams, phone: str = "79991234567") -> None:
+    """The customer calls the number (the sandbox's /sandbox/incoming-call)."""
+    response = upstreams.app.test_client().post("/incoming-call", data={"phone": phone})
+    assert response.status_code == 200, response.data
+
+
+def wait_for_call(client, session_id, kind="form"):
+    return post(client, "/auth/check", {**TG, "sessionId": session_id}, kind)
+
+
+@pytest.mark.parametrize("env_overrides", [INCOMING])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_an_incoming_call_verifies_once_the_customer_called(client, greensms, kind):
+    upstreams, rsps = greensms
+    answer = start(client, kind, deliveryRoute="incoming_call")
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "incoming_call")
+    [(path, body)] = sends(rsps)
+    assert path == "/call/receive" and body["to"] == "79991234567" and "txt" not in body
+    number = upstreams.sent[-1]["number"]
+    assert answer["callNumber"] == f"+{number}"
+    assert answer["callNumber"] in answer["message"] and answer["maskedPhone"] in (
+        answer["message"])
+    pending = wait_for_call(client, answer["sessionId"], kind)
+    assert (pending["status"], pending["retryAfterSec"]) == ("pending", 5)
+    assert pending["authorized"] is False
+    called(upstreams)
+    done = wait_for_call(client, answer["sessionId"], kind)
+    assert (done["status"], done["customerId"]) == ("authorized", str(CUSTOMER))
+    assert upstreams.field(CUSTOMER, "bot_last_verification_method") == "incoming_call"
+    # A replay gets the same answer; a code typed for it is no code of it.
+    again = wait_for_call(client, answer["sessionId"], kind)
+    assert again["status"] == "authorized", again
+
+
+@pytest.mark.parametrize("env_overrides", [INCOMING])
+def test_an_incoming_call_not_made_expires_with_its_session(app, client, greensms):
+    answer = start(client, deliveryRoute="incoming_call")
+    assert wait_for_call(client, answer["sessionId"])["status"] == "pending"
+    later(app, 24 * 3600)
+    assert wait_for_call(client, answer["sessionId"])["status"] == "expired"
+
+
+@pytest.mark.parametrize("env_overrides", [INCOMING])
+def test_a_check_without_a_code_is_refused_for_a_code_session(client, greensms):
+    answer = start(client)  # the workflow's first: telegram
+    assert answer["deliveryRoute"] == "telegram"
+    refused = wait_for_call(client, answer["sessionId"])
+    assert (refused["errorCode"], refused["authorized"]) == ("invalid_code", False)
+
+
+@pytest.mark.parametrize("env_overrides", [INCOMING])
+def test_an_incoming_call_of_a_phone_with_no_customer_looks_the_same_and_never_verifies(
+        client, greensms):
+    upstreams, _ = greensms
+    answer = start(client, deliveryRoute="incoming_call", phone="+7 999 000-00-99")
+    assert answer["status"] == "sent" and answer["callNumber"].startswith("+7800")
+    called(upstreams, "79990000099")
+    assert wait_for_call(client, answer["sessionId"])["status"] == "pending"
+
+
+def test_incoming_call_is_in_no_default_workflow():
+    settings, _ = Settings.load_lenient({})
+    assert all("incoming_call" not in settings.workflow(c) for c in CHANNELS)
+
+
+@pytest.mark.parametrize("env_overrides", [INCOMING])
+def test_the_recommended_check_creates_the_order_after_the_call(client, greensms):
+    upstreams, _ = greensms
+    upstreams.add_bundle(31, "SET-MALE-BASIC")
+    answer = recommended_start(client, "form", deliveryRoute="incoming_call")
+    assert answer["deliveryRoute"] == "incoming_call", answer
+    body = {**TG, "sessionId": answer["sessionId"]}
+    assert post(client, "/orders/recommended/check", body)["status"] == "pending"
+    called(upstreams)
+    assert post(client, "/orders/recommended/check", body)["status"] == "created"

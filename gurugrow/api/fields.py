@@ -21,7 +21,7 @@ from marshmallow import ValidationError, fields
 from gurugrow.basics.identity import normalize_channel
 from gurugrow.basics.phone import normalize_phone
 from gurugrow.config import CHANNELS
-from gurugrow.routes import ROUTES, code_lengths
+from gurugrow.routes import ROUTES
 
 DEFAULT_OTP_LENGTH = 6
 # What people type into a phone number besides digits.
@@ -34,16 +34,21 @@ _SLUG = re.compile(r"[A-Za-z0-9_.-]+")
 _CODE_SEPARATORS = str.maketrans("", "", " -")
 
 _otp_length: ContextVar[int] = ContextVar("otp_length", default=DEFAULT_OTP_LENGTH)
+_code_lengths: ContextVar[tuple[int, ...]] = ContextVar("code_lengths", default=())
 
 
 @contextmanager
-def request_settings(*, otp_length: int) -> Iterator[None]:
-    """Settings the fields need while one request is loaded (the code's length)."""
+def request_settings(*, otp_length: int, code_lengths: tuple[int, ...] = ()
+                     ) -> Iterator[None]:
+    """Settings the fields need while one request is loaded (the code's length, and the
+    other lengths the workflows' routes give codes: Settings.code_lengths)."""
     token = _otp_length.set(otp_length)
+    lengths = _code_lengths.set(code_lengths)
     try:
         yield
     finally:
         _otp_length.reset(token)
+        _code_lengths.reset(lengths)
 
 
 def clean_text(value: Any, max_length: int) -> str | None:
@@ -142,7 +147,8 @@ class Limit(Text):
 
 class Code(Text):
     """The code the customer received: exactly ``OTP_LENGTH`` ASCII digits, or as many as
-    a route's own code has (a flash call's, a voice call's: gurugrow/routes.py); spaces
+    the own code of a route some workflow lists has (a flash call's, a voice call's:
+    gurugrow/routes.py); spaces
     and dashes inside are dropped. A JSON number lost its leading zeros on the way
     (48117 for 048117), so it is zero-padded to ``OTP_LENGTH``. Anything that cannot be
     a code of those lengths is refused here, before any attempt is counted."""
@@ -155,7 +161,7 @@ class Code(Text):
         digits = text.translate(_CODE_SEPARATORS)
         if isinstance(raw, int) and raw >= 0:
             digits = digits.zfill(length)
-        lengths = code_lengths(length)
+        lengths = _code_lengths.get() or (length,)
         if len(digits) not in lengths or not _ASCII_DIGITS.fullmatch(digits):
             raise ValidationError(f"Must be {' or '.join(map(str, lengths))} digits.")
         return digits

@@ -85,7 +85,9 @@ class AuthStartBody(IdentitySchema):
 class AuthCheckBody(IdentitySchema):
     sessionId = SessionId()
     code = Code()  # a malformed code is refused here, without costing an attempt
-    required_fields = ("channelType", "sessionId", "code")
+    # No code: an incoming-call session asks whether the customer called (the flow
+    # answers any other session invalid_code, as a missing code always was).
+    required_fields = ("channelType", "sessionId")
 
 
 class AuthContactBody(IdentitySchema):
@@ -192,11 +194,19 @@ class AuthStatusResponse(EnvelopeSchema):
     maskedPhone = _nullable()
 
 
+def _call_number() -> fields.Field:
+    """Only when deliveryRoute is incoming_call: absent, not null, elsewhere."""
+    return fields.String(allow_none=True, metadata={
+        "optional": True, "description": "The number the customer calls from their phone "
+        "(deliveryRoute incoming_call); then /auth/check with the sessionId and no code."})
+
+
 class AuthStartResponse(EnvelopeSchema):
     sessionId = _nullable()
     maskedPhone = _nullable()
     retryAfterSec = _nullable(fields.Integer)
     deliveryRoute = _nullable(metadata={"description": DELIVERY_ROUTE_ANSWER})
+    callNumber = _call_number()
 
 
 class AuthCheckResponse(EnvelopeSchema):
@@ -210,6 +220,7 @@ class AuthResendResponse(EnvelopeSchema):
     retryAfterSec = _nullable(fields.Integer)
     maskedPhone = _nullable()
     deliveryRoute = _nullable(metadata={"description": DELIVERY_ROUTE_ANSWER})
+    callNumber = _call_number()
 
 
 class AuthUnlinkResponse(EnvelopeSchema):

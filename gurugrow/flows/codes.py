@@ -6,6 +6,8 @@ Shared by /auth/start, /auth/resend, /auth/check and the recommended-order endpo
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -21,13 +23,14 @@ from gurugrow.flows.delivery import (
     Sent,
     first_route,
     give_back_fallback,
+    read_status,
     resend_route,
     routes_from,
     track_send,
 )
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.logs import log_event
-from gurugrow.routes import ROUTES, THEIR_CODE, route_of_method
+from gurugrow.routes import NUMBER_TO_CALL, ROUTES, THEIR_CODE, route_of_method
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch, riding_along
 from gurugrow.stores.limits import Admission
@@ -72,7 +75,9 @@ def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
     for attempt in routes_from(svc, channel, route):
         declared = ROUTES[attempt]
         # A flash call's code is GreenSMS's (in its answer); ours is drawn per route.
-        code = "" if declared.sends == THEIR_CODE else svc.otp.new_code(declared.code_length)
+        code = "" if declared.sends == THEIR_CODE else (
+            svc.otp.new_code(declared.code_length) if declared.code_length
+            else svc.otp.new_code())
         try:
             text = getattr(texts, declared.text).format(code=code) if declared.text else ""
             answer = svc.sms.send_code(attempt, phone, code, text)
@@ -87,8 +92,63 @@ def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
             svc.settings.route_prices.get(declared.price, 0.0))
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
-        return Sent(attempt, answer.request_id, answer.code or code)
+        if declared.sends == NUMBER_TO_CALL:
+            # Nothing to type: the session's code is one only we can work out, once
+            # GreenSMS reports the call (``check_code``).
+            code = call_code(svc, answer.request_id)
+        return Sent(attempt, answer.request_id, answer.code or code, answer.number)
     raise FlowRefusal("delivery_failed")
+
+
+def route_sends(route: str) -> str | None:
+    """What ``route`` sends (None: no route of that name, e.g. an older record's)."""
+    declared = ROUTES.get(route)
+    return declared.sends if declared is not None else None
+
+
+# How soon a bot asks again whether the customer called (``pending`` answers).
+INCOMING_CALL_RETRY_SECONDS = 5
+
+
+def call_code(svc: Services, request_id: str) -> str:
+    """The code of an incoming-call session: derived from GreenSMS's request id with
+    OTP_SECRET, so it is never stored or sent, and is worked out again (and checked like
+    any code) once GreenSMS reports the call."""
+    digest = hmac.new(svc.settings.otp_secret.encode(), f"incoming_call:{request_id}".encode(),
+                      hashlib.sha256).digest()
+    length = svc.settings.otp_length
+    return str(int.from_bytes(digest, "big") % 10 ** length).zfill(length)
+
+
+def called_code(svc: Services, identity: MessengerIdentity, session_id: str, purpose: str
+                ) -> str | Answer:
+    """A check without a code: for an incoming-call session, its code once GreenSMS
+    reports the customer's call, else the ``pending`` answer (``expired`` after the
+    session's life). Any other session is answered as a missing code always was."""
+    session = svc.otp.load(session_id)
+    record = svc.deliveries.load(session_id)
+    if session is None and record is not None and record.status == "delivered" and (
+            route_sends(record.route) == NUMBER_TO_CALL):
+        # Checked already (or being checked): its code gets the stored answer, for this
+        # identity only (``check_code``).
+        return call_code(svc, record.request_id)
+    if session is None or session.channel != identity.channel or (
+            session.account_id != identity.account_id) or session.purpose != purpose:
+        raise FlowRefusal("session_not_found")
+    route = route_of_method(session.route)
+    if route is None or ROUTES[route].sends != NUMBER_TO_CALL:
+        raise FlowRefusal("invalid_code")
+    masked = mask_phone(session.phone)
+    if session.expires_at <= svc.clock():
+        raise FlowRefusal("expired", status="expired", maskedPhone=masked)
+    status = read_status(svc, record) if record is not None and record.route == route \
+        else "unknown"
+    if status != "delivered" or session.is_decoy:
+        # A decoy never verifies: nobody's call makes a phone with no customer one.
+        return {"status": "pending", "maskedPhone": masked, "message": texts.CALL_NOT_MADE_YET,
+                "retryAfterSec": INCOMING_CALL_RETRY_SECONDS}
+    assert record is not None
+    return call_code(svc, record.request_id)
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
@@ -143,9 +203,10 @@ def send_or_pretend(svc: Services, *, phone: str, channel: str, route: str, send
 
     Raises FlowRefusal("delivery_failed") when no route took the code.
     """
-    if not send:
+    if not send and ROUTES[route].sends != NUMBER_TO_CALL:
         # A decoy takes as long as a real send, so timing does not tell who is a customer
-        # (the endpoint's START_MIN_SECONDS floor hides the rest of the path).
+        # (the endpoint's START_MIN_SECONDS floor hides the rest of the path). A decoy's
+        # incoming call asks GreenSMS for a number too: its answer must show one.
         time.sleep(svc.send_timer.draw())
         return Sent(route, None)
     started = time.perf_counter()
@@ -196,6 +257,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         phone=phone, channel=identity.channel, account_id=identity.account_id,
         customer_id=customer_id, code=sent.code if send else None, route=sent.method,
         purpose=purpose, payload=payload, batch=batch)
+    session.call_number = sent.number or ""
     track_send(svc, session, sent, batch)
     if not send:
         svc.limits.count_no_send(batch)
@@ -253,7 +315,7 @@ def resendable_session(svc: Services, session_id: str, channel: str | None,
     return session
 
 
-def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
+def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str | None,
                purpose: str, work: Callable[[OtpSession], Answer],
                done: Callable[[Answer], bool] = lambda answer: True,
                also: Callable[[OtpSession, WriteBatch], None] | None = None) -> Answer:
@@ -266,11 +328,15 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
     our own failure never burns the customer's code.
     """
+    # No code: an incoming call's check (did the customer call?) may answer pending.
+    typed = code if code is not None else called_code(svc, identity, session_id, purpose)
+    if isinstance(typed, dict):
+        return typed
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
     with riding_along(svc.crm.slot_rider()):
         outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
-                                         purpose, code)
+                                         purpose, typed)
     if session is None:
         raise FlowRefusal("session_not_found")
     if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
@@ -309,19 +375,25 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
 def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
     """The answer to a start that sent (or pretended to send) a code."""
     route = delivery_route(session)
-    return {"status": "sent", "sessionId": session.session_id,
-            "maskedPhone": mask_phone(session.phone),
+    masked = mask_phone(session.phone) or ""
+    return {"status": "sent", "sessionId": session.session_id, "maskedPhone": masked,
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
-            "deliveryRoute": route, "message": route_message(svc, route)}
+            "deliveryRoute": route,
+            **route_message(svc, route, masked, session.call_number)}
 
 
-def route_message(svc: Services, route: str | None) -> str | None:
-    """The bot's message for a code sent by ``route`` (a call's; None for a message)."""
+def route_message(svc: Services, route: str | None, masked: str, call_number: str
+                  ) -> dict[str, Any]:
+    """The bot's message for a code sent by ``route`` (a call's; none for a message),
+    and the number to call of an incoming call."""
     declared = ROUTES.get(route or "")
     if declared is None or not declared.bot_text:
-        return None
+        return {"message": None}
     digits = declared.code_length or svc.settings.otp_length
-    return str(getattr(texts, declared.bot_text)).format(digits=digits)
+    number = f"+{call_number}" if call_number else ""
+    message = str(getattr(texts, declared.bot_text)).format(
+        digits=digits, maskedPhone=masked, callNumber=number)
+    return {"message": message, **({"callNumber": number} if number else {})}
 
 
 def delivery_route(session: OtpSession) -> str | None:
@@ -354,4 +426,5 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
-            "deliveryRoute": sent.route, "message": route_message(svc, sent.route)}
+            "deliveryRoute": sent.route,
+            **route_message(svc, sent.route, masked or "", sent.number or "")}

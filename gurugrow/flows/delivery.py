@@ -29,11 +29,13 @@ from gurugrow.stores.otp import OtpSession
 @dataclass(frozen=True)
 class Sent:
     """What took a code: its route, GreenSMS's request id (None: a decoy, nothing went
-    out) and the code the customer got (ours, or GreenSMS's for a flash call)."""
+    out), the code the customer got (ours, or GreenSMS's for a flash call; for an
+    incoming call one nobody is told) and an incoming call's number to call."""
 
     route: str
     request_id: str | None
     code: str | None = None
+    number: str | None = None  # an incoming call's number to call
 
     @property
     def method(self) -> str:

@@ -15,7 +15,14 @@ import requests
 from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
 from gurugrow.logs import log_event
-from gurugrow.routes import CALL_STATUSES, ROUTES, THEIR_CODE, Route
+from gurugrow.routes import (
+    CALL_STATUSES,
+    INCOMING_CALL_STATUSES,
+    NUMBER_TO_CALL,
+    ROUTES,
+    THEIR_CODE,
+    Route,
+)
 
 GATEWAY = "greensms"
 # Lifetime asked for a token made from user/pass (status reads, the balance); it is
@@ -50,15 +57,27 @@ DELIVERY_STATUSES = {
 CALL_STATUS_WORDS = {**DELIVERY_STATUSES, "call answered": "delivered",
                      "call success": "delivered", "call failed": "failed",
                      "call rejected": "failed", "no answer": "failed", "busy": "failed"}
+# A received call (``call/receive``, then ``GET /call/status``): GreenSMS documents no
+# word for it. ASSUMED, read defensively: only a word or code that plainly says the call
+# came (the message vocabulary's success, and call words) verifies; a plain "not yet"
+# is pending; anything else is unknown, which never verifies (docs/INTEGRATIONS.md).
+INCOMING_CALL_CODES = {0: "pending", 1: "delivered"}
+INCOMING_CALL_WORDS = {"status not ready": "pending", "delivery success": "delivered",
+                       "call received": "delivered", "received": "delivered",
+                       "call success": "delivered", "success": "delivered",
+                       "waiting": "pending", "pending": "pending",
+                       "status request expired": "failed", "expired": "failed"}
 
 
 @dataclass(frozen=True)
 class SendAnswer:
     """GreenSMS's answer to one accepted send: its request id, and for a route whose
-    code GreenSMS chooses (a flash call) that code."""
+    code GreenSMS chooses (a flash call) that code, for a received call the number to
+    call."""
 
     request_id: str
     code: str | None = None
+    number: str | None = None
 
 
 class GreenSmsGateway:
@@ -113,12 +132,19 @@ class GreenSmsGateway:
         return self._send(declared, payload)
 
     def _send(self, declared: Route, payload: dict[str, Any]) -> SendAnswer:
-        """The one request path of every send: ``POST /<module>/send`` with a JSON body,
+        """The one request path of every send: ``POST /<module>/<action>`` with a JSON body,
         as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL."""
         status, body = self._http.request(
-            "POST", f"/{declared.module}/send", json={**payload, **self._credentials},
-            headers=self._headers)
+            "POST", f"/{declared.module}/{declared.action}",
+            json={**payload, **self._credentials}, headers=self._headers)
         request_id = _answer_field(declared.name, status, body, "request_id")
+        if declared.sends == NUMBER_TO_CALL:
+            number = _answer_field(declared.name, status, body, "number")
+            digits = number.lstrip("+")
+            if not (digits.isdigit() and 10 <= len(digits) <= 15):
+                raise UpstreamUnavailable(GATEWAY, f"{declared.name}: no number to call",
+                                          status)
+            return SendAnswer(request_id, number=digits)
         if declared.sends != THEIR_CODE:
             return SendAnswer(request_id)
         # A flash call: the code is the last digits of the calling number, GreenSMS's.
@@ -202,15 +228,18 @@ def delivery_status_of(answer: dict[str, Any], statuses: str = "message") -> str
     """delivered | pending | failed | unknown for one GreenSMS status answer: its
     ``status_code`` when it is a known code, else its ``status`` word (of the route's
     vocabulary, ``statuses``)."""
+    incoming = statuses == INCOMING_CALL_STATUSES
+    codes = INCOMING_CALL_CODES if incoming else DELIVERY_CODES
     code = answer.get("status_code")
     if isinstance(code, str) and code.strip().lstrip("-").isdigit():
         code = int(code)
-    if isinstance(code, int) and not isinstance(code, bool) and code in DELIVERY_CODES:
-        return DELIVERY_CODES[code]
+    if isinstance(code, int) and not isinstance(code, bool) and code in codes:
+        return codes[code]
     word = answer.get("status")
     if not isinstance(word, str):
         return "unknown"
-    words = CALL_STATUS_WORDS if statuses == CALL_STATUSES else DELIVERY_STATUSES
+    words = (INCOMING_CALL_WORDS if incoming
+             else CALL_STATUS_WORDS if statuses == CALL_STATUSES else DELIVERY_STATUSES)
     return words.get(" ".join(word.split()).lower(), "unknown")
 
 

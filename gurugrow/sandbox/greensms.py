@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from gurugrow.routes import ROUTES, THEIR_CODE, Route
+from gurugrow.routes import NUMBER_TO_CALL, ROUTES, THEIR_CODE, Route
 from gurugrow.sandbox import SANDBOX_GREENSMS_TOKEN
 from gurugrow.sandbox.state import state
 
@@ -53,18 +53,19 @@ def account_balance() -> ResponseReturnValue:
     return jsonify({"balance": st.sms_balance}), 200
 
 
-def _module_route(module: str) -> Route | None:
-    """The route a module's send serves (gurugrow/routes.py)."""
-    return next((r for r in ROUTES.values() if r.module == module), None)
+def _module_route(module: str, action: str = "send") -> Route | None:
+    """The route a module's send (or receive) serves (gurugrow/routes.py)."""
+    return next((r for r in ROUTES.values() if r.module == module and r.action == action),
+                None)
 
 
-@sms.post("/<route>/send")
-def send(route: str) -> ResponseReturnValue:
+@sms.post("/<route>/<action>")
+def send(route: str, action: str) -> ResponseReturnValue:
     st = state()
     params = _sms_params()
     if not (_bearer_ok() or _password_ok(params)):
         return jsonify({"error": "Authorization declined", "code": 0}), 401
-    declared = _module_route(route)
+    declared = _module_route(route, action)
     if declared is None:
         return jsonify({"error": "Method not found", "code": 1}), 404
     route = declared.name
@@ -78,6 +79,10 @@ def send(route: str) -> ResponseReturnValue:
         return jsonify({"error": problem, "code": 2, "params": {}}), 200
     if route == "telegram" and to in st.telegram_failing:
         return jsonify({"error": "Telegram is not available for this number", "code": 2}), 200
+    if declared.sends == NUMBER_TO_CALL:
+        # call/receive: the number the customer calls (greensms-node e2e: ``number``).
+        message = st.record_number_to_call(route, to)
+        return jsonify({"request_id": message["request_id"], "number": message["number"]}), 200
     if declared.sends == THEIR_CODE:
         # A flash call: the code is the last digits of the number that calls.
         message = st.record_call(route, to, declared.code_length or 4)
@@ -99,17 +104,16 @@ def delivery_status(route: str) -> ResponseReturnValue:
     st = state()
     if not _bearer_ok():
         return jsonify({"error": "Authorization declined", "code": 0}), 401
-    declared = _module_route(route)
-    if declared is None:
+    names = {r.name for r in ROUTES.values() if r.module == route}
+    if not names:
         return jsonify({"error": "Method not found", "code": 1}), 404
-    route = declared.name
     if failed := st.failure("status"):
         return failed
     request_id = request.args.get("id", "")
     if len(request_id) != 36:
         return jsonify({"error": "Validation error: id must be 36 characters", "code": 2,
                         "params": {}}), 200
-    word = st.delivery_status(route, request_id)
+    word = st.delivery_status(names, request_id)
     if word is None:
         return jsonify({"error": "Message not found", "code": 404}), 200
     answer: dict[str, Any] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": word}

@@ -117,6 +117,8 @@ class OtpSession:
     sent: bool = True
     state: str = "pending"
     claim_token: str = field(default="", repr=False)
+    # Not stored: the number to call of an incoming-call start, for its answer.
+    call_number: str = field(default="", repr=False)
 
     @property
     def is_decoy(self) -> bool:
