@@ -38,7 +38,9 @@ class Route:
     name: str  # deliveryRoute, the metrics' ``route`` label, the CODE_PRICES key
     module: str  # GreenSMS module: POST /<module>/<action>, GET /<module>/status
     sends: str  # OUR_CODE | THEIR_CODE | NUMBER_TO_CALL
-    method: str  # bot_last_verification_method once it verified someone
+    # bot_last_verification_method once it verified someone: always ``<name>_otp``, which
+    # the conversion alert and dashboard map back to the route.
+    method: str
     action: str = "send"  # POST /<module>/<action>
     # The setting naming the sender (``from``); with ``sender_required`` the route is off
     # while it is empty (GreenSMS refuses the send without it).
@@ -107,7 +109,7 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     # The customer calls the number GreenSMS answers (``call/receive``); the call proves
     # the phone, no code is typed. Never in a default workflow: its status words are
     # documented nowhere.
-    Route("incoming_call", "call", NUMBER_TO_CALL, "incoming_call", action="receive",
+    Route("incoming_call", "call", NUMBER_TO_CALL, "incoming_call_otp", action="receive",
           txt="", text="", bot_text="CALL_NUMBER_SENT", max_txt=0,
           statuses=INCOMING_CALL_STATUSES, watched=False, in_defaults=False,
           label="incoming call"),

@@ -64,6 +64,11 @@ EXPECTED_FIELDS = {
 }
 
 
+def test_every_routes_method_maps_back_to_it_in_the_conversion_metrics():
+    # deploy/: label_replace(..., "route", "$1", "method", "(.+)_otp")
+    assert all(r.method == f"{r.name}_otp" for r in routes.ROUTES.values())
+
+
 def test_every_route_has_its_expected_fields():
     # A new route gets its test row (the incoming call, no code, has tests of its own).
     assert set(EXPECTED_FIELDS) | {"incoming_call"} == set(routes.ROUTES)
@@ -262,7 +267,7 @@ def test_an_incoming_call_verifies_once_the_customer_called(client, greensms, ki
     called(upstreams)
     done = wait_for_call(client, answer["sessionId"], kind)
     assert (done["status"], done["customerId"]) == ("authorized", str(CUSTOMER))
-    assert upstreams.field(CUSTOMER, "bot_last_verification_method") == "incoming_call"
+    assert upstreams.field(CUSTOMER, "bot_last_verification_method") == "incoming_call_otp"
     # A replay gets the same answer; a code typed for it is no code of it.
     again = wait_for_call(client, answer["sessionId"], kind)
     assert again["status"] == "authorized", again
