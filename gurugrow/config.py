@@ -595,7 +595,9 @@ def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """Values that make a sandbox start work with no .env (an env value wins)."""
     return {"OTP_SECRET": "sandbox-only-otp-pepper-not-secret", "CRM_MIRROR": "1",
             # The demo shows the free path: contacts shared in Telegram and MAX bind.
-            "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
+            "CONTACT_VERIFIED_CHANNELS": "telegram,max",
+            # ... and, for MAX users, a flash call and an incoming call (README quickstart).
+            "DELIVERY_ROUTES_MAX": "sms,call,incoming_call"}
 
 
 def sandbox_ignored(env: Mapping[str, str]) -> list[str]:

@@ -47,6 +47,9 @@ def test_readme_quickstart_has_both_body_kinds_and_checks():
                  "/orders/recommended/check", "/sandbox/outbox"):
         assert path in commands, path
     assert sum(1 for _, expected in steps if expected) >= 10
+    # A flash call, and an incoming call verified once the customer called.
+    assert "deliveryRoute=call" in commands and '"deliveryRoute":"incoming_call"' in commands
+    assert "/sandbox/incoming-call" in commands
     # An undelivered Telegram code arriving by SMS.
     assert ("/auth/resend" in commands
             and any(expected == '"deliveryRoute":"sms"' for _, expected in steps))
