@@ -174,8 +174,8 @@ def _nullable(field_cls: type[fields.Field] = fields.String, **kwargs: Any) -> f
 
 
 # Additive to the contract: which route took the code (null on a refusal).
-DELIVERY_ROUTE_ANSWER = ("The route that took the code: telegram | vk | sms (sms after a "
-                         "fallback; null on a refusal).")
+DELIVERY_ROUTE_ANSWER = ("The route that took the code (gurugrow/routes.py; the workflow's "
+                         "next after a fallback; null on a refusal).")
 
 
 class EnvelopeSchema(Schema):

@@ -16,14 +16,19 @@ from tests.integration.conftest import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 README = ROOT / "README.md"
+# The quickstart's sequel: more routes (a flash call, an incoming call), run after it.
+SEQUELS = (ROOT / "docs" / "REFERENCE.md",)
 
 
 def quickstart_commands() -> list[tuple[str, str | None]]:
-    """(command, expected substring or None) in README order, continuation lines joined."""
-    text = README.read_text()
-    section = text.split("<!-- quickstart:start -->")[1].split("<!-- quickstart:end -->")[0]
+    """(command, expected substring or None) in README order, then its sequels',
+    continuation lines joined."""
+    sections = [part.split("<!-- quickstart:end -->")[0]
+                for page in (README, *SEQUELS)
+                for part in page.read_text().split("<!-- quickstart:start -->")[1:]]
     steps: list[tuple[str, str | None]] = []
-    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+    for block in (b for section in sections
+                  for b in re.findall(r"```sh\n(.*?)```", section, re.S)):
         pending: list[str] = []
         for line in block.splitlines():
             if line.startswith("# → "):
