@@ -151,7 +151,7 @@ def test_the_worker_moves_an_undelivered_send_to_the_workflows_next_route(
     post(client, "/auth/start", {**WHATSAPP, "phone": PHONE})
     pin_status(upstreams, "Delivery failure")
     later(app, 10)
-    assert worker(app, "--once") == "sms=1"  # the outcome's name: a replacement went
+    assert worker(app, "--once") == "call=1"  # the route the replacement went by
     pin_status(upstreams, "Delivery failure")
     later(app, 20)
     assert worker(app, "--once") == "sms=1"
@@ -314,3 +314,15 @@ def test_the_recommended_check_creates_the_order_after_the_call(client, greensms
     assert post(client, "/orders/recommended/check", body)["status"] == "pending"
     called(upstreams)
     assert post(client, "/orders/recommended/check", body)["status"] == "created"
+
+
+@pytest.mark.parametrize("env_overrides", [INCOMING])
+def test_another_identity_never_gets_an_incoming_calls_answer(client, greensms):
+    upstreams, _ = greensms
+    answer = start(client, deliveryRoute="incoming_call")
+    other = {**TG, "messengerUserId": "someone-else", "sessionId": answer["sessionId"]}
+    assert post(client, "/auth/check", other)["errorCode"] == "session_not_found"
+    called(upstreams)
+    assert post(client, "/auth/check", other)["errorCode"] == "session_not_found"
+    assert wait_for_call(client, answer["sessionId"])["status"] == "authorized"
+    assert post(client, "/auth/check", other)["status"] != "authorized"

@@ -38,8 +38,8 @@ def claim_lease_seconds(svc: Services) -> float:
 def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: False
                     ) -> dict[str, int]:
     """One pass: claim each due check (one worker wins it) and act on it, until done or
-    ``should_stop()``. Returns how many checks ended in each way (``delivered``, ``sms``,
-    ``waiting``, ...)."""
+    ``should_stop()``. Returns how many checks ended in each way (``delivered``, the
+    route a replacement went by such as ``sms``, ``waiting``, ...)."""
     tracker = svc.deliveries
     now = svc.clock()
     # A check due longer ago than a code lives is moot (its code expired meanwhile).
@@ -116,8 +116,8 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
 
 def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) -> str:
     """A fresh code by the workflow's next route for the session, within its send caps
-    (the cooldown aside: the customer got nothing); ``sms`` when it went out (the
-    outcome's name whatever the route). Raises what the send raised after giving the
+    (the cooldown aside: the customer got nothing); the route's name when it went out
+    (``sms`` with the default workflows). Raises what the send raised after giving the
     claimed fallback back (the check stays due)."""
     masked = mask_phone(session.phone)
     following = next_route(svc, session.channel, record.route)
@@ -145,4 +145,4 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) ->
     metrics.AUTO_FALLBACKS.labels(record.route).inc()
     log_event("delivery_fallback", by="worker", from_route=record.route,
               to_route=following, phone=masked)
-    return "sms"
+    return following
