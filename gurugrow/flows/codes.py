@@ -413,11 +413,11 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     ensure_resendable(svc, session)
     route = first_route(svc, session.channel, data.get("deliveryRoute"))
     # An undelivered code is replaced by the workflow's next route, without waiting for
-    # the cooldown.
-    route, replaced = resend_route(svc, session, route)
+    # the cooldown unless its status was unknown.
+    route, replaced, waived = resend_route(svc, session, route)
     try:
         sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
-                            cooldown=replaced is None)
+                            cooldown=not waived)
     except BaseException:
         if replaced is not None:  # its SMS did not go out: watched (and claimable) again
             give_back_fallback(svc, replaced)

@@ -4,10 +4,11 @@ workflow's next route (on /auth/resend here; the worker's side is in
 ``flows/auto_fallback.py``).
 
 A watched send (gurugrow/routes.py ``watched``) is *undelivered* when GreenSMS says it
-failed, or when GreenSMS still says it is pending ``DELIVERY_FALLBACK_AFTER_SECONDS`` after
-the send. A status nobody can read (``unknown``: an unmapped word, an error answer such as
-``Message not found``, an unreachable GreenSMS) never is: no paid send and no skipped
-cooldown on a guess.
+failed, or when ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send GreenSMS still says it is
+pending or cannot say (``unknown``: an unmapped word, an error answer such as ``Message not
+found``, an unreachable GreenSMS). Such a send goes again by the workflow's next route, once
+(issue 35). Only a confirmed failure or pending send skips the resend cooldown (the customer
+got nothing); an ``unknown`` one waits for it, as any resend does.
 """
 
 from __future__ import annotations
@@ -134,8 +135,20 @@ def overdue(svc: Services, record: SendRecord) -> bool:
 
 
 def undelivered(svc: Services, record: SendRecord, status: str) -> bool:
-    """Failed, or still pending when the fallback time has come (``unknown`` never)."""
-    return status == "failed" or (status == "pending" and overdue(svc, record))
+    """Failed, or still pending or ``unknown`` when the fallback time has come (GreenSMS
+    answers ``Message not found`` for some fresh sends, so a young unknown is not one)."""
+    return status == "failed" or (status in ("pending", "unknown") and overdue(svc, record))
+
+
+def waives_cooldown(status: str) -> bool:
+    """Whether replacing an undelivered send of this status skips the resend cooldown:
+    only when GreenSMS said it failed or is still pending, never on ``unknown``."""
+    return status != "unknown"
+
+
+def cooldown_left(svc: Services, session: OtpSession) -> int:
+    """Seconds until the session's phone may be sent a code again by a resend (0: now)."""
+    return svc.limits.cooldown_left(session.phone, session.channel, session.account_id)
 
 
 def fallback_lease_seconds(svc: Services) -> float:
@@ -163,32 +176,39 @@ def give_back_fallback(svc: Services, record: SendRecord) -> None:
 
 
 def resend_route(svc: Services, session: OtpSession, asked_route: str
-                 ) -> tuple[str, SendRecord | None]:
-    """The route of a resend, and the undelivered send it replaces (claimed: the caller
-    sends its code, or gives the claim back with ``give_back_fallback``).
+                 ) -> tuple[str, SendRecord | None, bool]:
+    """The route of a resend, the undelivered send it replaces (claimed: the caller
+    sends its code, or gives the claim back with ``give_back_fallback``), and whether it
+    skips the cooldown.
 
-    Such a resend goes by the workflow's next route whatever route is asked and does not
-    wait for the cooldown (the customer got nothing). Of the worker and concurrent
-    resends only one replaces a given send that way (``claim_fallback``). A route that
-    did not deliver earlier in the session is not tried again.
+    Such a resend goes by the workflow's next route whatever route is asked. After a
+    failed or still pending send it does not wait for the cooldown (the customer got
+    nothing); after an ``unknown`` one it does (nobody said the code did not arrive), and
+    until the cooldown ends the send is not claimed. Of the worker and concurrent resends
+    only one replaces a given send that way (``claim_fallback``). A route that did not
+    deliver earlier in the session is not tried again.
     """
     if session.is_decoy:
         _pretend_status_read(svc, session)
-        return asked_route, None
+        return asked_route, None, False
     record = svc.deliveries.load(session.session_id)
     if record is None:
-        return asked_route, None
+        return asked_route, None, False
     following = next_route(svc, session.channel, record.route)
     if record.state == "watching" and ROUTES[record.route].watched and following:
         status = read_status(svc, record)
-        if undelivered(svc, record, status) and claim_fallback(svc, record):
+        waived = waives_cooldown(status)
+        if undelivered(svc, record, status) and (
+                waived or not cooldown_left(svc, session)) and claim_fallback(svc, record):
             metrics.SMS_FALLBACKS.labels(record.route).inc()
+            if status == "unknown":
+                metrics.DELIVERIES.labels(record.route, "unknown").inc()
             log_event("delivery_fallback", by="resend", from_route=record.route,
                       to_route=following, status=status)
-            return following, record
+            return following, record, waived
     if asked_route == record.undeliverable:
-        return next_route(svc, session.channel, asked_route) or asked_route, None
-    return asked_route, None
+        return next_route(svc, session.channel, asked_route) or asked_route, None, False
+    return asked_route, None, False
 
 
 def _pretend_status_read(svc: Services, session: OtpSession) -> None:
