@@ -121,7 +121,7 @@ def test_unknown_status_goes_by_sms_but_skips_no_cooldown(app, client, customer,
     assert worker(app, "--once") == "no sends were due"  # SMS is the last route
     assert routes(customer) == ["telegram", "sms"]
     checked = post(client, "/auth/check", {**TG, "sessionId": session_id,
-                                          "code": customer.codes_sent()[-1]})
+                                           "code": customer.codes_sent()[-1]})
     assert checked["status"] == "authorized"
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "sms_otp"
 

@@ -158,6 +158,54 @@ def test_the_worker_moves_an_undelivered_send_to_the_workflows_next_route(
     assert [m["route"] for m in upstreams.sent] == ["whatsapp", "call", "sms"]
 
 
+# GreenSMS cannot tell (an answer nobody can read, an error answer): ``unknown``.
+UNREADABLE = (200, {"error": "Message not found", "code": 404})
+
+
+@pytest.mark.parametrize("env_overrides", [
+    {**SENDERS, "DELIVERY_ROUTES_WHATSAPP": "whatsapp,call,sms",
+     "OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_resend_after_an_unknown_send_goes_by_the_workflows_next_route(
+        app, client, greensms, kind):
+    """Past DELIVERY_FALLBACK_AFTER_SECONDS a send whose status GreenSMS cannot give moves
+    on like an undelivered one: WhatsApp, then a flash call, then SMS."""
+    upstreams, rsps = greensms
+    answer = post(client, "/auth/start", {**WHATSAPP, "phone": PHONE}, kind)
+    again = {**WHATSAPP, "sessionId": answer["sessionId"]}
+    upstreams.fail["status"] = UNREADABLE
+    assert post(client, "/auth/resend", again, kind)["deliveryRoute"] == "whatsapp"  # young
+    later(app, 31)
+    assert post(client, "/auth/resend", again, kind)["deliveryRoute"] == "call"
+    later(app, 62)
+    assert post(client, "/auth/resend", again, kind)["deliveryRoute"] == "sms"
+    assert [m["route"] for m in upstreams.sent] == ["whatsapp", "whatsapp", "call", "sms"]
+    assert [path for path, _ in sends(rsps)][-2:] == ["/call/send", "/sms/send"]
+    answer = post(client, "/auth/check", {**again, "code": upstreams.codes_sent()[-1]}, kind)
+    assert answer["status"] == "authorized"
+    assert upstreams.field(CUSTOMER, "bot_last_verification_method") == "sms_otp"
+
+
+@pytest.mark.parametrize("env_overrides", [
+    {**SENDERS, "DELIVERY_ROUTES_WHATSAPP": "whatsapp,call,sms",
+     "OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+def test_the_worker_moves_an_unknown_send_to_the_workflows_next_route(app, client, greensms):
+    upstreams, _ = greensms
+    post(client, "/auth/start", {**WHATSAPP, "phone": PHONE})
+    upstreams.fail["status"] = UNREADABLE
+    later(app, 10)
+    assert worker(app, "--once") == "waiting=1"  # unknown, before the fallback time
+    later(app, 30)
+    assert worker(app, "--once") == "call=1"
+    later(app, 45)
+    assert worker(app, "--once") == "waiting=1"  # the flash call's own fallback time
+    later(app, 61)
+    assert worker(app, "--once") == "sms=1"
+    later(app, 200)
+    assert worker(app, "--once") == "no sends were due"
+    assert [m["route"] for m in upstreams.sent] == ["whatsapp", "call", "sms"]
+
+
 @pytest.mark.parametrize("env_overrides", [{**SENDERS, "DELIVERY_ROUTES_TELEGRAM":
                                             "whatsapp,viber,sms"}])
 def test_a_route_refusing_at_once_falls_to_the_next(client, greensms):
