@@ -6,8 +6,8 @@ workflow's next route (on /auth/resend here; the worker's side is in
 A watched send (gurugrow/routes.py ``watched``) is *undelivered* when GreenSMS says it
 failed, or when ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send GreenSMS still says it is
 pending or cannot say (``unknown``: an unmapped word, an error answer such as ``Message not
-found``, an unreachable GreenSMS). Such a send goes again by the workflow's next route, once
-(issue 35). Only a confirmed failure or pending send skips the resend cooldown (the customer
+found``, an unreachable GreenSMS). Such a send goes again by the workflow's next route,
+once. Only a confirmed failure or pending send skips the resend cooldown (the customer
 got nothing); an ``unknown`` one waits for it, as any resend does.
 """
 
