@@ -16,6 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from gurugrow.config import ConfigError, ConfigProblem, Settings, sandbox_ignored
 from gurugrow.logs import begin_request, configure_logging, log_event
+from gurugrow.routes import ROUTES
 
 if TYPE_CHECKING:
     from gurugrow.basics.catalog import RecommendedSet
@@ -177,8 +178,8 @@ def build_services(settings: Settings, redis_client: Any = None, *,
         limits=Limits(client, s.redis_prefix, LimitPolicy.from_settings(s), clock=clock),
         crm=crm_gateway(s, client, session()),
         sms=GreenSmsGateway(s.greensms_base_url, token=s.greensms_token, user=s.greensms_user,
-                            password=s.greensms_pass, sms_from=s.greensms_sms_from,
-                            vk_from=s.greensms_vk_from,
+                            password=s.greensms_pass,
+                            senders={route: s.route_sender(route) for route in ROUTES},
                             telegram_ttl=s.greensms_telegram_ttl or None,
                             timeout=s.greensms_timeout_seconds, connect_timeout=connect,
                             session=session()),

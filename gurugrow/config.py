@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
+from gurugrow import routes as _routes
+
 CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
 # Messengers whose contact share carries the id of the user it belongs to.
 CONTACT_CHANNELS = ("telegram", "max")
-# The routes a code goes by (CODE_PRICES prices them).
-PRICED_ROUTES = ("sms", "telegram", "vk")
+# The routes a code goes by (CODE_PRICES prices them): gurugrow/routes.py declares them.
 
 
 # gunicorn.conf.py's default threads per worker (RETAILCRM_MAX_WAITING's default is half).
@@ -185,6 +186,22 @@ class Settings:
     greensms_pass: str = _env("GREENSMS_PASS", "", secret=True)
     greensms_sms_from: str = _env("GREENSMS_SMS_FROM", "")
     greensms_vk_from: str = _env("GREENSMS_VK_FROM", "")
+    # Senders GreenSMS requires for the WhatsApp and Viber routes (off while empty).
+    greensms_whatsapp_from: str = _env("GREENSMS_WHATSAPP_FROM", "")
+    greensms_viber_from: str = _env("GREENSMS_VIBER_FROM", "")
+    # Workflows: the routes a channel's codes try, in order (gurugrow/routes.py): the
+    # first on a start, the next on a resend after an undelivered or unknown send and in
+    # the deliveries worker. Default: the channel's own messenger where there is one, SMS.
+    delivery_routes_telegram: tuple[str, ...] = _env(
+        "DELIVERY_ROUTES_TELEGRAM", _routes.default_workflow("telegram"))
+    delivery_routes_vk: tuple[str, ...] = _env(
+        "DELIVERY_ROUTES_VK", _routes.default_workflow("vk"))
+    delivery_routes_whatsapp: tuple[str, ...] = _env(
+        "DELIVERY_ROUTES_WHATSAPP", _routes.default_workflow("whatsapp"))
+    delivery_routes_max: tuple[str, ...] = _env(
+        "DELIVERY_ROUTES_MAX", _routes.default_workflow("max"))
+    delivery_routes_instagram: tuple[str, ...] = _env(
+        "DELIVERY_ROUTES_INSTAGRAM", _routes.default_workflow("instagram"))
     greensms_telegram_ttl: int = _env("GREENSMS_TELEGRAM_TTL", 0, minimum=0)
     greensms_timeout_seconds: float = _env("GREENSMS_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 
@@ -272,7 +289,8 @@ class Settings:
     # Channels whose shared contact (the messenger's share button: phone + its user id) is
     # trusted as a verified phone; only telegram and max. Empty: the endpoint refuses.
     contact_verified_channels: tuple[str, ...] = _env("CONTACT_VERIFIED_CHANNELS", ())
-    # route=price pairs (sms, telegram, vk) in the shop's currency: gurugrow_code_cost_total.
+    # route=price pairs (any route of gurugrow/routes.py) in the shop's currency:
+    # gurugrow_code_cost_total.
     code_prices: tuple[str, ...] = _env("CODE_PRICES", ())
     # The conversion alert fires below this ratio of codes verified to codes sent (1 h).
     conversion_alert_ratio: float = _env("CONVERSION_ALERT_RATIO", 0.35, minimum=0)
@@ -435,19 +453,60 @@ class Settings:
                 problems.add("CONTACT_VERIFIED_CHANNELS",
                              "CONTACT_VERIFIED_CHANNELS may list only "
                              f"{', '.join(CONTACT_CHANNELS)}, got {channel}")
+        priced = _priced_routes()
         for entry in self.code_prices:
             route, sep, price = entry.partition("=")
-            if not (sep and route.strip() in PRICED_ROUTES and _is_price(price)):
+            if not (sep and route.strip() in priced and _is_price(price)):
                 problems.add("CODE_PRICES",
                              "CODE_PRICES entries must be route=price with route "
-                             f"{', '.join(PRICED_ROUTES)} and price >= 0, got {entry}")
+                             f"{', '.join(priced)} and price >= 0, got {entry}")
+        self._check_workflows(problems)
+
+    def _check_workflows(self, problems: _Problems) -> None:
+        names = _routes.route_names()
+        for channel in CHANNELS:
+            env = _routes.workflow_setting(channel)
+            chosen = self.workflow(channel)
+            unknown = [r for r in chosen if r not in names]
+            if unknown or not chosen or len(set(chosen)) != len(chosen):
+                problems.add(env, f"{env} must list routes of {', '.join(names)}, each "
+                             f"once, got {','.join(chosen) or 'nothing'}")
+
+    def workflow(self, channel: str) -> tuple[str, ...]:
+        """DELIVERY_ROUTES_<CHANNEL>: the routes ``channel``'s codes try, in order."""
+        return getattr(self, f"delivery_routes_{channel}", None) or \
+            _routes.default_workflow(channel)
+
+    @cached_property
+    def code_lengths(self) -> tuple[int, ...]:
+        """The lengths a typed code may have: OTP_LENGTH, and the own length of each
+        route a workflow lists (a flash call's 4 digits only where one is used)."""
+        listed = {route for channel in CHANNELS for route in self.workflow(channel)}
+        return _routes.code_lengths(self.otp_length, listed)
+
+    def route_off_reason(self, route: str) -> str | None:
+        """Why ``route`` is off (its sender is not set), or None when it is on."""
+        declared = _routes.ROUTES.get(route)
+        if declared is None:
+            return f"{route} is no route"
+        attr = declared.setting_attr
+        if declared.sender_required and attr and not getattr(self, attr, ""):
+            return (f"{declared.sender_setting} is not set (GreenSMS requires a sender "
+                    f"for {route})")
+        return None
+
+    def route_sender(self, route: str) -> str:
+        """The ``from`` a route's sends carry ('' for none)."""
+        attr = _routes.ROUTES[route].setting_attr
+        return str(getattr(self, attr, "") or "") if attr else ""
 
     @cached_property
     def route_prices(self) -> dict[str, float]:
         """CODE_PRICES as route → price (a route not listed costs 0)."""
+        priced = _priced_routes()
         prices = (entry.partition("=") for entry in self.code_prices)
         return {route.strip(): float(price) for route, _, price in prices
-                if route.strip() in PRICED_ROUTES and _is_price(price)}
+                if route.strip() in priced and _is_price(price)}
 
     def _check_answer_time(self, problems: _Problems) -> None:
         if self.start_min_seconds >= self.bot_answer_seconds:
@@ -509,6 +568,11 @@ class Settings:
         return getattr(self, f"retailcrm_cf_{channel}_id")
 
 
+def _priced_routes() -> tuple[str, ...]:
+    """The CODE_PRICES keys: every declared route's."""
+    return tuple(r.price for r in _routes.ROUTES.values())
+
+
 def _threads(env: Mapping[str, str]) -> int:
     """GUNICORN_THREADS as gunicorn.conf.py reads it (a malformed value stops gunicorn)."""
     try:
@@ -539,7 +603,9 @@ def sandbox_defaults(env: Mapping[str, str]) -> dict[str, str]:
             "RECOMMENDED_ORDER_SITE": "1minoxidil-ru",
             "RECOMMENDED_ORDER_STATUS": "ruchnaia-obrabotka",
             # The demo shows the free path: contacts shared in Telegram and MAX bind.
-            "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
+            "CONTACT_VERIFIED_CHANNELS": "telegram,max",
+            # ... and, for MAX users, a flash call and an incoming call (README quickstart).
+            "DELIVERY_ROUTES_MAX": "sms,call,incoming_call"}
 
 
 def sandbox_ignored(env: Mapping[str, str]) -> list[str]:
@@ -562,6 +628,8 @@ def sandbox_upstreams(env: Mapping[str, str]) -> dict[str, str]:
         "GREENSMS_TOKEN": SANDBOX_GREENSMS_TOKEN,
         "GREENSMS_VK_FROM": "sandbox",
         "GREENSMS_SMS_FROM": "sandbox",
+        "GREENSMS_WHATSAPP_FROM": "sandbox",
+        "GREENSMS_VIBER_FROM": "sandbox",
         "DEDUPE_BASE_URL": f"{base}/deduper",
         "DEDUPE_API_KEY": SANDBOX_DEDUPE_KEY,
         "GREENSMS_USER": "",

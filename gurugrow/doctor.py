@@ -21,8 +21,9 @@ import redis
 import requests
 
 from gurugrow.basics.errors import NotFound, StorageUnavailable, UpstreamError, UpstreamRejected
-from gurugrow.config import NO_ENV_FILE_FIX, ConfigProblem, Settings
+from gurugrow.config import CHANNELS, NO_ENV_FILE_FIX, ConfigProblem, Settings
 from gurugrow.logs import begin_request
+from gurugrow.routes import ROUTES, workflow_setting
 from gurugrow.services import Services
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import REDIS_ERRORS
@@ -248,6 +249,7 @@ def _checks(svc: Services, problems: list[ConfigProblem], env_file_exists: bool
     yield not_run("greensms", blocked) if blocked else check_greensms(svc)
     blocked = _blocked_by(problems, "deduper")
     yield not_run("deduper", blocked) if blocked else check_deduper(svc)
+    yield check_routes(s)
     if svc.mirror is not None:  # shown only when on
         yield check_mirror(svc)
 
@@ -679,10 +681,33 @@ def check_greensms(svc: Services) -> Check:
         outcome = f"answered HTTP {e.status_code}" if e.status_code else "got no answer"
         return failed(name, f"cannot get an answer from {base}: GET /account/balance "
                       f"{outcome} ({e.message})", fix)
-    vk = "" if svc.sms.vk_enabled else (
-        "; note: the VK route is off, GREENSMS_VK_FROM is not set (GreenSMS requires a VK "
-        "sender), so VK users get their codes by SMS")
-    return passed(name, f"{how} accepted by {base}; balance {balance[:24]}{vk}")
+    notes = "".join(f"; note: the {ROUTES[route].title} route is off, {reason}"
+                    for route, reason in _routes_off(s))
+    return passed(name, f"{how} accepted by {base}; balance {balance[:24]}{notes}")
+
+
+def _routes_off(s: Settings) -> list[tuple[str, str]]:
+    """Each route a workflow lists that is off, with why (gurugrow/routes.py)."""
+    listed = {route for channel in CHANNELS for route in s.workflow(channel)}
+    return [(route, reason) for route in ROUTES
+            if route in listed and (reason := s.route_off_reason(route)) is not None]
+
+
+def check_routes(s: Settings) -> Check:
+    """Each channel's workflow (DELIVERY_ROUTES_<CHANNEL>) as it runs: the routes that
+    are on, in order, and the ones that are off with why."""
+    name, lines, empty = "routes", [], []
+    for channel in CHANNELS:
+        on = [r for r in s.workflow(channel) if s.route_off_reason(r) is None]
+        lines.append(f"{channel}: {' → '.join(on) or 'none'}")
+        if not on:
+            empty.append(workflow_setting(channel))
+    off = "".join(f"; {ROUTES[route].title} off: {reason}" for route, reason in _routes_off(s))
+    detail = f"workflows {', '.join(lines)}{off}"
+    if empty:
+        return failed(name, detail, f"list a route that is on in {', '.join(empty)}, or "
+                      "set the sender of its routes")
+    return passed(name, detail)
 
 
 GREENSMS_API = "https://api3.greensms.ru"

@@ -18,6 +18,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gurugrow.routes import ROUTES
+
 # Bot answers are slow when an upstream is: buckets reach the 10 s upstream timeout.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -37,7 +39,8 @@ UPSTREAM_SECONDS = Histogram(
 CODES_SENT = Counter(
     "gurugrow_codes_sent_total", "Codes accepted by GreenSMS, by route.", ["route"])
 SMS_FALLBACKS = Counter(
-    "gurugrow_sms_fallbacks_total", "Codes that went by SMS after the first route failed.",
+    "gurugrow_sms_fallbacks_total", "Codes that went by the workflow's next route after the "
+    "first failed (by SMS with the default workflows).",
     ["from_route"])
 LIMIT_REFUSALS = Counter(
     "gurugrow_limit_refusals_total",
@@ -145,6 +148,13 @@ CONVERSION_ALERT_RATIO = Gauge(
     multiprocess_mode="mostrecent")
 COST_BUDGET_USED, COST_BUDGET = _budget_gauges("cost_budget", "OTP_DAILY_COST_BUDGET",
                                                "priced cost of codes")
+
+
+# Every route's series exists from the start (0 until used), so the dashboard and the
+# cost panels list each declared route (gurugrow/routes.py).
+for _route in ROUTES:
+    CODES_SENT.labels(_route)
+    CODE_COST.labels(_route)
 
 
 def upstream_call_name(method: str, route: str) -> str:

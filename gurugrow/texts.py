@@ -6,6 +6,17 @@
 from __future__ import annotations
 
 SMS_CODE = "Код подтверждения: {code}. Никому его не сообщайте."
+# The bot's message when the code goes by a call (gurugrow/routes.py ``bot_text``);
+# {digits}: how many digits the code has.
+CALL_CODE_SENT = ("Вам поступит звонок. Введите последние {digits} цифры номера, с "
+                  "которого позвонят. Отвечать на звонок не нужно.")
+CALL_NUMBER_SENT = ("Позвоните с номера {maskedPhone} на номер {callNumber}. Звонок "
+                    "сбросится сам, говорить ничего не нужно. Затем вернитесь в этот чат.")
+# /auth/check without a code while the customer has not called yet (status pending).
+CALL_NOT_MADE_YET = ("Звонок с вашего номера ещё не поступил. Позвоните на номер из "
+                     "сообщения и проверьте ещё раз.")
+VOICE_CODE_SENT = ("Вам поступит звонок: робот продиктует код из {digits} цифр. Введите его "
+                   "здесь.")
 
 UNLINKED = (
     "Учётная запись отвязана. Для входа в защищённые разделы потребуется снова "

@@ -30,7 +30,9 @@ from tests.upstreams import Upstreams
 VOLATILE = ("sessionId", "verifiedUntil", "newOrderId", "newOrderNumber", "orderId",
             "orderNumber", "retryAfterSec")
 # The sandbox's site (the demo orders and sets live there) and its trusted contact channels.
-EXAMPLE_ENV = {"RETAILCRM_SITE": "1minoxidil-ru", "CONTACT_VERIFIED_CHANNELS": "telegram,max"}
+EXAMPLE_ENV = {"RETAILCRM_SITE": "1minoxidil-ru", "CONTACT_VERIFIED_CHANNELS": "telegram,max",
+               # The incoming-call examples: a workflow that allows it.
+               "DELIVERY_ROUTES_TELEGRAM": "telegram,sms,incoming_call"}
 
 
 class Replay:

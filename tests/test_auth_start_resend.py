@@ -14,6 +14,9 @@ RESEND_FIELDS = {"status", "retryAfterSec", "maskedPhone", "errorCode", "message
 PHONE = "+7 999 123-45-67"
 
 
+VK = {"channelType": "vk", "messengerUserId": "vk-42", "chatExternalId": "vk-chat-42"}
+
+
 def start(client, kind="form", **extra):
     return post(client, "/auth/start", {**TG, "phone": PHONE, **extra}, kind)
 
@@ -123,12 +126,21 @@ def test_no_route_accepts_the_code(client, upstreams, kind):
     upstreams.add_customer(7, PHONE)
     upstreams.fail["vk"] = (400, {"error": "from is required", "code": 1})
     upstreams.fail["sms"] = (200, {"error": "Insufficient funds", "code": -1})
-    answer = start(client, kind, deliveryRoute="vk")
+    answer = start(client, kind, **VK, deliveryRoute="vk")
     assert (answer["status"], answer["errorCode"], answer["sessionId"]) == (
         "error", "delivery_failed", None)
     # Nothing was sent, so the customer may try again at once (no cooldown taken).
     del upstreams.fail["sms"]
-    assert start(client, kind, deliveryRoute="sms")["status"] == "sent"
+    assert start(client, kind, **VK, deliveryRoute="sms")["status"] == "sent"
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_route_outside_the_channels_workflow_is_refused(client, upstreams, kind):
+    upstreams.add_customer(7, PHONE)
+    # DELIVERY_ROUTES_TELEGRAM defaults to telegram,sms: VK is not a Telegram user's route.
+    answer = start(client, kind, deliveryRoute="vk")
+    assert (answer["status"], answer["errorCode"]) == ("error", "invalid_route")
+    assert upstreams.sent == []
 
 
 @pytest.mark.parametrize(("fields", "error_code"), [

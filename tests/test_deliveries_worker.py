@@ -14,7 +14,7 @@ from gurugrow.flows.auto_fallback import claim_lease_seconds
 from gurugrow.flows.deliveries_worker import run_worker
 from tests.conftest import TEST_ENV
 from tests.helpers import BODY_KINDS, TG, post, run_concurrently
-from tests.test_delivery import CUSTOMER, PHONE, later, pin_status
+from tests.test_delivery import CUSTOMER, PHONE, end_cooldowns, later, pin_status
 from tests.test_delivery import start as delivery_start
 
 
@@ -90,21 +90,68 @@ def test_delivered_messenger_send_is_left_alone(app, client, customer):
     assert customer.field(CUSTOMER, "bot_last_verification_method") == "telegram_otp"
 
 
-@pytest.mark.parametrize("answer", [
+UNKNOWN_ANSWERS = [
     {"time": "2026-06-01 10:00:00", "status": 7},  # an answer nobody can read
     {"error": "Message not found", "code": 404},  # GreenSMS lost track of a fresh send
-])
-def test_unknown_status_costs_no_sms_and_skips_no_cooldown(app, client, customer, answer):
+]
+
+
+@pytest.mark.parametrize("answer", UNKNOWN_ANSWERS)
+def test_unknown_status_goes_by_sms_but_skips_no_cooldown(app, client, customer, answer):
+    """Still unknown at the fallback time: the worker waits for the resend cooldown (no
+    SMS yet, a resend is refused too), then sends by the next route, SMS, once; the
+    cooldown starts again with it."""
     session_id = start(client)["sessionId"]
     customer.fail["status"] = (200, answer)
+    before = metrics.DELIVERIES.labels("telegram", "unknown")._value.get()
     later(app, 30)
-    assert worker(app, "--once") == "unknown=1"
-    later(app, 40)
-    assert worker(app, "--once") == "no sends were due"
+    assert worker(app, "--once") == "waiting=1"  # the 60 s cooldown still runs
     assert routes(customer) == ["telegram"]
     refused = post(client, "/auth/resend", {**TG, "sessionId": session_id})
     assert (refused["status"], refused["errorCode"]) == ("error", "resend_too_early")
-    assert routes(customer) == ["telegram"]  # nothing says Telegram failed
+    assert routes(customer) == ["telegram"]
+    later(app, 100)
+    end_cooldowns(app)
+    assert worker(app, "--once") == "sms=1"
+    assert routes(customer) == ["telegram", "sms"]
+    assert metrics.DELIVERIES.labels("telegram", "unknown")._value.get() == before + 1
+    refused = post(client, "/auth/resend", {**TG, "sessionId": session_id})
+    assert (refused["status"], refused["errorCode"]) == ("error", "resend_too_early")
+    later(app, 200)
+    assert worker(app, "--once") == "no sends were due"  # SMS is the last route
+    assert routes(customer) == ["telegram", "sms"]
+    checked = post(client, "/auth/check", {**TG, "sessionId": session_id,
+                                           "code": customer.codes_sent()[-1]})
+    assert checked["status"] == "authorized"
+    assert customer.field(CUSTOMER, "bot_last_verification_method") == "sms_otp"
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+@pytest.mark.parametrize("answer", UNKNOWN_ANSWERS)
+def test_unknown_status_waits_for_the_fallback_time_then_moves_once(app, client, customer,
+                                                                    answer):
+    """Unknown before DELIVERY_FALLBACK_AFTER_SECONDS: watched on; at it (no cooldown to
+    wait for), one SMS, and no second one however long it stays unknown."""
+    start(client)
+    customer.fail["status"] = (200, answer)
+    later(app, 10)
+    assert worker(app, "--once") == "waiting=1"
+    assert routes(customer) == ["telegram"]
+    later(app, 30)
+    assert worker(app, "--once") == "sms=1"
+    later(app, 90)
+    assert worker(app, "--once") == "no sends were due"
+    assert routes(customer) == ["telegram", "sms"]
+
+
+@pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
+def test_a_delivered_send_never_moves(app, client, customer):
+    start(client)
+    pin_status(customer, "Delivery success")
+    for seconds in (10, 30, 100):
+        later(app, seconds)
+        worker(app, "--once")
+    assert routes(customer) == ["telegram"]
 
 
 def test_used_session_gets_nothing(app, client, customer):

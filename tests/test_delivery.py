@@ -1,5 +1,6 @@
-"""Delivery tracking through HTTP: deliveryRoute, smart /auth/resend (delivered, failed and
-late messenger sends), the recorded verification method, against the GreenSMS stand-in."""
+"""Delivery tracking through HTTP: deliveryRoute, smart /auth/resend (delivered, failed,
+late and unreadable messenger sends), the recorded verification method, against the
+GreenSMS stand-in."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 import pytest
 
+from gurugrow.stores import keys as redis_keys
 from tests.helpers import BODY_KINDS, TG, post, set_clock
 from tests.test_metrics import scrape, value
 
@@ -42,6 +44,16 @@ def pin_status(upstreams, word: str, index: int = -1) -> None:
 
 def later(app, seconds: float) -> None:
     set_clock(app, time.time() + seconds)
+
+
+def end_cooldowns(app) -> None:
+    """Every resend cooldown ends now (Redis times it by its own clock, which ``later``
+    does not move)."""
+    svc = app.extensions["gurugrow"]
+    pattern = redis_keys.otp_cooldown(svc.settings.redis_prefix, "*", "*", "*")
+    keys = list(svc.redis.scan_iter(match=pattern))
+    assert keys, "no cooldown was running"
+    svc.redis.delete(*keys)
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)
@@ -96,18 +108,30 @@ def test_late_messenger_send_waits_until_the_fallback_time(app, client, customer
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
-def test_unreadable_status_never_counts_as_not_delivered(app, client, customer, kind):
+def test_unreadable_status_counts_as_not_delivered_once_the_fallback_time_has_come(
+        app, client, customer, kind):
+    """GreenSMS cannot say (an error page): within DELIVERY_FALLBACK_AFTER_SECONDS the
+    asked route is kept, as for a pending send (GreenSMS answers ``Message not found``
+    for some fresh sends); past it the resend goes by the workflow's next route, SMS,
+    counted once as a send given up unread."""
+    before = scrape(client)
     session_id = start(client, kind)["sessionId"]
     customer.fail["status"] = (500, "<html>Internal</html>")
     assert resend(client, session_id, kind)["deliveryRoute"] == "telegram"
     later(app, 31)
-    assert resend(client, session_id, kind)["deliveryRoute"] == "telegram"
-    assert [m["route"] for m in customer.sent] == ["telegram"] * 3
+    answer = resend(client, session_id, kind)
+    assert (answer["status"], answer["deliveryRoute"]) == ("sent", "sms")
+    assert [m["route"] for m in customer.sent] == ["telegram", "telegram", "sms"]
+    after = scrape(client)
+    for name, labels in (("gurugrow_deliveries_total",
+                          {"route": "telegram", "outcome": "unknown"}),
+                         ("gurugrow_sms_fallbacks_total", {"from_route": "telegram"})):
+        assert value(after, name, **labels) - value(before, name, **labels) == 1
 
 
 # What GreenSMS answers for the status of a Telegram send → the next resend, at once
-# (before the cooldown) and past DELIVERY_FALLBACK_AFTER_SECONDS (30 s, after the 60 s
-# cooldown): the route it takes, or the refusal it gets.
+# (before the cooldown), past DELIVERY_FALLBACK_AFTER_SECONDS (30 s) within the 60 s
+# cooldown, and past both: the route it takes, or the refusal it gets.
 STATUS_ANSWERS = {
     "failure": (200, {"time": "2026-06-01 10:00:00", "status": "Delivery failure",
                       "status_code": 2}),
@@ -141,19 +165,49 @@ def test_only_a_failure_skips_the_cooldown(client, customer, kind, answer, at_on
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])
 @pytest.mark.parametrize(("answer", "past_fallback"), [
     ("failure", "sms"), ("read", "telegram"), ("success", "telegram"),
-    ("accepted", "sms"), ("not_found", "telegram"), ("unmapped", "telegram"),
+    ("accepted", "sms"), ("not_found", "sms"), ("unmapped", "sms"),
 ])
 @pytest.mark.parametrize("kind", BODY_KINDS)
-def test_past_the_fallback_time_only_failed_or_pending_goes_by_sms(app, client, customer,
-                                                                   kind, answer,
-                                                                   past_fallback):
-    """Past DELIVERY_FALLBACK_AFTER_SECONDS: read or delivered stays on Telegram, still
-    accepted (pending) goes by SMS, an unreadable answer stays on the asked route."""
+def test_past_the_fallback_time_all_but_a_delivered_send_goes_by_sms(app, client, customer,
+                                                                     kind, answer,
+                                                                     past_fallback):
+    """Past DELIVERY_FALLBACK_AFTER_SECONDS: read or delivered stays on Telegram; failed,
+    still accepted (pending) and unreadable (``unknown``) go by the next route, SMS."""
     customer.fail["status"] = STATUS_ANSWERS[answer]
     session_id = start(client, kind)["sessionId"]
     later(app, 31)
     then = resend(client, session_id, kind)
     assert (then["status"], then["deliveryRoute"]) == ("sent", past_fallback)
+
+
+@pytest.mark.parametrize(("answer", "within_cooldown"), [
+    ("failure", "sms"), ("accepted", "sms"), ("success", "resend_too_early"),
+    ("not_found", "resend_too_early"), ("unmapped", "resend_too_early"),
+])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_an_unreadable_status_moves_on_but_waits_for_the_cooldown(app, client, customer,
+                                                                  kind, answer,
+                                                                  within_cooldown):
+    """Past DELIVERY_FALLBACK_AFTER_SECONDS but within the 60 s cooldown, only a send
+    GreenSMS says failed or still pending goes by SMS at once; an unreadable one waits
+    for the cooldown like any resend (and is not claimed meanwhile), then goes by SMS."""
+    customer.fail["status"] = STATUS_ANSWERS[answer]
+    session_id = start(client, kind)["sessionId"]
+    later(app, 31)
+    now = resend(client, session_id, kind)
+    assert (now["deliveryRoute"] if now["status"] == "sent" else now["errorCode"]
+            ) == within_cooldown
+    if within_cooldown != "resend_too_early":
+        return
+    assert [m["route"] for m in customer.sent] == ["telegram"]
+    later(app, 61)
+    end_cooldowns(app)
+    then = resend(client, session_id, kind)
+    assert (then["status"], then["deliveryRoute"]) == (
+        "sent", "telegram" if answer == "success" else "sms")
+    assert then["retryAfterSec"] == 60
+    again = resend(client, session_id, kind)  # the cooldown starts again with the SMS
+    assert (again["status"], again["errorCode"]) == ("error", "resend_too_early")
 
 
 @pytest.mark.parametrize("env_overrides", [{"OTP_RESEND_COOLDOWN_SECONDS": "0"}])

@@ -24,7 +24,7 @@ FIELDS = ["bot_telegram_account_id", "bot_vk_account_id", "bot_whatsapp_account_
           "bot_last_verified_at", "bot_last_verification_method", "chatbot_interacted"]
 ALL_CHECKS = ["settings", "callers", "redis", "retailcrm key", "retailcrm scopes", "retailcrm site",
               "retailcrm references", *[f"custom field {code}" for code in FIELDS],
-              "recommended sets", "greensms", "deduper"]
+              "recommended sets", "greensms", "deduper", "routes"]
 CRM_CASCADE = {"retailcrm key", "retailcrm scopes", "retailcrm site", "retailcrm references",
                "custom fields", "recommended sets"}
 SET_LOOKUPS = ["GET /api/v5/store/products"] * len(RECOMMENDED_SETS)
@@ -176,7 +176,7 @@ def test_doctor_on_a_refused_configuration_prints_every_check(
         assert by_check[name]["mark"] == "FAIL", stdout
         assert by_check[name]["detail"].startswith("not checked: "), stdout
     assert all(by_check[name]["mark"] == "ok  " for name in still_run), stdout
-    assert [line["check"] for line in lines][-2:] == ["greensms", "deduper"]
+    assert [line["check"] for line in lines][-3:] == ["greensms", "deduper", "routes"]
     assert_no_secrets(env, stdout)
 
 
@@ -341,7 +341,7 @@ def test_doctor_fails_the_broken_check_and_names_the_fix(
         assert f"set {name} to {value}" not in fix and f"{name} ({value})" not in fix, fix
     assert_no_secrets(env, stdout)
     # Every check still gets its line: the later ones run after a failure.
-    assert [line["check"] for line in lines][-2:] == ["greensms", "deduper"]
+    assert [line["check"] for line in lines][-3:] == ["greensms", "deduper", "routes"]
 
 
 # -- create-fields ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from gurugrow.basics.errors import (
     UpstreamUnavailable,
 )
 from gurugrow.gateways.deduper import DeduperGateway
-from gurugrow.gateways.greensms import GreenSmsGateway
+from gurugrow.gateways.greensms import GreenSmsGateway, SendAnswer
 from gurugrow.gateways.retailcrm import RetailCrmGateway
 from gurugrow.stores.quota import CrmQuota
 
@@ -235,7 +235,8 @@ def test_greensms_sends_a_json_body_with_auth_in_a_header_or_the_body(rsps, kwar
                                                                       body_auth):
     rsps.post(f"{SMS}/telegram/send", json={"request_id": "r-1"})
     gateway = GreenSmsGateway(SMS, telegram_ttl=300, **kwargs)
-    assert gateway.send_code("telegram", "79991234567", "123456", "Код 123456") == "r-1"
+    assert gateway.send_code("telegram", "79991234567", "123456", "Код 123456") == (
+        SendAnswer("r-1"))
     request = rsps.calls[0].request
     body = json.loads(request.body)
     assert request.headers["Content-Type"] == "application/json"
@@ -256,7 +257,7 @@ def test_an_sms_code_is_sent_hidden_from_the_message_history(rsps):
 
 def test_vk_without_a_sender_is_not_sent(rsps):
     gateway = GreenSmsGateway(SMS, token="t")
-    assert gateway.vk_enabled is False
+    assert gateway.sender("vk") == ""
     with pytest.raises(UpstreamRejected):
         gateway.send_code("vk", "79991234567", "1234", "Код 1234")
     assert len(rsps.calls) == 0  # GreenSMS would refuse it (from is required)

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gurugrow"
 # is that of the longest prefix naming it; "gurugrow" itself catches new top-level modules
 # in the app layer, and test_the_top_level_is_a_handful_of_modules refuses them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("config", ("gurugrow.config",)),
+    # The route registry is data every layer reads, configuration's validation too.
+    ("config", ("gurugrow.config", "gurugrow.routes")),
     ("basics", ("gurugrow.texts", "gurugrow.logs", "gurugrow.metrics", "gurugrow.basics")),
     ("stores and gateways", ("gurugrow.stores", "gurugrow.gateways")),
     # The process's collaborators: stores and gateways, wired once (flows take a Services).
@@ -29,8 +30,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # What assembles or drives the layers above: the app factory, commands, stand-ins.
     ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.sandbox")),
 )
-TOP_LEVEL_MODULES = {"__init__", "config", "texts", "logs", "metrics", "services", "cli",
-                     "doctor"}
+TOP_LEVEL_MODULES = {"__init__", "config", "routes", "texts", "logs", "metrics", "services",
+                     "cli", "doctor"}
 FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox"}
 RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
@@ -109,8 +110,11 @@ def test_no_module_imports_from_a_layer_above_it():
 
 
 def test_config_depends_on_nothing_of_ours():
+    # Nothing but the route registry, which is its layer's data and imports nothing.
     source = (PACKAGE / "config.py").read_text(encoding="utf-8")
-    assert imported_modules(source, "gurugrow.config", False) == set()
+    assert imported_modules(source, "gurugrow.config", False) == {"gurugrow.routes"}
+    routes = (PACKAGE / "routes.py").read_text(encoding="utf-8")
+    assert imported_modules(routes, "gurugrow.routes", False) == set()
 
 
 def test_no_module_imports_another_modules_private_names():

@@ -30,7 +30,8 @@ bp.post("/start")(answer_no_earlier(endpoint(
     error_codes=SEND_REFUSALS, crm_priority=JOURNEY)(auth.start)))
 bp.post("/check")(endpoint(
     s.AuthCheckBody, s.AuthCheckResponse,
-    statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict"),
+    statuses=("authorized", "invalid_code", "expired", "too_many_attempts", "conflict",
+              "pending"),
     error_codes=CHECK_REFUSALS, crm_priority=JOURNEY)(auth.check))
 bp.post("/contact")(endpoint(
     s.AuthContactBody, s.AuthCheckResponse,

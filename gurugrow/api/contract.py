@@ -210,7 +210,8 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
         # A path parameter (``/orders/<orderId>``) is a field of the request schema like
         # any other, and the path wins over a query or body field of the same name.
         values = {**request_values(), **path_values}
-        with request_settings(otp_length=svc.settings.otp_length):
+        with request_settings(otp_length=svc.settings.otp_length,
+                              code_lengths=svc.settings.code_lengths):
             data = req.load(values)
         data["clientIp"] = request_client_ip(svc.settings)
         return flow(svc, data)

@@ -21,8 +21,8 @@ from marshmallow import ValidationError, fields
 from gurugrow.basics.identity import normalize_channel
 from gurugrow.basics.phone import normalize_phone
 from gurugrow.config import CHANNELS
+from gurugrow.routes import ROUTES
 
-DELIVERY_ROUTES = ("telegram", "vk", "sms")
 DEFAULT_OTP_LENGTH = 6
 # What people type into a phone number besides digits.
 _PHONE_CHARS = frozenset("0123456789+-(). ")
@@ -34,16 +34,21 @@ _SLUG = re.compile(r"[A-Za-z0-9_.-]+")
 _CODE_SEPARATORS = str.maketrans("", "", " -")
 
 _otp_length: ContextVar[int] = ContextVar("otp_length", default=DEFAULT_OTP_LENGTH)
+_code_lengths: ContextVar[tuple[int, ...]] = ContextVar("code_lengths", default=())
 
 
 @contextmanager
-def request_settings(*, otp_length: int) -> Iterator[None]:
-    """Settings the fields need while one request is loaded (the code's length)."""
+def request_settings(*, otp_length: int, code_lengths: tuple[int, ...] = ()
+                     ) -> Iterator[None]:
+    """Settings the fields need while one request is loaded (the code's length, and the
+    other lengths the workflows' routes give codes: Settings.code_lengths)."""
     token = _otp_length.set(otp_length)
+    lengths = _code_lengths.set(code_lengths)
     try:
         yield
     finally:
         _otp_length.reset(token)
+        _code_lengths.reset(lengths)
 
 
 def clean_text(value: Any, max_length: int) -> str | None:
@@ -157,15 +162,20 @@ class Channel(Text):
 
 
 class DeliveryRoute(Text):
-    """deliveryRoute: telegram | vk | sms (any case), answered lower-cased."""
+    """deliveryRoute: a route of gurugrow/routes.py (any case), answered lower-cased."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=16, error_code="invalid_route", **kwargs)
+        super().__init__(max_length=32, error_code="invalid_route", **kwargs)
+
+    @property
+    def enum(self) -> list[str]:
+        """The routes a request may name (the OpenAPI document's enum)."""
+        return list(ROUTES)
 
     def convert(self, text: str, raw: Any) -> str:
         route = text.lower()
-        if route not in DELIVERY_ROUTES:
-            raise ValidationError(f"One of: {', '.join(DELIVERY_ROUTES)}.")
+        if route not in ROUTES:
+            raise ValidationError(f"One of: {', '.join(ROUTES)}.")
         return route
 
 
@@ -198,10 +208,12 @@ class Limit(Text):
 
 
 class Code(Text):
-    """The code the customer received: exactly ``OTP_LENGTH`` ASCII digits (spaces and
-    dashes inside are dropped). A JSON number lost its leading zeros on the way
+    """The code the customer received: exactly ``OTP_LENGTH`` ASCII digits, or as many as
+    the own code of a route some workflow lists has (a flash call's, a voice call's:
+    gurugrow/routes.py); spaces
+    and dashes inside are dropped. A JSON number lost its leading zeros on the way
     (48117 for 048117), so it is zero-padded to ``OTP_LENGTH``. Anything that cannot be
-    a code of that length is refused here, before any attempt is counted, and answered
+    a code of those lengths is refused here, before any attempt is counted, and answered
     as a wrong code is (``status: invalid_code``): a bot branching on ``status`` asks
     again either way. It costs no attempt: it cannot be the code, so it tells a guesser
     nothing, and a typo must not lock the customer out."""
@@ -215,8 +227,9 @@ class Code(Text):
         digits = text.translate(_CODE_SEPARATORS)
         if isinstance(raw, int) and raw >= 0:
             digits = digits.zfill(length)
-        if len(digits) != length or not _ASCII_DIGITS.fullmatch(digits):
-            raise ValidationError(f"Must be {length} digits.")
+        lengths = _code_lengths.get() or (length,)
+        if len(digits) not in lengths or not _ASCII_DIGITS.fullmatch(digits):
+            raise ValidationError(f"Must be {' or '.join(map(str, lengths))} digits.")
         return digits
 
 

@@ -45,7 +45,9 @@ FIELD_DESCRIPTIONS = {
                   "the bound customer (mismatch → conflict / customer_mismatch).",
     "phone": "Phone in any common format (+7 999 123-45-67, 8999…); country must be "
              "allowed (PHONE_ALLOWED_REGIONS).",
-    "deliveryRoute": "Preferred route for the code: telegram | vk | sms (falls back to SMS).",
+    "deliveryRoute": "Preferred route for the code, one the channel's workflow "
+                     "(DELIVERY_ROUTES_<CHANNEL>) allows; a route that refuses the code "
+                     "falls back to the workflow's next.",
     "contactUserId": "The user id the messenger attached to a shared contact; must be the "
                      "sender's own messenger id (else contact_not_own).",
     "sessionId": "The session of a sent code (from /auth/start or /orders/recommended/start).",
@@ -215,8 +217,12 @@ def _add_examples(operation: dict[str, Any], cases: list[dict[str, Any]]) -> Non
 def _text_attributes(self: OpenAPIConverter, field: Field, **kwargs: Any) -> dict[str, Any]:
     """maxLength of the project's Text fields, and the errorCode a bad value answers."""
     if isinstance(field, schemas.Text):
-        return {"maxLength": field.max_length,
-                "x-errorCode": field.metadata.get("error_code", "invalid_request")}
+        attributes: dict[str, Any] = {
+            "maxLength": field.max_length,
+            "x-errorCode": field.metadata.get("error_code", "invalid_request")}
+        if (choices := getattr(field, "enum", None)) is not None:
+            attributes["enum"] = choices
+        return attributes
     return {}
 
 

@@ -32,7 +32,8 @@ bp.post("/start")(answer_no_earlier(endpoint(
     error_codes=("unknown_offer", "bundle_unavailable", *SEND_REFUSALS))(recommended.start)))
 bp.post("/check")(endpoint(
     s.RecommendedCheckBody, s.RecommendedCheckResponse,
-    statuses=("created", "invalid_code", "expired", "too_many_attempts", "conflict"),
+    statuses=("created", "invalid_code", "expired", "too_many_attempts", "conflict",
+              "pending"),
     error_codes=(*CHECK_REFUSALS, *ORDER_REFUSALS), crm_priority=JOURNEY)(recommended.check))
 bp.post("/resend")(answer_no_earlier(endpoint(
     s.RecommendedResendBody, s.AuthResendResponse, statuses=("sent",),

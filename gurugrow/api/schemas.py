@@ -86,7 +86,9 @@ class AuthStartBody(IdentitySchema):
 class AuthCheckBody(IdentitySchema):
     sessionId = SessionId()
     code = Code()  # a malformed code is refused here, without costing an attempt
-    required_fields = ("channelType", "sessionId", "code")
+    # No code: an incoming-call session asks whether the customer called (the flow
+    # answers any other session invalid_code, as a missing code always was).
+    required_fields = ("channelType", "sessionId")
 
 
 class AuthContactBody(IdentitySchema):
@@ -175,8 +177,8 @@ def _nullable(field_cls: type[fields.Field] = fields.String, **kwargs: Any) -> f
 
 
 # Additive to the contract: which route took the code (null on a refusal).
-DELIVERY_ROUTE_ANSWER = ("The route that took the code: telegram | vk | sms (sms after a "
-                         "fallback; null on a refusal).")
+DELIVERY_ROUTE_ANSWER = ("The route that took the code (gurugrow/routes.py; the workflow's "
+                         "next after a fallback; null on a refusal).")
 
 
 class EnvelopeSchema(Schema):
@@ -195,11 +197,19 @@ class AuthStatusResponse(EnvelopeSchema):
     maskedPhone = _nullable()
 
 
+def _call_number() -> fields.Field:
+    """Only when deliveryRoute is incoming_call: absent, not null, elsewhere."""
+    return fields.String(allow_none=True, metadata={
+        "optional": True, "description": "The number the customer calls from their phone "
+        "(deliveryRoute incoming_call); then /auth/check with the sessionId and no code."})
+
+
 class AuthStartResponse(EnvelopeSchema):
     sessionId = _nullable()
     maskedPhone = _nullable()
     retryAfterSec = _nullable(fields.Integer)
     deliveryRoute = _nullable(metadata={"description": DELIVERY_ROUTE_ANSWER})
+    callNumber = _call_number()
 
 
 class AuthCheckResponse(EnvelopeSchema):
@@ -213,6 +223,7 @@ class AuthResendResponse(EnvelopeSchema):
     retryAfterSec = _nullable(fields.Integer)
     maskedPhone = _nullable()
     deliveryRoute = _nullable(metadata={"description": DELIVERY_ROUTE_ANSWER})
+    callNumber = _call_number()
 
 
 class AuthUnlinkResponse(EnvelopeSchema):

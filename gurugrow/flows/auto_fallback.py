@@ -1,8 +1,9 @@
-"""The `deliveries` worker's work: check messenger sends that are due, and send a fresh
-code by SMS for each one not delivered in time, so nobody has to press resend.
+"""The `deliveries` worker's work: check watched sends that are due, and send a fresh
+code by the channel's next route (DELIVERY_ROUTES_<CHANNEL>) for each one not delivered
+in time, so nobody has to press resend.
 
 Several workers (on several hosts) may run: a due check is claimed atomically, and so
-is the fallback of one send (shared with /auth/resend), so a send gets one SMS at most.
+is the fallback of one send (shared with /auth/resend), so a send is replaced once at most.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.codes import reissue_code
 from gurugrow.flows.delivery import (
     claim_fallback,
+    cooldown_left,
     fallback_lease_seconds,
     give_back_fallback,
-    overdue,
+    next_route,
     read_status,
     undelivered,
+    waives_cooldown,
 )
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -36,8 +39,8 @@ def claim_lease_seconds(svc: Services) -> float:
 def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: False
                     ) -> dict[str, int]:
     """One pass: claim each due check (one worker wins it) and act on it, until done or
-    ``should_stop()``. Returns how many checks ended in each way (``delivered``, ``sms``,
-    ``waiting``, ...)."""
+    ``should_stop()``. Returns how many checks ended in each way (``delivered``, the
+    route a replacement went by such as ``sms``, ``waiting``, ...)."""
     tracker = svc.deliveries
     now = svc.clock()
     # A check due longer ago than a code lives is moot (its code expired meanwhile).
@@ -88,44 +91,65 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
         tracker.settle(record)
         tracker.forget(session_id, request_id)
         return "closed"
-    # A fallen_back record here lost its claimer before the SMS was recorded.
-    status = "failed" if record.state == "fallen_back" else read_status(svc, record)
+    # A fallen_back record here lost its claimer before the SMS was recorded (claimed on
+    # an unknown status, or on a failed or late one).
+    if record.state == "fallen_back":
+        status = "unknown" if record.status == "unknown" else "failed"
+    else:
+        status = read_status(svc, record)
     if status == "delivered":
         tracker.settle(record)
         tracker.forget(session_id, request_id)
         return "delivered"
-    if status == "unknown" and overdue(svc, record):
-        # GreenSMS cannot say: no paid SMS on a guess, and the worker stops watching.
-        tracker.forget(session_id, request_id)
-        metrics.DELIVERIES.labels(record.route, "unknown").inc()
-        log_event("delivery_unknown", logging.WARNING, route=record.route,
-                  phone=mask_phone(session.phone))
-        return "unknown"
     if not undelivered(svc, record, status):
         s = svc.settings
         tracker.reschedule(session_id, request_id, min(
             svc.clock() + s.delivery_check_interval_seconds,
             record.sent_at + s.delivery_fallback_after_seconds))
         return "waiting"
-    outcome = send_fallback_sms(svc, session, record)
-    tracker.forget(session_id, request_id)
+    if not waives_cooldown(status) and (left := cooldown_left(svc, session)):
+        # GreenSMS cannot say whether it arrived: the next route waits for the resend
+        # cooldown, as a resend would.
+        tracker.reschedule(session_id, request_id, svc.clock() + left)
+        return "waiting"
+    outcome = send_fallback_sms(svc, session, record, status)
+    if outcome != "waiting":
+        tracker.forget(session_id, request_id)
     return outcome
 
 
-def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) -> str:
-    """A fresh code by SMS for the session, within its send caps (the cooldown aside:
-    the customer got nothing); ``sms`` when it went out. Raises what the send raised
+def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord,
+                      status: str = "failed") -> str:
+    """A fresh code by the workflow's next route for the session, within its send caps;
+    the route's name when it went out (``sms`` with the default workflows). After a
+    failed or late send the cooldown is skipped (the customer got nothing); after an
+    ``unknown`` one it is kept, and a cooldown still running (another send to the phone
+    meanwhile) leaves the check ``waiting`` until it ends. Raises what the send raised
     after giving the claimed fallback back (the check stays due)."""
     masked = mask_phone(session.phone)
+    following = next_route(svc, session.channel, record.route)
+    if following is None:  # the workflow's last route: nothing left to try
+        svc.deliveries.settle(record) or svc.deliveries.close_fallback(record)
+        log_event("auto_fallback_refused", logging.WARNING, reason="last_route",
+                  phone=masked)
+        return "refused"
     if not svc.otp.sends_left(session):
         svc.deliveries.settle(record) or svc.deliveries.close_fallback(record)
         log_event("auto_fallback_refused", logging.WARNING, reason="max_sends", phone=masked)
         return "refused"
     if not claim_fallback(svc, record):
         return "superseded"  # a resend replaced this send meanwhile
+    waived = waives_cooldown(status)
     try:
-        reissue_code(svc, session, "sms", cooldown=False)
+        reissue_code(svc, session, following, cooldown=not waived)
     except FlowRefusal as refusal:
+        if refusal.error_code == "resend_too_early":
+            give_back_fallback(svc, record)
+            retry = refusal.fields.get("retryAfterSec")
+            svc.deliveries.reschedule(session.session_id, record.request_id, svc.clock() + (
+                retry if isinstance(retry, int) and retry > 0
+                else svc.settings.delivery_check_interval_seconds))
+            return "waiting"
         svc.deliveries.close_fallback(record)
         log_event("auto_fallback_refused", logging.WARNING, reason=refusal.error_code,
                   phone=masked)
@@ -134,5 +158,8 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord) ->
         give_back_fallback(svc, record)
         raise
     metrics.AUTO_FALLBACKS.labels(record.route).inc()
-    log_event("delivery_fallback", by="worker", from_route=record.route, phone=masked)
-    return "sms"
+    if status == "unknown":
+        metrics.DELIVERIES.labels(record.route, "unknown").inc()
+    log_event("delivery_fallback", by="worker", from_route=record.route,
+              to_route=following, status=status, phone=masked)
+    return following

@@ -6,6 +6,8 @@ Shared by /auth/start, /auth/resend, /auth/check and the recommended-order endpo
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -18,24 +20,22 @@ from gurugrow.basics.errors import FlowRefusal, LimitExceeded, StorageUnavailabl
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
-    METHOD_ROUTES,
     Sent,
+    first_route,
     give_back_fallback,
+    read_status,
     resend_route,
+    routes_from,
     track_send,
 )
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.logs import log_event
+from gurugrow.routes import NUMBER_TO_CALL, ROUTES, THEIR_CODE, route_of_method
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch, riding_along
 from gurugrow.stores.limits import Admission
 from gurugrow.stores.once import LeaseRenewer
 from gurugrow.stores.otp import OtpSession
-
-
-def default_route(channel: str | None) -> str:
-    """Telegram and VK users get the code in their messenger first; others by SMS."""
-    return channel if channel in ("telegram", "vk") else "sms"
 
 
 def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
@@ -66,18 +66,21 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     return result.final_customer_id
 
 
-def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
-    """Send ``code`` by ``route``, falling back to SMS; return what took it.
+def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
+    """Send a code by ``route``, falling back to the workflow's next routes when one
+    refuses it at once; return what took it (with the code the customer got).
 
     Raises FlowRefusal("delivery_failed") when no route accepted the code.
     """
-    routes = [route] if route == "sms" else [route, "sms"]
-    if route == "vk" and not svc.sms.vk_enabled:
-        routes = ["sms"]  # the VK route is off without GREENSMS_VK_FROM (the doctor says)
-    for attempt in routes:
+    for attempt in routes_from(svc, channel, route):
+        declared = ROUTES[attempt]
+        # A flash call's code is GreenSMS's (in its answer); ours is drawn per route.
+        code = "" if declared.sends == THEIR_CODE else (
+            svc.otp.new_code(declared.code_length) if declared.code_length
+            else svc.otp.new_code())
         try:
-            request_id = svc.sms.send_code(attempt, phone, code,
-                                           texts.SMS_CODE.format(code=code))
+            text = getattr(texts, declared.text).format(code=code) if declared.text else ""
+            answer = svc.sms.send_code(attempt, phone, code, text)
         except UpstreamError as e:
             log_event("code_delivery_failed", logging.WARNING, route=attempt,
                       phone=mask_phone(phone), error=e)
@@ -85,11 +88,69 @@ def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
         log_event("code_sent", route=attempt, phone=mask_phone(phone),
                   fallback=attempt != route)
         metrics.CODES_SENT.labels(attempt).inc()
-        metrics.CODE_COST.labels(attempt).inc(svc.settings.route_prices.get(attempt, 0.0))
+        metrics.CODE_COST.labels(attempt).inc(
+            svc.settings.route_prices.get(declared.price, 0.0))
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
-        return Sent(attempt, request_id)
+        if declared.sends == NUMBER_TO_CALL:
+            # Nothing to type: the session's code is one only we can work out, once
+            # GreenSMS reports the call (``check_code``).
+            code = call_code(svc, answer.request_id)
+        return Sent(attempt, answer.request_id, answer.code or code, answer.number)
     raise FlowRefusal("delivery_failed")
+
+
+def route_sends(route: str) -> str | None:
+    """What ``route`` sends (None: no route of that name, e.g. an older record's)."""
+    declared = ROUTES.get(route)
+    return declared.sends if declared is not None else None
+
+
+# How soon a bot asks again whether the customer called (``pending`` answers).
+INCOMING_CALL_RETRY_SECONDS = 5
+
+
+def call_code(svc: Services, request_id: str) -> str:
+    """The code of an incoming-call session: derived from GreenSMS's request id with
+    OTP_SECRET, so it is never stored or sent, and is worked out again (and checked like
+    any code) once GreenSMS reports the call."""
+    digest = hmac.new(svc.settings.otp_secret.encode(), f"incoming_call:{request_id}".encode(),
+                      hashlib.sha256).digest()
+    length = svc.settings.otp_length
+    return str(int.from_bytes(digest, "big") % 10 ** length).zfill(length)
+
+
+def called_code(svc: Services, identity: MessengerIdentity, session_id: str, purpose: str
+                ) -> str | Answer:
+    """A check without a code: for an incoming-call session, its code once GreenSMS
+    reports the customer's call, else the ``pending`` answer (``expired`` after the
+    session's life). Any other session is answered as a missing code always was."""
+    session = svc.otp.load(session_id)
+    record = svc.deliveries.load(session_id)
+    if session is None and record is not None and record.status == "delivered" and (
+            route_sends(record.route) == NUMBER_TO_CALL):
+        # Checked already (or being checked): its code gets the stored answer, for this
+        # identity only (``check_code``).
+        return call_code(svc, record.request_id)
+    if session is None or session.channel != identity.channel or (
+            session.account_id != identity.account_id) or session.purpose != purpose:
+        raise FlowRefusal("session_not_found")
+    route = route_of_method(session.route)
+    if route is None or ROUTES[route].sends != NUMBER_TO_CALL:
+        # An empty or missing code is answered as a wrong one (one invalid_code).
+        raise FlowRefusal("invalid_code", status="invalid_code",
+                          maskedPhone=mask_phone(session.phone))
+    masked = mask_phone(session.phone)
+    if session.expires_at <= svc.clock():
+        raise FlowRefusal("expired", status="expired", maskedPhone=masked)
+    status = read_status(svc, record) if record is not None and record.route == route \
+        else "unknown"
+    if status != "delivered" or session.is_decoy:
+        # A decoy never verifies: nobody's call makes a phone with no customer one.
+        return {"status": "pending", "maskedPhone": masked, "message": texts.CALL_NOT_MADE_YET,
+                "retryAfterSec": INCOMING_CALL_RETRY_SECONDS}
+    assert record is not None
+    return call_code(svc, record.request_id)
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
@@ -138,18 +199,20 @@ def returned_on_failure(svc: Services, admission: Admission,
         raise
 
 
-def send_or_pretend(svc: Services, *, phone: str, code: str, route: str, send: bool) -> Sent:
-    """Deliver the code (or, for a decoy, nothing) and return what took it.
+def send_or_pretend(svc: Services, *, phone: str, channel: str, route: str, send: bool
+                    ) -> Sent:
+    """Deliver a code (or, for a decoy, nothing) and return what took it.
 
     Raises FlowRefusal("delivery_failed") when no route took the code.
     """
-    if not send:
+    if not send and ROUTES[route].sends != NUMBER_TO_CALL:
         # A decoy takes as long as a real send, so timing does not tell who is a customer
-        # (the endpoint's START_MIN_SECONDS floor hides the rest of the path).
+        # (the endpoint's START_MIN_SECONDS floor hides the rest of the path). A decoy's
+        # incoming call asks GreenSMS for a number too: its answer must show one.
         time.sleep(svc.send_timer.draw())
         return Sent(route, None)
     started = time.perf_counter()
-    sent = deliver_code(svc, phone, code, route)
+    sent = deliver_code(svc, phone, channel, route)
     svc.send_timer.observe(time.perf_counter() - started)
     if sent.route != route:  # the admission priced the route asked for; SMS took it
         policy = svc.limits.policy
@@ -181,21 +244,22 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     """
     # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
     # refused admission gives it back at the request's end.
-    route = route or default_route(identity.channel)
+    route = first_route(svc, identity.channel, route)
     with riding_along(svc.crm.slot_rider()):
         admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
                                          client_ip, route=route)
     with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
         send = customer_id is not None or send_to_unknown
-        code = svc.otp.new_code()
-        sent = send_or_pretend(svc, phone=phone, code=code, send=send, route=route)
+        sent = send_or_pretend(svc, phone=phone, channel=identity.channel, send=send,
+                               route=route)
     # The session and its delivery record go to Redis in one round trip.
     batch = WriteBatch(svc.redis)
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=code if send else None, route=sent.method,
+        customer_id=customer_id, code=sent.code if send else None, route=sent.method,
         purpose=purpose, payload=payload, batch=batch)
+    session.call_number = sent.number or ""
     track_send(svc, session, sent, batch)
     if not send:
         svc.limits.count_no_send(batch)
@@ -214,9 +278,9 @@ def ensure_resendable(svc: Services, session: OtpSession) -> None:
 
 def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
                  client_ip: str | None = None, cooldown: bool = True) -> Sent:
-    """Send a live session a fresh code by ``route`` (default: the channel's), replacing
-    the old one, and track it; return what took it. Used by resend and by the deliveries
-    worker's SMS fallback.
+    """Send a live session a fresh code by ``route`` (default: the workflow's first),
+    replacing the old one, and track it; return what took it. Used by resend and by the
+    deliveries worker's fallback.
 
     It goes through the same admission as a start: the session's own send cap, then
     every send limit at once, all given back when nothing went out. ``cooldown=False``
@@ -225,14 +289,13 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
     Raises FlowRefusal.
     """
     ensure_resendable(svc, session)
-    route = route or default_route(session.channel)
+    route = route or first_route(svc, session.channel, None)
     admission = take_send_allowance(svc, session.phone, session.channel, session.account_id,
                                     client_ip, route=route, cooldown=cooldown)
-    code = svc.otp.new_code()
     with returned_on_failure(svc, admission):
-        sent = send_or_pretend(svc, phone=session.phone, code=code, send=session.sent,
-                               route=route)
-    if not svc.otp.replace_code(session, code, sent.method):
+        sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
+                               send=session.sent, route=route)
+    if not svc.otp.replace_code(session, sent.code, sent.method):
         # Checked or burned while the code went out: the new code is not kept.
         raise FlowRefusal("session_not_found")
     track_send(svc, session, sent)
@@ -254,7 +317,7 @@ def resendable_session(svc: Services, session_id: str, channel: str | None,
     return session
 
 
-def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str,
+def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str | None,
                purpose: str, work: Callable[[OtpSession], Answer],
                done: Callable[[Answer], bool] = lambda answer: True,
                also: Callable[[OtpSession, WriteBatch], None] | None = None) -> Answer:
@@ -267,11 +330,15 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
     our own failure never burns the customer's code.
     """
+    # No code: an incoming call's check (did the customer call?) may answer pending.
+    typed = code if code is not None else called_code(svc, identity, session_id, purpose)
+    if isinstance(typed, dict):
+        return typed
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
     with riding_along(svc.crm.slot_rider()):
         outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
-                                         purpose, code)
+                                         purpose, typed)
     if session is None:
         raise FlowRefusal("session_not_found")
     if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
@@ -309,15 +376,31 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
 
 def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
     """The answer to a start that sent (or pretended to send) a code."""
-    return {"status": "sent", "sessionId": session.session_id,
-            "maskedPhone": mask_phone(session.phone),
+    route = delivery_route(session)
+    masked = mask_phone(session.phone) or ""
+    return {"status": "sent", "sessionId": session.session_id, "maskedPhone": masked,
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
-            "deliveryRoute": delivery_route(session)}
+            "deliveryRoute": route,
+            **route_message(svc, route, masked, session.call_number)}
+
+
+def route_message(svc: Services, route: str | None, masked: str, call_number: str
+                  ) -> dict[str, Any]:
+    """The bot's message for a code sent by ``route`` (a call's; none for a message),
+    and the number to call of an incoming call."""
+    declared = ROUTES.get(route or "")
+    if declared is None or not declared.bot_text:
+        return {"message": None}
+    digits = declared.code_length or svc.settings.otp_length
+    number = f"+{call_number}" if call_number else ""
+    message = str(getattr(texts, declared.bot_text)).format(
+        digits=digits, maskedPhone=masked, callNumber=number)
+    return {"message": message, **({"callNumber": number} if number else {})}
 
 
 def delivery_route(session: OtpSession) -> str | None:
     """The route that took the session's current code (``deliveryRoute`` of answers)."""
-    return METHOD_ROUTES.get(session.route or "")
+    return route_of_method(session.route)
 
 
 def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
@@ -330,12 +413,13 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     session = resendable_session(svc, data["sessionId"], data.get("channel"),
                                  data.get("accountIds") or ())
     ensure_resendable(svc, session)
-    route = data.get("deliveryRoute") or default_route(session.channel)
-    # An undelivered messenger code is replaced by SMS, without waiting for the cooldown.
-    route, replaced = resend_route(svc, session, route)
+    route = first_route(svc, session.channel, data.get("deliveryRoute"))
+    # An undelivered code is replaced by the workflow's next route, without waiting for
+    # the cooldown unless its status was unknown.
+    route, replaced, waived = resend_route(svc, session, route)
     try:
         sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
-                            cooldown=replaced is None)
+                            cooldown=not waived)
     except BaseException:
         if replaced is not None:  # its SMS did not go out: watched (and claimable) again
             give_back_fallback(svc, replaced)
@@ -344,4 +428,5 @@ def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
     log_event("code_resent", channel=session.channel, phone=masked)
     return {"status": "sent", "maskedPhone": masked,
             "retryAfterSec": svc.settings.otp_resend_cooldown_seconds,
-            "deliveryRoute": sent.route}
+            "deliveryRoute": sent.route,
+            **route_message(svc, sent.route, masked or "", sent.number or "")}

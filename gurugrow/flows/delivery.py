@@ -1,11 +1,14 @@
-"""Code delivery: remember every send, read its status, and decide when a messenger code
-that did not arrive goes again by SMS (on /auth/resend here; the worker's side is in
+"""Code delivery: the channel's workflow (DELIVERY_ROUTES_<CHANNEL>), remember every
+send, read its status, and decide when a code that did not arrive goes again by the
+workflow's next route (on /auth/resend here; the worker's side is in
 ``flows/auto_fallback.py``).
 
-A messenger send is *undelivered* when GreenSMS says it failed, or when GreenSMS still
-says it is pending ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send. A status nobody can
-read (``unknown``: an unmapped word, an error answer such as ``Message not found``, an
-unreachable GreenSMS) never is: no paid SMS and no skipped cooldown on a guess.
+A watched send (gurugrow/routes.py ``watched``) is *undelivered* when GreenSMS says it
+failed, or when ``DELIVERY_FALLBACK_AFTER_SECONDS`` after the send GreenSMS still says it is
+pending or cannot say (``unknown``: an unmapped word, an error answer such as ``Message not
+found``, an unreachable GreenSMS). Such a send goes again by the workflow's next route,
+once. Only a confirmed failure or pending send skips the resend cooldown (the customer
+got nothing); an ``unknown`` one waits for it, as any resend does.
 """
 
 from __future__ import annotations
@@ -15,30 +18,63 @@ import time
 from dataclasses import dataclass
 
 from gurugrow import metrics
-from gurugrow.basics.errors import StorageUnavailable, UpstreamError
+from gurugrow.basics.errors import FlowRefusal, StorageUnavailable, UpstreamError
 from gurugrow.logs import log_event
+from gurugrow.routes import ROUTES, route_of_method
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch, written
 from gurugrow.stores.deliveries import FINAL_STATUSES, SendRecord
 from gurugrow.stores.otp import OtpSession
 
-# The route that accepted the code, as stored in bot_last_verification_method.
-ROUTE_METHODS = {"telegram": "telegram_otp", "vk": "vk_otp", "sms": "sms_otp"}
-METHOD_ROUTES = {method: route for route, method in ROUTE_METHODS.items()}
-
 
 @dataclass(frozen=True)
 class Sent:
-    """What took a code: its route and GreenSMS's request id (None: a decoy, nothing
-    went out)."""
+    """What took a code: its route, GreenSMS's request id (None: a decoy, nothing went
+    out), the code the customer got (ours, or GreenSMS's for a flash call; for an
+    incoming call one nobody is told) and an incoming call's number to call."""
 
     route: str
     request_id: str | None
+    code: str | None = None
+    number: str | None = None  # an incoming call's number to call
 
     @property
     def method(self) -> str:
         """The route as bot_last_verification_method names it."""
-        return ROUTE_METHODS[self.route]
+        return ROUTES[self.route].method
+
+
+def workflow(svc: Services, channel: str) -> tuple[str, ...]:
+    """The channel's routes that are on, in the order DELIVERY_ROUTES_<CHANNEL> tries
+    them (a route whose sender is not set is off; the doctor says why)."""
+    s = svc.settings
+    return tuple(r for r in s.workflow(channel) if s.route_off_reason(r) is None)
+
+
+def first_route(svc: Services, channel: str, asked: str | None) -> str:
+    """The route a send starts with: the asked one, which the channel's workflow must
+    allow (``invalid_route`` otherwise), else the workflow's first route that is on."""
+    if asked is not None:
+        if asked not in svc.settings.workflow(channel):
+            raise FlowRefusal("invalid_route")
+        return asked
+    routes = workflow(svc, channel)
+    return routes[0] if routes else svc.settings.workflow(channel)[0]
+
+
+def routes_from(svc: Services, channel: str, route: str) -> list[str]:
+    """The routes a send starting with ``route`` tries when the one before refuses the
+    code at once: ``route`` (when on), then the workflow's routes after it."""
+    allowed = svc.settings.workflow(channel)
+    later = allowed[allowed.index(route) + 1:] if route in allowed else ()
+    on = workflow(svc, channel)
+    return [r for r in (route, *later) if r in on]
+
+
+def next_route(svc: Services, channel: str, after: str) -> str | None:
+    """The workflow's next route after ``after`` that is on (None: the last)."""
+    later = routes_from(svc, channel, after)
+    return next((r for r in later if r != after), None)
 
 
 
@@ -55,7 +91,7 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
     s = svc.settings
     now = svc.clock()
     check_at = None
-    if sent.route != "sms":
+    if ROUTES[sent.route].watched:
         check_at = now + min(s.delivery_check_interval_seconds,
                              s.delivery_fallback_after_seconds)
 
@@ -99,8 +135,20 @@ def overdue(svc: Services, record: SendRecord) -> bool:
 
 
 def undelivered(svc: Services, record: SendRecord, status: str) -> bool:
-    """Failed, or still pending when the fallback time has come (``unknown`` never)."""
-    return status == "failed" or (status == "pending" and overdue(svc, record))
+    """Failed, or still pending or ``unknown`` when the fallback time has come (GreenSMS
+    answers ``Message not found`` for some fresh sends, so a young unknown is not one)."""
+    return status == "failed" or (status in ("pending", "unknown") and overdue(svc, record))
+
+
+def waives_cooldown(status: str) -> bool:
+    """Whether replacing an undelivered send of this status skips the resend cooldown:
+    only when GreenSMS said it failed or is still pending, never on ``unknown``."""
+    return status != "unknown"
+
+
+def cooldown_left(svc: Services, session: OtpSession) -> int:
+    """Seconds until the session's phone may be sent a code again by a resend (0: now)."""
+    return svc.limits.cooldown_left(session.phone, session.channel, session.account_id)
 
 
 def fallback_lease_seconds(svc: Services) -> float:
@@ -112,7 +160,8 @@ def fallback_lease_seconds(svc: Services) -> float:
 
 
 def claim_fallback(svc: Services, record: SendRecord) -> bool:
-    """Take the one right to replace ``record``'s send by SMS, for one lease."""
+    """Take the one right to replace ``record``'s send by the next route, for one
+    lease."""
     now = svc.clock()
     return svc.deliveries.claim_fallback(record, now, now + fallback_lease_seconds(svc))
 
@@ -127,35 +176,44 @@ def give_back_fallback(svc: Services, record: SendRecord) -> None:
 
 
 def resend_route(svc: Services, session: OtpSession, asked_route: str
-                 ) -> tuple[str, SendRecord | None]:
-    """The route of a resend, and the undelivered messenger send it replaces (claimed:
-    the caller sends its SMS, or gives the claim back with ``give_back_fallback``).
+                 ) -> tuple[str, SendRecord | None, bool]:
+    """The route of a resend, the undelivered send it replaces (claimed: the caller
+    sends its code, or gives the claim back with ``give_back_fallback``), and whether it
+    skips the cooldown.
 
-    Such a resend goes by SMS whatever route is asked and does not wait for the cooldown
-    (the customer got nothing). Of the worker and concurrent resends only one replaces a
-    given send that way (``claim_fallback``); a messenger route that did not deliver
-    earlier in the session is not tried again.
+    Such a resend goes by the workflow's next route whatever route is asked. After a
+    failed or still pending send it does not wait for the cooldown (the customer got
+    nothing); after an ``unknown`` one it does (nobody said the code did not arrive), and
+    until the cooldown ends the send is not claimed. Of the worker and concurrent resends
+    only one replaces a given send that way (``claim_fallback``). A route that did not
+    deliver earlier in the session is not tried again.
     """
     if session.is_decoy:
         _pretend_status_read(svc, session)
-        return asked_route, None
+        return asked_route, None, False
     record = svc.deliveries.load(session.session_id)
     if record is None:
-        return asked_route, None
-    if record.state == "watching" and record.route != "sms":
+        return asked_route, None, False
+    following = next_route(svc, session.channel, record.route)
+    if record.state == "watching" and ROUTES[record.route].watched and following:
         status = read_status(svc, record)
-        if undelivered(svc, record, status) and claim_fallback(svc, record):
+        waived = waives_cooldown(status)
+        if undelivered(svc, record, status) and (
+                waived or not cooldown_left(svc, session)) and claim_fallback(svc, record):
             metrics.SMS_FALLBACKS.labels(record.route).inc()
+            if status == "unknown":
+                metrics.DELIVERIES.labels(record.route, "unknown").inc()
             log_event("delivery_fallback", by="resend", from_route=record.route,
-                      status=status)
-            return "sms", record
+                      to_route=following, status=status)
+            return following, record, waived
     if asked_route == record.undeliverable:
-        return "sms", None
-    return asked_route, None
+        return next_route(svc, session.channel, asked_route) or asked_route, None, False
+    return asked_route, None, False
 
 
 def _pretend_status_read(svc: Services, session: OtpSession) -> None:
     # A decoy's resend takes as long as a customer's, whose previous messenger send's
     # status is read first: timing does not tell who is a customer.
-    if session.route not in (None, "sms_otp"):
+    route = route_of_method(session.route)
+    if route is not None and ROUTES[route].watched:
         time.sleep(svc.status_timer.draw())  # a real read's duration, not a jitter

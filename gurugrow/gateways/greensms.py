@@ -1,11 +1,13 @@
-"""GreenSMS: sends a code by Telegram, VK or SMS. Never retried: every send is paid."""
+"""GreenSMS: sends a code by any route of gurugrow/routes.py (Telegram, VK, WhatsApp,
+Viber, SMS, a flash call, a voice call). Never retried: every send is paid."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -13,9 +15,16 @@ import requests
 from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.http import HttpClient
 from gurugrow.logs import log_event
+from gurugrow.routes import (
+    CALL_STATUSES,
+    INCOMING_CALL_STATUSES,
+    NUMBER_TO_CALL,
+    ROUTES,
+    THEIR_CODE,
+    Route,
+)
 
 GATEWAY = "greensms"
-ROUTES = ("telegram", "vk", "sms")
 # Lifetime asked for a token made from user/pass (status reads, the balance); it is
 # kept until TOKEN_RENEW_MARGIN_SECONDS before it runs out.
 TOKEN_EXPIRE_SECONDS = 300
@@ -42,6 +51,33 @@ DELIVERY_STATUSES = {
     "sent": "pending", "delivered": "delivered", "read": "delivered", "expired": "failed",
     "revoked": "failed",
 }
+# The call and voice modules' words. ASSUMED: the SDKs type them as the message words
+# (node SDK ``StatusResponse``); the call words below are read defensively besides them,
+# any other word is ``unknown`` (docs/INTEGRATIONS.md, "GreenSMS routes").
+CALL_STATUS_WORDS = {**DELIVERY_STATUSES, "call answered": "delivered",
+                     "call success": "delivered", "call failed": "failed",
+                     "call rejected": "failed", "no answer": "failed", "busy": "failed"}
+# A received call (``call/receive``, then ``GET /call/status``): GreenSMS documents no
+# word for it. ASSUMED, read defensively: only a word or code that plainly says the call
+# came (the message vocabulary's success, and call words) verifies; a plain "not yet"
+# is pending; anything else is unknown, which never verifies (docs/INTEGRATIONS.md).
+INCOMING_CALL_CODES = {0: "pending", 1: "delivered"}
+INCOMING_CALL_WORDS = {"status not ready": "pending", "delivery success": "delivered",
+                       "call received": "delivered", "received": "delivered",
+                       "call success": "delivered", "success": "delivered",
+                       "waiting": "pending", "pending": "pending",
+                       "status request expired": "failed", "expired": "failed"}
+
+
+@dataclass(frozen=True)
+class SendAnswer:
+    """GreenSMS's answer to one accepted send: its request id, and for a route whose
+    code GreenSMS chooses (a flash call) that code, for a received call the number to
+    call."""
+
+    request_id: str
+    code: str | None = None
+    number: str | None = None
 
 
 class GreenSmsGateway:
@@ -49,7 +85,8 @@ class GreenSmsGateway:
     URL."""
 
     def __init__(self, base_url: str, *, token: str = "", user: str = "", password: str = "",
-                 sms_from: str = "", vk_from: str = "", telegram_ttl: int | None = None,
+                 sms_from: str = "", vk_from: str = "",
+                 senders: Mapping[str, str] | None = None, telegram_ttl: int | None = None,
                  timeout: float = 10, connect_timeout: float = 3,
                  session: requests.Session | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -57,45 +94,65 @@ class GreenSmsGateway:
                                 connect_timeout=connect_timeout, session=session)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._credentials = {} if token else {"user": user, "pass": password}
-        self._sms_from = sms_from
-        self._vk_from = vk_from
+        # route -> ``from`` (the route's sender setting); sms_from/vk_from name two of them.
+        self._senders = {"sms": sms_from, "vk": vk_from, **(senders or {})}
         self._telegram_ttl = telegram_ttl
         self._clock = clock
         self._token_lock = threading.Lock()
         self._token: tuple[str, float] | None = None  # (token, renew after)
 
-    @property
-    def vk_enabled(self) -> bool:
-        """VK sends need a sender: GreenSMS requires ``from`` (PHP SDK schema)."""
-        return bool(self._vk_from)
+    def sender(self, route: str) -> str:
+        """The ``from`` of ``route``'s sends ('' when none is set)."""
+        return self._senders.get(route) or ""
 
-    def send_code(self, route: str, phone: str, code: str, sms_text: str) -> str:
-        """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's request_id.
+    def send_code(self, route: str, phone: str, code: str, text: str) -> SendAnswer:
+        """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's answer.
 
-        Telegram gets the code alone (the gateway renders the message); VK and SMS get
-        ``sms_text``. An ``error`` in the body is a refusal whatever the HTTP status.
+        The route's declaration (gurugrow/routes.py) says what goes in ``txt``: the code
+        alone (telegram, voice), ``text`` (the messengers, SMS), or nothing (a flash call,
+        whose code is GreenSMS's and comes back in the answer). An ``error`` in the body is
+        a refusal whatever the HTTP status.
         """
-        if route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}")
-        if route == "vk" and not self._vk_from:
-            # GreenSMS refuses it (``from`` is required); the flows skip VK then.
-            raise UpstreamRejected(GATEWAY, "vk: GREENSMS_VK_FROM is not set")
-        # A JSON body, as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL.
-        payload: dict[str, Any] = {"to": phone, **self._credentials}
-        if route == "telegram":
+        declared = _route(route)
+        sender = self.sender(route)
+        if declared.sender_required and not sender:
+            # GreenSMS refuses it (``from`` is required); the flows skip the route then.
+            raise UpstreamRejected(GATEWAY, f"{route}: {declared.sender_setting} is not set")
+        payload: dict[str, Any] = {"to": phone}
+        if declared.txt == "code":
             payload["txt"] = code
-            if self._telegram_ttl:
-                payload["ttl"] = self._telegram_ttl
-        else:
-            payload["txt"] = sms_text
-            sender = self._vk_from if route == "vk" else self._sms_from
-            if sender:
-                payload["from"] = sender
-            if route == "sms":
-                payload["hidden"] = code  # kept out of GreenSMS's message history
-        status, body = self._http.request("POST", f"/{route}/send", json=payload,
-                                          headers=self._headers)
-        return _answer_field(route, status, body, "request_id")
+        elif declared.txt == "text":
+            payload["txt"] = text
+        if sender:
+            payload["from"] = sender
+        if route == "sms":
+            payload["hidden"] = code  # kept out of GreenSMS's message history
+        if route == "telegram" and self._telegram_ttl:
+            payload["ttl"] = self._telegram_ttl
+        return self._send(declared, payload)
+
+    def _send(self, declared: Route, payload: dict[str, Any]) -> SendAnswer:
+        """The one request path of every send: ``POST /<module>/<action>`` with a JSON body,
+        as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL."""
+        status, body = self._http.request(
+            "POST", f"/{declared.module}/{declared.action}",
+            json={**payload, **self._credentials}, headers=self._headers)
+        request_id = _answer_field(declared.name, status, body, "request_id")
+        if declared.sends == NUMBER_TO_CALL:
+            number = _answer_field(declared.name, status, body, "number")
+            digits = number.lstrip("+")
+            if not (digits.isdigit() and 10 <= len(digits) <= 15):
+                raise UpstreamUnavailable(GATEWAY, f"{declared.name}: no number to call",
+                                          status)
+            return SendAnswer(request_id, number=digits)
+        if declared.sends != THEIR_CODE:
+            return SendAnswer(request_id)
+        # A flash call: the code is the last digits of the calling number, GreenSMS's.
+        code = _answer_field(declared.name, status, body, "code")
+        if not (code.isdigit() and len(code) == declared.code_length):
+            raise UpstreamUnavailable(GATEWAY, f"{declared.name}: code not of "
+                                      f"{declared.code_length} digits", status)
+        return SendAnswer(request_id, code)
 
     def delivery_status(self, route: str, request_id: str) -> str:
         """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send.
@@ -104,15 +161,14 @@ class GreenSmsGateway:
         read code first, word second (``DELIVERY_CODES``, ``DELIVERY_STATUSES``). A refusal raises
         ``UpstreamRejected``, an unreachable GreenSMS ``UpstreamUnavailable``.
         """
-        if route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}")
-        status, body = self._authorized_get(f"/{route}/status",
+        declared = _route(route)
+        status, body = self._authorized_get(f"/{declared.module}/status",
                                             [("id", request_id), ("extended", "true")])
         # status_code is read first: an answer with a code and no word is an answer too.
         _answer_field(f"{route}/status", status, body,
                       "status_code" if isinstance(body, dict) and body.get("status_code")
                       not in (None, "") else "status")
-        mapped = delivery_status_of(body)
+        mapped = delivery_status_of(body, declared.statuses)
         if mapped == "unknown":  # a word or code to add to the tables, once understood
             log_event("greensms_status_unmapped", logging.WARNING, route=route,
                       raw_status=str(body.get("status"))[:40],
@@ -161,18 +217,30 @@ class GreenSmsGateway:
             return token
 
 
-def delivery_status_of(answer: dict[str, Any]) -> str:
+def _route(route: str) -> Route:
+    declared = ROUTES.get(route)
+    if declared is None:
+        raise ValueError(f"unknown route {route!r}")
+    return declared
+
+
+def delivery_status_of(answer: dict[str, Any], statuses: str = "message") -> str:
     """delivered | pending | failed | unknown for one GreenSMS status answer: its
-    ``status_code`` when it is a known code, else its ``status`` word."""
+    ``status_code`` when it is a known code, else its ``status`` word (of the route's
+    vocabulary, ``statuses``)."""
+    incoming = statuses == INCOMING_CALL_STATUSES
+    codes = INCOMING_CALL_CODES if incoming else DELIVERY_CODES
     code = answer.get("status_code")
     if isinstance(code, str) and code.strip().lstrip("-").isdigit():
         code = int(code)
-    if isinstance(code, int) and not isinstance(code, bool) and code in DELIVERY_CODES:
-        return DELIVERY_CODES[code]
+    if isinstance(code, int) and not isinstance(code, bool) and code in codes:
+        return codes[code]
     word = answer.get("status")
     if not isinstance(word, str):
         return "unknown"
-    return DELIVERY_STATUSES.get(" ".join(word.split()).lower(), "unknown")
+    words = (INCOMING_CALL_WORDS if incoming
+             else CALL_STATUS_WORDS if statuses == CALL_STATUSES else DELIVERY_STATUSES)
+    return words.get(" ".join(word.split()).lower(), "unknown")
 
 
 def _answer_field(what: str, status: int, body: Any, key: str) -> str:

@@ -28,6 +28,16 @@ def stats() -> ResponseReturnValue:
                     "retailcrm_over_rate_limit": st.refused_over_rate})
 
 
+@control.post("/incoming-call")
+def incoming_call() -> ResponseReturnValue:
+    """The customer of ``phone`` (digits) calls the number GreenSMS gave them: the
+    stand-in's ``call/status`` reports that call from now on."""
+    message = state().mark_called(request.values.get("phone", "").lstrip("+"))
+    if message is None:
+        return jsonify({"status": "error", "errorCode": "not_found"}), 404
+    return jsonify({"status": "called", "number": message["number"]})
+
+
 @control.post("/reset")
 def reset() -> ResponseReturnValue:
     """Back to the demo data (the app also clears its Redis keys first: mount.py)."""

@@ -261,6 +261,16 @@ class Limits:
                                                         account_id),
                                 "1", ex=self.policy.cooldown_seconds)
 
+    def cooldown_left(self, phone: str, channel: str, account_id: str) -> int:
+        """Seconds until the resend cooldown of this phone and messenger account ends (0:
+        none runs). A read only: the admission still decides."""
+        if not self.policy.cooldown_seconds:
+            return 0
+        with redis_guard():
+            left = self._redis.ttl(redis_keys.otp_cooldown(self._prefix, phone, channel,
+                                                           account_id))
+        return max(int(left), 0)  # -2: no cooldown; -1 (no TTL) cannot be: none either
+
     def clear_phone(self, phone: str) -> int:
         """Forget the per-phone send counters of the current hour and UTC day (a manager's
         answer to a phone blocked by others' messenger accounts); the number cleared."""

@@ -117,6 +117,8 @@ class OtpSession:
     sent: bool = True
     state: str = "pending"
     claim_token: str = field(default="", repr=False)
+    # Not stored: the number to call of an incoming-call start, for its answer.
+    call_number: str = field(default="", repr=False)
 
     @property
     def is_decoy(self) -> bool:
@@ -139,9 +141,10 @@ class OtpStore:
         self._replace = client.register_script(_REPLACE_SCRIPT)
 
     # -- codes -----------------------------------------------------------------------
-    def new_code(self) -> str:
-        """A fresh random code of ``OTP_LENGTH`` digits."""
-        return "".join(secrets.choice("0123456789") for _ in range(self._policy.length))
+    def new_code(self, length: int | None = None) -> str:
+        """A fresh random code of ``length`` digits (default ``OTP_LENGTH``)."""
+        return "".join(secrets.choice("0123456789")
+                       for _ in range(length or self._policy.length))
 
     def _hash(self, code: str, salt: str) -> str:
         pepper = self._policy.secret.encode()

@@ -87,7 +87,7 @@ def test_one_doctor_run_lists_every_problem_and_every_check(tmp_path):
     checks = [m["check"] for m in lines if m["check"] != "settings"]
     assert checks == ["callers", "redis", "retailcrm key", "retailcrm scopes",
                       "retailcrm site", "retailcrm references", "custom fields",
-                      "recommended sets", "greensms", "deduper"], result.stdout
+                      "recommended sets", "greensms", "deduper", "routes"], result.stdout
     for m in lines:
         if m["check"] in ("callers", "retailcrm key", "greensms", "deduper"):
             assert m["detail"].startswith("not checked: "), m.string

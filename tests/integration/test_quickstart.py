@@ -17,14 +17,19 @@ from tests.integration.conftest import ROOT, free_port, wait_until
 pytestmark = pytest.mark.integration
 README = ROOT / "README.md"
 GG_LINE = "GG=http://localhost:8000"
+# The quickstart's sequel: more routes (a flash call, an incoming call), run after it.
+SEQUELS = (ROOT / "docs" / "REFERENCE.md",)
 
 
 def quickstart_commands() -> list[tuple[str, str | None]]:
-    """(command, expected substring or None) in README order, continuation lines joined."""
-    text = README.read_text()
-    section = text.split("<!-- quickstart:start -->")[1].split("<!-- quickstart:end -->")[0]
+    """(command, expected substring or None) in README order, then its sequels',
+    continuation lines joined."""
+    sections = [part.split("<!-- quickstart:end -->")[0]
+                for page in (README, *SEQUELS)
+                for part in page.read_text().split("<!-- quickstart:start -->")[1:]]
     steps: list[tuple[str, str | None]] = []
-    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+    for block in (b for section in sections
+                  for b in re.findall(r"```sh\n(.*?)```", section, re.S)):
         pending: list[str] = []
         for line in block.splitlines():
             if line.startswith("# → "):
@@ -48,6 +53,9 @@ def test_readme_quickstart_has_both_body_kinds_and_checks():
                  "/orders/recommended/check", "/sandbox/outbox"):
         assert path in commands, path
     assert sum(1 for _, expected in steps if expected) >= 10
+    # A flash call, and an incoming call verified once the customer called.
+    assert "deliveryRoute=call" in commands and '"deliveryRoute":"incoming_call"' in commands
+    assert "/sandbox/incoming-call" in commands
     # An undelivered Telegram code arriving by SMS.
     assert ("/auth/resend" in commands
             and any(expected == '"deliveryRoute":"sms"' for _, expected in steps))
