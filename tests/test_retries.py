@@ -20,7 +20,7 @@ PHONE = "79991234567"
 OTHER = {**TG, "messengerUserId": "987654321"}
 RECIPIENT = {"firstName": "Мария", "lastName": "Петрова", "phone": PHONE}
 NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}
-OUTAGE = {"telegram": (500, "<html>Internal</html>"),
+OUTAGE = {"telegram": (200, {"error": "Service unavailable", "code": 2}),
           "sms": (200, {"error": "Insufficient funds", "code": -1})}
 
 

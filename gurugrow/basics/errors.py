@@ -78,6 +78,12 @@ class UpstreamConnectionDropped(UpstreamUnavailable):
     one): a call safe to repeat is sent again."""
 
 
+class SendOutcomeUnknown(UpstreamUnavailable):
+    """A paid send that may have reached the upstream (a read timeout, a connection
+    dropped after the request was written, a 5xx, an unreadable answer): it may still be
+    delivered, so it counts as sent. Only a send that certainly never left is a failure."""
+
+
 class UpstreamRejected(UpstreamError):
     """The upstream understood the request and refused it (4xx, success=false, error)."""
 

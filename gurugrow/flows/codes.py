@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
-from gurugrow.basics.errors import FlowRefusal, LimitExceeded, StorageUnavailable, UpstreamError
+from gurugrow.basics.errors import (
+    FlowRefusal,
+    LimitExceeded,
+    SendOutcomeUnknown,
+    StorageUnavailable,
+    UpstreamError,
+)
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
@@ -69,26 +75,34 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
 def deliver_code(svc: Services, phone: str, code: str, route: str) -> Sent:
     """Send ``code`` by ``route``, falling back to SMS; return what took it.
 
-    Raises FlowRefusal("delivery_failed") when no route accepted the code.
+    A send whose outcome is unknown (it may have reached GreenSMS) is taken as made: no
+    other route is tried (the code may still arrive), its admission is kept and its
+    delivery is unknown (``Sent.unknown``). Raises FlowRefusal("delivery_failed") when no
+    route accepted the code and none may have.
     """
     routes = [route] if route == "sms" else [route, "sms"]
     if route == "vk" and not svc.sms.vk_enabled:
         routes = ["sms"]  # the VK route is off without GREENSMS_VK_FROM (the doctor says)
     for attempt in routes:
         try:
-            request_id = svc.sms.send_code(attempt, phone, code,
-                                           texts.SMS_CODE.format(code=code))
+            request_id: str | None = svc.sms.send_code(attempt, phone, code,
+                                                       texts.SMS_CODE.format(code=code))
+        except SendOutcomeUnknown as e:
+            log_event("code_send_unknown", logging.WARNING, route=attempt,
+                      phone=mask_phone(phone), outcome="unknown", error=e)
+            request_id = None
         except UpstreamError as e:
             log_event("code_delivery_failed", logging.WARNING, route=attempt,
-                      phone=mask_phone(phone), error=e)
+                      phone=mask_phone(phone), outcome="never_left", error=e)
             continue
-        log_event("code_sent", route=attempt, phone=mask_phone(phone),
-                  fallback=attempt != route)
+        else:
+            log_event("code_sent", route=attempt, phone=mask_phone(phone),
+                      fallback=attempt != route)
         metrics.CODES_SENT.labels(attempt).inc()
         metrics.CODE_COST.labels(attempt).inc(svc.settings.route_prices.get(attempt, 0.0))
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
-        return Sent(attempt, request_id)
+        return Sent(attempt, request_id, unknown=request_id is None)
     raise FlowRefusal("delivery_failed")
 
 
@@ -123,7 +137,8 @@ def refused_by_limits(phone: str | None, client_ip: str | None) -> Iterator[None
 def returned_on_failure(svc: Services, admission: Admission,
                         keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Give back everything ``admission`` took when the block fails (nothing went out:
-    a failed delivery, or an upstream failure before the send), so the customer may try
+    a send that certainly never left, or an upstream failure before the send; a send
+    whose outcome is unknown is no failure, see ``deliver_code``), so the customer may try
     again at once and an outage does not use up their sends. An exception of ``keep_on``
     (an answer the attempt earned) keeps what was taken."""
     try:

@@ -30,10 +30,12 @@ METHOD_ROUTES = {method: route for route, method in ROUTE_METHODS.items()}
 @dataclass(frozen=True)
 class Sent:
     """What took a code: its route and GreenSMS's request id (None: a decoy, nothing
-    went out)."""
+    went out, or ``unknown``: the send may have reached GreenSMS but its answer did not
+    come, so it counts as made and its delivery is unknown)."""
 
     route: str
     request_id: str | None
+    unknown: bool = False
 
     @property
     def method(self) -> str:
@@ -50,12 +52,14 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
     Best effort: the code has gone out already, so a Redis failure here is logged and
     costs only the tracking of this one send.
     """
-    if sent.request_id is None:  # a decoy: nothing went out, nothing to watch
+    if sent.request_id is None and not sent.unknown:  # a decoy: nothing to watch
         return
     s = svc.settings
     now = svc.clock()
     check_at = None
-    if sent.route != "sms":
+    # An unknown outcome has no request id to watch: recorded without one, it supersedes
+    # the session's earlier send, and neither resend nor the worker reads its delivery.
+    if not sent.unknown and sent.route != "sms":
         check_at = now + min(s.delivery_check_interval_seconds,
                              s.delivery_fallback_after_seconds)
 
@@ -64,7 +68,8 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
 
     try:
         with written(svc.redis, batch) as writes:
-            svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
+            svc.deliveries.record_send(session.session_id, sent.route,
+                                       sent.request_id or "", now,
                                        check_at, batch=writes, on_failure=failed)
     except StorageUnavailable as e:  # Redis unreachable (a batch of our own)
         failed(e)

@@ -10,7 +10,13 @@ from typing import Any
 
 import requests
 
-from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import (
+    SendOutcomeUnknown,
+    UpstreamConnectionDropped,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.gateways.http import HttpClient
 from gurugrow.logs import log_event
 
@@ -93,9 +99,15 @@ class GreenSmsGateway:
                 payload["from"] = sender
             if route == "sms":
                 payload["hidden"] = code  # kept out of GreenSMS's message history
-        status, body = self._http.request("POST", f"/{route}/send", json=payload,
-                                          headers=self._headers)
-        return _answer_field(route, status, body, "request_id")
+        try:
+            status, body = self._http.request("POST", f"/{route}/send", json=payload,
+                                              headers=self._headers)
+            return _answer_field(route, status, body, "request_id")
+        except UpstreamError as e:
+            if may_have_left(e):
+                raise SendOutcomeUnknown(GATEWAY, f"{route}/send: outcome unknown ({e.message})",
+                                         e.status_code) from e
+            raise
 
     def delivery_status(self, route: str, request_id: str) -> str:
         """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send.
@@ -159,6 +171,28 @@ class GreenSmsGateway:
             self._token = (token, self._clock() + TOKEN_EXPIRE_SECONDS
                            - TOKEN_RENEW_MARGIN_SECONDS)
             return token
+
+
+def may_have_left(error: UpstreamError) -> bool:
+    """Whether a failed send may have reached GreenSMS (and so may be delivered).
+
+    Certainly never left: GreenSMS's own error answer or a 4xx refusal, a refused
+    connection, a connect timeout, a name that does not resolve. Anything else (a read
+    timeout, a connection dropped under the call, a 5xx, an answer without a request_id
+    or not JSON) may have: the send counts as made."""
+    if isinstance(error, UpstreamRejected):
+        return False
+    if error.status_code is not None:
+        return not 400 <= error.status_code < 500
+    if isinstance(error, UpstreamConnectionDropped):
+        return True
+    cause = error.__cause__
+    if isinstance(cause, requests.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.Timeout):
+        return True
+    # Refused or unresolvable (urllib3's NewConnectionError / NameResolutionError).
+    return not isinstance(cause, requests.ConnectionError)
 
 
 def delivery_status_of(answer: dict[str, Any]) -> str:

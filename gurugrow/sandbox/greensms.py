@@ -68,7 +68,9 @@ def send(route: str) -> ResponseReturnValue:
         return jsonify({"error": problem, "code": 2, "params": {}}), 200
     if route == "telegram" and to in st.telegram_failing:
         return jsonify({"error": "Telegram is not available for this number", "code": 2}), 200
-    return jsonify({"request_id": st.record_message(route, to, txt)["request_id"]}), 200
+    request_id = st.record_message(route, to, txt)["request_id"]
+    st.answer_late(route)
+    return jsonify({"request_id": request_id}), 200
 
 
 # The code GreenSMS answers with each word. ASSUMED: no source pairs them; this is the

@@ -91,7 +91,8 @@ def session_keys(redis_url: str) -> list[bytes]:
 
 def test_greensms_failing_falls_back_or_sends_nothing(fresh):
     app, standins, redis_server = fresh
-    standins.state.fail["telegram"] = (500, "<html>Internal Server Error</html>")
+    # GreenSMS's own error answer: the telegram send certainly never left.
+    standins.state.fail["telegram"] = (200, {"error": "Telegram is not available", "code": 2})
     response, _ = start(app.base, deliveryRoute="telegram")
     assert response.json()["status"] == "sent"
     assert [m["route"] for m in standins.state.outbox] == ["sms"]
@@ -103,8 +104,10 @@ def test_greensms_failing_falls_back_or_sends_nothing(fresh):
     assert len(session_keys(redis_server.url)) == before  # no session claims a code
     standins.state.delay["sms"] = 3.0  # slower than GREENSMS_TIMEOUT_SECONDS
     del standins.state.fail["sms"]
+    # A send whose answer did not come may have reached GreenSMS: it counts as made
+    # (test_fault_holds.py), the session stays valid, and the answer is in time.
     response, seconds = start(app.base, user="u3", deliveryRoute="sms")
-    assert response.json()["errorCode"] == "delivery_failed" and seconds < 2.5
+    assert response.json()["status"] == "sent" and seconds < 2.5
     standins.state.delay.clear()
 
 
