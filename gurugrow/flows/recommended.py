@@ -146,16 +146,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
         raise FlowRefusal("unknown_offer")
     recipient = {k: payload.get(k) for k in ("firstName", "lastName", "phone", "email")}
     if session.customer_id is None:  # nobody had this phone: the customer is created now
-        holders = find_bound_customers(svc, identity)
-        if _created_by_earlier_attempt(holders, session.phone):
-            # An earlier check of this code died between creating the (already bound)
-            # customer and remembering it: that customer is the one, not a conflict.
-            customer_id = str(holders[0]["id"])
-            verified_until = binding_fields(svc, identity, session.route)[1]
-        elif holders:
-            raise FlowRefusal("conflict", status="conflict")
-        else:
-            customer_id, verified_until = _create_customer(svc, identity, session, recipient)
+        customer_id, verified_until = _new_customer_once(svc, identity, session, recipient)
         svc.otp.remember_customer(session, customer_id)
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
@@ -172,12 +163,56 @@ def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bo
                                      for p in holders[0].get("phones") or [])
 
 
+def customer_external_id(session: OtpSession) -> str:
+    """The externalId of the customer a recommended check creates: derived from its
+    session, so every attempt of that check names the same customer."""
+    return f"bot-cust-{request_token('customer', session.session_id)}"
+
+
+def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpSession,
+                       recipient: dict[str, Any]) -> tuple[str, str]:
+    """The customer this check creates, created once whatever is killed when; its id and
+    ``verifiedUntil``.
+
+    The customer is noted in the session before ``customers/create``, under an externalId
+    derived from the session (unique in its store). An attempt that finds the note looks
+    the customer up in that store first; a create that fails or is refused (the earlier
+    attempt's create landed meanwhile) looks it up too.
+    """
+    site = svc.settings.recommended_order_site
+    external_id = customer_external_id(session)
+    verified_until = binding_fields(svc, identity, session.route)[1]
+    if session.creating_customer and (
+            found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
+        log_event("customer_found_by_external_id", customer_id=found["id"])
+        return str(found["id"]), verified_until
+    holders = find_bound_customers(svc, identity)
+    if _created_by_earlier_attempt(holders, session.phone):
+        # An earlier check of this code died between creating the (already bound)
+        # customer and remembering it: that customer is the one, not a conflict.
+        return str(holders[0]["id"]), verified_until
+    if holders:
+        raise FlowRefusal("conflict", status="conflict")
+    svc.otp.note_creating_customer(session, external_id)
+    try:
+        return _create_customer(svc, identity, session, recipient, external_id)
+    except UpstreamError:
+        try:
+            found = svc.crm.get_customer_by_external_id(external_id, site)
+        except UpstreamError:
+            found = None  # unknown whether it landed: the next attempt looks again
+        if found is None:
+            raise
+        return str(found["id"]), verified_until
+
+
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                     recipient: dict[str, Any]) -> tuple[str, str]:
+                     recipient: dict[str, Any], external_id: str) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
     s = svc.settings
     fields, verified_until = binding_fields(svc, identity, session.route)
     customer = {
+        "externalId": external_id,
         "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
         "phones": [{"number": session.phone}],
         "customFields": fields,

@@ -200,6 +200,21 @@ class RetailCrmGateway:
             form["site"] = site or self.site
         return str(self._post("/api/v5/customers/create", form)["id"])
 
+    def get_customer_by_external_id(self, external_id: str, site: str | None = None
+                                    ) -> dict[str, Any] | None:
+        """The customer by externalId in store ``site`` (default RETAILCRM_SITE), or None.
+        An externalId is unique within one store (REF, customers/create): pass the one the
+        customer was created in."""
+        if external_id in ("", ".", ".."):
+            return None
+        store = site or self.site
+        try:
+            return self._get(f"/api/v5/customers/{path_segment(external_id)}",
+                             [("by", "externalId"), *([("site", store)] if store else [])],
+                             route="/api/v5/customers/{externalId}").get("customer")
+        except NotFound:
+            return None
+
     # -- orders -----------------------------------------------------------------------
     def list_customer_orders(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
         """The customer's newest ``limit`` orders (20, 50 or 100), newest first, whatever

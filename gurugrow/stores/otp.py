@@ -117,6 +117,9 @@ class OtpSession:
     sent: bool = True
     state: str = "pending"
     claim_token: str = field(default="", repr=False)
+    # The externalId of a customer a check noted it was about to create (see
+    # ``note_creating_customer``): a later attempt looks it up before creating one.
+    creating_customer: str = ""
 
     @property
     def is_decoy(self) -> bool:
@@ -282,6 +285,15 @@ class OtpStore:
         with redis_guard():
             self._redis.hset(self._session_key(session.session_id), "customer_id", customer_id)
 
+    def note_creating_customer(self, session: OtpSession, external_id: str) -> None:
+        """Note, before ``customers/create``, the externalId of the customer this check
+        is about to create, so an attempt after a crash or a lost answer looks it up
+        instead of creating another."""
+        session.creating_customer = external_id
+        with redis_guard():
+            self._redis.hset(self._session_key(session.session_id), "creating_customer",
+                             external_id)
+
     def sends_left(self, session: OtpSession) -> bool:
         return session.sends < self._policy.max_sends
 
@@ -348,4 +360,5 @@ def _session_from(session_id: str, data: dict[str, str]) -> OtpSession:
         sends=int(data["sends"]), attempts=int(data["attempts"]),
         expires_at=float(data["expires_at"]), payload=json.loads(data["payload"]),
         sent=data["sent"] == "1", state=data["state"],
+        creating_customer=data.get("creating_customer", ""),
     )

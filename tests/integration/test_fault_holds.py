@@ -3,12 +3,14 @@ over HTTP): nothing doubled, no limit bypassed."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 import redis
 import requests
 
+from tests.integration.conftest import wait_until
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
@@ -62,3 +64,49 @@ def test_a_slow_greensms_that_delivers_lifts_no_send_limit(fresh):
     assert {(a["status"], a["errorCode"]) for a in repeats} == {("error", "resend_too_early")}
     assert len(delivered) == 5
     assert "code_send_unknown" in app.log()
+
+
+def test_a_worker_killed_during_customers_create_makes_one_customer(fresh):
+    """SIGKILL while the recommended check's customers/create is in flight, then the bot
+    repeats the check: one customer, one order, and the account is authorized."""
+    app, standins, _ = fresh
+    user = {"channelType": "telegram", "messengerUserId": "newbie"}
+    started = requests.post(f"{app.base}/orders/recommended/start", data={
+        **user, "phone": NEW_PHONE, "offerCode": "male_hairloss_basic",
+        "firstName": "Иван", "deliveryRoute": "sms"}, timeout=30).json()
+    assert started["status"] == "sent"
+    [message] = [m for m in standins.state.outbox if m["to"] == NEW_PHONE]
+    check = {**user, "sessionId": started["sessionId"], "code": message["code"]}
+    standins.state.delay["create_customer"] = 2.0
+
+    def doomed() -> None:
+        try:
+            requests.post(f"{app.base}/orders/recommended/check", data=check, timeout=30)
+        except requests.RequestException:
+            pass  # the worker dies under it
+
+    threading.Thread(target=doomed, daemon=True).start()
+    assert wait_until(lambda: "POST /api/v5/customers/create" in standins.state.calls)
+    app.kill_workers()
+    assert wait_until(app.serving, timeout=30), app.log()[-2000:]
+    answer: dict = {}
+
+    def created() -> bool:
+        nonlocal answer
+        answer = requests.post(f"{app.base}/orders/recommended/check", data=check,
+                               timeout=30).json()
+        return answer["status"] == "created"
+
+    assert wait_until(created, timeout=20, interval=0.5), answer
+    time.sleep(2.5)  # the dead worker's create has landed or been refused by now
+    customers = [c for c in standins.state.customers.values()
+                 if any(p.get("number") == NEW_PHONE for p in c.get("phones") or [])]
+    assert [str(c["id"]) for c in customers] == [answer["customerId"]]
+    assert len(standins.state.created_orders) == 1
+    status = requests.get(f"{app.base}/auth/status", params=user, timeout=30).json()
+    assert status["status"] == "authorized"
+    # The binding cache lapsed or not, RetailCRM knows one holder of the account.
+    redis_flush = redis.Redis.from_url(fresh[2].url)
+    redis_flush.flushdb()
+    status = requests.get(f"{app.base}/auth/status", params=user, timeout=30).json()
+    assert status["status"] == "authorized"
