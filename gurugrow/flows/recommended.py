@@ -18,6 +18,7 @@ from gurugrow.flows.binding import (
     bound_customer,
     find_bound_customers,
     mark_interacted,
+    one_binding_at_a_time,
     remember_new_binding,
 )
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
@@ -186,24 +187,28 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
             found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
         log_event("customer_found_by_external_id", customer_id=found["id"])
         return str(found["id"]), verified_until
-    holders = find_bound_customers(svc, identity)
-    if _created_by_earlier_attempt(holders, session.phone):
-        # An earlier check of this code died between creating the (already bound)
-        # customer and remembering it: that customer is the one, not a conflict.
-        return str(holders[0]["id"]), verified_until
-    if holders:
-        raise FlowRefusal("conflict", status="conflict")
-    svc.otp.note_creating_customer(session, external_id)
-    try:
-        return _create_customer(svc, identity, session, recipient, external_id)
-    except UpstreamError:
+
+    def create() -> tuple[str, str]:
+        holders = find_bound_customers(svc, identity)
+        if _created_by_earlier_attempt(holders, session.phone):
+            # An earlier check of this code died between creating the (already bound)
+            # customer and remembering it: that customer is the one, not a conflict.
+            return str(holders[0]["id"]), verified_until
+        if holders:
+            raise FlowRefusal("conflict", status="conflict")
+        svc.otp.note_creating_customer(session, external_id)
         try:
-            found = svc.crm.get_customer_by_external_id(external_id, site)
+            return _create_customer(svc, identity, session, recipient, external_id)
         except UpstreamError:
-            found = None  # unknown whether it landed: the next attempt looks again
-        if found is None:
-            raise
-        return str(found["id"]), verified_until
+            try:
+                found = svc.crm.get_customer_by_external_id(external_id, site)
+            except UpstreamError:
+                found = None  # unknown whether it landed: the next attempt looks again
+            if found is None:
+                raise
+            return str(found["id"]), verified_until
+
+    return one_binding_at_a_time(svc, identity, create)
 
 
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,

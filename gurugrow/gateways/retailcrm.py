@@ -200,6 +200,16 @@ class RetailCrmGateway:
             form["site"] = site or self.site
         return str(self._post("/api/v5/customers/create", form)["id"])
 
+    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer by internal id, or None (also for a value that is not an id)."""
+        if internal_id(customer_id) is None:
+            return None
+        try:
+            return self._get(f"/api/v5/customers/{path_segment(customer_id)}", [("by", "id")],
+                             route="/api/v5/customers/{id}").get("customer")
+        except NotFound:
+            return None
+
     def get_customer_by_external_id(self, external_id: str, site: str | None = None
                                     ) -> dict[str, Any] | None:
         """The customer by externalId in store ``site`` (default RETAILCRM_SITE), or None.
