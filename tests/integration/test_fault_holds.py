@@ -20,7 +20,7 @@ SETTINGS = {"REDIS_TIMEOUT_SECONDS": "0.5", "RETAILCRM_TIMEOUT_SECONDS": "2",
             "HTTP_CONNECT_TIMEOUT_SECONDS": "1", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "5",
             "OTP_RESEND_COOLDOWN_SECONDS": "60", "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000",
             "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8", "GUNICORN_TIMEOUT": "20",
-            "RETAILCRM_BREAKER_FAILURES": "1000"}
+            "RETAILCRM_BREAKER_FAILURES": "1000", "CONTACT_VERIFIED_CHANNELS": "telegram"}
 PHONE = "79990000001"  # one customer (1001) in the stand-ins' demo data
 NEW_PHONE = "79990000004"  # nobody: the recommended check creates the customer
 
@@ -110,3 +110,47 @@ def test_a_worker_killed_during_customers_create_makes_one_customer(fresh):
     redis_flush.flushdb()
     status = requests.get(f"{app.base}/auth/status", params=user, timeout=30).json()
     assert status["status"] == "authorized"
+
+
+def contact(base: str, user: str, phone: str) -> dict:
+    return requests.post(f"{base}/auth/contact", data={
+        "channelType": "telegram", "messengerUserId": user, "contactUserId": user,
+        "phone": phone}, timeout=30).json()
+
+
+def test_two_contacts_for_one_account_at_once_bind_it_to_one_customer(fresh):
+    app, standins, _ = fresh
+    assert contact(app.base, "555", "79990000007")["status"] == "authorized"  # 1008 ← 555
+    # Each binding write takes RetailCRM a while: the other binding reads who holds the
+    # account meanwhile.
+    standins.state.delay["edit"] = 0.6
+    answers: list[dict] = []
+    threads = [threading.Thread(target=lambda p=phone: answers.append(contact(
+        app.base, "444", p))) for phone in ("79990000001", "79990000007")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    standins.state.delay.clear()
+    assert sorted(a["status"] for a in answers) == ["authorized", "conflict"]
+    field = {cid: (standins.state.customers[cid]["customFields"] or {}).get(
+        "bot_telegram_account_id") for cid in ("1001", "1008")}
+    holders = [cid for cid, value in field.items() if value == "444"]
+    assert len(holders) == 1
+    if holders == ["1001"]:
+        assert field["1008"] == "555"  # the loser's customer keeps its earlier binding
+
+
+def test_a_moved_binding_cuts_the_previous_account_off_mirror_off(fresh):
+    app, standins, _ = fresh
+    old = {"channelType": "telegram", "messengerUserId": "100500"}  # holds 1006
+    assert requests.get(f"{app.base}/auth/status", params=old, timeout=30).json()[
+        "status"] == "authorized"  # and cached
+    moved = contact(app.base, "777", "79990000006")
+    assert (moved["status"], moved["customerId"]) == ("authorized", "1006")
+    status = requests.get(f"{app.base}/auth/status", params=old, timeout=30).json()
+    assert status["status"] == "not_authorized"
+    repeat = requests.post(f"{app.base}/orders/repeat", data={**old, "sourceOrderId": "5001"},
+                           timeout=30).json()
+    assert repeat["status"] == "not_authorized"
+    assert standins.state.created_orders == []
