@@ -314,6 +314,9 @@ class Settings:
 
     # A repeated identical order request within this window gets the first answer back.
     order_idempotency_seconds: int = _env("ORDER_IDEMPOTENCY_SECONDS", 600, minimum=10)
+    # An order-creating request is looked up in RetailCRM by an externalId naming it and
+    # this window before it creates (Redis may have lost its marker): one order per window.
+    order_once_window_seconds: int = _env("ORDER_ONCE_WINDOW_SECONDS", 600, minimum=10)
 
     # Side channels: /auth/start, /auth/resend and /orders/recommended/start answer no
     # earlier than this many seconds after the request arrived, whoever the phone belongs

@@ -24,6 +24,7 @@ from gurugrow.flows.binding import (
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
 from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
+from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref, phone_digits
 from gurugrow.logs import log_event
@@ -105,7 +106,9 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     recipient = _recipient(data)
     token = request_token(identity.channel, identity.account_id, customer_id, bundle.offer_code,
                     *(str(v) for v in recipient.values()))
-    answer = _place_once(svc, token, bundle, customer_id, recipient)
+    windowed = windowed_order(svc, "rec", identity.channel, identity.account_id, customer_id,
+                              bundle.offer_code, *(str(v) for v in recipient.values()))
+    answer = _place_once(svc, token, bundle, customer_id, recipient, windowed)
     mark_interacted(svc, customer, identity)
     return answer
 
@@ -230,18 +233,25 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
 
 
 def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
-                recipient: dict[str, Any]) -> Answer:
+                recipient: dict[str, Any], windowed: WindowedOrder | None = None) -> Answer:
     return create_once(svc, "recommended", token,
-                       lambda lease: _place(svc, lease, token, bundle, customer_id, recipient))
+                       lambda lease: _place(svc, lease, token, bundle, customer_id, recipient,
+                                            windowed))
 
 
 def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,
-           recipient: dict[str, Any]) -> Answer:
+           recipient: dict[str, Any], windowed: WindowedOrder | None) -> Answer:
+    """Create the set's order once. A check's order is named by its session (``token``);
+    a create's by what it is and its window (``windowed``), looked up in RetailCRM before
+    creating, as Redis may have lost the run-once marker."""
     s = svc.settings
     base = {"customerId": customer_id, "offerCode": bundle.offer_code}
-    external_id = f"bot-rec-{token}"
-    # An earlier attempt died or failed: its order, if it landed, is the answer.
-    created = _existing(svc, external_id, s.recommended_order_site) if lease.resumed else None
+    external_id = windowed.external_id if windowed else f"bot-rec-{token}"
+    created = None
+    if windowed is not None:
+        created = order_made_in_window(svc, windowed, s.recommended_order_site)
+    elif lease.resumed:  # an earlier attempt died or failed: its order, if it landed
+        created = _existing(svc, external_id, s.recommended_order_site)
     if created is None:
         offer = resolve_bundle(svc, bundle)
         order: dict[str, Any] = {

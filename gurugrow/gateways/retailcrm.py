@@ -273,6 +273,17 @@ class RetailCrmGateway:
         except NotFound:
             return None
 
+    def find_orders_by_external_ids(self, external_ids: list[str], site: str | None = None
+                                    ) -> list[dict[str, Any]]:
+        """Orders with one of these externalIds in store ``site`` (default RETAILCRM_SITE),
+        in one request (``filter[externalIds][]``)."""
+        store = site or self.site
+        params = [*[("filter[externalIds][]", e) for e in external_ids], ("limit", "20"),
+                  *([("filter[sites][]", store)] if store else [])]
+        body = self._get("/api/v5/orders", params)
+        return [o for o in body.get("orders") or [] if str(o.get("externalId")) in external_ids
+                and (not store or o.get("site") in (None, store))]
+
     def find_orders_by_number(self, number: str, customer_id: str | None = None,
                               site: str | None = None) -> list[dict[str, Any]]:
         """Orders with this exact number (optionally of one customer, of one store)."""

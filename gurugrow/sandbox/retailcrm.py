@@ -218,6 +218,8 @@ def orders() -> ResponseReturnValue:
         found = [o for o in found if o.get("number") in numbers]
     if ids := request.args.getlist("filter[ids][]"):
         found = [o for o in found if str(o["id"]) in ids]
+    if external_ids := request.args.getlist("filter[externalIds][]"):
+        found = [o for o in found if str(o.get("externalId")) in external_ids]
     if sites := request.args.getlist("filter[sites][]"):
         found = [o for o in found if o.get("site") in sites]
     # ASSUMED: the real default order is stated nowhere; oldest first (by id, as a

@@ -154,3 +154,14 @@ def test_a_moved_binding_cuts_the_previous_account_off_mirror_off(fresh):
                            timeout=30).json()
     assert repeat["status"] == "not_authorized"
     assert standins.state.created_orders == []
+
+
+def test_redis_flushed_between_a_repeat_and_its_replay_makes_one_order(fresh):
+    app, standins, redis_server = fresh
+    repeat = {"channelType": "telegram", "messengerUserId": "100500", "sourceOrderId": "5001"}
+    first = requests.post(f"{app.base}/orders/repeat", data=repeat, timeout=30).json()
+    assert first["status"] == "created"
+    redis.Redis.from_url(redis_server.url).flushall()  # a restart without persistence
+    again = requests.post(f"{app.base}/orders/repeat", data=repeat, timeout=30).json()
+    assert (again["status"], again["newOrderId"]) == ("created", first["newOrderId"])
+    assert len(standins.state.created_orders) == 1
