@@ -10,6 +10,7 @@ value falls back to its default) together with the same problems.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -88,11 +89,12 @@ NO_ENV_FILE_HINT = f"there is no .env here: {NO_ENV_FILE_FIX}"
 
 
 def _is_price(text: str) -> bool:
-    """True for a price: a number, not negative."""
+    """True for a price: a finite number, not negative."""
     try:
-        return float(text) >= 0
+        price = float(text)
     except ValueError:
         return False
+    return math.isfinite(price) and price >= 0
 
 
 class _Problems(list):
@@ -522,6 +524,11 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
     except (ValueError, KeyError) as e:
         raise ConfigError(ConfigProblem(
             name, f"{name} has a malformed value (expected {type_name})")) from e
+    if type_name in ("int", "float") and not math.isfinite(value):
+        # nan compares false with every minimum and inf passes them: refused here.
+        raise ConfigError(ConfigProblem(name, f"{name} must be a finite number"))
+    if type_name in ("int", "float") and meta["minimum"] is None and value < 0:
+        raise ConfigError(ConfigProblem(name, f"{name} must not be negative"))
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(ConfigProblem(name, f"{name} must be at least {meta['minimum']}"))
     if meta["choices"] is not None and value not in meta["choices"]:
