@@ -343,6 +343,23 @@ class OtpStore:
         except REDIS_ERRORS:
             return False
 
+    def write_state(self) -> tuple[str, str]:
+        """``("ok", "")`` when Redis takes a write (a probe key with a short TTL),
+        ``("refuses_writes", reason)`` when it answers but refuses it (out of memory under
+        ``noeviction``, a read-only replica), ``("unavailable", "")`` when it does not
+        answer."""
+        try:
+            self._redis.set(redis_keys.health_probe(self._prefix), "1", ex=HEALTH_PROBE_TTL)
+        except redis.ResponseError as e:  # OutOfMemoryError and ReadOnlyError among them
+            words = str(e).splitlines()[0][:160] if str(e) else ""
+            return "refuses_writes", f"{type(e).__name__}: {words}".rstrip(": ")
+        except REDIS_ERRORS:
+            return "unavailable", ""
+        return "ok", ""
+
+
+HEALTH_PROBE_TTL = 10
+
 
 __all__ = ["OtpPolicy", "OtpSession", "OtpStore"]
 

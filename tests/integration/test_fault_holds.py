@@ -165,3 +165,23 @@ def test_redis_flushed_between_a_repeat_and_its_replay_makes_one_order(fresh):
     again = requests.post(f"{app.base}/orders/repeat", data=repeat, timeout=30).json()
     assert (again["status"], again["newOrderId"]) == ("created", first["newOrderId"])
     assert len(standins.state.created_orders) == 1
+
+
+def test_health_is_503_while_redis_refuses_writes(fresh):
+    """Redis full under noeviction answers PING but refuses every write: /health says so
+    (503, with Redis's reason) instead of 200 while every start is storage_unavailable."""
+    app, _, redis_server = fresh
+    client = redis.Redis.from_url(redis_server.url)
+    assert requests.get(f"{app.base}/health", timeout=10).status_code == 200
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")  # below what it holds: at maxmemory, full
+    try:
+        response = requests.get(f"{app.base}/health", timeout=10)
+        body = response.json()
+        assert (response.status_code, body["status"], body["redis"]) == (
+            503, "error", "refuses_writes")
+        assert body["reason"].startswith("OutOfMemoryError") and "maxmemory" in body["reason"]
+        assert start(app.base, user="full")["errorCode"] == "storage_unavailable"
+    finally:
+        client.config_set("maxmemory", "0")
+    assert requests.get(f"{app.base}/health", timeout=10).status_code == 200

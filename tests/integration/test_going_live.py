@@ -10,6 +10,7 @@ import re
 import subprocess
 
 import pytest
+import redis
 
 from gurugrow.sandbox.data import demo_data
 from tests.conftest import TEST_ENV
@@ -53,6 +54,15 @@ def test_readme_going_live_commands_against_the_standins(standins, redis_url):
     env.update(standins.env(), REDIS_URL=redis_url, REDIS_PREFIX="going-live:",
                OTP_SECRET=TEST_ENV["OTP_SECRET"], API_TOKENS=TEST_ENV["API_TOKENS"],
                GREENSMS_SMS_FROM="shop", MAKEFLAGS="--no-print-directory")
+
+    # The Redis a live install runs (docs/OPERATIONS.md, Redis): persistent, no eviction.
+    # The test server starts without persistence; the doctor says so, then it is set.
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("appendonly", "no")
+    unpersisted = run("make doctor", env)
+    assert "FAIL redis" in unpersisted.stdout and "appendonly is no" in unpersisted.stdout
+    client.config_set("appendonly", "yes")
+    client.config_set("maxmemory-policy", "noeviction")
 
     before = run("make doctor", env)
     assert before.returncode != 0
