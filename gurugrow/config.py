@@ -259,6 +259,10 @@ class Settings:
     otp_max_sends_per_phone_per_hour: int = _env("OTP_MAX_SENDS_PER_PHONE_PER_HOUR", 5,
                                                  minimum=0)
     otp_max_sends_per_ip_per_hour: int = _env("OTP_MAX_SENDS_PER_IP_PER_HOUR", 300, minimum=0)
+    # The same cap for callers that proved one of API_TOKENS (0: none; they call from the
+    # bot platform's few addresses, one counter for every customer).
+    otp_max_sends_per_ip_per_hour_token_callers: int = _env(
+        "OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS", 0, minimum=0)
     otp_daily_send_budget: int = _env("OTP_DAILY_SEND_BUDGET", 2000, minimum=0)
     otp_identity_max_failures: int = _env("OTP_IDENTITY_MAX_FAILURES", 10, minimum=0)
     otp_lockout_base_seconds: int = _env("OTP_LOCKOUT_BASE_SECONDS", 300, minimum=1)
@@ -278,7 +282,8 @@ class Settings:
     code_prices: tuple[str, ...] = _env("CODE_PRICES", ())
     # The conversion alert fires below this ratio of codes verified to codes sent (1 h).
     conversion_alert_ratio: float = _env("CONVERSION_ALERT_RATIO", 0.35, minimum=0)
-    # Sends stop once the UTC day's priced cost (CODE_PRICES, decoys too) reaches it; 0: off.
+    # Sends stop once the UTC day's priced cost (CODE_PRICES; a start to an unknown phone
+    # costs nothing) reaches it; 0: off.
     otp_daily_cost_budget: float = _env("OTP_DAILY_COST_BUDGET", 0.0, minimum=0)
 
     # My orders

@@ -313,7 +313,20 @@ def check_callers(s: Settings) -> Check:
         parts.append(f"{len(s.api_tokens)} API token(s) ({forms})")
     if s.allowed_caller_networks:
         parts.append(f"networks {', '.join(s.allowed_caller_networks)}")
-    return passed(name, "callers need " + " and ".join(parts))
+    return passed(name, "callers need " + " and ".join(parts) + "; " + _address_cap(s))
+
+
+def _address_cap(s: Settings) -> str:
+    """Which per-address send cap applies to the callers (said by the callers check)."""
+    if s.allowed_caller_networks:
+        return "no per-address cap inside ALLOWED_CALLER_NETWORKS"
+    cap = s.otp_max_sends_per_ip_per_hour_token_callers
+    if s.api_tokens:
+        return (f"per-address cap for token callers: {cap} an hour "
+                "(OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS)" if cap else
+                "no per-address cap for token callers (the bot platform's addresses are "
+                "shared by every customer; OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS sets one)")
+    return f"per-address cap {s.otp_max_sends_per_ip_per_hour} an hour"
 
 
 def _redis_where(s: Settings) -> tuple[str, str]:

@@ -213,7 +213,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         purpose=purpose, payload=payload, batch=batch)
     track_send(svc, session, sent, batch)
     if not send:
-        svc.limits.count_no_send(batch)
+        svc.limits.count_no_send(batch, admission)  # its cost goes back: nothing is paid
     batch.send()
     return session
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -20,7 +21,10 @@ SETTINGS = {"REDIS_TIMEOUT_SECONDS": "0.5", "RETAILCRM_TIMEOUT_SECONDS": "2",
             "HTTP_CONNECT_TIMEOUT_SECONDS": "1", "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "5",
             "OTP_RESEND_COOLDOWN_SECONDS": "60", "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "1000",
             "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8", "GUNICORN_TIMEOUT": "20",
-            "RETAILCRM_BREAKER_FAILURES": "1000", "CONTACT_VERIFIED_CHANNELS": "telegram"}
+            "RETAILCRM_BREAKER_FAILURES": "1000", "CONTACT_VERIFIED_CHANNELS": "telegram",
+            # Token-only callers (API_TOKENS, no ALLOWED_CALLER_NETWORKS), a cost budget.
+            "CODE_PRICES": "sms=1,telegram=1", "OTP_DAILY_COST_BUDGET": "100",
+            "RETAILCRM_RATE_LIMIT": "200"}
 PHONE = "79990000001"  # one customer (1001) in the stand-ins' demo data
 NEW_PHONE = "79990000004"  # nobody: the recommended check creates the customer
 
@@ -185,3 +189,22 @@ def test_health_is_503_while_redis_refuses_writes(fresh):
     finally:
         client.config_set("maxmemory", "0")
     assert requests.get(f"{app.base}/health", timeout=10).status_code == 200
+
+
+def test_strangers_starts_leave_real_customers_their_codes(fresh):
+    """Token-only configuration: 300 starts to unknown phones from 30 throwaway accounts
+    (all from one address, as the bot platform's) neither spend a per-address cap shared
+    by everyone nor the day's cost budget (100 here, 1 a code): a real customer's start
+    is then sent."""
+    app, standins, _ = fresh
+
+    def stranger(n: int) -> str:
+        answer = start(app.base, user=f"throwaway{n // 10}", phone=f"7999500{n:04d}")
+        return answer["status"] if answer["status"] == "sent" else str(answer)
+
+    with ThreadPoolExecutor(3) as pool:
+        statuses = list(pool.map(stranger, range(300)))
+    assert statuses == ["sent"] * 300
+    assert standins.state.outbox == type(standins.state.outbox)()  # nothing was sent
+    customer = start(app.base, user="real-customer")
+    assert (customer["status"], customer["errorCode"]) == ("sent", None)
