@@ -78,6 +78,12 @@ class UpstreamConnectionDropped(UpstreamUnavailable):
     one): a call safe to repeat is sent again."""
 
 
+class DeadlineExceeded(UpstreamUnavailable):
+    """The request's answer deadline (BOT_ANSWER_SECONDS) cut the call short, or left no
+    time to make it (then nothing was sent: no ``__cause__``). A write answers
+    ``in_progress``: the bot repeats it, and the repeat answers from what was made."""
+
+
 class SendOutcomeUnknown(UpstreamUnavailable):
     """A paid send that may have reached the upstream (a read timeout, a connection
     dropped after the request was written, a 5xx, an unreadable answer): it may still be

@@ -8,7 +8,13 @@ from typing import Any
 
 from gurugrow import texts
 from gurugrow.basics.catalog import RecommendedSet, find_set
-from gurugrow.basics.errors import FlowRefusal, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import (
+    DeadlineExceeded,
+    FlowRefusal,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
@@ -281,6 +287,8 @@ def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
     for attempt in (1, 2):
         try:
             return svc.crm.create_order(order, site)
+        except DeadlineExceeded:
+            raise  # no time to find out: in_progress, the repeat looks it up
         except UpstreamRejected as e:
             existing = _existing(svc, order["externalId"], site)
             if existing:  # our first attempt did land

@@ -187,6 +187,8 @@ def may_have_left(error: UpstreamError) -> bool:
     if isinstance(error, UpstreamConnectionDropped):
         return True
     cause = error.__cause__
+    if cause is None:  # not made (no time left of the request's deadline)
+        return False
     if isinstance(cause, requests.ConnectTimeout):
         return False
     if isinstance(cause, requests.Timeout):
