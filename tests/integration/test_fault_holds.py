@@ -12,7 +12,7 @@ import redis
 import requests
 
 from tests.integration.conftest import wait_until
-from tests.integration.stack import running_stack
+from tests.integration.stack import fresh_stack, kill_during, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def fresh(stack):
-    app, standins, redis_server = stack
-    standins.state.reset()
-    standins.state.rate_limit = 0
-    redis.Redis.from_url(redis_server.url).flushdb()
-    return stack
+    return fresh_stack(stack)
 
 
 def start(base: str, user: str, phone: str = PHONE, **extra) -> dict:
@@ -82,17 +78,9 @@ def test_a_worker_killed_during_customers_create_makes_one_customer(fresh):
     [message] = [m for m in standins.state.outbox if m["to"] == NEW_PHONE]
     check = {**user, "sessionId": started["sessionId"], "code": message["code"]}
     standins.state.delay["create_customer"] = 2.0
-
-    def doomed() -> None:
-        try:
-            requests.post(f"{app.base}/orders/recommended/check", data=check, timeout=30)
-        except requests.RequestException:
-            pass  # the worker dies under it
-
-    threading.Thread(target=doomed, daemon=True).start()
-    assert wait_until(lambda: "POST /api/v5/customers/create" in standins.state.calls)
-    app.kill_workers()
-    assert wait_until(app.serving, timeout=30), app.log()[-2000:]
+    kill_during(app, standins, lambda: requests.post(
+        f"{app.base}/orders/recommended/check", data=check, timeout=30),
+        "POST /api/v5/customers/create")
     answer: dict = {}
 
     def created() -> bool:

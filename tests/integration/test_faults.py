@@ -13,7 +13,7 @@ import redis
 import requests
 
 from tests.integration.conftest import wait_until
-from tests.integration.stack import running_stack
+from tests.integration.stack import fresh_stack, kill_during, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def fresh(stack):
-    app, standins, redis_server = stack
-    standins.state.reset()
-    standins.state.rate_limit = 0
-    redis.Redis.from_url(redis_server.url).flushdb()
-    return stack
+    return fresh_stack(stack)
 
 
 def timed(method: str, url: str, **kwargs) -> tuple[requests.Response, float]:
@@ -221,17 +217,8 @@ def kill_mid_create(app, standins, create_seconds: float) -> None:
     """Send a repeat whose order create takes ``create_seconds`` at RetailCRM, and SIGKILL
     the worker once the create has reached RetailCRM; wait for the new worker."""
     standins.state.delay["create"] = create_seconds
-
-    def doomed() -> None:
-        try:
-            requests.post(f"{app.base}/orders/repeat", data=REPEAT, timeout=30)
-        except requests.RequestException:
-            pass  # the worker dies under it
-
-    threading.Thread(target=doomed, daemon=True).start()
-    assert wait_until(lambda: "POST /api/v5/orders/create" in standins.state.calls)
-    app.kill_workers()
-    assert wait_until(app.serving, timeout=30), app.log()[-2000:]
+    kill_during(app, standins, lambda: requests.post(f"{app.base}/orders/repeat", data=REPEAT,
+                                                     timeout=30), "POST /api/v5/orders/create")
 
 
 def test_next_attempt_after_a_crash_gets_the_created_order_within_a_second(fresh):
