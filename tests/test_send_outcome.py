@@ -47,13 +47,17 @@ def start(client, kind="form", **extra):
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)
-def test_an_unknown_outcome_answers_sent_and_keeps_the_cooldown(client, upstreams, kind):
+def test_an_unknown_outcome_answers_sent_and_keeps_the_cooldown(app, client, upstreams,
+                                                                kind):
     upstreams.add_customer(7, PHONE)
     upstreams.fail["telegram"] = (502, "<html>Bad Gateway</html>")
     answer = start(client, kind, deliveryRoute="telegram")
     assert (answer["status"], answer["deliveryRoute"]) == ("sent", "telegram")
     assert answer["sessionId"]
     assert upstreams.sent == []  # no SMS on top of a telegram message that may arrive
+    # Its delivery is unknown: nothing for the worker or a resend to watch or replace.
+    deliveries = app.extensions["gurugrow"].deliveries
+    assert deliveries.load(answer["sessionId"]) is None
     # The send counts: the cooldown holds.
     again = start(client, kind)
     assert (again["status"], again["errorCode"]) == ("error", "resend_too_early")
