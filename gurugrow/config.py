@@ -10,6 +10,7 @@ value falls back to its default) together with the same problems.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -89,11 +90,12 @@ NO_ENV_FILE_HINT = f"there is no .env here: {NO_ENV_FILE_FIX}"
 
 
 def _is_price(text: str) -> bool:
-    """True for a price: a number, not negative."""
+    """True for a price: a finite number, not negative."""
     try:
-        return float(text) >= 0
+        price = float(text)
     except ValueError:
         return False
+    return math.isfinite(price) and price >= 0
 
 
 class _Problems(list):
@@ -274,6 +276,10 @@ class Settings:
     otp_max_sends_per_phone_per_hour: int = _env("OTP_MAX_SENDS_PER_PHONE_PER_HOUR", 5,
                                                  minimum=0)
     otp_max_sends_per_ip_per_hour: int = _env("OTP_MAX_SENDS_PER_IP_PER_HOUR", 300, minimum=0)
+    # The same cap for callers that proved one of API_TOKENS (0: none; they call from the
+    # bot platform's few addresses, one counter for every customer).
+    otp_max_sends_per_ip_per_hour_token_callers: int = _env(
+        "OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS", 0, minimum=0)
     otp_daily_send_budget: int = _env("OTP_DAILY_SEND_BUDGET", 2000, minimum=0)
     otp_identity_max_failures: int = _env("OTP_IDENTITY_MAX_FAILURES", 10, minimum=0)
     otp_lockout_base_seconds: int = _env("OTP_LOCKOUT_BASE_SECONDS", 300, minimum=1)
@@ -294,7 +300,8 @@ class Settings:
     code_prices: tuple[str, ...] = _env("CODE_PRICES", ())
     # The conversion alert fires below this ratio of codes verified to codes sent (1 h).
     conversion_alert_ratio: float = _env("CONVERSION_ALERT_RATIO", 0.35, minimum=0)
-    # Sends stop once the UTC day's priced cost (CODE_PRICES, decoys too) reaches it; 0: off.
+    # Sends stop once the UTC day's priced cost (CODE_PRICES; a start to an unknown phone
+    # costs nothing) reaches it; 0: off.
     otp_daily_cost_budget: float = _env("OTP_DAILY_COST_BUDGET", 0.0, minimum=0)
 
     # My orders
@@ -337,6 +344,9 @@ class Settings:
 
     # A repeated identical order request within this window gets the first answer back.
     order_idempotency_seconds: int = _env("ORDER_IDEMPOTENCY_SECONDS", 600, minimum=10)
+    # An order-creating request is looked up in RetailCRM by an externalId naming it and
+    # this window before it creates (Redis may have lost its marker): one order per window.
+    order_once_window_seconds: int = _env("ORDER_ONCE_WINDOW_SECONDS", 600, minimum=10)
 
     # Side channels: /auth/start, /auth/resend and /orders/recommended/start answer no
     # earlier than this many seconds after the request arrived, whoever the phone belongs
@@ -588,6 +598,11 @@ def _convert(type_name: str, meta: Mapping[str, Any], raw: str) -> Any:
     except (ValueError, KeyError) as e:
         raise ConfigError(ConfigProblem(
             name, f"{name} has a malformed value (expected {type_name})")) from e
+    if type_name in ("int", "float") and not math.isfinite(value):
+        # nan compares false with every minimum and inf passes them: refused here.
+        raise ConfigError(ConfigProblem(name, f"{name} must be a finite number"))
+    if type_name in ("int", "float") and meta["minimum"] is None and value < 0:
+        raise ConfigError(ConfigProblem(name, f"{name} must not be negative"))
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(ConfigProblem(name, f"{name} must be at least {meta['minimum']}"))
     if meta["choices"] is not None and value not in meta["choices"]:

@@ -356,7 +356,20 @@ def check_callers(s: Settings) -> Check:
         parts.append(f"{len(s.api_tokens)} API token(s) ({forms})")
     if s.allowed_caller_networks:
         parts.append(f"networks {', '.join(s.allowed_caller_networks)}")
-    return passed(name, "callers need " + " and ".join(parts))
+    return passed(name, "callers need " + " and ".join(parts) + "; " + _address_cap(s))
+
+
+def _address_cap(s: Settings) -> str:
+    """Which per-address send cap applies to the callers (said by the callers check)."""
+    if s.allowed_caller_networks:
+        return "no per-address cap inside ALLOWED_CALLER_NETWORKS"
+    cap = s.otp_max_sends_per_ip_per_hour_token_callers
+    if s.api_tokens:
+        return (f"per-address cap for token callers: {cap} an hour "
+                "(OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS)" if cap else
+                "no per-address cap for token callers (the bot platform's addresses are "
+                "shared by every customer; OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS sets one)")
+    return f"per-address cap {s.otp_max_sends_per_ip_per_hour} an hour"
 
 
 def _redis_where(s: Settings) -> tuple[str, str]:
@@ -398,7 +411,46 @@ def check_redis(svc: Services) -> Check:
         return failed("redis", f"{where} refused a command: {type(e).__name__} {e}",
                       f"let the Redis user of {env} run PING/SET/DEL/EVALSHA on "
                       f"{s.redis_prefix}* keys")
-    return passed("redis", f"{where}: PING, SET with TTL and DEL of {key} worked")
+    persistence = redis_persistence_problem(svc.redis)
+    if persistence is not None and persistence[0]:
+        return failed("redis", f"{where}: {persistence[0]}", persistence[1])
+    said = persistence[1] if persistence is not None else (
+        "appendonly yes, maxmemory-policy noeviction")
+    return passed("redis", f"{where}: PING, SET with TTL and DEL of {key} worked; {said}")
+
+
+# What docs/OPERATIONS.md ("Redis") asks of the Redis: a restart must not lose the
+# run-once markers, sessions and counters, and a full Redis must refuse writes rather
+# than evict them.
+REDIS_FIX = ("set `appendonly yes` and `maxmemory-policy noeviction` (redis.conf or "
+             "CONFIG SET ...; CONFIG REWRITE), see docs/OPERATIONS.md, Redis")
+
+
+def redis_persistence_problem(client: Any) -> tuple[str, str] | None:
+    """None when Redis persists (appendonly yes) and never evicts (noeviction); else
+    ``(what is wrong, fix)``, or ``("", why it could not check)`` when CONFIG GET is
+    refused (a managed Redis often hides it)."""
+    try:
+        appendonly = _config_value(client, "appendonly")
+        policy = _config_value(client, "maxmemory-policy")
+    except REDIS_ERRORS as e:
+        return "", (f"persistence and eviction not checked: CONFIG GET refused "
+                    f"({type(e).__name__}); make sure the provider keeps appendonly yes "
+                    f"and maxmemory-policy noeviction (docs/OPERATIONS.md, Redis)")
+    wrong = []
+    if appendonly != "yes":
+        wrong.append(f"appendonly is {appendonly or 'unset'} (a restart loses every key)")
+    if policy != "noeviction":
+        wrong.append(f"maxmemory-policy is {policy or 'unset'} (a full Redis evicts keys)")
+    return ("; ".join(wrong), REDIS_FIX) if wrong else None
+
+
+def _config_value(client: Any, name: str) -> str:
+    answer = client.config_get(name)
+    if isinstance(answer, dict) and answer and all(isinstance(v, dict) for v in answer.values()):
+        answer = next(iter(answer.values()))  # a cluster: one answer per node
+    value = (answer or {}).get(name, "")
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip().lower()
 
 
 def _crm_unreachable_fix(s: Settings) -> str:

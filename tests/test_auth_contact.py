@@ -182,7 +182,8 @@ def test_per_account_limit_applies_as_for_sends(client, upstreams, kind):
 
 
 @pytest.mark.parametrize("env_overrides", [{**CONTACTS_ON, "TRUSTED_PROXIES": "127.0.0.1",
-                                            "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1"}])
+                                            "OTP_MAX_SENDS_PER_IP_PER_HOUR": "1",
+    "OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS": "1"}])
 def test_per_address_limit_applies_as_for_sends(client, upstreams):
     def from_client(address, user):
         return client.post("/auth/contact", data={**TG_CONTACT, "messengerUserId": user,

@@ -286,7 +286,7 @@ def test_resend_for_unknown_phone_pretends(client, upstreams, kind):
 def test_resend_delivery_failure(client, upstreams, kind):
     upstreams.add_customer(7, PHONE)
     session_id = start(client, kind)["sessionId"]
-    upstreams.fail["telegram"] = (500, "<html>Internal</html>")
+    upstreams.fail["telegram"] = (200, {"error": "not available", "code": 2})
     upstreams.fail["sms"] = (200, {"error": "Insufficient funds", "code": -1})
     answer = resend(client, session_id, kind)
     assert (answer["status"], answer["errorCode"]) == ("error", "delivery_failed")

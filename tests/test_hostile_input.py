@@ -41,7 +41,7 @@ CRM_ROUTES = [re.compile(p) for p in (
     r"/api/v5/reference/status-groups", r"/api/v5/customers/create", r"/api/v5/settings")]
 CRM_QUERY_KEYS = {"filter[name]", "filter[customFields][bot_telegram_account_id]", "limit",
                   "by", "site", "filter[customerId]", "filter[numbers][]", "filter[ids][]",
-                  "filter[externalIds][]", "filter[xmlIds][]", "page"}
+                  "filter[externalIds][]", "filter[xmlIds][]", "page", "filter[sites][]"}
 
 
 @pytest.fixture(scope="module")

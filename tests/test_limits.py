@@ -49,6 +49,7 @@ def test_hourly_cap_per_phone_applies_to_known_and_unknown_alike(client, upstrea
 
 
 @pytest.mark.parametrize("env_overrides", [{**NO_COOLDOWN, "OTP_MAX_SENDS_PER_IP_PER_HOUR": "2",
+                                            "OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS": "2",
                                             "TRUSTED_PROXIES": "127.0.0.1"}])
 def test_hourly_cap_per_client_address_behind_a_trusted_proxy(client, upstreams):
     def from_client(address, n):
@@ -98,18 +99,18 @@ PRICED = {**NO_COOLDOWN, "CODE_PRICES": "sms=4.90,telegram=1.20,vk=1.00"}
 def test_daily_cost_budget_stops_all_sending(client, upstreams, caplog, kind):
     logging.getLogger("gurugrow").propagate = True
     upstreams.add_customer(1, "79991234567")
-    # 1.20 + 1.20 (a decoy costs as a send: strangers and customers alike) + 1.20 = 3.60:
-    # the third send reaches the budget of 3, the fourth is refused.
+    # 1.20 + a start to an unknown phone (nothing sent, nothing paid: its cost goes back)
+    # + 1.20 + 1.20 = 3.60: the last send reaches the budget of 3, the next is refused.
     with caplog.at_level(logging.ERROR, logger="gurugrow"):
         answers = [start(client, phone, kind, messengerUserId=f"u{n}") for n, phone in
-                   enumerate(("79991234567", "79990000000", "79991234567"))]
-    assert [a["status"] for a in answers] == ["sent"] * 3
+                   enumerate(("79991234567", "79990000000", "79991234567", "79991234567"))]
+    assert [a["status"] for a in answers] == ["sent"] * 4
     assert "cost_budget_exhausted budget=3.0" in caplog.text
     for phone in ("79991234567", "79990000000"):  # known and unknown: the same refusal
         answer = start(client, phone, kind, messengerUserId="again")
         assert (answer["status"], answer["errorCode"]) == ("error", "cost_budget_exhausted")
         assert answer["message"]
-    assert len(upstreams.sent) == 2
+    assert len(upstreams.sent) == 3
     scraped = client.get("/metrics").get_data(as_text=True)
     assert "gurugrow_cost_budget_used 3.6" in scraped and "gurugrow_cost_budget 3.0" in scraped
 
@@ -184,9 +185,12 @@ def quick_decoys(app, monkeypatch):
     # Every bot user calls from the platform's addresses: they skip the per-address cap,
     # and the per-account caps (10 an hour) stopped each invented account.
     ({"ALLOWED_CALLER_NETWORKS": "127.0.0.0/8"}, ("sent", None)),
-    # A service reached directly keeps the per-address cap (300 an hour).
-    ({}, ("error", "rate_limited")),
-], ids=["through-the-bot-platform", "reached-directly"])
+    # Callers with one of API_TOKENS only (the platform's addresses unknown): no
+    # per-address cap unless the operator sets one for token callers.
+    ({}, ("sent", None)),
+    # Set explicitly, it applies (300 an hour), shared by everyone behind the address.
+    ({"OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS": "300"}, ("error", "rate_limited")),
+], ids=["through-the-bot-platform", "token-callers", "token-callers-capped"])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_starts_from_invented_accounts_do_not_lock_customers_out(
         client, upstreams, quick_decoys, customer_answer, kind):

@@ -45,7 +45,7 @@ def start(client, phone: str = PHONE) -> dict:
                   ("gurugrow_sms_fallbacks_total", {"from_route": "telegram"}, 1),
                   ("gurugrow_upstream_requests_total",
                    {"gateway": "greensms", "method": "POST /telegram/send",
-                    "outcome": "http_5xx"}, 1)]),
+                    "outcome": "http_4xx"}, 1)]),
     ("region", [("gurugrow_limit_refusals_total", {"kind": "region"}, 1)]),
     ("cooldown", [("gurugrow_limit_refusals_total", {"kind": "cooldown"}, 1)]),
     ("crm_down", [("gurugrow_upstream_requests_total",
@@ -65,8 +65,8 @@ def test_metrics_count_what_happened(client, upstreams, case, grows):
         get(client, "/auth/status", TG)
     elif case == "unknown_path":
         client.get("/nowhere")
-    elif case == "fallback":
-        upstreams.fail["telegram"] = (500, "<html>Internal</html>")
+    elif case == "fallback":  # a refusal: the send never left, SMS takes it
+        upstreams.fail["telegram"] = (400, {"error": "not available", "code": 2})
         start(client)
         assert [m["route"] for m in upstreams.sent] == ["sms"]
     elif case == "region":
@@ -134,7 +134,7 @@ def test_verifications_by_method_and_code_costs_by_route(client, upstreams):
     check = {**TG, "sessionId": started["sessionId"], "code": upstreams.codes_sent()[0]}
     assert post(client, "/auth/check", check)["status"] == "authorized"
     assert post(client, "/auth/check", check)["status"] == "authorized"  # a replay: once
-    upstreams.fail["telegram"] = (500, "<html>Internal</html>")
+    upstreams.fail["telegram"] = (200, {"error": "not available", "code": 2})
     assert start(client, "79997654321")["deliveryRoute"] == "sms"
     contact = {"channelType": "telegram", "messengerUserId": "777", "contactUserId": "777",
                "phone": "79997654321"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gurugrow.flows.recommended import customer_external_id
+from gurugrow.stores.otp import OtpSession
 from tests.helpers import BODY_KINDS, TG, post, run_concurrently
 
 TG_FIELD = "bot_telegram_account_id"
@@ -304,3 +306,26 @@ def test_a_lost_create_answer_is_found_in_its_own_store(client, catalog, kind, l
     [order] = catalog.created
     assert (result["orderId"], order["site"]) == (str(order["id"]), "1minoxidil-ru")
     assert catalog.crm_calls("POST /api/v5/orders/create") == ["POST /api/v5/orders/create"]
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_lost_customer_create_is_found_by_its_external_id(client, catalog, kind):
+    """The create landed but its answer was lost: the repeat of the check finds that
+    customer by the externalId noted before the create, in its store, and creates none."""
+    session_id = start(client, kind)["sessionId"]
+    code = catalog.codes_sent()[0]
+    catalog.fail["create_customer"] = TRANSIENT
+    failed = call(client, "check", kind, sessionId=session_id, code=code)
+    assert (failed["status"], failed["errorCode"]) == ("error", "crm_unavailable")
+    del catalog.fail["create_customer"]
+    creates = [c for c in catalog.calls if c.endswith("customers/create")]
+    assert len(creates) == 1
+    # What the lost answer's create made, under the externalId the check noted.
+    external_id = customer_external_id(OtpSession(session_id, "", "", "", None))
+    landed = catalog.add_customer(700900, "+79991234567", **{TG_FIELD: "123456789"})
+    landed.update(externalId=external_id, site="1minoxidil-ru")
+    again = call(client, "check", kind, sessionId=session_id, code=code)
+    assert (again["status"], again["customerId"]) == ("created", "700900")
+    assert [c for c in catalog.calls if c.endswith("customers/create")] == creates
+    assert f"GET /api/v5/customers/{external_id}" in catalog.calls
+    assert len(catalog.created) == 1

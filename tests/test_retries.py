@@ -20,7 +20,7 @@ PHONE = "79991234567"
 OTHER = {**TG, "messengerUserId": "987654321"}
 RECIPIENT = {"firstName": "Мария", "lastName": "Петрова", "phone": PHONE}
 NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}
-OUTAGE = {"telegram": (500, "<html>Internal</html>"),
+OUTAGE = {"telegram": (200, {"error": "Service unavailable", "code": 2}),
           "sms": (200, {"error": "Insufficient funds", "code": -1})}
 
 
@@ -239,7 +239,8 @@ def test_a_refused_admission_takes_no_counter(app, client, upstreams, kind):
     assert len(upstreams.sent) == 2
 
 
-@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS_PER_IP_PER_HOUR": "1"}])
+@pytest.mark.parametrize("env_overrides", [{"OTP_MAX_SENDS_PER_IP_PER_HOUR": "1",
+    "OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS": "1"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_a_refused_admission_takes_no_cooldown(app, client, upstreams, kind):
     upstreams.add_customer(7, PHONE)
@@ -254,7 +255,8 @@ def test_a_refused_admission_takes_no_cooldown(app, client, upstreams, kind):
 
 @pytest.mark.parametrize("env_overrides", [{
     "OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "2", "OTP_MAX_SENDS_PER_PHONE_PER_DAY": "2",
-    "OTP_MAX_SENDS_PER_IP_PER_HOUR": "2", "OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR": "2",
+    "OTP_MAX_SENDS_PER_IP_PER_HOUR": "2",
+    "OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS": "2", "OTP_MAX_SENDS_PER_ACCOUNT_PER_HOUR": "2",
     "OTP_MAX_SENDS_PER_ACCOUNT_PER_DAY": "2", "OTP_DAILY_SEND_BUDGET": "2"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_an_outage_uses_up_nothing(client, upstreams, kind):

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from gurugrow import texts
-from gurugrow.basics.callers import CallerPolicy, bearer_token, client_ip
+from gurugrow.basics.callers import CALLER_BY_TOKEN, CallerPolicy, bearer_token, client_ip
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 
@@ -91,6 +91,7 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _check_caller() -> Response | None:
+        CALLER_BY_TOKEN.set(False)  # (a thread serves many requests)
         # An unknown path or method answers its own 404/405 (no flow runs for it).
         if request.url_rule is None or is_public(request.endpoint):
             return None
@@ -103,6 +104,7 @@ def install_caller_check(app: Flask, settings: Settings) -> None:
                    if deciding is not policy else offered_tokens(settings))
         reason = deciding.refusal(offered, address)
         if reason is None:
+            CALLER_BY_TOKEN.set(deciding is policy and bool(policy.token_digests))
             return None
         log_event("caller_refused", logging.WARNING, reason=reason, endpoint=request.path,
                   ip=address)

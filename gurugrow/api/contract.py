@@ -18,8 +18,10 @@ from gurugrow import metrics, texts
 from gurugrow.api.bodies import body_values
 from gurugrow.api.callers import request_client_ip
 from gurugrow.api.fields import request_settings
+from gurugrow.basics.deadline import answer_deadline
 from gurugrow.basics.errors import (
     CrmBusy,
+    DeadlineExceeded,
     FlowRefusal,
     InProgress,
     StorageUnavailable,
@@ -144,8 +146,11 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
     def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
         @functools.wraps(flow)
         def view(**path_values: Any) -> Any:
-            with quota.crm_priority(crm_priority, budget_seconds=answer_budget_left()):
-                answer = render(resp, _run(flow, req, path_values))
+            budget = answer_budget_left()
+            with quota.crm_priority(crm_priority, budget_seconds=budget), \
+                    answer_deadline(budget):
+                answer = render(resp, _run(flow, req, path_values,
+                                           "in_progress" in contract.error_codes))
             g.contract_status = answer.get("status")  # for the request metrics
             if not contract.allows(answer):
                 _undocumented(answer)
@@ -204,7 +209,7 @@ def _undocumented(answer: dict[str, Any]) -> None:
 
 
 def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema,
-         path_values: dict[str, Any]) -> dict[str, Any]:
+         path_values: dict[str, Any], in_progress_ok: bool = False) -> dict[str, Any]:
     try:
         svc = services()
         # A path parameter (``/orders/<orderId>``) is a field of the request schema like
@@ -235,6 +240,13 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
         return {"status": "error", "errorCode": "busy", "retryAfterSec": busy.retry_after}
     except InProgress:
         return {"status": "error", "errorCode": "in_progress"}
+    except DeadlineExceeded as e:
+        # An upstream did not answer within the request's BOT_ANSWER_SECONDS: a write
+        # answers in_progress (the bot repeats it; the repeat answers from what was made),
+        # a read crm_unavailable.
+        log_event("answer_deadline_reached", logging.WARNING, endpoint=request.path, error=e)
+        return {"status": "error",
+                "errorCode": "in_progress" if in_progress_ok else "crm_unavailable"}
     except StorageUnavailable as e:
         log_event("storage_unavailable", logging.ERROR, endpoint=request.path, error=e)
         return {"status": "error", "errorCode": "storage_unavailable"}

@@ -1,4 +1,5 @@
-"""GET /health: 200 while Redis answers, 503 when it does not."""
+"""GET /health: 200 while Redis answers and takes writes, 503 when it does not answer
+or refuses writes (out of memory under noeviction, a read-only replica), with why."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health")
 def health():
-    redis_ok = services().otp.ping()
-    body = {"status": "ok" if redis_ok else "error",
-            "redis": "ok" if redis_ok else "unavailable"}
-    return jsonify(body), 200 if redis_ok else 503
+    state, reason = services().otp.write_state()
+    if state == "ok":
+        return jsonify({"status": "ok", "redis": "ok"}), 200
+    body = {"status": "error", "redis": state}
+    if reason:
+        body["reason"] = reason
+    return jsonify(body), 503

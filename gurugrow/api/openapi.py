@@ -311,17 +311,22 @@ HTTP_ERRORS = {
 # Routes outside the bot contract, documented by hand.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/health"): {
-        "summary": "Liveness and Redis reachability.",
+        "summary": "Liveness, and Redis answering and taking writes.",
         "responses": {
             "200": {"description": "Redis answers.", "content": {"application/json": {
                 "schema": {"type": "object", "required": ["status", "redis"], "properties": {
                     "status": {"type": "string", "enum": ["ok"]},
                     "redis": {"type": "string", "enum": ["ok"]}}}}}},
-            "503": {"description": "Redis does not answer.", "content": {
+            "503": {"description": "Redis does not answer (unavailable), or answers but "
+                                   "refuses writes (refuses_writes: out of memory under "
+                                   "noeviction, a read-only replica; ``reason`` says "
+                                   "Redis's words).", "content": {
                 "application/json": {"schema": {
                     "type": "object", "required": ["status", "redis"], "properties": {
                         "status": {"type": "string", "enum": ["error"]},
-                        "redis": {"type": "string", "enum": ["unavailable"]}}}}}}}},
+                        "redis": {"type": "string",
+                                  "enum": ["unavailable", "refuses_writes"]},
+                        "reason": {"type": "string"}}}}}}}},
     ("GET", "/metrics"): {
         "summary": "Prometheus metrics (text format 0.0.4).",
         "description": "Requests by endpoint and status, answers by errorCode, latency, "

@@ -21,8 +21,13 @@ and the doctor catch their own.
     │   ├── UpstreamUnavailable        raised by gateways/http, retailcrm, greensms,
     │   │   │                          deduper; caught by flows/orders and
     │   │   │                          flows/recommended (a create that may have landed)
-    │   │   └── UpstreamConnectionDropped  raised by gateways/http; caught there (a
-    │   │                              call safe to repeat is sent again)
+    │   │   ├── UpstreamConnectionDropped  raised by gateways/http; caught there (a
+    │   │   │                          call safe to repeat is sent again)
+    │   │   ├── DeadlineExceeded       raised by gateways/http (the request's answer
+    │   │   │                          deadline); caught by api/contract (a write:
+    │   │   │                          in_progress)
+    │   │   └── SendOutcomeUnknown     raised by gateways/greensms (a send that may
+    │   │                              have left); caught by flows/codes (counted as sent)
     │   └── UpstreamRejected           raised by gateways/retailcrm, greensms, deduper;
     │       │                          caught by flows/orders, flows/recommended, doctor
     │       └── NotFound               raised by gateways/retailcrm (HTTP 404); caught
@@ -40,8 +45,10 @@ and the doctor catch their own.
     ├── LimitExceeded        raised by limits (region, admission); caught by
     │                        flows/codes.refused_by_limits (its FlowRefusal)
     ├── FlowRefusal          raised by flows; caught by api/contract (status +
-    │                        errorCode), flows/codes.check_code (burn or release, then
-    │                        re-raised), flows/auto_fallback (the fallback closed)
+    │   │                    errorCode), flows/codes.check_code (burn or release, then
+    │   │                    re-raised), flows/auto_fallback (the fallback closed)
+    │   └── DeliveryMaybeMade  raised by flows/codes (no route took the code, one may
+    │                        have); caught as FlowRefusal, but keeps the admission
     ├── LeaseLost            raised by flows/mirror_sync (another poller holds the
     │                        lease); caught by mirror_worker (lease_lost)
     └── ValueError
@@ -76,6 +83,18 @@ class UpstreamConnectionDropped(UpstreamUnavailable):
     """The connection was closed under the call, without an answer (a reset, or a pooled
     keep-alive connection the server had just closed; not a refused or unresolvable
     one): a call safe to repeat is sent again."""
+
+
+class DeadlineExceeded(UpstreamUnavailable):
+    """The request's answer deadline (BOT_ANSWER_SECONDS) cut the call short, or left no
+    time to make it (then nothing was sent: no ``__cause__``). A write answers
+    ``in_progress``: the bot repeats it, and the repeat answers from what was made."""
+
+
+class SendOutcomeUnknown(UpstreamUnavailable):
+    """A paid send that may have reached the upstream (a read timeout, a connection
+    dropped after the request was written, a 5xx, an unreadable answer): it may still be
+    delivered, so it counts as sent. Only a send that certainly never left is a failure."""
 
 
 class UpstreamRejected(UpstreamError):
@@ -127,6 +146,14 @@ class FlowRefusal(Exception):
         self.error_code = error_code
         self.status = status
         self.fields = fields
+
+
+class DeliveryMaybeMade(FlowRefusal):
+    """``delivery_failed`` after a send that may have reached GreenSMS (its outcome is
+    unknown, but its code was in the answer that did not come): the admission is kept."""
+
+    def __init__(self) -> None:
+        super().__init__("delivery_failed")
 
 
 class LeaseLost(Exception):

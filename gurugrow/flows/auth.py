@@ -13,11 +13,11 @@ from gurugrow import metrics, texts
 from gurugrow.basics.errors import FlowRefusal
 from gurugrow.basics.identity import MessengerIdentity, sent_account_ids
 from gurugrow.basics.phone import mask_phone
-from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
     bound_customer,
     customer_masked_phone,
+    drop_binding,
     remember_new_binding,
 )
 from gurugrow.flows.codes import (
@@ -29,8 +29,7 @@ from gurugrow.flows.codes import (
     returned_on_failure,
     sent_answer,
 )
-from gurugrow.flows.mirror import mirror_unlinked
-from gurugrow.flows.order_once import create_once, forget_once, request_token
+from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -145,12 +144,8 @@ def unlink(svc: Services, data: dict[str, Any]) -> Answer:
     customer_id = str(customer["id"])
     svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
     # The cached binding goes, and with it a contact binding's kept answer (shared again,
-    # the contact binds again).
-    token = crm_cache.forget_binding(svc, identity, also_take=redis_keys.contact_token(
-        svc.settings.redis_prefix, identity.channel, identity.account_id))
-    if token is not None:
-        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
-    mirror_unlinked(svc, identity, customer_id)
+    # the contact binds again), and the mirrored binding.
+    drop_binding(svc, identity, customer_id)
     log_event("auth_unlinked", channel=identity.channel, customer_id=customer_id)
     return {"status": "unlinked", "customerId": customer_id, "channelType": identity.channel,
             "text": texts.UNLINKED}

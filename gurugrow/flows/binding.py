@@ -7,18 +7,29 @@ here: the API layer answers it as ``crm_unavailable``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 from gurugrow.basics.errors import CrmBusy, FlowRefusal, UpstreamError
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
-from gurugrow.flows.mirror import mirror_bound, mirror_interacted, mirrored_binding
+from gurugrow.flows.mirror import (
+    mirror_bound,
+    mirror_interacted,
+    mirror_unlinked,
+    mirrored_binding,
+)
+from gurugrow.flows.order_once import forget_once, request_token
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.services import Services
+from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import WriteBatch
+from gurugrow.stores.once import run_once
+
+T = TypeVar("T")
 
 
 def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dict[str, Any]]:
@@ -113,14 +124,60 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
                   method: str | None) -> str:
     """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
 
-    Refuses with ``conflict`` (nothing written) when another customer holds the id.
+    Serialised per account (``one_binding_at_a_time``). Refuses with ``conflict``
+    (nothing written) when another customer holds the id. When the customer was bound to
+    another account of the channel, that account loses it at once (``drop_binding``).
     """
-    holders = find_bound_customers(svc, identity)
-    if any(str(c["id"]) != customer_id for c in holders):
-        _conflict(identity, len(holders))
-    fields, verified_until = binding_fields(svc, identity, method)
-    svc.crm.edit_customer_custom_fields(customer_id, fields)
-    return verified_until
+    def bind() -> str:
+        holders = find_bound_customers(svc, identity)
+        if any(str(c["id"]) != customer_id for c in holders):
+            _conflict(identity, len(holders))
+        current = svc.crm.get_customer(customer_id)
+        previous = str(custom_fields(current or {}).get(identity.field_code) or "")
+        fields, verified_until = binding_fields(svc, identity, method)
+        svc.crm.edit_customer_custom_fields(customer_id, fields)
+        if previous and previous != identity.account_id:
+            # The customer's field held another account: overwritten in RetailCRM, it
+            # goes from every cache and the mirror too, so that account is cut off now.
+            log_event("binding_moved", channel=identity.channel, customer_id=customer_id)
+            drop_binding(svc, MessengerIdentity(identity.channel, previous,
+                                                identity.field_code), customer_id)
+        return verified_until
+
+    return one_binding_at_a_time(svc, identity, bind)
+
+
+def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
+                          work: Callable[[], T]) -> T:
+    """``work()`` (who holds the account, then the write) while no other binding of the
+    same messenger account runs: two bindings at once would bind it to two customers.
+    A second one waits for the first (up to BOT_ANSWER_SECONDS, then ``in_progress``);
+    the hold is a renewed lease, so a dead worker's lapses by itself."""
+    token = request_token("binding", identity.channel, identity.account_id)
+    prefix = svc.settings.redis_prefix
+    done: list[T] = []
+
+    def run(_lease: object) -> dict[str, Any]:
+        done.append(work())
+        return {}
+
+    run_once(svc.redis, redis_keys.operation_once(prefix, "binding", token),
+             redis_keys.operation_lease(prefix, "binding", token),
+             svc.settings.otp_ttl_seconds, run, keep=lambda result: False,
+             wait_seconds=svc.settings.bot_answer_seconds,
+             lease_seconds=svc.settings.in_progress_lease_seconds)
+    return done[0]
+
+
+def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str) -> None:
+    """The account is no longer bound to ``customer_id``: its cached binding, a contact
+    binding's kept answer and its mirrored binding go, so its next call is answered from
+    RetailCRM (``not_authorized`` when nothing holds it)."""
+    token = crm_cache.forget_binding(svc, identity, also_take=redis_keys.contact_token(
+        svc.settings.redis_prefix, identity.channel, identity.account_id))
+    if token is not None:
+        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
+    mirror_unlinked(svc, identity, customer_id)
 
 
 def mark_interacted(svc: Services, customer: dict[str, Any],

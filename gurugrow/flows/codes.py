@@ -16,7 +16,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from gurugrow import metrics, texts
-from gurugrow.basics.errors import FlowRefusal, LimitExceeded, StorageUnavailable, UpstreamError
+from gurugrow.basics.errors import (
+    DeliveryMaybeMade,
+    FlowRefusal,
+    LimitExceeded,
+    SendOutcomeUnknown,
+    StorageUnavailable,
+    UpstreamError,
+)
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
@@ -29,8 +36,9 @@ from gurugrow.flows.delivery import (
     track_send,
 )
 from gurugrow.flows.vocabulary import Answer
+from gurugrow.gateways.greensms import SendAnswer
 from gurugrow.logs import log_event
-from gurugrow.routes import NUMBER_TO_CALL, ROUTES, THEIR_CODE, route_of_method
+from gurugrow.routes import NUMBER_TO_CALL, OUR_CODE, ROUTES, THEIR_CODE, route_of_method
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch, riding_along
 from gurugrow.stores.limits import Admission
@@ -70,8 +78,14 @@ def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
     """Send a code by ``route``, falling back to the workflow's next routes when one
     refuses it at once; return what took it (with the code the customer got).
 
-    Raises FlowRefusal("delivery_failed") when no route accepted the code.
+    A send whose outcome is unknown (it may have reached GreenSMS) is taken as made: no
+    other route is tried (the code may still arrive), its admission is kept and its
+    delivery is unknown (``Sent.unknown``); a route whose code or number is in GreenSMS's
+    answer cannot be checked without it, so the next route is tried. Raises
+    FlowRefusal("delivery_failed") when no route accepted the code (DeliveryMaybeMade,
+    which keeps the admission, when one may have gone out).
     """
+    maybe_made = False
     for attempt in routes_from(svc, channel, route):
         declared = ROUTES[attempt]
         # A flash call's code is GreenSMS's (in its answer); ours is drawn per route.
@@ -80,24 +94,36 @@ def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
             else svc.otp.new_code())
         try:
             text = getattr(texts, declared.text).format(code=code) if declared.text else ""
-            answer = svc.sms.send_code(attempt, phone, code, text)
+            answer: SendAnswer | None = svc.sms.send_code(attempt, phone, code, text)
+        except SendOutcomeUnknown as e:
+            log_event("code_send_unknown", logging.WARNING, route=attempt,
+                      phone=mask_phone(phone), outcome="unknown", error=e)
+            answer = None
         except UpstreamError as e:
             log_event("code_delivery_failed", logging.WARNING, route=attempt,
-                      phone=mask_phone(phone), error=e)
+                      phone=mask_phone(phone), outcome="never_left", error=e)
             continue
-        log_event("code_sent", route=attempt, phone=mask_phone(phone),
-                  fallback=attempt != route)
+        else:
+            log_event("code_sent", route=attempt, phone=mask_phone(phone),
+                      fallback=attempt != route)
         metrics.CODES_SENT.labels(attempt).inc()
         metrics.CODE_COST.labels(attempt).inc(
             svc.settings.route_prices.get(declared.price, 0.0))
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
+        if answer is None:
+            if declared.sends != OUR_CODE:
+                # Its code (or number) was in the answer that did not come: the customer
+                # needs a route whose code we hold. It is counted as made all the same.
+                maybe_made = True
+                continue
+            return Sent(attempt, None, code, unknown=True)
         if declared.sends == NUMBER_TO_CALL:
             # Nothing to type: the session's code is one only we can work out, once
             # GreenSMS reports the call (``check_code``).
             code = call_code(svc, answer.request_id)
         return Sent(attempt, answer.request_id, answer.code or code, answer.number)
-    raise FlowRefusal("delivery_failed")
+    raise DeliveryMaybeMade() if maybe_made else FlowRefusal("delivery_failed")
 
 
 def route_sends(route: str) -> str | None:
@@ -184,11 +210,14 @@ def refused_by_limits(phone: str | None, client_ip: str | None) -> Iterator[None
 def returned_on_failure(svc: Services, admission: Admission,
                         keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Give back everything ``admission`` took when the block fails (nothing went out:
-    a failed delivery, or an upstream failure before the send), so the customer may try
+    a send that certainly never left, or an upstream failure before the send; a send
+    whose outcome is unknown is no failure, see ``deliver_code``), so the customer may try
     again at once and an outage does not use up their sends. An exception of ``keep_on``
     (an answer the attempt earned) keeps what was taken."""
     try:
         yield
+    except DeliveryMaybeMade:
+        raise
     except keep_on:
         raise
     except BaseException:
@@ -262,7 +291,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     session.call_number = sent.number or ""
     track_send(svc, session, sent, batch)
     if not send:
-        svc.limits.count_no_send(batch)
+        svc.limits.count_no_send(batch, admission)  # its cost goes back: nothing is paid
     batch.send()
     return session
 

@@ -31,17 +31,24 @@ from gurugrow.stores.otp import OtpSession
 class Sent:
     """What took a code: its route, GreenSMS's request id (None: a decoy, nothing went
     out), the code the customer got (ours, or GreenSMS's for a flash call; for an
-    incoming call one nobody is told) and an incoming call's number to call."""
+    incoming call one nobody is told), an incoming call's number to call, and whether the
+    outcome is ``unknown``: the send may have reached GreenSMS but its answer did not
+    come, so it counts as made and its delivery is unknown."""
 
     route: str
     request_id: str | None
     code: str | None = None
     number: str | None = None  # an incoming call's number to call
+    unknown: bool = False
 
     @property
     def method(self) -> str:
         """The route as bot_last_verification_method names it."""
         return ROUTES[self.route].method
+
+
+# The stand-in request id of a send whose outcome is unknown (GreenSMS's answer never came).
+UNKNOWN_SEND = "unknown-outcome-"
 
 
 def workflow(svc: Services, channel: str) -> tuple[str, ...]:
@@ -86,10 +93,13 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
     Best effort: the code has gone out already, so a Redis failure here is logged and
     costs only the tracking of this one send.
     """
-    if sent.request_id is None:  # a decoy: nothing went out, nothing to watch
+    if sent.request_id is None and not sent.unknown:  # a decoy: nothing to watch
         return
     s = svc.settings
     now = svc.clock()
+    # A send of unknown outcome has no request id: it is watched under a stand-in one,
+    # whose status reads ``unknown``, so resend and the worker move it on as such.
+    request_id = sent.request_id or f"{UNKNOWN_SEND}{now:.3f}"
     check_at = None
     if ROUTES[sent.route].watched:
         check_at = now + min(s.delivery_check_interval_seconds,
@@ -100,7 +110,7 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
 
     try:
         with written(svc.redis, batch) as writes:
-            svc.deliveries.record_send(session.session_id, sent.route, sent.request_id, now,
+            svc.deliveries.record_send(session.session_id, sent.route, request_id, now,
                                        check_at, batch=writes, on_failure=failed)
     except StorageUnavailable as e:  # Redis unreachable (a batch of our own)
         failed(e)
@@ -113,12 +123,15 @@ def read_status(svc: Services, record: SendRecord) -> str:
     if record.status in FINAL_STATUSES:
         return record.status
     started = time.perf_counter()
-    try:
-        status = svc.sms.delivery_status(record.route, record.request_id)
-    except UpstreamError as e:
-        log_event("delivery_status_failed", logging.WARNING, route=record.route, error=e)
+    if record.request_id.startswith(UNKNOWN_SEND):  # GreenSMS never said it took it
         status = "unknown"
-    svc.status_timer.observe(time.perf_counter() - started)
+    else:
+        try:
+            status = svc.sms.delivery_status(record.route, record.request_id)
+        except UpstreamError as e:
+            log_event("delivery_status_failed", logging.WARNING, route=record.route, error=e)
+            status = "unknown"
+        svc.status_timer.observe(time.perf_counter() - started)
     if status != record.status and svc.deliveries.note_status(record, status) and (
             status in FINAL_STATUSES):
         metrics.DELIVERIES.labels(record.route, status).inc()

@@ -25,6 +25,7 @@ from gurugrow.flows.order_view import (
     status_group,
     tracking_urls,
 )
+from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
@@ -112,8 +113,10 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
     source = _source_order(svc, data, customer_id)
     token = request_token(identity.channel, identity.account_id, customer_id,
                           str(source["id"]))
+    windowed = windowed_order(svc, "rep", identity.channel, identity.account_id, customer_id,
+                              str(source["id"]))
     answer = create_once(svc, "repeat", token, lambda lease: _create_repeat(
-        svc, lease, identity.channel, customer_id, source))
+        svc, lease, identity.channel, customer_id, source, windowed))
     mark_interacted(svc, customer, identity)
     return answer
 
@@ -183,7 +186,7 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[
 
 
 def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
-                   source: dict[str, Any]) -> Answer:
+                   source: dict[str, Any], windowed: WindowedOrder) -> Answer:
     base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
     # An earlier attempt died after choosing its number: its order, if it landed, is the
@@ -191,13 +194,16 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
     # The store the new order is made in, and where any lookup of it looks.
     site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
     created = _noted_order(svc, lease, customer_id, site)
+    if created is None:  # Redis may have lost the notes: RetailCRM says what was made
+        created = order_made_in_window(svc, windowed, site)
     if created is None:
         missing = unavailable_item(svc, source.get("items") or [])
         if missing is not None or not source.get("items"):
             log_event("repeat_unavailable_item", source_order_id=source["id"])
             return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
                     "unavailableItemName": missing}
-        payload = _repeat_payload(svc, channel, customer_id, source)
+        payload = {**_repeat_payload(svc, channel, customer_id, source),
+                   "externalId": windowed.external_id}
         created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     crm_cache.forget_orders(svc, customer_id)
     mirror_order_created(svc, customer_id)
@@ -236,7 +242,12 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
             created = svc.crm.create_order({**payload, "number": number}, site)
             return {"id": created["id"], "number": number}
         except UpstreamRejected as e:
-            if "number" not in f"{e.message} {e.errors}".lower():
+            refusal = f"{e.message} {e.errors}".lower()
+            if "externalid" in refusal and (found := order_made_in_window(
+                    svc, WindowedOrder(payload["externalId"], (payload["externalId"],)),
+                    site)):
+                return found  # an identical request's create landed meanwhile
+            if "number" not in refusal:
                 raise  # the API layer answers crm_unavailable
             if found := _noted_order(svc, lease, customer_id, site):
                 return found  # taken by our own earlier attempt's order

@@ -10,6 +10,7 @@ from gurugrow import texts
 from gurugrow.basics.catalog import RecommendedSet, find_set
 from gurugrow.basics.errors import (
     CrmBusy,
+    DeadlineExceeded,
     FlowRefusal,
     UpstreamError,
     UpstreamRejected,
@@ -24,11 +25,13 @@ from gurugrow.flows.binding import (
     bound_customer,
     find_bound_customers,
     mark_interacted,
+    one_binding_at_a_time,
     remember_new_binding,
 )
 from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answer
 from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
+from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref, phone_digits
 from gurugrow.logs import log_event
@@ -160,7 +163,9 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     recipient = _recipient(data)
     token = request_token(identity.channel, identity.account_id, customer_id, bundle.offer_code,
                     *(str(v) for v in recipient.values()))
-    answer = _place_once(svc, token, bundle, customer_id, recipient)
+    windowed = windowed_order(svc, "rec", identity.channel, identity.account_id, customer_id,
+                              bundle.offer_code, *(str(v) for v in recipient.values()))
+    answer = _place_once(svc, token, bundle, customer_id, recipient, windowed)
     mark_interacted(svc, customer, identity)
     return answer
 
@@ -202,17 +207,8 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
         raise FlowRefusal("unknown_offer")
     recipient = {k: payload.get(k) for k in ("firstName", "lastName", "phone", "email")}
     if session.customer_id is None:  # nobody had this phone: the customer is created now
-        holders = find_bound_customers(svc, identity)
-        if _created_by_earlier_attempt(holders, session.phone):
-            # An earlier check of this code died between creating the (already bound)
-            # customer and remembering it: that customer is the one, not a conflict.
-            customer_id = str(holders[0]["id"])
-            verified_until = binding_fields(svc, identity, session.route)[1]
-        elif holders:
-            raise FlowRefusal("conflict", status="conflict")
-        else:
-            customer_id, verified_until = _create_customer(svc, identity, session, recipient,
-                                                           bundle)
+        customer_id, verified_until = _new_customer_once(svc, identity, session, recipient,
+                                                          bundle)
         svc.otp.remember_customer(session, customer_id)
     else:
         verified_until = bind_identity(svc, identity, session.customer_id, session.route)
@@ -235,11 +231,62 @@ def order_site(svc: Services, bundle: RecommendedSet) -> str:
     return bundle.site or svc.settings.recommended_order_site or svc.settings.retailcrm_site
 
 
+def customer_external_id(session: OtpSession) -> str:
+    """The externalId of the customer a recommended check creates: derived from its
+    session, so every attempt of that check names the same customer."""
+    return f"bot-cust-{request_token('customer', session.session_id)}"
+
+
+def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpSession,
+                       recipient: dict[str, Any], bundle: RecommendedSet
+                       ) -> tuple[str, str]:
+    """The customer this check creates, created once whatever is killed when; its id and
+    ``verifiedUntil``.
+
+    The customer is noted in the session before ``customers/create``, under an externalId
+    derived from the session (unique in its store). An attempt that finds the note looks
+    the customer up in that store first; a create that fails or is refused (the earlier
+    attempt's create landed meanwhile) looks it up too.
+    """
+    site = order_site(svc, bundle)
+    external_id = customer_external_id(session)
+    verified_until = binding_fields(svc, identity, session.route)[1]
+    if session.creating_customer and (
+            found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
+        log_event("customer_found_by_external_id", customer_id=found["id"])
+        return str(found["id"]), verified_until
+
+    def create() -> tuple[str, str]:
+        holders = find_bound_customers(svc, identity)
+        if _created_by_earlier_attempt(holders, session.phone):
+            # An earlier check of this code died between creating the (already bound)
+            # customer and remembering it: that customer is the one, not a conflict.
+            return str(holders[0]["id"]), verified_until
+        if holders:
+            raise FlowRefusal("conflict", status="conflict")
+        svc.otp.note_creating_customer(session, external_id)
+        try:
+            return _create_customer(svc, identity, session, recipient, bundle,
+                                    external_id)
+        except UpstreamError:
+            try:
+                found = svc.crm.get_customer_by_external_id(external_id, site)
+            except UpstreamError:
+                found = None  # unknown whether it landed: the next attempt looks again
+            if found is None:
+                raise
+            return str(found["id"]), verified_until
+
+    return one_binding_at_a_time(svc, identity, create)
+
+
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                     recipient: dict[str, Any], bundle: RecommendedSet) -> tuple[str, str]:
+                     recipient: dict[str, Any], bundle: RecommendedSet,
+                     external_id: str) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
     fields, verified_until = binding_fields(svc, identity, session.route)
     customer = {
+        "externalId": external_id,
         "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
         "phones": [{"number": session.phone}],
         "customFields": fields,
@@ -252,18 +299,25 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
 
 
 def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
-                recipient: dict[str, Any]) -> Answer:
+                recipient: dict[str, Any], windowed: WindowedOrder | None = None) -> Answer:
     return create_once(svc, "recommended", token,
-                       lambda lease: _place(svc, lease, token, bundle, customer_id, recipient))
+                       lambda lease: _place(svc, lease, token, bundle, customer_id, recipient,
+                                            windowed))
 
 
 def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,
-           recipient: dict[str, Any]) -> Answer:
+           recipient: dict[str, Any], windowed: WindowedOrder | None) -> Answer:
+    """Create the set's order once. A check's order is named by its session (``token``);
+    a create's by what it is and its window (``windowed``), looked up in RetailCRM before
+    creating, as Redis may have lost the run-once marker."""
     site = order_site(svc, bundle)
     base = {"customerId": customer_id, "offerCode": bundle.offer_code}
-    external_id = f"bot-rec-{token}"
-    # An earlier attempt died or failed: its order, if it landed, is the answer.
-    created = _existing(svc, external_id, site) if lease.resumed else None
+    external_id = windowed.external_id if windowed else f"bot-rec-{token}"
+    created = None
+    if windowed is not None:
+        created = order_made_in_window(svc, windowed, site)
+    elif lease.resumed:  # an earlier attempt died or failed: its order, if it landed
+        created = _existing(svc, external_id, site)
     if created is None:
         offer = resolve_bundle(svc, bundle)
         order: dict[str, Any] = {
@@ -293,6 +347,8 @@ def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
     for attempt in (1, 2):
         try:
             return svc.crm.create_order(order, site)
+        except DeadlineExceeded:
+            raise  # no time to find out: in_progress, the repeat looks it up
         except UpstreamRejected as e:
             existing = _existing(svc, order["externalId"], site)
             if existing:  # our first attempt did land

@@ -12,7 +12,13 @@ from typing import Any
 
 import requests
 
-from gurugrow.basics.errors import UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import (
+    SendOutcomeUnknown,
+    UpstreamConnectionDropped,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.gateways.http import HttpClient
 from gurugrow.logs import log_event
 from gurugrow.routes import (
@@ -133,26 +139,18 @@ class GreenSmsGateway:
 
     def _send(self, declared: Route, payload: dict[str, Any]) -> SendAnswer:
         """The one request path of every send: ``POST /<module>/<action>`` with a JSON body,
-        as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL."""
-        status, body = self._http.request(
-            "POST", f"/{declared.module}/{declared.action}",
-            json={**payload, **self._credentials}, headers=self._headers)
-        request_id = _answer_field(declared.name, status, body, "request_id")
-        if declared.sends == NUMBER_TO_CALL:
-            number = _answer_field(declared.name, status, body, "number")
-            digits = number.lstrip("+")
-            if not (digits.isdigit() and 10 <= len(digits) <= 15):
-                raise UpstreamUnavailable(GATEWAY, f"{declared.name}: no number to call",
-                                          status)
-            return SendAnswer(request_id, number=digits)
-        if declared.sends != THEIR_CODE:
-            return SendAnswer(request_id)
-        # A flash call: the code is the last digits of the calling number, GreenSMS's.
-        code = _answer_field(declared.name, status, body, "code")
-        if not (code.isdigit() and len(code) == declared.code_length):
-            raise UpstreamUnavailable(GATEWAY, f"{declared.name}: code not of "
-                                      f"{declared.code_length} digits", status)
-        return SendAnswer(request_id, code)
+        as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL. A failure
+        that may have reached GreenSMS raises ``SendOutcomeUnknown`` (``may_have_left``)."""
+        path = f"/{declared.module}/{declared.action}"
+        try:
+            status, body = self._http.request(
+                "POST", path, json={**payload, **self._credentials}, headers=self._headers)
+            return _send_answer(declared, status, body)
+        except UpstreamError as e:
+            if may_have_left(e):
+                raise SendOutcomeUnknown(GATEWAY, f"{path}: outcome unknown ({e.message})",
+                                         e.status_code) from e
+            raise
 
     def delivery_status(self, route: str, request_id: str) -> str:
         """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send.
@@ -222,6 +220,50 @@ def _route(route: str) -> Route:
     if declared is None:
         raise ValueError(f"unknown route {route!r}")
     return declared
+
+
+def _send_answer(declared: Route, status: int, body: Any) -> SendAnswer:
+    """A send's answer as its route reads it: the request id, and a flash call's code or
+    an incoming call's number to call."""
+    request_id = _answer_field(declared.name, status, body, "request_id")
+    if declared.sends == NUMBER_TO_CALL:
+        number = _answer_field(declared.name, status, body, "number")
+        digits = number.lstrip("+")
+        if not (digits.isdigit() and 10 <= len(digits) <= 15):
+            raise UpstreamUnavailable(GATEWAY, f"{declared.name}: no number to call", status)
+        return SendAnswer(request_id, number=digits)
+    if declared.sends != THEIR_CODE:
+        return SendAnswer(request_id)
+    # A flash call: the code is the last digits of the calling number, GreenSMS's.
+    code = _answer_field(declared.name, status, body, "code")
+    if not (code.isdigit() and len(code) == declared.code_length):
+        raise UpstreamUnavailable(GATEWAY, f"{declared.name}: code not of "
+                                  f"{declared.code_length} digits", status)
+    return SendAnswer(request_id, code)
+
+
+def may_have_left(error: UpstreamError) -> bool:
+    """Whether a failed send may have reached GreenSMS (and so may be delivered).
+
+    Certainly never left: GreenSMS's own error answer or a 4xx refusal, a refused
+    connection, a connect timeout, a name that does not resolve. Anything else (a read
+    timeout, a connection dropped under the call, a 5xx, an answer without a request_id
+    or not JSON) may have: the send counts as made."""
+    if isinstance(error, UpstreamRejected):
+        return False
+    if error.status_code is not None:
+        return not 400 <= error.status_code < 500
+    if isinstance(error, UpstreamConnectionDropped):
+        return True
+    cause = error.__cause__
+    if cause is None:  # not made (no time left of the request's deadline)
+        return False
+    if isinstance(cause, requests.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.Timeout):
+        return True
+    # Refused or unresolvable (urllib3's NewConnectionError / NameResolutionError).
+    return not isinstance(cause, requests.ConnectionError)
 
 
 def delivery_status_of(answer: dict[str, Any], statuses: str = "message") -> str:

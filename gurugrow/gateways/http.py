@@ -12,7 +12,12 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from gurugrow import metrics
-from gurugrow.basics.errors import UpstreamConnectionDropped, UpstreamUnavailable
+from gurugrow.basics.deadline import time_left
+from gurugrow.basics.errors import (
+    DeadlineExceeded,
+    UpstreamConnectionDropped,
+    UpstreamUnavailable,
+)
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.logs import current_request_id
 from gurugrow.stores.quota import CrmQuota
@@ -22,6 +27,8 @@ RETRYABLE_STATUSES = frozenset({429, 503})
 # Without a shared bucket (a standalone gateway): the backoffs of all retries together
 # must outlast one second even at the lowest jitter, or a retry lands in the same window.
 BACKOFF_BASE_SECONDS = 0.3
+# A call with less than this left of the request's answer deadline is not made.
+MIN_CALL_SECONDS = 0.05
 # A Retry-After beyond this is not believed (a misconfigured proxy must not stop us long).
 MAX_RETRY_AFTER_SECONDS = 60.0
 
@@ -125,6 +132,10 @@ class HttpClient:
             raise UpstreamUnavailable(self.gateway, f"{method} {route}: circuit breaker open")
         try:
             response = self._send(method, path, route, **kwargs)
+        except DeadlineExceeded as e:
+            # Not made for want of time (no cause) says nothing of the upstream.
+            breaker.failed() if e.__cause__ is not None else breaker.abandoned()
+            raise
         except UpstreamUnavailable:
             breaker.failed()
             raise
@@ -152,15 +163,18 @@ class HttpClient:
             kwargs["data"] = urlencode(kwargs["data"], doseq=True)
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         call = metrics.upstream_call_name(method, route)
+        timeout, cut = self._timeout_now(method, route)
         started = time.perf_counter()
         outcome = "unreachable"
         try:
-            response = self._transmit(method, self.base_url + path, headers, **kwargs)
+            response = self._transmit(method, self.base_url + path, headers, timeout,
+                                      **kwargs)
             outcome = metrics.upstream_outcome(response.status_code)
             return response
         except requests.Timeout as e:
             outcome = "timeout"
-            raise UpstreamUnavailable(self.gateway, f"{method} {path}: timeout") from e
+            error = DeadlineExceeded if cut else UpstreamUnavailable
+            raise error(self.gateway, f"{method} {path}: timeout") from e
         except requests.ConnectionError as e:
             # Raised with urllib3's ProtocolError when an open connection was closed
             # under the call; a refused or unresolvable one comes as MaxRetryError.
@@ -175,7 +189,20 @@ class HttpClient:
             metrics.UPSTREAM_SECONDS.labels(self.gateway, call).observe(
                 time.perf_counter() - started)
 
-    def _transmit(self, method: str, url: str, headers: dict[str, str], *,
+    def _timeout_now(self, method: str, route: str) -> tuple[tuple[float, float], bool]:
+        """(connect, read) timeouts of a call starting now: the settings, cut to what is
+        left of the request's answer deadline; and whether it was cut. With no time left
+        the call is not made (``DeadlineExceeded``, nothing sent)."""
+        left = time_left()
+        connect, read = self.timeout
+        if left is None or left >= max(connect, read):
+            return self.timeout, False
+        if left < MIN_CALL_SECONDS:
+            raise DeadlineExceeded(self.gateway, f"{method} {route}: no time left to call")
+        return (min(connect, left), min(read, left)), True
+
+    def _transmit(self, method: str, url: str, headers: dict[str, str],
+                  timeout: tuple[float, float] | None = None, *,
                   params: str | None = None, data: Any = None,
                   json: Any = None) -> requests.Response:
         """One exchange through the Session's connection pool, body read.
@@ -189,7 +216,7 @@ class HttpClient:
         session = self.session
         if session.trust_env:
             return session.request(method, url, params=params, data=data, json=json,
-                                   headers=headers, timeout=self.timeout,
+                                   headers=headers, timeout=timeout or self.timeout,
                                    allow_redirects=False)
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
@@ -197,7 +224,7 @@ class HttpClient:
         prepared.prepare_headers({**session.headers, **headers})
         prepared.prepare_body(data, None, json)
         response = session.get_adapter(url).send(
-            prepared, stream=False, timeout=self.timeout,
+            prepared, stream=False, timeout=timeout or self.timeout,
             verify=True if session.verify is None else session.verify,
             cert=session.cert, proxies=session.proxies)
         response.content  # noqa: B018 -- read now: a body that stalls is this call's timeout

@@ -200,6 +200,42 @@ class RetailCrmGateway:
             form["site"] = site or self.site
         return str(self._post("/api/v5/customers/create", form)["id"])
 
+    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer by internal id, or None (also for a value that is not an id)."""
+        return self._one_by_id("customer", "customers", customer_id)
+
+    def get_customer_by_external_id(self, external_id: str, site: str | None = None
+                                    ) -> dict[str, Any] | None:
+        """The customer by externalId in store ``site`` (default RETAILCRM_SITE), or None.
+        An externalId is unique within one store (REF, customers/create): pass the one the
+        customer was created in."""
+        return self._one_by_external_id("customer", "customers", external_id, site)
+
+    def _one_by_id(self, entity: str, path: str, ref: str) -> dict[str, Any] | None:
+        """``GET /api/v5/<path>/<ref>?by=id``'s ``entity``, or None (also for a value
+        that is not an id)."""
+        if internal_id(ref) is None:
+            return None
+        try:
+            return self._get(f"/api/v5/{path}/{path_segment(ref)}", [("by", "id")],
+                             route=f"/api/v5/{path}/{{id}}").get(entity)
+        except NotFound:
+            return None
+
+    def _one_by_external_id(self, entity: str, path: str, external_id: str,
+                            site: str | None) -> dict[str, Any] | None:
+        """``GET /api/v5/<path>/<externalId>?by=externalId&site=``'s ``entity`` in store
+        ``site`` (default RETAILCRM_SITE), or None (also for one no path can carry)."""
+        if external_id in ("", ".", ".."):
+            return None
+        store = site or self.site
+        try:
+            return self._get(f"/api/v5/{path}/{path_segment(external_id)}",
+                             [("by", "externalId"), *([("site", store)] if store else [])],
+                             route=f"/api/v5/{path}/{{externalId}}").get(entity)
+        except NotFound:
+            return None
+
     # -- orders -----------------------------------------------------------------------
     def list_customer_orders(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
         """The customer's newest ``limit`` orders (20, 50 or 100), newest first, whatever
@@ -225,28 +261,25 @@ class RetailCrmGateway:
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
         """The order by internal id, or None (also for a value that is not an id)."""
-        if internal_id(order_id) is None:
-            return None
-        try:
-            return self._get(f"/api/v5/orders/{path_segment(order_id)}", [("by", "id")],
-                             route="/api/v5/orders/{id}").get("order")
-        except NotFound:
-            return None
+        return self._one_by_id("order", "orders", order_id)
 
     def get_order_by_external_id(self, external_id: str, site: str | None = None
                                  ) -> dict[str, Any] | None:
         """The order by externalId in store ``site`` (default RETAILCRM_SITE), or None
         (also for one no path can carry). RetailCRM looks an externalId up only within
         the store named: pass the one the order was created in."""
-        if external_id in ("", ".", ".."):
-            return None
+        return self._one_by_external_id("order", "orders", external_id, site)
+
+    def find_orders_by_external_ids(self, external_ids: list[str], site: str | None = None
+                                    ) -> list[dict[str, Any]]:
+        """Orders with one of these externalIds in store ``site`` (default RETAILCRM_SITE),
+        in one request (``filter[externalIds][]``)."""
         store = site or self.site
-        try:
-            return self._get(f"/api/v5/orders/{path_segment(external_id)}",
-                             [("by", "externalId"), *([("site", store)] if store else [])],
-                             route="/api/v5/orders/{externalId}").get("order")
-        except NotFound:
-            return None
+        params = [*[("filter[externalIds][]", e) for e in external_ids], ("limit", "20"),
+                  *([("filter[sites][]", store)] if store else [])]
+        body = self._get("/api/v5/orders", params)
+        return [o for o in body.get("orders") or [] if str(o.get("externalId")) in external_ids
+                and (not store or o.get("site") in (None, store))]
 
     def find_orders_by_number(self, number: str, customer_id: str | None = None,
                               site: str | None = None) -> list[dict[str, Any]]:

@@ -82,12 +82,16 @@ def send(route: str, action: str) -> ResponseReturnValue:
     if declared.sends == NUMBER_TO_CALL:
         # call/receive: the number the customer calls (greensms-node e2e: ``number``).
         message = st.record_number_to_call(route, to)
+        st.answer_late(route)
         return jsonify({"request_id": message["request_id"], "number": message["number"]}), 200
     if declared.sends == THEIR_CODE:
         # A flash call: the code is the last digits of the number that calls.
         message = st.record_call(route, to, declared.code_length or 4)
+        st.answer_late(route)
         return jsonify({"request_id": message["request_id"], "code": message["code"]}), 200
-    return jsonify({"request_id": st.record_message(route, to, txt)["request_id"]}), 200
+    request_id = st.record_message(route, to, txt)["request_id"]
+    st.answer_late(route)
+    return jsonify({"request_id": request_id}), 200
 
 
 # The code GreenSMS answers with each word. ASSUMED: no source pairs them; this is the

@@ -149,8 +149,10 @@ def customer(ref: str) -> ResponseReturnValue:
 
 def _find_customer(ref: str) -> dict[str, Any] | None:
     by = request.values.get("by", "externalId")
+    site = request.values.get("site")
     for c in state().customers.values():
-        if str(c.get("id" if by == "id" else "externalId")) == ref:
+        if str(c.get("id" if by == "id" else "externalId")) == ref and (
+                by == "id" or not site or c.get("site") in (None, site)):
             return c
     return None
 
@@ -184,7 +186,17 @@ def create_customer() -> ResponseReturnValue:
     if failed := st.failure("create_customer"):
         return failed
     data = _form_json("customer")
-    return _ok(id=_add_customer(st, data)["id"])
+    site = request.form.get("site", "")
+    with st.lock:
+        # An externalId is unique for customers within one store (REF, customers/create).
+        if data.get("externalId") and any(
+                c.get("externalId") == data["externalId"] and c.get("site") in (None, site)
+                for c in st.customers.values()):
+            return _crm_error(400, "Customer is not loaded",
+                              {"externalId": "Customer with this externalId already exists"})
+        created = _add_customer(st, {**data, "site": site} if site else data)
+    st.answer_late("create_customer")
+    return _ok(id=created["id"])
 
 
 def _add_customer(st: SandboxState, data: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +218,8 @@ def orders() -> ResponseReturnValue:
         found = [o for o in found if o.get("number") in numbers]
     if ids := request.args.getlist("filter[ids][]"):
         found = [o for o in found if str(o["id"]) in ids]
+    if external_ids := request.args.getlist("filter[externalIds][]"):
+        found = [o for o in found if str(o.get("externalId")) in external_ids]
     if sites := request.args.getlist("filter[sites][]"):
         found = [o for o in found if o.get("site") in sites]
     # ASSUMED: the real default order is stated nowhere; oldest first (by id, as a

@@ -90,6 +90,9 @@ class SandboxState:
             self.fail: dict[str, tuple[int, Any]] = {}
             self.fail_once: dict[str, tuple[int, Any]] = {}
             self.delay: dict[str, float] = {}  # kind → seconds to wait before answering
+            # kind → seconds to wait after the call took effect, before answering (a slow
+            # answer of a send that was made)
+            self.delay_after: dict[str, float] = {}
             self.messages_sent = 0
             self.lose_create_answer: bool | int = False  # True (504) or an HTTP status
             self._window: deque[float] = deque()
@@ -210,6 +213,11 @@ class SandboxState:
         if isinstance(body, str):
             return current_app.response_class(body, status, mimetype="text/html"), status
         return jsonify(body), status
+
+    def answer_late(self, kind: str) -> None:
+        """The injected wait after a call of ``kind`` took effect, if any."""
+        if kind in self.delay_after:
+            time.sleep(self.delay_after[kind])
 
     def delivery_status(self, routes: set[str], request_id: str) -> str | None:
         """The status word of one accepted send (None: no such send by those routes, the

@@ -128,6 +128,11 @@ def doctor_probe(prefix: str) -> str:
     return f"{prefix}doctor:probe"
 
 
+def health_probe(prefix: str) -> str:
+    """Written (with a short TTL) by every /health call to prove Redis takes writes."""
+    return f"{prefix}health:probe"
+
+
 CRM_QUOTA_TAG = "{crm-quota}"
 
 

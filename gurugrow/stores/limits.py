@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import redis
 from redis.typing import EncodableT
 
-from gurugrow.basics.callers import Network, in_networks
+from gurugrow.basics.callers import CALLER_BY_TOKEN, Network, in_networks
 from gurugrow.basics.errors import LimitExceeded, StorageUnavailable
 from gurugrow.basics.phone import phone_region
 from gurugrow.config import Settings
@@ -62,6 +62,8 @@ class LimitPolicy:
     # The bot platform's networks (ALLOWED_CALLER_NETWORKS): every bot user calls from
     # them, so a per-address cap there would be one counter shared by every customer.
     ip_exempt_networks: tuple[Network, ...]
+    # The per-address cap of callers that proved an API token (0: none).
+    per_ip_hour_token_callers: int
 
     @classmethod
     def from_settings(cls, s: Settings) -> LimitPolicy:
@@ -76,7 +78,8 @@ class LimitPolicy:
             per_account_day=s.otp_max_sends_per_account_per_day,
             daily_cost_budget=hundredths(s.otp_daily_cost_budget),
             route_prices={route: hundredths(price) for route, price in s.route_prices.items()},
-            ip_exempt_networks=tuple(s.caller_networks))
+            ip_exempt_networks=tuple(s.caller_networks),
+            per_ip_hour_token_callers=s.otp_max_sends_per_ip_per_hour_token_callers)
 
     def price_of(self, route: str) -> int:
         """One code by ``route``, in hundredths (0 when CODE_PRICES does not list it)."""
@@ -159,8 +162,11 @@ class Limits:
         day, hour = _periods(now)
         p = self.policy
         account = redis_keys.identity_tag(channel, account_id)
-        per_ip = p.per_ip_hour if client_ip and not in_networks(
-            client_ip, p.ip_exempt_networks) else 0
+        # A caller that proved one of API_TOKENS: all bot traffic comes from a few
+        # platform addresses, so the address cap there is one counter shared by every
+        # customer; only an explicit OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS applies.
+        cap = p.per_ip_hour_token_callers if CALLER_BY_TOKEN.get() else p.per_ip_hour
+        per_ip = cap if client_ip and not in_networks(client_ip, p.ip_exempt_networks) else 0
         return [
             ("ip_hour", redis_keys.send_counter(self._prefix, "ip-hour", client_ip or "-", hour),
              per_ip, _HOUR),
@@ -228,18 +234,25 @@ class Limits:
             spent = self._redis.get(redis_keys.send_counter(self._prefix, "cost", "all", day))
         return int(spent or 0) / 100
 
-    def count_no_send(self, batch: WriteBatch) -> None:
+    def count_no_send(self, batch: WriteBatch, admission: Admission | None = None) -> None:
         """One more admitted start whose phone has no customer (nothing sent; it still
-        took its budget unit, so the budget says nothing about who is a customer)."""
+        took its send-budget unit, so the send budget says nothing about who is a
+        customer). Its cost goes back with ``admission``: nothing is paid for it, so
+        starts to unknown phones cannot spend the day's cost budget."""
         now = self.clock()
-        if not self.policy.daily_budget:
-            return
         key = redis_keys.send_counter(self._prefix, "no-send", "all",
                                       datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
+        cost_key = admission.cost_key if admission is not None and admission.price else None
+        if not self.policy.daily_budget and cost_key is None:
+            return
 
         def queue(pipe: redis.client.Pipeline) -> None:
-            pipe.incr(key)
-            pipe.expire(key, 2 * _DAY)
+            if self.policy.daily_budget:
+                pipe.incr(key)
+                pipe.expire(key, 2 * _DAY)
+            if cost_key is not None and admission is not None:
+                pipe.decrby(cost_key, admission.price)
+                pipe.expire(cost_key, 2 * _DAY)
 
         batch.commands(queue, on_failure=lambda e: log_event(
             "no_send_count_failed", logging.WARNING, error=e))

@@ -119,6 +119,9 @@ class OtpSession:
     claim_token: str = field(default="", repr=False)
     # Not stored: the number to call of an incoming-call start, for its answer.
     call_number: str = field(default="", repr=False)
+    # The externalId of a customer a check noted it was about to create (see
+    # ``note_creating_customer``): a later attempt looks it up before creating one.
+    creating_customer: str = ""
 
     @property
     def is_decoy(self) -> bool:
@@ -285,6 +288,15 @@ class OtpStore:
         with redis_guard():
             self._redis.hset(self._session_key(session.session_id), "customer_id", customer_id)
 
+    def note_creating_customer(self, session: OtpSession, external_id: str) -> None:
+        """Note, before ``customers/create``, the externalId of the customer this check
+        is about to create, so an attempt after a crash or a lost answer looks it up
+        instead of creating another."""
+        session.creating_customer = external_id
+        with redis_guard():
+            self._redis.hset(self._session_key(session.session_id), "creating_customer",
+                             external_id)
+
     def sends_left(self, session: OtpSession) -> bool:
         return session.sends < self._policy.max_sends
 
@@ -334,6 +346,23 @@ class OtpStore:
         except REDIS_ERRORS:
             return False
 
+    def write_state(self) -> tuple[str, str]:
+        """``("ok", "")`` when Redis takes a write (a probe key with a short TTL),
+        ``("refuses_writes", reason)`` when it answers but refuses it (out of memory under
+        ``noeviction``, a read-only replica), ``("unavailable", "")`` when it does not
+        answer."""
+        try:
+            self._redis.set(redis_keys.health_probe(self._prefix), "1", ex=HEALTH_PROBE_TTL)
+        except redis.ResponseError as e:  # OutOfMemoryError and ReadOnlyError among them
+            words = str(e).splitlines()[0][:160] if str(e) else ""
+            return "refuses_writes", f"{type(e).__name__}: {words}".rstrip(": ")
+        except REDIS_ERRORS:
+            return "unavailable", ""
+        return "ok", ""
+
+
+HEALTH_PROBE_TTL = 10
+
 
 __all__ = ["OtpPolicy", "OtpSession", "OtpStore"]
 
@@ -351,4 +380,5 @@ def _session_from(session_id: str, data: dict[str, str]) -> OtpSession:
         sends=int(data["sends"]), attempts=int(data["attempts"]),
         expires_at=float(data["expires_at"]), payload=json.loads(data["payload"]),
         sent=data["sent"] == "1", state=data["state"],
+        creating_customer=data.get("creating_customer", ""),
     )

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -141,3 +141,31 @@ def running_stack(workdir: Path, settings: dict[str, str]
             app.stop()
         standins.stop()
         redis_server.stop()
+
+
+def fresh_stack(stack: tuple[Gunicorn, Standins, RedisServer]
+                ) -> tuple[Gunicorn, Standins, RedisServer]:
+    """``stack`` between two tests: the stand-ins back to their data and no rate limit,
+    Redis empty."""
+    _, standins, redis_server = stack
+    standins.state.reset()
+    standins.state.rate_limit = 0
+    redis.Redis.from_url(redis_server.url).flushdb()
+    return stack
+
+
+def kill_during(app: Gunicorn, standins: Standins, send: Callable[[], object],
+                crm_call: str) -> None:
+    """Run ``send`` (a request) in a thread, SIGKILL the workers once RetailCRM has got
+    ``crm_call`` (``"POST /api/v5/orders/create"``), and wait for the new workers."""
+
+    def doomed() -> None:
+        try:
+            send()
+        except requests.RequestException:
+            pass  # the worker dies under it
+
+    threading.Thread(target=doomed, daemon=True).start()
+    assert wait_until(lambda: crm_call in standins.state.calls)
+    app.kill_workers()
+    assert wait_until(app.serving, timeout=30), app.log()[-2000:]

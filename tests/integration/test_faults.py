@@ -13,7 +13,7 @@ import redis
 import requests
 
 from tests.integration.conftest import wait_until
-from tests.integration.stack import running_stack
+from tests.integration.stack import fresh_stack, kill_during, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def fresh(stack):
-    app, standins, redis_server = stack
-    standins.state.reset()
-    standins.state.rate_limit = 0
-    redis.Redis.from_url(redis_server.url).flushdb()
-    return stack
+    return fresh_stack(stack)
 
 
 def timed(method: str, url: str, **kwargs) -> tuple[requests.Response, float]:
@@ -91,7 +87,8 @@ def session_keys(redis_url: str) -> list[bytes]:
 
 def test_greensms_failing_falls_back_or_sends_nothing(fresh):
     app, standins, redis_server = fresh
-    standins.state.fail["telegram"] = (500, "<html>Internal Server Error</html>")
+    # GreenSMS's own error answer: the telegram send certainly never left.
+    standins.state.fail["telegram"] = (200, {"error": "Telegram is not available", "code": 2})
     response, _ = start(app.base, deliveryRoute="telegram")
     assert response.json()["status"] == "sent"
     assert [m["route"] for m in standins.state.outbox] == ["sms"]
@@ -103,8 +100,10 @@ def test_greensms_failing_falls_back_or_sends_nothing(fresh):
     assert len(session_keys(redis_server.url)) == before  # no session claims a code
     standins.state.delay["sms"] = 3.0  # slower than GREENSMS_TIMEOUT_SECONDS
     del standins.state.fail["sms"]
+    # A send whose answer did not come may have reached GreenSMS: it counts as made
+    # (test_fault_holds.py), the session stays valid, and the answer is in time.
     response, seconds = start(app.base, user="u3", deliveryRoute="sms")
-    assert response.json()["errorCode"] == "delivery_failed" and seconds < 2.5
+    assert response.json()["status"] == "sent" and seconds < 2.5
     standins.state.delay.clear()
 
 
@@ -218,17 +217,8 @@ def kill_mid_create(app, standins, create_seconds: float) -> None:
     """Send a repeat whose order create takes ``create_seconds`` at RetailCRM, and SIGKILL
     the worker once the create has reached RetailCRM; wait for the new worker."""
     standins.state.delay["create"] = create_seconds
-
-    def doomed() -> None:
-        try:
-            requests.post(f"{app.base}/orders/repeat", data=REPEAT, timeout=30)
-        except requests.RequestException:
-            pass  # the worker dies under it
-
-    threading.Thread(target=doomed, daemon=True).start()
-    assert wait_until(lambda: "POST /api/v5/orders/create" in standins.state.calls)
-    app.kill_workers()
-    assert wait_until(app.serving, timeout=30), app.log()[-2000:]
+    kill_during(app, standins, lambda: requests.post(f"{app.base}/orders/repeat", data=REPEAT,
+                                                     timeout=30), "POST /api/v5/orders/create")
 
 
 def test_next_attempt_after_a_crash_gets_the_created_order_within_a_second(fresh):

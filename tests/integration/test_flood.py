@@ -65,7 +65,9 @@ def probe(session: requests.Session, url: str, params: dict | None = None
 
 def journey(base: str, last_code) -> list[tuple[str, float, dict]]:
     """A customer's start → check → repeat; (step, seconds, answer) of each."""
-    customer = {"channelType": "telegram", "messengerUserId": "flood-time-customer"}
+    # The account that holds customer 1006 already: another account binding 1006 would
+    # move the binding and cut CACHED off at once (its probes would go to RetailCRM).
+    customer = dict(CACHED)
     steps = []
     with requests.Session() as session:
         def step(name: str, path: str, body: dict) -> dict:

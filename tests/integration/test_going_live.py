@@ -10,6 +10,7 @@ import re
 import subprocess
 
 import pytest
+import redis
 
 from gurugrow.sandbox.data import demo_data
 from tests.conftest import TEST_ENV
@@ -76,6 +77,15 @@ def test_readme_going_live_commands_against_the_standins(standins, redis_url, tm
     sets_file.write_text(SHOP_SETS, encoding="utf-8")
     # A shop's values in the settings .env.example leaves to it.
     env.update(RECOMMENDED_SETS_FILE=str(sets_file), RECOMMENDED_ORDER_STATUS="new")
+
+    # The Redis a live install runs (docs/OPERATIONS.md, Redis): persistent, no eviction.
+    # The test server starts without persistence; the doctor says so, then it is set.
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("appendonly", "no")
+    unpersisted = run("make doctor", env)
+    assert "FAIL redis" in unpersisted.stdout and "appendonly is no" in unpersisted.stdout
+    client.config_set("appendonly", "yes")
+    client.config_set("maxmemory-policy", "noeviction")
 
     before = run("make doctor", env)
     assert before.returncode != 0

@@ -1,0 +1,68 @@
+"""One account, one customer: bindings of one messenger account are serialised, and a
+customer's binding that moves to another account cuts the previous one off at once,
+mirror on or off."""
+
+from __future__ import annotations
+
+import pytest
+
+from gurugrow.flows.mirror_worker import run_mirror
+from tests.helpers import BODY_KINDS, get, post, run_concurrently, set_clock
+
+TG_FIELD = "bot_telegram_account_id"
+OLD = {"channelType": "telegram", "messengerUserId": "111"}
+NEW = {"channelType": "telegram", "messengerUserId": "222"}
+CONTACT = {"CONTACT_VERIFIED_CHANNELS": "telegram"}
+MIRROR = {**CONTACT, "CRM_MIRROR": "1", "MIRROR_MAX_LAG_SECONDS": "60"}
+
+
+@pytest.fixture
+def world(upstreams):
+    upstreams.add_customer(626518, "+79991234567", **{TG_FIELD: "111",
+                                                     "chatbot_interacted": "true"})
+    upstreams.add_customer(1001, "+79990000001", **{TG_FIELD: "333"})
+    upstreams.add_order(5001, 626518, status="send-to-delivery")
+    upstreams.add_offer(501, "Миноксидил 5%")
+    return upstreams
+
+
+def contact(client, who, phone, kind="form"):
+    return post(client, "/auth/contact", {**who, "contactUserId": who["messengerUserId"],
+                                          "phone": phone}, kind)
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACT, MIRROR], ids=["mirror-off", "mirror-on"])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_moved_binding_cuts_the_previous_account_off_at_once(app, client, world, kind,
+                                                               env_overrides):
+    svc = app.extensions["gurugrow"]
+    set_clock(app, 1_780_000_000.0)
+    if svc.mirror is not None:
+        run_mirror(svc, once=True)
+    assert get(client, "/auth/status", OLD)["status"] == "authorized"  # cached now
+    assert get(client, "/orders", OLD)["status"] == "ok"
+    answer = contact(client, NEW, "79991234567", kind)
+    assert (answer["status"], answer["customerId"]) == ("authorized", "626518")
+    assert world.field(626518, TG_FIELD) == "222"
+    assert get(client, "/auth/status", OLD)["status"] == "not_authorized"
+    assert get(client, "/orders", OLD)["status"] == "not_authorized"
+    repeat = post(client, "/orders/repeat", {**OLD, "sourceOrderId": "5001"}, kind)
+    assert repeat["status"] == "not_authorized"
+    assert world.created == []
+    assert get(client, "/auth/status", NEW)["status"] == "authorized"
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACT])
+def test_two_contacts_for_one_account_at_once_bind_it_to_one_customer(app, world):
+    """Account 444 shares two phones at the same moment: one binding wins, the other is
+    refused as a conflict, and customer 1001's earlier binding (to 333) is intact."""
+    phones = iter(["79991234567", "79990000001"] * 3)
+    who = {"channelType": "telegram", "messengerUserId": "444"}
+    world.customers["626518"]["customFields"] = []  # nobody holds 626518 now
+    answers = run_concurrently(2, lambda: contact(app.test_client(), who, next(phones)))
+    statuses = sorted(a["status"] for a in answers)
+    assert statuses == ["authorized", "conflict"]
+    holders = [cid for cid in ("626518", "1001") if world.field(int(cid), TG_FIELD) == "444"]
+    assert len(holders) == 1
+    if holders != ["1001"]:
+        assert world.field(1001, TG_FIELD) == "333"
