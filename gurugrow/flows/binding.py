@@ -14,7 +14,7 @@ from gurugrow.basics.errors import CrmBusy, FlowRefusal, UpstreamError
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
-from gurugrow.flows.mirror import mirror_bound, mirror_interacted, mirrored_binding
+from gurugrow.flows.mirror import mirror_bound, mirror_interacted, mirrored_binding, queue_mark
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -130,6 +130,8 @@ def mark_interacted(svc: Services, customer: dict[str, Any],
     code = svc.settings.retailcrm_cf_chatbot_interacted
     fields = customer.get("customFields") or {}
     if str(fields.get(code, "")).lower() in ("true", "1"):
+        return
+    if queue_mark(svc, str(customer["id"])):  # the mirror poller writes it, off this path
         return
     try:
         svc.crm.edit_customer_custom_fields(str(customer["id"]), {code: "true"})

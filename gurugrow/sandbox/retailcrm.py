@@ -136,6 +136,8 @@ def _history(kind: str) -> Answer:
     answer, status = _page(records, "history")
     if status == 200:
         body = answer.get_json()
+        if st.history_page_cap is not None:  # a short page; the pagination says more follow
+            body["history"] = body["history"][:st.history_page_cap]
         body["generatedAt"] = state().local_now()
         return jsonify(body), 200
     return answer, status

@@ -11,8 +11,13 @@ by the mirror poller (``flows/mirror_sync.py``) and by this service's own writes
   writes the state.
 
 Reads answer None unless the last sync is within ``max_lag_seconds``: the caller then
-takes the live path. Every key has a TTL (``ENTRY_TTL_SECONDS``) far longer than the sync
-period; the poller reloads everything well within it.
+takes the live path. Absence is not an answer: a binding hash or order list missing from
+Redis (evicted, deleted, never seen) also answers None, and schedules the entity's re-read
+by the poller (``mirror:{mirror}:recheck``). "Known not bound" is a binding hash holding
+only the field ``_`` (written when an account's last customer leaves it, or when the
+poller found nobody holding it). Every key has a TTL (``ENTRY_TTL_SECONDS``); a write
+that changes nothing does not refresh it, only RetailCRM confirming the entity does (the
+rolling reconcile re-reads every bound customer within MIRROR_RECONCILE_SECONDS).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from gurugrow.stores.client import redis_guard
 from gurugrow.stores.once import RENEW_LEASE_SCRIPT
 from gurugrow.stores.scripts import load_script
 
-# The poller reloads everything this often, so no entry outlives its TTL unrewritten.
-FULL_RELOAD_SECONDS = 86400
-ENTRY_TTL_SECONDS = 3 * FULL_RELOAD_SECONDS
+# An entry RetailCRM has not confirmed for this long goes (the reconcile confirms every
+# bound customer within MIRROR_RECONCILE_SECONDS, a day by default).
+ENTRY_TTL_SECONDS = 3 * 86400
 _LOADED = "_"  # the field of an order hash that marks the list complete
+_NOBODY = "_"  # the field of a binding hash that says: known, bound to nobody
 CUSTOMERS, ORDERS = "customers", "orders"
 _STATE_SCRIPT = load_script("mirror_state")
 Identity = tuple[str, str]  # (channel, messenger account id)
@@ -81,12 +87,18 @@ class MirrorStore:
                                                                account_id))
         if entries is None:
             return None
-        return {_text(k): json.loads(v) for k, v in entries.items()}
+        if not entries:  # not in the mirror (evicted, or never seen): not an answer
+            self.schedule(f"a:{channel}:{account_id}")
+            return None
+        return {_text(k): json.loads(v) for k, v in entries.items()
+                if k != _NOBODY.encode()}
 
     def orders(self, customer_id: str) -> list[dict[str, Any]] | None:
         """The customer's mirrored orders (raw, any order); None while the mirror is not
         current or does not hold the customer's complete list."""
         entries = self._current_hash(redis_keys.mirror_orders(self._prefix, customer_id))
+        if entries is not None and not entries:  # missing while loaded: re-read it
+            self.schedule(f"c:{customer_id}")
         if entries is None or _LOADED.encode() not in entries:
             return None
         return [json.loads(v) for k, v in entries.items() if k != _LOADED.encode()]
@@ -135,34 +147,59 @@ class MirrorStore:
         return json.loads(raw) if raw else None
 
     def put_customer(self, customer_id: str, identities: Iterable[Identity],
-                     masked_phone: str | None, interacted: bool) -> bool:
+                     masked_phone: str | None, interacted: bool, *,
+                     confirmed: bool = False) -> bool:
         """File the customer under exactly ``identities`` (none: unbound, its keys go);
-        True when it is bound and its orders are not mirrored yet."""
+        True when it is bound and its orders are not mirrored yet. A write that changes
+        nothing writes nothing, unless ``confirmed`` (RetailCRM was just asked: the
+        reconcile, a load): then only the keys' expiry and the index's time move."""
         customer_id = str(customer_id)
         wanted = sorted({(str(c), str(a)) for c, a in identities})
         old = self.customer(customer_id)
         previous = {(c, a) for c, a in (old or {}).get("identities", [])}
+        record = {"identities": [list(i) for i in wanted], "maskedPhone": masked_phone,
+                  "interacted": bool(interacted)}
         entry = json.dumps({"maskedPhone": masked_phone, "interacted": bool(interacted)},
                            ensure_ascii=False)
         ttl = ENTRY_TTL_SECONDS
+        record_key = redis_keys.mirror_customer(self._prefix, customer_id)
+        orders_key = redis_keys.mirror_orders(self._prefix, customer_id)
+        index = redis_keys.mirror_bound_index(self._prefix)
+        unchanged = old == record or (old is None and not wanted)
         with redis_guard():
             pipe = self._client.pipeline(transaction=False)
-            for channel, account in previous - set(wanted):
-                pipe.hdel(redis_keys.mirror_binding(self._prefix, channel, account),
-                          customer_id)
-            for channel, account in wanted:
-                key = redis_keys.mirror_binding(self._prefix, channel, account)
-                pipe.hset(key, customer_id, entry)
-                pipe.expire(key, ttl)
-            record_key = redis_keys.mirror_customer(self._prefix, customer_id)
-            orders_key = redis_keys.mirror_orders(self._prefix, customer_id)
-            if wanted:
-                record = {"identities": wanted, "maskedPhone": masked_phone,
-                          "interacted": bool(interacted)}
-                pipe.set(record_key, json.dumps(record, ensure_ascii=False), ex=ttl)
-                pipe.hexists(orders_key, _LOADED)
+            if unchanged and not confirmed:
+                pass  # nothing changes: the expiry is not refreshed either
+            elif unchanged:  # confirmed as it is: its keys are (re)written, none lost
+                for channel, account in wanted:
+                    key = redis_keys.mirror_binding(self._prefix, channel, account)
+                    pipe.hset(key, customer_id, entry)
+                    pipe.expire(key, ttl)
+                if wanted:
+                    pipe.expire(record_key, ttl)
+                    pipe.expire(orders_key, ttl)
+                    pipe.zadd(index, {customer_id: self._clock()})
+                    pipe.expire(index, ttl)
             else:
-                pipe.delete(record_key, orders_key)
+                for channel, account in previous - set(wanted):
+                    key = redis_keys.mirror_binding(self._prefix, channel, account)
+                    pipe.hdel(key, customer_id)
+                    # Known: bound to nobody now (unless another customer still is).
+                    pipe.hset(key, _NOBODY, "1")
+                    pipe.expire(key, ttl)
+                for channel, account in wanted:
+                    key = redis_keys.mirror_binding(self._prefix, channel, account)
+                    pipe.hset(key, customer_id, entry)
+                    pipe.expire(key, ttl)
+                if wanted:
+                    pipe.set(record_key, json.dumps(record, ensure_ascii=False), ex=ttl)
+                    pipe.zadd(index, {customer_id: self._clock()})
+                    pipe.expire(index, ttl)
+                else:
+                    pipe.delete(record_key, orders_key)
+                    pipe.zrem(index, customer_id)
+            if wanted:
+                pipe.hexists(orders_key, _LOADED)
             answers = pipe.execute()
         return bool(wanted) and not answers[-1]
 
@@ -193,8 +230,16 @@ class MirrorStore:
                               old.get("maskedPhone"), True)
 
     def drop_customer(self, customer_id: str) -> None:
-        """The customer is gone from RetailCRM (deleted or merged): its bindings too."""
-        self.put_customer(str(customer_id), [], None, False)
+        """The customer is gone from RetailCRM (deleted or merged): its bindings, orders
+        and index entry too (whatever of them is left)."""
+        customer_id = str(customer_id)
+        self.put_customer(customer_id, [], None, False)
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(redis_keys.mirror_customer(self._prefix, customer_id),
+                        redis_keys.mirror_orders(self._prefix, customer_id))
+            pipe.zrem(redis_keys.mirror_bound_index(self._prefix), customer_id)
+            pipe.execute()
 
     def put_orders(self, customer_id: str, orders: list[dict[str, Any]]) -> None:
         """Replace the customer's mirrored orders with ``orders`` (complete)."""
@@ -261,3 +306,131 @@ class MirrorStore:
         with redis_guard():
             self._client.hdel(redis_keys.mirror_orders(self._prefix, str(customer_id)),
                               _LOADED)
+
+    def known_unbound(self, channel: str, account_id: str) -> None:
+        """The poller asked RetailCRM: nobody holds the account (a read says so now)."""
+        key = redis_keys.mirror_binding(self._prefix, channel, account_id)
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hset(key, _NOBODY, "1")
+            pipe.expire(key, ENTRY_TTL_SECONDS)
+            pipe.execute()
+
+    # -- what the poller must look at again -------------------------------------------
+    def schedule(self, what: str, delay: float = 0.0) -> None:
+        """Ask the poller to re-read ``what`` (``c:<id>``, ``o:<id>``, ``a:<channel>:<id>``)
+        after ``delay`` s; an earlier request for it stands (NX)."""
+        key = redis_keys.mirror_recheck(self._prefix)
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zadd(key, {what: self._clock() + delay}, nx=True)
+            pipe.expire(key, ENTRY_TTL_SECONDS)
+            pipe.execute()
+
+    def due_rechecks(self, limit: int) -> list[str]:
+        """At most ``limit`` re-reads due now, the oldest first."""
+        with redis_guard():
+            found = self._client.zrangebyscore(redis_keys.mirror_recheck(self._prefix),
+                                               "-inf", self._clock(), start=0, num=limit)
+        return [_text(m) for m in found]
+
+    def rechecked(self, done: list[str]) -> None:
+        if done:
+            with redis_guard():
+                self._client.zrem(redis_keys.mirror_recheck(self._prefix), *done)
+
+    def pending_rechecks(self) -> int:
+        with redis_guard():
+            return int(self._client.zcard(redis_keys.mirror_recheck(self._prefix)))
+
+    # -- the bound index: the reconcile's and the eviction check's list ----------------
+    def bound_count(self) -> int:
+        with redis_guard():
+            return int(self._client.zcard(redis_keys.mirror_bound_index(self._prefix)))
+
+    def index_exists(self) -> bool:
+        with redis_guard():
+            return bool(self._client.exists(redis_keys.mirror_bound_index(self._prefix)))
+
+    def least_recently_confirmed(self, count: int) -> list[str]:
+        with redis_guard():
+            found = self._client.zrange(redis_keys.mirror_bound_index(self._prefix), 0,
+                                        count - 1)
+        return [_text(m) for m in found]
+
+    def confirmed_before(self, moment: float, count: int = 1000) -> list[str]:
+        """Bound customers RetailCRM has not confirmed since ``moment`` (a load that did
+        not find them bound: they go)."""
+        with redis_guard():
+            found = self._client.zrangebyscore(redis_keys.mirror_bound_index(self._prefix),
+                                               "-inf", f"({moment}", start=0, num=count)
+        return [_text(m) for m in found]
+
+    def bound_page(self, start: int, count: int) -> list[str]:
+        with redis_guard():
+            found = self._client.zrange(redis_keys.mirror_bound_index(self._prefix), start,
+                                        start + count - 1)
+        return [_text(m) for m in found]
+
+    def incomplete(self, customer_ids: list[str]) -> list[str]:
+        """Of these bound customers, those with a key missing (record, orders, binding):
+        what an eviction took."""
+        if not customer_ids:
+            return []
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            for cid in customer_ids:
+                pipe.get(redis_keys.mirror_customer(self._prefix, cid))
+                pipe.exists(redis_keys.mirror_orders(self._prefix, cid))
+            answers = pipe.execute()
+        missing, records = [], []
+        for i, cid in enumerate(customer_ids):
+            raw, orders = answers[2 * i], answers[2 * i + 1]
+            if not raw or not orders:
+                missing.append(cid)
+            else:
+                records.append((cid, json.loads(raw)))
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            checked = []
+            for cid, record in records:
+                for channel, account in record.get("identities", []):
+                    pipe.hexists(redis_keys.mirror_binding(self._prefix, channel, account), cid)
+                    checked.append(cid)
+            answers = pipe.execute() if checked else []
+        missing += sorted({cid for cid, there in zip(checked, answers, strict=True)
+                           if not there}, key=int)
+        return missing
+
+    # -- chatbot_interacted marks, written by the poller in the quota's spare slots -----
+    def enqueue_mark(self, customer_id: str) -> None:
+        """Keep the customer's mark until the poller has written it (a request never
+        waits for RetailCRM for it; kept in Redis, so a crash loses none)."""
+        key = redis_keys.mirror_marks(self._prefix)
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zadd(key, {str(customer_id): self._clock()}, nx=True)
+            pipe.expire(key, ENTRY_TTL_SECONDS)
+            pipe.execute()
+
+    def due_marks(self, limit: int) -> list[str]:
+        with redis_guard():
+            found = self._client.zrangebyscore(redis_keys.mirror_marks(self._prefix), "-inf",
+                                               self._clock(), start=0, num=limit)
+        return [_text(m) for m in found]
+
+    def postpone_mark(self, customer_id: str, seconds: float) -> None:
+        """Try the mark again in ``seconds`` (set before the write: a poller dying during
+        it leaves the mark to be tried again then)."""
+        with redis_guard():
+            self._client.zadd(redis_keys.mirror_marks(self._prefix),
+                              {str(customer_id): self._clock() + seconds}, xx=True)
+
+    def mark_written(self, customer_id: str) -> None:
+        with redis_guard():
+            self._client.zrem(redis_keys.mirror_marks(self._prefix), str(customer_id))
+        self.set_interacted(str(customer_id))
+
+    def pending_marks(self) -> int:
+        with redis_guard():
+            return int(self._client.zcard(redis_keys.mirror_marks(self._prefix)))
