@@ -308,9 +308,14 @@ class RetailCrmGateway:
         elif page is not None:
             params.append(("page", str(page)))
         body = self._get(_HISTORY[entity], params)
-        records = [{**r, "id": int(r["id"])} for r in body.get("history") or []
+        raw = body.get("history") or []
+        records = [{**r, "id": int(r["id"])} for r in raw
                    if isinstance(r, dict) and _history_id(r.get("id"))]
-        total = (body.get("pagination") or {}).get("totalPageCount")
+        pagination = body.get("pagination") or {}
+        total, count = pagination.get("totalPageCount"), pagination.get("totalCount")
+        if since_id is not None and isinstance(total, int) and isinstance(count, int) \
+                and count > len(raw):
+            total = max(total, 2)  # the pagination counts more than this page holds
         return records, total if isinstance(total, int) else None
 
     # -- reference and catalog --------------------------------------------------------
