@@ -224,3 +224,51 @@ def test_the_poll_interval_backs_off_when_idle_up_to_half_the_max_lag():
         interval = next_interval(interval, 5.0, 30.0, busy)
         waits.append(interval)
     assert waits == [10.0, 20.0, 30.0, 30.0, 5.0, 10.0]
+
+
+def _doctor(app) -> str:
+    return app.test_cli_runner().invoke(args=["gurugrow", "doctor"]).output
+
+
+def test_the_load_shows_its_progress_in_the_doctor_and_the_metrics(app, client, svc, world,
+                                                                   monkeypatch):
+    from tests.test_alerts import sample, scrape
+
+    seen: list[tuple[str, str]] = []
+    real = mirror_sync.Sync._progress
+
+    def progress(self, entity, page, total, read):
+        real(self, entity, page, total, read)
+        line = next(x for x in _doctor(app).splitlines() if "mirror" in x)
+        seen.append((line, scrape(client)))
+
+    monkeypatch.setattr(mirror_sync.Sync, "_progress", progress)
+    sync(svc)
+    line, text = seen[0]
+    assert "never loaded" in line and "loading customers: page 1 of 1, " in line
+    assert "calls" in line and "s elapsed" in line and "s left of customers" in line
+    assert sample(text, "gurugrow_mirror_load_progress", what="page") == 1
+    assert sample(text, "gurugrow_mirror_load_progress", what="pages") == 1
+    assert sample(text, "gurugrow_mirror_load_progress", what="calls") >= 3
+    done = scrape(client)
+    assert sample(done, "gurugrow_mirror_load_progress", what="page") == 0  # no load now
+
+
+def test_the_doctor_says_the_mirrors_redis_must_not_evict(app, svc, world, monkeypatch):
+    sync(svc)
+    monkeypatch.setattr(svc.redis, "config_get", lambda name: {name: "allkeys-lru"},
+                        raising=False)
+    line = next(x for x in _doctor(app).splitlines() if "mirror" in x)
+    assert "FAIL" in line and "evicts keys (maxmemory-policy allkeys-lru)" in line
+    monkeypatch.setattr(svc.redis, "config_get", lambda name: {name: "noeviction"},
+                        raising=False)
+    assert "current" in next(x for x in _doctor(app).splitlines() if "mirror" in x)
+
+
+def test_queued_marks_show_in_the_metrics(client, svc, world):
+    from tests.test_alerts import sample, scrape
+
+    world.state.manager_edit_customer("626518", chatbot_interacted="")
+    sync(svc)
+    get(client, "/orders", TG)
+    assert sample(scrape(client), "gurugrow_mirror_pending", what="marks") == 1
