@@ -272,3 +272,55 @@ def test_queued_marks_show_in_the_metrics(client, svc, world):
     sync(svc)
     get(client, "/orders", TG)
     assert sample(scrape(client), "gurugrow_mirror_pending", what="marks") == 1
+
+
+def _order_shapes() -> list[dict]:
+    """Every order shape the stand-ins have: the demo data's, the test upstream's (with
+    each delivery and tracking form the order view reads), an order this service creates
+    (free-form line, unknown offer), and malformed parts."""
+    from gurugrow.sandbox.data import demo_data
+    from tests.upstreams import Upstreams
+
+    shapes = list(demo_data()["orders"])
+    up = Upstreams.__new__(Upstreams)
+    up.state = type("S", (), {"orders": {}})()
+    deliveries = [None, {"code": "cdek", "data": {"trackNumber": "CD1"},
+                         "address": {"text": "Москва, Тверская 1", "city": "Москва"}},
+                  {"integrationCode": "russianpost", "trackNumber": "RP1", "cost": 300},
+                  {"code": "boxberry", "trackingNumber": "BB1", "address": "Москва"},
+                  {"code": "cdek", "data": {"trackingNumber": "CD2", "extra": 1}},
+                  {"code": "cdek", "data": "not an object"}]
+    for i, delivery in enumerate(deliveries):
+        shapes.append(Upstreams.add_order(up, 100 + i, 1, delivery=delivery,
+                                          items=[(501, "Миноксидил 5%", 2), (502, "Б", 1.5)]))
+    shapes += [
+        {"id": 200, "number": "200A", "createdAt": "2026-06-01 10:00:00", "status": "new",
+         "customer": {"id": 1}, "items": [{"quantity": 1, "productName": "Товар",
+                                           "offer": None, "initialPrice": 0}]},
+        {"id": 201, "createdAt": "0001-01-01 00:00:00", "status": "complete",
+         "customer": {"id": 1}, "items": None, "delivery": None},
+        {"id": 202, "createdAt": "not a date", "status": "new", "customer": {"id": 1}},
+    ]
+    return shapes
+
+
+def test_a_mirrored_order_converts_exactly_like_a_live_one_at_a_fraction_of_the_size():
+    import json
+    from zoneinfo import ZoneInfo
+
+    from gurugrow.flows.mirror_orders import slim_order
+    from gurugrow.flows.order_view import present_order
+
+    urls = {"cdek": "https://cdek.example/{code}", "russianpost": "https://rp.example/{code}",
+            "boxberry": "https://bb.example/{code}"}
+    raw_size = slim_size = 0
+    for order in _order_shapes():
+        slim = json.loads(json.dumps(slim_order(order)))  # as stored and read back
+        for group in ("assembling", "delivery", "complete"):
+            for zone in (ZoneInfo("Europe/Moscow"), ZoneInfo("Asia/Vladivostok")):
+                assert present_order(slim, group, urls, zone) == present_order(
+                    order, group, urls, zone), order["id"]
+        assert slim["id"] == order["id"] and slim.get("status") == order.get("status")
+        raw_size += len(json.dumps(order, ensure_ascii=False))
+        slim_size += len(json.dumps(slim, ensure_ascii=False))
+    assert slim_size < raw_size * 0.6

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 from gurugrow.basics.errors import CrmBusy, LeaseLost, UpstreamError
 from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
+from gurugrow.flows.mirror_orders import slim_order
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -243,7 +244,7 @@ class Sync:
                 order = found.get(oid)
                 if order is None:
                     self.store.drop_order(oid)
-                elif self.store.put_order(order, keep) == "incomplete":
+                elif self.store.put_order(slim_order(order), keep) == "incomplete":
                     incomplete.add(str(order["customer"]["id"]))
             for cid in sorted(incomplete):
                 self.load_orders_of(cid)
@@ -441,4 +442,6 @@ def _merge_targets(record: dict[str, Any]) -> list[str]:
 
 
 def _newest(orders: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
-    return sorted(orders, key=lambda o: str(o.get("createdAt") or ""), reverse=True)[:keep]
+    """The ``keep`` newest, as the mirror keeps them (the fields the order view reads)."""
+    return [slim_order(o) for o in sorted(orders, key=lambda o: str(o.get("createdAt") or ""),
+                                          reverse=True)[:keep]]

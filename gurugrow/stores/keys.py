@@ -189,7 +189,8 @@ def mirror_customer(prefix: str, customer_id: str) -> str:
 
 
 def mirror_orders(prefix: str, customer_id: str) -> str:
-    """Hash: order id → the raw order, for one bound customer (``_`` marks it loaded)."""
+    """Hash: order id → the order (the fields the order view reads), for one bound
+    customer (``_`` marks it loaded)."""
     return f"{prefix}mirror:{{c{customer_id}}}:orders"
 
 

@@ -4,8 +4,8 @@ by the mirror poller (``flows/mirror_sync.py``) and by this service's own writes
 - a binding per messenger account: a hash, customer id → ``{"maskedPhone", "interacted"}``
   for every customer holding the account id (one: bound; two or more: the conflict case);
 - a record per bound customer: its messenger accounts, so a change can drop the old ones;
-- a bound customer's newest orders: a hash, order id → the raw RetailCRM order (the order
-  view converts it like a live one); the field ``_`` says the list is complete;
+- a bound customer's newest orders: a hash, order id → the order's fields the order view
+  reads (``flows/mirror_orders.py``: it converts like a live one); ``_`` marks it complete;
 - the sync state: history positions (``sinceId`` per kind), the last sync's time, counts;
   and the poller's lease. Both carry the ``{mirror}`` tag: one script checks the lease and
   writes the state.
