@@ -109,7 +109,8 @@ def stats(up: str) -> dict[str, int]:
     return requests.get(f"{up}/stats", timeout=5).json()
 
 
-def burst(up: str, base: str, accounts: list[str]) -> dict[str, Any]:
+def burst(up: str, base: str, accounts: list[str], concurrency: int = CONCURRENCY
+          ) -> dict[str, Any]:
     before = stats(up)
     latencies: dict[str, list[float]] = {"/auth/status": [], "/orders": []}
     lock = threading.Lock()
@@ -130,8 +131,8 @@ def burst(up: str, base: str, accounts: list[str]) -> dict[str, Any]:
         return answers == ["authorized", "ok"]
 
     began = time.perf_counter()
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        served = sum(pool.map(visit, accounts, timeout=600))
+    with ThreadPoolExecutor(concurrency) as pool:
+        served = sum(pool.map(visit, accounts, timeout=1800))
     seconds = time.perf_counter() - began
     after = stats(up)
     calls = after["retailcrm"] - before["retailcrm"]
@@ -166,11 +167,118 @@ def table(row: dict[str, Any]) -> list[str]:
         f"1,000 bound customers with {ORDERS_EACH} orders each).", ""]
 
 
+# The large shop (issue 34): 100,000 customers, 20,000 bound with 5 orders each, 300,000
+# orders in all, a burst of 10,000 users 200 at a time; BENCH_LARGE_SCALE shrinks the
+# shop (not the burst's concurrency) for a machine that cannot hold it (0: skip the row).
+LARGE_SCALE = float(os.environ.get("BENCH_LARGE_SCALE", "1"))
+LARGE_CONCURRENCY = int(os.environ.get("BENCH_LARGE_CONCURRENCY", "200"))
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "180"))
+
+
+def run_large(scale: float = LARGE_SCALE) -> dict[str, Any]:
+    """The large-shop row: the load's calls and time, Redis memory per 1,000 bound
+    customers, the poller's idle calls a minute, then the burst (all bound users)."""
+    customers, bound = int(100_000 * scale), int(20_000 * scale)
+    unbound = customers - bound
+    redis_port, up_port, app_port = free_port(), free_port(), free_port()
+    up, base = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{app_port}"
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(spawn([shutil.which("redis-server") or "redis-server", "--port",
+                            str(redis_port), "--save", "", "--appendonly", "no"],
+                           dict(os.environ), "large-redis"))
+        plain_config = SCRATCH / "large-upstreams.conf.py"
+        plain_config.write_text("")
+        procs.append(spawn([GUNICORN, "-c", str(plain_config), "-k", "gthread", "-w", "1",
+                            "--threads", "64", "-b", f"127.0.0.1:{up_port}", "--log-level",
+                            "warning", "--timeout", "600", "bench.standins:standins_from_env()"],
+                           {**os.environ, "SANDBOX_LATENCY_MS": str(LATENCY_MS),
+                            "SANDBOX_RATE_LIMIT": str(CRM_QUOTA)}, "large-upstreams"))
+        wait_http(f"{up}/outbox")
+        env = app_env(up, redis_port, app_port)
+        accounts: list[str] = []
+        for start in range(0, bound, 10_000):
+            accounts += requests.post(f"{up}/seed-customers", timeout=600, params={
+                "from": "5001", "count": str(min(10_000, bound - start)),
+                "orders": "5"}).json()["accounts"]
+        # The unbound rest own the other orders: 2 or 3 each, 300,000 in all at full size.
+        orders_unbound = int(300_000 * scale) - 5 * bound
+        each, extra = divmod(orders_unbound, max(unbound, 1))
+        for start in range(0, unbound, 10_000):
+            count = min(10_000, unbound - start)
+            with_extra = max(min(extra - start, count), 0)
+            for n, orders in ((with_extra, each + 1), (count - with_extra, each)):
+                if n:
+                    requests.post(f"{up}/seed-customers", timeout=600, params={
+                        "from": "5001", "count": str(n), "orders": str(orders),
+                        "bound": "0"}).raise_for_status()
+        store = redis.Redis(port=redis_port)
+        memory_before = int(store.info("memory")["used_memory"])
+        calls_before = stats(up)
+        began = time.perf_counter()
+        subprocess.run([FLASK, "--app", "wsgi", "gurugrow", "mirror", "--once"], cwd=ROOT,
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        load_seconds = time.perf_counter() - began
+        load_calls = stats(up)["retailcrm"] - calls_before["retailcrm"]
+        memory = int(store.info("memory")["used_memory"]) - memory_before
+        state = store.hgetall(redis_keys.mirror_state(PREFIX))
+        procs.append(spawn([FLASK, "--app", "wsgi", "gurugrow", "mirror"], env, "large-mirror"))
+        procs.append(spawn([GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"], env,
+                           "large-gurugrow"))
+        wait_http(f"{base}/health")
+        # Idle: the poller alone (its interval backs off to half MIRROR_MAX_LAG_SECONDS).
+        time.sleep(min(IDLE_SECONDS / 3, 60))  # past the first passes' back-off
+        idle_before = stats(up)["retailcrm"]
+        time.sleep(IDLE_SECONDS)
+        idle_per_minute = (stats(up)["retailcrm"] - idle_before) / IDLE_SECONDS * 60
+        row = burst(up, base, accounts, LARGE_CONCURRENCY)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    return {**row, "scale": scale, "customers": customers, "bound": bound,
+            "orders_total": 5 * bound + orders_unbound, "load_calls": load_calls,
+            "load_seconds": load_seconds, "memory_bytes": memory,
+            "mirrored_customers": int(state.get(b"customers") or 0),
+            "mirrored_orders": int(state.get(b"orders") or 0),
+            "idle_per_minute": idle_per_minute}
+
+
+def large_table(r: dict[str, Any]) -> list[str]:
+    """The large-shop row as Markdown."""
+    size = ("full size" if r["scale"] == 1 else
+            f"scaled to {r['scale']:g} of the full size (BENCH_LARGE_SCALE={r['scale']:g}; "
+            "the full size is 100,000 customers, 20,000 bound, 300,000 orders)")
+    return [
+        f"Large shop, {size}: {r['customers']} customers, {r['bound']} bound with 5 orders "
+        f"each, {r['orders_total']} orders; the stand-in enforces {CRM_QUOTA} calls/s; "
+        "defaults otherwise (MIRROR_POLL_SECONDS=5, MIRROR_MAX_LAG_SECONDS=60, "
+        "MIRROR_RECONCILE_SECONDS=86400):", "",
+        "| load calls | load seconds | Redis MB per 1,000 bound | idle calls a minute "
+        "| burst users | concurrent | served | CRM calls per user | over the quota "
+        "| p50 / p99 ms /auth/status | p50 / p99 ms /orders |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| {r['load_calls']} | {r['load_seconds']:.0f} "
+        f"| {r['memory_bytes'] / max(r['bound'], 1) * 1000 / 1e6:.2f} "
+        f"| {r['idle_per_minute']:.1f} | {r['users']} | {LARGE_CONCURRENCY} | {r['served']} "
+        f"| {r['calls_per_user']:.4f} | {r['over_quota']} "
+        f"| {r['p50 /auth/status']:.0f} / {r['p99 /auth/status']:.0f} "
+        f"| {r['p50 /orders']:.0f} / {r['p99 /orders']:.0f} |", "",
+        f"The load mirrored {r['mirrored_customers']} customers and {r['mirrored_orders']} "
+        f"orders. Idle measured over {IDLE_SECONDS:.0f} s with the poller alone; the burst "
+        "is every bound user, /auth/status then /orders.", ""]
+
+
 def main() -> None:
     row = run()
     lines = ["# Benchmark: the RetailCRM mirror", "",
              "Written by `python -m bench.mirror` (also run by `make bench`); do not edit by "
              "hand.", "", *table(row)]
+    if LARGE_SCALE > 0:
+        large = run_large()
+        print(f"large shop: {large}", flush=True)
+        lines += large_table(large)
     (ROOT / "bench" / "MIRROR-RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -118,7 +118,7 @@ def test_a_mirror_not_current_answers_exactly_as_without_one(app, client, svc, w
         prefix = svc.settings.redis_prefix
         redis_client.hset(redis_keys.mirror_binding(prefix, "telegram", ACCOUNT), "626518",
                           "not json")
-        redis_client.hset(redis_keys.mirror_orders(prefix, "626518"), "5001", "[1, 2]")
+        redis_client.set(redis_keys.mirror_orders(prefix, "626518"), "[1, 2]")
     before = len(world.calls)
     assert visit(client) == live
     assert "GET /api/v5/customers" in world.calls[before:]

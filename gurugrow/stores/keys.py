@@ -189,8 +189,8 @@ def mirror_customer(prefix: str, customer_id: str) -> str:
 
 
 def mirror_orders(prefix: str, customer_id: str) -> str:
-    """Hash: order id → the order (the fields the order view reads), for one bound
-    customer (``_`` marks it loaded)."""
+    """One bound customer's newest orders (the fields the order view reads), compressed
+    JSON; absent: not mirrored (or evicted, or made incomplete by an order created here)."""
     return f"{prefix}mirror:{{c{customer_id}}}:orders"
 
 

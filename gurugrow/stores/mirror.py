@@ -4,8 +4,9 @@ by the mirror poller (``flows/mirror_sync.py``) and by this service's own writes
 - a binding per messenger account: a hash, customer id → ``{"maskedPhone", "interacted"}``
   for every customer holding the account id (one: bound; two or more: the conflict case);
 - a record per bound customer: its messenger accounts, so a change can drop the old ones;
-- a bound customer's newest orders: a hash, order id → the order's fields the order view
-  reads (``flows/mirror_orders.py``: it converts like a live one); ``_`` marks it complete;
+- a bound customer's newest orders: one value, the list of the order fields the order
+  view reads (``flows/mirror_orders.py``: it converts like a live one), compact JSON
+  compressed; present means complete;
 - the sync state: history positions (``sinceId`` per kind), the last sync's time, counts;
   and the poller's lease. Both carry the ``{mirror}`` tag: one script checks the lease and
   writes the state.
@@ -23,6 +24,7 @@ rolling reconcile re-reads every bound customer within MIRROR_RECONCILE_SECONDS)
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,11 +36,28 @@ from gurugrow.stores.scripts import load_script
 # An entry RetailCRM has not confirmed for this long goes (the reconcile confirms every
 # bound customer within MIRROR_RECONCILE_SECONDS, a day by default).
 ENTRY_TTL_SECONDS = 3 * 86400
-_LOADED = "_"  # the field of an order hash that marks the list complete
 _NOBODY = "_"  # the field of a binding hash that says: known, bound to nobody
 CUSTOMERS, ORDERS = "customers", "orders"
 _STATE_SCRIPT = load_script("mirror_state")
 Identity = tuple[str, str]  # (channel, messenger account id)
+
+
+def _pack(orders: list[dict[str, Any]]) -> bytes:
+    """A customer's order list as kept: compact JSON, compressed (orders of one shop
+    repeat their field names and goods: a list of 5 takes a fraction of its JSON)."""
+    return zlib.compress(json.dumps(orders, ensure_ascii=False, separators=(",", ":"))
+                         .encode(), 6)
+
+
+def _unpack(raw: bytes) -> list[dict[str, Any]]:
+    """A kept order list (ValueError/TypeError when it is not one: the live path)."""
+    try:
+        orders = json.loads(zlib.decompress(raw))
+    except zlib.error as e:
+        raise ValueError("not a mirrored order list") from e
+    if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders):
+        raise TypeError("not a list of orders")
+    return orders
 
 
 def _text(value: Any) -> str:
@@ -94,14 +113,20 @@ class MirrorStore:
                 if k != _NOBODY.encode()}
 
     def orders(self, customer_id: str) -> list[dict[str, Any]] | None:
-        """The customer's mirrored orders (raw, any order); None while the mirror is not
-        current or does not hold the customer's complete list."""
-        entries = self._current_hash(redis_keys.mirror_orders(self._prefix, customer_id))
-        if entries is not None and not entries:  # missing while loaded: re-read it
-            self.schedule(f"c:{customer_id}")
-        if entries is None or _LOADED.encode() not in entries:
+        """The customer's mirrored orders (as the view reads them, any order); None while
+        the mirror is not current or does not hold the customer's list (then a re-read is
+        asked for)."""
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hget(self.state_key, "synced_at")
+            pipe.get(redis_keys.mirror_orders(self._prefix, customer_id))
+            synced_at, raw = pipe.execute()
+        if not self._current(synced_at):
             return None
-        return [json.loads(v) for k, v in entries.items() if k != _LOADED.encode()]
+        if raw is None:  # missing while loaded: read live, and re-read it
+            self.schedule(f"c:{customer_id}")
+            return None
+        return _unpack(raw)
 
     def state(self) -> dict[str, str]:
         """The sync state as text (empty: never loaded, or Redis was flushed)."""
@@ -199,7 +224,7 @@ class MirrorStore:
                     pipe.delete(record_key, orders_key)
                     pipe.zrem(index, customer_id)
             if wanted:
-                pipe.hexists(orders_key, _LOADED)
+                pipe.exists(orders_key)
             answers = pipe.execute()
         return bool(wanted) and not answers[-1]
 
@@ -247,44 +272,48 @@ class MirrorStore:
         owners = redis_keys.mirror_order_owners(self._prefix)
         with redis_guard():
             pipe = self._client.pipeline(transaction=False)
-            pipe.delete(key)
-            pipe.hset(key, mapping={_LOADED: "1", **{
-                str(o["id"]): json.dumps(o, ensure_ascii=False) for o in orders}})
-            pipe.expire(key, ENTRY_TTL_SECONDS)
+            pipe.set(key, _pack(orders), ex=ENTRY_TTL_SECONDS)
             if orders:
                 pipe.hset(owners, mapping={str(o["id"]): str(customer_id) for o in orders})
                 pipe.expire(owners, ENTRY_TTL_SECONDS)
             pipe.execute()
 
+    def _orders_of(self, customer_id: str) -> list[dict[str, Any]] | None:
+        with redis_guard():
+            raw = self._client.get(redis_keys.mirror_orders(self._prefix, customer_id))
+        return None if raw is None else _unpack(raw)
+
     def put_order(self, order: dict[str, Any], keep: int) -> str:
         """File one re-read order under its customer (and no longer under another),
         keeping the customer's ``keep`` newest. Answers ``"filed"``, ``"not_bound"`` (its
         customer is not mirrored: nothing kept) or ``"incomplete"`` (bound, but its list
-        is not complete: the caller loads it whole)."""
+        is not mirrored: the caller loads it whole). Only the poller writes lists, so the
+        read-modify-write of one list is its own; an order written unchanged writes
+        nothing (the expiry is not refreshed)."""
         order_id = str(order["id"])
         owner = str((order.get("customer") or {}).get("id") or "")
         self._unfile(order_id, except_owner=owner)
         if not owner or self.customer(owner) is None:
             return "not_bound"
-        key = redis_keys.mirror_orders(self._prefix, owner)
+        kept = self._orders_of(owner)
+        if kept is None:
+            return "incomplete"
+        others = [o for o in kept if str(o.get("id")) != order_id]
+        if len(others) == len(kept) - 1 and order in kept:
+            return "filed"  # already so
+        newest = sorted([*others, order], key=lambda o: str(o.get("createdAt") or ""),
+                        reverse=True)
+        extra = [str(o["id"]) for o in newest[keep:]]
         owners = redis_keys.mirror_order_owners(self._prefix)
         with redis_guard():
-            if not self._client.hexists(key, _LOADED):
-                return "incomplete"
             pipe = self._client.pipeline(transaction=False)
-            pipe.hset(key, order_id, json.dumps(order, ensure_ascii=False))
-            pipe.expire(key, ENTRY_TTL_SECONDS)
+            pipe.set(redis_keys.mirror_orders(self._prefix, owner), _pack(newest[:keep]),
+                     ex=ENTRY_TTL_SECONDS)
             pipe.hset(owners, order_id, owner)
             pipe.expire(owners, ENTRY_TTL_SECONDS)
-            pipe.hgetall(key)
-            entries = pipe.execute()[-1]
-        kept = [json.loads(v) for k, v in entries.items() if k != _LOADED.encode()]
-        if len(kept) > keep:
-            kept.sort(key=lambda o: str(o.get("createdAt") or ""), reverse=True)
-            extra = [str(o["id"]) for o in kept[keep:]]
-            with redis_guard():
-                self._client.hdel(key, *extra)
-                self._client.hdel(owners, *extra)
+            if extra:
+                pipe.hdel(owners, *extra)
+            pipe.execute()
         return "filed"
 
     def drop_order(self, order_id: str) -> None:
@@ -295,17 +324,23 @@ class MirrorStore:
         owners = redis_keys.mirror_order_owners(self._prefix)
         with redis_guard():
             was = self._client.hget(owners, order_id)
-            if was is None or _text(was) == except_owner:
-                return
-            self._client.hdel(redis_keys.mirror_orders(self._prefix, _text(was)), order_id)
-            self._client.hdel(owners, order_id)
+        if was is None or _text(was) == except_owner:
+            return
+        kept = self._orders_of(_text(was))
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            if kept is not None:
+                pipe.set(redis_keys.mirror_orders(self._prefix, _text(was)),
+                         _pack([o for o in kept if str(o.get("id")) != order_id]),
+                         keepttl=True)
+            pipe.hdel(owners, order_id)
+            pipe.execute()
 
     def forget_orders(self, customer_id: str) -> None:
         """This service created an order for the customer (write-through): its list is no
-        longer complete, so reads go live until the poller has the new order."""
+        longer complete, so reads go live (and ask for a re-read) until the poller has it."""
         with redis_guard():
-            self._client.hdel(redis_keys.mirror_orders(self._prefix, str(customer_id)),
-                              _LOADED)
+            self._client.delete(redis_keys.mirror_orders(self._prefix, str(customer_id)))
 
     def known_unbound(self, channel: str, account_id: str) -> None:
         """The poller asked RetailCRM: nobody holds the account (a read says so now)."""
