@@ -324,3 +324,29 @@ def test_a_mirrored_order_converts_exactly_like_a_live_one_at_a_fraction_of_the_
         raw_size += len(json.dumps(order, ensure_ascii=False))
         slim_size += len(json.dumps(slim, ensure_ascii=False))
     assert slim_size < raw_size * 0.6
+
+
+def test_the_load_locates_the_historys_end_in_one_call_whatever_its_length(client, svc,
+                                                                          world):
+    for _ in range(450):  # a long history, old but for the last 50 records
+        world.state.manager_set_order_status("5001", "complete")
+    for record in world.state.history["orders"][:400]:
+        record["createdAt"] = "2020-01-01 10:00:00"
+    sync(svc)
+    history_calls = [c for c in world.calls if c.endswith("/history")]
+    assert history_calls == ["GET /api/v5/customers/history", "GET /api/v5/orders/history"]
+    state = svc.mirror.state()
+    assert int(state["orders_since"]) == world.state.history["orders"][-1]["id"]
+
+
+def test_a_history_quiet_for_the_hour_is_followed_from_the_hour_by_date(client, svc, world):
+    for _ in range(5):
+        world.state.manager_set_order_status("5001", "complete")
+    for record in world.state.history["orders"]:
+        record["createdAt"] = "2020-01-01 10:00:00"
+    sync(svc)
+    assert svc.mirror.state()["orders_since"] == "0"  # none in the last hour
+    world.state.manager_set_order_status("5001", "send-to-delivery")
+    sync(svc)
+    assert int(svc.mirror.state()["orders_since"]) == world.state.history["orders"][-1]["id"]
+    assert get(client, "/orders", TG)["orders"][0]["statusGroup"] == "delivery"

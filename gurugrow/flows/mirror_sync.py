@@ -36,9 +36,11 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gurugrow.basics.errors import CrmBusy, LeaseLost, UpstreamError
+from gurugrow.basics.errors import CrmBusy, LeaseLost, NotFound, UpstreamError, UpstreamRejected
 from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.flows.mirror_orders import slim_order
@@ -77,6 +79,8 @@ class Sync:
         self.catching_up = False
         self._last_call = 0.0
         self._load: dict[str, Any] = {}
+        # Where the histories start for a position of 0 (no record since the load began).
+        self.history_from: str | None = None
 
     # -- helpers ----------------------------------------------------------------------
     def _crm(self, kind: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -136,15 +140,28 @@ class Sync:
             return True
         return int(state.get("customers") or 0) > 0 and not self.store.index_exists()
 
-    def newest_record_id(self, kind: str) -> int:
-        """The id of the newest history record, before loading: the first and the last
-        page are read (their order is stated nowhere), the highest id of both counts."""
-        records, total = self._crm("history", self.svc.crm.history, kind, page=1)
-        ids = [r["id"] for r in records]
-        if total and total > 1:
-            last, _ = self._crm("history", self.svc.crm.history, kind, page=total)
-            ids += [r["id"] for r in last]
-        return max(ids, default=0)
+    def history_start(self) -> str:
+        """An hour ago in the account's time (``filter[startDate]``, ``Y-m-d H:i:s``);
+        when the zone cannot be read, 15 hours ago in UTC (earlier than an hour ago in
+        any zone). An hour covers any sane clock skew between this host and RetailCRM."""
+        now = datetime.fromtimestamp(self.svc.clock(), UTC)
+        try:
+            self.calls["history"] = self.calls.get("history", 0) + 1
+            with crm_priority(JOURNEY):
+                zone: tzinfo = ZoneInfo(self.svc.crm.account_timezone() or "UTC")
+            back = timedelta(hours=1)
+        except (NotFound, UpstreamRejected, ZoneInfoNotFoundError, ValueError):
+            zone, back = UTC, timedelta(hours=15)
+        return (now - back).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    def newest_record_id(self, kind: str, start: str) -> int:
+        """A history position to follow from after the load, in one call whatever the
+        history's length: the highest id among the records since ``start``
+        (``filter[startDate]``). Any id up to the newest at the load's start is right
+        (what came before is covered by the load; re-applying a record is harmless).
+        None since ``start``: 0, and the first sync reads from ``start`` by date."""
+        recent, _ = self._crm("history", self.svc.crm.history, kind, start_date=start)
+        return max((r["id"] for r in recent), default=0)
 
     def _pages(self, entity: str, first: tuple[list[dict[str, Any]], int | None] | None = None,
                *, kind: str = "load", customer_id: str | None = None
@@ -177,7 +194,9 @@ class Sync:
 
     def full_load(self, now: float) -> dict[str, int]:
         """Load everything (see the module docstring); the sync state is set last."""
-        since = {kind: self.newest_record_id(kind) for kind in (CUSTOMERS, ORDERS)}
+        start = self.history_start()
+        self.history_from = start
+        since = {kind: self.newest_record_id(kind, start) for kind in (CUSTOMERS, ORDERS)}
         bound: set[str] = set()
         for customer in self._pages(CUSTOMERS):
             if self.identities(customer):
@@ -208,7 +227,8 @@ class Sync:
     def _loaded(self, since: dict[str, int], now: float, customers: int, orders: int
                 ) -> dict[str, int]:
         self._write({"customers_since": since[CUSTOMERS], "orders_since": since[ORDERS],
-                     "loaded_at": now, "synced_at": now, "reconciled_at": now,
+                     "history_from": self.history_from or "", "loaded_at": now,
+                     "synced_at": now, "reconciled_at": now,
                      "customers": customers, "orders": orders, "load_entity": "done",
                      **{f"calls_{k}": v for k, v in self.calls.items()}})
         self._write({"full_reloads": 1}, add=True)
@@ -257,8 +277,12 @@ class Sync:
         the end."""
         applied = 0
         for _ in range(MAX_PAGES_PER_PASS):
-            records, total = self._crm("history", self.svc.crm.history, kind,
-                                       since_id=since)
+            if since == 0 and self.history_from:  # no record yet since the load: by date
+                records, total = self._crm("history", self.svc.crm.history, kind,
+                                           start_date=self.history_from)
+            else:
+                records, total = self._crm("history", self.svc.crm.history, kind,
+                                           since_id=since)
             fresh = [r for r in records if r["id"] > since]  # defensive: ids after since
             if not fresh:
                 return True, applied
@@ -385,6 +409,7 @@ class Sync:
             return self.full_load(now())
         before = dict(self.calls)
         began = now()
+        self.history_from = state.get("history_from") or None
         followed = [self.follow(kind, int(state.get(f"{kind}_since") or 0))
                     for kind in (CUSTOMERS, ORDERS)]
         drained = all(done for done, _ in followed)

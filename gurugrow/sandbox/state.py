@@ -138,7 +138,9 @@ class SandboxState:
                 record["created"] = True
             if deleted:
                 record["deleted"] = True
-            part = {"id": entity["id"]}
+            # A created or deleted record carries the whole entity; any other only ids
+            # (UPSTREAM-FACTS "entity part": OrdersTest.php, the woocommerce dataset).
+            part = json.loads(json.dumps(entity)) if created or deleted else {"id": entity["id"]}
             if entity.get("site"):
                 part["site"] = entity["site"]
             record["customer" if kind == "customers" else "order"] = part
@@ -202,8 +204,9 @@ class SandboxState:
         """An order made elsewhere (the shop's site, a call centre)."""
         with self.lock:
             self.orders[str(order["id"])] = order
-            self.record_history("orders", order, "id", None, order["id"], created=True,
-                                ours=False)
+            # A new order is recorded as its status with ``created`` (OrdersTest.php).
+            self.record_history("orders", order, "status", None, order.get("status"),
+                                created=True, ours=False)
 
     def failure(self, kind: str) -> Answer | None:
         """The injected answer for this kind of call, if any (after an injected delay)."""
