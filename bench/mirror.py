@@ -48,33 +48,13 @@ PREFIX = "mirror:"
 
 def run() -> dict[str, Any]:
     """The burst row (see the module docstring)."""
-    redis_port, up_port, app_port = free_port(), free_port(), free_port()
-    up, base = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{app_port}"
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(spawn([shutil.which("redis-server") or "redis-server", "--port",
-                            str(redis_port), "--save", "", "--appendonly", "no"],
-                           dict(os.environ), "mirror-redis"))
-        plain_config = SCRATCH / "mirror-upstreams.conf.py"
-        plain_config.write_text("")
-        procs.append(spawn([GUNICORN, "-c", str(plain_config), "-k", "gthread", "-w", "1",
-                            "--threads", "64", "-b", f"127.0.0.1:{up_port}", "--log-level",
-                            "warning", "bench.standins:standins_from_env()"],
-                           {**os.environ, "SANDBOX_LATENCY_MS": str(LATENCY_MS),
-                            "SANDBOX_RATE_LIMIT": str(CRM_QUOTA)}, "mirror-upstreams"))
-        wait_http(f"{up}/outbox")
-        env = app_env(up, redis_port, app_port)
+        redis_port, up, base, env = start_backends(procs, "mirror")
         accounts = requests.post(f"{up}/seed-customers", timeout=60, params={
             "from": "5001", "count": str(USERS), "orders": str(ORDERS_EACH)}).json()["accounts"]
         store = redis.Redis(port=redis_port)
-        memory_before = int(store.info("memory")["used_memory"])
-        calls_before = stats(up)
-        began = time.perf_counter()
-        subprocess.run([FLASK, "--app", "wsgi", "gurugrow", "mirror", "--once"], cwd=ROOT,
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        load_seconds = time.perf_counter() - began
-        load_calls = stats(up)["retailcrm"] - calls_before["retailcrm"]
-        memory = int(store.info("memory")["used_memory"]) - memory_before
+        load_seconds, load_calls, memory = measured_load(up, store, env)
         customers, orders = (int(store.hget(redis_keys.mirror_state(PREFIX), k) or 0)
                              for k in ("customers", "orders"))
         procs.append(spawn([FLASK, "--app", "wsgi", "gurugrow", "mirror"], env, "mirror"))
@@ -92,6 +72,38 @@ def run() -> dict[str, Any]:
             "mirrored_customers": customers, "mirrored_orders": orders,
             "memory_bytes": memory, "seeded_customers": total,
             "seeded_orders": total * ORDERS_EACH}
+
+
+def start_backends(procs: list[subprocess.Popen], name: str
+                   ) -> tuple[int, str, str, dict[str, str]]:
+    """redis-server and the stand-ins (RetailCRM's quota, the benchmark's latency): the
+    Redis port, the stand-ins' and gurugrow's base URLs, gurugrow's environment."""
+    redis_port, up_port, app_port = free_port(), free_port(), free_port()
+    procs.append(spawn([shutil.which("redis-server") or "redis-server", "--port",
+                        str(redis_port), "--save", "", "--appendonly", "no"],
+                       dict(os.environ), f"{name}-redis"))
+    plain_config = SCRATCH / f"{name}-upstreams.conf.py"
+    plain_config.write_text("")
+    procs.append(spawn([GUNICORN, "-c", str(plain_config), "-k", "gthread", "-w", "1",
+                        "--threads", "64", "-b", f"127.0.0.1:{up_port}", "--log-level",
+                        "warning", "--timeout", "600", "bench.standins:standins_from_env()"],
+                       {**os.environ, "SANDBOX_LATENCY_MS": str(LATENCY_MS),
+                        "SANDBOX_RATE_LIMIT": str(CRM_QUOTA)}, f"{name}-upstreams"))
+    up = f"http://127.0.0.1:{up_port}"
+    wait_http(f"{up}/outbox")
+    return redis_port, up, f"http://127.0.0.1:{app_port}", app_env(up, redis_port, app_port)
+
+
+def measured_load(up: str, store: redis.Redis, env: dict[str, str]) -> tuple[float, int, int]:
+    """`flask gurugrow mirror --once` (the full load): its seconds, RetailCRM calls and
+    the Redis memory it added."""
+    memory_before = int(store.info("memory")["used_memory"])
+    calls_before = stats(up)["retailcrm"]
+    began = time.perf_counter()
+    subprocess.run([FLASK, "--app", "wsgi", "gurugrow", "mirror", "--once"], cwd=ROOT,
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - began, stats(up)["retailcrm"] - calls_before,
+            int(store.info("memory")["used_memory"]) - memory_before)
 
 
 def app_env(up: str, redis_port: int, app_port: int) -> dict[str, str]:
@@ -182,22 +194,9 @@ def run_large(scale: float = LARGE_SCALE) -> dict[str, Any]:
     customers, the poller's idle calls a minute, then the burst (all bound users)."""
     customers, bound = int(100_000 * scale), int(20_000 * scale)
     unbound = customers - bound
-    redis_port, up_port, app_port = free_port(), free_port(), free_port()
-    up, base = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{app_port}"
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(spawn([shutil.which("redis-server") or "redis-server", "--port",
-                            str(redis_port), "--save", "", "--appendonly", "no"],
-                           dict(os.environ), "large-redis"))
-        plain_config = SCRATCH / "large-upstreams.conf.py"
-        plain_config.write_text("")
-        procs.append(spawn([GUNICORN, "-c", str(plain_config), "-k", "gthread", "-w", "1",
-                            "--threads", "64", "-b", f"127.0.0.1:{up_port}", "--log-level",
-                            "warning", "--timeout", "600", "bench.standins:standins_from_env()"],
-                           {**os.environ, "SANDBOX_LATENCY_MS": str(LATENCY_MS),
-                            "SANDBOX_RATE_LIMIT": str(CRM_QUOTA)}, "large-upstreams"))
-        wait_http(f"{up}/outbox")
-        env = app_env(up, redis_port, app_port)
+        redis_port, up, base, env = start_backends(procs, "large")
         accounts: list[str] = []
         for start in range(0, bound, 10_000):
             accounts += requests.post(f"{up}/seed-customers", timeout=600, params={
@@ -215,14 +214,7 @@ def run_large(scale: float = LARGE_SCALE) -> dict[str, Any]:
                         "from": "5001", "count": str(n), "orders": str(orders),
                         "bound": "0"}).raise_for_status()
         store = redis.Redis(port=redis_port)
-        memory_before = int(store.info("memory")["used_memory"])
-        calls_before = stats(up)
-        began = time.perf_counter()
-        subprocess.run([FLASK, "--app", "wsgi", "gurugrow", "mirror", "--once"], cwd=ROOT,
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        load_seconds = time.perf_counter() - began
-        load_calls = stats(up)["retailcrm"] - calls_before["retailcrm"]
-        memory = int(store.info("memory")["used_memory"]) - memory_before
+        load_seconds, load_calls, memory = measured_load(up, store, env)
         state = store.hgetall(redis_keys.mirror_state(PREFIX))
         procs.append(spawn([FLASK, "--app", "wsgi", "gurugrow", "mirror"], env, "large-mirror"))
         procs.append(spawn([GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"], env,

@@ -15,6 +15,7 @@ from gurugrow.flows import mirror_sync
 from gurugrow.flows.mirror_worker import next_interval, run_mirror
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.quota import JOURNEY, READ, SlotRider, current_priority
+from tests import test_mirror
 from tests.helpers import TG, get, set_clock
 
 TG_FIELD = "bot_telegram_account_id"
@@ -29,20 +30,10 @@ def env_overrides():
             "MIRROR_MAX_LAG_SECONDS": "60", "MIRROR_RECONCILE_SECONDS": "30"}
 
 
-@pytest.fixture
-def svc(app):
-    set_clock(app, NOW)
-    return app.extensions["gurugrow"]
-
-
-@pytest.fixture
-def world(upstreams):
-    upstreams.add_customer(626518, "+79991234567", **{TG_FIELD: ACCOUNT,
-                                                     "chatbot_interacted": "true"})
-    upstreams.add_customer(1001, "+79990000001")
-    upstreams.add_order(5001, 626518, status="send-to-delivery", created="2026-06-01 10:00:00")
-    upstreams.add_order(5003, 1001, created="2026-06-03 10:00:00")
-    return upstreams
+# The app at a stopped clock, and the world of tests/test_mirror.py: customer 626518 bound
+# to Telegram (interacted) with orders 5001 and 5002, unbound customer 1001 with 5003.
+svc = test_mirror.svc
+world = test_mirror.world
 
 
 def sync(svc) -> dict[str, int]:
@@ -349,4 +340,5 @@ def test_a_history_quiet_for_the_hour_is_followed_from_the_hour_by_date(client, 
     world.state.manager_set_order_status("5001", "send-to-delivery")
     sync(svc)
     assert int(svc.mirror.state()["orders_since"]) == world.state.history["orders"][-1]["id"]
-    assert get(client, "/orders", TG)["orders"][0]["statusGroup"] == "delivery"
+    shown = {o["sourceOrderId"]: o["statusGroup"] for o in get(client, "/orders", TG)["orders"]}
+    assert shown["5001"] == "delivery"
