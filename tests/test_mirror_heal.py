@@ -342,3 +342,11 @@ def test_a_history_quiet_for_the_hour_is_followed_from_the_hour_by_date(client, 
     assert int(svc.mirror.state()["orders_since"]) == world.state.history["orders"][-1]["id"]
     shown = {o["sourceOrderId"]: o["statusGroup"] for o in get(client, "/orders", TG)["orders"]}
     assert shown["5001"] == "delivery"
+
+
+def test_a_mirror_with_nobody_bound_is_not_loaded_again(svc, world):
+    world.state.manager_edit_customer("626518", **{TG_FIELD: ""})
+    sync(svc)
+    sync(svc)
+    assert svc.mirror.state()["full_reloads"] == "1"
+    assert svc.mirror.bound_count() == 0

@@ -134,11 +134,9 @@ class Sync:
 
     # -- full load --------------------------------------------------------------------
     def needs_load(self, state: dict[str, str]) -> bool:
-        """No state (never loaded, flushed), or the mirror's own index is gone while the
-        state says customers are bound (evicted): what is missing is unknown, load."""
-        if "loaded_at" not in state:
-            return True
-        return int(state.get("customers") or 0) > 0 and not self.store.index_exists()
+        """No state (never loaded, flushed), or the mirror's own index is gone (evicted):
+        what is missing is unknown, load."""
+        return "loaded_at" not in state or not self.store.index_exists()
 
     def history_start(self) -> str:
         """An hour ago in the account's time (``filter[startDate]``, ``Y-m-d H:i:s``);
@@ -226,6 +224,7 @@ class Sync:
 
     def _loaded(self, since: dict[str, int], now: float, customers: int, orders: int
                 ) -> dict[str, int]:
+        self.store.touch_index()
         self._write({"customers_since": since[CUSTOMERS], "orders_since": since[ORDERS],
                      "history_from": self.history_from or "", "loaded_at": now,
                      "synced_at": now, "reconciled_at": now,
@@ -372,6 +371,7 @@ class Sync:
         batch = self.store.least_recently_confirmed(PAGE)
         if batch:
             self.apply_customers(batch, confirmed=True)
+        self.store.touch_index()
         self._write({"reconciled_at": now})
         return len(batch)
 

@@ -37,6 +37,9 @@ from gurugrow.stores.scripts import load_script
 # bound customer within MIRROR_RECONCILE_SECONDS, a day by default).
 ENTRY_TTL_SECONDS = 3 * 86400
 _NOBODY = "_"  # the field of a binding hash that says: known, bound to nobody
+# The bound index's own member (score +inf): the index exists, even with nobody bound,
+# until Redis loses it (then what the mirror holds is unknown: a full load).
+_INDEX_MARK = "_"
 CUSTOMERS, ORDERS = "customers", "orders"
 _STATE_SCRIPT = load_script("mirror_state")
 Identity = tuple[str, str]  # (channel, messenger account id)
@@ -381,17 +384,28 @@ class MirrorStore:
     # -- the bound index: the reconcile's and the eviction check's list ----------------
     def bound_count(self) -> int:
         with redis_guard():
-            return int(self._client.zcard(redis_keys.mirror_bound_index(self._prefix)))
+            count = int(self._client.zcard(redis_keys.mirror_bound_index(self._prefix)))
+        return max(count - 1, 0)  # less the index's own member
 
     def index_exists(self) -> bool:
         with redis_guard():
-            return bool(self._client.exists(redis_keys.mirror_bound_index(self._prefix)))
+            return self._client.zscore(redis_keys.mirror_bound_index(self._prefix),
+                                       _INDEX_MARK) is not None
+
+    def touch_index(self) -> None:
+        """Keep the index's own member (the load writes it, the reconcile keeps it)."""
+        key = redis_keys.mirror_bound_index(self._prefix)
+        with redis_guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zadd(key, {_INDEX_MARK: "+inf"})
+            pipe.expire(key, ENTRY_TTL_SECONDS)
+            pipe.execute()
 
     def least_recently_confirmed(self, count: int) -> list[str]:
         with redis_guard():
             found = self._client.zrange(redis_keys.mirror_bound_index(self._prefix), 0,
                                         count - 1)
-        return [_text(m) for m in found]
+        return [_text(m) for m in found if _text(m) != _INDEX_MARK]
 
     def confirmed_before(self, moment: float, count: int = 1000) -> list[str]:
         """Bound customers RetailCRM has not confirmed since ``moment`` (a load that did
@@ -405,7 +419,7 @@ class MirrorStore:
         with redis_guard():
             found = self._client.zrange(redis_keys.mirror_bound_index(self._prefix), start,
                                         start + count - 1)
-        return [_text(m) for m in found]
+        return [_text(m) for m in found if _text(m) != _INDEX_MARK]
 
     def incomplete(self, customer_ids: list[str]) -> list[str]:
         """Of these bound customers, those with a key missing (record, orders, binding):
