@@ -7,6 +7,12 @@ BENCH_MIRROR_USERS bound customers with BENCH_MIRROR_ORDERS orders each; loads t
 mirror (`flask gurugrow mirror --once`: its calls, time and the Redis memory it adds are
 measured), starts the poller, then sends the burst: every user /auth/status then
 /orders, BENCH_MIRROR_CONCURRENCY at a time. Writes bench/MIRROR-RESULTS.md.
+
+Then the large shop (``run_large``): 100,000 customers, 20,000 bound with 5 orders each,
+300,000 orders (BENCH_LARGE_SCALE scales the shop: 0.2 is a fifth; 0 leaves the row
+out), the load measured the same way, the poller idle for BENCH_IDLE_SECONDS (after a
+third of that, at most a minute, to let its interval back off), then a burst of
+BENCH_LARGE_BURST users (10,000) BENCH_LARGE_CONCURRENCY (200) at a time.
 """
 
 from __future__ import annotations
