@@ -188,7 +188,7 @@ def table(row: dict[str, Any]) -> list[str]:
         f"1,000 bound customers with {ORDERS_EACH} orders each).", ""]
 
 
-# The large shop (issue 34): 100,000 customers, 20,000 bound with 5 orders each, 300,000
+# The large shop: 100,000 customers, 20,000 bound with 5 orders each, 300,000
 # orders in all, a burst of 10,000 users 200 at a time; BENCH_LARGE_SCALE shrinks the
 # shop (not the burst's concurrency) for a machine that cannot hold it (0: skip the row).
 LARGE_SCALE = float(os.environ.get("BENCH_LARGE_SCALE", "1"))

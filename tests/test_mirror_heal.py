@@ -1,4 +1,4 @@
-"""The mirror as RetailCRM really behaves (issue 34), through HTTP with one poller pass at
+"""The mirror as RetailCRM really behaves, through HTTP with one poller pass at
 a time: absence is not an answer, evictions repaired, the rolling reconcile, "current"
 only at the history's end by its pagination, the poller's priority, queued marks.
 

@@ -1,4 +1,4 @@
-"""The mirror as RetailCRM really behaves (issue 34), on the real stack: redis-server,
+"""The mirror as RetailCRM really behaves, on the real stack: redis-server,
 gunicorn (2 workers), the stand-ins over HTTP and the poller as its own process.
 
 History records are shaped as RetailCRM's own fixtures show them: ``created``/``deleted``
