@@ -350,3 +350,15 @@ def test_a_mirror_with_nobody_bound_is_not_loaded_again(svc, world):
     sync(svc)
     assert svc.mirror.state()["full_reloads"] == "1"
     assert svc.mirror.bound_count() == 0
+
+
+def test_a_mark_for_a_customer_gone_from_retailcrm_is_dropped(client, svc, world):
+    world.state.manager_edit_customer("626518", chatbot_interacted="")
+    sync(svc)
+    get(client, "/orders", TG)
+    assert svc.mirror.pending_marks() == 1
+    world.state.customers.pop("626518")  # gone with no history record yet
+    before = len(world.calls)
+    sync(svc)
+    assert "POST /api/v5/customers/626518/edit" in world.calls[before:]
+    assert svc.mirror.pending_marks() == 0

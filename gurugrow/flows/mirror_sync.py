@@ -391,6 +391,9 @@ class Sync:
                 self.calls["marks"] = self.calls.get("marks", 0) + 1
                 try:
                     self.svc.crm.edit_customer_custom_fields(cid, {code: "true"})
+                except NotFound:  # the customer is gone (deleted, merged): nothing to mark
+                    self.store.drop_mark(cid)
+                    continue
                 except (UpstreamError, CrmBusy) as e:
                     log_event("mark_interacted_failed", logging.WARNING, customer_id=cid,
                               error=e)

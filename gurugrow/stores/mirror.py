@@ -480,6 +480,11 @@ class MirrorStore:
             self._client.zrem(redis_keys.mirror_marks(self._prefix), str(customer_id))
         self.set_interacted(str(customer_id))
 
+    def drop_mark(self, customer_id: str) -> None:
+        """The customer is gone: its mark with it."""
+        with redis_guard():
+            self._client.zrem(redis_keys.mirror_marks(self._prefix), str(customer_id))
+
     def pending_marks(self) -> int:
         with redis_guard():
             return int(self._client.zcard(redis_keys.mirror_marks(self._prefix)))
