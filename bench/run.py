@@ -354,7 +354,12 @@ def main() -> None:
 
     mirror_row = mirror.run()
     print(f"mirror burst: {mirror_row}", flush=True)
-    write_results(rows, memory, burst_row, mirror.table(mirror_row))
+    mirror_lines = mirror.table(mirror_row)
+    if mirror.LARGE_SCALE > 0:  # the large shop (BENCH_LARGE_SCALE; 0 leaves it out)
+        large = mirror.run_large()
+        print(f"mirror large shop: {large}", flush=True)
+        mirror_lines += mirror.large_table(large)
+    write_results(rows, memory, burst_row, mirror_lines)
 
 
 def write_results(rows: list[dict], memory: dict[str, float], burst_row: dict,

@@ -46,6 +46,7 @@ def seed_customers() -> ResponseReturnValue:
     if template is None:
         return jsonify({"status": "error", "errorCode": "not_found"}), 404
     field = request.args.get("field", "bot_telegram_account_id")
+    bound = request.args.get("bound", "1") != "0"  # 0: customers no messenger holds
     accounts = []
     with st.lock:
         for _ in range(min(int(request.args.get("count", "1")), 10000)):
@@ -53,12 +54,14 @@ def seed_customers() -> ResponseReturnValue:
             account = f"seeded-{cid}"
             st.customers[str(cid)] = {
                 "id": cid, "firstName": "Подписчик", "phones": [{"number": f"+7999{cid:07d}"}],
-                "customFields": {field: account, "chatbot_interacted": "true"}}
+                "customFields": {field: account, "chatbot_interacted": "true"} if bound
+                else []}
             for _ in range(min(int(request.args.get("orders", "1")), 100)):
                 oid = st.new_id()
                 st.orders[str(oid)] = {**template, "id": oid, "number": f"S{oid}",
                                        "customer": {"id": cid, "type": "customer"}}
-            accounts.append(account)
+            if bound:
+                accounts.append(account)
     return jsonify({"accounts": accounts})
 
 

@@ -259,6 +259,9 @@ class Settings:
     crm_mirror: bool = _env("CRM_MIRROR", False)
     mirror_poll_seconds: float = _env("MIRROR_POLL_SECONDS", 5.0, minimum=0.5)
     mirror_max_lag_seconds: float = _env("MIRROR_MAX_LAG_SECONDS", 60.0, minimum=1)
+    # Every bound customer is re-read within this (a rolling reconcile that heals a missed
+    # change; at the default at most one call a minute for up to 144,000 bound customers).
+    mirror_reconcile_seconds: float = _env("MIRROR_RECONCILE_SECONDS", 86400.0, minimum=10)
 
     # OTP policy
     otp_secret: str = _env("OTP_SECRET", "", required=True, secret=True)

@@ -299,18 +299,50 @@ def check_mirror(svc: Services) -> Check:
         return failed("mirror", "its state cannot be read: Redis is unavailable",
                       'fix "redis" first')
     lag = store.lag_seconds(state)
+    loading = mirror_load_progress(state)
     if lag is None:
         return failed("mirror", "on (CRM_MIRROR=1) but never loaded: status and order "
-                      "reads go to RetailCRM", start)
+                      "reads go to RetailCRM" + (f"; {loading}" if loading else ""), start)
+    evicting = _mirror_redis_evicts(svc)
+    if evicting:
+        return failed("mirror", f"its Redis evicts keys (maxmemory-policy {evicting}): an "
+                      "evicted key sends reads live until the poller has re-read it",
+                      "set maxmemory-policy noeviction (and enough maxmemory) on the "
+                      "mirror's Redis")
     holds = (f"{state.get('customers', '?')} bound customers, {state.get('orders', '?')} "
              f"orders, history at customers {state.get('customers_since', '?')} / orders "
-             f"{state.get('orders_since', '?')}")
+             f"{state.get('orders_since', '?')}" + (f"; {loading}" if loading else ""))
     if lag > s.mirror_max_lag_seconds:
         return failed("mirror", f"last sync {lag:.0f} s ago, past MIRROR_MAX_LAG_SECONDS="
                       f"{s.mirror_max_lag_seconds:g}: reads go to RetailCRM ({holds})",
                       f"check the mirror process ({start}); journalctl -u gurugrow-mirror")
     return passed("mirror", f"current: last sync {lag:.0f} s ago (at most "
                   f"{s.mirror_max_lag_seconds:g} s), {holds}")
+
+
+def mirror_load_progress(state: dict[str, str]) -> str:
+    """The mirror's load in progress, as a line (empty when none is running)."""
+    entity = state.get("load_entity")
+    if not entity or entity == "done":
+        return ""
+    left = float(state.get("load_left") or -1)
+    return (f"loading {entity}: page {state.get('load_page', '?')} of "
+            f"{state.get('load_pages') or '?'}, {state.get('load_calls', '?')} calls, "
+            f"{float(state.get('load_elapsed') or 0):.0f} s elapsed"
+            + (f", about {left:.0f} s left of {entity}" if left >= 0 else ""))
+
+
+def _mirror_redis_evicts(svc: Services) -> str:
+    """The mirror Redis's eviction policy when it evicts (every mirror key has a TTL, so a
+    volatile-* policy evicts them too); empty when it does not or will not tell."""
+    try:
+        policy = svc.redis.config_get("maxmemory-policy")
+    except Exception:  # noqa: BLE001 - a managed Redis may refuse CONFIG: not checked
+        return ""
+    value = policy.get("maxmemory-policy") if isinstance(policy, dict) else None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value if isinstance(value, str) and value not in ("", "noeviction") else ""
 
 
 def check_settings(s: Settings) -> Check:

@@ -98,6 +98,14 @@ MIRROR_SYNC_CALLS = Gauge(
     "gurugrow_mirror_sync_calls", "RetailCRM calls the mirror poller made since its last "
     "full load, by kind (history, reread, load): a counter kept in Redis.", ["kind"],
     multiprocess_mode="mostrecent")
+MIRROR_LOAD_PROGRESS = Gauge(
+    "gurugrow_mirror_load_progress", "The mirror's load in progress: pages read of its "
+    "listing, by what (page, pages, calls, elapsed_seconds, left_seconds); 0 "
+    "when no load runs.", ["what"], multiprocess_mode="mostrecent")
+MIRROR_PENDING = Gauge(
+    "gurugrow_mirror_pending", "Waiting for the mirror poller, by what (rechecks: entities "
+    "to re-read; marks: chatbot_interacted marks to write).", ["what"],
+    multiprocess_mode="mostrecent")
 MIRROR_FULL_RELOADS = Gauge(
     "gurugrow_mirror_full_reloads", "Full loads the mirror poller has made (kept in "
     "Redis; reset by a flush).", multiprocess_mode="mostrecent")

@@ -94,7 +94,9 @@ def test_initial_load_pages_at_100_and_mirrors_only_bound_customers(client, svc,
     assert (state["customers"], state["orders"], state["full_reloads"]) == ("125", "125", "1")
     assert svc.mirror.binding("telegram", "tg7") == {
         "7": {"maskedPhone": "+7******0007", "interacted": True}}
-    assert svc.mirror.binding("telegram", "tg8") == {}
+    # Not in the mirror is not "not bound": the live path answers, the poller looks it up.
+    assert svc.mirror.binding("telegram", "tg8") is None
+    assert "a:telegram:tg8" in svc.mirror.due_rechecks(10)
     assert [o["id"] for o in svc.mirror.orders("7")] == [10_007]
     assert svc.mirror.orders("8") is None  # not bound: not mirrored, read live
 
@@ -116,7 +118,7 @@ def test_a_mirror_not_current_answers_exactly_as_without_one(app, client, svc, w
         prefix = svc.settings.redis_prefix
         redis_client.hset(redis_keys.mirror_binding(prefix, "telegram", ACCOUNT), "626518",
                           "not json")
-        redis_client.hset(redis_keys.mirror_orders(prefix, "626518"), "5001", "[1, 2]")
+        redis_client.set(redis_keys.mirror_orders(prefix, "626518"), "[1, 2]")
     before = len(world.calls)
     assert visit(client) == live
     assert "GET /api/v5/customers" in world.calls[before:]
@@ -166,16 +168,34 @@ def test_a_deleted_customer_drops_its_bindings(client, svc, world):
     assert get(client, "/auth/status", TG)["status"] == "not_authorized"
 
 
-def test_a_merged_customer_drops_its_bindings_and_the_result_takes_them(client, svc, world):
+def test_a_merged_away_customer_drops_its_bindings_and_orders(client, svc, world):
     sync(svc)
     world.state.manager_merge_customers("626518", "1001")
     sync(svc)
     assert svc.mirror.customer("626518") is None
-    assert get(client, "/auth/status", TG)["customerId"] == "1001"  # combinedTo re-read
+    assert svc.mirror.orders("626518") is None
+    # RetailCRM carries no custom field over: the result is not bound by the merge.
+    assert get(client, "/auth/status", TG)["status"] == "not_authorized"
+
+
+def test_a_duplicate_merged_into_a_bound_customer_brings_its_orders(client, svc, world):
+    """The merge as RetailCRM's history records it: the duplicate's record with
+    ``deleted`` and ``combinedTo``, and no orders/history record for the moved order."""
+    sync(svc)
+    history_before = len(world.state.history["orders"])
+    world.state.manager_merge_customers("1001", "626518")
+    record = world.state.history["customers"][-1]
+    assert record["combinedTo"] == {"id": 626518} and record["deleted"] is True
+    assert "created" not in record and record["customer"]["id"] == 1001
+    assert len(world.state.history["orders"]) == history_before
+    sync(svc)
     before = len(world.calls)
     assert shown(get(client, "/orders", TG)) == {"5003": "assembling", "5002": "assembling",
                                                  "5001": "delivery"}
     assert reads_after(world, before) == []
+    # RetailCRM merges asynchronously: the survivor is looked at again one poll later.
+    due = svc.redis.zscore(redis_keys.mirror_recheck(svc.settings.redis_prefix), "c:626518")
+    assert due == NOW + svc.settings.mirror_poll_seconds
 
 
 def test_two_customers_with_one_messenger_id_are_a_conflict(client, svc, world):
@@ -196,7 +216,13 @@ def test_a_binding_added_by_a_manager_brings_the_customers_orders(client, svc, w
     assert get(client, "/auth/status", vk)["customerId"] == "1001"
     assert shown(get(client, "/orders", vk)) == {"5003": "assembling"}
     assert reads_after(world, before) == []
-    assert world.calls[before:].count("POST /api/v5/customers/1001/edit") == 1  # interacted
+    # The interacted mark is queued, never written in the request: the poller writes it.
+    assert world.calls[before:].count("POST /api/v5/customers/1001/edit") == 0
+    assert svc.mirror.pending_marks() == 1
+    sync(svc)
+    assert world.calls[before:].count("POST /api/v5/customers/1001/edit") == 1
+    assert svc.mirror.pending_marks() == 0
+    assert svc.mirror.binding("vk", "vk-55")["1001"]["interacted"] is True
 
 
 # -- write-through -----------------------------------------------------------------------

@@ -51,6 +51,17 @@ def _read_mirror() -> None:
     metrics.MIRROR_LAG_SECONDS.set(-1 if lag is None else lag)
     for kind in ("customers", "orders"):
         metrics.MIRROR_ENTITIES.labels(kind).set(int(state.get(kind) or 0))
-    for kind in ("history", "reread", "load"):
+    for kind in ("history", "reread", "load", "marks"):
         metrics.MIRROR_SYNC_CALLS.labels(kind).set(int(state.get(f"calls_{kind}") or 0))
+    loading = state.get("load_entity") not in (None, "done")
+    for what, field in (("page", "load_page"), ("pages", "load_pages"),
+                        ("calls", "load_calls"), ("elapsed_seconds", "load_elapsed"),
+                        ("left_seconds", "load_left")):
+        metrics.MIRROR_LOAD_PROGRESS.labels(what).set(
+            float(state.get(field) or 0) if loading else 0)
+    try:
+        metrics.MIRROR_PENDING.labels("rechecks").set(store.pending_rechecks())
+        metrics.MIRROR_PENDING.labels("marks").set(store.pending_marks())
+    except StorageUnavailable:
+        pass
     metrics.MIRROR_FULL_RELOADS.set(int(state.get("full_reloads") or 0))

@@ -20,6 +20,7 @@ from gurugrow.flows.mirror import (
     mirror_interacted,
     mirror_unlinked,
     mirrored_binding,
+    queue_mark,
 )
 from gurugrow.flows.order_once import forget_once, request_token
 from gurugrow.gateways.retailcrm import custom_fields
@@ -187,6 +188,8 @@ def mark_interacted(svc: Services, customer: dict[str, Any],
     code = svc.settings.retailcrm_cf_chatbot_interacted
     fields = customer.get("customFields") or {}
     if str(fields.get(code, "")).lower() in ("true", "1"):
+        return
+    if queue_mark(svc, str(customer["id"])):  # the mirror poller writes it, off this path
         return
     try:
         svc.crm.edit_customer_custom_fields(str(customer["id"]), {code: "true"})

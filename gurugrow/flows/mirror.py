@@ -95,3 +95,17 @@ def mirror_order_created(svc: Services, customer_id: str) -> None:
     poller has re-read the new one (so it is never missing)."""
     if (store := svc.mirror) is not None:
         _write_through("order", lambda: store.forget_orders(str(customer_id)))
+
+
+def queue_mark(svc: Services, customer_id: str) -> bool:
+    """Queue the customer's ``chatbot_interacted`` mark for the mirror poller, which
+    writes it in the quota's spare slots (never in this request); True when queued. With
+    the mirror off (no poller) or its Redis refusing: False, and the caller writes it."""
+    if (store := svc.mirror) is None:
+        return False
+    try:
+        store.enqueue_mark(str(customer_id))
+    except _BROKEN as e:
+        log_event("mirror_write_failed", logging.WARNING, what="mark", error=type(e).__name__)
+        return False
+    return True

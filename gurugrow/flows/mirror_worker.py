@@ -2,9 +2,10 @@
 
 One poller at a time across hosts: a lease in Redis (``mirror_store``), renewed while it
 works; a second one waits and takes over when the first stops or dies, from the saved
-history position. Every MIRROR_POLL_SECONDS one ``Sync.sync_pass``; a failure (RetailCRM,
-Redis, a lost lease) is logged and tried again at the next poll. Its RetailCRM calls
-take the shared bucket's slots at read priority, so they never delay a customer's step.
+history position. One ``Sync.sync_pass`` every MIRROR_POLL_SECONDS while changes flow;
+idle, the interval doubles pass by pass up to half of MIRROR_MAX_LAG_SECONDS (so an idle
+mirror costs a few calls a minute and is never stale for it); a failure (RetailCRM,
+Redis, a lost lease) is logged and tried again at the next poll.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def run_mirror(svc: Services, *, once: bool = False, max_seconds: float | None =
     store: MirrorStore = svc.mirror
     stop = stop or threading.Event()
     poll = svc.settings.mirror_poll_seconds
+    idle_cap = max(poll, svc.settings.mirror_max_lag_seconds / 2)
+    interval = poll
     hold = lease_seconds(poll)
     token = uuid.uuid4().hex
     started = time.monotonic()
@@ -49,12 +52,13 @@ def run_mirror(svc: Services, *, once: bool = False, max_seconds: float | None =
 
     try:
         while not stop.is_set():
-            outcome = _one_pass(svc, store, token, hold, renew, progress)
+            outcome, busy = _one_pass(svc, store, token, hold, renew, progress)
             totals[outcome] = totals.get(outcome, 0) + 1
             if once or (max_seconds is not None and time.monotonic() - started >= max_seconds):
                 break
+            interval = next_interval(interval, poll, idle_cap, busy or outcome != "synced")
             if outcome != "behind":  # catching up goes on at once
-                stop.wait(poll)
+                stop.wait(interval)
     finally:
         try:
             store.release_lease(token)
@@ -64,23 +68,31 @@ def run_mirror(svc: Services, *, once: bool = False, max_seconds: float | None =
     return totals
 
 
+def next_interval(interval: float, poll: float, idle_cap: float, busy: bool) -> float:
+    """The wait before the next pass: MIRROR_POLL_SECONDS after a pass that found
+    changes (or failed, or stood by), else twice the last wait, up to ``idle_cap``."""
+    return poll if busy else min(interval * 2, idle_cap)
+
+
 def _one_pass(svc: Services, store: MirrorStore, token: str, hold: float,
-              renew: Callable[[], bool], progress: Callable[[str], None]) -> str:
+              renew: Callable[[], bool], progress: Callable[[str], None]) -> tuple[str, bool]:
+    """One pass: its outcome, and whether it found anything to do."""
     try:
         if not store.take_lease(token, hold):
-            return "standby"
+            return "standby", True
         sync = Sync(svc, store, token, progress)
         with LeaseRenewer(renew, every=hold / 3):
             done = sync.sync_pass(svc.clock)
         if set(done) - {"history"}:  # an idle pass (the history reads only) logs nothing
             log_event("mirror_pass", **done)
-        return "behind" if done.get("behind") else "synced"
+        busy = bool(set(done) - {"history", "marks"}) or store.pending_marks() > 0
+        return ("behind" if done.get("behind") else "synced"), busy
     except LeaseLost:
         log_event("mirror_lease_lost", logging.WARNING)
-        return "lease_lost"
+        return "lease_lost", True
     except (UpstreamError, CrmBusy) as e:
         log_event("mirror_pass_failed", logging.WARNING, error=e)
-        return "crm_failed"
+        return "crm_failed", True
     except StorageUnavailable as e:
         log_event("mirror_pass_failed", logging.ERROR, error=e)
-        return "storage_failed"
+        return "storage_failed", True

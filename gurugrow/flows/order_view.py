@@ -21,7 +21,7 @@ DEFAULT_TRACKING_URLS = {
     "sdek-v-2-7b30522f5b0a597f679345a92b57c324": "https://www.cdek.ru/ru/tracking/?order_id={code}",
 }
 # Where delivery integrations keep the track number, most specific first.
-_TRACK_PATHS = (("data", "trackNumber"), ("trackNumber",), ("trackingNumber",),
+TRACK_PATHS = (("data", "trackNumber"), ("trackNumber",), ("trackingNumber",),
                 ("data", "trackingNumber"))
 
 
@@ -88,7 +88,7 @@ def _dig(data: Any, path: tuple[str, ...]) -> Any:
 
 def tracking_code(order: Mapping[str, Any]) -> str | None:
     delivery = order.get("delivery") or {}
-    for path in _TRACK_PATHS:
+    for path in TRACK_PATHS:
         value = _dig(delivery, path)
         if value:
             return str(value)

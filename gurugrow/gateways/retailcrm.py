@@ -328,8 +328,8 @@ class RetailCrmGateway:
         return [e for e in body.get(entity) or [] if isinstance(e, dict)
                 and str(e.get("id")) in wanted]
 
-    def history(self, entity: str, since_id: int | None = None, page: int | None = None
-                ) -> tuple[list[dict[str, Any]], int | None]:
+    def history(self, entity: str, since_id: int | None = None, page: int | None = None,
+                start_date: str | None = None) -> tuple[list[dict[str, Any]], int | None]:
         """One page of 100 records of ``/api/v5/{customers,orders}/history`` after
         ``since_id`` (or, only to find the newest record before a load, by ``page``: the
         two together are refused). A record's ``id`` is taken as an integer or digits (its
@@ -340,10 +340,17 @@ class RetailCrmGateway:
             params.append(("filter[sinceId]", str(since_id)))
         elif page is not None:
             params.append(("page", str(page)))
+        if start_date is not None:  # ``Y-m-d H:i:s``, the account's time (REF 630)
+            params.append(("filter[startDate]", start_date))
         body = self._get(_HISTORY[entity], params)
-        records = [{**r, "id": int(r["id"])} for r in body.get("history") or []
+        raw = body.get("history") or []
+        records = [{**r, "id": int(r["id"])} for r in raw
                    if isinstance(r, dict) and _history_id(r.get("id"))]
-        total = (body.get("pagination") or {}).get("totalPageCount")
+        pagination = body.get("pagination") or {}
+        total, count = pagination.get("totalPageCount"), pagination.get("totalCount")
+        if page is None and isinstance(total, int) and isinstance(count, int) \
+                and count > len(raw):
+            total = max(total, 2)  # the pagination counts more than this page holds
         return records, total if isinstance(total, int) else None
 
     # -- reference and catalog --------------------------------------------------------

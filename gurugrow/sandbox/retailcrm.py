@@ -133,9 +133,14 @@ def _history(kind: str) -> Answer:
             return _crm_error(400, "Errors in the input parameters",
                               {"filter[sinceId]": "This value is not valid."})
         records = [r for r in records if r["id"] > int(since)]
+    if start := request.args.get("filter[startDate]"):
+        # ``Y-m-d H:i:s`` in the account's zone, as the records' createdAt: compared as text.
+        records = [r for r in records if str(r.get("createdAt", "")) >= start]
     answer, status = _page(records, "history")
     if status == 200:
         body = answer.get_json()
+        if st.history_page_cap is not None:  # a short page; the pagination says more follow
+            body["history"] = body["history"][:st.history_page_cap]
         body["generatedAt"] = state().local_now()
         return jsonify(body), 200
     return answer, status
@@ -268,7 +273,8 @@ def create_order() -> ResponseReturnValue:
                    "items": [_resolve_item(item) for item in data.get("items") or []],
                    "createdAt": st.local_now()}
         st.orders[str(oid)] = created
-        st.record_history("orders", created, "id", None, oid, created=True)
+        st.record_history("orders", created, "status", None, created.get("status"),
+                          created=True)
         lose = st.lose_create_answer
     if lose:  # the order exists but the answer never arrives (504, or the status given)
         status = 504 if lose is True else int(lose)

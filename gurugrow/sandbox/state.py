@@ -101,6 +101,9 @@ class SandboxState:
             # /api/v5/{customers,orders}/history: every change the stand-in saw, oldest
             # first (RetailCRM's own records; ids grow by one across both kinds).
             self.history: dict[str, list[dict[str, Any]]] = {"customers": [], "orders": []}
+            # Tests only: answer history pages with at most this many records while the
+            # pagination counts them all (a short page with more after it).
+            self.history_page_cap: int | None = None
             self._next_history_id = 0
 
     def local_now(self) -> str:
@@ -139,7 +142,9 @@ class SandboxState:
                 record["created"] = True
             if deleted:
                 record["deleted"] = True
-            part = {"id": entity["id"]}
+            # A created or deleted record carries the whole entity; any other only ids
+            # (UPSTREAM-FACTS "entity part": OrdersTest.php, the woocommerce dataset).
+            part = json.loads(json.dumps(entity)) if created or deleted else {"id": entity["id"]}
             if entity.get("site"):
                 part["site"] = entity["site"]
             record["customer" if kind == "customers" else "order"] = part
@@ -168,23 +173,28 @@ class SandboxState:
     def manager_merge_customers(self, merged_id: str, into_id: str) -> None:
         """Combine customer ``merged_id`` into ``into_id`` (RetailCRM's customers/combine):
         the merged one is gone, its history record names the result in ``combinedTo``
-        (REF line 716), its orders move. Assumed (no source says how fields combine): a
-        custom field the result lacks is taken from the merged customer."""
+        (REF line 716), its orders move to the result. As RetailCRM documents it: the
+        result keeps its own fields (no custom field is carried over). ASSUMED, as no
+        source shows one: RetailCRM writes no orders/history record for a moved order
+        (the mirror must not need one)."""
         with self.lock:
-            merged, into = self.customers.pop(str(merged_id)), self.customers[str(into_id)]
-            fields = into.get("customFields") if isinstance(into.get("customFields"), dict) \
-                else {}
-            extra = merged.get("customFields") if isinstance(merged.get("customFields"), dict) \
-                else {}
-            into["customFields"] = {**extra, **fields} or []
+            merged = self.customers.pop(str(merged_id))
+            into = self.customers[str(into_id)]
             self.record_history("customers", merged, "id", merged["id"], None, deleted=True,
                                 ours=False)
             self.history["customers"][-1]["combinedTo"] = {"id": into["id"]}
             for order in self.orders.values():
                 if str((order.get("customer") or {}).get("id")) == str(merged_id):
                     order["customer"] = {**order["customer"], "id": into["id"]}
-                    self.record_history("orders", order, "customer", {"id": merged["id"]},
-                                        {"id": into["id"]}, ours=False)
+
+    def manager_unbind_silently(self, customer_id: str, code: str) -> None:
+        """Clear a custom field with no history record: a change the history missed (how
+        the reconcile is tested; RetailCRM's history is not known to drop records)."""
+        with self.lock:
+            customer = self.customers[str(customer_id)]
+            fields = customer.get("customFields")
+            if isinstance(fields, dict):
+                customer["customFields"] = {k: v for k, v in fields.items() if k != code} or []
 
     def manager_set_order_status(self, order_id: str, status: str) -> None:
         """Move an order to another status, as a manager would."""
@@ -198,8 +208,9 @@ class SandboxState:
         """An order made elsewhere (the shop's site, a call centre)."""
         with self.lock:
             self.orders[str(order["id"])] = order
-            self.record_history("orders", order, "id", None, order["id"], created=True,
-                                ours=False)
+            # A new order is recorded as its status with ``created`` (OrdersTest.php).
+            self.record_history("orders", order, "status", None, order.get("status"),
+                                created=True, ours=False)
 
     def failure(self, kind: str) -> Answer | None:
         """The injected answer for this kind of call, if any (after an injected delay)."""

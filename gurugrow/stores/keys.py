@@ -194,5 +194,24 @@ def mirror_customer(prefix: str, customer_id: str) -> str:
 
 
 def mirror_orders(prefix: str, customer_id: str) -> str:
-    """Hash: order id → the raw order, for one bound customer (``_`` marks it loaded)."""
+    """One bound customer's newest orders (the fields the order view reads), compressed
+    JSON; absent: not mirrored (or evicted, or made incomplete by an order created here)."""
     return f"{prefix}mirror:{{c{customer_id}}}:orders"
+
+
+def mirror_recheck(prefix: str) -> str:
+    """Sorted set: what the poller must re-read (``c:<customer id>``, ``o:<order id>``,
+    ``a:<channel>:<account id>``) → when (a merge's second look, a key found missing)."""
+    return f"{prefix}mirror:{MIRROR_TAG}:recheck"
+
+
+def mirror_bound_index(prefix: str) -> str:
+    """Sorted set: every mirrored bound customer → when RetailCRM last confirmed it (the
+    rolling reconcile re-reads the oldest first; an eviction check walks it)."""
+    return f"{prefix}mirror:{MIRROR_TAG}:bound"
+
+
+def mirror_marks(prefix: str) -> str:
+    """Sorted set: customers whose ``chatbot_interacted`` mark is still to be written →
+    the earliest time of the next attempt (kept until written: a crash loses none)."""
+    return f"{prefix}mirror:{MIRROR_TAG}:marks"

@@ -142,6 +142,21 @@ class SlotRider:
         pipe.evalsha(q._script.sha, len(q._keys), *q._keys, *q.take_args(
             self._priority, self._patience_us, "-", spare_only=True))
 
+    def take_now(self) -> bool:
+        """The same one look, made alone (the lowest priority's calls: the mirror's
+        chatbot_interacted marks): True when a slot was kept for the next call, i.e. the
+        bucket had room now and no reader was waiting."""
+        q = self._quota
+        before = len(self._ahead)
+        try:
+            with redis_guard():
+                answer = q._script(keys=q._keys, args=q.take_args(
+                    self._priority, self._patience_us, "-", spare_only=True))
+        except StorageUnavailable:
+            return False
+        self.receive(answer)
+        return len(self._ahead) > before
+
     def receive(self, answer: Any) -> None:
         """The command's answer (an exception when it failed)."""
         if isinstance(answer, Exception) or int(answer[0]) != GRANTED:
