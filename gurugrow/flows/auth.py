@@ -33,7 +33,6 @@ from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import WriteBatch, riding_along
 from gurugrow.stores.otp import OtpSession
 
@@ -122,11 +121,10 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
     # binding earned (a conflict) keeps them.
     with returned_on_failure(svc, admission, keep_on=(FlowRefusal,)):
         answer = _bind(svc, identity, customer_id, phone, method)
-        key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
-                                       identity.account_id)
-        batch = WriteBatch(svc.redis)  # the binding cache and, for unlink, the kept answer
+        batch = svc.batch()  # the binding cache and, for unlink, the kept answer
         remember_new_binding(svc, identity, customer_id, phone, batch)
-        batch.commands(lambda pipe: pipe.set(key, token, ex=svc.settings.otp_ttl_seconds))
+        svc.caches.put_contact_token(identity.channel, identity.account_id, token,
+                                     svc.settings.otp_ttl_seconds, batch)
         batch.send()
     metrics.VERIFICATIONS.labels(method).inc()
     return answer

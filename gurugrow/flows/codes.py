@@ -283,7 +283,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         sent = send_or_pretend(svc, phone=phone, channel=identity.channel, send=send,
                                route=route)
     # The session and its delivery record go to Redis in one round trip.
-    batch = WriteBatch(svc.redis)
+    batch = svc.batch()
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
         customer_id=customer_id, code=sent.code if send else None, route=sent.method,
@@ -392,7 +392,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         svc.otp.release(session)
         raise
     if done(answer):
-        batch = WriteBatch(svc.redis)
+        batch = svc.batch()
         svc.otp.finish(session, answer, batch)
         if also is not None:
             also(session, batch)

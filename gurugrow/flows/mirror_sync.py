@@ -336,7 +336,7 @@ class Sync:
         """Redis evicted keys since the last look: ask for a re-read of every bound
         customer with a key missing; how many. (The docs and the doctor say the mirror's
         Redis must not evict; this only repairs.)"""
-        evicted = _evicted_keys(self.svc.redis)
+        evicted = self.svc.caches.evicted_keys()
         if evicted is None:
             return 0
         seen = int(state.get("evicted_keys") or 0)
@@ -435,20 +435,6 @@ class Sync:
             return {**done, "behind": 1}
         return done
 
-
-def _evicted_keys(client: Any) -> int | None:
-    """Redis's ``evicted_keys`` (summed over a cluster's nodes); None when unreadable."""
-    try:
-        info = client.info("stats")
-    except Exception:  # noqa: BLE001 - best effort: a Redis that will not tell is not checked
-        return None
-    if isinstance(info, dict) and "evicted_keys" in info:
-        return int(info["evicted_keys"])
-    if isinstance(info, dict):  # a cluster: node → its stats
-        counts = [int(v["evicted_keys"]) for v in info.values()
-                  if isinstance(v, dict) and "evicted_keys" in v]
-        return sum(counts) if counts else None
-    return None
 
 
 def _changed_ids(kind: str, record: dict[str, Any]) -> list[str]:

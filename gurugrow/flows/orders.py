@@ -30,8 +30,6 @@ from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.cache import cached_json
 from gurugrow.stores.once import Lease
 
 _NUMBER_ATTEMPTS = 3
@@ -42,18 +40,16 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinf
     there) and the status groups (only when group names are configured), cached in
     Redis: statuses and zone in one entry, so a typical /orders call costs two CRM
     requests and one cache read for them."""
-    s, prefix = svc.settings, svc.settings.redis_prefix
+    s = svc.settings
     ttl = s.reference_cache_seconds
 
     def load() -> dict[str, Any]:
         return {"statuses": svc.crm.get_statuses(), "timezone": _account_timezone(svc)}
 
-    reference = cached_json(svc.redis, redis_keys.reference(prefix, "statuses-and-zone"),
-                            ttl, load, cache="statuses")
+    reference = svc.caches.reference("statuses-and-zone", ttl, load, cache="statuses")
     groups: dict[str, Any] = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
-        groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
-                             svc.crm.get_status_groups)
+        groups = svc.caches.reference("status-groups", ttl, svc.crm.get_status_groups)
     return reference.get("statuses") or {}, groups, _zone(reference.get("timezone") or "")
 
 

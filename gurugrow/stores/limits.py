@@ -20,6 +20,7 @@ from gurugrow.basics.phone import phone_region
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.stores import keys as redis_keys
+from gurugrow.stores.accounts import account_limits, clear_account_limits
 from gurugrow.stores.client import WriteBatch, redis_guard, run_script
 from gurugrow.stores.scripts import load_script
 
@@ -113,6 +114,14 @@ class Limits:
         self.clock = clock
         self._admit = client.register_script(_ADMIT_SCRIPT)
         self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
+
+    def of_account(self, channel: str, account_id: str) -> dict[str, int]:
+        """The account's counters (0 when unset); ``locked``: the lockout's seconds left."""
+        return account_limits(self._redis, self._prefix, channel, account_id, self.clock)
+
+    def clear_account(self, channel: str, account_id: str) -> int:
+        """Lift the account's caps; the number of keys removed."""
+        return clear_account_limits(self._redis, self._prefix, channel, account_id, self.clock)
 
     def check_region(self, phone: str) -> None:
         """Only phones of the allowed countries get codes (SMS pumping goes abroad)."""
