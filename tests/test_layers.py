@@ -174,3 +174,53 @@ def test_flows_share_code_only_through_the_shared_flow_modules():
 ])
 def test_the_check_sees_upward_imports(importer, source, expected):
     assert len(upward_imports(source, importer)) == expected
+
+
+# What a flow may not touch: Redis is the stores' (their methods, Services.batch()).
+REDIS_IMPORTS = ("redis", "gurugrow.stores.keys", "gurugrow.stores.client.redis_guard",
+                 "gurugrow.stores.client.written", "gurugrow.stores.cache")
+
+
+def redis_reaches(source: str, importer: str) -> list[str]:
+    """Where ``source`` (a flow) imports redis or the key builders, reads a ``.redis``
+    client or builds a ``WriteBatch`` of its own."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Attribute) and node.attr == "redis":
+            found.append(f"{importer}:{node.lineno} reads .redis")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id == "WriteBatch"):
+            found.append(f"{importer}:{node.lineno} builds a WriteBatch (svc.batch())")
+        if any(m == banned or m.startswith(banned + ".") for m in names
+               for banned in REDIS_IMPORTS):
+            found.append(f"{importer}:{node.lineno} imports {', '.join(names)}")
+    return found
+
+
+def test_flows_never_touch_redis():
+    reaching = []
+    for name, path in package_modules():
+        if layer_of(name) == "flows":
+            reaching += redis_reaches(path.read_text(encoding="utf-8"), name)
+    assert not reaching, "a flow touching Redis (a store method instead):\n" + "\n".join(
+        reaching)
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("import redis", 1),
+    ("from redis.cluster import RedisCluster", 1),
+    ("from gurugrow.stores import keys as redis_keys", 1),
+    ("from gurugrow.stores.keys import binding_cache", 1),
+    ("def f(svc):\n    return svc.redis.get('k')", 1),
+    ("from gurugrow.stores.client import WriteBatch\nb = WriteBatch(None)", 1),
+    ("from gurugrow.stores.client import WriteBatch\ndef f(b: WriteBatch): ...", 0),
+    ("def f(svc):\n    return svc.caches.orders('1', 60, list)", 0),
+])
+def test_the_check_sees_a_flow_touching_redis(source, expected):
+    assert len(redis_reaches(source, "gurugrow.flows.auth")) == expected
