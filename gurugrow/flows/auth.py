@@ -33,7 +33,7 @@ from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores.client import WriteBatch, riding_along
+from gurugrow.stores.client import WriteBatch
 from gurugrow.stores.otp import OtpSession
 
 
@@ -109,8 +109,9 @@ def contact(svc: Services, data: dict[str, Any]) -> Answer:
 def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token: str,
                   client_ip: str | None) -> Answer:
     # The phone lookup's RetailCRM slot rides on the admission's round trip.
-    with refused_by_limits(phone, client_ip), riding_along(svc.crm.slot_rider()):
-        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip)
+    with refused_by_limits(phone, client_ip):
+        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip,
+                                             rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):  # a CRM or deduper failure costs nothing
         customer_id = find_customer_id_by_phone(svc, phone)
     if customer_id is None:

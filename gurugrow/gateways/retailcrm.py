@@ -121,7 +121,7 @@ class RetailCrmGateway:
 
     def slot_rider(self) -> SlotRider | None:
         """The slot of this request's next call, to be asked for in another Redis step's
-        round trip (``quota.SlotRider``, handed in with ``stores.client.riding_along``); None
+        round trip (``quota.SlotRider``, handed to that step as its ``rider``); None
         without a bucket, outside a request, or while the breaker is open (the call would
         not go out)."""
         http = self._http

@@ -16,7 +16,7 @@ plus the journey calls ahead of it, however large the wave of reads.
 One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
 request whose Redis step comes just before its first RetailCRM call (a code check, a
 start's or a contact binding's admission) asks for that call's slot in the same round
-trip (``SlotRider``, handed in with ``stores.client.riding_along``), before the step has
+trip (``SlotRider``, handed to that step as its ``rider``), before the step has
 decided whether the call will be made. So the look
 takes only a slot the bucket has spare now (at most one interval ahead) and never a
 place in line; anything else keeps nothing, and the call asks the bucket itself. Under
