@@ -64,15 +64,9 @@ _MIN_POLL_SECONDS = 0.002
 # RetailCRM's (the benchmark's) give such waits; at 9/s they are 0 or tens of ms.
 _MIN_SLEEP_SECONDS = 0.0005
 
-# KEYS: tail (µs of the next free slot), waiting (readers in line: token → arrival µs).
-# ARGV take: "take", interval µs, horizon µs, patience µs, token, is_read, max patience µs.
-# ARGV pause: "pause", pause µs; leave: "leave", token (a reader gives up its place);
-# give back: "give_back", slot µs, interval µs (an unused slot, if nobody reserved after;
-# answers {1, 1} when it went back, {1, 0} when not).
-# Answers {1, wait µs, slot µs}: granted, sleep that long (the slot's server time);
-# {2, retry µs}: in line, look again then; {0, estimated wait µs}: no slot within the
-# patience (busy).
-_SCRIPT = load_script("quota")
+# One script per operation, each with its KEYS/ARGV contract at its top.
+_TAKE, _PAUSE = load_script("quota_take"), load_script("quota_pause")
+_LEAVE, _GIVE_BACK = load_script("quota_leave"), load_script("quota_give_back")
 
 
 GRANTED, IN_LINE, BUSY = 1, 2, 0
@@ -138,20 +132,15 @@ class SlotRider:
 
     def queue(self, pipe: Any) -> None:
         """Put the slot's request on ``pipe`` (one command, one answer)."""
-        q = self._quota
-        pipe.evalsha(q._script.sha, len(q._keys), *q._keys, *q.take_args(
-            self._priority, self._patience_us, "-", spare_only=True))
+        self._quota.queue_spare_look(pipe, self._priority, self._patience_us)
 
     def take_now(self) -> bool:
         """The same one look, made alone (the lowest priority's calls: the mirror's
         chatbot_interacted marks): True when a slot was kept for the next call, i.e. the
         bucket had room now and no reader was waiting."""
-        q = self._quota
         before = len(self._ahead)
         try:
-            with redis_guard():
-                answer = q._script(keys=q._keys, args=q.take_args(
-                    self._priority, self._patience_us, "-", spare_only=True))
+            answer = self._quota.spare_look(self._priority, self._patience_us)
         except StorageUnavailable:
             return False
         self.receive(answer)
@@ -164,7 +153,7 @@ class SlotRider:
             return
         metrics.CRM_SLOT_RIDERS.labels("kept").inc()
         q = self._quota
-        self._ahead.append(_SlotAhead(q, q._monotonic() + int(answer[1]) / 1_000_000,
+        self._ahead.append(_SlotAhead(q, q.now() + int(answer[1]) / 1_000_000,
                                       int(answer[2])))
 
 
@@ -214,8 +203,12 @@ class CrmQuota:
         # Half a slot late and a call would bunch up with the next one at the CRM; below
         # 20 ms a timer's own jitter would count (only at rates far above RetailCRM's).
         self.late_tolerance = max(self.interval_us / 2_000_000, 0.02)
-        self._keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
-        self._script = client.register_script(_SCRIPT)
+        self._tail = redis_keys.crm_quota_tail(prefix)
+        self._waiting = redis_keys.crm_quota_waiting(prefix)
+        self._take_script = client.register_script(_TAKE)
+        self._pause_script = client.register_script(_PAUSE)
+        self._leave_script = client.register_script(_LEAVE)
+        self._give_back_script = client.register_script(_GIVE_BACK)
         self._sleep = sleep
         self._monotonic = monotonic
 
@@ -303,8 +296,8 @@ class CrmQuota:
         returned = False
         try:
             with redis_guard():
-                answer = self._script(keys=self._keys,
-                                      args=["give_back", slot_us, self.interval_us])
+                answer = self._give_back_script(keys=[self._tail],
+                                                args=[slot_us, self.interval_us])
             returned = int(answer[1]) == 1
         except StorageUnavailable:
             pass
@@ -320,13 +313,30 @@ class CrmQuota:
                                                                  patience_us)
         if spare_only:
             horizon_us, patience_us = min(horizon_us, self.interval_us), 0
-        return ["take", self.interval_us, horizon_us, patience_us, token,
+        return [self.interval_us, horizon_us, patience_us, token,
                 "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
+
+    def now(self) -> float:
+        """The monotonic time this bucket's waits are measured in."""
+        return self._monotonic()
+
+    def queue_spare_look(self, pipe: Any, priority: str, patience_us: int) -> None:
+        """Put one look for a spare slot (``take_args(spare_only=True)``) on ``pipe``, as
+        EVALSHA itself (one command, one answer for ``SlotRider.receive``)."""
+        keys = [self._tail, self._waiting]
+        pipe.evalsha(self._take_script.sha, len(keys), *keys,
+                     *self.take_args(priority, patience_us, "-", spare_only=True))
+
+    def spare_look(self, priority: str, patience_us: int) -> Any:
+        """The same one look for a spare slot, made alone (its raw answer)."""
+        with redis_guard():
+            return self._take_script(keys=[self._tail, self._waiting], args=self.take_args(
+                priority, patience_us, "-", spare_only=True))
 
     def _leave(self, token: str) -> None:
         try:
             with redis_guard():
-                self._script(keys=self._keys, args=["leave", token])
+                self._leave_script(keys=[self._waiting], args=[token])
         except StorageUnavailable:
             pass  # the line forgets a silent reader by itself after RETAILCRM_QUEUE_SECONDS
 
@@ -349,8 +359,8 @@ class CrmQuota:
         """One look at the bucket (one round trip): a slot, a place in line, or busy."""
         patience_us = int(patience_seconds * 1_000_000)
         with redis_guard():
-            answer = self._script(keys=self._keys,
-                                  args=self.take_args(priority, patience_us, token))
+            answer = self._take_script(keys=[self._tail, self._waiting],
+                                       args=self.take_args(priority, patience_us, token))
         state, micros = int(answer[0]), int(answer[1])
         slot = int(answer[2]) if len(answer) > 2 else None
         return Grant(state, micros / 1_000_000, slot)
@@ -358,4 +368,4 @@ class CrmQuota:
     def slow_down(self, seconds: float) -> None:
         """No slot is granted to anyone for ``seconds`` (the CRM said 503/429)."""
         with redis_guard():
-            self._script(keys=self._keys, args=["pause", int(seconds * 1_000_000)])
+            self._pause_script(keys=[self._tail], args=[int(seconds * 1_000_000)])
