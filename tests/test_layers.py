@@ -224,3 +224,38 @@ def test_flows_never_touch_redis():
 ])
 def test_the_check_sees_a_flow_touching_redis(source, expected):
     assert len(redis_reaches(source, "gurugrow.flows.auth")) == expected
+
+
+# The request-scoped state: the log lines' request id, and everything else in one module.
+CONTEXT_VARIABLE_HOMES = {"gurugrow.logs", "gurugrow.basics.request_scope"}
+
+
+def module_level_context_variables(source: str) -> list[int]:
+    """The lines of ``source`` that make a ContextVar outside any function or class."""
+    found = []
+    for node in ast.parse(source).body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, ast.Call) and (
+                (isinstance(value.func, ast.Name) and value.func.id == "ContextVar")
+                or (isinstance(value.func, ast.Attribute) and value.func.attr == "ContextVar")):
+            found.append(node.lineno)
+    return found
+
+
+def test_request_scoped_state_lives_in_one_module():
+    strays = []
+    for name, path in package_modules():
+        if name not in CONTEXT_VARIABLE_HOMES:
+            strays += [f"{name}:{line}" for line in
+                       module_level_context_variables(path.read_text(encoding="utf-8"))]
+    assert not strays, ("a context variable outside gurugrow.basics.request_scope:\n"
+                        + "\n".join(strays))
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from contextvars import ContextVar\nX: ContextVar[int] = ContextVar('x', default=0)", 1),
+    ("import contextvars\nX = contextvars.ContextVar('x')", 1),
+    ("from contextvars import ContextVar\ndef f():\n    return ContextVar('x')", 0),
+])
+def test_the_check_sees_a_module_level_context_variable(source, expected):
+    assert len(module_level_context_variables(source)) == expected

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 import redis
 from redis.typing import EncodableT
 
-from gurugrow.basics.callers import CALLER_BY_TOKEN, Network, in_networks
+from gurugrow.basics.callers import Network, in_networks
 from gurugrow.basics.errors import LimitExceeded, StorageUnavailable
 from gurugrow.basics.phone import phone_region
+from gurugrow.basics.request_scope import CALLER_BY_TOKEN
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.stores import keys as redis_keys

@@ -32,28 +32,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from gurugrow import metrics
 from gurugrow.basics.errors import CrmBusy, StorageUnavailable
+from gurugrow.basics.request_scope import (
+    CRM_ANSWER_BY,
+    CRM_PRIORITY,
+    CRM_REQUEST_DEADLINE,
+    CRM_SLOTS_AHEAD,
+)
 from gurugrow.logs import log_event
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import redis_guard
 from gurugrow.stores.scripts import load_script
 
 JOURNEY, READ = "journey", "read"
-# Calls made outside a contract request (the doctor, workers) are not a read wave.
-CRM_PRIORITY: ContextVar[str] = ContextVar("crm_priority", default=JOURNEY)
-# Inside a request: when its first CRM call began to wait, so all of a request's calls
-# together wait at most RETAILCRM_QUEUE_SECONDS (outside one: each call on its own).
-_REQUEST_DEADLINE: ContextVar[list[float] | None] = ContextVar("crm_deadline", default=None)
-# Slots taken ahead, in the round trip of another Redis step (``SlotRider``), for the
-# request's next RetailCRM calls; None outside a request (``crm_priority``).
-_AHEAD: ContextVar[list[_SlotAhead] | None] = ContextVar("crm_ahead", default=None)
-# Inside a request: the monotonic time its slot waits must end by (its answer budget less
-# ANSWER_RESERVE_SECONDS); None: only RETAILCRM_QUEUE_SECONDS bounds them.
-_ANSWER_BY: ContextVar[float | None] = ContextVar("crm_answer_by", default=None)
+# The request-scoped state (priority, shared deadline, slots taken ahead, answer-by)
+# lives in basics.request_scope.
 # Of a request's answer budget, kept for the call made in its last slot and the answer
 # itself: slot waits end this long before the budget does.
 ANSWER_RESERVE_SECONDS = 0.5
@@ -84,7 +80,7 @@ class Grant(NamedTuple):
 
 def current_priority() -> str:
     """The priority of the CRM calls the current request makes."""
-    return CRM_PRIORITY.get()
+    return CRM_PRIORITY.get() or JOURNEY
 
 
 @contextmanager
@@ -94,24 +90,24 @@ def crm_priority(priority: str, budget_seconds: float | None = None) -> Iterator
     the request's answer budget) they stop waiting ``ANSWER_RESERVE_SECONDS`` before it
     runs out."""
     token = CRM_PRIORITY.set(priority)
-    deadline_token = _REQUEST_DEADLINE.set([])
-    ahead_token = _AHEAD.set([])
+    deadline_token = CRM_REQUEST_DEADLINE.set([])
+    ahead_token = CRM_SLOTS_AHEAD.set([])
     answer_by = None if budget_seconds is None else (
         time.monotonic() + budget_seconds - ANSWER_RESERVE_SECONDS)
-    answer_token = _ANSWER_BY.set(answer_by)
+    answer_token = CRM_ANSWER_BY.set(answer_by)
     try:
         yield
     finally:
-        unused = _AHEAD.get() or []
-        _ANSWER_BY.reset(answer_token)
-        _AHEAD.reset(ahead_token)
-        _REQUEST_DEADLINE.reset(deadline_token)
+        unused = CRM_SLOTS_AHEAD.get() or []
+        CRM_ANSWER_BY.reset(answer_token)
+        CRM_SLOTS_AHEAD.reset(ahead_token)
+        CRM_REQUEST_DEADLINE.reset(deadline_token)
         CRM_PRIORITY.reset(token)
         for slot in reversed(unused):  # the last one first: each may uncover the one before
             slot.quota.give_back(slot.slot_us)
 
 
-class _SlotAhead(NamedTuple):
+class SlotAhead(NamedTuple):
     quota: CrmQuota
     wake_at: float  # monotonic time the slot begins
     slot_us: int  # its server time
@@ -124,7 +120,7 @@ class SlotRider:
     script, keeps nothing, and the call then asks the bucket itself."""
 
     def __init__(self, quota: CrmQuota, priority: str, patience_us: int,
-                 ahead: list[_SlotAhead]) -> None:
+                 ahead: list[SlotAhead]) -> None:
         self._quota = quota
         self._priority = priority
         self._patience_us = patience_us
@@ -153,7 +149,7 @@ class SlotRider:
             return
         metrics.CRM_SLOT_RIDERS.labels("kept").inc()
         q = self._quota
-        self._ahead.append(_SlotAhead(q, q.now() + int(answer[1]) / 1_000_000,
+        self._ahead.append(SlotAhead(q, q.now() + int(answer[1]) / 1_000_000,
                                       int(answer[2])))
 
 
@@ -215,11 +211,11 @@ class CrmQuota:
     def deadline(self) -> float:
         """The monotonic time a call starting now stops waiting for a slot: the request's,
         set by its first CRM call, inside ``crm_priority``; else the call's own."""
-        shared = _REQUEST_DEADLINE.get()
+        shared = CRM_REQUEST_DEADLINE.get()
         if shared:
             return shared[0]
         deadline = self._monotonic() + self.queue_seconds
-        answer_by = _ANSWER_BY.get()
+        answer_by = CRM_ANSWER_BY.get()
         if answer_by is not None:
             deadline = min(deadline, answer_by)
         if shared is not None:
@@ -257,7 +253,7 @@ class CrmQuota:
     def rider(self) -> SlotRider | None:
         """A slot for the request's next RetailCRM call, to be asked for in another Redis
         step's round trip; None outside a request (``crm_priority``)."""
-        ahead = _AHEAD.get()
+        ahead = CRM_SLOTS_AHEAD.get()
         if ahead is None:
             return None
         patience = max(self.deadline() - self._monotonic(), 0.0)
@@ -265,7 +261,7 @@ class CrmQuota:
 
     def _use_slot_ahead(self, priority: str, began: float) -> float | None:
         """Wait for a slot taken ahead, if there is one; the seconds waited, or None."""
-        ahead = _AHEAD.get()
+        ahead = CRM_SLOTS_AHEAD.get()
         if not ahead:
             return None
         waited = self._wait_for_slot(ahead.pop(0).wake_at, priority, began)
