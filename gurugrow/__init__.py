@@ -202,7 +202,7 @@ def crm_gateway(settings: Settings, redis_client: Any, session: Any) -> Any:
     """The RetailCRM gateway behind the shared quota bucket and this process's breaker."""
     from gurugrow.gateways.breaker import CircuitBreaker
     from gurugrow.gateways.retailcrm import RetailCrmGateway
-    from gurugrow.stores.quota import CrmQuota
+    from gurugrow.governor import CrmQuota
 
     s = settings
     quota = CrmQuota(redis_client, s.redis_prefix, rate_limit=s.retailcrm_rate_limit,

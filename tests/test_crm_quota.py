@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gurugrow.basics.errors import CrmBusy
+from gurugrow.governor import JOURNEY, READ, CrmQuota, crm_priority
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import run_script
-from gurugrow.stores.quota import BUSY, GRANTED, IN_LINE, JOURNEY, READ, CrmQuota, crm_priority
+from gurugrow.stores.quota import BUSY, GRANTED, IN_LINE
 from gurugrow.stores.scripts import load_script
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post
 

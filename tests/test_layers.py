@@ -1,5 +1,5 @@
-"""Dependencies flow one way, layer by folder: app → api → flows → services → stores
-and gateways → basics → config.
+"""Dependencies flow one way, layer by folder: app → api → flows → services → gateways
+→ governor → stores → basics → config.
 
 Every module of the package is placed in a layer below; an import (at any depth,
 lazy ones included) may reach its own layer or one below, never one above. A new
@@ -22,7 +22,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The route registry is data every layer reads, configuration's validation too.
     ("config", ("gurugrow.config", "gurugrow.routes")),
     ("basics", ("gurugrow.texts", "gurugrow.logs", "gurugrow.metrics", "gurugrow.basics")),
-    ("stores and gateways", ("gurugrow.stores", "gurugrow.gateways")),
+    ("stores", ("gurugrow.stores",)),
+    # Who waits for RetailCRM's shared bucket (a store), with which priority, until when.
+    ("governor", ("gurugrow.governor",)),
+    ("gateways", ("gurugrow.gateways",)),
     # The process's collaborators: stores and gateways, wired once (flows take a Services).
     ("services", ("gurugrow.services",)),
     ("flows", ("gurugrow.flows",)),
@@ -31,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.sandbox")),
 )
 TOP_LEVEL_MODULES = {"__init__", "config", "routes", "texts", "logs", "metrics", "services",
-                     "cli", "doctor"}
+                     "cli", "doctor", "governor"}
 FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox"}
 RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
@@ -166,7 +169,10 @@ def test_flows_share_code_only_through_the_shared_flow_modules():
     ("gurugrow.config", "import gurugrow.flows.order_view", 1),
     ("gurugrow.stores.otp", "from gurugrow import services", 1),
     ("gurugrow.stores.otp", "from gurugrow.stores import keys", 0),
-    ("gurugrow.stores.quota", "from gurugrow.gateways.errors import CrmBusy", 0),
+    ("gurugrow.stores.quota", "from gurugrow.gateways.errors import CrmBusy", 1),
+    ("gurugrow.stores.quota", "from gurugrow import governor", 1),
+    ("gurugrow.gateways.http", "from gurugrow.governor import CrmQuota", 0),
+    ("gurugrow.api.auth", "from gurugrow.governor import JOURNEY", 0),
     ("gurugrow.basics.phone", "from gurugrow.stores import keys", 1),
     ("gurugrow.gateways.http", "from gurugrow.stores import quota", 0),
     ("gurugrow.gateways.http", "from ..flows import codes", 1),

@@ -13,9 +13,9 @@ import pytest
 
 from gurugrow.flows import mirror_sync
 from gurugrow.flows.mirror_worker import next_interval, run_mirror
+from gurugrow.governor import JOURNEY, READ, SlotRider, current_priority
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.caches import FlowCaches
-from gurugrow.stores.quota import JOURNEY, READ, SlotRider, current_priority
 from tests import test_mirror
 from tests.helpers import TG, get, set_clock
 

@@ -22,16 +22,16 @@ ANSWER_BY: ContextVar[float | None] = ContextVar("answer_deadline", default=None
 OTP_LENGTH: ContextVar[int | None] = ContextVar("otp_length", default=None)
 CODE_LENGTHS: ContextVar[tuple[int, ...]] = ContextVar("code_lengths", default=())
 
-# The RetailCRM calls' priority (``stores.quota.crm_priority``); calls made outside a
+# The RetailCRM calls' priority (``governor.crm_priority``); calls made outside a
 # contract request (the doctor, workers) are not a read wave: None reads as journey.
 CRM_PRIORITY: ContextVar[str | None] = ContextVar("crm_priority", default=None)
 # When the request's first CRM call began to wait, so all of a request's calls together
 # wait at most RETAILCRM_QUEUE_SECONDS (outside one: each call on its own).
 CRM_REQUEST_DEADLINE: ContextVar[list[float] | None] = ContextVar("crm_deadline",
                                                                   default=None)
-# Slots taken ahead (``stores.quota.SlotAhead``) in the round trip of another Redis step
+# Slots taken ahead (``governor.SlotAhead``) in the round trip of another Redis step
 # (``SlotRider``), for the request's next RetailCRM calls; None outside a request.
 CRM_SLOTS_AHEAD: ContextVar[list[Any] | None] = ContextVar("crm_ahead", default=None)
 # The monotonic time the request's slot waits must end by (its answer budget less
-# ``stores.quota.ANSWER_RESERVE_SECONDS``); None: only RETAILCRM_QUEUE_SECONDS bounds them.
+# ``governor.ANSWER_RESERVE_SECONDS``); None: only RETAILCRM_QUEUE_SECONDS bounds them.
 CRM_ANSWER_BY: ContextVar[float | None] = ContextVar("crm_answer_by", default=None)

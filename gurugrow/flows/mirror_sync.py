@@ -45,10 +45,10 @@ from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.flows.mirror_orders import slim_order
 from gurugrow.gateways.retailcrm import custom_fields
+from gurugrow.governor import JOURNEY, READ, crm_priority
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.mirror import CUSTOMERS, ORDERS, Identity, MirrorStore
-from gurugrow.stores.quota import JOURNEY, READ, crm_priority
 
 PAGE = 100
 # At most this many history pages per kind in one pass, so the lag is refreshed and the

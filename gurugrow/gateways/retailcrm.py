@@ -14,7 +14,7 @@ import requests
 from gurugrow.basics.errors import NotFound, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
-from gurugrow.stores.quota import CrmQuota, SlotRider
+from gurugrow.governor import CrmQuota, SlotRider
 
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
