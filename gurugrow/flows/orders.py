@@ -185,10 +185,10 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
                    source: dict[str, Any], windowed: WindowedOrder) -> Answer:
     base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
-    # An earlier attempt died after choosing its number: its order, if it landed, is the
-    # answer, whatever has changed in the catalog since.
     # The store the new order is made in, and where any lookup of it looks.
     site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
+    # An earlier attempt died after choosing its number: its order, if it landed, is the
+    # answer, whatever has changed in the catalog since.
     created = _noted_order(svc, lease, customer_id, site)
     if created is None:  # Redis may have lost the notes: RetailCRM says what was made
         created = order_made_in_window(svc, windowed, site)
@@ -252,4 +252,5 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
             if existing:
                 return {"id": existing[0]["id"], "number": number}
             raise
-    raise FlowRefusal("crm_unavailable")
+    # Every number tried was taken: an upstream failure, answered by the API layer.
+    raise UpstreamRejected("retailcrm", f"order number taken {_NUMBER_ATTEMPTS} times")
