@@ -17,7 +17,7 @@ from gurugrow.basics.errors import (
     UpstreamUnavailable,
 )
 from gurugrow.basics.identity import MessengerIdentity
-from gurugrow.basics.phone import mask_phone
+from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -33,7 +33,7 @@ from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref, phone_digits
+from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.once import Lease
@@ -218,7 +218,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
 def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bool:
     """One customer bound to the identity, with the session's phone: the one an earlier
     attempt of this check created."""
-    return len(holders) == 1 and any(phone_digits(str(p.get("number", ""))) == phone
+    return len(holders) == 1 and any(normalize_phone(str(p.get("number") or "")) == phone
                                      for p in holders[0].get("phones") or [])
 
 
