@@ -34,8 +34,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.sandbox")),
 )
 TOP_LEVEL_MODULES = {"__init__", "config", "routes", "texts", "logs", "metrics", "services",
-                     "cli", "doctor", "governor"}
-FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox"}
+                     "cli", "governor"}
+FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox", "doctor"}
 RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
 
