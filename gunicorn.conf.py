@@ -111,7 +111,7 @@ def _check_port() -> None:
     os.environ["GURUGROW_PORT_CHECKED"] = str(os.getpid())
     if "GUNICORN_FD" in os.environ or "LISTEN_FDS" in os.environ:
         return
-    from gurugrow.basics.ports import port_busy_line, port_in_use
+    from gurugrow.basics.tcp_ports import port_busy_line, port_in_use
 
     if port_in_use(_host, _port):
         print(port_busy_line(_host, _port), file=sys.stderr)

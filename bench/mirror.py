@@ -30,7 +30,7 @@ from typing import Any
 import redis
 import requests
 
-from bench.run import (
+from bench.common import (
     API_TOKEN,
     AUTH,
     CRM_QUOTA,

@@ -1,5 +1,5 @@
 """How often a slot ridden on another Redis step's round trip is kept and used, under the
-benchmark's load (the code check's and the start's riders, ``stores/quota.SlotRider``).
+benchmark's load (the code check's and the start's riders, ``governor.SlotRider``).
 
     python -m bench.riders            # settings (env): BENCH_REQUESTS, BENCH_CONCURRENCY
 Prints, for each endpoint and both gurugrow apps (caches on and off), the change of

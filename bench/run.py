@@ -19,10 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,20 +31,29 @@ from typing import Any
 import redis
 import requests
 
+from bench.common import (
+    API_TOKEN,
+    AUTH,
+    CRM_QUOTA,
+    GUNICORN,
+    LATENCY_MS,
+    ROOT,
+    SCRATCH,
+    free_port,
+    percentile,
+    spawn,
+    wait_http,
+)
 from gurugrow.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "160"))
 # A round's runs last about a second each, and this shared machine's speed swings on that
 # scale (single rounds' ratios spread over 0.7–1.35): the median of 9 rounds, not 5.
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
-LATENCY_MS = float(os.environ.get("BENCH_LATENCY_MS", "20"))
 TRIP_SAMPLE = 20
 # Far above the benchmark's rate: the governor is in the path but never makes a call wait.
 GOVERNED_RATE_LIMIT = "100000"
-CRM_QUOTA = 10  # calls per second the burst's stand-in allows, as RetailCRM does
 # The burst runs gurugrow at its own default quota: named from the settings, not copied.
 DEFAULT_CRM_RATE_LIMIT = next(f.default for f in fields(Settings)
                               if f.name == "retailcrm_rate_limit")
@@ -56,32 +62,6 @@ BURST_CONCURRENCY = int(os.environ.get("BENCH_BURST_CONCURRENCY", "20"))
 CACHES_OFF = {"BINDING_CACHE_SECONDS": "0", "ORDERS_CACHE_SECONDS": "0"}
 UPSTREAM_COUNTS = ("retailcrm", "greensms", "deduper")  # requests each stand-in served
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
-# gurugrow refuses callers without a token; the baseline ignores the header.
-API_TOKEN = "benchmark-caller-token-0123456789"
-AUTH = {"X-API-Token": API_TOKEN}
-SCRATCH = Path(tempfile.mkdtemp(prefix="gurugrow-bench-"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
-    log = (SCRATCH / f"{name}.log").open("w")
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 class Stack:
@@ -304,11 +284,6 @@ def burst(stack: Stack) -> dict:
             "over_quota": after["retailcrm_over_rate_limit"]
             - before["retailcrm_over_rate_limit"],
             "seconds": seconds, "floor": calls / CRM_QUOTA}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)] * 1000
 
 
 def main() -> None:

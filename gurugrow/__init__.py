@@ -157,6 +157,7 @@ def build_services(settings: Settings, redis_client: Any = None, *,
     from gurugrow.gateways.greensms import GreenSmsGateway
     from gurugrow.gateways.http import make_session
     from gurugrow.services import Services
+    from gurugrow.stores.caches import FlowCaches
     from gurugrow.stores.deliveries import DeliveryTracker
     from gurugrow.stores.limits import LimitPolicy, Limits
     from gurugrow.stores.mirror import MirrorStore
@@ -174,6 +175,7 @@ def build_services(settings: Settings, redis_client: Any = None, *,
         settings=s,
         redis=client,
         clock=clock,
+        caches=FlowCaches(client, s.redis_prefix),
         otp=OtpStore(client, s.redis_prefix, OtpPolicy.from_settings(s), clock=clock),
         limits=Limits(client, s.redis_prefix, LimitPolicy.from_settings(s), clock=clock),
         crm=crm_gateway(s, client, session()),
@@ -200,7 +202,7 @@ def crm_gateway(settings: Settings, redis_client: Any, session: Any) -> Any:
     """The RetailCRM gateway behind the shared quota bucket and this process's breaker."""
     from gurugrow.gateways.breaker import CircuitBreaker
     from gurugrow.gateways.retailcrm import RetailCrmGateway
-    from gurugrow.stores.quota import CrmQuota
+    from gurugrow.governor import CrmQuota
 
     s = settings
     quota = CrmQuota(redis_client, s.redis_prefix, rate_limit=s.retailcrm_rate_limit,

@@ -14,7 +14,9 @@ from flask.cli import AppGroup
 
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.config import CHANNELS, ConfigError, config_error_lines
-from gurugrow.doctor import Check, FieldSpec, create_missing_fields, run_doctor, safe_url
+from gurugrow.doctor.checks import Check, FieldSpec, run_doctor
+from gurugrow.doctor.fields import create_missing_fields
+from gurugrow.doctor.redaction import safe_url
 from gurugrow.flows.deliveries_worker import run_worker
 from gurugrow.flows.mirror_worker import run_mirror
 

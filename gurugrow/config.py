@@ -87,6 +87,8 @@ def config_error_lines(error: ConfigError, *, env_file_exists: bool) -> list[str
 NO_ENV_FILE_FIX = ("cp .env.example .env, then fill it in (`make run` needs none: it serves "
                    "the sandbox)")
 NO_ENV_FILE_HINT = f"there is no .env here: {NO_ENV_FILE_FIX}"
+# GreenSMS's own API address: GREENSMS_BASE_URL's default, and what the doctor names.
+GREENSMS_API = "https://api3.greensms.ru"
 
 
 def _is_price(text: str) -> bool:
@@ -182,7 +184,7 @@ class Settings:
                                                 "chatbot_interacted")
 
     # GreenSMS
-    greensms_base_url: str = _env("GREENSMS_BASE_URL", "https://api3.greensms.ru")
+    greensms_base_url: str = _env("GREENSMS_BASE_URL", GREENSMS_API)
     greensms_token: str = _env("GREENSMS_TOKEN", "", secret=True)
     greensms_user: str = _env("GREENSMS_USER", "")
     greensms_pass: str = _env("GREENSMS_PASS", "", secret=True)

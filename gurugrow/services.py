@@ -13,6 +13,8 @@ from gurugrow.config import Settings
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.gateways.retailcrm import RetailCrmGateway
+from gurugrow.stores.caches import FlowCaches
+from gurugrow.stores.client import WriteBatch
 from gurugrow.stores.deliveries import DeliveryTracker
 from gurugrow.stores.limits import Limits
 from gurugrow.stores.mirror import MirrorStore
@@ -42,6 +44,8 @@ class Services:
     """Settings, gateways and the OTP store, shared by all requests of a process."""
 
     settings: Settings
+    # The client, for the app, its commands and workers only: a flow reaches Redis through
+    # the stores (tests/test_layers.py refuses a flow reading it).
     redis: Any
     otp: OtpStore
     limits: Limits
@@ -51,6 +55,8 @@ class Services:
     deliveries: DeliveryTracker
     # The one wall clock; tests stop it with ``clock.set``.
     clock: Clock
+    # Cached RetailCRM answers, a contact binding's token, the run-once records.
+    caches: FlowCaches
     # The RetailCRM mirror (CRM_MIRROR=1), else None: every read takes the live path.
     mirror: MirrorStore | None = None
     send_timer: SendTimer = field(default_factory=SendTimer)
@@ -58,3 +64,7 @@ class Services:
     status_timer: SendTimer = field(default_factory=SendTimer)
     # The recommended sets by offerCode (RECOMMENDED_SETS_FILE, checked at start).
     sets: dict[str, RecommendedSet] = field(default_factory=dict)
+
+    def batch(self) -> WriteBatch:
+        """A new write batch: writes whose answers nobody reads, in one round trip."""
+        return self.caches.batch()

@@ -11,9 +11,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gurugrow.basics.errors import CrmBusy
+from gurugrow.governor import JOURNEY, READ, CrmQuota, crm_priority
 from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.client import riding_along, run_script
-from gurugrow.stores.quota import BUSY, GRANTED, IN_LINE, JOURNEY, READ, CrmQuota, crm_priority
+from gurugrow.stores.client import run_script
+from gurugrow.stores.quota import BUSY, GRANTED, IN_LINE
+from gurugrow.stores.scripts import load_script
 from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
@@ -289,12 +291,11 @@ def rider_outcomes(since: dict[str, float] | None = None) -> dict[str, float]:
 
 
 def ride(client, bucket: CrmQuota) -> None:
-    """Ask for a slot the way the code check does: riding along another step's script."""
+    """Ask for a slot the way the code check does: riding another step's script."""
     rider = bucket.rider()
     assert rider is not None
     other_step = client.register_script("return 1")
-    with riding_along(rider):
-        assert run_script(client, other_step, [], []) == 1
+    assert run_script(client, other_step, [], [], rider) == 1
 
 
 def test_a_slot_taken_ahead_is_waited_for_by_the_next_call_without_a_round_trip():
@@ -350,7 +351,7 @@ def test_an_unused_slot_taken_ahead_goes_back_unless_someone_reserved_after_it()
 def test_a_rider_takes_only_a_slot_the_bucket_has_spare_now(priority, taken, kept):
     client = fakeredis.FakeRedis()
     bucket = quota(client, rate=10, queue=10.0, horizon=1.0)
-    bucket.slow_down(0)  # the script loaded (a pause of nothing writes nothing)
+    client.script_load(load_script("quota_take"))  # loaded, as a warm worker's is
     for i in range(taken):
         bucket.reserve(READ, 10.0, f"r{i}")
     waiting = redis_keys.crm_quota_waiting("gg:")

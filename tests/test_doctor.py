@@ -490,7 +490,7 @@ def test_a_call_without_an_answer_points_at_the_network():
     import requests
 
     from gurugrow.basics.errors import UpstreamUnavailable
-    from gurugrow.doctor import call_failed
+    from gurugrow.doctor.checks import call_failed
 
     error = UpstreamUnavailable("retailcrm", "timed out")
     error.__cause__ = requests.ReadTimeout("read timed out")
@@ -523,7 +523,7 @@ def test_the_doctor_names_each_missing_inactive_or_unpriced_bundle(upstreams: Up
 def test_the_readme_and_going_live_list_every_scope_the_doctor_uses():
     from pathlib import Path
 
-    from gurugrow.doctor import REQUIRED_SCOPES, SETUP_SCOPES
+    from gurugrow.doctor.checks import REQUIRED_SCOPES, SETUP_SCOPES
 
     root = Path(__file__).resolve().parent.parent
     for doc in ("README.md", "docs/GOING-LIVE.md"):

@@ -21,7 +21,7 @@ from gurugrow.basics.errors import (
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway, SendAnswer
 from gurugrow.gateways.retailcrm import RetailCrmGateway
-from gurugrow.stores.quota import CrmQuota
+from gurugrow.governor import CrmQuota
 
 CRM = "https://crm.example"
 KEY = "crm-key-do-not-leak"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from gurugrow.doctor import redis_persistence_problem
+from gurugrow.doctor.checks import redis_persistence_problem
 
 
 @pytest.mark.parametrize(("error", "named"), [

@@ -1,5 +1,5 @@
-"""Dependencies flow one way, layer by folder: app → api → flows → services → stores
-and gateways → basics → config.
+"""Dependencies flow one way, layer by folder: app → api → flows → services → gateways
+→ governor → stores → basics → config.
 
 Every module of the package is placed in a layer below; an import (at any depth,
 lazy ones included) may reach its own layer or one below, never one above. A new
@@ -22,7 +22,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The route registry is data every layer reads, configuration's validation too.
     ("config", ("gurugrow.config", "gurugrow.routes")),
     ("basics", ("gurugrow.texts", "gurugrow.logs", "gurugrow.metrics", "gurugrow.basics")),
-    ("stores and gateways", ("gurugrow.stores", "gurugrow.gateways")),
+    ("stores", ("gurugrow.stores",)),
+    # Who waits for RetailCRM's shared bucket (a store), with which priority, until when.
+    ("governor", ("gurugrow.governor",)),
+    ("gateways", ("gurugrow.gateways",)),
     # The process's collaborators: stores and gateways, wired once (flows take a Services).
     ("services", ("gurugrow.services",)),
     ("flows", ("gurugrow.flows",)),
@@ -31,8 +34,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("app", ("gurugrow", "gurugrow.cli", "gurugrow.doctor", "gurugrow.sandbox")),
 )
 TOP_LEVEL_MODULES = {"__init__", "config", "routes", "texts", "logs", "metrics", "services",
-                     "cli", "doctor"}
-FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox"}
+                     "cli", "governor"}
+FOLDERS = {"api", "basics", "flows", "gateways", "stores", "sandbox", "doctor"}
 RANKS = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
 
@@ -166,7 +169,10 @@ def test_flows_share_code_only_through_the_shared_flow_modules():
     ("gurugrow.config", "import gurugrow.flows.order_view", 1),
     ("gurugrow.stores.otp", "from gurugrow import services", 1),
     ("gurugrow.stores.otp", "from gurugrow.stores import keys", 0),
-    ("gurugrow.stores.quota", "from gurugrow.gateways.errors import CrmBusy", 0),
+    ("gurugrow.stores.quota", "from gurugrow.gateways.errors import CrmBusy", 1),
+    ("gurugrow.stores.quota", "from gurugrow import governor", 1),
+    ("gurugrow.gateways.http", "from gurugrow.governor import CrmQuota", 0),
+    ("gurugrow.api.auth", "from gurugrow.governor import JOURNEY", 0),
     ("gurugrow.basics.phone", "from gurugrow.stores import keys", 1),
     ("gurugrow.gateways.http", "from gurugrow.stores import quota", 0),
     ("gurugrow.gateways.http", "from ..flows import codes", 1),
@@ -174,3 +180,88 @@ def test_flows_share_code_only_through_the_shared_flow_modules():
 ])
 def test_the_check_sees_upward_imports(importer, source, expected):
     assert len(upward_imports(source, importer)) == expected
+
+
+# What a flow may not touch: Redis is the stores' (their methods, Services.batch()).
+REDIS_IMPORTS = ("redis", "gurugrow.stores.keys", "gurugrow.stores.client.redis_guard",
+                 "gurugrow.stores.client.written", "gurugrow.stores.cache")
+
+
+def redis_reaches(source: str, importer: str) -> list[str]:
+    """Where ``source`` (a flow) imports redis or the key builders, reads a ``.redis``
+    client or builds a ``WriteBatch`` of its own."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Attribute) and node.attr == "redis":
+            found.append(f"{importer}:{node.lineno} reads .redis")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id == "WriteBatch"):
+            found.append(f"{importer}:{node.lineno} builds a WriteBatch (svc.batch())")
+        if any(m == banned or m.startswith(banned + ".") for m in names
+               for banned in REDIS_IMPORTS):
+            found.append(f"{importer}:{node.lineno} imports {', '.join(names)}")
+    return found
+
+
+def test_flows_never_touch_redis():
+    reaching = []
+    for name, path in package_modules():
+        if layer_of(name) == "flows":
+            reaching += redis_reaches(path.read_text(encoding="utf-8"), name)
+    assert not reaching, "a flow touching Redis (a store method instead):\n" + "\n".join(
+        reaching)
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("import redis", 1),
+    ("from redis.cluster import RedisCluster", 1),
+    ("from gurugrow.stores import keys as redis_keys", 1),
+    ("from gurugrow.stores.keys import binding_cache", 1),
+    ("def f(svc):\n    return svc.redis.get('k')", 1),
+    ("from gurugrow.stores.client import WriteBatch\nb = WriteBatch(None)", 1),
+    ("from gurugrow.stores.client import WriteBatch\ndef f(b: WriteBatch): ...", 0),
+    ("def f(svc):\n    return svc.caches.orders('1', 60, list)", 0),
+])
+def test_the_check_sees_a_flow_touching_redis(source, expected):
+    assert len(redis_reaches(source, "gurugrow.flows.auth")) == expected
+
+
+# The request-scoped state: the log lines' request id, and everything else in one module.
+CONTEXT_VARIABLE_HOMES = {"gurugrow.logs", "gurugrow.basics.request_scope"}
+
+
+def module_level_context_variables(source: str) -> list[int]:
+    """The lines of ``source`` that make a ContextVar outside any function or class."""
+    found = []
+    for node in ast.parse(source).body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, ast.Call) and (
+                (isinstance(value.func, ast.Name) and value.func.id == "ContextVar")
+                or (isinstance(value.func, ast.Attribute) and value.func.attr == "ContextVar")):
+            found.append(node.lineno)
+    return found
+
+
+def test_request_scoped_state_lives_in_one_module():
+    strays = []
+    for name, path in package_modules():
+        if name not in CONTEXT_VARIABLE_HOMES:
+            strays += [f"{name}:{line}" for line in
+                       module_level_context_variables(path.read_text(encoding="utf-8"))]
+    assert not strays, ("a context variable outside gurugrow.basics.request_scope:\n"
+                        + "\n".join(strays))
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from contextvars import ContextVar\nX: ContextVar[int] = ContextVar('x', default=0)", 1),
+    ("import contextvars\nX = contextvars.ContextVar('x')", 1),
+    ("from contextvars import ContextVar\ndef f():\n    return ContextVar('x')", 0),
+])
+def test_the_check_sees_a_module_level_context_variable(source, expected):
+    assert len(module_level_context_variables(source)) == expected

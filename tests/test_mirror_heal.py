@@ -13,8 +13,9 @@ import pytest
 
 from gurugrow.flows import mirror_sync
 from gurugrow.flows.mirror_worker import next_interval, run_mirror
+from gurugrow.governor import JOURNEY, READ, SlotRider, current_priority
 from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.quota import JOURNEY, READ, SlotRider, current_priority
+from gurugrow.stores.caches import FlowCaches
 from tests import test_mirror
 from tests.helpers import TG, get, set_clock
 
@@ -91,7 +92,7 @@ def test_evictions_seen_by_the_poller_reread_what_is_missing(client, svc, world,
     prefix = svc.settings.redis_prefix
     svc.redis.delete(binding_key(svc), redis_keys.mirror_orders(prefix, "626518"))
     evicted = iter([2, 2, 2])
-    monkeypatch.setattr(mirror_sync, "_evicted_keys", lambda client: next(evicted))
+    monkeypatch.setattr(FlowCaches, "evicted_keys", lambda caches: next(evicted))
     sync(svc)  # evicted_keys grew: the bound index is walked, 626518 asked for
     assert svc.redis.zscore(redis_keys.mirror_recheck(prefix), "c:626518") is not None
     sync(svc)

@@ -1,5 +1,5 @@
-"""stores.client.riding_along: a rider's command goes in the round trip of the first store
-script run inside the block, and only that one; outside a block a script runs alone."""
+"""stores.client.run_script's rider: its command goes in the round trip of the script it
+is handed to, and only that one; without one a script runs alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from fakeredis._clients._sync import FakeRedisConnection
 
 from gurugrow.stores import client as storage
-from gurugrow.stores.client import riding_along, run_script
+from gurugrow.stores.client import run_script
 
 STEP = "return redis.call('INCR', KEYS[1])"
 
@@ -47,37 +47,29 @@ def round_trips(monkeypatch):
     return sent
 
 
-def test_the_rider_goes_in_the_first_scripts_round_trip_and_no_other(r, round_trips):
+def test_the_rider_goes_in_its_scripts_round_trip_and_no_other(r, round_trips):
     step = r.register_script(STEP)
     step(keys=["step"], args=[])  # loaded, as a warm worker's are
     rider = Rider()
     before = round_trips[0]
-    with riding_along(rider):
-        assert run_script(r, step, ["step"], []) == 2
-        assert round_trips[0] - before == 1  # the step and the rider: one round trip
-        assert rider.answers == [1]
-        assert run_script(r, step, ["step"], []) == 3  # a later look rides nothing
-    assert run_script(r, step, ["step"], []) == 4  # outside: nothing waits to ride
-    assert round_trips[0] - before == 3
+    assert run_script(r, step, ["step"], [], rider) == 2
+    assert round_trips[0] - before == 1  # the step and the rider: one round trip
+    assert rider.answers == [1]
+    assert run_script(r, step, ["step"], []) == 3  # a later look rides nothing
+    assert round_trips[0] - before == 2
     assert (rider.answers, r.get("ridden")) == ([1], b"1")
 
 
-def test_nothing_rides_outside_a_block_or_in_one_given_none(r):
+def test_nothing_rides_a_script_given_none(r):
     step = r.register_script(STEP)
-    rider = Rider()
-    with riding_along(rider):
-        with riding_along(None):
-            assert run_script(r, step, ["step"], []) == 1
-        assert rider.answers == []  # the inner block's script took nothing
-        assert run_script(r, step, ["step"], []) == 2
-    assert rider.answers == [1]
+    assert run_script(r, step, ["step"], [], None) == 1
+    assert r.get("ridden") is None
 
 
 def test_a_script_redis_lost_runs_again_and_the_rider_keeps_its_answer(r):
     step = r.register_script(STEP)  # never loaded: the pipeline's EVALSHA is NOSCRIPT
     rider = Rider()
-    with riding_along(rider):
-        assert run_script(r, step, ["step"], []) == 1
+    assert run_script(r, step, ["step"], [], rider) == 1
     assert (rider.answers, r.get("step"), r.get("ridden")) == ([1], b"1", b"1")
 
 
@@ -85,6 +77,5 @@ def test_on_a_cluster_client_the_rider_is_left_out_and_hears_nothing(r, monkeypa
     monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)  # pipelines refuse scripts
     step = r.register_script(STEP)
     rider = Rider()
-    with riding_along(rider):
-        assert run_script(r, step, ["step"], []) == 1
+    assert run_script(r, step, ["step"], [], rider) == 1
     assert (rider.answers, r.get("ridden")) == ([], None)

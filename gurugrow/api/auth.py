@@ -15,7 +15,7 @@ from gurugrow.api.contract import (
 )
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import auth
-from gurugrow.stores.quota import JOURNEY
+from gurugrow.governor import JOURNEY
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 

@@ -14,7 +14,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from gurugrow import texts
-from gurugrow.basics.callers import CALLER_BY_TOKEN, CallerPolicy, bearer_token, client_ip
+from gurugrow.basics.callers import CallerPolicy, bearer_token, client_ip
+from gurugrow.basics.request_scope import CALLER_BY_TOKEN
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 

@@ -14,6 +14,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
+from gurugrow import governor as quota
 from gurugrow import metrics, texts
 from gurugrow.api.bodies import body_values
 from gurugrow.api.callers import request_client_ip
@@ -30,7 +31,6 @@ from gurugrow.basics.errors import (
 )
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import quota
 
 
 def services() -> Services:

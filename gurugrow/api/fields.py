@@ -13,13 +13,13 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from marshmallow import ValidationError, fields
 
 from gurugrow.basics.identity import normalize_channel
 from gurugrow.basics.phone import normalize_phone
+from gurugrow.basics.request_scope import CODE_LENGTHS, OTP_LENGTH
 from gurugrow.config import CHANNELS
 from gurugrow.routes import ROUTES
 
@@ -33,8 +33,6 @@ _SLUG = re.compile(r"[A-Za-z0-9_.-]+")
 # Separators a customer may type inside a code ("048 117", "048-117").
 _CODE_SEPARATORS = str.maketrans("", "", " -")
 
-_otp_length: ContextVar[int] = ContextVar("otp_length", default=DEFAULT_OTP_LENGTH)
-_code_lengths: ContextVar[tuple[int, ...]] = ContextVar("code_lengths", default=())
 
 
 @contextmanager
@@ -42,13 +40,13 @@ def request_settings(*, otp_length: int, code_lengths: tuple[int, ...] = ()
                      ) -> Iterator[None]:
     """Settings the fields need while one request is loaded (the code's length, and the
     other lengths the workflows' routes give codes: Settings.code_lengths)."""
-    token = _otp_length.set(otp_length)
-    lengths = _code_lengths.set(code_lengths)
+    token = OTP_LENGTH.set(otp_length)
+    lengths = CODE_LENGTHS.set(code_lengths)
     try:
         yield
     finally:
-        _otp_length.reset(token)
-        _code_lengths.reset(lengths)
+        OTP_LENGTH.reset(token)
+        CODE_LENGTHS.reset(lengths)
 
 
 def clean_text(value: Any, max_length: int) -> str | None:
@@ -223,11 +221,11 @@ class Code(Text):
                          **kwargs)
 
     def convert(self, text: str, raw: Any) -> str:
-        length = _otp_length.get()
+        length = OTP_LENGTH.get() or DEFAULT_OTP_LENGTH
         digits = text.translate(_CODE_SEPARATORS)
         if isinstance(raw, int) and raw >= 0:
             digits = digits.zfill(length)
-        lengths = _code_lengths.get() or (length,)
+        lengths = CODE_LENGTHS.get() or (length,)
         if len(digits) not in lengths or not _ASCII_DIGITS.fullmatch(digits):
             raise ValidationError(f"Must be {' or '.join(map(str, lengths))} digits.")
         return digits

@@ -7,7 +7,7 @@ from flask import Blueprint
 from gurugrow.api import schemas as s
 from gurugrow.api.contract import BINDING_REFUSALS, endpoint
 from gurugrow.flows import orders
-from gurugrow.stores.quota import JOURNEY
+from gurugrow.governor import JOURNEY
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 

@@ -15,7 +15,7 @@ from gurugrow.api.contract import (
 )
 from gurugrow.api.pacing import answer_no_earlier
 from gurugrow.flows import recommended
-from gurugrow.stores.quota import JOURNEY
+from gurugrow.governor import JOURNEY
 
 bp = Blueprint("recommended", __name__, url_prefix="/orders/recommended")
 

@@ -12,15 +12,9 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# True while serving a request whose caller proved one of API_TOKENS (set per request by
-# the API layer): the send limits leave such a caller's address uncapped unless
-# OTP_MAX_SENDS_PER_IP_PER_HOUR_TOKEN_CALLERS sets a cap.
-CALLER_BY_TOKEN: ContextVar[bool] = ContextVar("caller_by_token", default=False)
 
 # Why a caller was refused (logged as ``caller_refused reason=...``).
 NO_TOKEN = "no_token"

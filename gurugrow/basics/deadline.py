@@ -8,10 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
-# The monotonic time the request must have answered by, less the answer's own reserve.
-_ANSWER_BY: ContextVar[float | None] = ContextVar("answer_deadline", default=None)
+from gurugrow.basics.request_scope import ANSWER_BY as _ANSWER_BY
+
 # Kept of the budget for what follows the last upstream call (the Redis writes and the
 # answer itself).
 ANSWER_RESERVE_SECONDS = 0.3

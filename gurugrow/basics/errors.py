@@ -32,13 +32,13 @@ and the doctor catch their own.
     │       │                          caught by flows/orders, flows/recommended, doctor
     │       └── NotFound               raised by gateways/retailcrm (HTTP 404); caught
     │                                  there (an order: None), flows/orders, doctor
-    ├── CrmBusy              raised by gateways/quota (no slot in time); caught by
+    ├── CrmBusy              raised by governor (no slot in time); caught by
     │                        api/contract (busy + retryAfterSec), flows/binding
     │                        (best-effort mark), mirror_worker (crm_failed)
     ├── StorageUnavailable   raised by storage (redis_guard, so every store; a
     │                        WriteBatch hands it to on_failure); caught by api/contract
     │                        (storage_unavailable), flows/codes, flows/delivery,
-    │                        flows/mirror, gateways/quota (best effort), api/ops,
+    │                        flows/mirror, governor (best effort), api/ops,
     │                        deliveries_worker, mirror_worker, doctor
     ├── InProgress           raised by stores.once.run_once (the same operation still runs
     │                        elsewhere); caught by api/contract (in_progress)

@@ -20,8 +20,6 @@ from gurugrow.flows.order_once import forget_once
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.accounts import account_limits, clear_account_limits
 
 
 def show_account(svc: Services, identity: MessengerIdentity) -> list[str]:
@@ -56,8 +54,7 @@ def show_account(svc: Services, identity: MessengerIdentity) -> list[str]:
         lines.append("mirror: not current (reads go to RetailCRM)" if mirrored is None else
                      "mirror: bound to " + (", ".join(f"customer {e['id']}" for e in mirrored)
                                             or "nobody"))
-    limits = account_limits(svc.redis, s.redis_prefix, identity.channel, identity.account_id,
-                            svc.clock)
+    limits = svc.limits.of_account(identity.channel, identity.account_id)
     locked = limits.pop("locked")
     lines.append("limits: " + ", ".join(f"{name} {value}" for name, value in limits.items())
                  + f" (caps {s.otp_max_sends_per_account_per_hour}/hour, "
@@ -80,10 +77,9 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
         lines.append(f"cleared {identity.field_code} of customer {customer_id} in RetailCRM "
                      "and the mirror")
         log_event("account_unbound", channel=identity.channel, customer_id=customer_id)
-    token = crm_cache.forget_binding(svc, identity, also_take=redis_keys.contact_token(
-        svc.settings.redis_prefix, identity.channel, identity.account_id))
+    token = crm_cache.forget_binding(svc, identity)
     if token is not None:  # a contact shared again binds again
-        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
+        forget_once(svc, "contact", token)
     lines.append("dropped the cached binding" + (" and the contact binding's kept answer"
                                                  if token is not None else ""))
     if not holders:
@@ -94,11 +90,8 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
 
 def clear_account(svc: Services, identity: MessengerIdentity) -> list[str]:
     """Lift the account's caps: send counters, wrong codes, lockout."""
-    s = svc.settings
-    before: dict[str, Any] = account_limits(svc.redis, s.redis_prefix, identity.channel,
-                                            identity.account_id, svc.clock)
-    removed = clear_account_limits(svc.redis, s.redis_prefix, identity.channel,
-                                   identity.account_id, svc.clock)
+    before: dict[str, Any] = svc.limits.of_account(identity.channel, identity.account_id)
+    removed = svc.limits.clear_account(identity.channel, identity.account_id)
     log_event("account_cleared", channel=identity.channel, keys=removed)
     lifted = ", ".join(f"{name} {value}" + (" s more" if name == "locked" else "")
                        for name, value in before.items() if value) or "nothing was set"

@@ -33,8 +33,7 @@ from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.client import WriteBatch, riding_along
+from gurugrow.stores.client import WriteBatch
 from gurugrow.stores.otp import OtpSession
 
 
@@ -110,8 +109,9 @@ def contact(svc: Services, data: dict[str, Any]) -> Answer:
 def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token: str,
                   client_ip: str | None) -> Answer:
     # The phone lookup's RetailCRM slot rides on the admission's round trip.
-    with refused_by_limits(phone, client_ip), riding_along(svc.crm.slot_rider()):
-        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip)
+    with refused_by_limits(phone, client_ip):
+        admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip,
+                                             rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):  # a CRM or deduper failure costs nothing
         customer_id = find_customer_id_by_phone(svc, phone)
     if customer_id is None:
@@ -122,11 +122,10 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
     # binding earned (a conflict) keeps them.
     with returned_on_failure(svc, admission, keep_on=(FlowRefusal,)):
         answer = _bind(svc, identity, customer_id, phone, method)
-        key = redis_keys.contact_token(svc.settings.redis_prefix, identity.channel,
-                                       identity.account_id)
-        batch = WriteBatch(svc.redis)  # the binding cache and, for unlink, the kept answer
+        batch = svc.batch()  # the binding cache and, for unlink, the kept answer
         remember_new_binding(svc, identity, customer_id, phone, batch)
-        batch.commands(lambda pipe: pipe.set(key, token, ex=svc.settings.otp_ttl_seconds))
+        svc.caches.put_contact_token(identity.channel, identity.account_id, token,
+                                     svc.settings.otp_ttl_seconds, batch)
         batch.send()
     metrics.VERIFICATIONS.labels(method).inc()
     return answer

@@ -26,9 +26,7 @@ from gurugrow.flows.order_once import forget_once, request_token
 from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import WriteBatch
-from gurugrow.stores.once import run_once
 
 T = TypeVar("T")
 
@@ -155,18 +153,16 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
     A second one waits for the first (up to BOT_ANSWER_SECONDS, then ``in_progress``);
     the hold is a renewed lease, so a dead worker's lapses by itself."""
     token = request_token("binding", identity.channel, identity.account_id)
-    prefix = svc.settings.redis_prefix
     done: list[T] = []
 
     def run(_lease: object) -> dict[str, Any]:
         done.append(work())
         return {}
 
-    run_once(svc.redis, redis_keys.operation_once(prefix, "binding", token),
-             redis_keys.operation_lease(prefix, "binding", token),
-             svc.settings.otp_ttl_seconds, run, keep=lambda result: False,
-             wait_seconds=svc.settings.bot_answer_seconds,
-             lease_seconds=svc.settings.in_progress_lease_seconds)
+    svc.caches.run_once("binding", token, svc.settings.otp_ttl_seconds, run,
+                        keep=lambda result: False,
+                        wait_seconds=svc.settings.bot_answer_seconds,
+                        lease_seconds=svc.settings.in_progress_lease_seconds)
     return done[0]
 
 
@@ -174,10 +170,9 @@ def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str) -
     """The account is no longer bound to ``customer_id``: its cached binding, a contact
     binding's kept answer and its mirrored binding go, so its next call is answered from
     RetailCRM (``not_authorized`` when nothing holds it)."""
-    token = crm_cache.forget_binding(svc, identity, also_take=redis_keys.contact_token(
-        svc.settings.redis_prefix, identity.channel, identity.account_id))
+    token = crm_cache.forget_binding(svc, identity)
     if token is not None:
-        forget_once(svc, "contact", token.decode() if isinstance(token, bytes) else token)
+        forget_once(svc, "contact", token)
     mirror_unlinked(svc, identity, customer_id)
 
 

@@ -40,7 +40,7 @@ from gurugrow.gateways.greensms import SendAnswer
 from gurugrow.logs import log_event
 from gurugrow.routes import NUMBER_TO_CALL, OUR_CODE, ROUTES, THEIR_CODE, route_of_method
 from gurugrow.services import Services
-from gurugrow.stores.client import WriteBatch, riding_along
+from gurugrow.stores.client import PipelineRider, WriteBatch
 from gurugrow.stores.limits import Admission
 from gurugrow.stores.once import LeaseRenewer
 from gurugrow.stores.otp import OtpSession
@@ -180,18 +180,18 @@ def called_code(svc: Services, identity: MessengerIdentity, session_id: str, pur
 
 
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
-                        client_ip: str | None, *, route: str, cooldown: bool = True
-                        ) -> Admission:
+                        client_ip: str | None, *, route: str, cooldown: bool = True,
+                        rider: PipelineRider | None = None) -> Admission:
     """Apply every send limit before any code goes out by ``route`` (and before the phone
     is looked up, so a refusal says nothing about whether the phone is a customer): all
     taken at once, or nothing. Give the admission back with ``returned_on_failure``.
 
-    ``cooldown=False`` only to replace a messenger code that was not delivered. Inside
-    ``stores.client.riding_along``, its rider goes in the admission's round trip."""
+    ``cooldown=False`` only to replace a messenger code that was not delivered. ``rider``
+    (a RetailCRM slot request) goes in the admission's round trip."""
     with refused_by_limits(phone, client_ip):
         svc.limits.check_region(phone)
         return svc.limits.admit_send(phone, channel, account_id, client_ip, route=route,
-                                     cooldown=cooldown)
+                                     cooldown=cooldown, rider=rider)
 
 
 @contextmanager
@@ -274,16 +274,15 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
     # refused admission gives it back at the request's end.
     route = first_route(svc, identity.channel, route)
-    with riding_along(svc.crm.slot_rider()):
-        admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
-                                         client_ip, route=route)
+    admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
+                                     client_ip, route=route, rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):
         customer_id = find_customer_id_by_phone(svc, phone)
         send = customer_id is not None or send_to_unknown
         sent = send_or_pretend(svc, phone=phone, channel=identity.channel, send=send,
                                route=route)
     # The session and its delivery record go to Redis in one round trip.
-    batch = WriteBatch(svc.redis)
+    batch = svc.batch()
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
         customer_id=customer_id, code=sent.code if send else None, route=sent.method,
@@ -365,9 +364,8 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         return typed
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
-    with riding_along(svc.crm.slot_rider()):
-        outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
-                                         purpose, typed)
+    outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
+                                     purpose, typed, rider=svc.crm.slot_rider())
     if session is None:
         raise FlowRefusal("session_not_found")
     if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
@@ -392,7 +390,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         svc.otp.release(session)
         raise
     if done(answer):
-        batch = WriteBatch(svc.redis)
+        batch = svc.batch()
         svc.otp.finish(session, answer, batch)
         if also is not None:
             also(session, batch)

@@ -22,9 +22,7 @@ from gurugrow import metrics
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.cache import cached_json
-from gurugrow.stores.client import WriteBatch, redis_guard, written
+from gurugrow.stores.client import WriteBatch
 
 
 class BindingMiss(Enum):
@@ -43,10 +41,7 @@ def cached_binding(svc: Services, identity: MessengerIdentity) -> dict[str, Any]
     """The cached binding entry, ``NO_BINDING``, or ``NOT_CACHED``."""
     if svc.settings.binding_cache_seconds <= 0:
         return NOT_CACHED
-    key = redis_keys.binding_cache(svc.settings.redis_prefix, identity.channel,
-                                   identity.account_id)
-    with redis_guard():
-        raw = svc.redis.get(key)
+    raw = svc.caches.binding(identity.channel, identity.account_id)
     metrics.CACHE_LOOKUPS.labels("binding", "miss" if raw is None else "hit").inc()
     if raw is None:
         return NOT_CACHED
@@ -71,34 +66,28 @@ def remember_binding(svc: Services, identity: MessengerIdentity,
     ttl = s.binding_cache_seconds if entry is not None else s.binding_negative_cache_seconds
     if s.binding_cache_seconds <= 0 or ttl <= 0:
         return
-    key = redis_keys.binding_cache(s.redis_prefix, identity.channel, identity.account_id)
     value = json.dumps(entry, ensure_ascii=False)
-    with written(svc.redis, batch) as writes:
-        writes.commands(lambda pipe: pipe.set(key, value, ex=ttl), on_failure=lambda error:
-                        log_event("binding_cache_failed", logging.WARNING, error=error))
+    with svc.caches.written(batch) as writes:
+        svc.caches.put_binding(identity.channel, identity.account_id, value, ttl, writes,
+                               on_failure=lambda error: log_event(
+                                   "binding_cache_failed", logging.WARNING, error=error))
 
 
-def forget_binding(svc: Services, identity: MessengerIdentity, also_take: str) -> Any:
-    """Drop the cached binding (this service unlinked the account); ``also_take`` (a key
-    of the same account) is read and deleted in the same round trip, its value returned."""
-    key = redis_keys.binding_cache(svc.settings.redis_prefix, identity.channel,
-                                   identity.account_id)
-    with redis_guard():
-        pipe = svc.redis.pipeline(transaction=False)
-        pipe.delete(key)
-        pipe.getdel(also_take)
-        return pipe.execute()[1]
+def forget_binding(svc: Services, identity: MessengerIdentity) -> str | None:
+    """Drop the cached binding (this service unlinked the account) and take the account's
+    contact binding token in the same round trip (None: there was none)."""
+    return svc.caches.forget_binding(identity.channel, identity.account_id)
 
 
 def customer_orders(svc: Services, customer_id: str,
                     load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The customer's orders from the cache, else ``load()``'s (then cached). Callers
     missing at once wait for one load (``stores.cache.cached_json``'s single flight)."""
-    key = redis_keys.orders_cache(svc.settings.redis_prefix, customer_id)
-    return cached_json(svc.redis, key, svc.settings.orders_cache_seconds, load, "orders")
+    orders: list[dict[str, Any]] = svc.caches.orders(customer_id,
+                                                     svc.settings.orders_cache_seconds, load)
+    return orders
 
 
 def forget_orders(svc: Services, customer_id: str) -> None:
     """Drop the cached order list (this service created an order for the customer)."""
-    with redis_guard():
-        svc.redis.delete(redis_keys.orders_cache(svc.settings.redis_prefix, customer_id))
+    svc.caches.forget_orders(customer_id)

@@ -22,7 +22,7 @@ from gurugrow.basics.errors import FlowRefusal, StorageUnavailable, UpstreamErro
 from gurugrow.logs import log_event
 from gurugrow.routes import ROUTES, route_of_method
 from gurugrow.services import Services
-from gurugrow.stores.client import WriteBatch, written
+from gurugrow.stores.client import WriteBatch
 from gurugrow.stores.deliveries import FINAL_STATUSES, SendRecord
 from gurugrow.stores.otp import OtpSession
 
@@ -109,7 +109,7 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
         log_event("delivery_tracking_failed", logging.WARNING, route=sent.route, error=error)
 
     try:
-        with written(svc.redis, batch) as writes:
+        with svc.caches.written(batch) as writes:
             svc.deliveries.record_send(session.session_id, sent.route, request_id, now,
                                        check_at, batch=writes, on_failure=failed)
     except StorageUnavailable as e:  # Redis unreachable (a batch of our own)

@@ -45,13 +45,13 @@ from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.flows.mirror_orders import slim_order
 from gurugrow.gateways.retailcrm import custom_fields
+from gurugrow.governor import JOURNEY, READ, crm_priority
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.mirror import CUSTOMERS, ORDERS, Identity, MirrorStore
-from gurugrow.stores.quota import JOURNEY, READ, crm_priority
 
 PAGE = 100
-# At most this many history pages per kind in one pass, so the lag is refreshed and the
+# At most this many history pages per entity in one pass, so the lag is refreshed and the
 # lease renewed between long catch-ups (the next pass goes on from the saved position).
 MAX_PAGES_PER_PASS = 20
 # Per pass: re-reads asked for, messenger accounts looked up, marks written.
@@ -83,19 +83,19 @@ class Sync:
         self.history_from: str | None = None
 
     # -- helpers ----------------------------------------------------------------------
-    def _crm(self, kind: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One RetailCRM call, counted by ``kind``: the load's at read priority, the
+    def _crm(self, counter: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One RetailCRM call, counted under ``counter``: the load's at read priority, the
         history's and re-reads' as journey calls (ahead of live reads). Each call is its
         own "request" to the bucket: a request's calls share one queue deadline, which a
         load of many pages would outlast."""
-        self.calls[kind] = self.calls.get(kind, 0) + 1
-        if self.catching_up and kind != "load":
+        self.calls[counter] = self.calls.get(counter, 0) + 1
+        if self.catching_up and counter != "load":
             gap = 2.0 / self.svc.settings.retailcrm_rate_limit  # half the quota at most
             wait = self._last_call + gap - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
         self._last_call = time.monotonic()
-        with crm_priority(READ if kind == "load" else JOURNEY):
+        with crm_priority(READ if counter == "load" else JOURNEY):
             return call(*args, **kwargs)
 
     def _write(self, fields: dict[str, Any], *, add: bool = False) -> None:
@@ -124,11 +124,11 @@ class Sync:
                                        customer_masked_phone(customer),
                                        self._interacted(customer), confirmed=confirmed)
 
-    def load_orders_of(self, customer_id: str, kind: str = "reread") -> int:
+    def load_orders_of(self, customer_id: str, counter: str = "reread") -> int:
         """Mirror one bound customer's newest orders (all its pages of 100 are read, as
         their order is stated nowhere; one call for most customers); how many were kept."""
         keep = self.svc.settings.orders_max_lookback
-        orders = _newest(list(self._pages(ORDERS, kind=kind, customer_id=customer_id)), keep)
+        orders = _newest(list(self._pages(ORDERS, counter=counter, customer_id=customer_id)), keep)
         self.store.put_orders(customer_id, orders)
         return len(orders)
 
@@ -152,24 +152,24 @@ class Sync:
             zone, back = UTC, timedelta(hours=15)
         return (now - back).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
-    def newest_record_id(self, kind: str, start: str) -> int:
+    def newest_record_id(self, entity: str, start: str) -> int:
         """A history position to follow from after the load, in one call whatever the
         history's length: the highest id among the records since ``start``
         (``filter[startDate]``). Any id up to the newest at the load's start is right
         (what came before is covered by the load; re-applying a record is harmless).
         None since ``start``: 0, and the first sync reads from ``start`` by date."""
-        recent, _ = self._crm("history", self.svc.crm.history, kind, start_date=start)
+        recent, _ = self._crm("history", self.svc.crm.history, entity, start_date=start)
         return max((r["id"] for r in recent), default=0)
 
     def _pages(self, entity: str, first: tuple[list[dict[str, Any]], int | None] | None = None,
-               *, kind: str = "load", customer_id: str | None = None
+               *, counter: str = "load", customer_id: str | None = None
                ) -> Iterator[dict[str, Any]]:
         """Every ``entity`` (of one customer's, orders) at 100 a call (``first``: page 1,
         already read), page by page, so a large account is never held in memory whole."""
         page, read = 1, 0
         while True:
             items, total = first if page == 1 and first is not None else self._crm(
-                kind, self.svc.crm.list_page, entity, page, customer_id)
+                counter, self.svc.crm.list_page, entity, page, customer_id)
             read += len(items)
             if customer_id is None:
                 self._progress(entity, page, total, read)
@@ -194,7 +194,7 @@ class Sync:
         """Load everything (see the module docstring); the sync state is set last."""
         start = self.history_start()
         self.history_from = start
-        since = {kind: self.newest_record_id(kind, start) for kind in (CUSTOMERS, ORDERS)}
+        since = {entity: self.newest_record_id(entity, start) for entity in (CUSTOMERS, ORDERS)}
         bound: set[str] = set()
         for customer in self._pages(CUSTOMERS):
             if self.identities(customer):
@@ -268,8 +268,8 @@ class Sync:
             for cid in sorted(incomplete):
                 self.load_orders_of(cid)
 
-    def follow(self, kind: str, since: int) -> tuple[bool, int]:
-        """Apply the history of ``kind`` after ``since``, saving the position after each
+    def follow(self, entity: str, since: int) -> tuple[bool, int]:
+        """Apply the history of ``entity`` after ``since``, saving the position after each
         page; (True when it reached the end, records applied). The end is the answer's
         own word: a page whose ``pagination`` says it is the last one, or an empty page
         (no pagination: read on until one). A short page with more pages after it is not
@@ -277,26 +277,26 @@ class Sync:
         applied = 0
         for _ in range(MAX_PAGES_PER_PASS):
             if since == 0 and self.history_from:  # no record yet since the load: by date
-                records, total = self._crm("history", self.svc.crm.history, kind,
+                records, total = self._crm("history", self.svc.crm.history, entity,
                                            start_date=self.history_from)
             else:
-                records, total = self._crm("history", self.svc.crm.history, kind,
+                records, total = self._crm("history", self.svc.crm.history, entity,
                                            since_id=since)
             fresh = [r for r in records if r["id"] > since]  # defensive: ids after since
             if not fresh:
                 return True, applied
             self.catching_up = self.catching_up or bool(total and total > 1)
-            ids = sorted({i for r in fresh for i in _changed_ids(kind, r)}, key=int)
+            ids = sorted({i for r in fresh for i in _changed_ids(entity, r)}, key=int)
             merged = sorted({i for r in fresh for i in _merge_targets(r)}, key=int)
-            if kind == CUSTOMERS:
+            if entity == CUSTOMERS:
                 self.apply_customers(ids, with_orders=frozenset(merged))
             else:
                 self.apply_orders(ids)
             for i in merged:  # the merge is asynchronous: look again one poll later
-                self.store.schedule(f"{kind[0]}:{i}", self.svc.settings.mirror_poll_seconds)
+                self.store.schedule(f"{entity[0]}:{i}", self.svc.settings.mirror_poll_seconds)
             since = max(r["id"] for r in fresh)
             applied += len(fresh)
-            self._write({f"{kind}_since": since})
+            self._write({f"{entity}_since": since})
             if total is not None and total <= 1:
                 return True, applied
         return False, applied
@@ -336,7 +336,7 @@ class Sync:
         """Redis evicted keys since the last look: ask for a re-read of every bound
         customer with a key missing; how many. (The docs and the doctor say the mirror's
         Redis must not evict; this only repairs.)"""
-        evicted = _evicted_keys(self.svc.redis)
+        evicted = self.svc.caches.evicted_keys()
         if evicted is None:
             return 0
         seen = int(state.get("evicted_keys") or 0)
@@ -413,8 +413,8 @@ class Sync:
         before = dict(self.calls)
         began = now()
         self.history_from = state.get("history_from") or None
-        followed = [self.follow(kind, int(state.get(f"{kind}_since") or 0))
-                    for kind in (CUSTOMERS, ORDERS)]
+        followed = [self.follow(entity, int(state.get(f"{entity}_since") or 0))
+                    for entity in (CUSTOMERS, ORDERS)]
         drained = all(done for done, _ in followed)
         if drained:
             self._write({"synced_at": began})
@@ -436,25 +436,11 @@ class Sync:
         return done
 
 
-def _evicted_keys(client: Any) -> int | None:
-    """Redis's ``evicted_keys`` (summed over a cluster's nodes); None when unreadable."""
-    try:
-        info = client.info("stats")
-    except Exception:  # noqa: BLE001 - best effort: a Redis that will not tell is not checked
-        return None
-    if isinstance(info, dict) and "evicted_keys" in info:
-        return int(info["evicted_keys"])
-    if isinstance(info, dict):  # a cluster: node → its stats
-        counts = [int(v["evicted_keys"]) for v in info.values()
-                  if isinstance(v, dict) and "evicted_keys" in v]
-        return sum(counts) if counts else None
-    return None
 
-
-def _changed_ids(kind: str, record: dict[str, Any]) -> list[str]:
+def _changed_ids(entity: str, record: dict[str, Any]) -> list[str]:
     """The ids a history record names: its entity's, and a merge target's."""
     found = []
-    for part in (record.get("customer" if kind == CUSTOMERS else "order"),
+    for part in (record.get("customer" if entity == CUSTOMERS else "order"),
                  record.get("combinedTo")):
         if isinstance(part, dict) and str(part.get("id", "")).isdigit():
             found.append(str(part["id"]))

@@ -11,9 +11,7 @@ from collections.abc import Callable
 
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.client import redis_guard
-from gurugrow.stores.once import Lease, run_once
+from gurugrow.stores.once import Lease
 
 
 def request_token(*parts: str) -> str:
@@ -26,15 +24,11 @@ def create_once(svc: Services, kind: str, token: str, create: Callable[[Lease], 
     """``create(lease)``'s answer, run once per ``kind`` and ``token`` within ``window``
     seconds (default ORDER_IDEMPOTENCY_SECONDS); only an answer with ``kept_status`` is
     kept for repeats (a failure may be tried again)."""
-    prefix = svc.settings.redis_prefix
-    return run_once(svc.redis, redis_keys.operation_once(prefix, kind, token),
-                    redis_keys.operation_lease(prefix, kind, token),
-                    window or svc.settings.order_idempotency_seconds, create,
-                    keep=lambda result: result["status"] == kept_status,
-                    lease_seconds=svc.settings.in_progress_lease_seconds)
+    return svc.caches.run_once(kind, token, window or svc.settings.order_idempotency_seconds,
+                               create, keep=lambda result: result["status"] == kept_status,
+                               lease_seconds=svc.settings.in_progress_lease_seconds)
 
 
 def forget_once(svc: Services, kind: str, token: str) -> None:
     """Drop the kept answer of ``kind`` and ``token``: the next request runs it again."""
-    with redis_guard():
-        svc.redis.delete(redis_keys.operation_once(svc.settings.redis_prefix, kind, token))
+    svc.caches.forget_once(kind, token)

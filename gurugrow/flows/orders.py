@@ -30,8 +30,6 @@ from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.cache import cached_json
 from gurugrow.stores.once import Lease
 
 _NUMBER_ATTEMPTS = 3
@@ -42,18 +40,16 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinf
     there) and the status groups (only when group names are configured), cached in
     Redis: statuses and zone in one entry, so a typical /orders call costs two CRM
     requests and one cache read for them."""
-    s, prefix = svc.settings, svc.settings.redis_prefix
+    s = svc.settings
     ttl = s.reference_cache_seconds
 
     def load() -> dict[str, Any]:
         return {"statuses": svc.crm.get_statuses(), "timezone": _account_timezone(svc)}
 
-    reference = cached_json(svc.redis, redis_keys.reference(prefix, "statuses-and-zone"),
-                            ttl, load, cache="statuses")
+    reference = svc.caches.reference("statuses-and-zone", ttl, load, cache="statuses")
     groups: dict[str, Any] = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
-        groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
-                             svc.crm.get_status_groups)
+        groups = svc.caches.reference("status-groups", ttl, svc.crm.get_status_groups)
     return reference.get("statuses") or {}, groups, _zone(reference.get("timezone") or "")
 
 
@@ -189,10 +185,10 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
                    source: dict[str, Any], windowed: WindowedOrder) -> Answer:
     base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
-    # An earlier attempt died after choosing its number: its order, if it landed, is the
-    # answer, whatever has changed in the catalog since.
     # The store the new order is made in, and where any lookup of it looks.
     site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
+    # An earlier attempt died after choosing its number: its order, if it landed, is the
+    # answer, whatever has changed in the catalog since.
     created = _noted_order(svc, lease, customer_id, site)
     if created is None:  # Redis may have lost the notes: RetailCRM says what was made
         created = order_made_in_window(svc, windowed, site)
@@ -256,4 +252,5 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
             if existing:
                 return {"id": existing[0]["id"], "number": number}
             raise
-    raise FlowRefusal("crm_unavailable")
+    # Every number tried was taken: an upstream failure, answered by the API layer.
+    raise UpstreamRejected("retailcrm", f"order number taken {_NUMBER_ATTEMPTS} times")

@@ -17,7 +17,7 @@ from gurugrow.basics.errors import (
     UpstreamUnavailable,
 )
 from gurugrow.basics.identity import MessengerIdentity
-from gurugrow.basics.phone import mask_phone
+from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
     bind_identity,
@@ -33,11 +33,9 @@ from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref, phone_digits
+from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.cache import cached_json
 from gurugrow.stores.once import Lease
 from gurugrow.stores.otp import OtpSession
 
@@ -74,15 +72,14 @@ def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> dict[str, Any
     """``{"offer": ref or None, "price": text or None}`` of the bundle article's active
     catalog offer (``/api/v5/store/products``; ``filter[name]`` is fuzzy, so the article
     is compared locally). Cached in Redis for REFERENCE_CACHE_SECONDS."""
-    key = redis_keys.bundle_offer(svc.settings.redis_prefix, bundle.bundle_article)
-
     def load() -> dict[str, Any]:
         products = svc.crm.find_products_by_name(bundle.bundle_article)
         found = bundle_offer(products, bundle.bundle_article)
         return {"offer": offer_ref(found) if found else None,
                 "price": offer_price(found) if found else None}
 
-    entry = cached_json(svc.redis, key, svc.settings.reference_cache_seconds, load)
+    entry = svc.caches.bundle_offer(bundle.bundle_article, svc.settings.reference_cache_seconds,
+                                    load)
     return {"offer": entry.get("offer"), "price": entry.get("price")}
 
 
@@ -221,7 +218,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
 def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bool:
     """One customer bound to the identity, with the session's phone: the one an earlier
     attempt of this check created."""
-    return len(holders) == 1 and any(phone_digits(str(p.get("number", ""))) == phone
+    return len(holders) == 1 and any(normalize_phone(str(p.get("number") or "")) == phone
                                      for p in holders[0].get("phones") or [])
 
 

@@ -19,8 +19,8 @@ from gurugrow.basics.errors import (
     UpstreamUnavailable,
 )
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
+from gurugrow.governor import CrmQuota
 from gurugrow.logs import current_request_id
-from gurugrow.stores.quota import CrmQuota
 
 USER_AGENT = "gurugrow/1.0"
 RETRYABLE_STATUSES = frozenset({429, 503})

@@ -12,9 +12,10 @@ from urllib.parse import quote
 import requests
 
 from gurugrow.basics.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.phone import normalize_phone
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
-from gurugrow.stores.quota import CrmQuota, SlotRider
+from gurugrow.governor import CrmQuota, SlotRider
 
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
@@ -32,16 +33,6 @@ def _history_id(value: Any) -> bool:
         return False
     return isinstance(value, int) or (isinstance(value, str) and value.isascii()
                                       and value.isdigit())
-
-
-def phone_digits(raw: str) -> str:
-    """Digits of a stored phone, as the flows normalise them (8… and 10-digit RU → 7…)."""
-    digits = "".join(ch for ch in str(raw) if ch.isdigit())
-    if len(digits) == 11 and digits[0] == "8":
-        return "7" + digits[1:]
-    if len(digits) == 10 and digits[0] == "9":
-        return "7" + digits
-    return digits
 
 
 def internal_id(value: str) -> str | None:
@@ -121,7 +112,7 @@ class RetailCrmGateway:
 
     def slot_rider(self) -> SlotRider | None:
         """The slot of this request's next call, to be asked for in another Redis step's
-        round trip (``quota.SlotRider``, handed in with ``stores.client.riding_along``); None
+        round trip (``quota.SlotRider``, handed to that step as its ``rider``); None
         without a bucket, outside a request, or while the breaker is open (the call would
         not go out)."""
         http = self._http
@@ -174,7 +165,8 @@ class RetailCrmGateway:
         """
         body = self._get("/api/v5/customers", [("filter[name]", phone), ("limit", "100")])
         return [c for c in body.get("customers") or []
-                if any(phone_digits(p.get("number", "")) == phone for p in c.get("phones") or [])]
+                if any(normalize_phone(str(p.get("number") or "")) == phone
+                       for p in c.get("phones") or [])]
 
     def find_customers_by_custom_field(self, code: str, value: str) -> list[dict[str, Any]]:
         """Customers whose custom field ``code`` equals ``value`` exactly (as text)."""

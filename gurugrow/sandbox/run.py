@@ -21,7 +21,7 @@ from pathlib import Path
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from gurugrow.basics.ports import port_busy_line, port_in_use
+from gurugrow.basics.tcp_ports import port_busy_line, port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
 

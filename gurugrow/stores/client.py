@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -45,31 +44,11 @@ class PipelineRider(Protocol):
     def receive(self, answer: Any) -> None: ...
 
 
-# The round trip's passenger: the rider waiting for the next script a store runs in this
-# context (``riding_along`` sets it, ``run_script`` takes it). A one-place box, so the
-# first script inside the block takes the rider and any later one runs alone.
-_RIDER: ContextVar[list[PipelineRider] | None] = ContextVar("pipeline_rider", default=None)
-
-
-@contextmanager
-def riding_along(rider: PipelineRider | None) -> Iterator[None]:
-    """The first store script run inside the block (``run_script``) carries ``rider``'s
-    command in its round trip; the rest of the block runs as without it. ``None``:
-    nothing rides (the block runs exactly as outside one)."""
-    token = _RIDER.set([rider] if rider is not None else [])
-    try:
-        yield
-    finally:
-        _RIDER.reset(token)
-
-
-def run_script(client: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
-    """Run a script registered on ``client``, carrying the rider of the enclosing
-    ``riding_along`` block, if one is still waiting, in the same round trip (not on a
-    Redis Cluster, whose pipelines refuse scripts: there the rider is left out and gets
-    no answer)."""
-    waiting = _RIDER.get()
-    rider = waiting.pop() if waiting else None
+def run_script(client: Any, script: Any, keys: list[str], args: list[Any],
+               rider: PipelineRider | None = None) -> Any:
+    """Run a script registered on ``client``, with ``rider``'s command in the same round
+    trip (not on a Redis Cluster, whose pipelines refuse scripts: there the rider is left
+    out and gets no answer)."""
     with redis_guard():
         if rider is None or isinstance(client, RedisCluster):
             return script(keys=keys, args=args)

@@ -14,13 +14,15 @@ from datetime import UTC, datetime
 import redis
 from redis.typing import EncodableT
 
-from gurugrow.basics.callers import CALLER_BY_TOKEN, Network, in_networks
+from gurugrow.basics.callers import Network, in_networks
 from gurugrow.basics.errors import LimitExceeded, StorageUnavailable
 from gurugrow.basics.phone import phone_region
+from gurugrow.basics.request_scope import CALLER_BY_TOKEN
 from gurugrow.config import Settings
 from gurugrow.logs import log_event
 from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.client import WriteBatch, redis_guard, run_script
+from gurugrow.stores.accounts import account_limits, clear_account_limits
+from gurugrow.stores.client import PipelineRider, WriteBatch, redis_guard, run_script
 from gurugrow.stores.scripts import load_script
 
 # Budget, cooldown, cost budget and the counters (per phone day/hour, per address hour, per
@@ -114,6 +116,14 @@ class Limits:
         self._admit = client.register_script(_ADMIT_SCRIPT)
         self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
 
+    def of_account(self, channel: str, account_id: str) -> dict[str, int]:
+        """The account's counters (0 when unset); ``locked``: the lockout's seconds left."""
+        return account_limits(self._redis, self._prefix, channel, account_id, self.clock)
+
+    def clear_account(self, channel: str, account_id: str) -> int:
+        """Lift the account's caps; the number of keys removed."""
+        return clear_account_limits(self._redis, self._prefix, channel, account_id, self.clock)
+
     def check_region(self, phone: str) -> None:
         """Only phones of the allowed countries get codes (SMS pumping goes abroad)."""
         if not self.policy.allowed_regions:
@@ -122,10 +132,11 @@ class Limits:
             raise LimitExceeded("region", "phone_country_not_allowed")
 
     def admit_send(self, phone: str, channel: str, account_id: str,
-                   client_ip: str | None, *, route: str, cooldown: bool = True) -> Admission:
+                   client_ip: str | None, *, route: str, cooldown: bool = True,
+                   rider: PipelineRider | None = None) -> Admission:
         """Take one send by ``route`` against every limit in one atomic Redis step, or
-        refuse as a whole (``LimitExceeded``), taking nothing. The rider of an enclosing
-        ``stores.client.riding_along`` goes in the same round trip.
+        refuse as a whole (``LimitExceeded``), taking nothing. ``rider`` goes in the same
+        round trip.
 
         The global budgets count every admitted send, real or decoy (the cost budget at
         ``route``'s price), so they say nothing about who is a customer; ``give_back``
@@ -146,15 +157,16 @@ class Limits:
         cooldown_key = redis_keys.otp_cooldown(self._prefix, phone, channel, account_id)
         price = p.price_of(route) if p.daily_cost_budget > 0 else 0
         return self._admit_all(now, counters, cooldown_key, p.cooldown_seconds if cooldown else 0,
-                               price)
+                               price, rider=rider)
 
-    def admit_contact(self, channel: str, account_id: str, client_ip: str | None) -> Admission:
+    def admit_contact(self, channel: str, account_id: str, client_ip: str | None, *,
+                      rider: PipelineRider | None = None) -> Admission:
         """A contact binding takes the per-account and per-address counters of a send (no
         cooldown, no budget: nothing is sent), in one step; ``LimitExceeded`` takes none.
-        The rider of an enclosing ``stores.client.riding_along`` goes in the same round trip."""
+        ``rider`` goes in the same round trip."""
         now = self.clock()
         return self._admit_all(now, self._caller_counters(channel, account_id, client_ip, now),
-                               None, 0, 0, budgets=False)
+                               None, 0, 0, budgets=False, rider=rider)
 
     def _caller_counters(self, channel: str, account_id: str, client_ip: str | None,
                          now: float) -> list[tuple[str, str, int, int]]:
@@ -179,7 +191,7 @@ class Limits:
 
     def _admit_all(self, now: float, counters: list[tuple[str, str, int, int]],
                    cooldown_key: str | None, cooldown_seconds: int, price: int, *,
-                   budgets: bool = True) -> Admission:
+                   budgets: bool = True, rider: PipelineRider | None = None) -> Admission:
         """Run the admission script over ``counters`` (and the cooldown and the day's
         budgets unless ``budgets=False``); what it took, or ``LimitExceeded``."""
         p = self.policy
@@ -194,7 +206,7 @@ class Limits:
         kind, retry_after = run_script(
             self._redis, self._admit,
             [budget_key, cooldown_key or budget_key, cost_key,
-             *(key for _, key, _, _ in counters)], args)
+             *(key for _, key, _, _ in counters)], args, rider)
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "budget_spent_now":
             log_event("send_budget_exhausted", logging.ERROR, budget=p.daily_budget,

@@ -25,6 +25,7 @@ from gurugrow.logs import log_event
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import (
     REDIS_ERRORS,
+    PipelineRider,
     RedisHash,
     WriteBatch,
     redis_guard,
@@ -213,10 +214,11 @@ class OtpStore:
         return _session_from(session_id, data)
 
     def check(self, session_id: str, channel: str, account_id: str, purpose: str,
-              code: str) -> tuple[str, OtpSession | None]:
+              code: str, *, rider: PipelineRider | None = None
+              ) -> tuple[str, OtpSession | None]:
         """Find the session this messenger identity started for ``purpose`` and check
         ``code`` against it, claiming it on success: one round trip, which also carries
-        the rider of an enclosing ``stores.client.riding_along`` (``stores.client.run_script``).
+        ``rider`` (``stores.client.run_script``).
 
         Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
         with ``finish``, ``burn`` or ``release``), ``replay`` (this code already
@@ -241,11 +243,11 @@ class OtpStore:
         # A replay arriving while the first check still runs waits for its answer.
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         while True:
-            # A rider rides the first look only: ``run_script`` takes it.
             answer = run_script(self._redis, self._check, keys, [
                 candidate, p.max_attempts, f"{self.clock():.3f}", p.identity_max_failures,
                 p.lockout_base_seconds, p.lockout_max_seconds, token,
-                int(p.lease_seconds * 1000), channel, account_id, purpose])
+                int(p.lease_seconds * 1000), channel, account_id, purpose], rider)
+            rider = None  # it rides the first look only
             outcome, lock_seconds = _text(answer[0]), int(answer[1])
             if outcome != "busy" or time.monotonic() >= deadline:
                 break

@@ -5,74 +5,25 @@ at least ``1/RETAILCRM_RATE_LIMIT`` s (plus 1 µs) after the previous one, and s
 until its slot. So no one-second window, open or closed, ever holds more than
 ``RETAILCRM_RATE_LIMIT`` grants, there is no burst allowance to overshoot the CRM's own
 counter, and waiters are served first come, first served without polling. Time is the
-Redis server's (``TIME`` inside the script), so the hosts' clocks do not matter.
+Redis server's (``TIME`` inside the scripts), so the hosts' clocks do not matter.
 
-Priority: a step after a code was sent, or a start's lookup (``journey``), may reserve
-as far ahead as its queue deadline. A read (``read``: status, orders, preview) may reserve at most
-``RETAILCRM_READ_HORIZON_SECONDS`` ahead; beyond that it waits in a FIFO line of
-readers that journey calls pass. A journey call therefore waits at most the read horizon
-plus the journey calls ahead of it, however large the wave of reads.
-
-One script, one round trip per grant; both keys share one hash tag (Redis Cluster). A
-request whose Redis step comes just before its first RetailCRM call (a code check, a
-start's or a contact binding's admission) asks for that call's slot in the same round
-trip (``SlotRider``, handed in with ``stores.client.riding_along``), before the step has
-decided whether the call will be made. So the look
-takes only a slot the bucket has spare now (at most one interval ahead) and never a
-place in line; anything else keeps nothing, and the call asks the bucket itself. Under
-a wave, then, a flood of wrong codes or refused starts takes no slot at all; when the
-bucket has room, a slot so taken and not used goes back when nobody reserved after it.
+A read may reserve at most ``RETAILCRM_READ_HORIZON_SECONDS`` ahead; beyond that it waits
+in a FIFO line of readers that journey calls pass. One script per operation, one round
+trip per look; both keys share one hash tag (Redis Cluster). Who waits, with which
+priority and until when is the governor's (``gurugrow.governor``), not this store's.
 """
 
 from __future__ import annotations
 
-import math
-import secrets
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from gurugrow import metrics
-from gurugrow.basics.errors import CrmBusy, StorageUnavailable
-from gurugrow.logs import log_event
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import redis_guard
 from gurugrow.stores.scripts import load_script
 
-JOURNEY, READ = "journey", "read"
-# Calls made outside a contract request (the doctor, workers) are not a read wave.
-CRM_PRIORITY: ContextVar[str] = ContextVar("crm_priority", default=JOURNEY)
-# Inside a request: when its first CRM call began to wait, so all of a request's calls
-# together wait at most RETAILCRM_QUEUE_SECONDS (outside one: each call on its own).
-_REQUEST_DEADLINE: ContextVar[list[float] | None] = ContextVar("crm_deadline", default=None)
-# Slots taken ahead, in the round trip of another Redis step (``SlotRider``), for the
-# request's next RetailCRM calls; None outside a request (``crm_priority``).
-_AHEAD: ContextVar[list[_SlotAhead] | None] = ContextVar("crm_ahead", default=None)
-# Inside a request: the monotonic time its slot waits must end by (its answer budget less
-# ANSWER_RESERVE_SECONDS); None: only RETAILCRM_QUEUE_SECONDS bounds them.
-_ANSWER_BY: ContextVar[float | None] = ContextVar("crm_answer_by", default=None)
-# Of a request's answer budget, kept for the call made in its last slot and the answer
-# itself: slot waits end this long before the budget does.
-ANSWER_RESERVE_SECONDS = 0.5
-# A waiter never sleeps less than this between two looks at the line.
-_MIN_POLL_SECONDS = 0.002
-# A slot this close is taken at once: a shorter sleep lasts longer than asked (timer
-# slack), and half a millisecond is nothing next to network jitter. Only limits far above
-# RetailCRM's (the benchmark's) give such waits; at 9/s they are 0 or tens of ms.
-_MIN_SLEEP_SECONDS = 0.0005
-
-# KEYS: tail (µs of the next free slot), waiting (readers in line: token → arrival µs).
-# ARGV take: "take", interval µs, horizon µs, patience µs, token, is_read, max patience µs.
-# ARGV pause: "pause", pause µs; leave: "leave", token (a reader gives up its place);
-# give back: "give_back", slot µs, interval µs (an unused slot, if nobody reserved after;
-# answers {1, 1} when it went back, {1, 0} when not).
-# Answers {1, wait µs, slot µs}: granted, sleep that long (the slot's server time);
-# {2, retry µs}: in line, look again then; {0, estimated wait µs}: no slot within the
-# patience (busy).
-_SCRIPT = load_script("quota")
+# One script per operation, each with its KEYS/ARGV contract at its top.
+_TAKE, _PAUSE = load_script("quota_take"), load_script("quota_pause")
+_LEAVE, _GIVE_BACK = load_script("quota_leave"), load_script("quota_give_back")
 
 
 GRANTED, IN_LINE, BUSY = 1, 2, 0
@@ -88,274 +39,69 @@ class Grant(NamedTuple):
     slot_us: int | None
 
 
-def current_priority() -> str:
-    """The priority of the CRM calls the current request makes."""
-    return CRM_PRIORITY.get()
-
-
-@contextmanager
-def crm_priority(priority: str, budget_seconds: float | None = None) -> Iterator[None]:
-    """CRM calls made inside take slots with ``priority`` (``journey`` or ``read``) and
-    share one queue deadline (one request); with ``budget_seconds`` (the time left of
-    the request's answer budget) they stop waiting ``ANSWER_RESERVE_SECONDS`` before it
-    runs out."""
-    token = CRM_PRIORITY.set(priority)
-    deadline_token = _REQUEST_DEADLINE.set([])
-    ahead_token = _AHEAD.set([])
-    answer_by = None if budget_seconds is None else (
-        time.monotonic() + budget_seconds - ANSWER_RESERVE_SECONDS)
-    answer_token = _ANSWER_BY.set(answer_by)
-    try:
-        yield
-    finally:
-        unused = _AHEAD.get() or []
-        _ANSWER_BY.reset(answer_token)
-        _AHEAD.reset(ahead_token)
-        _REQUEST_DEADLINE.reset(deadline_token)
-        CRM_PRIORITY.reset(token)
-        for slot in reversed(unused):  # the last one first: each may uncover the one before
-            slot.quota.give_back(slot.slot_us)
-
-
-class _SlotAhead(NamedTuple):
-    quota: CrmQuota
-    wake_at: float  # monotonic time the slot begins
-    slot_us: int  # its server time
-
-
-class SlotRider:
-    """The slot of a request's next RetailCRM call, asked for in the round trip of another
-    Redis step: queued on that step's pipeline, kept for the call when granted. One look
-    for a spare slot (``take_args(spare_only=True)``): anything but a grant, or a failed
-    script, keeps nothing, and the call then asks the bucket itself."""
-
-    def __init__(self, quota: CrmQuota, priority: str, patience_us: int,
-                 ahead: list[_SlotAhead]) -> None:
-        self._quota = quota
-        self._priority = priority
-        self._patience_us = patience_us
-        self._ahead = ahead
-
-    def queue(self, pipe: Any) -> None:
-        """Put the slot's request on ``pipe`` (one command, one answer)."""
-        q = self._quota
-        pipe.evalsha(q._script.sha, len(q._keys), *q._keys, *q.take_args(
-            self._priority, self._patience_us, "-", spare_only=True))
-
-    def take_now(self) -> bool:
-        """The same one look, made alone (the lowest priority's calls: the mirror's
-        chatbot_interacted marks): True when a slot was kept for the next call, i.e. the
-        bucket had room now and no reader was waiting."""
-        q = self._quota
-        before = len(self._ahead)
-        try:
-            with redis_guard():
-                answer = q._script(keys=q._keys, args=q.take_args(
-                    self._priority, self._patience_us, "-", spare_only=True))
-        except StorageUnavailable:
-            return False
-        self.receive(answer)
-        return len(self._ahead) > before
-
-    def receive(self, answer: Any) -> None:
-        """The command's answer (an exception when it failed)."""
-        if isinstance(answer, Exception) or int(answer[0]) != GRANTED:
-            metrics.CRM_SLOT_RIDERS.labels("none").inc()
-            return
-        metrics.CRM_SLOT_RIDERS.labels("kept").inc()
-        q = self._quota
-        self._ahead.append(_SlotAhead(q, q._monotonic() + int(answer[1]) / 1_000_000,
-                                      int(answer[2])))
-
-
-class WaitingRoom:
-    """The requests of one process waiting for a slot at once: readers up to
-    ``read_places``, journey calls up to ``journey_places`` (0: no cap)."""
-
-    def __init__(self, read_places: int, journey_places: int) -> None:
-        self._places = {READ: read_places, JOURNEY: journey_places}
-        self._lock = threading.Lock()
-        self.waiting = 0
-
-    def places(self, priority: str) -> int:
-        return self._places.get(priority, self._places[READ])
-
-    def enter(self, priority: str) -> bool:
-        """Take a place (True), or False when this priority's places are all taken."""
-        cap = self.places(priority)
-        with self._lock:
-            if cap and self.waiting >= cap:
-                return False
-            self.waiting += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self.waiting -= 1
-
-
-class CrmQuota:
-    """The shared bucket: ``acquire`` before every RetailCRM call, ``slow_down`` on a
-    503/429."""
+class QuotaBucket:
+    """The shared bucket's Redis side: looks, pauses, a reader leaving, a slot going back."""
 
     def __init__(self, client: Any, prefix: str, *, rate_limit: int, queue_seconds: float,
-                 read_horizon_seconds: float, max_waiting: int = 0,
-                 sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.rate_limit = rate_limit
-        # This process's waiting room (0: no cap): readers up to max_waiting, journey
-        # calls half as many places again.
-        self.waiting_room = WaitingRoom(max_waiting, max_waiting + max(max_waiting // 2, 1)
-                                        if max_waiting else 0)
+                 read_horizon_seconds: float) -> None:
         self.queue_seconds = queue_seconds
         # +1 µs: even a closed one-second window holds at most ``rate_limit`` slots.
         self.interval_us = 1_000_000 // rate_limit + 1
         self.read_horizon_us = int(min(read_horizon_seconds, queue_seconds) * 1_000_000)
-        # Half a slot late and a call would bunch up with the next one at the CRM; below
-        # 20 ms a timer's own jitter would count (only at rates far above RetailCRM's).
-        self.late_tolerance = max(self.interval_us / 2_000_000, 0.02)
-        self._keys = [redis_keys.crm_quota_tail(prefix), redis_keys.crm_quota_waiting(prefix)]
-        self._script = client.register_script(_SCRIPT)
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._tail = redis_keys.crm_quota_tail(prefix)
+        self._waiting = redis_keys.crm_quota_waiting(prefix)
+        self._take_script = client.register_script(_TAKE)
+        self._pause_script = client.register_script(_PAUSE)
+        self._leave_script = client.register_script(_LEAVE)
+        self._give_back_script = client.register_script(_GIVE_BACK)
 
-    def deadline(self) -> float:
-        """The monotonic time a call starting now stops waiting for a slot: the request's,
-        set by its first CRM call, inside ``crm_priority``; else the call's own."""
-        shared = _REQUEST_DEADLINE.get()
-        if shared:
-            return shared[0]
-        deadline = self._monotonic() + self.queue_seconds
-        answer_by = _ANSWER_BY.get()
-        if answer_by is not None:
-            deadline = min(deadline, answer_by)
-        if shared is not None:
-            shared.append(deadline)
-        return deadline
-
-    def acquire(self, deadline: float | None = None, priority: str | None = None) -> float:
-        """Wait for a slot (until ``deadline``); return the seconds waited.
-
-        Raises CrmBusy (with the estimated wait) when no slot comes in time, at once when
-        the line is already longer than the time left or this process's waiting room is
-        full.
-        """
-        priority = priority or current_priority()
-        began = self._monotonic()
-        waited = self._use_slot_ahead(priority, began)
-        if waited is not None:
-            return waited
-        deadline = self.deadline() if deadline is None else deadline
-        token = secrets.token_hex(8) if priority == READ else "-"  # only a reader's line
-        if not self.waiting_room.enter(priority):
-            metrics.CRM_BUSY.labels(priority).inc()
-            metrics.CRM_WAITING_ROOM_FULL.labels(priority).inc()
-            raise CrmBusy(max(1, math.ceil(self.waiting_room.places(priority)
-                                           / self.rate_limit)))
-        try:
-            return self._take(priority, deadline, began, token)
-        except BaseException:
-            if priority == READ:  # a reader that stops waiting leaves the line at once
-                self._leave(token)
-            raise
-        finally:
-            self.waiting_room.leave()
-
-    def rider(self) -> SlotRider | None:
-        """A slot for the request's next RetailCRM call, to be asked for in another Redis
-        step's round trip; None outside a request (``crm_priority``)."""
-        ahead = _AHEAD.get()
-        if ahead is None:
-            return None
-        patience = max(self.deadline() - self._monotonic(), 0.0)
-        return SlotRider(self, current_priority(), int(patience * 1_000_000), ahead)
-
-    def _use_slot_ahead(self, priority: str, began: float) -> float | None:
-        """Wait for a slot taken ahead, if there is one; the seconds waited, or None."""
-        ahead = _AHEAD.get()
-        if not ahead:
-            return None
-        waited = self._wait_for_slot(ahead.pop(0).wake_at, priority, began)
-        metrics.CRM_SLOT_RIDERS.labels("wasted" if waited is None else "used").inc()
-        return waited
-
-    def _wait_for_slot(self, wake_at: float, priority: str, began: float,
-                       check_late: bool = True) -> float | None:
-        """Sleep until the slot at ``wake_at``; the seconds waited since ``began``
-        (counted as a slot taken), or None when woke too late to use it."""
-        delay = wake_at - self._monotonic()
-        if delay >= _MIN_SLEEP_SECONDS:
-            self._sleep(delay)
-        late = self._monotonic() - wake_at
-        if check_late and late > self.late_tolerance:
-            # Woke too late (a starved CPU): sent now, this call would land among later
-            # slots' calls and bunch up at the CRM. Its slot stays unused.
-            log_event("crm_slot_missed", priority=priority, late_ms=f"{late * 1000:.0f}")
-            return None
-        waited = self._monotonic() - began
-        metrics.CRM_SLOTS.labels(priority).inc()
-        metrics.CRM_SLOT_WAIT_SECONDS.labels(priority).observe(waited)
-        return waited
-
-    def give_back(self, slot_us: int) -> None:
-        """Return an unused slot taken ahead, when nobody reserved after it (best effort:
-        otherwise it stays unused, which only costs throughput, never the quota)."""
-        returned = False
-        try:
-            with redis_guard():
-                answer = self._script(keys=self._keys,
-                                      args=["give_back", slot_us, self.interval_us])
-            returned = int(answer[1]) == 1
-        except StorageUnavailable:
-            pass
-        metrics.CRM_SLOT_RIDERS.labels("given_back" if returned else "wasted").inc()
-
-    def take_args(self, priority: str, patience_us: int, token: str, *,
+    def take_args(self, is_read: bool, patience_us: int, token: str, *,
                   spare_only: bool = False) -> list[Any]:
-        """The script's arguments for one look at the bucket. ``spare_only``: a slot at
-        most one interval ahead (the bucket has room now) or busy, never a place in the
-        readers' line: a look made before anyone knows the call will be sent must not
-        take a slot from a wave's callers."""
-        horizon_us = patience_us if priority == JOURNEY else min(self.read_horizon_us,
-                                                                 patience_us)
+        """The take script's arguments for one look. ``spare_only``: a slot at most one
+        interval ahead (the bucket has room now) or busy, never a place in the readers'
+        line: a look made before anyone knows the call will be sent must not take a slot
+        from a wave's callers."""
+        horizon_us = min(self.read_horizon_us, patience_us) if is_read else patience_us
         if spare_only:
             horizon_us, patience_us = min(horizon_us, self.interval_us), 0
-        return ["take", self.interval_us, horizon_us, patience_us, token,
-                "1" if priority == READ else "0", int(self.queue_seconds * 1_000_000)]
+        return [self.interval_us, horizon_us, patience_us, token, "1" if is_read else "0",
+                int(self.queue_seconds * 1_000_000)]
 
-    def _leave(self, token: str) -> None:
-        try:
-            with redis_guard():
-                self._script(keys=self._keys, args=["leave", token])
-        except StorageUnavailable:
-            pass  # the line forgets a silent reader by itself after RETAILCRM_QUEUE_SECONDS
-
-    def _take(self, priority: str, deadline: float, began: float, token: str) -> float:
-        while True:
-            patience = max(deadline - self._monotonic(), 0.0)
-            grant = self.reserve(priority, patience, token)
-            if grant.state == BUSY:
-                metrics.CRM_BUSY.labels(priority).inc()
-                raise CrmBusy(max(1, math.ceil(grant.seconds)))
-            if grant.state == IN_LINE:
-                self._sleep(max(grant.seconds, _MIN_POLL_SECONDS))
-                continue
-            waited = self._wait_for_slot(self._monotonic() + grant.seconds, priority, began,
-                                         check_late=grant.seconds > 0)
-            if waited is not None:
-                return waited
-
-    def reserve(self, priority: str, patience_seconds: float, token: str) -> Grant:
+    def reserve(self, is_read: bool, patience_seconds: float, token: str) -> Grant:
         """One look at the bucket (one round trip): a slot, a place in line, or busy."""
         patience_us = int(patience_seconds * 1_000_000)
         with redis_guard():
-            answer = self._script(keys=self._keys,
-                                  args=self.take_args(priority, patience_us, token))
+            answer = self._take_script(keys=[self._tail, self._waiting],
+                                       args=self.take_args(is_read, patience_us, token))
         state, micros = int(answer[0]), int(answer[1])
         slot = int(answer[2]) if len(answer) > 2 else None
         return Grant(state, micros / 1_000_000, slot)
 
-    def slow_down(self, seconds: float) -> None:
-        """No slot is granted to anyone for ``seconds`` (the CRM said 503/429)."""
+    def queue_spare_look(self, pipe: Any, is_read: bool, patience_us: int) -> None:
+        """Put one look for a spare slot on ``pipe``, as EVALSHA itself (one command)."""
+        keys = [self._tail, self._waiting]
+        pipe.evalsha(self._take_script.sha, len(keys), *keys,
+                     *self.take_args(is_read, patience_us, "-", spare_only=True))
+
+    def spare_look(self, is_read: bool, patience_us: int) -> Any:
+        """The same one look for a spare slot, made alone (its raw answer)."""
         with redis_guard():
-            self._script(keys=self._keys, args=["pause", int(seconds * 1_000_000)])
+            return self._take_script(keys=[self._tail, self._waiting], args=self.take_args(
+                is_read, patience_us, "-", spare_only=True))
+
+    def give_back(self, slot_us: int) -> bool:
+        """Return an unused slot when nobody reserved after it; whether it went back."""
+        with redis_guard():
+            answer = self._give_back_script(keys=[self._tail],
+                                            args=[slot_us, self.interval_us])
+        return int(answer[1]) == 1
+
+    def leave(self, token: str) -> None:
+        """A reader gives up its place in line."""
+        with redis_guard():
+            self._leave_script(keys=[self._waiting], args=[token])
+
+    def pause(self, seconds: float) -> None:
+        """No slot is granted to anyone for ``seconds``."""
+        with redis_guard():
+            self._pause_script(keys=[self._tail], args=[int(seconds * 1_000_000)])

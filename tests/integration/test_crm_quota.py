@@ -317,7 +317,8 @@ def test_a_hanging_crm_trips_the_breaker_and_health_stays_fast(tmp_path):
 
 def test_the_bucket_runs_on_one_server_a_cluster_and_through_a_sentinel(real_redis, prefix):
     """The script's two keys share one hash tag; server time paces, whatever the client."""
-    from gurugrow.stores.quota import GRANTED, IN_LINE, JOURNEY, READ, CrmQuota
+    from gurugrow.governor import JOURNEY, READ, CrmQuota
+    from gurugrow.stores.quota import GRANTED, IN_LINE
 
     bucket = CrmQuota(real_redis, prefix, rate_limit=10, queue_seconds=10.0,
                       read_horizon_seconds=0.5)

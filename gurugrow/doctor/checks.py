@@ -1,5 +1,4 @@
-"""The setup doctor: checks a real configuration against Redis and every upstream, and
-creates the customer custom fields the service writes.
+"""The setup doctor's checks of a real configuration against Redis and every upstream.
 
 Each check is one line, ``ok   <check>: <detail>`` or
 ``FAIL <check>: <what is wrong> — fix: <what to change>``; the fix names the env variable
@@ -12,16 +11,17 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import requests
 
+from gurugrow.basics.catalog import RecommendedSet
 from gurugrow.basics.errors import NotFound, StorageUnavailable, UpstreamError, UpstreamRejected
-from gurugrow.config import CHANNELS, NO_ENV_FILE_FIX, ConfigProblem, Settings
+from gurugrow.config import CHANNELS, GREENSMS_API, NO_ENV_FILE_FIX, ConfigProblem, Settings
+from gurugrow.doctor.redaction import Redactor, safe_url
 from gurugrow.logs import begin_request
 from gurugrow.routes import ROUTES, workflow_setting
 from gurugrow.services import Services
@@ -144,37 +144,6 @@ def field_specs(settings: Settings) -> list[FieldSpec]:
     return list(specs.values())
 
 
-# -- output hygiene -----------------------------------------------------------------------
-def safe_url(url: str) -> str:
-    """``url`` without credentials, query or fragment (what a line may show)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<malformed URL>"
-    netloc = f"{host}:{port}" if port else host
-    if parts.username or parts.password:
-        netloc = f"***@{netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-class Redactor:
-    """Replaces every configured secret in a line (a defence against an upstream that
-    echoes what it was sent)."""
-
-    def __init__(self, settings: Settings) -> None:
-        values = [getattr(settings, f.name) for f in fields(Settings) if f.metadata["secret"]]
-        values += [v for many in values if isinstance(many, tuple) for v in many]
-        self._secrets = sorted({v for v in values if isinstance(v, str) and len(v) >= 4},
-                               key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for value in self._secrets:
-            text = text.replace(value, "***")
-        return text
-
-
 def _network_failure(error: UpstreamError) -> bool:
     return isinstance(error.__cause__, requests.RequestException)
 
@@ -272,10 +241,8 @@ def _crm_checks(svc: Services, problems: list[ConfigProblem]) -> Iterator[Check]
         return
     yield check_scopes(credentials)
     blocked = _blocked_by(problems, "retailcrm site")
-    set_sites = {f"RECOMMENDED_SETS_FILE set {b.offer_code}": b.site
-                 for b in svc.sets.values() if b.site}
     yield not_run("retailcrm site", blocked) if blocked else check_sites(
-        svc.settings, credentials, set_sites)
+        svc.settings, credentials, configured_sites(svc.settings, svc.sets))
     blocked = _blocked_by(problems, "retailcrm references")
     yield not_run("retailcrm references", blocked) if blocked else check_references(svc)
     blocked = _blocked_by(problems, "custom fields")
@@ -548,16 +515,13 @@ def check_scopes(credentials: dict[str, Any]) -> Check:
 
 
 def check_sites(s: Settings, credentials: dict[str, Any],
-                set_sites: dict[str, str] | None = None) -> Check:
-    """Every site the service sends requests or orders to must be open to the key
-    (``set_sites``: the recommended sets' own, by where they are set)."""
+                sites: list[tuple[str, str]]) -> Check:
+    """Every site the service sends requests or orders to (``configured_sites``) must be
+    open to the key."""
     name = "retailcrm site"
     configured: dict[str, list[str]] = {}
-    for env, site in (("RETAILCRM_SITE", s.retailcrm_site),
-                      ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
-                      ("REPEAT_ORDER_SITE", s.repeat_order_site), *(set_sites or {}).items()):
-        if site:
-            configured.setdefault(site, []).append(env)
+    for env, site in sites:
+        configured.setdefault(site, []).append(env)
     listed = ", ".join(f"{site} ({'/'.join(envs)})" for site, envs in configured.items())
     access = credentials.get("siteAccess")
     if access == "access_full":
@@ -567,8 +531,8 @@ def check_sites(s: Settings, credentials: dict[str, Any],
     denied = {site: envs for site, envs in configured.items() if site not in available}
     if denied:
         envs = [env for site_envs in denied.values() for env in site_envs]
-        sites = ", ".join(f"{site} ({'/'.join(e)})" for site, e in denied.items())
-        return failed(name, f"the key may not use {sites}; it may use: {allowed}",
+        refused = ", ".join(f"{site} ({'/'.join(e)})" for site, e in denied.items())
+        return failed(name, f"the key may not use {refused}; it may use: {allowed}",
                       f"allow {', '.join(denied)} for this key in {API_KEYS_SETTING} "
                       f"(site access), or set {' / '.join(envs)} to one of: {allowed}")
     if not s.retailcrm_site and len(available) > 1:
@@ -577,10 +541,13 @@ def check_sites(s: Settings, credentials: dict[str, Any],
     return passed(name, f"{listed or 'no site set'} among the key's sites ({access})")
 
 
-def _configured_sites(s: Settings) -> list[tuple[str, str]]:
-    return [(env, site) for env, site in (("RETAILCRM_SITE", s.retailcrm_site),
-                                          ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
-                                          ("REPEAT_ORDER_SITE", s.repeat_order_site)) if site]
+def configured_sites(s: Settings, sets: dict[str, RecommendedSet]) -> list[tuple[str, str]]:
+    """Every site the service sends requests or orders to, as (where it is set, site)."""
+    named = [("RETAILCRM_SITE", s.retailcrm_site),
+             ("RECOMMENDED_ORDER_SITE", s.recommended_order_site),
+             ("REPEAT_ORDER_SITE", s.repeat_order_site),
+             *((f"RECOMMENDED_SETS_FILE set {b.offer_code}", b.site) for b in sets.values())]
+    return [(env, site) for env, site in named if site]
 
 
 def check_references(svc: Services) -> Check:
@@ -605,8 +572,7 @@ def check_references(svc: Services) -> Check:
                statuses)]
     for bundle in svc.sets.values():  # a set's own status and store (RECOMMENDED_SETS_FILE)
         env = f"RECOMMENDED_SETS_FILE set {bundle.offer_code}"
-        wanted += [(env, "order status", [bundle.status], statuses),
-                   (env, "site", [bundle.site], sites)]
+        wanted.append((env, "order status", [bundle.status], statuses))
     for env, codes in (("RETAILCRM_ORDER_EXCLUDED_GROUP_CODES",
                         s.retailcrm_order_excluded_group_codes),
                        ("RETAILCRM_ORDER_GROUP_COMPLETE_CODES",
@@ -614,7 +580,7 @@ def check_references(svc: Services) -> Check:
                        ("RETAILCRM_ORDER_GROUP_DELIVERY_CODES",
                         s.retailcrm_order_group_delivery_codes)):
         wanted.append((env, "status group", list(codes), groups))
-    wanted += [(env, "site", [site], sites) for env, site in _configured_sites(s)]
+    wanted += [(env, "site", [site], sites) for env, site in configured_sites(s, svc.sets)]
     missing = [(env, what, code) for env, what, codes, known in wanted
                for code in codes if code and code not in known]
     if missing:
@@ -682,11 +648,11 @@ def _listed(products: list[dict[str, Any]], article: str) -> bool:
 
 def list_customer_fields(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None]:
     """The account's customer custom fields by code, or a failing ``custom fields`` check."""
-    existing, failure, _ = _list_fields(svc)
+    existing, failure, _ = list_fields_or_refusal(svc)
     return existing, failure
 
 
-def _list_fields(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None,
+def list_fields_or_refusal(svc: Services) -> tuple[dict[str, dict[str, Any]] | None, Check | None,
                                          bool]:
     """``list_customer_fields`` and whether RetailCRM answered a refusal (not silence)."""
     name = "custom fields"
@@ -794,8 +760,6 @@ def check_routes(s: Settings) -> Check:
     return passed(name, detail)
 
 
-GREENSMS_API = "https://api3.greensms.ru"
-
 
 def _greensms_url_fix(s: Settings, joiner: str) -> str:
     """Point at GREENSMS_BASE_URL only when it is not GreenSMS's own address already."""
@@ -831,80 +795,3 @@ def check_deduper(svc: Services) -> Check:
                       f"check the deduper is up and DEDUPE_BASE_URL points at it{hint}")
     return passed(name, f"on: answers at {base} (status {status[:40]} for a probe phone "
                   "no customer has)")
-
-
-# -- create-fields --------------------------------------------------------------------
-def create_missing_fields(svc: Services, confirm: Callable[[list[FieldSpec]], bool]
-                          ) -> Iterator[Check]:
-    """One line per configured field: already there, created, or failed. ``confirm``
-    is asked once, with the fields about to be created, before anything is created."""
-    redact = Redactor(svc.settings)
-    begin_request(f"create-fields-{uuid.uuid4().hex[:12]}")
-    for check in _create_missing(svc, confirm):
-        yield dataclasses.replace(check, detail=redact(check.detail), fix=redact(check.fix))
-
-
-def _create_missing(svc: Services, confirm: Callable[[list[FieldSpec]], bool]
-                    ) -> Iterator[Check]:
-    existing, failure, refused = _list_fields(svc)
-    if existing is None:
-        # A key that may write fields need not read them (custom_fields_write without
-        # _read, or the listing not open to it): create each, and a refusal saying it
-        # exists counts as there. Without an answer (network, 5xx), nothing is tried.
-        if failure is None or not refused:
-            yield failure  # type: ignore[misc]
-            return
-        yield warned(failure.name, failure.detail + "; creating each field, a field that "
-                     "exists is refused as such", failure.fix)
-        existing = {}
-    specs = field_specs(svc.settings)
-    for spec in specs:
-        if spec.code in existing:
-            yield passed(f"custom field {spec.code}", f"already exists ({spec.env})")
-    missing = [spec for spec in specs if spec.code not in existing]
-    if not missing:
-        return
-    if not confirm(missing):
-        for spec in missing:
-            yield failed(f"custom field {spec.code}", "missing, not created (not confirmed)",
-                         "run again and answer y, or pass --yes")
-        return
-    for spec in missing:
-        yield _create_one(svc, spec)
-
-
-def _create_one(svc: Services, spec: FieldSpec) -> Check:
-    name = f"custom field {spec.code}"
-    try:
-        svc.crm.create_custom_field("customer", spec.code, spec.name)
-    except UpstreamRejected as e:
-        by_hand = (f"create it in {CUSTOM_FIELDS_SETTING} (code {spec.code}, type String), "
-                   f"or set {spec.env} to an existing field's code")
-        if _already_exists(e):
-            return passed(name, f"already exists ({spec.env}; RetailCRM: {e.message})")
-        if e.status_code in (401, 403):
-            return failed(name, f"RetailCRM refused to create it ({e.message})",
-                          f"allow custom_fields_write for the key in {API_KEYS_SETTING}, "
-                          f"or {by_hand}")
-        return failed(name, f"RetailCRM refused to create it ({e.message}"
-                      f"{_errors_text(e.errors)})", by_hand)
-    except UpstreamError as e:
-        return failed(name, f"no answer from RetailCRM ({e.message}); it may or may not "
-                      "exist now", "run create-fields again: it lists first and creates "
-                      "only what is missing")
-    return passed(name, f'created "{spec.name}" (string, main_data; {spec.env})')
-
-
-def _already_exists(error: UpstreamRejected) -> bool:
-    """A create refused because the code is taken. RetailCRM's wording for it is not in
-    the reference we have: any message or error entry saying "exist" counts."""
-    said = f"{error.message} {_errors_text(error.errors)}".lower()
-    return "exist" in said and error.status_code not in (401, 403, 404)
-
-
-def _errors_text(errors: Any) -> str:
-    if isinstance(errors, dict) and errors:
-        return ": " + "; ".join(f"{k}: {v}" for k, v in errors.items())
-    if isinstance(errors, list) and errors:
-        return ": " + "; ".join(str(v) for v in errors)
-    return ""
