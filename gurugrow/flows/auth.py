@@ -73,7 +73,7 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
     identity = identity_of(svc, data)
 
     def bind(session: OtpSession) -> Answer:
-        return _bind(svc, identity, str(session.customer_id), session.phone, session.route)
+        return _bind(svc, identity, str(session.customer_id), session.phone, session.method)
 
     def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
         remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)

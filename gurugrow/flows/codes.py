@@ -161,7 +161,7 @@ def called_code(svc: Services, identity: MessengerIdentity, session_id: str, pur
     if session is None or session.channel != identity.channel or (
             session.account_id != identity.account_id) or session.purpose != purpose:
         raise FlowRefusal("session_not_found")
-    route = route_of_method(session.route)
+    route = route_of_method(session.method)
     if route is None or ROUTES[route].sends != NUMBER_TO_CALL:
         # An empty or missing code is answered as a wrong one (one invalid_code).
         raise FlowRefusal("invalid_code", status="invalid_code",
@@ -286,7 +286,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     batch = WriteBatch(svc.redis)
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=sent.code if send else None, route=sent.method,
+        customer_id=customer_id, code=sent.code if send else None, method=sent.method,
         purpose=purpose, payload=payload, batch=batch)
     session.call_number = sent.number or ""
     track_send(svc, session, sent, batch)
@@ -397,7 +397,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         if also is not None:
             also(session, batch)
         batch.send()
-        metrics.VERIFICATIONS.labels(session.route or "unknown").inc()
+        metrics.VERIFICATIONS.labels(session.method or "unknown").inc()
     else:
         svc.otp.release(session)
     return answer
@@ -429,7 +429,7 @@ def route_message(svc: Services, route: str | None, masked: str, call_number: st
 
 def delivery_route(session: OtpSession) -> str | None:
     """The route that took the session's current code (``deliveryRoute`` of answers)."""
-    return route_of_method(session.route)
+    return route_of_method(session.method)
 
 
 def resend_code(svc: Services, data: dict[str, Any]) -> Answer:

@@ -211,7 +211,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
                                                           bundle)
         svc.otp.remember_customer(session, customer_id)
     else:
-        verified_until = bind_identity(svc, identity, session.customer_id, session.route)
+        verified_until = bind_identity(svc, identity, session.customer_id, session.method)
     remember_new_binding(svc, identity, str(session.customer_id), session.phone)
     answer = _place_once(svc, request_token("session", session.session_id), bundle,
                          str(session.customer_id), recipient)
@@ -250,7 +250,7 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
     """
     site = order_site(svc, bundle)
     external_id = customer_external_id(session)
-    verified_until = binding_fields(svc, identity, session.route)[1]
+    verified_until = binding_fields(svc, identity, session.method)[1]
     if session.creating_customer and (
             found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
         log_event("customer_found_by_external_id", customer_id=found["id"])
@@ -284,7 +284,7 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
                      recipient: dict[str, Any], bundle: RecommendedSet,
                      external_id: str) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
-    fields, verified_until = binding_fields(svc, identity, session.route)
+    fields, verified_until = binding_fields(svc, identity, session.method)
     customer = {
         "externalId": external_id,
         "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
