@@ -35,6 +35,7 @@ from gurugrow.flows.delivery import (
     routes_from,
     track_send,
 )
+from gurugrow.flows.requests import ResendRequest
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.gateways.greensms import SendAnswer
 from gurugrow.logs import log_event
@@ -432,22 +433,21 @@ def delivery_route(session: OtpSession) -> str | None:
     return route_of_method(session.method)
 
 
-def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
+def resend_code(svc: Services, data: ResendRequest) -> Answer:
     """A new code for a pending session, after the cooldown and within the send caps.
 
     Serves every session kind; the new code completes that session's own check
     (``/auth/check`` or ``/orders/recommended/check``). See ``resendable_session`` for
     who may ask.
     """
-    session = resendable_session(svc, data["sessionId"], data.get("channel"),
-                                 data.get("accountIds") or ())
+    session = resendable_session(svc, data.session_id, data.channel, data.account_ids)
     ensure_resendable(svc, session)
-    route = first_route(svc, session.channel, data.get("deliveryRoute"))
+    route = first_route(svc, session.channel, data.delivery_route)
     # An undelivered code is replaced by the workflow's next route, without waiting for
     # the cooldown unless its status was unknown.
     route, replaced, waived = resend_route(svc, session, route)
     try:
-        sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
+        sent = reissue_code(svc, session, route, client_ip=data.client_ip,
                             cooldown=not waived)
     except BaseException:
         if replaced is not None:  # its SMS did not go out: watched (and claimable) again

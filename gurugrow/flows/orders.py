@@ -26,6 +26,7 @@ from gurugrow.flows.order_view import (
     tracking_urls,
 )
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
+from gurugrow.flows.requests import OrdersRequest, RepeatOrderRequest
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
@@ -77,12 +78,12 @@ def _zone(name: str) -> tzinfo:
         return UTC
 
 
-def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
+def list_orders(svc: Services, data: OrdersRequest) -> Answer:
     """The customer's latest visible orders with the bot texts."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.customer_id)
     customer_id = str(customer["id"])
-    limit = data.get("limit") or svc.settings.orders_default_limit
+    limit = data.limit or svc.settings.orders_default_limit
     orders = mirrored_orders(svc, customer_id)
     if orders is None:  # no current mirror of this customer's orders: as without one
         orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
@@ -105,10 +106,10 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
 
 
 # -- repeat ---------------------------------------------------------------------------
-def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
+def repeat_order(svc: Services, data: RepeatOrderRequest) -> Answer:
     """Create a new order with the items of one of the customer's orders, once."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.customer_id)
     customer_id = str(customer["id"])
     source = _source_order(svc, data, customer_id)
     token = request_token(identity.channel, identity.account_id, customer_id,
@@ -121,11 +122,11 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
     return answer
 
 
-def _source_order(svc: Services, data: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    if data.get("sourceOrderId"):
-        order = svc.crm.get_order(data["sourceOrderId"])
+def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> dict[str, Any]:
+    if data.source_order_id:
+        order = svc.crm.get_order(data.source_order_id)
     else:
-        found = svc.crm.find_orders_by_number(data["sourceOrderNumber"], customer_id)
+        found = svc.crm.find_orders_by_number(data.source_order_number or "", customer_id)
         order = found[0] if found else None
     # Someone else's order is answered exactly like a missing one.
     if not order or str((order.get("customer") or {}).get("id")) != customer_id:

@@ -32,6 +32,13 @@ from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answe
 from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
+from gurugrow.flows.requests import (
+    CheckRequest,
+    PreviewRequest,
+    RecommendedCreateRequest,
+    RecommendedStartRequest,
+    ResendRequest,
+)
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref, phone_digits
 from gurugrow.logs import log_event
@@ -44,8 +51,8 @@ from gurugrow.stores.otp import OtpSession
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _set(svc: Services, data: dict[str, Any]) -> RecommendedSet:
-    found = find_set(data.get("offerCode"), svc.sets)
+def _set(svc: Services, data: PreviewRequest) -> RecommendedSet:
+    found = find_set(data.offer_code, svc.sets)
     if found is None:
         raise FlowRefusal("unknown_offer")
     return found
@@ -123,9 +130,9 @@ def offer_price(offer: dict[str, Any]) -> str | None:
     return None
 
 
-def preview(svc: Services, data: dict[str, Any]) -> Answer:
+def preview(svc: Services, data: PreviewRequest) -> Answer:
     """The set's text for an authorized customer."""
-    customer = bound_customer(svc, identity_of(svc, data), data.get("customerId"))
+    customer = bound_customer(svc, identity_of(svc, data), data.customer_id)
     bundle = _set(svc, data)
     components = "\n".join(texts.RECOMMENDED_COMPONENT.format(name=c) for c in bundle.components)
     text = texts.RECOMMENDED_PREVIEW.format(title=bundle.title, components=components)
@@ -149,15 +156,15 @@ def _preview_price(svc: Services, bundle: RecommendedSet) -> str | None:
         return None
 
 
-def _recipient(data: dict[str, Any]) -> dict[str, Any]:
-    return {"firstName": data.get("firstName"), "lastName": data.get("lastName"),
-            "phone": data.get("phone"), "email": clean_email(data.get("email"))}
+def _recipient(data: RecommendedCreateRequest) -> dict[str, Any]:
+    return {"firstName": data.first_name, "lastName": data.last_name,
+            "phone": data.phone, "email": clean_email(data.email)}
 
 
-def create(svc: Services, data: dict[str, Any]) -> Answer:
+def create(svc: Services, data: RecommendedCreateRequest) -> Answer:
     """Order the set for the customer bound to this messenger account, once."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.customer_id)
     bundle = _set(svc, data)
     customer_id = str(customer["id"])
     recipient = _recipient(data)
@@ -170,13 +177,13 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     return answer
 
 
-def start(svc: Services, data: dict[str, Any]) -> Answer:
+def start(svc: Services, data: RecommendedStartRequest) -> Answer:
     """Send a code to a not-yet-authorized customer and remember what to order."""
     identity = identity_of(svc, data)
     bundle = _set(svc, data)
     resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
-    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
-                         client_ip=data.get("clientIp"), purpose="recommended",
+    session = issue_code(svc, identity, data.phone, data.delivery_route,
+                         client_ip=data.client_ip, purpose="recommended",
                          send_to_unknown=True,
                          payload={"offerCode": bundle.offer_code, **_recipient(data)})
     log_event("recommended_started", channel=identity.channel,
@@ -184,18 +191,18 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
     return sent_answer(svc, session)
 
 
-def check(svc: Services, data: dict[str, Any]) -> Answer:
+def check(svc: Services, data: CheckRequest) -> Answer:
     """Verify the code; create the customer if needed, bind the account, order the set.
 
     A replay of the same code by the same identity gets the same order back.
     """
     identity = identity_of(svc, data)
-    return check_code(svc, identity, data["sessionId"], data["code"], "recommended",
+    return check_code(svc, identity, data.session_id, data.code, "recommended",
                       lambda session: _complete(svc, identity, session),
                       done=lambda answer: answer["status"] == "created")
 
 
-def resend(svc: Services, data: dict[str, Any]) -> Answer:
+def resend(svc: Services, data: ResendRequest) -> Answer:
     """/orders/recommended/resend: an alias of /auth/resend (``codes.resend_code``)."""
     return resend_code(svc, data)
 

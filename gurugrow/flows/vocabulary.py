@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from gurugrow.basics.identity import MessengerIdentity, identity_for
+from gurugrow.flows.requests import IdentityRequest
 from gurugrow.services import Services
 
 Answer = dict[str, Any]
 
 
-def identity_of(svc: Services, data: dict[str, Any]) -> MessengerIdentity:
-    """The messenger identity of a parsed request (its ``channel`` and ``accountId``)."""
-    return identity_for(data["channel"], data["accountId"], svc.settings)
+def identity_of(svc: Services, request: IdentityRequest) -> MessengerIdentity:
+    """The messenger identity of a request (its ``channel`` and ``account_id``)."""
+    return identity_for(request.channel, request.account_id, svc.settings)
