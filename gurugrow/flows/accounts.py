@@ -10,9 +10,8 @@ account's caps. Each is logged (``account_*`` events; no phone, no code)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import customer_masked_phone, find_bound_customers
 from gurugrow.flows.mirror import mirror_unlinked, mirrored_binding
@@ -95,7 +94,7 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
 def clear_account(svc: Services, identity: MessengerIdentity) -> list[str]:
     """Lift the account's caps: send counters, wrong codes, lockout."""
     s = svc.settings
-    before: dict[str, Any] = account_limits(svc.redis, s.redis_prefix, identity.channel,
+    before: JsonObject = account_limits(svc.redis, s.redis_prefix, identity.channel,
                                             identity.account_id, svc.clock)
     removed = clear_account_limits(svc.redis, s.redis_prefix, identity.channel,
                                    identity.account_id, svc.clock)

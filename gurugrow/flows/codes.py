@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from gurugrow import metrics, texts
 from gurugrow.basics.errors import (
@@ -25,6 +24,7 @@ from gurugrow.basics.errors import (
     UpstreamError,
 )
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
     Sent,
@@ -265,7 +265,7 @@ _CHECK_REFUSALS = {
 
 def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: str | None, *,
                client_ip: str | None = None, purpose: str = "auth",
-               payload: dict[str, Any] | None = None,
+               payload: JsonObject | None = None,
                send_to_unknown: bool = False) -> OtpSession:
     """Throttle, find the phone's customer, send the code (or pretend), store the session.
 
@@ -404,7 +404,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     return answer
 
 
-def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
+def sent_answer(svc: Services, session: OtpSession) -> JsonObject:
     """The answer to a start that sent (or pretended to send) a code."""
     route = delivery_route(session)
     masked = mask_phone(session.phone) or ""
@@ -415,7 +415,7 @@ def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
 
 
 def route_message(svc: Services, route: str | None, masked: str, call_number: str
-                  ) -> dict[str, Any]:
+                  ) -> JsonObject:
     """The bot's message for a code sent by ``route`` (a call's; none for a message),
     and the number to call of an incoming call."""
     declared = ROUTES.get(route or "")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, tzinfo
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gurugrow import texts
 from gurugrow.basics.errors import FlowRefusal, NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
 from gurugrow.flows.mirror import mirror_order_created, mirrored_orders
@@ -38,7 +38,7 @@ from gurugrow.stores.once import Lease
 _NUMBER_ATTEMPTS = 3
 
 
-def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinfo]:
+def order_statuses(svc: Services) -> tuple[JsonObject, JsonObject, tzinfo]:
     """The statuses reference, the account's time zone (RetailCRM dates are local time
     there) and the status groups (only when group names are configured), cached in
     Redis: statuses and zone in one entry, so a typical /orders call costs two CRM
@@ -46,12 +46,12 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinf
     s, prefix = svc.settings, svc.settings.redis_prefix
     ttl = s.reference_cache_seconds
 
-    def load() -> dict[str, Any]:
+    def load() -> JsonObject:
         return {"statuses": svc.crm.get_statuses(), "timezone": _account_timezone(svc)}
 
     reference = cached_json(svc.redis, redis_keys.reference(prefix, "statuses-and-zone"),
                             ttl, load, cache="statuses")
-    groups: dict[str, Any] = {}
+    groups: JsonObject = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
         groups = cached_json(svc.redis, redis_keys.reference(prefix, "status-groups"), ttl,
                              svc.crm.get_status_groups)
@@ -122,7 +122,7 @@ def repeat_order(svc: Services, data: RepeatOrderRequest) -> Answer:
     return answer
 
 
-def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> dict[str, Any]:
+def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> JsonObject:
     if data.source_order_id:
         order = svc.crm.get_order(data.source_order_id)
     else:
@@ -134,7 +134,7 @@ def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> 
     return order
 
 
-def unavailable_item(svc: Services, items: list[dict[str, Any]]) -> str | None:
+def unavailable_item(svc: Services, items: list[JsonObject]) -> str | None:
     """Name of the first item whose offer no longer exists or is inactive, else None.
 
     RetailCRM would silently turn an unknown offer into a free-form line, so this check
@@ -165,10 +165,10 @@ def _new_number(svc: Services) -> str:
            f"{s.repeat_order_number_suffix}"
 
 
-def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[str, Any]
-                    ) -> dict[str, Any]:
+def _repeat_payload(svc: Services, channel: str, customer_id: str, source: JsonObject
+                    ) -> JsonObject:
     s = svc.settings
-    order: dict[str, Any] = {
+    order: JsonObject = {
         "status": s.repeat_order_status,
         "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
         "items": [{"offer": offer_ref(item.get("offer") or {}),
@@ -187,7 +187,7 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[
 
 
 def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
-                   source: dict[str, Any], windowed: WindowedOrder) -> Answer:
+                   source: JsonObject, windowed: WindowedOrder) -> Answer:
     base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
     # An earlier attempt died after choosing its number: its order, if it landed, is the
@@ -215,7 +215,7 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
 
 
 def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
-                 ) -> dict[str, Any] | None:
+                 ) -> JsonObject | None:
     """The order created (in store ``site``) under the number an earlier attempt noted,
     if it landed."""
     number = lease.notes.get("number")
@@ -228,8 +228,8 @@ def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
     return {"id": found[0]["id"], "number": number}
 
 
-def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, Any], site: str,
-                              customer_id: str) -> dict[str, Any]:
+def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, site: str,
+                              customer_id: str) -> JsonObject:
     """Create the order; a taken number is regenerated. Each number is noted before its
     create, so whoever comes next looks it up first. A lost answer (timeout) is resolved
     by looking the number up, never by creating again."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from gurugrow import texts
 from gurugrow.basics.catalog import RecommendedSet, find_set
@@ -17,6 +16,7 @@ from gurugrow.basics.errors import (
     UpstreamUnavailable,
 )
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
@@ -64,7 +64,7 @@ def clean_email(raw: str | None) -> str | None:
     return email if _EMAIL.match(email) and len(email) <= 100 else None
 
 
-def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
+def resolve_bundle(svc: Services, bundle: RecommendedSet) -> JsonObject:
     """The active catalog offer of the bundle article, as ``{id|externalId|xmlId: ...}``.
 
     ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
@@ -77,13 +77,13 @@ def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
     return offer
 
 
-def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
+def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> JsonObject:
     """``{"offer": ref or None, "price": text or None}`` of the bundle article's active
     catalog offer (``/api/v5/store/products``; ``filter[name]`` is fuzzy, so the article
     is compared locally). Cached in Redis for REFERENCE_CACHE_SECONDS."""
     key = redis_keys.bundle_offer(svc.settings.redis_prefix, bundle.bundle_article)
 
-    def load() -> dict[str, Any]:
+    def load() -> JsonObject:
         products = svc.crm.find_products_by_name(bundle.bundle_article)
         found = bundle_offer(products, bundle.bundle_article)
         return {"offer": offer_ref(found) if found else None,
@@ -93,7 +93,7 @@ def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> dict[str, Any
     return {"offer": entry.get("offer"), "price": entry.get("price")}
 
 
-def bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any] | None:
+def bundle_offer(products: list[JsonObject], article: str) -> JsonObject | None:
     """The first active offer of an active product whose article is ``article``."""
     for product in products:
         if not isinstance(product, dict) or product.get("active") is False:
@@ -110,11 +110,11 @@ def bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any]
 _CURRENCY_SIGNS = {"RUB": "₽", "KZT": "₸", "BYN": "Br", "USD": "$", "EUR": "€"}
 
 
-def _ordering(value: Any) -> int:
+def _ordering(value: JsonValue) -> int:
     return value if isinstance(value, int) else 1 << 30
 
 
-def offer_price(offer: dict[str, Any]) -> str | None:
+def offer_price(offer: JsonObject) -> str | None:
     """The offer's price as a customer reads it ("1 990 ₽"), or None when the catalog
     gives none. RetailCRM lists ``prices`` (``{priceType, price, ordering, currency}``,
     the lowest ``ordering`` first) and the base ``price``; neither is in the reference we
@@ -156,7 +156,7 @@ def _preview_price(svc: Services, bundle: RecommendedSet) -> str | None:
         return None
 
 
-def _recipient(data: RecommendedCreateRequest) -> dict[str, Any]:
+def _recipient(data: RecommendedCreateRequest) -> JsonObject:
     return {"firstName": data.first_name, "lastName": data.last_name,
             "phone": data.phone, "email": clean_email(data.email)}
 
@@ -225,7 +225,7 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
 
 
-def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bool:
+def _created_by_earlier_attempt(holders: list[JsonObject], phone: str) -> bool:
     """One customer bound to the identity, with the session's phone: the one an earlier
     attempt of this check created."""
     return len(holders) == 1 and any(phone_digits(str(p.get("number", ""))) == phone
@@ -245,7 +245,7 @@ def customer_external_id(session: OtpSession) -> str:
 
 
 def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                       recipient: dict[str, Any], bundle: RecommendedSet
+                       recipient: JsonObject, bundle: RecommendedSet
                        ) -> tuple[str, str]:
     """The customer this check creates, created once whatever is killed when; its id and
     ``verifiedUntil``.
@@ -288,7 +288,7 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
 
 
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                     recipient: dict[str, Any], bundle: RecommendedSet,
+                     recipient: JsonObject, bundle: RecommendedSet,
                      external_id: str) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
     fields, verified_until = binding_fields(svc, identity, session.method)
@@ -306,14 +306,14 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
 
 
 def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
-                recipient: dict[str, Any], windowed: WindowedOrder | None = None) -> Answer:
+                recipient: JsonObject, windowed: WindowedOrder | None = None) -> Answer:
     return create_once(svc, "recommended", token,
                        lambda lease: _place(svc, lease, token, bundle, customer_id, recipient,
                                             windowed))
 
 
 def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,
-           recipient: dict[str, Any], windowed: WindowedOrder | None) -> Answer:
+           recipient: JsonObject, windowed: WindowedOrder | None) -> Answer:
     """Create the set's order once. A check's order is named by its session (``token``);
     a create's by what it is and its window (``windowed``), looked up in RetailCRM before
     creating, as Redis may have lost the run-once marker."""
@@ -327,7 +327,7 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
         created = _existing(svc, external_id, site)
     if created is None:
         offer = resolve_bundle(svc, bundle)
-        order: dict[str, Any] = {
+        order: JsonObject = {
             # externalId makes the create itself idempotent: RetailCRM refuses a second one.
             "externalId": external_id,
             "status": bundle.status or svc.settings.recommended_order_status,
@@ -348,8 +348,8 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
             "text": texts.RECOMMENDED_CREATED.format(number=number)}
 
 
-def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
-                                ) -> dict[str, Any] | None:
+def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
+                                ) -> JsonObject | None:
     """Create, retrying one transient failure; a lost answer is found by externalId."""
     for attempt in (1, 2):
         try:
@@ -370,7 +370,7 @@ def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
     return None
 
 
-def _existing(svc: Services, external_id: str, site: str) -> dict[str, Any] | None:
+def _existing(svc: Services, external_id: str, site: str) -> JsonObject | None:
     """The order with ``external_id`` in store ``site``, the one it was created in
     (RetailCRM looks an externalId up only within the store named)."""
     try:

@@ -7,13 +7,12 @@ from here and from ``gurugrow.basics.errors``, never from one another.
 
 from __future__ import annotations
 
-from typing import Any
-
 from gurugrow.basics.identity import MessengerIdentity, identity_for
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows.requests import IdentityRequest
 from gurugrow.services import Services
 
-Answer = dict[str, Any]
+Answer = JsonObject
 
 
 def identity_of(svc: Services, request: IdentityRequest) -> MessengerIdentity:
