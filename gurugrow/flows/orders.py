@@ -241,7 +241,7 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, 
         lease.note(number=number)
         try:
             created = svc.crm.create_order({**payload, "number": number}, site)
-            return {"id": created["id"], "number": number}
+            return {"id": created.id, "number": number}
         except UpstreamRejected as e:
             refusal = f"{e.message} {e.errors}".lower()
             if "externalid" in refusal and (found := order_made_in_window(

@@ -353,7 +353,8 @@ def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
     """Create, retrying one transient failure; a lost answer is found by externalId."""
     for attempt in (1, 2):
         try:
-            return svc.crm.create_order(order, site)
+            created = svc.crm.create_order(order, site)
+            return {"id": created.id, "number": created.number}
         except DeadlineExceeded:
             raise  # no time to find out: in_progress, the repeat looks it up
         except UpstreamRejected as e:

@@ -6,6 +6,8 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -24,6 +26,22 @@ MAX_LIST_PAGES = 50
 PAGE_SIZES = (20, 50, 100)
 _LISTINGS = {"customers": "/api/v5/customers", "orders": "/api/v5/orders"}
 _HISTORY = {"customers": "/api/v5/customers/history", "orders": "/api/v5/orders/history"}
+
+
+class Page(NamedTuple):
+    """One page of a listing or of the history: its records and the total page count
+    (None when the answer has no usable pagination)."""
+
+    records: list[JsonObject]
+    total_pages: int | None
+
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    """What ``orders/create`` answers: the new order's id and, when given, its number."""
+
+    id: str
+    number: str | None
 
 
 def _history_id(value: JsonValue) -> bool:
@@ -293,19 +311,21 @@ class RetailCrmGateway:
         return [o for o in body.get("orders") or [] if str(o.get("number")) == number
                 and (not site or o.get("site") in (None, site))]
 
-    def create_order(self, order: JsonObject, site: str | None = None) -> JsonObject:
-        """Create an order (always pass ``customer.id``); return ``{"id", "number"?}``."""
+    def create_order(self, order: JsonObject, site: str | None = None) -> CreatedOrder:
+        """Create an order (always pass ``customer.id``); its id and number."""
         form = {"order": json.dumps(order, ensure_ascii=False)}
         if site or self.site:
             form["site"] = site or self.site
         body = self._post("/api/v5/orders/create", form)
         order_answer = body.get("order")
         created = order_answer if isinstance(order_answer, dict) else {}
-        return {"id": body.get("id", created.get("id")), "number": created.get("number")}
+        # The id at the top (REF: ``id``) or in ``order``; the number only in ``order``.
+        number = created.get("number")
+        return CreatedOrder(id=str(body.get("id", created.get("id"))),
+                            number=str(number) if number is not None else None)
 
     # -- the mirror: listings, re-reads by id, history ----------------------------------
-    def list_page(self, entity: str, page: int, customer_id: str | None = None
-                  ) -> tuple[list[JsonObject], int | None]:
+    def list_page(self, entity: str, page: int, customer_id: str | None = None) -> Page:
         """One page of 100 ``customers`` or ``orders`` (the mirror's load; orders of one
         customer with ``customer_id``) and the total page count (None when the answer has
         no usable pagination)."""
@@ -315,7 +335,7 @@ class RetailCrmGateway:
         body = self._get(_LISTINGS[entity], params)
         total = (body.get("pagination") or {}).get("totalPageCount")
         items = [e for e in body.get(entity) or [] if isinstance(e, dict) and "id" in e]
-        return items, total if isinstance(total, int) else None
+        return Page(items, total if isinstance(total, int) else None)
 
     def by_ids(self, entity: str, ids: list[str]) -> list[JsonObject]:
         """The ``customers`` or ``orders`` with these internal ids (at most 100); an id
@@ -329,7 +349,7 @@ class RetailCrmGateway:
                 and str(e.get("id")) in wanted]
 
     def history(self, entity: str, since_id: int | None = None, page: int | None = None,
-                start_date: str | None = None) -> tuple[list[JsonObject], int | None]:
+                start_date: str | None = None) -> Page:
         """One page of 100 records of ``/api/v5/{customers,orders}/history`` after
         ``since_id`` (or, only to find the newest record before a load, by ``page``: the
         two together are refused). A record's ``id`` is taken as an integer or digits (its
@@ -351,7 +371,7 @@ class RetailCrmGateway:
         if page is None and isinstance(total, int) and isinstance(count, int) \
                 and count > len(raw):
             total = max(total, 2)  # the pagination counts more than this page holds
-        return records, total if isinstance(total, int) else None
+        return Page(records, total if isinstance(total, int) else None)
 
     # -- reference and catalog --------------------------------------------------------
     def account_timezone(self) -> str:
