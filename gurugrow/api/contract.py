@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,9 @@ from gurugrow.flows.requests import FlowRequest
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores import quota
+
+# A flow: its typed request in (gurugrow/flows/requests.py), its answer's fields out.
+Flow = Callable[[Services, Any], Mapping[str, object]]
 
 
 def services() -> Services:
@@ -129,7 +132,7 @@ def validation_error_codes(schema: Schema) -> tuple[str, ...]:
 def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
              statuses: tuple[str, ...], error_codes: tuple[str, ...] = (),
              crm_priority: str = quota.READ, crm_bound: bool = True,
-             ) -> Callable[[Callable[[Services, Any], dict[str, Any]]], Callable]:
+             ) -> Callable[[Flow], Callable]:
     """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200.
 
     ``statuses`` and ``error_codes`` are the answers the flow gives; ``error``, the
@@ -145,7 +148,7 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
     contract = EndpointContract(
         req, resp, tuple(dict.fromkeys(("error", *statuses, *validation_statuses))), codes)
 
-    def decorate(flow: Callable[[Services, Any], dict[str, Any]]) -> Callable:
+    def decorate(flow: Flow) -> Callable:
         @functools.wraps(flow)
         def view(**path_values: Any) -> Any:
             budget = answer_budget_left()
@@ -210,7 +213,7 @@ def _undocumented(answer: dict[str, Any]) -> None:
         collected.append((request.path, answer.get("status"), answer.get("errorCode")))
 
 
-def _run(flow: Callable[[Services, Any], dict[str, Any]], req: Schema,
+def _run(flow: Flow, req: Schema,
          path_values: dict[str, Any], in_progress_ok: bool = False) -> dict[str, Any]:
     try:
         svc = services()
@@ -225,7 +228,7 @@ def _run(flow: Callable[[Services, Any], dict[str, Any]], req: Schema,
             data = dataclasses.replace(data, client_ip=client_ip)
         else:  # a schema without one loads a dict
             data["clientIp"] = client_ip
-        return flow(svc, data)
+        return dict(flow(svc, data))
     except UnreadableBody as e:
         # Said apart from a field's own errorCode: a wrong Content-Type is not a bad field.
         log_event("request_invalid", endpoint=request.path, error_code="invalid_request",

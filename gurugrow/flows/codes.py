@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 from gurugrow import metrics, texts
 from gurugrow.basics.errors import (
@@ -362,7 +363,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     """
     # No code: an incoming call's check (did the customer call?) may answer pending.
     typed = code if code is not None else called_code(svc, identity, session_id, purpose)
-    if isinstance(typed, dict):
+    if not isinstance(typed, str):  # the incoming call's pending answer
         return typed
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
@@ -371,9 +372,9 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
                                          purpose, typed)
     if session is None:
         raise FlowRefusal("session_not_found")
-    if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
+    if outcome == "replay" and (kept := svc.otp.answer_of(session)) is not None:
         log_event("check_replayed", channel=identity.channel, purpose=purpose)
-        return answer
+        return cast(Answer, kept)  # the answer finish() stored, read back as JSON
     if outcome != "ok":
         log_event("code_rejected", channel=identity.channel, outcome=outcome)
         if outcome == "identity_locked":
@@ -394,7 +395,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         raise
     if done(answer):
         batch = WriteBatch(svc.redis)
-        svc.otp.finish(session, answer, batch)
+        svc.otp.finish(session, dict(answer), batch)
         if also is not None:
             also(session, batch)
         batch.send()
@@ -404,7 +405,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     return answer
 
 
-def sent_answer(svc: Services, session: OtpSession) -> JsonObject:
+def sent_answer(svc: Services, session: OtpSession) -> Answer:
     """The answer to a start that sent (or pretended to send) a code."""
     route = delivery_route(session)
     masked = mask_phone(session.phone) or ""
@@ -415,7 +416,7 @@ def sent_answer(svc: Services, session: OtpSession) -> JsonObject:
 
 
 def route_message(svc: Services, route: str | None, masked: str, call_number: str
-                  ) -> JsonObject:
+                  ) -> Answer:
     """The bot's message for a code sent by ``route`` (a call's; none for a message),
     and the number to call of an incoming call."""
     declared = ROUTES.get(route or "")

@@ -188,7 +188,7 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: JsonO
 
 def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
                    source: JsonObject, windowed: WindowedOrder) -> Answer:
-    base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
+    base: Answer = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
     # An earlier attempt died after choosing its number: its order, if it landed, is the
     # answer, whatever has changed in the catalog since.

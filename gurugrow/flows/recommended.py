@@ -318,7 +318,7 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
     a create's by what it is and its window (``windowed``), looked up in RetailCRM before
     creating, as Redis may have lost the run-once marker."""
     site = order_site(svc, bundle)
-    base = {"customerId": customer_id, "offerCode": bundle.offer_code}
+    base: Answer = {"customerId": customer_id, "offerCode": bundle.offer_code}
     external_id = windowed.external_id if windowed else f"bot-rec-{token}"
     created = None
     if windowed is not None:
