@@ -45,7 +45,7 @@ from gurugrow.basics.json_types import JsonObject
 from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.flows.mirror_orders import slim_order
-from gurugrow.gateways.retailcrm import custom_fields
+from gurugrow.gateways.retailcrm import custom_fields, order_customer_id
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.mirror import CUSTOMERS, ORDERS, Identity, MirrorStore
@@ -217,7 +217,7 @@ class Sync:
             return self._loaded(since, now, len(bound), orders)
         by_customer: dict[str, list[JsonObject]] = {cid: [] for cid in bound}
         for order in self._pages(ORDERS, first):
-            owner = str((order.get("customer") or {}).get("id") or "")
+            owner = order_customer_id(order) or ""
             if owner in by_customer:
                 by_customer[owner].append(order)
         keep = self.svc.settings.orders_max_lookback

@@ -28,7 +28,7 @@ from gurugrow.flows.order_view import (
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.requests import OrdersRequest, RepeatOrderRequest
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref
+from gurugrow.gateways.retailcrm import offer_ref, order_customer_id
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores import keys as redis_keys
@@ -129,7 +129,7 @@ def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> 
         found = svc.crm.find_orders_by_number(data.source_order_number or "", customer_id)
         order = found[0] if found else None
     # Someone else's order is answered exactly like a missing one.
-    if not order or str((order.get("customer") or {}).get("id")) != customer_id:
+    if not order or order_customer_id(order) != customer_id:
         raise FlowRefusal("order_not_found", status="not_found")
     return order
 

@@ -44,6 +44,13 @@ class CreatedOrder:
     number: str | None
 
 
+def order_customer_id(order: JsonObject) -> str | None:
+    """The internal id of an order's customer (``customer.id``), None when it has none."""
+    customer = order.get("customer")
+    value = customer.get("id") if isinstance(customer, dict) else None
+    return str(value) if value not in (None, "") else None
+
+
 def _history_id(value: JsonValue) -> bool:
     """True for a history record id: an integer, or ASCII digits (not a bool)."""
     if isinstance(value, bool):
