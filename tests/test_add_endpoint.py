@@ -4,6 +4,7 @@ demands of it is checked, so the checklist stays true."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -17,14 +18,22 @@ from gurugrow.api.contract import check_path_parameters, contract_routes, endpoi
 from gurugrow.api.fields import InternalId
 from gurugrow.api.openapi import build_spec
 from gurugrow.basics.errors import FlowRefusal
+from gurugrow.flows.requests import IdentityRequest
 from tests.conftest import TEST_ENV, anonymous_client
 from tests.examples_replay import Replay
 from tests.helpers import TG
 
 
-# Step 1: schemas, the path parameter a field of the request schema.
+# Step 1: the typed request, and the schemas loading into it, the path parameter a field
+# of the request schema.
+@dataclass(frozen=True, kw_only=True)
+class OrderRequest(IdentityRequest):
+    order_id: str
+
+
 class OrderQuery(schemas.IdentitySchema):
     orderId = InternalId(error_code="order_not_found", error_status="not_found")
+    request_type = OrderRequest
 
 
 class OrderResponse(schemas.EnvelopeSchema):
@@ -32,13 +41,13 @@ class OrderResponse(schemas.EnvelopeSchema):
 
 
 # Step 2: the flow; its docstring is the OpenAPI summary and description.
-def show_order(svc: Any, data: dict[str, Any]) -> dict[str, Any]:
+def show_order(svc: Any, data: OrderRequest) -> dict[str, Any]:
     """One order of the customer.
 
     Answers the order id it was asked for (a throwaway endpoint of the test)."""
-    if data["orderId"] == "404":
+    if data.order_id == "404":
         raise FlowRefusal("order_not_found", "not_found")
-    return {"status": "ok", "orderId": data["orderId"]}
+    return {"status": "ok", "orderId": data.order_id}
 
 
 def throwaway_app(rule: str = "/orders/<orderId>", request_schema: type = OrderQuery):

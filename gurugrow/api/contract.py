@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,12 @@ from gurugrow.basics.errors import (
     UnreadableBody,
     UpstreamError,
 )
+from gurugrow.flows.requests import FlowRequest
 from gurugrow.logs import log_event
 from gurugrow.services import Services
+
+# A flow: its typed request in (gurugrow/flows/requests.py), its answer's fields out.
+Flow = Callable[[Services, Any], Mapping[str, object]]
 
 
 def services() -> Services:
@@ -127,7 +132,7 @@ def validation_error_codes(schema: Schema) -> tuple[str, ...]:
 def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
              statuses: tuple[str, ...], error_codes: tuple[str, ...] = (),
              crm_priority: str = quota.READ, crm_bound: bool = True,
-             ) -> Callable[[Callable[[Services, dict[str, Any]], dict[str, Any]]], Callable]:
+             ) -> Callable[[Flow], Callable]:
     """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200.
 
     ``statuses`` and ``error_codes`` are the answers the flow gives; ``error``, the
@@ -143,7 +148,7 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
     contract = EndpointContract(
         req, resp, tuple(dict.fromkeys(("error", *statuses, *validation_statuses))), codes)
 
-    def decorate(flow: Callable[[Services, dict[str, Any]], dict[str, Any]]) -> Callable:
+    def decorate(flow: Flow) -> Callable:
         @functools.wraps(flow)
         def view(**path_values: Any) -> Any:
             budget = answer_budget_left()
@@ -208,7 +213,7 @@ def _undocumented(answer: dict[str, Any]) -> None:
         collected.append((request.path, answer.get("status"), answer.get("errorCode")))
 
 
-def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema,
+def _run(flow: Flow, req: Schema,
          path_values: dict[str, Any], in_progress_ok: bool = False) -> dict[str, Any]:
     try:
         svc = services()
@@ -218,8 +223,12 @@ def _run(flow: Callable[[Services, dict[str, Any]], dict[str, Any]], req: Schema
         with request_settings(otp_length=svc.settings.otp_length,
                               code_lengths=svc.settings.code_lengths):
             data = req.load(values)
-        data["clientIp"] = request_client_ip(svc.settings)
-        return flow(svc, data)
+        client_ip = request_client_ip(svc.settings)
+        if isinstance(data, FlowRequest):  # the schema's request_type
+            data = dataclasses.replace(data, client_ip=client_ip)
+        else:  # a schema without one loads a dict
+            data["clientIp"] = client_ip
+        return dict(flow(svc, data))
     except UnreadableBody as e:
         # Said apart from a field's own errorCode: a wrong Content-Type is not a bad field.
         log_event("request_invalid", endpoint=request.path, error_code="invalid_request",

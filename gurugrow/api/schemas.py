@@ -9,6 +9,8 @@ Responses: every contract field is always present, ``null`` when empty.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
@@ -27,21 +29,44 @@ from gurugrow.api.fields import (
     Text,
 )
 from gurugrow.basics.identity import IDENTITY_FIELDS, pick_account_id, sent_account_ids
+from gurugrow.flows import requests as rq
+
+
+def _camel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
 
 
 class RequestSchema(Schema):
-    """Base of request schemas: unknown fields ignored; ``required_fields`` enforced."""
+    """Base of request schemas: unknown fields ignored; ``required_fields`` enforced;
+    loads into its ``request_type`` (a frozen dataclass of gurugrow/flows/requests.py)."""
 
     class Meta:
         unknown = EXCLUDE
 
     required_fields: tuple[str, ...] = ()
+    # None: the schema loads into a plain dict (a base or a schema of no endpoint).
+    request_type: type[rq.FlowRequest] | None = None
 
     @validates_schema
     def _require(self, data: dict[str, Any], **kwargs: Any) -> None:
         missing = {name: ["Required."] for name in self.required_fields if not data.get(name)}
         if missing:
             raise ValidationError(missing)
+
+    def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Values derived from the loaded fields (an identity from its fields)."""
+        return data
+
+    @post_load
+    def _typed(self, data: dict[str, Any], **kwargs: Any) -> Any:
+        data = self.resolve(data)
+        if self.request_type is None:
+            return data
+        # Each field of the request from the loaded value of its camelCase name; the
+        # client_ip is the wrapper's to set.
+        return self.request_type(**{
+            f.name: data[_camel(f.name)] for f in dataclasses.fields(self.request_type)
+            if _camel(f.name) in data})
 
 
 class IdentitySchema(RequestSchema):
@@ -60,10 +85,10 @@ class IdentitySchema(RequestSchema):
         if pick_account_id(data) is None:
             raise ValidationError("One identity field is required.", IDENTITY_FIELDS[0])
 
-    @post_load
-    def _resolve(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         data["channel"] = data.get("channelType")
         data["accountId"] = pick_account_id(data)
+        data["accountIds"] = sent_account_ids(data)
         return data
 
 
@@ -75,12 +100,14 @@ def _customer_id() -> InternalId:
 
 class AuthStatusQuery(IdentitySchema):
     customerId = _customer_id()
+    request_type = rq.CustomerRequest
 
 
 class AuthStartBody(IdentitySchema):
     phone = Phone()
     deliveryRoute = DeliveryRoute()
     required_fields = ("channelType", "phone")
+    request_type = rq.StartRequest
 
 
 class AuthCheckBody(IdentitySchema):
@@ -89,6 +116,7 @@ class AuthCheckBody(IdentitySchema):
     # No code: an incoming-call session asks whether the customer called (the flow
     # answers any other session invalid_code, as a missing code always was).
     required_fields = ("channelType", "sessionId")
+    request_type = rq.CheckRequest
 
 
 class AuthContactBody(IdentitySchema):
@@ -97,6 +125,7 @@ class AuthContactBody(IdentitySchema):
     # own messenger id, or the contact is someone else's (refused as such).
     contactUserId = AccountId(error_code="contact_not_own")
     required_fields = ("channelType", "phone", "contactUserId")
+    request_type = rq.ContactRequest
 
 
 class AuthResendBody(RequestSchema):
@@ -112,8 +141,9 @@ class AuthResendBody(RequestSchema):
     chatExternalId = AccountId(error_code="invalid_request")  # accepted, never used to match
     required_fields = ("sessionId",)
 
-    @post_load
-    def _normalize(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    request_type = rq.ResendRequest
+
+    def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         data["channel"] = data.get("channelType")
         data["accountIds"] = sent_account_ids(data)
         return data
@@ -121,12 +151,14 @@ class AuthResendBody(RequestSchema):
 
 class AuthUnlinkBody(IdentitySchema):
     customerId = _customer_id()
+    request_type = rq.CustomerRequest
 
 
 class OrdersQuery(IdentitySchema):
     customerId = _customer_id()
     # Bots send whatever a variable holds: an out-of-range limit is clamped, not refused.
     limit = Limit(low=1, high=5)
+    request_type = rq.OrdersRequest
 
 
 class RepeatOrderBody(IdentitySchema):
@@ -134,6 +166,7 @@ class RepeatOrderBody(IdentitySchema):
     # Not a CRM id: no order of this customer has it (answered as a missing order).
     sourceOrderId = InternalId(error_code="order_not_found", error_status="not_found")
     sourceOrderNumber = Text(error_code="order_not_found", max_length=64)
+    request_type = rq.RepeatOrderRequest
 
     @validates_schema
     def _source(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -146,6 +179,7 @@ class RecommendedPreviewBody(IdentitySchema):
     offerCode = Slug(error_code="unknown_offer")
     customerId: fields.Field = _customer_id()  # RecommendedStartBody redeclares it
     required_fields: tuple[str, ...] = ("channelType", "offerCode")
+    request_type: type[rq.FlowRequest] | None = rq.PreviewRequest
 
 
 class RecommendedCreateBody(RecommendedPreviewBody):
@@ -155,12 +189,14 @@ class RecommendedCreateBody(RecommendedPreviewBody):
     phone = Phone()
     # An email that does not look like one is dropped by the flow, not refused.
     email = FreeText(max_length=200, error_code="invalid_email")
+    request_type: type[rq.FlowRequest] | None = rq.RecommendedCreateRequest
 
 
 class RecommendedStartBody(RecommendedCreateBody):
     customerId = Text(max_length=32)  # accepted and ignored: nobody is authorized yet
     deliveryRoute = DeliveryRoute()
     required_fields = ("channelType", "offerCode", "phone")
+    request_type = rq.RecommendedStartRequest
 
 
 class RecommendedCheckBody(AuthCheckBody):

@@ -10,9 +10,8 @@ account's caps. Each is logged (``account_*`` events; no phone, no code)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import customer_masked_phone, find_bound_customers
 from gurugrow.flows.mirror import mirror_unlinked, mirrored_binding
@@ -90,7 +89,7 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
 
 def clear_account(svc: Services, identity: MessengerIdentity) -> list[str]:
     """Lift the account's caps: send counters, wrong codes, lockout."""
-    before: dict[str, Any] = svc.limits.of_account(identity.channel, identity.account_id)
+    before: JsonObject = svc.limits.of_account(identity.channel, identity.account_id)
     removed = svc.limits.clear_account(identity.channel, identity.account_id)
     log_event("account_cleared", channel=identity.channel, keys=removed)
     lifted = ", ".join(f"{name} {value}" + (" s more" if name == "locked" else "")

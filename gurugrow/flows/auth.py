@@ -7,11 +7,10 @@ fields; refusals are raised as ``FlowRefusal`` and rendered by the API layer.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from gurugrow import metrics, texts
 from gurugrow.basics.errors import FlowRefusal
-from gurugrow.basics.identity import MessengerIdentity, sent_account_ids
+from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.binding import (
     bind_identity,
@@ -30,6 +29,13 @@ from gurugrow.flows.codes import (
     sent_answer,
 )
 from gurugrow.flows.order_once import create_once, request_token
+from gurugrow.flows.requests import (
+    CheckRequest,
+    ContactRequest,
+    CustomerRequest,
+    ResendRequest,
+    StartRequest,
+)
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -37,18 +43,18 @@ from gurugrow.stores.client import WriteBatch
 from gurugrow.stores.otp import OtpSession
 
 
-def status(svc: Services, data: dict[str, Any]) -> Answer:
+def status(svc: Services, data: CustomerRequest) -> Answer:
     """Is this messenger account bound to exactly one customer?"""
-    customer = bound_customer(svc, identity_of(svc, data), data.get("customerId"))
+    customer = bound_customer(svc, identity_of(svc, data), data.customer_id)
     return {"status": "authorized", "customerId": str(customer["id"]),
             "maskedPhone": customer_masked_phone(customer)}
 
 
-def start(svc: Services, data: dict[str, Any]) -> Answer:
+def start(svc: Services, data: StartRequest) -> Answer:
     """Send a code to the phone's customer; an unknown phone gets the same answer, no code."""
     identity = identity_of(svc, data)
-    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
-                         client_ip=data.get("clientIp"))
+    session = issue_code(svc, identity, data.phone, data.delivery_route,
+                         client_ip=data.client_ip)
     # Deliberately the same line for a decoy: logs must not tell who is a customer.
     log_event("auth_started", channel=identity.channel, phone=mask_phone(session.phone))
     return sent_answer(svc, session)
@@ -64,7 +70,7 @@ def _bind(svc: Services, identity: MessengerIdentity, customer_id: str, phone: s
             "verifiedUntil": verified_until, "maskedPhone": mask_phone(phone)}
 
 
-def check(svc: Services, data: dict[str, Any]) -> Answer:
+def check(svc: Services, data: CheckRequest) -> Answer:
     """Verify the code, then bind the messenger account to the session's customer.
 
     A replay of the same code by the same identity gets the same answer, no new write.
@@ -72,16 +78,16 @@ def check(svc: Services, data: dict[str, Any]) -> Answer:
     identity = identity_of(svc, data)
 
     def bind(session: OtpSession) -> Answer:
-        return _bind(svc, identity, str(session.customer_id), session.phone, session.route)
+        return _bind(svc, identity, str(session.customer_id), session.phone, session.method)
 
     def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
         remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)
 
-    return check_code(svc, identity, data["sessionId"], data["code"], "auth", bind,
+    return check_code(svc, identity, data.session_id, data.code, "auth", bind,
                       also=cache_binding)
 
 
-def contact(svc: Services, data: dict[str, Any]) -> Answer:
+def contact(svc: Services, data: ContactRequest) -> Answer:
     """Bind by a contact the messenger verified: the user shared their own phone.
 
     Only for CONTACT_VERIFIED_CHANNELS, and only when the contact's user id is the
@@ -94,15 +100,15 @@ def contact(svc: Services, data: dict[str, Any]) -> Answer:
     if identity.channel not in svc.settings.contact_verified_channels:
         raise FlowRefusal("contact_channel_not_allowed")
     # The contact's user id must be the sender's own: any of the identity fields it sent.
-    if data["contactUserId"] not in sent_account_ids(data):
+    if data.contact_user_id not in data.account_ids:
         log_event("contact_refused", logging.WARNING, channel=identity.channel,
                   reason="not_own")
         raise FlowRefusal("contact_not_own")
-    phone = data["phone"]
+    phone = data.phone
     token = request_token(identity.channel, identity.account_id, phone)
     return create_once(svc, "contact", token,
                        lambda lease: _bind_contact(svc, identity, phone, token,
-                                                   data.get("clientIp")),
+                                                   data.client_ip),
                        kept_status="authorized", window=svc.settings.otp_ttl_seconds)
 
 
@@ -131,15 +137,15 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
     return answer
 
 
-def resend(svc: Services, data: dict[str, Any]) -> Answer:
+def resend(svc: Services, data: ResendRequest) -> Answer:
     """A new code for any pending session, recommended ones too (``codes.resend_code``)."""
     return resend_code(svc, data)
 
 
-def unlink(svc: Services, data: dict[str, Any]) -> Answer:
+def unlink(svc: Services, data: CustomerRequest) -> Answer:
     """Clear only the channel field of the customer bound to this messenger account."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"), fresh=True)
+    customer = bound_customer(svc, identity, data.customer_id, fresh=True)
     customer_id = str(customer["id"])
     svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
     # The cached binding goes, and with it a contact binding's kept answer (shared again,

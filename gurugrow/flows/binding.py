@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 
 from gurugrow.basics.errors import CrmBusy, FlowRefusal, UpstreamError
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.mirror import (
@@ -31,14 +32,14 @@ from gurugrow.stores.client import WriteBatch
 T = TypeVar("T")
 
 
-def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[dict[str, Any]]:
+def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[JsonObject]:
     """CRM customers whose channel field holds this messenger id."""
     return svc.crm.find_customers_by_custom_field(identity.field_code, identity.account_id)
 
 
 def bound_customer(svc: Services, identity: MessengerIdentity,
                    claimed_customer_id: str | None = None, *, fresh: bool = False
-                   ) -> dict[str, Any]:
+                   ) -> JsonObject:
     """The one customer bound to ``identity`` (``{"id", "maskedPhone", "customFields"}``,
     from the binding cache unless ``fresh``); ``claimed_customer_id`` is only checked.
 
@@ -62,7 +63,7 @@ def bound_customer(svc: Services, identity: MessengerIdentity,
 
 
 def _lookup_binding(svc: Services, identity: MessengerIdentity
-                    ) -> dict[str, Any] | Literal[crm_cache.BindingMiss.NO_BINDING]:
+                    ) -> JsonObject | Literal[crm_cache.BindingMiss.NO_BINDING]:
     """Ask RetailCRM who holds the messenger id; cache the answer (not a conflict)."""
     customers = find_bound_customers(svc, identity)
     if len(customers) > 1:
@@ -84,7 +85,7 @@ def _conflict(identity: MessengerIdentity, customers: int) -> NoReturn:
     raise FlowRefusal("conflict", status="conflict")
 
 
-def customer_masked_phone(customer: dict[str, Any]) -> str | None:
+def customer_masked_phone(customer: JsonObject) -> str | None:
     """The masked first valid phone of a CRM customer (or of a binding entry)."""
     if "maskedPhone" in customer:  # a binding entry
         return customer["maskedPhone"]
@@ -155,7 +156,7 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
     token = request_token("binding", identity.channel, identity.account_id)
     done: list[T] = []
 
-    def run(_lease: object) -> dict[str, Any]:
+    def run(_lease: object) -> JsonObject:
         done.append(work())
         return {}
 
@@ -176,7 +177,7 @@ def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str) -
     mirror_unlinked(svc, identity, customer_id)
 
 
-def mark_interacted(svc: Services, customer: dict[str, Any],
+def mark_interacted(svc: Services, customer: JsonObject,
                     identity: MessengerIdentity | None = None) -> None:
     """Best-effort ``chatbot_interacted=true``; skipped when already set, never fails.
     With ``identity`` the cached binding learns it, so the next visit skips the write."""

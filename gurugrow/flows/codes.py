@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import cast
 
 from gurugrow import metrics, texts
 from gurugrow.basics.errors import (
@@ -25,6 +25,7 @@ from gurugrow.basics.errors import (
     UpstreamError,
 )
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.delivery import (
     Sent,
@@ -35,6 +36,7 @@ from gurugrow.flows.delivery import (
     routes_from,
     track_send,
 )
+from gurugrow.flows.requests import ResendRequest
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.gateways.greensms import SendAnswer
 from gurugrow.logs import log_event
@@ -161,7 +163,7 @@ def called_code(svc: Services, identity: MessengerIdentity, session_id: str, pur
     if session is None or session.channel != identity.channel or (
             session.account_id != identity.account_id) or session.purpose != purpose:
         raise FlowRefusal("session_not_found")
-    route = route_of_method(session.route)
+    route = route_of_method(session.method)
     if route is None or ROUTES[route].sends != NUMBER_TO_CALL:
         # An empty or missing code is answered as a wrong one (one invalid_code).
         raise FlowRefusal("invalid_code", status="invalid_code",
@@ -264,7 +266,7 @@ _CHECK_REFUSALS = {
 
 def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: str | None, *,
                client_ip: str | None = None, purpose: str = "auth",
-               payload: dict[str, Any] | None = None,
+               payload: JsonObject | None = None,
                send_to_unknown: bool = False) -> OtpSession:
     """Throttle, find the phone's customer, send the code (or pretend), store the session.
 
@@ -285,7 +287,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     batch = svc.batch()
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
-        customer_id=customer_id, code=sent.code if send else None, route=sent.method,
+        customer_id=customer_id, code=sent.code if send else None, method=sent.method,
         purpose=purpose, payload=payload, batch=batch)
     session.call_number = sent.number or ""
     track_send(svc, session, sent, batch)
@@ -360,7 +362,7 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
     """
     # No code: an incoming call's check (did the customer call?) may answer pending.
     typed = code if code is not None else called_code(svc, identity, session_id, purpose)
-    if isinstance(typed, dict):
+    if not isinstance(typed, str):  # the incoming call's pending answer
         return typed
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
@@ -368,9 +370,9 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
                                      purpose, typed, rider=svc.crm.slot_rider())
     if session is None:
         raise FlowRefusal("session_not_found")
-    if outcome == "replay" and (answer := svc.otp.answer_of(session)) is not None:
+    if outcome == "replay" and (kept := svc.otp.answer_of(session)) is not None:
         log_event("check_replayed", channel=identity.channel, purpose=purpose)
-        return answer
+        return cast(Answer, kept)  # the answer finish() stored, read back as JSON
     if outcome != "ok":
         log_event("code_rejected", channel=identity.channel, outcome=outcome)
         if outcome == "identity_locked":
@@ -391,17 +393,17 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         raise
     if done(answer):
         batch = svc.batch()
-        svc.otp.finish(session, answer, batch)
+        svc.otp.finish(session, dict(answer), batch)
         if also is not None:
             also(session, batch)
         batch.send()
-        metrics.VERIFICATIONS.labels(session.route or "unknown").inc()
+        metrics.VERIFICATIONS.labels(session.method or "unknown").inc()
     else:
         svc.otp.release(session)
     return answer
 
 
-def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
+def sent_answer(svc: Services, session: OtpSession) -> Answer:
     """The answer to a start that sent (or pretended to send) a code."""
     route = delivery_route(session)
     masked = mask_phone(session.phone) or ""
@@ -412,7 +414,7 @@ def sent_answer(svc: Services, session: OtpSession) -> dict[str, Any]:
 
 
 def route_message(svc: Services, route: str | None, masked: str, call_number: str
-                  ) -> dict[str, Any]:
+                  ) -> Answer:
     """The bot's message for a code sent by ``route`` (a call's; none for a message),
     and the number to call of an incoming call."""
     declared = ROUTES.get(route or "")
@@ -427,25 +429,24 @@ def route_message(svc: Services, route: str | None, masked: str, call_number: st
 
 def delivery_route(session: OtpSession) -> str | None:
     """The route that took the session's current code (``deliveryRoute`` of answers)."""
-    return route_of_method(session.route)
+    return route_of_method(session.method)
 
 
-def resend_code(svc: Services, data: dict[str, Any]) -> Answer:
+def resend_code(svc: Services, data: ResendRequest) -> Answer:
     """A new code for a pending session, after the cooldown and within the send caps.
 
     Serves every session kind; the new code completes that session's own check
     (``/auth/check`` or ``/orders/recommended/check``). See ``resendable_session`` for
     who may ask.
     """
-    session = resendable_session(svc, data["sessionId"], data.get("channel"),
-                                 data.get("accountIds") or ())
+    session = resendable_session(svc, data.session_id, data.channel, data.account_ids)
     ensure_resendable(svc, session)
-    route = first_route(svc, session.channel, data.get("deliveryRoute"))
+    route = first_route(svc, session.channel, data.delivery_route)
     # An undelivered code is replaced by the workflow's next route, without waiting for
     # the cooldown unless its status was unknown.
     route, replaced, waived = resend_route(svc, session, route)
     try:
-        sent = reissue_code(svc, session, route, client_ip=data.get("clientIp"),
+        sent = reissue_code(svc, session, route, client_ip=data.client_ip,
                             cooldown=not waived)
     except BaseException:
         if replaced is not None:  # its SMS did not go out: watched (and claimable) again

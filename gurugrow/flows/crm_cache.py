@@ -16,10 +16,11 @@ import json
 import logging
 from collections.abc import Callable
 from enum import Enum
-from typing import Any, Final
+from typing import Final
 
 from gurugrow import metrics
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch
@@ -37,7 +38,7 @@ NOT_CACHED: Final = BindingMiss.NOT_CACHED
 NO_BINDING: Final = BindingMiss.NO_BINDING
 
 
-def cached_binding(svc: Services, identity: MessengerIdentity) -> dict[str, Any] | BindingMiss:
+def cached_binding(svc: Services, identity: MessengerIdentity) -> JsonObject | BindingMiss:
     """The cached binding entry, ``NO_BINDING``, or ``NOT_CACHED``."""
     if svc.settings.binding_cache_seconds <= 0:
         return NOT_CACHED
@@ -45,19 +46,19 @@ def cached_binding(svc: Services, identity: MessengerIdentity) -> dict[str, Any]
     metrics.CACHE_LOOKUPS.labels("binding", "miss" if raw is None else "hit").inc()
     if raw is None:
         return NOT_CACHED
-    entry: dict[str, Any] | None = json.loads(raw)
+    entry: JsonObject | None = json.loads(raw)
     return NO_BINDING if entry is None else entry
 
 
 def binding_entry(customer_id: str, masked_phone: str | None, interacted: bool,
-                  interacted_field: str) -> dict[str, Any]:
+                  interacted_field: str) -> JsonObject:
     """The slim customer the flows get for a binding, cached or fresh alike."""
     return {"id": str(customer_id), "maskedPhone": masked_phone,
             "customFields": {interacted_field: "true"} if interacted else {}}
 
 
 def remember_binding(svc: Services, identity: MessengerIdentity,
-                     entry: dict[str, Any] | None, batch: WriteBatch | None = None) -> None:
+                     entry: JsonObject | None, batch: WriteBatch | None = None) -> None:
     """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL); with
     ``batch``, when that is sent. A refused write is only logged (Redis unreachable
     still raises): the binding itself is in the CRM, and a stale "bound to nobody"
@@ -80,11 +81,11 @@ def forget_binding(svc: Services, identity: MessengerIdentity) -> str | None:
 
 
 def customer_orders(svc: Services, customer_id: str,
-                    load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+                    load: Callable[[], list[JsonObject]]) -> list[JsonObject]:
     """The customer's orders from the cache, else ``load()``'s (then cached). Callers
     missing at once wait for one load (``stores.cache.cached_json``'s single flight)."""
-    orders: list[dict[str, Any]] = svc.caches.orders(customer_id,
-                                                     svc.settings.orders_cache_seconds, load)
+    orders: list[JsonObject] = svc.caches.orders(customer_id,
+                                                 svc.settings.orders_cache_seconds, load)
     return orders
 
 

@@ -227,6 +227,6 @@ def resend_route(svc: Services, session: OtpSession, asked_route: str
 def _pretend_status_read(svc: Services, session: OtpSession) -> None:
     # A decoy's resend takes as long as a customer's, whose previous messenger send's
     # status is read first: timing does not tell who is a customer.
-    route = route_of_method(session.route)
+    route = route_of_method(session.method)
     if route is not None and ROUTES[route].watched:
         time.sleep(svc.status_timer.draw())  # a real read's duration, not a jitter

@@ -9,11 +9,12 @@ once; the poller (``mirror_sync``) makes the mirror agree with RetailCRM afterwa
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from gurugrow import metrics
 from gurugrow.basics.errors import StorageUnavailable
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows import crm_cache
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -24,7 +25,7 @@ _BROKEN = (StorageUnavailable, ValueError, TypeError, AttributeError)
 
 
 def mirrored_binding(svc: Services, identity: MessengerIdentity
-                     ) -> list[dict[str, Any]] | None:
+                     ) -> list[JsonObject] | None:
     """Binding entries (as ``crm_cache.binding_entry``) of every customer holding the
     account, from the mirror; None: ask RetailCRM (or its cache) as without a mirror."""
     if svc.mirror is None:
@@ -45,7 +46,7 @@ def mirrored_binding(svc: Services, identity: MessengerIdentity
             for cid, entry in sorted(entries)]
 
 
-def mirrored_orders(svc: Services, customer_id: str) -> list[dict[str, Any]] | None:
+def mirrored_orders(svc: Services, customer_id: str) -> list[JsonObject] | None:
     """The customer's raw orders from the mirror; None: load them as without a mirror."""
     if svc.mirror is None:
         return None
@@ -60,7 +61,7 @@ def mirrored_orders(svc: Services, customer_id: str) -> list[dict[str, Any]] | N
     return found
 
 
-def _write_through(what: str, write: Any) -> None:
+def _write_through(what: str, write: Callable[[], object]) -> None:
     try:
         write()
     except _BROKEN as e:

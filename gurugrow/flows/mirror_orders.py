@@ -7,8 +7,7 @@ ways and compares.
 
 from __future__ import annotations
 
-from typing import Any
-
+from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.flows.order_view import TRACK_PATHS
 
 # Top-level fields read as they are; ``customer`` only for its id (where it is filed).
@@ -18,7 +17,7 @@ _ITEM_KEPT = ("quantity", "productName")
 _DELIVERY_KEPT = ("code", "integrationCode")
 
 
-def _pick(data: Any, names: tuple[str, ...]) -> Any:
+def _pick(data: JsonValue, names: tuple[str, ...]) -> JsonValue:
     """Only ``names`` of a mapping; anything else (a malformed value) as it came, so the
     view meets exactly what it would have met live."""
     if not isinstance(data, dict):
@@ -26,7 +25,7 @@ def _pick(data: Any, names: tuple[str, ...]) -> Any:
     return {k: data[k] for k in names if k in data}
 
 
-def slim_order(order: dict[str, Any]) -> dict[str, Any]:
+def slim_order(order: JsonObject) -> JsonObject:
     """The fields of ``order`` the order view reads (see the module docstring)."""
     kept = _pick(order, _KEPT)
     customer = order.get("customer")
@@ -55,7 +54,7 @@ def slim_order(order: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _copy_path(source: dict[str, Any], target: dict[str, Any], path: tuple[str, ...]) -> None:
+def _copy_path(source: JsonObject, target: JsonObject, path: tuple[str, ...]) -> None:
     """Copy the value at ``path`` (and the non-mapping stops on the way) into ``target``."""
     for key in path[:-1]:
         value = source.get(key)

@@ -37,14 +37,15 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gurugrow.basics.errors import CrmBusy, LeaseLost, NotFound, UpstreamError, UpstreamRejected
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.flows.mirror_orders import slim_order
-from gurugrow.gateways.retailcrm import custom_fields
+from gurugrow.gateways.retailcrm import custom_fields, order_customer_id
 from gurugrow.governor import JOURNEY, READ, crm_priority
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -63,6 +64,11 @@ MARK_RETRY_SECONDS = 60.0
 EVICTION_WALK = 500
 Progress = Callable[[str], None]
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class _RedisInfo(Protocol):
+    def info(self, section: str) -> object: ...
 
 
 class Sync:
@@ -78,12 +84,12 @@ class Sync:
         # While catching up the poller spaces its own calls to half the quota at most.
         self.catching_up = False
         self._last_call = 0.0
-        self._load: dict[str, Any] = {}
+        self._load: JsonObject = {}
         # Where the histories start for a position of 0 (no record since the load began).
         self.history_from: str | None = None
 
     # -- helpers ----------------------------------------------------------------------
-    def _crm(self, counter: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _crm(self, counter: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """One RetailCRM call, counted under ``counter``: the load's at read priority, the
         history's and re-reads' as journey calls (ahead of live reads). Each call is its
         own "request" to the bucket: a request's calls share one queue deadline, which a
@@ -98,11 +104,11 @@ class Sync:
         with crm_priority(READ if counter == "load" else JOURNEY):
             return call(*args, **kwargs)
 
-    def _write(self, fields: dict[str, Any], *, add: bool = False) -> None:
+    def _write(self, fields: JsonObject, *, add: bool = False) -> None:
         if not self.store.write_state(self.token, fields, add=add):
             raise LeaseLost()
 
-    def identities(self, customer: dict[str, Any]) -> list[Identity]:
+    def identities(self, customer: JsonObject) -> list[Identity]:
         """The messenger accounts a CRM customer holds (a value that is no text or whole
         number cannot be an account id, as the live lookup compares text)."""
         fields = custom_fields(customer)
@@ -114,11 +120,11 @@ class Sync:
             found.append((channel, str(value)))
         return found
 
-    def _interacted(self, customer: dict[str, Any]) -> bool:
+    def _interacted(self, customer: JsonObject) -> bool:
         code = self.svc.settings.retailcrm_cf_chatbot_interacted
         return str(custom_fields(customer).get(code, "")).lower() in ("true", "1")
 
-    def mirror_customer(self, customer: dict[str, Any], *, confirmed: bool = False) -> bool:
+    def mirror_customer(self, customer: JsonObject, *, confirmed: bool = False) -> bool:
         """Mirror one CRM customer as it is now; True when its orders must be loaded."""
         return self.store.put_customer(str(customer["id"]), self.identities(customer),
                                        customer_masked_phone(customer),
@@ -161,9 +167,9 @@ class Sync:
         recent, _ = self._crm("history", self.svc.crm.history, entity, start_date=start)
         return max((r["id"] for r in recent), default=0)
 
-    def _pages(self, entity: str, first: tuple[list[dict[str, Any]], int | None] | None = None,
+    def _pages(self, entity: str, first: tuple[list[JsonObject], int | None] | None = None,
                *, counter: str = "load", customer_id: str | None = None
-               ) -> Iterator[dict[str, Any]]:
+               ) -> Iterator[JsonObject]:
         """Every ``entity`` (of one customer's, orders) at 100 a call (``first``: page 1,
         already read), page by page, so a large account is never held in memory whole."""
         page, read = 1, 0
@@ -209,9 +215,9 @@ class Sync:
             # Fewer bound customers than pages of orders: one call per customer is less.
             orders = sum(self.load_orders_of(cid, "load") for cid in sorted(bound, key=int))
             return self._loaded(since, now, len(bound), orders)
-        by_customer: dict[str, list[dict[str, Any]]] = {cid: [] for cid in bound}
+        by_customer: dict[str, list[JsonObject]] = {cid: [] for cid in bound}
         for order in self._pages(ORDERS, first):
-            owner = str((order.get("customer") or {}).get("id") or "")
+            owner = order_customer_id(order) or ""
             if owner in by_customer:
                 by_customer[owner].append(order)
         keep = self.svc.settings.orders_max_lookback
@@ -436,8 +442,7 @@ class Sync:
         return done
 
 
-
-def _changed_ids(entity: str, record: dict[str, Any]) -> list[str]:
+def _changed_ids(entity: str, record: JsonObject) -> list[str]:
     """The ids a history record names: its entity's, and a merge target's."""
     found = []
     for part in (record.get("customer" if entity == CUSTOMERS else "order"),
@@ -447,7 +452,7 @@ def _changed_ids(entity: str, record: dict[str, Any]) -> list[str]:
     return found
 
 
-def _merge_targets(record: dict[str, Any]) -> list[str]:
+def _merge_targets(record: JsonObject) -> list[str]:
     """The surviving entity of a merge record (``combinedTo``), if any."""
     part = record.get("combinedTo")
     if isinstance(part, dict) and str(part.get("id", "")).isdigit():
@@ -455,7 +460,7 @@ def _merge_targets(record: dict[str, Any]) -> list[str]:
     return []
 
 
-def _newest(orders: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
+def _newest(orders: list[JsonObject], keep: int) -> list[JsonObject]:
     """The ``keep`` newest, as the mirror keeps them (the fields the order view reads)."""
     return [slim_order(o) for o in sorted(orders, key=lambda o: str(o.get("createdAt") or ""),
                                           reverse=True)[:keep]]

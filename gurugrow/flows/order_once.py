@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import cast
 
 from gurugrow.flows.vocabulary import Answer
 from gurugrow.services import Services
@@ -24,9 +25,11 @@ def create_once(svc: Services, kind: str, token: str, create: Callable[[Lease], 
     """``create(lease)``'s answer, run once per ``kind`` and ``token`` within ``window``
     seconds (default ORDER_IDEMPOTENCY_SECONDS); only an answer with ``kept_status`` is
     kept for repeats (a failure may be tried again)."""
-    return svc.caches.run_once(kind, token, window or svc.settings.order_idempotency_seconds,
-                               create, keep=lambda result: result["status"] == kept_status,
-                               lease_seconds=svc.settings.in_progress_lease_seconds)
+    # The store keeps the answer as JSON; a repeat reads back what ``create`` answered.
+    return cast(Answer, svc.caches.run_once(
+        kind, token, window or svc.settings.order_idempotency_seconds,
+        lambda lease: dict(create(lease)), keep=lambda result: result["status"] == kept_status,
+        lease_seconds=svc.settings.in_progress_lease_seconds))
 
 
 def forget_once(svc: Services, kind: str, token: str) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any
 
 from gurugrow import texts
+from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.config import Settings
 
 # Delivery code → tracking page; the contract's three codes (configurable in settings).
@@ -61,8 +61,8 @@ def tracking_urls(settings: Settings) -> dict[str, str]:
     return urls
 
 
-def status_group(status_code: str, statuses: Mapping[str, Any],
-                 groups: Mapping[str, Any], rules: StatusRules) -> str | None:
+def status_group(status_code: str, statuses: Mapping[str, JsonValue],
+                 groups: Mapping[str, JsonValue], rules: StatusRules) -> str | None:
     """assembling | delivery | complete for a status code; None when it is hidden."""
     status = statuses.get(status_code) or {}
     group_code = status.get("group") or ""
@@ -78,7 +78,7 @@ def status_group(status_code: str, statuses: Mapping[str, Any],
     return "assembling"
 
 
-def _dig(data: Any, path: tuple[str, ...]) -> Any:
+def _dig(data: JsonValue, path: tuple[str, ...]) -> JsonValue:
     for key in path:
         if not isinstance(data, Mapping):
             return None
@@ -86,7 +86,7 @@ def _dig(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
-def tracking_code(order: Mapping[str, Any]) -> str | None:
+def tracking_code(order: Mapping[str, JsonValue]) -> str | None:
     delivery = order.get("delivery") or {}
     for path in TRACK_PATHS:
         value = _dig(delivery, path)
@@ -95,7 +95,7 @@ def tracking_code(order: Mapping[str, Any]) -> str | None:
     return None
 
 
-def delivery_code(order: Mapping[str, Any]) -> str | None:
+def delivery_code(order: Mapping[str, JsonValue]) -> str | None:
     delivery = order.get("delivery") or {}
     return delivery.get("code") or delivery.get("integrationCode") or None
 
@@ -106,12 +106,12 @@ def tracking_url(code: str | None, track: str | None, urls: Mapping[str, str]) -
     return urls[code].format(code=track)
 
 
-def _quantity(value: Any) -> str:
+def _quantity(value: JsonValue) -> str:
     number = float(value or 0)
     return str(int(number)) if number.is_integer() else f"{number:g}"
 
 
-def items_text(order: Mapping[str, Any]) -> str:
+def items_text(order: Mapping[str, JsonValue]) -> str:
     lines = []
     for item in order.get("items") or []:
         offer = item.get("offer") or {}
@@ -121,7 +121,7 @@ def items_text(order: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _created(order: Mapping[str, Any], zone: tzinfo) -> tuple[str | None, str | None]:
+def _created(order: Mapping[str, JsonValue], zone: tzinfo) -> tuple[str | None, str | None]:
     """``createdAt`` (local time of the account) as the true instant in UTC (``…Z``), and
     the local date for the texts."""
     raw = order.get("createdAt")
@@ -135,8 +135,8 @@ def _created(order: Mapping[str, Any], zone: tzinfo) -> tuple[str | None, str | 
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ"), local.strftime("%d.%m.%Y")
 
 
-def present_order(order: Mapping[str, Any], group: str, urls: Mapping[str, str],
-                  zone: tzinfo = UTC) -> dict[str, Any]:
+def present_order(order: Mapping[str, JsonValue], group: str, urls: Mapping[str, str],
+                  zone: tzinfo = UTC) -> JsonObject:
     """Every field the contract lists for an order, texts included; dates read in the
     account's time ``zone``."""
     number = str(order.get("number") or order.get("id"))
@@ -173,7 +173,7 @@ def present_order(order: Mapping[str, Any], group: str, urls: Mapping[str, str],
     }
 
 
-def orders_text(shown: list[dict[str, Any]]) -> str:
+def orders_text(shown: list[JsonObject]) -> str:
     """The list message: header, then one block per order."""
     blocks = [texts.ORDERS_HEADER]
     for order in shown:

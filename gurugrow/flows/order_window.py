@@ -9,8 +9,8 @@ Shared by /orders/repeat and /orders/recommended/create.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows.order_once import request_token
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -38,7 +38,7 @@ def windowed_order(svc: Services, kind: str, *parts: str) -> WindowedOrder:
 
 
 def order_made_in_window(svc: Services, order: WindowedOrder, site: str
-                         ) -> dict[str, Any] | None:
+                         ) -> JsonObject | None:
     """The order an identical request already made in store ``site`` (``{"id",
     "number"}``), or None; one RetailCRM request. An upstream failure is raised: unknown
     whether it exists, so nothing is created."""

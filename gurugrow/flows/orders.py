@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, tzinfo
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gurugrow import texts
 from gurugrow.basics.errors import FlowRefusal, NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
 from gurugrow.flows.mirror import mirror_order_created, mirrored_orders
@@ -26,8 +26,9 @@ from gurugrow.flows.order_view import (
     tracking_urls,
 )
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
+from gurugrow.flows.requests import OrdersRequest, RepeatOrderRequest
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref
+from gurugrow.gateways.retailcrm import offer_ref, order_customer_id
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.once import Lease
@@ -35,7 +36,7 @@ from gurugrow.stores.once import Lease
 _NUMBER_ATTEMPTS = 3
 
 
-def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinfo]:
+def order_statuses(svc: Services) -> tuple[JsonObject, JsonObject, tzinfo]:
     """The statuses reference, the account's time zone (RetailCRM dates are local time
     there) and the status groups (only when group names are configured), cached in
     Redis: statuses and zone in one entry, so a typical /orders call costs two CRM
@@ -43,11 +44,11 @@ def order_statuses(svc: Services) -> tuple[dict[str, Any], dict[str, Any], tzinf
     s = svc.settings
     ttl = s.reference_cache_seconds
 
-    def load() -> dict[str, Any]:
+    def load() -> JsonObject:
         return {"statuses": svc.crm.get_statuses(), "timezone": _account_timezone(svc)}
 
     reference = svc.caches.reference("statuses-and-zone", ttl, load, cache="statuses")
-    groups: dict[str, Any] = {}
+    groups: JsonObject = {}
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
         groups = svc.caches.reference("status-groups", ttl, svc.crm.get_status_groups)
     return reference.get("statuses") or {}, groups, _zone(reference.get("timezone") or "")
@@ -73,12 +74,12 @@ def _zone(name: str) -> tzinfo:
         return UTC
 
 
-def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
+def list_orders(svc: Services, data: OrdersRequest) -> Answer:
     """The customer's latest visible orders with the bot texts."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.customer_id)
     customer_id = str(customer["id"])
-    limit = data.get("limit") or svc.settings.orders_default_limit
+    limit = data.limit or svc.settings.orders_default_limit
     orders = mirrored_orders(svc, customer_id)
     if orders is None:  # no current mirror of this customer's orders: as without one
         orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
@@ -101,10 +102,10 @@ def list_orders(svc: Services, data: dict[str, Any]) -> Answer:
 
 
 # -- repeat ---------------------------------------------------------------------------
-def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
+def repeat_order(svc: Services, data: RepeatOrderRequest) -> Answer:
     """Create a new order with the items of one of the customer's orders, once."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.customer_id)
     customer_id = str(customer["id"])
     source = _source_order(svc, data, customer_id)
     token = request_token(identity.channel, identity.account_id, customer_id,
@@ -117,19 +118,19 @@ def repeat_order(svc: Services, data: dict[str, Any]) -> Answer:
     return answer
 
 
-def _source_order(svc: Services, data: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    if data.get("sourceOrderId"):
-        order = svc.crm.get_order(data["sourceOrderId"])
+def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> JsonObject:
+    if data.source_order_id:
+        order = svc.crm.get_order(data.source_order_id)
     else:
-        found = svc.crm.find_orders_by_number(data["sourceOrderNumber"], customer_id)
+        found = svc.crm.find_orders_by_number(data.source_order_number or "", customer_id)
         order = found[0] if found else None
     # Someone else's order is answered exactly like a missing one.
-    if not order or str((order.get("customer") or {}).get("id")) != customer_id:
+    if not order or order_customer_id(order) != customer_id:
         raise FlowRefusal("order_not_found", status="not_found")
     return order
 
 
-def unavailable_item(svc: Services, items: list[dict[str, Any]]) -> str | None:
+def unavailable_item(svc: Services, items: list[JsonObject]) -> str | None:
     """Name of the first item whose offer no longer exists or is inactive, else None.
 
     RetailCRM would silently turn an unknown offer into a free-form line, so this check
@@ -160,10 +161,10 @@ def _new_number(svc: Services) -> str:
            f"{s.repeat_order_number_suffix}"
 
 
-def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[str, Any]
-                    ) -> dict[str, Any]:
+def _repeat_payload(svc: Services, channel: str, customer_id: str, source: JsonObject
+                    ) -> JsonObject:
     s = svc.settings
-    order: dict[str, Any] = {
+    order: JsonObject = {
         "status": s.repeat_order_status,
         "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
         "items": [{"offer": offer_ref(item.get("offer") or {}),
@@ -182,8 +183,8 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: dict[
 
 
 def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
-                   source: dict[str, Any], windowed: WindowedOrder) -> Answer:
-    base = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
+                   source: JsonObject, windowed: WindowedOrder) -> Answer:
+    base: Answer = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
             "sourceOrderNumber": str(source.get("number") or source["id"])}
     # The store the new order is made in, and where any lookup of it looks.
     site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
@@ -210,7 +211,7 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
 
 
 def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
-                 ) -> dict[str, Any] | None:
+                 ) -> JsonObject | None:
     """The order created (in store ``site``) under the number an earlier attempt noted,
     if it landed."""
     number = lease.notes.get("number")
@@ -223,8 +224,8 @@ def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
     return {"id": found[0]["id"], "number": number}
 
 
-def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, Any], site: str,
-                              customer_id: str) -> dict[str, Any]:
+def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, site: str,
+                              customer_id: str) -> JsonObject:
     """Create the order; a taken number is regenerated. Each number is noted before its
     create, so whoever comes next looks it up first. A lost answer (timeout) is resolved
     by looking the number up, never by creating again."""
@@ -236,7 +237,7 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: dict[str, An
         lease.note(number=number)
         try:
             created = svc.crm.create_order({**payload, "number": number}, site)
-            return {"id": created["id"], "number": number}
+            return {"id": created.id, "number": number}
         except UpstreamRejected as e:
             refusal = f"{e.message} {e.errors}".lower()
             if "externalid" in refusal and (found := order_made_in_window(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from gurugrow import texts
 from gurugrow.basics.catalog import RecommendedSet, find_set
@@ -17,6 +16,7 @@ from gurugrow.basics.errors import (
     UpstreamUnavailable,
 )
 from gurugrow.basics.identity import MessengerIdentity
+from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
@@ -32,6 +32,13 @@ from gurugrow.flows.codes import check_code, issue_code, resend_code, sent_answe
 from gurugrow.flows.mirror import mirror_order_created
 from gurugrow.flows.order_once import create_once, request_token
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
+from gurugrow.flows.requests import (
+    CheckRequest,
+    PreviewRequest,
+    RecommendedCreateRequest,
+    RecommendedStartRequest,
+    ResendRequest,
+)
 from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import offer_ref
 from gurugrow.logs import log_event
@@ -42,8 +49,8 @@ from gurugrow.stores.otp import OtpSession
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _set(svc: Services, data: dict[str, Any]) -> RecommendedSet:
-    found = find_set(data.get("offerCode"), svc.sets)
+def _set(svc: Services, data: PreviewRequest) -> RecommendedSet:
+    found = find_set(data.offer_code, svc.sets)
     if found is None:
         raise FlowRefusal("unknown_offer")
     return found
@@ -55,7 +62,7 @@ def clean_email(raw: str | None) -> str | None:
     return email if _EMAIL.match(email) and len(email) <= 100 else None
 
 
-def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
+def resolve_bundle(svc: Services, bundle: RecommendedSet) -> JsonObject:
     """The active catalog offer of the bundle article, as ``{id|externalId|xmlId: ...}``.
 
     ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
@@ -68,11 +75,11 @@ def resolve_bundle(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
     return offer
 
 
-def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> dict[str, Any]:
+def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> JsonObject:
     """``{"offer": ref or None, "price": text or None}`` of the bundle article's active
     catalog offer (``/api/v5/store/products``; ``filter[name]`` is fuzzy, so the article
     is compared locally). Cached in Redis for REFERENCE_CACHE_SECONDS."""
-    def load() -> dict[str, Any]:
+    def load() -> JsonObject:
         products = svc.crm.find_products_by_name(bundle.bundle_article)
         found = bundle_offer(products, bundle.bundle_article)
         return {"offer": offer_ref(found) if found else None,
@@ -83,7 +90,7 @@ def bundle_catalog_entry(svc: Services, bundle: RecommendedSet) -> dict[str, Any
     return {"offer": entry.get("offer"), "price": entry.get("price")}
 
 
-def bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any] | None:
+def bundle_offer(products: list[JsonObject], article: str) -> JsonObject | None:
     """The first active offer of an active product whose article is ``article``."""
     for product in products:
         if not isinstance(product, dict) or product.get("active") is False:
@@ -100,11 +107,11 @@ def bundle_offer(products: list[dict[str, Any]], article: str) -> dict[str, Any]
 _CURRENCY_SIGNS = {"RUB": "₽", "KZT": "₸", "BYN": "Br", "USD": "$", "EUR": "€"}
 
 
-def _ordering(value: Any) -> int:
+def _ordering(value: JsonValue) -> int:
     return value if isinstance(value, int) else 1 << 30
 
 
-def offer_price(offer: dict[str, Any]) -> str | None:
+def offer_price(offer: JsonObject) -> str | None:
     """The offer's price as a customer reads it ("1 990 ₽"), or None when the catalog
     gives none. RetailCRM lists ``prices`` (``{priceType, price, ordering, currency}``,
     the lowest ``ordering`` first) and the base ``price``; neither is in the reference we
@@ -120,9 +127,9 @@ def offer_price(offer: dict[str, Any]) -> str | None:
     return None
 
 
-def preview(svc: Services, data: dict[str, Any]) -> Answer:
+def preview(svc: Services, data: PreviewRequest) -> Answer:
     """The set's text for an authorized customer."""
-    customer = bound_customer(svc, identity_of(svc, data), data.get("customerId"))
+    customer = bound_customer(svc, identity_of(svc, data), data.customer_id)
     bundle = _set(svc, data)
     components = "\n".join(texts.RECOMMENDED_COMPONENT.format(name=c) for c in bundle.components)
     text = texts.RECOMMENDED_PREVIEW.format(title=bundle.title, components=components)
@@ -146,15 +153,15 @@ def _preview_price(svc: Services, bundle: RecommendedSet) -> str | None:
         return None
 
 
-def _recipient(data: dict[str, Any]) -> dict[str, Any]:
-    return {"firstName": data.get("firstName"), "lastName": data.get("lastName"),
-            "phone": data.get("phone"), "email": clean_email(data.get("email"))}
+def _recipient(data: RecommendedCreateRequest) -> JsonObject:
+    return {"firstName": data.first_name, "lastName": data.last_name,
+            "phone": data.phone, "email": clean_email(data.email)}
 
 
-def create(svc: Services, data: dict[str, Any]) -> Answer:
+def create(svc: Services, data: RecommendedCreateRequest) -> Answer:
     """Order the set for the customer bound to this messenger account, once."""
     identity = identity_of(svc, data)
-    customer = bound_customer(svc, identity, data.get("customerId"))
+    customer = bound_customer(svc, identity, data.customer_id)
     bundle = _set(svc, data)
     customer_id = str(customer["id"])
     recipient = _recipient(data)
@@ -167,13 +174,13 @@ def create(svc: Services, data: dict[str, Any]) -> Answer:
     return answer
 
 
-def start(svc: Services, data: dict[str, Any]) -> Answer:
+def start(svc: Services, data: RecommendedStartRequest) -> Answer:
     """Send a code to a not-yet-authorized customer and remember what to order."""
     identity = identity_of(svc, data)
     bundle = _set(svc, data)
     resolve_bundle(svc, bundle)  # no code is sent for a set that cannot be ordered
-    session = issue_code(svc, identity, data["phone"], data.get("deliveryRoute"),
-                         client_ip=data.get("clientIp"), purpose="recommended",
+    session = issue_code(svc, identity, data.phone, data.delivery_route,
+                         client_ip=data.client_ip, purpose="recommended",
                          send_to_unknown=True,
                          payload={"offerCode": bundle.offer_code, **_recipient(data)})
     log_event("recommended_started", channel=identity.channel,
@@ -181,18 +188,18 @@ def start(svc: Services, data: dict[str, Any]) -> Answer:
     return sent_answer(svc, session)
 
 
-def check(svc: Services, data: dict[str, Any]) -> Answer:
+def check(svc: Services, data: CheckRequest) -> Answer:
     """Verify the code; create the customer if needed, bind the account, order the set.
 
     A replay of the same code by the same identity gets the same order back.
     """
     identity = identity_of(svc, data)
-    return check_code(svc, identity, data["sessionId"], data["code"], "recommended",
+    return check_code(svc, identity, data.session_id, data.code, "recommended",
                       lambda session: _complete(svc, identity, session),
                       done=lambda answer: answer["status"] == "created")
 
 
-def resend(svc: Services, data: dict[str, Any]) -> Answer:
+def resend(svc: Services, data: ResendRequest) -> Answer:
     """/orders/recommended/resend: an alias of /auth/resend (``codes.resend_code``)."""
     return resend_code(svc, data)
 
@@ -208,14 +215,14 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
                                                           bundle)
         svc.otp.remember_customer(session, customer_id)
     else:
-        verified_until = bind_identity(svc, identity, session.customer_id, session.route)
+        verified_until = bind_identity(svc, identity, session.customer_id, session.method)
     remember_new_binding(svc, identity, str(session.customer_id), session.phone)
     answer = _place_once(svc, request_token("session", session.session_id), bundle,
                          str(session.customer_id), recipient)
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
 
 
-def _created_by_earlier_attempt(holders: list[dict[str, Any]], phone: str) -> bool:
+def _created_by_earlier_attempt(holders: list[JsonObject], phone: str) -> bool:
     """One customer bound to the identity, with the session's phone: the one an earlier
     attempt of this check created."""
     return len(holders) == 1 and any(normalize_phone(str(p.get("number") or "")) == phone
@@ -235,7 +242,7 @@ def customer_external_id(session: OtpSession) -> str:
 
 
 def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                       recipient: dict[str, Any], bundle: RecommendedSet
+                       recipient: JsonObject, bundle: RecommendedSet
                        ) -> tuple[str, str]:
     """The customer this check creates, created once whatever is killed when; its id and
     ``verifiedUntil``.
@@ -247,7 +254,7 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
     """
     site = order_site(svc, bundle)
     external_id = customer_external_id(session)
-    verified_until = binding_fields(svc, identity, session.route)[1]
+    verified_until = binding_fields(svc, identity, session.method)[1]
     if session.creating_customer and (
             found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
         log_event("customer_found_by_external_id", customer_id=found["id"])
@@ -278,10 +285,10 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
 
 
 def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSession,
-                     recipient: dict[str, Any], bundle: RecommendedSet,
+                     recipient: JsonObject, bundle: RecommendedSet,
                      external_id: str) -> tuple[str, str]:
     """Create the customer already bound (one CRM call); return its id and verifiedUntil."""
-    fields, verified_until = binding_fields(svc, identity, session.route)
+    fields, verified_until = binding_fields(svc, identity, session.method)
     customer = {
         "externalId": external_id,
         "firstName": recipient.get("firstName") or "", "lastName": recipient.get("lastName") or "",
@@ -296,19 +303,19 @@ def _create_customer(svc: Services, identity: MessengerIdentity, session: OtpSes
 
 
 def _place_once(svc: Services, token: str, bundle: RecommendedSet, customer_id: str,
-                recipient: dict[str, Any], windowed: WindowedOrder | None = None) -> Answer:
+                recipient: JsonObject, windowed: WindowedOrder | None = None) -> Answer:
     return create_once(svc, "recommended", token,
                        lambda lease: _place(svc, lease, token, bundle, customer_id, recipient,
                                             windowed))
 
 
 def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, customer_id: str,
-           recipient: dict[str, Any], windowed: WindowedOrder | None) -> Answer:
+           recipient: JsonObject, windowed: WindowedOrder | None) -> Answer:
     """Create the set's order once. A check's order is named by its session (``token``);
     a create's by what it is and its window (``windowed``), looked up in RetailCRM before
     creating, as Redis may have lost the run-once marker."""
     site = order_site(svc, bundle)
-    base = {"customerId": customer_id, "offerCode": bundle.offer_code}
+    base: Answer = {"customerId": customer_id, "offerCode": bundle.offer_code}
     external_id = windowed.external_id if windowed else f"bot-rec-{token}"
     created = None
     if windowed is not None:
@@ -317,7 +324,7 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
         created = _existing(svc, external_id, site)
     if created is None:
         offer = resolve_bundle(svc, bundle)
-        order: dict[str, Any] = {
+        order: JsonObject = {
             # externalId makes the create itself idempotent: RetailCRM refuses a second one.
             "externalId": external_id,
             "status": bundle.status or svc.settings.recommended_order_status,
@@ -338,12 +345,13 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
             "text": texts.RECOMMENDED_CREATED.format(number=number)}
 
 
-def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
-                                ) -> dict[str, Any] | None:
+def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
+                                ) -> JsonObject | None:
     """Create, retrying one transient failure; a lost answer is found by externalId."""
     for attempt in (1, 2):
         try:
-            return svc.crm.create_order(order, site)
+            created = svc.crm.create_order(order, site)
+            return {"id": created.id, "number": created.number}
         except DeadlineExceeded:
             raise  # no time to find out: in_progress, the repeat looks it up
         except UpstreamRejected as e:
@@ -360,7 +368,7 @@ def _create_order_retrying_once(svc: Services, order: dict[str, Any], site: str
     return None
 
 
-def _existing(svc: Services, external_id: str, site: str) -> dict[str, Any] | None:
+def _existing(svc: Services, external_id: str, site: str) -> JsonObject | None:
     """The order with ``external_id`` in store ``site``, the one it was created in
     (RetailCRM looks an externalId up only within the store named)."""
     try:

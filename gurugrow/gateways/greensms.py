@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import requests
 
@@ -19,6 +18,7 @@ from gurugrow.basics.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.gateways.http import HttpClient
 from gurugrow.logs import log_event
 from gurugrow.routes import (
@@ -124,7 +124,7 @@ class GreenSmsGateway:
         if declared.sender_required and not sender:
             # GreenSMS refuses it (``from`` is required); the flows skip the route then.
             raise UpstreamRejected(GATEWAY, f"{route}: {declared.sender_setting} is not set")
-        payload: dict[str, Any] = {"to": phone}
+        payload: JsonObject = {"to": phone}
         if declared.txt == "code":
             payload["txt"] = code
         elif declared.txt == "text":
@@ -137,7 +137,7 @@ class GreenSmsGateway:
             payload["ttl"] = self._telegram_ttl
         return self._send(declared, payload)
 
-    def _send(self, declared: Route, payload: dict[str, Any]) -> SendAnswer:
+    def _send(self, declared: Route, payload: JsonObject) -> SendAnswer:
         """The one request path of every send: ``POST /<module>/<action>`` with a JSON body,
         as GreenSMS's newest SDK (PHP 4.0) sends it; no credential in a URL. A failure
         that may have reached GreenSMS raises ``SendOutcomeUnknown`` (``may_have_left``)."""
@@ -185,7 +185,7 @@ class GreenSmsGateway:
         return _answer_field("account/balance", status, body, "balance")
 
     def _authorized_get(self, path: str, params: list[tuple[str, str]] | None = None
-                        ) -> tuple[int, Any]:
+                        ) -> tuple[int, JsonValue]:
         """A GET with the token (or the cached user/pass token). A token GreenSMS no
         longer takes is dropped, so the next call asks for a new one."""
         if self._headers:
@@ -222,7 +222,7 @@ def _route(route: str) -> Route:
     return declared
 
 
-def _send_answer(declared: Route, status: int, body: Any) -> SendAnswer:
+def _send_answer(declared: Route, status: int, body: JsonValue) -> SendAnswer:
     """A send's answer as its route reads it: the request id, and a flash call's code or
     an incoming call's number to call."""
     request_id = _answer_field(declared.name, status, body, "request_id")
@@ -266,7 +266,7 @@ def may_have_left(error: UpstreamError) -> bool:
     return not isinstance(cause, requests.ConnectionError)
 
 
-def delivery_status_of(answer: dict[str, Any], statuses: str = "message") -> str:
+def delivery_status_of(answer: JsonObject, statuses: str = "message") -> str:
     """delivered | pending | failed | unknown for one GreenSMS status answer: its
     ``status_code`` when it is a known code, else its ``status`` word (of the route's
     vocabulary, ``statuses``)."""
@@ -285,7 +285,7 @@ def delivery_status_of(answer: dict[str, Any], statuses: str = "message") -> str
     return words.get(" ".join(word.split()).lower(), "unknown")
 
 
-def _answer_field(what: str, status: int, body: Any, key: str) -> str:
+def _answer_field(what: str, status: int, body: JsonValue, key: str) -> str:
     """``body[key]`` of a GreenSMS answer. An ``error`` in the body is a refusal whatever
     the HTTP status (``errors`` carries GreenSMS's ``{error, code}``); so is 401/403."""
     if isinstance(body, dict) and "error" in body:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlencode
 
 import requests
@@ -18,6 +17,7 @@ from gurugrow.basics.errors import (
     UpstreamConnectionDropped,
     UpstreamUnavailable,
 )
+from gurugrow.basics.json_types import JsonValue
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.governor import CrmQuota
 from gurugrow.logs import current_request_id
@@ -80,7 +80,7 @@ class HttpClient:
 
     def request(self, method: str, path: str, *, retry: bool = False,
                 retry_throttled: bool = False, route: str | None = None,
-                **kwargs: Any) -> tuple[int, Any]:
+                **kwargs: JsonValue) -> tuple[int, JsonValue]:
         """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
         after a 429/503 or a dropped connection they are sent again, up to ``max_retries``
         times, each time through the bucket (and the breaker) and within the first
@@ -120,7 +120,7 @@ class HttpClient:
                         * (0.5 + random.random()))
 
     def _governed_send(self, method: str, path: str, route: str, deadline: float | None,
-                       **kwargs: Any) -> requests.Response:
+                       **kwargs: JsonValue) -> requests.Response:
         breaker = self.breaker
         if breaker is not None and breaker.state == OPEN:  # before waiting for a slot
             raise UpstreamUnavailable(self.gateway, f"{method} {route}: circuit breaker open")
@@ -152,7 +152,7 @@ class HttpClient:
             breaker.succeeded()
         return response
 
-    def _send(self, method: str, path: str, route: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, route: str, **kwargs: JsonValue) -> requests.Response:
         # The caller's request id travels upstream, so one journey can be traced across logs.
         headers = {"X-Request-ID": current_request_id(), **kwargs.pop("headers", {})}
         # Encoded here: given a dict or a list, requests runs typing-Protocol isinstance
@@ -203,8 +203,8 @@ class HttpClient:
 
     def _transmit(self, method: str, url: str, headers: dict[str, str],
                   timeout: tuple[float, float] | None = None, *,
-                  params: str | None = None, data: Any = None,
-                  json: Any = None) -> requests.Response:
+                  params: str | None = None, data: JsonValue = None,
+                  json: JsonValue = None) -> requests.Response:
         """One exchange through the Session's connection pool, body read.
 
         The Session's per-call machinery (merging settings, cookies, hooks, redirects)
@@ -230,7 +230,7 @@ class HttpClient:
         response.content  # noqa: B018 -- read now: a body that stalls is this call's timeout
         return response
 
-    def _json(self, response: requests.Response) -> Any:
+    def _json(self, response: requests.Response) -> JsonValue:
         try:
             return response.json()
         except ValueError as e:

@@ -6,12 +6,14 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 import requests
 
 from gurugrow.basics.errors import NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.basics.phone import normalize_phone
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
@@ -27,7 +29,30 @@ _LISTINGS = {"customers": "/api/v5/customers", "orders": "/api/v5/orders"}
 _HISTORY = {"customers": "/api/v5/customers/history", "orders": "/api/v5/orders/history"}
 
 
-def _history_id(value: Any) -> bool:
+class Page(NamedTuple):
+    """One page of a listing or of the history: its records and the total page count
+    (None when the answer has no usable pagination)."""
+
+    records: list[JsonObject]
+    total_pages: int | None
+
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    """What ``orders/create`` answers: the new order's id and, when given, its number."""
+
+    id: str
+    number: str | None
+
+
+def order_customer_id(order: JsonObject) -> str | None:
+    """The internal id of an order's customer (``customer.id``), None when it has none."""
+    customer = order.get("customer")
+    value = customer.get("id") if isinstance(customer, dict) else None
+    return str(value) if value not in (None, "") else None
+
+
+def _history_id(value: JsonValue) -> bool:
     """True for a history record id: an integer, or ASCII digits (not a bool)."""
     if isinstance(value, bool):
         return False
@@ -54,13 +79,13 @@ def path_segment(value: str) -> str:
     return quote(text, safe="")
 
 
-def custom_fields(entity: dict[str, Any]) -> dict[str, Any]:
+def custom_fields(entity: JsonObject) -> JsonObject:
     """An entity's custom fields; RetailCRM sends ``[]`` instead of ``{}`` when empty."""
     fields = entity.get("customFields")
     return fields if isinstance(fields, dict) else {}
 
 
-def offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
+def offer_ref(offer: JsonObject) -> JsonObject | None:
     """How an order item names ``offer``: its first of ``id``, ``externalId``, ``xmlId``."""
     for key in ("id", "externalId", "xmlId"):
         if offer.get(key):
@@ -68,7 +93,7 @@ def offer_ref(offer: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _newness(order: dict[str, Any]) -> tuple[str, int]:
+def _newness(order: JsonObject) -> tuple[str, int]:
     """Sort key, newer is greater: ``createdAt`` (``Y-m-d H:i:s`` sorts as text), then id."""
     oid = str(order.get("id") or "")
     return str(order.get("createdAt") or ""), int(oid) if oid.isdigit() else 0
@@ -125,13 +150,13 @@ class RetailCrmGateway:
     # lists of pairs (``Params``), which the transport encodes: no value a request sent
     # can change the path or add a parameter. ``route`` is the template, for metrics.
     def _get(self, path: str, params: Params | None = None, route: str | None = None
-             ) -> dict[str, Any]:
+             ) -> JsonObject:
         status, body = self._http.request("GET", path, params=params or [], retry=True,
                                           headers=self._headers, route=route)
         return self._envelope(status, body, route or path)
 
     def _post(self, path: str, form: dict[str, str], route: str | None = None, *,
-              repeat_throttled: bool = False) -> dict[str, Any]:
+              repeat_throttled: bool = False) -> JsonObject:
         # Never repeated after a timeout, a dropped connection or a 5xx: it may have been
         # applied. ``repeat_throttled``: once after a 503/429 (the quota refused it, as
         # RetailCRM's Go client assumes), through the bucket. Creates stay single: their
@@ -141,7 +166,7 @@ class RetailCrmGateway:
         return self._envelope(status, body, route or path)
 
     @staticmethod
-    def _envelope(status: int, body: Any, path: str) -> dict[str, Any]:
+    def _envelope(status: int, body: JsonValue, path: str) -> JsonObject:
         if not isinstance(body, dict):
             raise UpstreamUnavailable(GATEWAY, f"{path}: HTTP {status}, unexpected body",
                                       status)
@@ -158,7 +183,7 @@ class RetailCrmGateway:
         return [("site", self.site)] if self.site else []
 
     # -- customers --------------------------------------------------------------------
-    def find_customers_by_phone(self, phone: str) -> list[dict[str, Any]]:
+    def find_customers_by_phone(self, phone: str) -> list[JsonObject]:
         """Customers with exactly this phone (digits, e.g. ``79991234567``).
 
         ``filter[name]`` also matches phones but loosely, so numbers are compared here.
@@ -168,7 +193,7 @@ class RetailCrmGateway:
                 if any(normalize_phone(str(p.get("number") or "")) == phone
                        for p in c.get("phones") or [])]
 
-    def find_customers_by_custom_field(self, code: str, value: str) -> list[dict[str, Any]]:
+    def find_customers_by_custom_field(self, code: str, value: str) -> list[JsonObject]:
         """Customers whose custom field ``code`` equals ``value`` exactly (as text)."""
         body = self._get("/api/v5/customers",
                          [(f"filter[customFields][{code}]", value), ("limit", "20")])
@@ -185,25 +210,25 @@ class RetailCrmGateway:
         self._post(f"/api/v5/customers/{path_segment(customer_id)}/edit", form,
                    route="/api/v5/customers/{id}/edit", repeat_throttled=True)
 
-    def create_customer(self, customer: dict[str, Any], site: str | None = None) -> str:
+    def create_customer(self, customer: JsonObject, site: str | None = None) -> str:
         """Create a customer; return its internal id."""
         form = {"customer": json.dumps(customer, ensure_ascii=False)}
         if site or self.site:
             form["site"] = site or self.site
         return str(self._post("/api/v5/customers/create", form)["id"])
 
-    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+    def get_customer(self, customer_id: str) -> JsonObject | None:
         """The customer by internal id, or None (also for a value that is not an id)."""
         return self._one_by_id("customer", "customers", customer_id)
 
     def get_customer_by_external_id(self, external_id: str, site: str | None = None
-                                    ) -> dict[str, Any] | None:
+                                    ) -> JsonObject | None:
         """The customer by externalId in store ``site`` (default RETAILCRM_SITE), or None.
         An externalId is unique within one store (REF, customers/create): pass the one the
         customer was created in."""
         return self._one_by_external_id("customer", "customers", external_id, site)
 
-    def _one_by_id(self, entity: str, path: str, ref: str) -> dict[str, Any] | None:
+    def _one_by_id(self, entity: str, path: str, ref: str) -> JsonObject | None:
         """``GET /api/v5/<path>/<ref>?by=id``'s ``entity``, or None (also for a value
         that is not an id)."""
         if internal_id(ref) is None:
@@ -215,7 +240,7 @@ class RetailCrmGateway:
             return None
 
     def _one_by_external_id(self, entity: str, path: str, external_id: str,
-                            site: str | None) -> dict[str, Any] | None:
+                            site: str | None) -> JsonObject | None:
         """``GET /api/v5/<path>/<externalId>?by=externalId&site=``'s ``entity`` in store
         ``site`` (default RETAILCRM_SITE), or None (also for one no path can carry)."""
         if external_id in ("", ".", ".."):
@@ -229,11 +254,11 @@ class RetailCrmGateway:
             return None
 
     # -- orders -----------------------------------------------------------------------
-    def list_customer_orders(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+    def list_customer_orders(self, customer_id: str, limit: int) -> list[JsonObject]:
         """The customer's newest ``limit`` orders (20, 50 or 100), newest first, whatever
         RetailCRM's page order (it is stated nowhere): page 1, and when it is not the
         newest page (several pages, oldest first), the fewest pages holding the newest."""
-        def page(size: int, number: int) -> dict[str, Any]:
+        def page(size: int, number: int) -> JsonObject:
             params = [("filter[customerId]", customer_id), ("limit", str(size))]
             return self._get("/api/v5/orders",
                              params + ([("page", str(number))] if number > 1 else []))
@@ -251,19 +276,19 @@ class RetailCrmGateway:
         unique = {str(o.get("id")): o for o in orders}
         return sorted(unique.values(), key=_newness, reverse=True)[:limit]
 
-    def get_order(self, order_id: str) -> dict[str, Any] | None:
+    def get_order(self, order_id: str) -> JsonObject | None:
         """The order by internal id, or None (also for a value that is not an id)."""
         return self._one_by_id("order", "orders", order_id)
 
     def get_order_by_external_id(self, external_id: str, site: str | None = None
-                                 ) -> dict[str, Any] | None:
+                                 ) -> JsonObject | None:
         """The order by externalId in store ``site`` (default RETAILCRM_SITE), or None
         (also for one no path can carry). RetailCRM looks an externalId up only within
         the store named: pass the one the order was created in."""
         return self._one_by_external_id("order", "orders", external_id, site)
 
     def find_orders_by_external_ids(self, external_ids: list[str], site: str | None = None
-                                    ) -> list[dict[str, Any]]:
+                                    ) -> list[JsonObject]:
         """Orders with one of these externalIds in store ``site`` (default RETAILCRM_SITE),
         in one request (``filter[externalIds][]``)."""
         store = site or self.site
@@ -274,7 +299,7 @@ class RetailCrmGateway:
                 and (not store or o.get("site") in (None, store))]
 
     def find_orders_by_number(self, number: str, customer_id: str | None = None,
-                              site: str | None = None) -> list[dict[str, Any]]:
+                              site: str | None = None) -> list[JsonObject]:
         """Orders with this exact number (optionally of one customer, of one store)."""
         params = [("filter[numbers][]", number), ("limit", "20")]
         if customer_id:
@@ -285,19 +310,21 @@ class RetailCrmGateway:
         return [o for o in body.get("orders") or [] if str(o.get("number")) == number
                 and (not site or o.get("site") in (None, site))]
 
-    def create_order(self, order: dict[str, Any], site: str | None = None) -> dict[str, Any]:
-        """Create an order (always pass ``customer.id``); return ``{"id", "number"?}``."""
+    def create_order(self, order: JsonObject, site: str | None = None) -> CreatedOrder:
+        """Create an order (always pass ``customer.id``); its id and number."""
         form = {"order": json.dumps(order, ensure_ascii=False)}
         if site or self.site:
             form["site"] = site or self.site
         body = self._post("/api/v5/orders/create", form)
         order_answer = body.get("order")
         created = order_answer if isinstance(order_answer, dict) else {}
-        return {"id": body.get("id", created.get("id")), "number": created.get("number")}
+        # The id at the top (REF: ``id``) or in ``order``; the number only in ``order``.
+        number = created.get("number")
+        return CreatedOrder(id=str(body.get("id", created.get("id"))),
+                            number=str(number) if number is not None else None)
 
     # -- the mirror: listings, re-reads by id, history ----------------------------------
-    def list_page(self, entity: str, page: int, customer_id: str | None = None
-                  ) -> tuple[list[dict[str, Any]], int | None]:
+    def list_page(self, entity: str, page: int, customer_id: str | None = None) -> Page:
         """One page of 100 ``customers`` or ``orders`` (the mirror's load; orders of one
         customer with ``customer_id``) and the total page count (None when the answer has
         no usable pagination)."""
@@ -307,9 +334,9 @@ class RetailCrmGateway:
         body = self._get(_LISTINGS[entity], params)
         total = (body.get("pagination") or {}).get("totalPageCount")
         items = [e for e in body.get(entity) or [] if isinstance(e, dict) and "id" in e]
-        return items, total if isinstance(total, int) else None
+        return Page(items, total if isinstance(total, int) else None)
 
-    def by_ids(self, entity: str, ids: list[str]) -> list[dict[str, Any]]:
+    def by_ids(self, entity: str, ids: list[str]) -> list[JsonObject]:
         """The ``customers`` or ``orders`` with these internal ids (at most 100); an id
         RetailCRM no longer has is simply absent."""
         wanted = [i for i in ids if internal_id(i) is not None][:100]
@@ -321,7 +348,7 @@ class RetailCrmGateway:
                 and str(e.get("id")) in wanted]
 
     def history(self, entity: str, since_id: int | None = None, page: int | None = None,
-                start_date: str | None = None) -> tuple[list[dict[str, Any]], int | None]:
+                start_date: str | None = None) -> Page:
         """One page of 100 records of ``/api/v5/{customers,orders}/history`` after
         ``since_id`` (or, only to find the newest record before a load, by ``page``: the
         two together are refused). A record's ``id`` is taken as an integer or digits (its
@@ -343,7 +370,7 @@ class RetailCrmGateway:
         if page is None and isinstance(total, int) and isinstance(count, int) \
                 and count > len(raw):
             total = max(total, 2)  # the pagination counts more than this page holds
-        return records, total if isinstance(total, int) else None
+        return Page(records, total if isinstance(total, int) else None)
 
     # -- reference and catalog --------------------------------------------------------
     def account_timezone(self) -> str:
@@ -355,49 +382,49 @@ class RetailCrmGateway:
         value = zone.get("value") if isinstance(zone, dict) else None
         return value if isinstance(value, str) else ""
 
-    def get_statuses(self) -> dict[str, Any]:
+    def get_statuses(self) -> JsonObject:
         """Order statuses keyed by code (``{code: {name, group, ...}}``)."""
         statuses = self._get("/api/v5/reference/statuses").get("statuses")
         return statuses if isinstance(statuses, dict) else {}
 
-    def get_sites(self) -> dict[str, Any]:
+    def get_sites(self) -> JsonObject:
         """The account's stores (sites) keyed by code."""
         sites = self._get("/api/v5/reference/sites").get("sites")
         return sites if isinstance(sites, dict) else {}
 
-    def get_status_groups(self) -> dict[str, Any]:
+    def get_status_groups(self) -> JsonObject:
         """Status groups keyed by code."""
         groups = self._get("/api/v5/reference/status-groups").get("statusGroups")
         return groups if isinstance(groups, dict) else {}
 
     def find_offers(self, ids: list[str], external_ids: list[str], xml_ids: list[str]
-                    ) -> list[dict[str, Any]]:
+                    ) -> list[JsonObject]:
         """Catalog offers with any of the given ids; one request per kind of id given
         (filters of different kinds would be combined with AND)."""
-        found: list[dict[str, Any]] = []
+        found: list[JsonObject] = []
         for kind, values in (("ids", ids), ("externalIds", external_ids), ("xmlIds", xml_ids)):
             if values:
                 params = [(f"filter[{kind}][]", v) for v in values] + [("limit", "100")]
                 found += self._get("/api/v5/store/offers", params).get("offers") or []
         return found
 
-    def find_products_by_name(self, name: str) -> list[dict[str, Any]]:
+    def find_products_by_name(self, name: str) -> list[JsonObject]:
         """Products whose name/article/offer article loosely match ``name``."""
         body = self._get("/api/v5/store/products", [("filter[name]", name), ("limit", "100")])
         return body.get("products") or []
 
-    def get_credentials(self) -> dict[str, Any]:
+    def get_credentials(self) -> JsonObject:
         """The key's scopes and site access (``/api/credentials``)."""
         return self._get("/api/credentials")
 
     # -- custom fields (setup: ``flask gurugrow doctor`` / ``create-fields``) ----------
-    def list_custom_fields(self, entity: str) -> list[dict[str, Any]]:
+    def list_custom_fields(self, entity: str) -> list[JsonObject]:
         """Every custom field of ``entity`` (``customer``, ``order``…), all pages.
 
         ``{code, name, type, entity, …}`` each; fields of another entity are dropped in
         case the filter is not honoured.
         """
-        found: list[dict[str, Any]] = []
+        found: list[JsonObject] = []
         for page in range(1, MAX_LIST_PAGES + 1):
             body = self._get("/api/v5/custom-fields", [("filter[entity]", entity),
                                                        ("limit", "100"), ("page", str(page))])

@@ -110,7 +110,9 @@ class OtpSession:
     account_id: str
     customer_id: str | None
     purpose: str = "auth"
-    route: str | None = None
+    # The verification method of the latest send (``telegram_otp``: routes.Route.method),
+    # stored under the hash field ``route`` (the name live sessions already carry).
+    method: str | None = None
     sends: int = 1
     attempts: int = 0
     expires_at: float = 0.0
@@ -166,7 +168,7 @@ class OtpStore:
 
     # -- sessions --------------------------------------------------------------------
     def create_session(self, *, phone: str, channel: str, account_id: str,
-                       customer_id: str | None, code: str | None, route: str | None,
+                       customer_id: str | None, code: str | None, method: str | None,
                        purpose: str = "auth", payload: dict[str, Any] | None = None,
                        batch: WriteBatch | None = None) -> OtpSession:
         """Store a new session for a code that was just sent (``code`` None: nothing was
@@ -176,13 +178,13 @@ class OtpStore:
         tag = redis_keys.identity_tag(channel, account_id)
         session = OtpSession(
             session_id=f"{tag}.{secrets.token_urlsafe(18)}", phone=phone, channel=channel,
-            account_id=account_id, customer_id=customer_id, purpose=purpose, route=route,
+            account_id=account_id, customer_id=customer_id, purpose=purpose, method=method,
             expires_at=self.clock() + self._policy.ttl_seconds, payload=payload or {},
             sent=code is not None,
         )
         record = {
             "phone": phone, "channel": channel, "account_id": account_id,
-            "customer_id": customer_id or "", "purpose": purpose, "route": route or "",
+            "customer_id": customer_id or "", "purpose": purpose, "route": method or "",
             "sends": 1, "attempts": 0, "state": "pending", "sent": int(session.sent),
             "expires_at": f"{session.expires_at:.3f}",
             "payload": json.dumps(session.payload, ensure_ascii=False),
@@ -263,7 +265,7 @@ class OtpStore:
                       seconds=lock_seconds)
         return outcome, session
 
-    def replace_code(self, session: OtpSession, code: str | None, route: str | None) -> bool:
+    def replace_code(self, session: OtpSession, code: str | None, method: str | None) -> bool:
         """Store a resent code: new hash and lifetime, attempts reset, one more send.
 
         False when the session no longer waits for a code (checked, claimed or burned
@@ -275,13 +277,13 @@ class OtpStore:
         with redis_guard():
             sends = int(self._replace(
                 keys=[self._session_key(session.session_id)],
-                args=[route or "", f"{expires_at:.3f}", fields["salt"], fields["hash"],
+                args=[method or "", f"{expires_at:.3f}", fields["salt"], fields["hash"],
                       self._policy.ttl_seconds + _TOMBSTONE_SECONDS,
                       self._policy.max_attempts]))
         if sends < 0:
             return False
-        session.expires_at, session.route, session.sends, session.attempts = (
-            expires_at, route, sends, 0)
+        session.expires_at, session.method, session.sends, session.attempts = (
+            expires_at, method, sends, 0)
         return True
 
     def remember_customer(self, session: OtpSession, customer_id: str) -> None:
@@ -378,7 +380,7 @@ def _session_from(session_id: str, data: dict[str, str]) -> OtpSession:
     return OtpSession(
         session_id=session_id, phone=data["phone"], channel=data["channel"],
         account_id=data["account_id"], customer_id=data["customer_id"] or None,
-        purpose=data["purpose"], route=data["route"] or None,
+        purpose=data["purpose"], method=data["route"] or None,
         sends=int(data["sends"]), attempts=int(data["attempts"]),
         expires_at=float(data["expires_at"]), payload=json.loads(data["payload"]),
         sent=data["sent"] == "1", state=data["state"],

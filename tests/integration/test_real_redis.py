@@ -50,7 +50,7 @@ def test_journey_on_real_redis(app, real_redis, prefix, upstreams):
 def test_concurrent_checks_of_one_code_succeed_once(real_redis, prefix):
     store = OtpStore(real_redis, prefix, _policy(), clock=Clock())
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
-                                   customer_id="5", code="424242", route="telegram_otp")
+                                   customer_id="5", code="424242", method="telegram_otp")
 
     def check_and_finish() -> str:
         outcome, checked = store.check(session.session_id, "telegram", "1", "auth", "424242")
@@ -81,7 +81,7 @@ def test_wrong_guesses_are_all_counted_under_concurrency(real_redis, prefix):
     store = OtpStore(real_redis, prefix,
                      _policy(OTP_MAX_ATTEMPTS="5", OTP_IDENTITY_MAX_FAILURES="0"), clock=Clock())
     session = store.create_session(phone="79991234567", channel="telegram", account_id="1",
-                                   customer_id="5", code="424242", route="telegram_otp")
+                                   customer_id="5", code="424242", method="telegram_otp")
     def check(code: str) -> str:
         return store.check(session.session_id, "telegram", "1", "auth", code)[0]
 
