@@ -40,7 +40,7 @@ from gurugrow.flows.requests import (
     ResendRequest,
 )
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref
+from gurugrow.gateways.retailcrm import Customer, offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.once import Lease
@@ -222,11 +222,11 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
 
 
-def _created_by_earlier_attempt(holders: list[JsonObject], phone: str) -> bool:
+def _created_by_earlier_attempt(holders: list[Customer], phone: str) -> bool:
     """One customer bound to the identity, with the session's phone: the one an earlier
     attempt of this check created."""
-    return len(holders) == 1 and any(normalize_phone(str(p.get("number") or "")) == phone
-                                     for p in holders[0].get("phones") or [])
+    return len(holders) == 1 and any(normalize_phone(number) == phone
+                                     for number in holders[0].phones)
 
 
 def order_site(svc: Services, bundle: RecommendedSet) -> str:
@@ -257,15 +257,15 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
     verified_until = binding_fields(svc, identity, session.method)[1]
     if session.creating_customer and (
             found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
-        log_event("customer_found_by_external_id", customer_id=found["id"])
-        return str(found["id"]), verified_until
+        log_event("customer_found_by_external_id", customer_id=found.id)
+        return found.id, verified_until
 
     def create() -> tuple[str, str]:
         holders = find_bound_customers(svc, identity)
         if _created_by_earlier_attempt(holders, session.phone):
             # An earlier check of this code died between creating the (already bound)
             # customer and remembering it: that customer is the one, not a conflict.
-            return str(holders[0]["id"]), verified_until
+            return holders[0].id, verified_until
         if holders:
             raise FlowRefusal("conflict", status="conflict")
         svc.otp.note_creating_customer(session, external_id)
@@ -279,7 +279,7 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
                 found = None  # unknown whether it landed: the next attempt looks again
             if found is None:
                 raise
-            return str(found["id"]), verified_until
+            return found.id, verified_until
 
     return one_binding_at_a_time(svc, identity, create)
 

@@ -45,6 +45,40 @@ class CreatedOrder:
     number: str | None
 
 
+@dataclass(frozen=True)
+class Customer:
+    """A RetailCRM customer as the flows read it: internal id, phone numbers as given,
+    custom fields, store and externalId. Parsed in one place, ``Customer.parse``."""
+
+    id: str
+    phones: tuple[str, ...]
+    custom_fields: JsonObject
+    site: str | None = None
+    external_id: str | None = None
+
+    @classmethod
+    def parse(cls, raw: JsonValue) -> Customer | None:
+        """``raw`` read defensively (``[]`` custom fields are ``{}``, a phone that is not
+        an object has no number); None for a value that is not an object with an ``id``."""
+        if not isinstance(raw, dict) or "id" not in raw:
+            return None
+        phones = raw.get("phones")
+        site, external_id = raw.get("site"), raw.get("externalId")
+        return cls(id=str(raw["id"]),
+                   phones=tuple(str(p.get("number") or "") for p in
+                                (phones if isinstance(phones, list) else [])
+                                if isinstance(p, dict)),
+                   custom_fields=custom_fields(raw),
+                   site=str(site) if site not in (None, "") else None,
+                   external_id=str(external_id) if external_id not in (None, "") else None)
+
+
+def customers_of(records: JsonValue) -> list[Customer]:
+    """The customers of a listing's ``customers`` (records that are none are dropped)."""
+    found = [Customer.parse(r) for r in (records if isinstance(records, list) else [])]
+    return [c for c in found if c is not None]
+
+
 def order_customer_id(order: JsonObject) -> str | None:
     """The internal id of an order's customer (``customer.id``), None when it has none."""
     customer = order.get("customer")
@@ -183,22 +217,21 @@ class RetailCrmGateway:
         return [("site", self.site)] if self.site else []
 
     # -- customers --------------------------------------------------------------------
-    def find_customers_by_phone(self, phone: str) -> list[JsonObject]:
+    def find_customers_by_phone(self, phone: str) -> list[Customer]:
         """Customers with exactly this phone (digits, e.g. ``79991234567``).
 
         ``filter[name]`` also matches phones but loosely, so numbers are compared here.
         """
         body = self._get("/api/v5/customers", [("filter[name]", phone), ("limit", "100")])
-        return [c for c in body.get("customers") or []
-                if any(normalize_phone(str(p.get("number") or "")) == phone
-                       for p in c.get("phones") or [])]
+        return [c for c in customers_of(body.get("customers"))
+                if any(normalize_phone(number) == phone for number in c.phones)]
 
-    def find_customers_by_custom_field(self, code: str, value: str) -> list[JsonObject]:
+    def find_customers_by_custom_field(self, code: str, value: str) -> list[Customer]:
         """Customers whose custom field ``code`` equals ``value`` exactly (as text)."""
         body = self._get("/api/v5/customers",
                          [(f"filter[customFields][{code}]", value), ("limit", "20")])
-        return [c for c in body.get("customers") or []
-                if str(custom_fields(c).get(code, "")) == value]
+        return [c for c in customers_of(body.get("customers"))
+                if str(c.custom_fields.get(code, "")) == value]
 
     def edit_customer_custom_fields(self, customer_id: str, fields: dict[str, str]) -> None:
         """Set (``""`` clears) only the given custom fields of one customer."""
@@ -217,16 +250,17 @@ class RetailCrmGateway:
             form["site"] = site or self.site
         return str(self._post("/api/v5/customers/create", form)["id"])
 
-    def get_customer(self, customer_id: str) -> JsonObject | None:
+    def get_customer(self, customer_id: str) -> Customer | None:
         """The customer by internal id, or None (also for a value that is not an id)."""
-        return self._one_by_id("customer", "customers", customer_id)
+        return Customer.parse(self._one_by_id("customer", "customers", customer_id))
 
     def get_customer_by_external_id(self, external_id: str, site: str | None = None
-                                    ) -> JsonObject | None:
+                                    ) -> Customer | None:
         """The customer by externalId in store ``site`` (default RETAILCRM_SITE), or None.
         An externalId is unique within one store (REF, customers/create): pass the one the
         customer was created in."""
-        return self._one_by_external_id("customer", "customers", external_id, site)
+        return Customer.parse(
+            self._one_by_external_id("customer", "customers", external_id, site))
 
     def _one_by_id(self, entity: str, path: str, ref: str) -> JsonObject | None:
         """``GET /api/v5/<path>/<ref>?by=id``'s ``entity``, or None (also for a value
