@@ -525,3 +525,16 @@ def test_history_ids_are_taken_as_integers_or_digits_and_nothing_else(rsps, crm)
              json={"success": True, "history": records, "pagination": {"totalPageCount": 1}})
     found, pages = crm.history("orders", since_id=6)
     assert ([r["id"] for r in found], pages) == ([7, 8], 1)
+
+
+def test_orders_looked_up_are_parsed_defensively(rsps, crm):
+    good = {"id": 7, "number": "A-1", "site": "shop", "customer": {"id": 42},
+            "items": [{"quantity": 2}, "not an item"], "externalId": "e-7"}
+    rsps.get(f"{CRM}/api/v5/orders", json={"success": True, "orders": [
+        good, {"number": "A-1"}, "not an order",
+        {"id": 8, "number": "A-1", "customer": [], "items": {}}]})
+    found = crm.find_orders_by_number("A-1")
+    assert [(o.id, o.number, o.site, o.customer_id, o.external_id, o.items) for o in found] \
+        == [("7", "A-1", "shop", "42", "e-7", ({"quantity": 2},)),
+            ("8", "A-1", None, None, None, ())]
+    assert found[0].raw == good

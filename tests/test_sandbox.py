@@ -253,7 +253,8 @@ def test_gateways_against_the_live_standins(live_standins):
     assert [o["id"] for o in crm.find_offers(["501", "504"], [], [])] == [501, 504]
     created = crm.create_order({"customer": {"id": 1001}, "externalId": "e-1",
                                 "items": [{"offer": {"id": 501}, "quantity": 1}]})
-    assert str(crm.get_order_by_external_id("e-1")["id"]) == created.id
+    found = crm.get_order_by_external_id("e-1")
+    assert found is not None and found.id == created.id and found.external_id == "e-1"
     sms = GreenSmsGateway(f"{base}/greensms", token=SANDBOX_GREENSMS_TOKEN, vk_from="shop")
     assert sms.send_code("telegram", "79990000001", "123456", "Код 123456")
     with pytest.raises(UpstreamRejected):

@@ -40,7 +40,7 @@ from gurugrow.flows.requests import (
     ResendRequest,
 )
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import Customer, offer_ref
+from gurugrow.gateways.retailcrm import CreatedOrder, Customer, offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.once import Lease
@@ -337,21 +337,20 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
     if created is None:
         return {**base, "status": "error", "errorCode": "order_failed",
                 "text": texts.MANAGER_HANDOFF}
-    number = created.get("number") or str(created["id"])
+    number = created.number or created.id
     crm_cache.forget_orders(svc, customer_id)
     mirror_order_created(svc, customer_id)
-    log_event("recommended_created", order_id=created["id"], offer_code=bundle.offer_code)
-    return {**base, "status": "created", "orderId": str(created["id"]), "orderNumber": number,
+    log_event("recommended_created", order_id=created.id, offer_code=bundle.offer_code)
+    return {**base, "status": "created", "orderId": created.id, "orderNumber": number,
             "text": texts.RECOMMENDED_CREATED.format(number=number)}
 
 
 def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
-                                ) -> JsonObject | None:
+                                ) -> CreatedOrder | None:
     """Create, retrying one transient failure; a lost answer is found by externalId."""
     for attempt in (1, 2):
         try:
-            created = svc.crm.create_order(order, site)
-            return {"id": created.id, "number": created.number}
+            return svc.crm.create_order(order, site)
         except DeadlineExceeded:
             raise  # no time to find out: in_progress, the repeat looks it up
         except UpstreamRejected as e:
@@ -368,10 +367,11 @@ def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
     return None
 
 
-def _existing(svc: Services, external_id: str, site: str) -> JsonObject | None:
+def _existing(svc: Services, external_id: str, site: str) -> CreatedOrder | None:
     """The order with ``external_id`` in store ``site``, the one it was created in
     (RetailCRM looks an externalId up only within the store named)."""
     try:
-        return svc.crm.get_order_by_external_id(external_id, site)
+        found = svc.crm.get_order_by_external_id(external_id, site)
     except UpstreamError:
         return None  # unknown whether it landed: the caller's own failure answer stands
+    return CreatedOrder(id=found.id, number=found.number) if found is not None else None
