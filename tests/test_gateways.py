@@ -20,7 +20,7 @@ from gurugrow.basics.errors import (
 )
 from gurugrow.gateways.deduper import DeduperGateway
 from gurugrow.gateways.greensms import GreenSmsGateway, SendAnswer
-from gurugrow.gateways.retailcrm import RetailCrmGateway
+from gurugrow.gateways.retailcrm import Customer, RetailCrmGateway
 from gurugrow.governor import CrmQuota
 
 CRM = "https://crm.example"
@@ -219,8 +219,17 @@ def test_phone_search_compares_numbers_exactly(rsps, crm):
         {"id": 2, "phones": [{"number": "+7 999 123-45-678"}]},
         {"id": 3, "phones": [{"number": "9991234567"}], "customFields": []},
         {"id": 4}]})
-    assert [c["id"] for c in crm.find_customers_by_phone("79991234567")] == [1, 3]
+    assert [c.id for c in crm.find_customers_by_phone("79991234567")] == ["1", "3"]
     assert "filter%5Bname%5D=79991234567" in rsps.calls[0].request.url
+
+
+def test_customers_are_parsed_defensively(rsps, crm):
+    rsps.get(f"{CRM}/api/v5/customers", json={"success": True, "customers": [
+        {"id": 5, "phones": ["79991234567", {"number": 79991234567}], "customFields": [],
+         "site": "shop", "externalId": "e-5"},
+        {"phones": [{"number": "79991234567"}]}, "not a customer"]})
+    assert crm.find_customers_by_phone("79991234567") == [Customer(
+        id="5", phones=("79991234567",), custom_fields={}, site="shop", external_id="e-5")]
 
 
 # -- GreenSMS -------------------------------------------------------------------------
@@ -516,3 +525,16 @@ def test_history_ids_are_taken_as_integers_or_digits_and_nothing_else(rsps, crm)
              json={"success": True, "history": records, "pagination": {"totalPageCount": 1}})
     found, pages = crm.history("orders", since_id=6)
     assert ([r["id"] for r in found], pages) == ([7, 8], 1)
+
+
+def test_orders_looked_up_are_parsed_defensively(rsps, crm):
+    good = {"id": 7, "number": "A-1", "site": "shop", "customer": {"id": 42},
+            "items": [{"quantity": 2}, "not an item"], "externalId": "e-7"}
+    rsps.get(f"{CRM}/api/v5/orders", json={"success": True, "orders": [
+        good, {"number": "A-1"}, "not an order",
+        {"id": 8, "number": "A-1", "customer": [], "items": {}}]})
+    found = crm.find_orders_by_number("A-1")
+    assert [(o.id, o.number, o.site, o.customer_id, o.external_id, o.items) for o in found] \
+        == [("7", "A-1", "shop", "42", "e-7", ({"quantity": 2},)),
+            ("8", "A-1", None, None, None, ())]
+    assert found[0].raw == good

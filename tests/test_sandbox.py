@@ -243,9 +243,9 @@ def test_gateways_against_the_live_standins(live_standins):
     state.rate_limit = 0  # the rate limit has its own test below
     crm = RetailCrmGateway(f"{base}/retailcrm", SANDBOX_RETAILCRM_KEY, "1minoxidil-ru",
                            sleep=lambda _: None)
-    assert [c["id"] for c in crm.find_customers_by_phone("79990000002")] == [1002, 1003]
-    assert [c["id"] for c in crm.find_customers_by_custom_field(
-        "bot_telegram_account_id", "100500")] == [1006]
+    assert [c.id for c in crm.find_customers_by_phone("79990000002")] == ["1002", "1003"]
+    assert [c.id for c in crm.find_customers_by_custom_field(
+        "bot_telegram_account_id", "100500")] == ["1006"]
     crm.edit_customer_custom_fields("1001", {"bot_max_account_id": "m-1"})
     assert state.customers["1001"]["customFields"] == {"bot_max_account_id": "m-1"}
     assert len(crm.list_customer_orders("1006", 20)) == 8
@@ -253,7 +253,8 @@ def test_gateways_against_the_live_standins(live_standins):
     assert [o["id"] for o in crm.find_offers(["501", "504"], [], [])] == [501, 504]
     created = crm.create_order({"customer": {"id": 1001}, "externalId": "e-1",
                                 "items": [{"offer": {"id": 501}, "quantity": 1}]})
-    assert str(crm.get_order_by_external_id("e-1")["id"]) == created.id
+    found = crm.get_order_by_external_id("e-1")
+    assert found is not None and found.id == created.id and found.external_id == "e-1"
     sms = GreenSmsGateway(f"{base}/greensms", token=SANDBOX_GREENSMS_TOKEN, vk_from="shop")
     assert sms.send_code("telegram", "79990000001", "123456", "Код 123456")
     with pytest.raises(UpstreamRejected):

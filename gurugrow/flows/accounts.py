@@ -16,7 +16,6 @@ from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import customer_masked_phone, find_bound_customers
 from gurugrow.flows.mirror import mirror_unlinked, mirrored_binding
 from gurugrow.flows.order_once import forget_once
-from gurugrow.gateways.retailcrm import custom_fields
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 
@@ -30,9 +29,9 @@ def show_account(svc: Services, identity: MessengerIdentity) -> list[str]:
     if not holders:
         lines.append("binding: none in RetailCRM (the account is not authorized)")
     for customer in holders:
-        fields = custom_fields(customer)
+        fields = customer.custom_fields
         lines.append(
-            f"binding: customer {customer.get('id')}, phone "
+            f"binding: customer {customer.id}, phone "
             f"{customer_masked_phone(customer) or '(none)'}; last verification "
             f"{fields.get(s.retailcrm_cf_last_verified_at) or '(none)'} in "
             f"{fields.get(s.retailcrm_cf_last_verified_channel) or '(none)'} by "
@@ -70,7 +69,7 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
     lines = []
     holders = find_bound_customers(svc, identity)
     for customer in holders:
-        customer_id = str(customer["id"])
+        customer_id = customer.id
         svc.crm.edit_customer_custom_fields(customer_id, {identity.field_code: ""})
         mirror_unlinked(svc, identity, customer_id)
         lines.append(f"cleared {identity.field_code} of customer {customer_id} in RetailCRM "

@@ -24,7 +24,7 @@ from gurugrow.flows.mirror import (
     queue_mark,
 )
 from gurugrow.flows.order_once import forget_once, request_token
-from gurugrow.gateways.retailcrm import custom_fields
+from gurugrow.gateways.retailcrm import Customer
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch
@@ -32,7 +32,7 @@ from gurugrow.stores.client import WriteBatch
 T = TypeVar("T")
 
 
-def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[JsonObject]:
+def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[Customer]:
     """CRM customers whose channel field holds this messenger id."""
     return svc.crm.find_customers_by_custom_field(identity.field_code, identity.account_id)
 
@@ -72,8 +72,8 @@ def _lookup_binding(svc: Services, identity: MessengerIdentity
         crm_cache.remember_binding(svc, identity, None)
         return crm_cache.NO_BINDING
     code = svc.settings.retailcrm_cf_chatbot_interacted
-    interacted = str(custom_fields(customers[0]).get(code, "")).lower() in ("true", "1")
-    entry = crm_cache.binding_entry(customers[0]["id"], customer_masked_phone(customers[0]),
+    interacted = str(customers[0].custom_fields.get(code, "")).lower() in ("true", "1")
+    entry = crm_cache.binding_entry(customers[0].id, customer_masked_phone(customers[0]),
                                     interacted, code)
     crm_cache.remember_binding(svc, identity, entry)
     return entry
@@ -85,12 +85,13 @@ def _conflict(identity: MessengerIdentity, customers: int) -> NoReturn:
     raise FlowRefusal("conflict", status="conflict")
 
 
-def customer_masked_phone(customer: JsonObject) -> str | None:
+def customer_masked_phone(customer: Customer | JsonObject) -> str | None:
     """The masked first valid phone of a CRM customer (or of a binding entry)."""
-    if "maskedPhone" in customer:  # a binding entry
-        return customer["maskedPhone"]
-    for entry in customer.get("phones") or []:
-        phone = normalize_phone(str(entry.get("number", "")))
+    if not isinstance(customer, Customer):  # a binding entry
+        masked = customer.get("maskedPhone")
+        return masked if isinstance(masked, str) else None
+    for number in customer.phones:
+        phone = normalize_phone(number)
         if phone:
             return mask_phone(phone)
     return None
@@ -130,10 +131,11 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     """
     def bind() -> str:
         holders = find_bound_customers(svc, identity)
-        if any(str(c["id"]) != customer_id for c in holders):
+        if any(c.id != customer_id for c in holders):
             _conflict(identity, len(holders))
         current = svc.crm.get_customer(customer_id)
-        previous = str(custom_fields(current or {}).get(identity.field_code) or "")
+        previous = str((current.custom_fields if current else {}).get(identity.field_code)
+                       or "")
         fields, verified_until = binding_fields(svc, identity, method)
         svc.crm.edit_customer_custom_fields(customer_id, fields)
         if previous and previous != identity.account_id:

@@ -59,7 +59,7 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     if not customers:
         return None
     if len(customers) == 1:
-        return str(customers[0]["id"])
+        return customers[0].id
     if not svc.deduper.configured:
         log_event("duplicates_unresolved", phone=mask_phone(phone), candidates=len(customers),
                   reason="no deduper (DEDUPE_BASE_URL empty)")

@@ -45,7 +45,7 @@ from gurugrow.basics.json_types import JsonObject
 from gurugrow.config import CHANNELS
 from gurugrow.flows.binding import customer_masked_phone
 from gurugrow.flows.mirror_orders import slim_order
-from gurugrow.gateways.retailcrm import custom_fields, order_customer_id
+from gurugrow.gateways.retailcrm import Customer, customers_of, order_customer_id
 from gurugrow.governor import JOURNEY, READ, crm_priority
 from gurugrow.logs import log_event
 from gurugrow.services import Services
@@ -108,10 +108,10 @@ class Sync:
         if not self.store.write_state(self.token, fields, add=add):
             raise LeaseLost()
 
-    def identities(self, customer: JsonObject) -> list[Identity]:
+    def identities(self, customer: Customer) -> list[Identity]:
         """The messenger accounts a CRM customer holds (a value that is no text or whole
         number cannot be an account id, as the live lookup compares text)."""
-        fields = custom_fields(customer)
+        fields = customer.custom_fields
         found = []
         for channel in CHANNELS:
             value = fields.get(self.svc.settings.channel_field(channel))
@@ -120,13 +120,13 @@ class Sync:
             found.append((channel, str(value)))
         return found
 
-    def _interacted(self, customer: JsonObject) -> bool:
+    def _interacted(self, customer: Customer) -> bool:
         code = self.svc.settings.retailcrm_cf_chatbot_interacted
-        return str(custom_fields(customer).get(code, "")).lower() in ("true", "1")
+        return str(customer.custom_fields.get(code, "")).lower() in ("true", "1")
 
-    def mirror_customer(self, customer: JsonObject, *, confirmed: bool = False) -> bool:
+    def mirror_customer(self, customer: Customer, *, confirmed: bool = False) -> bool:
         """Mirror one CRM customer as it is now; True when its orders must be loaded."""
-        return self.store.put_customer(str(customer["id"]), self.identities(customer),
+        return self.store.put_customer(customer.id, self.identities(customer),
                                        customer_masked_phone(customer),
                                        self._interacted(customer), confirmed=confirmed)
 
@@ -202,10 +202,11 @@ class Sync:
         self.history_from = start
         since = {entity: self.newest_record_id(entity, start) for entity in (CUSTOMERS, ORDERS)}
         bound: set[str] = set()
-        for customer in self._pages(CUSTOMERS):
-            if self.identities(customer):
+        for record in self._pages(CUSTOMERS):
+            customer = Customer.parse(record)
+            if customer is not None and self.identities(customer):
                 self.mirror_customer(customer, confirmed=True)
-                bound.add(str(customer["id"]))
+                bound.add(customer.id)
         # Whatever the index still holds that this load did not find bound goes.
         while stale := [c for c in self.store.confirmed_before(now) if c not in bound]:
             for cid in stale:
@@ -248,8 +249,8 @@ class Sync:
         (a merge's survivor, a customer found incomplete) get their orders re-read too."""
         for start in range(0, len(ids), PAGE):
             batch = ids[start:start + PAGE]
-            found = {str(c["id"]): c
-                     for c in self._crm("reread", self.svc.crm.by_ids, CUSTOMERS, batch)}
+            found = {c.id: c for c in customers_of(
+                self._crm("reread", self.svc.crm.by_ids, CUSTOMERS, batch))}
             for cid in batch:
                 customer = found.get(cid)
                 if customer is None:
@@ -336,7 +337,7 @@ class Sync:
             self.store.known_unbound(channel, account)
         for customer in holders:
             if self.mirror_customer(customer, confirmed=True):
-                self.load_orders_of(str(customer["id"]))
+                self.load_orders_of(customer.id)
 
     def check_evictions(self, state: dict[str, str]) -> int:
         """Redis evicted keys since the last look: ask for a re-read of every bound

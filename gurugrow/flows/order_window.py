@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows.order_once import request_token
+from gurugrow.gateways.retailcrm import CreatedOrder
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 
@@ -38,12 +38,12 @@ def windowed_order(svc: Services, kind: str, *parts: str) -> WindowedOrder:
 
 
 def order_made_in_window(svc: Services, order: WindowedOrder, site: str
-                         ) -> JsonObject | None:
-    """The order an identical request already made in store ``site`` (``{"id",
-    "number"}``), or None; one RetailCRM request. An upstream failure is raised: unknown
+                         ) -> CreatedOrder | None:
+    """The order an identical request already made in store ``site`` (its id and number,
+    the id when it has none), or None; one RetailCRM request. An upstream failure is raised: unknown
     whether it exists, so nothing is created."""
     found = svc.crm.find_orders_by_external_ids(list(order.look_up), site)
     if not found:
         return None
-    log_event("order_found_by_external_id", order_id=found[0]["id"])
-    return {"id": found[0]["id"], "number": found[0].get("number") or str(found[0]["id"])}
+    log_event("order_found_by_external_id", order_id=found[0].id)
+    return CreatedOrder(id=found[0].id, number=found[0].number or found[0].id)

@@ -28,7 +28,7 @@ from gurugrow.flows.order_view import (
 from gurugrow.flows.order_window import WindowedOrder, order_made_in_window, windowed_order
 from gurugrow.flows.requests import OrdersRequest, RepeatOrderRequest
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref, order_customer_id
+from gurugrow.gateways.retailcrm import CreatedOrder, Order, offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.once import Lease
@@ -108,24 +108,23 @@ def repeat_order(svc: Services, data: RepeatOrderRequest) -> Answer:
     customer = bound_customer(svc, identity, data.customer_id)
     customer_id = str(customer["id"])
     source = _source_order(svc, data, customer_id)
-    token = request_token(identity.channel, identity.account_id, customer_id,
-                          str(source["id"]))
+    token = request_token(identity.channel, identity.account_id, customer_id, source.id)
     windowed = windowed_order(svc, "rep", identity.channel, identity.account_id, customer_id,
-                              str(source["id"]))
+                              source.id)
     answer = create_once(svc, "repeat", token, lambda lease: _create_repeat(
         svc, lease, identity.channel, customer_id, source, windowed))
     mark_interacted(svc, customer, identity)
     return answer
 
 
-def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> JsonObject:
+def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> Order:
     if data.source_order_id:
         order = svc.crm.get_order(data.source_order_id)
     else:
         found = svc.crm.find_orders_by_number(data.source_order_number or "", customer_id)
         order = found[0] if found else None
     # Someone else's order is answered exactly like a missing one.
-    if not order or order_customer_id(order) != customer_id:
+    if order is None or order.customer_id != customer_id:
         raise FlowRefusal("order_not_found", status="not_found")
     return order
 
@@ -161,42 +160,43 @@ def _new_number(svc: Services) -> str:
            f"{s.repeat_order_number_suffix}"
 
 
-def _repeat_payload(svc: Services, channel: str, customer_id: str, source: JsonObject
+def _repeat_payload(svc: Services, channel: str, customer_id: str, source: Order
                     ) -> JsonObject:
     s = svc.settings
     order: JsonObject = {
         "status": s.repeat_order_status,
         "customer": {"id": int(customer_id) if customer_id.isdigit() else customer_id},
         "items": [{"offer": offer_ref(item.get("offer") or {}),
-                   "quantity": item.get("quantity", 1)} for item in source.get("items") or []],
+                   "quantity": item.get("quantity", 1)} for item in source.items],
         "customerComment": s.repeat_order_comment_template.format(
-            sourceOrderNumber=source.get("number") or source["id"],
-            sourceOrderId=source["id"], channelType=channel),
+            sourceOrderNumber=source.number or source.id,
+            sourceOrderId=source.id, channelType=channel),
     }
+    raw = source.raw  # the contact and the address are copied on as RetailCRM sent them
     for key in ("firstName", "lastName", "patronymic", "phone", "email"):
-        if source.get(key):
-            order[key] = source[key]
-    address = (source.get("delivery") or {}).get("address")
+        if raw.get(key):
+            order[key] = raw[key]
+    address = (raw.get("delivery") or {}).get("address")
     if address:
         order["delivery"] = {"address": address}
     return order
 
 
 def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
-                   source: JsonObject, windowed: WindowedOrder) -> Answer:
-    base: Answer = {"customerId": customer_id, "sourceOrderId": str(source["id"]),
-            "sourceOrderNumber": str(source.get("number") or source["id"])}
+                   source: Order, windowed: WindowedOrder) -> Answer:
+    base: Answer = {"customerId": customer_id, "sourceOrderId": source.id,
+            "sourceOrderNumber": source.number or source.id}
     # The store the new order is made in, and where any lookup of it looks.
-    site = svc.settings.repeat_order_site or source.get("site") or svc.settings.retailcrm_site
+    site = svc.settings.repeat_order_site or source.site or svc.settings.retailcrm_site
     # An earlier attempt died after choosing its number: its order, if it landed, is the
     # answer, whatever has changed in the catalog since.
     created = _noted_order(svc, lease, customer_id, site)
     if created is None:  # Redis may have lost the notes: RetailCRM says what was made
         created = order_made_in_window(svc, windowed, site)
     if created is None:
-        missing = unavailable_item(svc, source.get("items") or [])
-        if missing is not None or not source.get("items"):
-            log_event("repeat_unavailable_item", source_order_id=source["id"])
+        missing = unavailable_item(svc, list(source.items))
+        if missing is not None or not source.items:
+            log_event("repeat_unavailable_item", source_order_id=source.id)
             return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
                     "unavailableItemName": missing}
         payload = {**_repeat_payload(svc, channel, customer_id, source),
@@ -204,14 +204,14 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
         created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     crm_cache.forget_orders(svc, customer_id)
     mirror_order_created(svc, customer_id)
-    log_event("repeat_created", source_order_id=source["id"], new_order_id=created["id"])
-    return {**base, "status": "created", "newOrderId": str(created["id"]),
-            "newOrderNumber": created["number"],
-            "text": texts.REPEAT_CREATED.format(number=created["number"])}
+    log_event("repeat_created", source_order_id=source.id, new_order_id=created.id)
+    return {**base, "status": "created", "newOrderId": created.id,
+            "newOrderNumber": created.number,
+            "text": texts.REPEAT_CREATED.format(number=created.number)}
 
 
 def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
-                 ) -> JsonObject | None:
+                 ) -> CreatedOrder | None:
     """The order created (in store ``site``) under the number an earlier attempt noted,
     if it landed."""
     number = lease.notes.get("number")
@@ -220,12 +220,12 @@ def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str
     found = svc.crm.find_orders_by_number(number, customer_id, site)
     if not found:
         return None
-    log_event("repeat_found_after_retry", order_id=found[0]["id"])
-    return {"id": found[0]["id"], "number": number}
+    log_event("repeat_found_after_retry", order_id=found[0].id)
+    return CreatedOrder(id=found[0].id, number=number)
 
 
 def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, site: str,
-                              customer_id: str) -> JsonObject:
+                              customer_id: str) -> CreatedOrder:
     """Create the order; a taken number is regenerated. Each number is noted before its
     create, so whoever comes next looks it up first. A lost answer (timeout) is resolved
     by looking the number up, never by creating again."""
@@ -237,7 +237,7 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, 
         lease.note(number=number)
         try:
             created = svc.crm.create_order({**payload, "number": number}, site)
-            return {"id": created.id, "number": number}
+            return CreatedOrder(id=created.id, number=number)
         except UpstreamRejected as e:
             refusal = f"{e.message} {e.errors}".lower()
             if "externalid" in refusal and (found := order_made_in_window(
@@ -251,7 +251,7 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, 
         except UpstreamUnavailable:
             existing = svc.crm.find_orders_by_number(number, None, site)
             if existing:
-                return {"id": existing[0]["id"], "number": number}
+                return CreatedOrder(id=existing[0].id, number=number)
             raise
     # Every number tried was taken: an upstream failure, answered by the API layer.
     raise UpstreamRejected("retailcrm", f"order number taken {_NUMBER_ATTEMPTS} times")

@@ -40,7 +40,7 @@ from gurugrow.flows.requests import (
     ResendRequest,
 )
 from gurugrow.flows.vocabulary import Answer, identity_of
-from gurugrow.gateways.retailcrm import offer_ref
+from gurugrow.gateways.retailcrm import CreatedOrder, Customer, offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.once import Lease
@@ -222,11 +222,11 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
     return {**answer, "authorized": True, "verifiedUntil": verified_until}
 
 
-def _created_by_earlier_attempt(holders: list[JsonObject], phone: str) -> bool:
+def _created_by_earlier_attempt(holders: list[Customer], phone: str) -> bool:
     """One customer bound to the identity, with the session's phone: the one an earlier
     attempt of this check created."""
-    return len(holders) == 1 and any(normalize_phone(str(p.get("number") or "")) == phone
-                                     for p in holders[0].get("phones") or [])
+    return len(holders) == 1 and any(normalize_phone(number) == phone
+                                     for number in holders[0].phones)
 
 
 def order_site(svc: Services, bundle: RecommendedSet) -> str:
@@ -257,15 +257,15 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
     verified_until = binding_fields(svc, identity, session.method)[1]
     if session.creating_customer and (
             found := svc.crm.get_customer_by_external_id(external_id, site)) is not None:
-        log_event("customer_found_by_external_id", customer_id=found["id"])
-        return str(found["id"]), verified_until
+        log_event("customer_found_by_external_id", customer_id=found.id)
+        return found.id, verified_until
 
     def create() -> tuple[str, str]:
         holders = find_bound_customers(svc, identity)
         if _created_by_earlier_attempt(holders, session.phone):
             # An earlier check of this code died between creating the (already bound)
             # customer and remembering it: that customer is the one, not a conflict.
-            return str(holders[0]["id"]), verified_until
+            return holders[0].id, verified_until
         if holders:
             raise FlowRefusal("conflict", status="conflict")
         svc.otp.note_creating_customer(session, external_id)
@@ -279,7 +279,7 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
                 found = None  # unknown whether it landed: the next attempt looks again
             if found is None:
                 raise
-            return str(found["id"]), verified_until
+            return found.id, verified_until
 
     return one_binding_at_a_time(svc, identity, create)
 
@@ -337,21 +337,20 @@ def _place(svc: Services, lease: Lease, token: str, bundle: RecommendedSet, cust
     if created is None:
         return {**base, "status": "error", "errorCode": "order_failed",
                 "text": texts.MANAGER_HANDOFF}
-    number = created.get("number") or str(created["id"])
+    number = created.number or created.id
     crm_cache.forget_orders(svc, customer_id)
     mirror_order_created(svc, customer_id)
-    log_event("recommended_created", order_id=created["id"], offer_code=bundle.offer_code)
-    return {**base, "status": "created", "orderId": str(created["id"]), "orderNumber": number,
+    log_event("recommended_created", order_id=created.id, offer_code=bundle.offer_code)
+    return {**base, "status": "created", "orderId": created.id, "orderNumber": number,
             "text": texts.RECOMMENDED_CREATED.format(number=number)}
 
 
 def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
-                                ) -> JsonObject | None:
+                                ) -> CreatedOrder | None:
     """Create, retrying one transient failure; a lost answer is found by externalId."""
     for attempt in (1, 2):
         try:
-            created = svc.crm.create_order(order, site)
-            return {"id": created.id, "number": created.number}
+            return svc.crm.create_order(order, site)
         except DeadlineExceeded:
             raise  # no time to find out: in_progress, the repeat looks it up
         except UpstreamRejected as e:
@@ -368,10 +367,11 @@ def _create_order_retrying_once(svc: Services, order: JsonObject, site: str
     return None
 
 
-def _existing(svc: Services, external_id: str, site: str) -> JsonObject | None:
+def _existing(svc: Services, external_id: str, site: str) -> CreatedOrder | None:
     """The order with ``external_id`` in store ``site``, the one it was created in
     (RetailCRM looks an externalId up only within the store named)."""
     try:
-        return svc.crm.get_order_by_external_id(external_id, site)
+        found = svc.crm.get_order_by_external_id(external_id, site)
     except UpstreamError:
         return None  # unknown whether it landed: the caller's own failure answer stands
+    return CreatedOrder(id=found.id, number=found.number) if found is not None else None

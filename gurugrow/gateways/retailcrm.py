@@ -45,6 +45,77 @@ class CreatedOrder:
     number: str | None
 
 
+@dataclass(frozen=True)
+class Customer:
+    """A RetailCRM customer as the flows read it: internal id, phone numbers as given,
+    custom fields, store and externalId. Parsed in one place, ``Customer.parse``."""
+
+    id: str
+    phones: tuple[str, ...]
+    custom_fields: JsonObject
+    site: str | None = None
+    external_id: str | None = None
+
+    @classmethod
+    def parse(cls, raw: JsonValue) -> Customer | None:
+        """``raw`` read defensively (``[]`` custom fields are ``{}``, a phone that is not
+        an object has no number); None for a value that is not an object with an ``id``."""
+        if not isinstance(raw, dict) or "id" not in raw:
+            return None
+        phones = raw.get("phones")
+        site, external_id = raw.get("site"), raw.get("externalId")
+        return cls(id=str(raw["id"]),
+                   phones=tuple(str(p.get("number") or "") for p in
+                                (phones if isinstance(phones, list) else [])
+                                if isinstance(p, dict)),
+                   custom_fields=custom_fields(raw),
+                   site=str(site) if site not in (None, "") else None,
+                   external_id=str(external_id) if external_id not in (None, "") else None)
+
+
+def customers_of(records: JsonValue) -> list[Customer]:
+    """The customers of a listing's ``customers`` (records that are none are dropped)."""
+    found = [Customer.parse(r) for r in (records if isinstance(records, list) else [])]
+    return [c for c in found if c is not None]
+
+
+@dataclass(frozen=True)
+class Order:
+    """A RetailCRM order the flows look up (by id, number or externalId): the fields they
+    read, and ``raw``, the order as RetailCRM sent it, for what copies it on (a repeat's
+    contact and delivery). Parsed in one place, ``Order.parse``."""
+
+    id: str
+    number: str | None
+    site: str | None
+    customer_id: str | None
+    external_id: str | None
+    items: tuple[JsonObject, ...]
+    raw: JsonObject
+
+    @classmethod
+    def parse(cls, raw: JsonValue) -> Order | None:
+        """``raw`` read defensively (an item that is not an object is dropped); None for
+        a value that is not an object with an ``id``."""
+        if not isinstance(raw, dict) or "id" not in raw:
+            return None
+        items = raw.get("items")
+        number, site, external_id = raw.get("number"), raw.get("site"), raw.get("externalId")
+        return cls(id=str(raw["id"]), number=str(number) if number is not None else None,
+                   site=str(site) if site is not None else None,
+                   customer_id=order_customer_id(raw),
+                   external_id=str(external_id) if external_id is not None else None,
+                   items=tuple(i for i in (items if isinstance(items, list) else [])
+                               if isinstance(i, dict)),
+                   raw=raw)
+
+
+def orders_of(records: JsonValue) -> list[Order]:
+    """The orders of a listing's ``orders`` (records that are none are dropped)."""
+    found = [Order.parse(r) for r in (records if isinstance(records, list) else [])]
+    return [o for o in found if o is not None]
+
+
 def order_customer_id(order: JsonObject) -> str | None:
     """The internal id of an order's customer (``customer.id``), None when it has none."""
     customer = order.get("customer")
@@ -183,22 +254,21 @@ class RetailCrmGateway:
         return [("site", self.site)] if self.site else []
 
     # -- customers --------------------------------------------------------------------
-    def find_customers_by_phone(self, phone: str) -> list[JsonObject]:
+    def find_customers_by_phone(self, phone: str) -> list[Customer]:
         """Customers with exactly this phone (digits, e.g. ``79991234567``).
 
         ``filter[name]`` also matches phones but loosely, so numbers are compared here.
         """
         body = self._get("/api/v5/customers", [("filter[name]", phone), ("limit", "100")])
-        return [c for c in body.get("customers") or []
-                if any(normalize_phone(str(p.get("number") or "")) == phone
-                       for p in c.get("phones") or [])]
+        return [c for c in customers_of(body.get("customers"))
+                if any(normalize_phone(number) == phone for number in c.phones)]
 
-    def find_customers_by_custom_field(self, code: str, value: str) -> list[JsonObject]:
+    def find_customers_by_custom_field(self, code: str, value: str) -> list[Customer]:
         """Customers whose custom field ``code`` equals ``value`` exactly (as text)."""
         body = self._get("/api/v5/customers",
                          [(f"filter[customFields][{code}]", value), ("limit", "20")])
-        return [c for c in body.get("customers") or []
-                if str(custom_fields(c).get(code, "")) == value]
+        return [c for c in customers_of(body.get("customers"))
+                if str(c.custom_fields.get(code, "")) == value]
 
     def edit_customer_custom_fields(self, customer_id: str, fields: dict[str, str]) -> None:
         """Set (``""`` clears) only the given custom fields of one customer."""
@@ -217,16 +287,17 @@ class RetailCrmGateway:
             form["site"] = site or self.site
         return str(self._post("/api/v5/customers/create", form)["id"])
 
-    def get_customer(self, customer_id: str) -> JsonObject | None:
+    def get_customer(self, customer_id: str) -> Customer | None:
         """The customer by internal id, or None (also for a value that is not an id)."""
-        return self._one_by_id("customer", "customers", customer_id)
+        return Customer.parse(self._one_by_id("customer", "customers", customer_id))
 
     def get_customer_by_external_id(self, external_id: str, site: str | None = None
-                                    ) -> JsonObject | None:
+                                    ) -> Customer | None:
         """The customer by externalId in store ``site`` (default RETAILCRM_SITE), or None.
         An externalId is unique within one store (REF, customers/create): pass the one the
         customer was created in."""
-        return self._one_by_external_id("customer", "customers", external_id, site)
+        return Customer.parse(
+            self._one_by_external_id("customer", "customers", external_id, site))
 
     def _one_by_id(self, entity: str, path: str, ref: str) -> JsonObject | None:
         """``GET /api/v5/<path>/<ref>?by=id``'s ``entity``, or None (also for a value
@@ -276,30 +347,30 @@ class RetailCrmGateway:
         unique = {str(o.get("id")): o for o in orders}
         return sorted(unique.values(), key=_newness, reverse=True)[:limit]
 
-    def get_order(self, order_id: str) -> JsonObject | None:
+    def get_order(self, order_id: str) -> Order | None:
         """The order by internal id, or None (also for a value that is not an id)."""
-        return self._one_by_id("order", "orders", order_id)
+        return Order.parse(self._one_by_id("order", "orders", order_id))
 
     def get_order_by_external_id(self, external_id: str, site: str | None = None
-                                 ) -> JsonObject | None:
+                                 ) -> Order | None:
         """The order by externalId in store ``site`` (default RETAILCRM_SITE), or None
         (also for one no path can carry). RetailCRM looks an externalId up only within
         the store named: pass the one the order was created in."""
-        return self._one_by_external_id("order", "orders", external_id, site)
+        return Order.parse(self._one_by_external_id("order", "orders", external_id, site))
 
     def find_orders_by_external_ids(self, external_ids: list[str], site: str | None = None
-                                    ) -> list[JsonObject]:
+                                    ) -> list[Order]:
         """Orders with one of these externalIds in store ``site`` (default RETAILCRM_SITE),
         in one request (``filter[externalIds][]``)."""
         store = site or self.site
         params = [*[("filter[externalIds][]", e) for e in external_ids], ("limit", "20"),
                   *([("filter[sites][]", store)] if store else [])]
         body = self._get("/api/v5/orders", params)
-        return [o for o in body.get("orders") or [] if str(o.get("externalId")) in external_ids
-                and (not store or o.get("site") in (None, store))]
+        return [o for o in orders_of(body.get("orders")) if str(o.external_id) in external_ids
+                and (not store or o.site in (None, store))]
 
     def find_orders_by_number(self, number: str, customer_id: str | None = None,
-                              site: str | None = None) -> list[JsonObject]:
+                              site: str | None = None) -> list[Order]:
         """Orders with this exact number (optionally of one customer, of one store)."""
         params = [("filter[numbers][]", number), ("limit", "20")]
         if customer_id:
@@ -307,8 +378,8 @@ class RetailCrmGateway:
         if site:
             params.append(("filter[sites][]", site))
         body = self._get("/api/v5/orders", params)
-        return [o for o in body.get("orders") or [] if str(o.get("number")) == number
-                and (not site or o.get("site") in (None, site))]
+        return [o for o in orders_of(body.get("orders")) if str(o.number) == number
+                and (not site or o.site in (None, site))]
 
     def create_order(self, order: JsonObject, site: str | None = None) -> CreatedOrder:
         """Create an order (always pass ``customer.id``); its id and number."""
