@@ -162,6 +162,7 @@ def build_services(settings: Settings, redis_client: Any = None, *,
     from gurugrow.stores.limits import LimitPolicy, Limits
     from gurugrow.stores.mirror import MirrorStore
     from gurugrow.stores.otp import OtpPolicy, OtpStore
+    from gurugrow.stores.server import RedisServer
 
     s = settings
     client = redis_client or make_redis_client(s)
@@ -173,7 +174,7 @@ def build_services(settings: Settings, redis_client: Any = None, *,
     clock = Clock()  # the one clock: the stores and the flows read the same time
     return Services(
         settings=s,
-        redis=client,
+        storage=RedisServer(client, s.redis_prefix),
         clock=clock,
         caches=FlowCaches(client, s.redis_prefix),
         otp=OtpStore(client, s.redis_prefix, OtpPolicy.from_settings(s), clock=clock),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from gurugrow.basics.catalog import RecommendedSet
 from gurugrow.basics.clock import Clock
@@ -19,6 +18,7 @@ from gurugrow.stores.deliveries import DeliveryTracker
 from gurugrow.stores.limits import Limits
 from gurugrow.stores.mirror import MirrorStore
 from gurugrow.stores.otp import OtpStore
+from gurugrow.stores.server import RedisServer
 
 
 class SendTimer:
@@ -44,9 +44,9 @@ class Services:
     """Settings, gateways and the OTP store, shared by all requests of a process."""
 
     settings: Settings
-    # The client, for the app, its commands and workers only: a flow reaches Redis through
-    # the stores (tests/test_layers.py refuses a flow reading it).
-    redis: Any
+    # The Redis server itself (the doctor's probe, the sandbox's reset), for the app only: a
+    # flow reaches Redis through the other stores (tests/test_layers.py refuses one reading it).
+    storage: RedisServer
     otp: OtpStore
     limits: Limits
     crm: RetailCrmGateway

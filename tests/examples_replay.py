@@ -22,7 +22,7 @@ from gurugrow import create_app
 from gurugrow.api.openapi import PATH_PARAMETER
 from gurugrow.sandbox.data import demo_data
 from tests.conftest import TEST_ENV
-from tests.helpers import set_clock
+from tests.helpers import redis_of, set_clock
 from tests.upstreams import Upstreams
 
 # Values that differ from run to run (ids and numbers made up on the spot, times): the
@@ -80,7 +80,7 @@ class Replay:
         """``seconds`` pass for the app, and Redis keys that would expire meanwhile go."""
         self.now = (self.now or time.time()) + seconds
         set_clock(self.app, self.now)
-        store = self.app.extensions["gurugrow"].redis
+        store = redis_of(self.app)
         for key in list(store.scan_iter()):
             if 0 < store.pttl(key) <= seconds * 1000:
                 store.delete(key)

@@ -35,12 +35,18 @@ def set_clock(app, now: float) -> None:
     app.extensions["gurugrow"].clock.set(now)
 
 
+def redis_of(target: Any) -> Any:
+    """The Redis client behind an app (or its Services), for a test that looks at keys."""
+    svc = target.extensions["gurugrow"] if hasattr(target, "extensions") else target
+    return svc.storage.client
+
+
 def identity_locked_for(app, channel: str, account_id: str) -> int:
     """Seconds this messenger identity is still locked out of checking codes (0: not),
     read from its lock key in Redis."""
     svc = app.extensions["gurugrow"]
     key = redis_keys.identity_lock(svc.settings.redis_prefix, channel, account_id)
-    return max(int(svc.redis.ttl(key)), 0)
+    return max(int(redis_of(svc).ttl(key)), 0)
 
 
 def run_concurrently(count: int, action: Callable[[], Any]) -> list[Any]:

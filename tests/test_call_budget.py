@@ -7,7 +7,7 @@ import pytest
 from fakeredis._clients._sync import FakeRedisConnection
 
 from gurugrow.stores import keys as redis_keys
-from tests.helpers import TG, arrange_bound_world, get, post
+from tests.helpers import TG, arrange_bound_world, get, post, redis_of
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
@@ -154,7 +154,7 @@ def test_my_orders_visit_costs_two_calls_cold_and_one_warm(client, world, round_
     cold = my_orders_visit(client, world, round_trips)
     assert cold == ["GET /api/v5/customers", "GET /api/v5/orders"]
     # Warm: the binding is cached and the order list expired (or was dropped).
-    client.application.extensions["gurugrow"].redis.delete(
+    redis_of(client.application).delete(
         redis_keys.orders_cache("gg:", "626518"))
     assert my_orders_visit(client, world, round_trips) == ["GET /api/v5/orders"]
     # Within ORDERS_CACHE_SECONDS nothing at all.
@@ -201,7 +201,7 @@ def test_my_orders_of_45_orders_cost_one_call_newest_first_and_two_oldest_first(
                                 f"{(oid - 6001) % 24:02d}:00:00")
     world.state.orders_newest_first = newest_first
     get(client, "/orders", BOUND)  # loads the binding and the statuses reference
-    client.application.extensions["gurugrow"].redis.delete(
+    redis_of(client.application).delete(
         redis_keys.orders_cache("gg:", "626518"))
     answer, crm, *_ = measure(world, round_trips, lambda: get(
         client, "/orders", {**BOUND, "limit": "3"}))

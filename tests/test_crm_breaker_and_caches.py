@@ -13,7 +13,15 @@ from gurugrow.basics.errors import UpstreamUnavailable
 from gurugrow.gateways.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
 from gurugrow.stores import keys as redis_keys
-from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post, run_concurrently
+from tests.helpers import (
+    BODY_KINDS,
+    TG,
+    arrange_bound_world,
+    get,
+    post,
+    redis_of,
+    run_concurrently,
+)
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 UNBOUND = {"channelType": "telegram", "messengerUserId": "nobody"}
@@ -26,10 +34,6 @@ def sample(name: str, **labels: str) -> float:
 @pytest.fixture
 def world(upstreams):
     return arrange_bound_world(upstreams)
-
-
-def redis_of(app):
-    return app.extensions["gurugrow"].redis
 
 
 # -- breaker ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.client import run_script
 from gurugrow.stores.quota import BUSY, GRANTED, IN_LINE
 from gurugrow.stores.scripts import load_script
-from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post
+from tests.helpers import BODY_KINDS, TG, arrange_bound_world, get, post, redis_of
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
@@ -168,14 +168,14 @@ def test_busy_burns_neither_the_code_nor_the_cooldown(app, client, world, kind):
     crm_quota(app).slow_down(30.0)
     refused = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
     assert refused["errorCode"] == "busy"
-    app.extensions["gurugrow"].redis.delete(redis_keys.crm_quota_tail("gg:"))
+    redis_of(app).delete(redis_keys.crm_quota_tail("gg:"))
     started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
     assert started["status"] == "sent"  # the busy start took no cooldown
     crm_quota(app).slow_down(30.0)
     check = {**TG, "sessionId": started["sessionId"], "code": world.codes_sent()[-1]}
     busy = post(client, "/auth/check", check, kind)
     assert (busy["status"], busy["errorCode"]) == ("error", "busy")
-    app.extensions["gurugrow"].redis.delete(redis_keys.crm_quota_tail("gg:"))
+    redis_of(app).delete(redis_keys.crm_quota_tail("gg:"))
     assert post(client, "/auth/check", check, kind)["status"] == "authorized"
 
 
@@ -404,7 +404,7 @@ def test_wrong_codes_take_no_crm_slot_from_a_queue(app, client, world, kind, mon
         return outcome
 
     monkeypatch.setattr(otp, "check", check_while_others_reserve)
-    redis_client = app.extensions["gurugrow"].redis
+    redis_client = redis_of(app)
     queued = int(redis_client.get(TAIL))
     wrong = "000000" if world.codes_sent()[-1] != "000000" else "111111"
     for _ in range(3):
@@ -420,7 +420,7 @@ def test_wrong_codes_take_no_crm_slot_from_a_queue(app, client, world, kind, mon
 def test_a_refused_start_gives_its_crm_slot_back(app, client, world, kind):
     first = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
     assert first["status"] == "sent"
-    redis_client = app.extensions["gurugrow"].redis
+    redis_client = redis_of(app)
     free = redis_client.get(TAIL)  # 1 s after the first start's slot
     again = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
     assert again["errorCode"] == "resend_too_early"  # the cooldown: no CRM call
@@ -431,7 +431,7 @@ def test_a_refused_start_gives_its_crm_slot_back(app, client, world, kind):
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_a_refused_code_gives_its_crm_slot_back(app, client, world, kind):
     started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
-    redis_client = app.extensions["gurugrow"].redis
+    redis_client = redis_of(app)
     slots = sample("gurugrow_crm_slots_total", priority=JOURNEY)
     free = redis_client.get(TAIL)  # the start's call took the free slot: the next is 1 s on
     wrong = "000000" if world.codes_sent()[-1] != "000000" else "111111"
@@ -457,7 +457,7 @@ def test_a_checked_code_takes_a_slot_for_each_crm_call(app, client, world, kind)
 def test_a_check_after_redis_lost_its_scripts_still_rides_and_answers(app, client, world,
                                                                     kind):
     started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
-    app.extensions["gurugrow"].redis.script_flush()  # as after a Redis restart
+    redis_of(app).script_flush()  # as after a Redis restart
     slots = sample("gurugrow_crm_slots_total", priority=JOURNEY)
     answer = post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
                                          "code": world.codes_sent()[-1]}, kind)
@@ -503,8 +503,8 @@ def test_a_full_waiting_room_answers_busy_at_once_without_a_place_in_line(
     assert answer["retryAfterSec"] >= 1
     # Neither a CRM call nor a look at the bucket: no slot reserved, no place in line.
     assert world.calls[calls:] == []
-    assert not app.extensions["gurugrow"].redis.exists(tail)
-    assert app.extensions["gurugrow"].redis.zcard(redis_keys.crm_quota_waiting("gg:")) == 0
+    assert not redis_of(app).exists(tail)
+    assert redis_of(app).zcard(redis_keys.crm_quota_waiting("gg:")) == 0
     assert sample("gurugrow_crm_waiting_room_full_total", priority=priority) == before + 1
     # What needs no CRM call still answers; a place freed serves the next one.
     assert client.get("/health").status_code == 200

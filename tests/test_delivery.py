@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gurugrow.stores import keys as redis_keys
-from tests.helpers import BODY_KINDS, TG, post, set_clock
+from tests.helpers import BODY_KINDS, TG, post, redis_of, set_clock
 from tests.test_metrics import scrape, value
 
 PHONE = "+7 999 123-45-67"
@@ -51,9 +51,9 @@ def end_cooldowns(app) -> None:
     does not move)."""
     svc = app.extensions["gurugrow"]
     pattern = redis_keys.otp_cooldown(svc.settings.redis_prefix, "*", "*", "*")
-    keys = list(svc.redis.scan_iter(match=pattern))
+    keys = list(redis_of(svc).scan_iter(match=pattern))
     assert keys, "no cooldown was running"
-    svc.redis.delete(*keys)
+    redis_of(svc).delete(*keys)
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from gurugrow.doctor.checks import redis_persistence_problem
+from tests.helpers import redis_of
 
 
 @pytest.mark.parametrize(("error", "named"), [
@@ -21,7 +22,7 @@ def test_health_is_503_when_redis_refuses_writes(app, client, monkeypatch, error
     def refused(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(svc.redis, "set", refused)
+    monkeypatch.setattr(redis_of(svc), "set", refused)
     response = client.get("/health")
     body = response.get_json()
     assert (response.status_code, body["status"], body["redis"]) == (
@@ -32,7 +33,7 @@ def test_health_is_503_when_redis_refuses_writes(app, client, monkeypatch, error
 def test_health_writes_a_probe_with_a_ttl(app, client):
     assert client.get("/health").get_json() == {"status": "ok", "redis": "ok"}
     svc = app.extensions["gurugrow"]
-    assert 0 < svc.redis.ttl("gg:health:probe") <= 10
+    assert 0 < redis_of(svc).ttl("gg:health:probe") <= 10
 
 
 class _Config:

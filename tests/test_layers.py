@@ -184,12 +184,16 @@ def test_the_check_sees_upward_imports(importer, source, expected):
 
 # What a flow may not touch: Redis is the stores' (their methods, Services.batch()).
 REDIS_IMPORTS = ("redis", "gurugrow.stores.keys", "gurugrow.stores.client.redis_guard",
-                 "gurugrow.stores.client.written", "gurugrow.stores.cache")
+                 "gurugrow.stores.client.written", "gurugrow.stores.cache",
+                 "gurugrow.stores.server")
+# Attributes that hand out the client or the server: the old Services.redis, the app's
+# RedisServer (svc.storage) and its client.
+REDIS_ATTRIBUTES = ("redis", "storage")
 
 
 def redis_reaches(source: str, importer: str) -> list[str]:
     """Where ``source`` (a flow) imports redis or the key builders, reads a ``.redis``
-    client or builds a ``WriteBatch`` of its own."""
+    client or the ``.storage`` server, or builds a ``WriteBatch`` of its own."""
     found = []
     for node in ast.walk(ast.parse(source)):
         names: list[str] = []
@@ -198,8 +202,8 @@ def redis_reaches(source: str, importer: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        elif isinstance(node, ast.Attribute) and node.attr == "redis":
-            found.append(f"{importer}:{node.lineno} reads .redis")
+        elif isinstance(node, ast.Attribute) and node.attr in REDIS_ATTRIBUTES:
+            found.append(f"{importer}:{node.lineno} reads .{node.attr}")
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id == "WriteBatch"):
             found.append(f"{importer}:{node.lineno} builds a WriteBatch (svc.batch())")
@@ -224,12 +228,28 @@ def test_flows_never_touch_redis():
     ("from gurugrow.stores import keys as redis_keys", 1),
     ("from gurugrow.stores.keys import binding_cache", 1),
     ("def f(svc):\n    return svc.redis.get('k')", 1),
+    ("def f(svc):\n    r = svc.redis\n    return r.ttl('k')", 1),
+    ("def f(svc):\n    return svc.storage.client.get('k')", 1),
+    ("def f(svc):\n    return svc.storage.clear_prefix()", 1),
+    ("from gurugrow.stores.server import RedisServer", 1),
     ("from gurugrow.stores.client import WriteBatch\nb = WriteBatch(None)", 1),
     ("from gurugrow.stores.client import WriteBatch\ndef f(b: WriteBatch): ...", 0),
     ("def f(svc):\n    return svc.caches.orders('1', 60, list)", 0),
 ])
 def test_the_check_sees_a_flow_touching_redis(source, expected):
     assert len(redis_reaches(source, "gurugrow.flows.auth")) == expected
+
+
+def test_services_hold_no_redis_client():
+    """Services hands out stores and gateways: no field is the raw client (``redis``) or
+    typed ``Any``, where a client would hide."""
+    import dataclasses
+
+    from gurugrow.services import Services
+
+    loose = [f.name for f in dataclasses.fields(Services)
+             if f.name == "redis" or "Any" in str(f.type)]
+    assert not loose, f"Services fields that could hold a raw Redis client: {loose}"
 
 
 # The request-scoped state: the log lines' request id, and everything else in one module.

@@ -10,7 +10,7 @@ import pytest
 
 from gurugrow.basics.callers import client_ip
 from gurugrow.stores import keys as redis_keys
-from tests.helpers import BODY_KINDS, TG, identity_locked_for, post
+from tests.helpers import BODY_KINDS, TG, identity_locked_for, post, redis_of
 
 NO_COOLDOWN = {"OTP_RESEND_COOLDOWN_SECONDS": "0"}
 
@@ -158,7 +158,7 @@ def test_wrong_codes_across_sessions_lock_the_account_out_longer_each_time(app, 
     answer = post(client, "/auth/check", {**TG, "sessionId": session_id,
                                           "code": upstreams.codes_sent()[-1]})
     assert (answer["status"], answer["errorCode"]) == ("too_many_attempts", "too_many_attempts")
-    store = app.extensions["gurugrow"].redis
+    store = redis_of(app)
     # The first lockout has run out.
     store.delete(redis_keys.identity_lock("gg:", "telegram", "123456789"))
     guess_three_times()

@@ -12,7 +12,7 @@ import pytest
 from gurugrow.flows.mirror_worker import run_mirror
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.mirror import MirrorStore
-from tests.helpers import TG, get, post, set_clock
+from tests.helpers import TG, get, post, redis_of, set_clock
 
 TG_FIELD = "bot_telegram_account_id"
 ACCOUNT = TG["messengerUserId"]
@@ -194,7 +194,7 @@ def test_a_duplicate_merged_into_a_bound_customer_brings_its_orders(client, svc,
                                                  "5001": "delivery"}
     assert reads_after(world, before) == []
     # RetailCRM merges asynchronously: the survivor is looked at again one poll later.
-    due = svc.redis.zscore(redis_keys.mirror_recheck(svc.settings.redis_prefix), "c:626518")
+    due = redis_of(svc).zscore(redis_keys.mirror_recheck(svc.settings.redis_prefix), "c:626518")
     assert due == NOW + svc.settings.mirror_poll_seconds
 
 
@@ -322,7 +322,7 @@ def test_a_poller_killed_mid_page_loses_nothing_and_skips_nothing(client, svc, w
         sync(svc)
     assert svc.mirror.state()["customers_since"] == saved  # the page was not committed
     monkeypatch.setattr(svc.mirror, "put_customer", real_put)
-    svc.redis.delete(svc.mirror.lease_key)  # the dead poller's lease lapses
+    redis_of(svc).delete(svc.mirror.lease_key)  # the dead poller's lease lapses
     asked: list[list[str]] = []
     real_by_ids = svc.crm.by_ids
     monkeypatch.setattr(svc.crm, "by_ids", lambda kind, ids: asked.append(list(ids))
@@ -521,7 +521,7 @@ def test_a_poller_that_lost_its_lease_writes_no_position(svc, world, monkeypatch
     sync(svc)
     saved = svc.mirror.state()
     world.state.manager_set_order_status("5001", "complete")
-    svc.redis.set(svc.mirror.lease_key, "the-successor", ex=30)  # it lapsed; taken over
+    redis_of(svc).set(svc.mirror.lease_key, "the-successor", ex=30)  # it lapsed; taken over
     monkeypatch.setattr(svc.mirror, "take_lease", lambda token, seconds: True)  # too late
     assert sync(svc) == {"lease_lost": 1}
     assert svc.mirror.state() == saved  # neither position nor sync time moved

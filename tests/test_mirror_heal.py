@@ -17,7 +17,7 @@ from gurugrow.governor import JOURNEY, READ, SlotRider, current_priority
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.caches import FlowCaches
 from tests import test_mirror
-from tests.helpers import TG, get, set_clock
+from tests.helpers import TG, get, redis_of, set_clock
 
 TG_FIELD = "bot_telegram_account_id"
 ACCOUNT = TG["messengerUserId"]
@@ -52,13 +52,13 @@ def binding_key(svc, account: str = ACCOUNT) -> str:
 
 def test_a_deleted_binding_key_answers_live_and_the_poller_repairs_it(client, svc, world):
     sync(svc)
-    svc.redis.delete(binding_key(svc))
+    redis_of(svc).delete(binding_key(svc))
     before = len(world.calls)
     answer = get(client, "/auth/status", TG)
     assert answer["status"] == "authorized" and answer["customerId"] == "626518"
     assert crm_reads(world, before) == ["GET /api/v5/customers"]  # live, not "not bound"
     sync(svc)  # the read asked for the account to be looked up
-    assert svc.redis.exists(binding_key(svc))
+    assert redis_of(svc).exists(binding_key(svc))
     before = len(world.calls)
     assert get(client, "/auth/status", TG)["customerId"] == "626518"
     assert world.calls[before:] == []
@@ -77,7 +77,7 @@ def test_an_account_nobody_holds_is_known_after_one_look(client, svc, world):
 def test_a_missing_order_list_answers_live_and_is_reread(client, svc, world):
     sync(svc)
     live = get(client, "/orders", TG)
-    svc.redis.delete(redis_keys.mirror_orders(svc.settings.redis_prefix, "626518"))
+    redis_of(svc).delete(redis_keys.mirror_orders(svc.settings.redis_prefix, "626518"))
     before = len(world.calls)
     assert get(client, "/orders", TG) == live
     assert "GET /api/v5/orders" in world.calls[before:]
@@ -90,11 +90,11 @@ def test_a_missing_order_list_answers_live_and_is_reread(client, svc, world):
 def test_evictions_seen_by_the_poller_reread_what_is_missing(client, svc, world, monkeypatch):
     sync(svc)
     prefix = svc.settings.redis_prefix
-    svc.redis.delete(binding_key(svc), redis_keys.mirror_orders(prefix, "626518"))
+    redis_of(svc).delete(binding_key(svc), redis_keys.mirror_orders(prefix, "626518"))
     evicted = iter([2, 2, 2])
     monkeypatch.setattr(FlowCaches, "evicted_keys", lambda caches: next(evicted))
     sync(svc)  # evicted_keys grew: the bound index is walked, 626518 asked for
-    assert svc.redis.zscore(redis_keys.mirror_recheck(prefix), "c:626518") is not None
+    assert redis_of(svc).zscore(redis_keys.mirror_recheck(prefix), "c:626518") is not None
     sync(svc)
     before = len(world.calls)
     assert get(client, "/auth/status", TG)["customerId"] == "626518"
@@ -104,7 +104,7 @@ def test_evictions_seen_by_the_poller_reread_what_is_missing(client, svc, world,
 
 def test_the_index_evicted_means_a_full_load(svc, world):
     sync(svc)
-    svc.redis.delete(redis_keys.mirror_bound_index(svc.settings.redis_prefix))
+    redis_of(svc).delete(redis_keys.mirror_bound_index(svc.settings.redis_prefix))
     sync(svc)
     assert svc.mirror.state()["full_reloads"] == "2"
 
@@ -136,10 +136,10 @@ def test_the_reconcile_at_the_default_reads_at_most_once_a_minute(app, svc, worl
 
 def test_a_write_that_changes_nothing_keeps_the_expiry(svc, world):
     sync(svc)
-    svc.redis.expire(binding_key(svc), 100)
+    redis_of(svc).expire(binding_key(svc), 100)
     world.state.manager_edit_customer("626518", note_field="x")  # not a field we keep
     sync(svc)
-    assert 0 < svc.redis.ttl(binding_key(svc)) <= 100
+    assert 0 < redis_of(svc).ttl(binding_key(svc)) <= 100
 
 
 @pytest.mark.parametrize("env_overrides", [{
@@ -248,11 +248,11 @@ def test_the_load_shows_its_progress_in_the_doctor_and_the_metrics(app, client, 
 
 def test_the_doctor_says_the_mirrors_redis_must_not_evict(app, svc, world, monkeypatch):
     sync(svc)
-    monkeypatch.setattr(svc.redis, "config_get", lambda name: {name: "allkeys-lru"},
+    monkeypatch.setattr(redis_of(svc), "config_get", lambda name: {name: "allkeys-lru"},
                         raising=False)
     line = next(x for x in _doctor(app).splitlines() if "mirror" in x)
     assert "FAIL" in line and "evicts keys (maxmemory-policy allkeys-lru)" in line
-    monkeypatch.setattr(svc.redis, "config_get", lambda name: {name: "noeviction"},
+    monkeypatch.setattr(redis_of(svc), "config_get", lambda name: {name: "noeviction"},
                         raising=False)
     assert "current" in next(x for x in _doctor(app).splitlines() if "mirror" in x)
 

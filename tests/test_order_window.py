@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import BODY_KINDS, arrange_bound_world, post, set_clock
+from tests.helpers import BODY_KINDS, arrange_bound_world, post, redis_of, set_clock
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 NOW = 1_780_000_000.0
@@ -19,7 +19,7 @@ def world(app, upstreams):
 
 
 def lose_redis(app) -> None:
-    app.extensions["gurugrow"].redis.flushall()
+    redis_of(app).flushall()
 
 
 @pytest.mark.parametrize("kind", BODY_KINDS)

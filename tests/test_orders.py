@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gurugrow.stores import keys as redis_keys
-from tests.helpers import BODY_KINDS, get, post, run_concurrently
+from tests.helpers import BODY_KINDS, get, post, redis_of, run_concurrently
 
 ORDERS_FIELDS = {"status", "customerId", "shownCount", "orders", "text", "errorCode", "message"}
 ORDER_FIELDS = {
@@ -349,7 +349,7 @@ def test_a_date_that_cannot_be_converted_is_shown_as_it_came(client, upstreams, 
 
 
 def drop_order_list(client, customer_id: str = "626518") -> None:
-    client.application.extensions["gurugrow"].redis.delete(
+    redis_of(client.application).delete(
         redis_keys.orders_cache("gg:", customer_id))
 
 
@@ -391,7 +391,7 @@ def test_an_order_the_standin_creates_is_dated_in_the_accounts_zone(client, upst
 
     upstreams.state.timezone = zone
     new_id = repeat(client, sourceOrderId="123456")["newOrderId"]
-    client.application.extensions["gurugrow"].redis.delete(
+    redis_of(client.application).delete(
         redis_keys.orders_cache("gg:", "626518"))
     [order] = [o for o in get(client, "/orders", QUERY)["orders"] if o["sourceOrderId"] == new_id]
     created = datetime.strptime(order["createdAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ import pytest
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.cache import cached_json
 from gurugrow.stores.once import run_once
-from tests.helpers import arrange_bound_world, get, run_concurrently
+from tests.helpers import arrange_bound_world, get, redis_of, run_concurrently
 
 BOUND = {"channelType": "telegram", "messengerUserId": "100500"}
 
@@ -73,7 +73,7 @@ def test_callers_missing_one_customers_orders_at_once_load_them_once(client, ups
     read, the others wait for it."""
     world = arrange_bound_world(upstreams)
     get(client, "/orders", BOUND)  # statuses and the binding cached; the order list too
-    client.application.extensions["gurugrow"].redis.delete(
+    redis_of(client.application).delete(
         redis_keys.orders_cache("gg:", "626518"))
     world.state.delay["orders"] = 0.2  # a slow answer: the others arrive meanwhile
     before = len(world.crm_calls("GET /api/v5/orders"))

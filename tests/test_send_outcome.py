@@ -13,7 +13,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from gurugrow.basics.errors import SendOutcomeUnknown, UpstreamRejected, UpstreamUnavailable
 from gurugrow.gateways.greensms import GreenSmsGateway
 from gurugrow.stores import keys as redis_keys
-from tests.helpers import BODY_KINDS, TG, post, set_clock
+from tests.helpers import BODY_KINDS, TG, post, redis_of, set_clock
 
 SMS = "https://greensms.test"
 PHONE = "+7 999 123-45-67"
@@ -97,7 +97,7 @@ def test_a_send_of_unknown_outcome_moves_on_once_the_cooldown_has_passed(app, cl
     session_id = start(client, kind, deliveryRoute="telegram")["sessionId"]
     set_clock(app, time.time() + 61)  # past the fallback time
     svc = app.extensions["gurugrow"]
-    svc.redis.delete(*svc.redis.scan_iter(
+    redis_of(svc).delete(*redis_of(svc).scan_iter(
         match=redis_keys.otp_cooldown(svc.settings.redis_prefix, "*", "*", "*")))
     resent = post(client, "/auth/resend", {**TG, "sessionId": session_id}, kind)
     assert (resent["status"], resent["deliveryRoute"]) == ("sent", "sms")

@@ -51,13 +51,11 @@ def _reads_as_form(raw: bytes) -> bool:
 
 
 def install_body_limit(app: Flask) -> None:
-    """Read a body without Content-Length (chunked) in full before anything parses it.
-
-    gunicorn passes chunked bodies with ``wsgi.input_terminated``; werkzeug then stops
-    reading at ``MAX_CONTENT_LENGTH`` and the parsers silently take what it read. Here
-    one byte past the limit is a 413 (answered as JSON like any other), and a body
-    within it is handed on as an ordinary sized one.
-    """
+    """Read a chunked body in full, up to the limit, before anything parses it."""
+    # gunicorn passes chunked bodies with ``wsgi.input_terminated``; werkzeug then stops reading at
+    # ``MAX_CONTENT_LENGTH`` and the parsers silently take what it read. Here one byte past the
+    # limit is a 413 (answered as JSON like any other), and a body within it is handed on as an
+    # ordinary sized one.
 
     @app.before_request
     def _read_unsized_body() -> None:

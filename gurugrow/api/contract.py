@@ -133,13 +133,11 @@ def endpoint(request_schema: type[Schema], response_schema: type[Schema], *,
              statuses: tuple[str, ...], error_codes: tuple[str, ...] = (),
              crm_priority: str = quota.READ, crm_bound: bool = True,
              ) -> Callable[[Flow], Callable]:
-    """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200.
-
-    ``statuses`` and ``error_codes`` are the answers the flow gives; ``error``, the
-    request schema's validation codes and ``COMMON_ERROR_CODES`` are added, and ``busy``
-    (no RetailCRM slot in time) when the endpoint calls RetailCRM. ``crm_priority``:
-    ``journey`` for a step after a code was sent, whose CRM calls go before reads.
-    """
+    """Wrap a flow function as a view answering the endpoint's envelope, HTTP 200."""
+    # ``statuses`` and ``error_codes`` are the answers the flow gives; ``error``, the request
+    # schema's validation codes and ``COMMON_ERROR_CODES`` are added, and ``busy`` (no RetailCRM
+    # slot in time) when the endpoint calls RetailCRM. ``crm_priority``: ``journey`` for a step
+    # after a code was sent, whose CRM calls go before reads.
     req, resp = request_schema(), response_schema()
     busy = ("busy",) if crm_bound else ()
     codes = tuple(dict.fromkeys((*error_codes, *validation_error_codes(req),

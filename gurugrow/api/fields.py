@@ -206,15 +206,15 @@ class Limit(Text):
 
 
 class Code(Text):
-    """The code the customer received: exactly ``OTP_LENGTH`` ASCII digits, or as many as
-    the own code of a route some workflow lists has (a flash call's, a voice call's:
-    gurugrow/routes.py); spaces
-    and dashes inside are dropped. A JSON number lost its leading zeros on the way
-    (48117 for 048117), so it is zero-padded to ``OTP_LENGTH``. Anything that cannot be
-    a code of those lengths is refused here, before any attempt is counted, and answered
-    as a wrong code is (``status: invalid_code``): a bot branching on ``status`` asks
-    again either way. It costs no attempt: it cannot be the code, so it tells a guesser
-    nothing, and a typo must not lock the customer out."""
+    """The code the customer received, normalised to its digits or refused as invalid_code."""
+    # The code the customer received: exactly ``OTP_LENGTH`` ASCII digits, or as many as the own
+    # code of a route some workflow lists has (a flash call's, a voice call's: gurugrow/routes.py);
+    # spaces and dashes inside are dropped. A JSON number lost its leading zeros on the way (48117
+    # for 048117), so it is zero-padded to ``OTP_LENGTH``. Anything that cannot be a code of those
+    # lengths is refused here, before any attempt is counted, and answered as a wrong code is
+    # (``status: invalid_code``): a bot branching on ``status`` asks again either way. It costs no
+    # attempt: it cannot be the code, so it tells a guesser nothing, and a typo must not lock the
+    # customer out.
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=32, error_code="invalid_code", error_status="invalid_code",

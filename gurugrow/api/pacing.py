@@ -23,16 +23,15 @@ DECIDED_BEFORE_LOOKUP = frozenset({
 
 
 def answer_no_earlier(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Hold the view's finished answer until ``START_MIN_SECONDS`` after the request
-    arrived (before_request's ``g.started``): every outcome of the path that may have
-    looked the phone up, a decoy, one customer, the deduper, an SMS fallback or an
-    upstream failure, leaves at the same moment. A refusal decided before any lookup
-    (``DECIDED_BEFORE_LOOKUP``, a validation error) answers at once: under a flood of
-    invalid starts no thread is held for the floor.
-
-    Only what happens after the floor (writing the answer) and a path slower than the
-    floor remain visible; the latter is logged, so the floor can be raised.
-    """
+    """Hold a start's answer until ``START_MIN_SECONDS`` after its arrival."""
+    # Hold the view's finished answer until ``START_MIN_SECONDS`` after the request arrived
+    # (before_request's ``g.started``): every outcome of the path that may have looked the phone up,
+    # a decoy, one customer, the deduper, an SMS fallback or an upstream failure, leaves at the same
+    # moment. A refusal decided before any lookup (``DECIDED_BEFORE_LOOKUP``, a validation error)
+    # answers at once: under a flood of invalid starts no thread is held for the floor.
+    #
+    # Only what happens after the floor (writing the answer) and a path slower than the floor remain
+    # visible; the latter is logged, so the floor can be raised.
     contract = getattr(view, "contract", None)
     at_once = DECIDED_BEFORE_LOOKUP | (
         frozenset(validation_error_codes(contract.request)) if contract else frozenset())

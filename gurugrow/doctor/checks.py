@@ -303,7 +303,7 @@ def _mirror_redis_evicts(svc: Services) -> str:
     """The mirror Redis's eviction policy when it evicts (every mirror key has a TTL, so a
     volatile-* policy evicts them too); empty when it does not or will not tell."""
     try:
-        policy = svc.redis.config_get("maxmemory-policy")
+        policy = svc.storage.config_get("maxmemory-policy")
     except Exception:  # noqa: BLE001 - a managed Redis may refuse CONFIG: not checked
         return ""
     value = policy.get("maxmemory-policy") if isinstance(policy, dict) else None
@@ -389,11 +389,9 @@ def check_redis(svc: Services) -> Check:
     where, env = _redis_where(s)
     key = redis_keys.doctor_probe(s.redis_prefix)
     try:
-        svc.redis.ping()
-        if not svc.redis.set(key, secrets.token_hex(8), ex=PROBE_TTL_SECONDS):
+        if not svc.storage.write_probe(key, secrets.token_hex(8), PROBE_TTL_SECONDS):
             return failed("redis", f"{where} did not store the probe key {key}",
                           f"check that Redis at {env} accepts writes")
-        svc.redis.delete(key)
     except redis.AuthenticationError:
         return failed("redis", f"{where} refused the credentials",
                       f"put the right user/password in {env} "
@@ -410,7 +408,7 @@ def check_redis(svc: Services) -> Check:
         return failed("redis", f"{where} refused a command: {type(e).__name__} {e}",
                       f"let the Redis user of {env} run PING/SET/DEL/EVALSHA on "
                       f"{s.redis_prefix}* keys")
-    persistence = redis_persistence_problem(svc.redis)
+    persistence = redis_persistence_problem(svc.storage)
     if persistence is not None and persistence[0]:
         return failed("redis", f"{where}: {persistence[0]}", persistence[1])
     said = persistence[1] if persistence is not None else (

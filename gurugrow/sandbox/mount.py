@@ -20,8 +20,6 @@ from gurugrow.basics.phone import mask_phone
 from gurugrow.config import Settings
 from gurugrow.logs import begin_request, log_event
 from gurugrow.sandbox.standins import create_standins_app
-from gurugrow.stores import keys as redis_keys
-from gurugrow.stores.client import delete_matching
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Headers that describe one hop of a connection, not the request (RFC 9110 §7.6.1).
@@ -47,10 +45,9 @@ def mount_sandbox(app: Flask, ignored: list[str] | None = None) -> Flask:
     ``ignored``: the upstream variables the environment set and the sandbox overrode.
     """
     svc = app.extensions["gurugrow"]
-    prefix = svc.settings.redis_prefix
 
     def clear_redis() -> None:
-        deleted = delete_matching(svc.redis, redis_keys.everything(prefix))
+        deleted = svc.storage.clear_prefix()
         log_event("sandbox_reset", redis_keys_deleted=deleted)
 
     base_url = svc.settings.sandbox_standins_url.rstrip("/")

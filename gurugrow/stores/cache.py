@@ -20,12 +20,11 @@ from gurugrow.stores.scripts import load_script
 def cached_json(client: redis.Redis, key: str, ttl: int, load: Callable[[], Any],
                 cache: str | None = None, *, wait_seconds: float = 5.0,
                 poll: float = 0.05) -> Any:
-    """``load()``'s value, kept in Redis as JSON for ``ttl`` seconds (0: no cache);
-    lookups of a named ``cache`` count in gurugrow_cache_lookups_total.
-
-    One caller loads a missing value while the others wait up to ``wait_seconds`` for
-    it: a broadcast's first wave asks RetailCRM once, not once per caller.
-    """
+    """``load()``'s value, kept in Redis as JSON for ``ttl`` seconds (0: no cache)."""
+    # Lookups of a named ``cache`` count in gurugrow_cache_lookups_total.
+    #
+    # One caller loads a missing value while the others wait up to ``wait_seconds`` for it: a
+    # broadcast's first wave asks RetailCRM once, not once per caller.
     if ttl <= 0:
         return load()
     with redis_guard():

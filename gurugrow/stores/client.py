@@ -71,14 +71,11 @@ class _Write(NamedTuple):
 
 
 class WriteBatch:
-    """Writes whose answers nobody reads, sent to Redis together: one round trip.
-
-    A pipeline, not a transaction: each write stays atomic on its own (a script is one),
-    and writes on different keys may share it. Every round trip costs the app,
-    redis-server and a context switch each way, more than the commands themselves.
-    redis-py's cluster pipeline refuses scripts, so on a Redis Cluster each write goes
-    on its own, in order.
-    """
+    """Writes whose answers nobody reads, sent to Redis together: one round trip."""
+    # A pipeline, not a transaction: each write stays atomic on its own (a script is one), and
+    # writes on different keys may share it. Every round trip costs the app, redis-server and a
+    # context switch each way, more than the commands themselves. redis-py's cluster pipeline
+    # refuses scripts, so on a Redis Cluster each write goes on its own, in order.
 
     def __init__(self, client: Any) -> None:
         self._client = client

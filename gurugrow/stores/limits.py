@@ -134,16 +134,15 @@ class Limits:
     def admit_send(self, phone: str, channel: str, account_id: str,
                    client_ip: str | None, *, route: str, cooldown: bool = True,
                    rider: PipelineRider | None = None) -> Admission:
-        """Take one send by ``route`` against every limit in one atomic Redis step, or
-        refuse as a whole (``LimitExceeded``), taking nothing. ``rider`` goes in the same
-        round trip.
-
-        The global budgets count every admitted send, real or decoy (the cost budget at
-        ``route``'s price), so they say nothing about who is a customer; ``give_back``
-        returns what the admission took when nothing went out. ``cooldown=False`` neither
-        checks nor sets the cooldown (an SMS replacing an undelivered messenger code:
-        ``restart_cooldown`` after it, and a give-back clears it).
-        """
+        """Take one send by ``route`` against every limit at once, or refuse it whole."""
+        # Take one send by ``route`` against every limit in one atomic Redis step, or refuse as a
+        # whole (``LimitExceeded``), taking nothing. ``rider`` goes in the same round trip.
+        #
+        # The global budgets count every admitted send, real or decoy (the cost budget at
+        # ``route``'s price), so they say nothing about who is a customer; ``give_back`` returns
+        # what the admission took when nothing went out. ``cooldown=False`` neither checks nor sets
+        # the cooldown (an SMS replacing an undelivered messenger code: ``restart_cooldown`` after
+        # it, and a give-back clears it).
         now = self.clock()
         day, hour = _periods(now)
         p = self.policy

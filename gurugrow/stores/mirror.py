@@ -287,12 +287,12 @@ class MirrorStore:
         return None if raw is None else _unpack(raw)
 
     def put_order(self, order: dict[str, Any], keep: int) -> str:
-        """File one re-read order under its customer (and no longer under another),
-        keeping the customer's ``keep`` newest. Answers ``"filed"``, ``"not_bound"`` (its
-        customer is not mirrored: nothing kept) or ``"incomplete"`` (bound, but its list
-        is not mirrored: the caller loads it whole). Only the poller writes lists, so the
-        read-modify-write of one list is its own; an order written unchanged writes
-        nothing (the expiry is not refreshed)."""
+        """File one re-read order under its customer; answers what became of it."""
+        # File one re-read order under its customer (and no longer under another), keeping the
+        # customer's ``keep`` newest. Answers ``"filed"``, ``"not_bound"`` (its customer is not
+        # mirrored: nothing kept) or ``"incomplete"`` (bound, but its list is not mirrored: the
+        # caller loads it whole). Only the poller writes lists, so the read-modify-write of one list
+        # is its own; an order written unchanged writes nothing (the expiry is not refreshed).
         order_id = str(order["id"])
         owner = str((order.get("customer") or {}).get("id") or "")
         self._unfile(order_id, except_owner=owner)

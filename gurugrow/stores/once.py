@@ -174,15 +174,14 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
              keep: Callable[[dict], bool] = lambda result: True,
              wait_seconds: float = 10.0, poll: float = 0.05,
              lease_seconds: float = 1.0) -> dict:
-    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result.
-    ``lease_key`` (same cluster slot) is held while an attempt runs it.
-
-    The running attempt holds a lease of ``lease_seconds``, renewed while it works. A
-    concurrent repeat waits up to ``wait_seconds`` for the first one's result, then
-    raises InProgress; when the lease lapses (the worker died) it takes over at once,
-    with the notes the first attempt left in ``Lease.notes``. A result that ``keep``
-    rejects, or an exception, frees the operation for the next call (notes are kept).
-    """
+    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result."""
+    # ``lease_key`` (same cluster slot) is held while an attempt runs it.
+    #
+    # The running attempt holds a lease of ``lease_seconds``, renewed while it works. A concurrent
+    # repeat waits up to ``wait_seconds`` for the first one's result, then raises InProgress; when
+    # the lease lapses (the worker died) it takes over at once, with the notes the first attempt
+    # left in ``Lease.notes``. A result that ``keep`` rejects, or an exception, frees the operation
+    # for the next call (notes are kept).
     keys = [key, lease_key]
     deadline = time.monotonic() + wait_seconds
     while True:

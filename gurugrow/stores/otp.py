@@ -218,18 +218,17 @@ class OtpStore:
     def check(self, session_id: str, channel: str, account_id: str, purpose: str,
               code: str, *, rider: PipelineRider | None = None
               ) -> tuple[str, OtpSession | None]:
-        """Find the session this messenger identity started for ``purpose`` and check
-        ``code`` against it, claiming it on success: one round trip, which also carries
-        ``rider`` (``stores.client.run_script``).
-
-        Returns the outcome and the session: ``ok`` (now claimed under a lease: end it
-        with ``finish``, ``burn`` or ``release``), ``replay`` (this code already
-        succeeded: ``answer_of`` holds the answer), ``busy`` (this code's check is still
-        running elsewhere), ``invalid``, ``locked`` (this session), ``identity_locked``
-        (this messenger account, after too many wrong codes across sessions),
-        ``expired``, or ``missing`` (the session None when there is none to tell of:
-        unknown, used, or another identity's or purpose's).
-        """
+        """Check ``code`` against the identity's session for ``purpose``; claim it on success."""
+        # Find the session this messenger identity started for ``purpose`` and check ``code``
+        # against it, claiming it on success: one round trip, which also carries ``rider``
+        # (``stores.client.run_script``).
+        #
+        # Returns the outcome and the session: ``ok`` (now claimed under a lease: end it with
+        # ``finish``, ``burn`` or ``release``), ``replay`` (this code already succeeded:
+        # ``answer_of`` holds the answer), ``busy`` (this code's check is still running elsewhere),
+        # ``invalid``, ``locked`` (this session), ``identity_locked`` (this messenger account, after
+        # too many wrong codes across sessions), ``expired``, or ``missing`` (the session None when
+        # there is none to tell of: unknown, used, or another identity's or purpose's).
         # The identity's keys and the session's share a cluster slot only when the
         # session is this identity's: any other is not found, before Redis is asked.
         if redis_keys.session_tag(session_id) != redis_keys.identity_tag(channel, account_id):
