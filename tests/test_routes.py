@@ -374,3 +374,23 @@ def test_another_identity_never_gets_an_incoming_calls_answer(client, greensms):
     assert post(client, "/auth/check", other)["errorCode"] == "session_not_found"
     assert wait_for_call(client, answer["sessionId"])["status"] == "authorized"
     assert post(client, "/auth/check", other)["status"] != "authorized"
+
+
+@pytest.mark.parametrize("env_overrides", [{**SENDERS, "DELIVERY_ROUTES_TELEGRAM": "call,sms"}])
+@pytest.mark.parametrize(("sms_answer", "expected"), [
+    (None, ("sent", "sms")),  # the flash call may have rung: SMS carries a code we hold
+    ((200, {"error": "Insufficient funds", "code": -1}), ("error", "delivery_failed")),
+])
+def test_a_flash_call_of_unknown_outcome_moves_on_and_keeps_its_admission(
+        client, greensms, sms_answer, expected):
+    upstreams, _ = greensms
+    upstreams.fail["call"] = (502, "<html>Bad Gateway</html>")  # its code never came back
+    if sms_answer is not None:
+        upstreams.fail["sms"] = sms_answer
+    answer = start(client)
+    assert (answer["status"], answer["deliveryRoute"] if answer["status"] == "sent"
+            else answer["errorCode"]) == expected
+    assert upstreams.state.send_attempts == ["call", "sms"]
+    # The call may have rung the phone: the admission is kept, so the cooldown holds.
+    again = start(client)
+    assert (again["status"], again["errorCode"]) == ("error", "resend_too_early")
