@@ -31,6 +31,7 @@ from gurugrow import metrics
 from gurugrow.basics.errors import CrmBusy, StorageUnavailable
 from gurugrow.basics.request_scope import (
     CRM_ANSWER_BY,
+    CRM_PLACE,
     CRM_PRIORITY,
     CRM_REQUEST_DEADLINE,
     CRM_SLOTS_AHEAD,
@@ -64,6 +65,7 @@ def crm_priority(priority: str, budget_seconds: float | None = None) -> Iterator
     token = CRM_PRIORITY.set(priority)
     deadline_token = CRM_REQUEST_DEADLINE.set([])
     ahead_token = CRM_SLOTS_AHEAD.set([])
+    place_token = CRM_PLACE.set([0])
     answer_by = None if budget_seconds is None else (
         time.monotonic() + budget_seconds - ANSWER_RESERVE_SECONDS)
     answer_token = CRM_ANSWER_BY.set(answer_by)
@@ -72,6 +74,7 @@ def crm_priority(priority: str, budget_seconds: float | None = None) -> Iterator
     finally:
         unused = CRM_SLOTS_AHEAD.get() or []
         CRM_ANSWER_BY.reset(answer_token)
+        CRM_PLACE.reset(place_token)
         CRM_SLOTS_AHEAD.reset(ahead_token)
         CRM_REQUEST_DEADLINE.reset(deadline_token)
         CRM_PRIORITY.reset(token)
@@ -137,17 +140,28 @@ class WaitingRoom:
     def places(self, priority: str) -> int:
         return self._places.get(priority, self._places[READ])
 
-    def enter(self, priority: str) -> bool:
-        """Take a place (True), or False when this priority's places are all taken."""
+    def enter(self, priority: str, held: list[int] | None = None) -> bool:
+        """Take a place (True), or False when this priority's places are all taken.
+        ``held`` is the request's place: a call of a request already waiting shares it."""
         cap = self.places(priority)
         with self._lock:
+            if held and held[0] > 0:
+                held[0] += 1
+                return True
             if cap and self.waiting >= cap:
                 return False
             self.waiting += 1
+            if held is not None:
+                held[0] = 1
             return True
 
-    def leave(self) -> None:
+    def leave(self, held: list[int] | None = None) -> None:
+        """Give the place back (the request's, once its last waiting call leaves)."""
         with self._lock:
+            if held is not None:
+                held[0] -= 1
+                if held[0] > 0:
+                    return
             self.waiting -= 1
 
 
@@ -203,7 +217,8 @@ class CrmQuota:
             return waited
         deadline = self.deadline() if deadline is None else deadline
         token = secrets.token_hex(8) if priority == READ else "-"  # only a reader's line
-        if not self.waiting_room.enter(priority):
+        place = CRM_PLACE.get()
+        if not self.waiting_room.enter(priority, place):
             metrics.CRM_BUSY.labels(priority).inc()
             metrics.CRM_WAITING_ROOM_FULL.labels(priority).inc()
             raise CrmBusy(max(1, math.ceil(self.waiting_room.places(priority)
@@ -215,7 +230,7 @@ class CrmQuota:
                 self._leave(token)
             raise
         finally:
-            self.waiting_room.leave()
+            self.waiting_room.leave(place)
 
     def rider(self) -> SlotRider | None:
         """A slot for the request's next RetailCRM call, to be asked for in another Redis
@@ -229,9 +244,13 @@ class CrmQuota:
     def _use_slot_ahead(self, priority: str, began: float) -> float | None:
         """Wait for a slot taken ahead, if there is one; the seconds waited, or None."""
         ahead = CRM_SLOTS_AHEAD.get()
-        if not ahead:
+        try:  # not "if ahead": a request's two parallel reads may race for the last one
+            slot = ahead.pop(0) if ahead is not None else None
+        except IndexError:
+            slot = None
+        if slot is None:
             return None
-        waited = self._wait_for_slot(ahead.pop(0).wake_at, priority, began)
+        waited = self._wait_for_slot(slot.wake_at, priority, began)
         metrics.CRM_SLOT_RIDERS.labels("wasted" if waited is None else "used").inc()
         return waited
 

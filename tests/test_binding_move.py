@@ -66,3 +66,69 @@ def test_two_contacts_for_one_account_at_once_bind_it_to_one_customer(app, world
     assert len(holders) == 1
     if holders != ["1001"]:
         assert world.field(1001, TG_FIELD) == "333"
+
+
+# -- who held the customer before: read by the start, or written by this service since --
+NOW = 1_780_000_000.0
+OTHER = {"channelType": "telegram", "messengerUserId": "555"}
+MANAGERS = {"channelType": "telegram", "messengerUserId": "666"}
+
+
+def started(client, who, phone, world, kind="form") -> dict:
+    """A started code check of ``who`` for ``phone``: the check's fields."""
+    answer = post(client, "/auth/start", {**who, "phone": phone}, kind)
+    return {**who, "sessionId": answer["sessionId"], "code": world.codes_sent()[-1]}
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACT, MIRROR], ids=["mirror-off", "mirror-on"])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_checked_code_moving_a_binding_cuts_the_previous_account_off_unasked(
+        app, client, world, kind, env_overrides):
+    """The start's phone lookup read who held the customer: the check writes the binding
+    and drops that account without reading the customer again."""
+    svc = app.extensions["gurugrow"]
+    set_clock(app, NOW)
+    if svc.mirror is not None:
+        run_mirror(svc, once=True)
+    assert get(client, "/auth/status", OLD)["status"] == "authorized"  # cached now
+    check = started(client, NEW, "79991234567", world, kind)
+    calls = len(world.calls)
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+    assert "GET /api/v5/customers/626518" not in world.calls[calls:]
+    assert world.field(626518, TG_FIELD) == "222"
+    assert get(client, "/auth/status", OLD)["status"] == "not_authorized"
+    assert get(client, "/auth/status", NEW)["status"] == "authorized"
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACT])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_binding_written_after_the_start_read_the_field_is_the_one_cut_off(
+        app, client, world, kind):
+    """NEW's start read 111 in the field; then 555 bound the customer through this
+    service. NEW's check must cut 555 off, not 111 again."""
+    set_clock(app, NOW)
+    check = started(client, NEW, "79991234567", world, kind)
+    set_clock(app, NOW + 10)
+    assert contact(client, OTHER, "79991234567", kind)["status"] == "authorized"
+    assert get(client, "/auth/status", OTHER)["status"] == "authorized"  # cached
+    set_clock(app, NOW + 20)
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+    assert world.field(626518, TG_FIELD) == "222"
+    assert get(client, "/auth/status", OTHER)["status"] == "not_authorized"
+
+
+@pytest.mark.parametrize("env_overrides", [CONTACT])
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_field_read_after_this_service_last_wrote_it_is_the_one_believed(
+        app, client, world, kind):
+    """555 bound the customer through this service; a manager then put 666 in the field
+    in RetailCRM. NEW's start read 666: its check cuts 666 off."""
+    set_clock(app, NOW)
+    assert contact(client, OTHER, "79991234567", kind)["status"] == "authorized"
+    world.customers["626518"]["customFields"][TG_FIELD] = "666"  # the manager's edit
+    set_clock(app, NOW + 10)
+    assert get(client, "/auth/status", MANAGERS)["status"] == "authorized"  # cached
+    check = started(client, NEW, "79991234567", world, kind)
+    set_clock(app, NOW + 20)
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+    assert get(client, "/auth/status", MANAGERS)["status"] == "not_authorized"

@@ -35,3 +35,7 @@ CRM_SLOTS_AHEAD: ContextVar[list[Any] | None] = ContextVar("crm_ahead", default=
 # The monotonic time the request's slot waits must end by (its answer budget less
 # ``governor.ANSWER_RESERVE_SECONDS``); None: only RETAILCRM_QUEUE_SECONDS bounds them.
 CRM_ANSWER_BY: ContextVar[float | None] = ContextVar("crm_answer_by", default=None)
+# The waiting-room place the request's CRM calls hold (``governor.WaitingRoom``): how
+# many of its calls wait in it now. Its parallel reads (``basics.parallel``) share one
+# place, as the request occupies one thread. None outside a request.
+CRM_PLACE: ContextVar[list[int] | None] = ContextVar("crm_place", default=None)

@@ -13,6 +13,7 @@ from gurugrow.basics.errors import FlowRefusal
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.phone import mask_phone
 from gurugrow.flows.binding import (
+    FieldSeen,
     bind_identity,
     bound_customer,
     customer_masked_phone,
@@ -21,7 +22,7 @@ from gurugrow.flows.binding import (
 )
 from gurugrow.flows.codes import (
     check_code,
-    find_customer_id_by_phone,
+    find_customer_by_phone,
     issue_code,
     refused_by_limits,
     resend_code,
@@ -61,9 +62,9 @@ def start(svc: Services, data: StartRequest) -> Answer:
 
 
 def _bind(svc: Services, identity: MessengerIdentity, customer_id: str, phone: str,
-          method: str | None) -> Answer:
+          method: str | None, seen: FieldSeen | None) -> Answer:
     """Bind the account to the verified phone's customer: /auth/check's answer."""
-    verified_until = bind_identity(svc, identity, customer_id, method)
+    verified_until = bind_identity(svc, identity, customer_id, method, seen)
     log_event("auth_checked", channel=identity.channel, customer_id=customer_id,
               method=method)
     return {"status": "authorized", "authorized": True, "customerId": customer_id,
@@ -78,7 +79,8 @@ def check(svc: Services, data: CheckRequest) -> Answer:
     identity = identity_of(svc, data)
 
     def bind(session: OtpSession) -> Answer:
-        return _bind(svc, identity, str(session.customer_id), session.phone, session.method)
+        return _bind(svc, identity, str(session.customer_id), session.phone, session.method,
+                     FieldSeen.of_session(session))
 
     def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
         remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)
@@ -119,17 +121,20 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
         admission = svc.limits.admit_contact(identity.channel, identity.account_id, client_ip,
                                              rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):  # a CRM or deduper failure costs nothing
-        customer_id = find_customer_id_by_phone(svc, phone)
-    if customer_id is None:
+        read_at = svc.clock()  # before the read: a binding written meanwhile is later
+        customer = find_customer_by_phone(svc, phone)
+    if customer is None:
         log_event("contact_unknown_phone", channel=identity.channel, phone=mask_phone(phone))
         raise FlowRefusal("customer_not_found", status="not_found", maskedPhone=mask_phone(phone))
     method = f"{identity.channel}_contact"
     # A CRM or Redis failure while binding gives the counters back too; a refusal the
     # binding earned (a conflict) keeps them.
     with returned_on_failure(svc, admission, keep_on=(FlowRefusal,)):
-        answer = _bind(svc, identity, customer_id, phone, method)
+        held = customer.field(identity.field_code)
+        answer = _bind(svc, identity, customer.id, phone, method,
+                       None if held is None else FieldSeen(held, read_at))
         batch = svc.batch()  # the binding cache and, for unlink, the kept answer
-        remember_new_binding(svc, identity, customer_id, phone, batch)
+        remember_new_binding(svc, identity, customer.id, phone, batch)
         svc.caches.put_contact_token(identity.channel, identity.account_id, token,
                                      svc.settings.otp_ttl_seconds, batch)
         batch.send()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, NoReturn, TypeVar
 
 from gurugrow.basics.errors import CrmBusy, FlowRefusal, UpstreamError
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.json_types import JsonObject
+from gurugrow.basics.parallel import both
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.mirror import (
@@ -28,6 +30,7 @@ from gurugrow.gateways.retailcrm import Customer
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch
+from gurugrow.stores.otp import OtpSession
 
 T = TypeVar("T")
 
@@ -103,7 +106,48 @@ def remember_new_binding(svc: Services, identity: MessengerIdentity, customer_id
     crm_cache.remember_binding(svc, identity, crm_cache.binding_entry(
         customer_id, mask_phone(phone), True, svc.settings.retailcrm_cf_chatbot_interacted),
         batch)
+    remember_field_written(svc, identity.channel, customer_id, identity.account_id, batch)
     mirror_bound(svc, identity, customer_id, mask_phone(phone))
+
+
+@dataclass(frozen=True)
+class FieldSeen:
+    """What a customer's channel field held (``account``, "" for nobody) at ``at``."""
+
+    account: str
+    at: float
+
+    @classmethod
+    def of_session(cls, session: OtpSession) -> FieldSeen | None:
+        """What the session's phone lookup read of its customer's field (None: not read)."""
+        if session.customer_held is None:
+            return None
+        return cls(session.customer_held, session.customer_held_at)
+
+
+def remember_field_written(svc: Services, channel: str, customer_id: str, account_id: str,
+                           batch: WriteBatch | None = None) -> None:
+    """This service just wrote ``account_id`` into the customer's channel field: a
+    binding of the customer whose session read the field earlier learns it. Kept for
+    OTP_TTL_SECONDS, as long as such a session lives. (An unlink writes none: the account
+    it names then is only dropped once more, which costs its next call a live read.)"""
+    def lost(error: Exception) -> None:  # then that binding trusts what its session read
+        log_event("field_record_failed", logging.WARNING, customer_id=customer_id,
+                  error=error)
+
+    svc.caches.put_channel_field_written(channel, customer_id, account_id, svc.clock(),
+                                         svc.settings.otp_ttl_seconds + 60, batch,
+                                         on_failure=lost)
+
+
+def _field_before(svc: Services, identity: MessengerIdentity, customer_id: str,
+                  seen: FieldSeen | None) -> FieldSeen | None:
+    """What the customer's field held, as far as known without RetailCRM: the later of
+    what the session read and what this service wrote since; None when neither is known."""
+    written = svc.caches.channel_field_written(identity.channel, customer_id)
+    if written is not None and (seen is None or written[1] >= seen.at):
+        return FieldSeen(*written)
+    return seen
 
 
 def binding_fields(svc: Services, identity: MessengerIdentity, method: str | None
@@ -122,20 +166,26 @@ def binding_fields(svc: Services, identity: MessengerIdentity, method: str | Non
 
 
 def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
-                  method: str | None) -> str:
+                  method: str | None, seen: FieldSeen | None = None) -> str:
     """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
 
     Serialised per account (``one_binding_at_a_time``). Refuses with ``conflict``
     (nothing written) when another customer holds the id. When the customer was bound to
-    another account of the channel, that account loses it at once (``drop_binding``).
+    another account of the channel, that account loses it at once (``drop_binding``):
+    which one is ``seen`` (what the phone's lookup read of the customer) unless this
+    service wrote the field since; knowing neither, RetailCRM is asked.
     """
     def bind() -> str:
-        holders = find_bound_customers(svc, identity)
+        before = _field_before(svc, identity, customer_id, seen)
+        if before is not None:
+            holders, previous = find_bound_customers(svc, identity), before.account
+        else:  # who holds the account, and what the customer holds: two reads at once
+            holders, current = both(lambda: find_bound_customers(svc, identity),
+                                    lambda: svc.crm.get_customer(customer_id))
+            previous = str((current.custom_fields if current else {})
+                           .get(identity.field_code) or "")
         if any(c.id != customer_id for c in holders):
             _conflict(identity, len(holders))
-        current = svc.crm.get_customer(customer_id)
-        previous = str((current.custom_fields if current else {}).get(identity.field_code)
-                       or "")
         fields, verified_until = binding_fields(svc, identity, method)
         svc.crm.edit_customer_custom_fields(customer_id, fields)
         if previous and previous != identity.account_id:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import cast
 
 from gurugrow import metrics, texts
@@ -48,7 +49,28 @@ from gurugrow.stores.once import LeaseRenewer
 from gurugrow.stores.otp import OtpSession
 
 
+@dataclass(frozen=True)
+class PhoneCustomer:
+    """The phone's one CRM customer, and its custom fields as the lookup read them
+    (None: not read, the deduper chose a customer the lookup did not list)."""
+
+    id: str
+    custom_fields: JsonObject | None
+
+    def field(self, code: str) -> str | None:
+        """What field ``code`` held when read ("" for nothing); None: not read."""
+        if self.custom_fields is None:
+            return None
+        return str(self.custom_fields.get(code) or "")
+
+
 def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
+    """The id of the phone's one CRM customer (``find_customer_by_phone``)."""
+    found = find_customer_by_phone(svc, phone)
+    return None if found is None else found.id
+
+
+def find_customer_by_phone(svc: Services, phone: str) -> PhoneCustomer | None:
     """The one CRM customer of ``phone`` (deduper for several), or None for nobody.
 
     Raises FlowRefusal("dedupe_failed") when the duplicates cannot be resolved: the
@@ -59,7 +81,7 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
     if not customers:
         return None
     if len(customers) == 1:
-        return customers[0].id
+        return PhoneCustomer(customers[0].id, customers[0].custom_fields)
     if not svc.deduper.configured:
         log_event("duplicates_unresolved", phone=mask_phone(phone), candidates=len(customers),
                   reason="no deduper (DEDUPE_BASE_URL empty)")
@@ -73,7 +95,8 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
               candidates=len(customers))
     if not result.usable:
         raise FlowRefusal("dedupe_failed")
-    return result.final_customer_id
+    # The deduper may merge the duplicates: the survivor's fields are not what was read.
+    return PhoneCustomer(str(result.final_customer_id), None)
 
 
 def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
@@ -279,7 +302,9 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     admission = take_send_allowance(svc, phone, identity.channel, identity.account_id,
                                      client_ip, route=route, rider=svc.crm.slot_rider())
     with returned_on_failure(svc, admission):
-        customer_id = find_customer_id_by_phone(svc, phone)
+        read_at = svc.clock()  # before the read: a binding written meanwhile is later
+        customer = find_customer_by_phone(svc, phone)
+        customer_id = None if customer is None else customer.id
         send = customer_id is not None or send_to_unknown
         sent = send_or_pretend(svc, phone=phone, channel=identity.channel, send=send,
                                route=route)
@@ -288,7 +313,9 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
     session = svc.otp.create_session(
         phone=phone, channel=identity.channel, account_id=identity.account_id,
         customer_id=customer_id, code=sent.code if send else None, method=sent.method,
-        purpose=purpose, payload=payload, batch=batch)
+        purpose=purpose, payload=payload, batch=batch,
+        customer_held=None if customer is None else customer.field(identity.field_code),
+        customer_held_at=read_at)
     session.call_number = sent.number or ""
     track_send(svc, session, sent, batch)
     if not send:

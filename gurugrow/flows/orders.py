@@ -12,8 +12,16 @@ from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gurugrow import texts
-from gurugrow.basics.errors import FlowRefusal, NotFound, UpstreamRejected, UpstreamUnavailable
+from gurugrow.basics.errors import (
+    CrmBusy,
+    FlowRefusal,
+    NotFound,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from gurugrow.basics.json_types import JsonObject
+from gurugrow.basics.parallel import both
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import bound_customer, mark_interacted
 from gurugrow.flows.mirror import mirror_order_created, mirrored_orders
@@ -191,23 +199,36 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
     # An earlier attempt died after choosing its number: its order, if it landed, is the
     # answer, whatever has changed in the catalog since.
     created = _noted_order(svc, lease, customer_id, site)
-    if created is None:  # Redis may have lost the notes: RetailCRM says what was made
-        created = order_made_in_window(svc, windowed, site)
     if created is None:
-        missing = unavailable_item(svc, list(source.items))
-        if missing is not None or not source.items:
-            log_event("repeat_unavailable_item", source_order_id=source.id)
-            return {**base, "status": "unavailable_item", "errorCode": "unavailable_item",
-                    "unavailableItemName": missing}
-        payload = {**_repeat_payload(svc, channel, customer_id, source),
-                   "externalId": windowed.external_id}
-        created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
+        # Redis may have lost the notes: RetailCRM says what was made. The catalog is
+        # read at the same time, for the common case that nothing was.
+        created, (missing, catalog_failed) = both(
+            lambda: order_made_in_window(svc, windowed, site),
+            lambda: _unavailable_item_or_failure(svc, source))
+        if created is None:
+            if catalog_failed is not None:  # only an order still to make needs it
+                raise catalog_failed
+            if missing is not None or not source.items:
+                log_event("repeat_unavailable_item", source_order_id=source.id)
+                return {**base, "status": "unavailable_item",
+                        "errorCode": "unavailable_item", "unavailableItemName": missing}
+            payload = {**_repeat_payload(svc, channel, customer_id, source),
+                       "externalId": windowed.external_id}
+            created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
     crm_cache.forget_orders(svc, customer_id)
     mirror_order_created(svc, customer_id)
     log_event("repeat_created", source_order_id=source.id, new_order_id=created.id)
     return {**base, "status": "created", "newOrderId": created.id,
             "newOrderNumber": created.number,
             "text": texts.REPEAT_CREATED.format(number=created.number)}
+
+
+def _unavailable_item_or_failure(svc: Services, source: Order
+                                 ) -> tuple[str | None, UpstreamError | CrmBusy | None]:
+    try:
+        return unavailable_item(svc, list(source.items)), None
+    except (UpstreamError, CrmBusy) as e:
+        return None, e
 
 
 def _noted_order(svc: Services, lease: Lease, customer_id: str | None, site: str

@@ -20,6 +20,7 @@ from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.basics.phone import mask_phone, normalize_phone
 from gurugrow.flows import crm_cache
 from gurugrow.flows.binding import (
+    FieldSeen,
     bind_identity,
     binding_fields,
     bound_customer,
@@ -215,7 +216,8 @@ def _complete(svc: Services, identity: MessengerIdentity, session: OtpSession) -
                                                           bundle)
         svc.otp.remember_customer(session, customer_id)
     else:
-        verified_until = bind_identity(svc, identity, session.customer_id, session.method)
+        verified_until = bind_identity(svc, identity, session.customer_id, session.method,
+                                       FieldSeen.of_session(session))
     remember_new_binding(svc, identity, str(session.customer_id), session.phone)
     answer = _place_once(svc, request_token("session", session.session_id), bundle,
                          str(session.customer_id), recipient)

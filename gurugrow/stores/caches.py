@@ -58,6 +58,29 @@ class FlowCaches:
             token = pipe.execute()[1]
         return token.decode() if isinstance(token, bytes) else token
 
+    def channel_field_written(self, channel: str, customer_id: str
+                              ) -> tuple[str, float] | None:
+        """The account this service last wrote into the customer's channel field ("" for
+        an unlink) and when; None when it wrote none lately (or the record is unreadable)."""
+        with redis_guard():
+            raw = self._client.get(redis_keys.channel_field_written(self._prefix, channel,
+                                                                    customer_id))
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        at, _, account = (text or "").partition(" ")
+        try:
+            return account, float(at)
+        except ValueError:
+            return None
+
+    def put_channel_field_written(self, channel: str, customer_id: str, account_id: str,
+                                  at: float, ttl: int, batch: WriteBatch | None = None,
+                                  on_failure: Callable[[Any], None] | None = None) -> None:
+        """Record that the customer's channel field was set to ``account_id`` at ``at``."""
+        key = redis_keys.channel_field_written(self._prefix, channel, customer_id)
+        with written(self._client, batch) as writes:
+            writes.commands(lambda pipe: pipe.set(key, f"{at:.3f} {account_id}", ex=ttl),
+                            on_failure=on_failure)
+
     def orders(self, customer_id: str, ttl: int, load: Callable[[], Any]) -> Any:
         """The customer's cached order list, else ``load()``'s (then cached)."""
         return cached_json(self._client, redis_keys.orders_cache(self._prefix, customer_id),

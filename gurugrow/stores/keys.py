@@ -151,6 +151,12 @@ def binding_cache(prefix: str, channel: str, account_id: str) -> str:
     return f"{prefix}cache:{{{identity_tag(channel, account_id)}}}:binding"
 
 
+def channel_field_written(prefix: str, channel: str, customer_id: str) -> str:
+    """The messenger account this service last wrote into one customer's channel field,
+    and when (a binding check's "who held it before" without asking RetailCRM)."""
+    return f"{prefix}cache:field:{channel}:{customer_id}"
+
+
 def orders_cache(prefix: str, customer_id: str) -> str:
     """Cached order list of one customer (the raw RetailCRM page)."""
     return f"{prefix}cache:orders:{customer_id}"

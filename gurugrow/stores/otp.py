@@ -125,6 +125,10 @@ class OtpSession:
     # The externalId of a customer a check noted it was about to create (see
     # ``note_creating_customer``): a later attempt looks it up before creating one.
     creating_customer: str = ""
+    # What the customer's channel field held when the code was issued ("" for nobody),
+    # and when; None: not read (a binding then asks RetailCRM).
+    customer_held: str | None = None
+    customer_held_at: float = 0.0
 
     @property
     def is_decoy(self) -> bool:
@@ -170,6 +174,7 @@ class OtpStore:
     def create_session(self, *, phone: str, channel: str, account_id: str,
                        customer_id: str | None, code: str | None, method: str | None,
                        purpose: str = "auth", payload: dict[str, Any] | None = None,
+                       customer_held: str | None = None, customer_held_at: float = 0.0,
                        batch: WriteBatch | None = None) -> OtpSession:
         """Store a new session for a code that was just sent (``code`` None: nothing was
         sent, a decoy); drop the previous one. With ``batch`` it is stored when the
@@ -180,8 +185,11 @@ class OtpStore:
             session_id=f"{tag}.{secrets.token_urlsafe(18)}", phone=phone, channel=channel,
             account_id=account_id, customer_id=customer_id, purpose=purpose, method=method,
             expires_at=self.clock() + self._policy.ttl_seconds, payload=payload or {},
-            sent=code is not None,
+            sent=code is not None, customer_held=customer_held,
+            customer_held_at=customer_held_at,
         )
+        held: dict[str, str] = {} if customer_held is None else {
+            "customer_held": customer_held, "customer_held_at": f"{customer_held_at:.3f}"}
         record = {
             "phone": phone, "channel": channel, "account_id": account_id,
             "customer_id": customer_id or "", "purpose": purpose, "route": method or "",
@@ -190,7 +198,7 @@ class OtpStore:
             "payload": json.dumps(session.payload, ensure_ascii=False),
             **self._hashed_fields(code, session.session_id),
         }
-        flat = [str(item) for pair in record.items() for item in pair]
+        flat = [str(item) for pair in (*record.items(), *held.items()) for item in pair]
         ttl = self._policy.ttl_seconds + _TOMBSTONE_SECONDS
         keys = [self._session_key(session.session_id),
                 redis_keys.otp_active(self._prefix, phone, channel, account_id)]
@@ -384,4 +392,6 @@ def _session_from(session_id: str, data: dict[str, str]) -> OtpSession:
         expires_at=float(data["expires_at"]), payload=json.loads(data["payload"]),
         sent=data["sent"] == "1", state=data["state"],
         creating_customer=data.get("creating_customer", ""),
+        customer_held=data.get("customer_held"),
+        customer_held_at=float(data.get("customer_held_at") or 0),
     )
