@@ -14,7 +14,14 @@ from dotenv import dotenv_values
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
-from gurugrow.config import ConfigError, ConfigProblem, Settings, sandbox_ignored
+from gurugrow.config import (
+    CONFIG_PROBLEMS,
+    ENV_FILE,
+    ConfigError,
+    ConfigProblem,
+    Settings,
+    sandbox_ignored,
+)
 from gurugrow.logs import begin_request, configure_logging, log_event
 from gurugrow.routes import ROUTES
 
@@ -25,9 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigError", "Settings", "create_app", "create_cli_app"]
 
-# app.extensions key of an app built by create_cli_app: the problems a start would refuse.
-CONFIG_PROBLEMS = "gurugrow.config_problems"
-ENV_FILE = ".env"
 
 
 def load_settings(overrides: Mapping[str, str] | None = None) -> Settings:
@@ -99,11 +103,6 @@ def _refuse_to_serve(environ: dict, start_response: Any) -> list[bytes]:
     start_response("503 Service Unavailable", [("Content-Type", "application/json"),
                                                ("Content-Length", str(len(body)))])
     return [body]
-
-
-def config_problems(app: Flask) -> list[ConfigProblem]:
-    """The problems a start of ``app``'s configuration would refuse (none: it started)."""
-    return list(app.extensions.get(CONFIG_PROBLEMS, []))
 
 
 def _build_app(settings: Settings, env: dict[str, str] | None, redis_client: Any,

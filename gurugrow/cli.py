@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from gurugrow.basics.phone import mask_phone, normalize_phone
-from gurugrow.config import CHANNELS, ConfigError, config_error_lines
+from gurugrow.config import CHANNELS, ENV_FILE, ConfigError, config_error_lines, config_problems
 from gurugrow.doctor.checks import Check, FieldSpec, run_doctor
 from gurugrow.doctor.fields import create_missing_fields
 from gurugrow.doctor.redaction import safe_url
@@ -55,8 +55,6 @@ def doctor() -> None:
 
     One line per check (ok / FAIL … — fix: …); exit status 0 only if all passed.
     """
-    from gurugrow import ENV_FILE, config_problems
-
     svc = current_app.extensions["gurugrow"]
     checks = run_doctor(svc, config_problems(current_app),
                         env_file_exists=os.path.exists(ENV_FILE))
@@ -66,8 +64,6 @@ def doctor() -> None:
 def _configured_services():
     """The process's services; a configuration a start would refuse stops the command
     with every problem, one line each."""
-    from gurugrow import ENV_FILE, config_problems
-
     problems = config_problems(current_app)
     if problems:
         lines = config_error_lines(ConfigError(problems),

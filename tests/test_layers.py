@@ -57,9 +57,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(source: str, importer: str, is_package: bool) -> set[str]:
-    """The ``gurugrow`` modules ``source`` imports (``from gurugrow import x`` names the
-    submodule ``gurugrow.x`` when there is one)."""
+def imported_modules(source: str, importer: str, is_package: bool,
+                     roots: tuple[str, ...] = ("gurugrow",)) -> set[str]:
+    """The modules of ``roots`` that ``source`` imports (``from gurugrow import x`` names
+    the submodule ``gurugrow.x`` when there is one)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -74,7 +75,7 @@ def imported_modules(source: str, importer: str, is_package: bool) -> set[str]:
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if _exists(candidate) else base)
-    return {m for m in found if m == "gurugrow" or m.startswith("gurugrow.")}
+    return {m for m in found if any(m == r or m.startswith(r + ".") for r in roots)}
 
 
 def _exists(module: str) -> bool:
@@ -285,3 +286,60 @@ def test_request_scoped_state_lives_in_one_module():
 ])
 def test_the_check_sees_a_module_level_context_variable(source, expected):
     assert len(module_level_context_variables(source)) == expected
+
+
+# -- no import circle, the bench included ---------------------------------------------
+CIRCLE_ROOTS = ("gurugrow", "bench")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the modules of ``CIRCLE_ROOTS`` it imports (lazy imports too)."""
+    graph: dict[str, set[str]] = {}
+    for root in CIRCLE_ROOTS:
+        for path in sorted((PACKAGE.parent / root).rglob("*.py")):
+            name = module_name(path)
+            graph[name] = imported_modules(path.read_text(encoding="utf-8"), name,
+                                           path.name == "__init__.py", CIRCLE_ROOTS) - {name}
+    return graph
+
+
+def import_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One circle of ``graph`` (its modules, the first repeated at the end), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(module: str) -> list[str] | None:
+        path.append(module)
+        on_path.add(module)
+        for imported in sorted(graph.get(module, ())):
+            if imported in on_path:
+                return path[path.index(imported):] + [imported]
+            if imported not in done and (circle := visit(imported)):
+                return circle
+        path.pop()
+        on_path.discard(module)
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if module not in done and (circle := visit(module)):
+            return circle
+    return None
+
+
+def test_no_import_circle_in_the_package_or_the_bench():
+    graph = import_graph()
+    assert "bench.run" in graph and "gurugrow.flows.auth" in graph
+    circle = import_circle(graph)
+    assert circle is None, "an import circle: " + " → ".join(circle or [])
+
+
+@pytest.mark.parametrize(("graph", "expected"), [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
+    ({"a": {"b"}, "b": {"a"}}, ["a", "b", "a"]),
+    ({"a": {"b"}, "b": {"c"}, "c": {"b"}}, ["b", "c", "b"]),
+    ({"a": {"b", "c"}, "b": {"c"}, "c": set()}, None),  # a diamond is no circle
+])
+def test_the_check_sees_an_import_circle(graph, expected):
+    assert import_circle(graph) == expected

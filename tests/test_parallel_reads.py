@@ -123,7 +123,7 @@ def test_both_ends_the_second_before_raising_the_firsts_error():
 def test_both_runs_the_second_in_the_callers_context():
     seen = contextvars.ContextVar("seen", default="outside")
     seen.set("this request")
-    assert both(lambda: seen.get(), lambda: seen.get()) == ("this request", "this request")
+    assert both(seen.get, seen.get) == ("this request", "this request")
 
 
 def test_both_nested_in_a_pool_thread_runs_in_turn_and_never_waits_on_the_pool():

@@ -216,14 +216,27 @@ def _add_customer(st: SandboxState, data: dict[str, Any]) -> dict[str, Any]:
 def orders() -> ResponseReturnValue:
     if failed := state().failure("orders"):
         return failed
-    found = list(state().orders.values())
+    st = state()
+    external_ids = request.args.getlist("filter[externalIds][]")
+    numbers = request.args.getlist("filter[numbers][]")
+    ids = request.args.getlist("filter[ids][]")
+    # By an index where one applies, as RetailCRM's database would; the filters below
+    # then still all apply.
+    if external_ids:
+        found = st.orders_by("externalId", external_ids)
+    elif numbers:
+        found = st.orders_by("number", numbers)
+    elif ids:
+        found = [o for o in (st.orders.get(i) for i in dict.fromkeys(ids)) if o is not None]
+    else:
+        found = list(st.orders.values())
     if customer_id := request.args.get("filter[customerId]"):
         found = [o for o in found if str((o.get("customer") or {}).get("id")) == customer_id]
-    if numbers := request.args.getlist("filter[numbers][]"):
+    if numbers:
         found = [o for o in found if o.get("number") in numbers]
-    if ids := request.args.getlist("filter[ids][]"):
+    if ids:
         found = [o for o in found if str(o["id"]) in ids]
-    if external_ids := request.args.getlist("filter[externalIds][]"):
+    if external_ids:
         found = [o for o in found if str(o.get("externalId")) in external_ids]
     if sites := request.args.getlist("filter[sites][]"):
         found = [o for o in found if o.get("site") in sites]
@@ -243,9 +256,12 @@ def order(ref: str) -> ResponseReturnValue:
     # search by externalId/number will be performed within the store specified").
     # ASSUMED: without ``site``, within every store.
     site = request.args.get("site") if by != "id" else None
-    for o in list(state().orders.values()):  # other threads add orders meanwhile
-        if str(o.get("id" if by == "id" else "externalId")) == ref and (
-                not site or o.get("site") == site):
+    if by == "id":
+        candidates = [o] if (o := state().orders.get(ref)) is not None else []
+    else:
+        candidates = state().orders_by("externalId", [ref])
+    for o in candidates:
+        if not site or o.get("site") == site:
             return _ok(order=o)
     return _crm_error(404, "Not found")
 
@@ -258,7 +274,7 @@ def create_order() -> ResponseReturnValue:
     data = _form_json("order")
     with st.lock:
         for key, label in (("number", "number"), ("externalId", "externalId")):
-            if data.get(key) and any(o.get(key) == data[key] for o in st.orders.values()):
+            if data.get(key) and st.orders_by(key, [data[key]]):
                 return _crm_error(400, "Order is not loaded",
                                   {label: f"Order with this {label} already exists"})
         if not (data.get("customer") or {}).get("id"):

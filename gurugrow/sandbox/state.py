@@ -3,6 +3,7 @@ stand-in shares: the state of the current app, injected failures, phone digits."
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -10,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,10 @@ def phone_key(text: Any) -> str:
     return "7" + d if len(d) == 10 else d
 
 
+# What an order is looked up by besides its id (SandboxState.orders_by).
+ORDER_INDEX_KEYS = ("number", "externalId")
+
+
 class SandboxState:
     """Everything the stand-ins know and remember; thread-safe."""
 
@@ -56,6 +61,8 @@ class SandboxState:
             data = json.loads(json.dumps(self._initial)) if self._initial else demo_data()
             self.customers = {str(c["id"]): c for c in data.get("customers", [])}
             self.orders = {str(o["id"]): o for o in data.get("orders", [])}
+            self._order_index: dict[tuple[str, str], list[str]] = {}
+            self._orders_indexed = 0
             self.products = data.get("products", [])
             self.statuses = data.get("statuses", {})
             self.status_groups = data.get("statusGroups", {})
@@ -195,6 +202,31 @@ class SandboxState:
             fields = customer.get("customFields")
             if isinstance(fields, dict):
                 customer["customFields"] = {k: v for k, v in fields.items() if k != code} or []
+
+    def orders_by(self, key: str, values: Iterable[Any]) -> list[dict[str, Any]]:
+        """The orders whose ``key`` (``number`` or ``externalId``) is one of ``values``,
+        found as RetailCRM's database finds them, by an index: a scan of every order
+        would make the stand-ins' cost grow with the thousands a benchmark makes."""
+        with self.lock:
+            self._index_new_orders()
+            found: list[dict[str, Any]] = []
+            for value in dict.fromkeys(str(v) for v in values):
+                for oid in self._order_index.get((key, value), ()):
+                    order = self.orders.get(oid)
+                    # An order changed in place since it was indexed is not this one.
+                    if order is not None and str(order.get(key)) == value:
+                        found.append(order)
+            return found
+
+    def _index_new_orders(self) -> None:
+        # Orders are only ever added (a dict keeps their order): index those added since.
+        if len(self.orders) < self._orders_indexed:
+            self._order_index, self._orders_indexed = {}, 0
+        for oid, order in itertools.islice(self.orders.items(), self._orders_indexed, None):
+            for key in ORDER_INDEX_KEYS:
+                if order.get(key) not in (None, ""):
+                    self._order_index.setdefault((key, str(order[key])), []).append(oid)
+        self._orders_indexed = len(self.orders)
 
     def manager_set_order_status(self, order_id: str, status: str) -> None:
         """Move an order to another status, as a manager would."""
