@@ -1,5 +1,6 @@
 """stores.client.run_script's rider: its command goes in the round trip of the script it
-is handed to, and only that one; without one a script runs alone."""
+is handed to, and only that one; without one a script runs alone; several (``Riders``)
+each get their own answer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from fakeredis._clients._sync import FakeRedisConnection
 
 from gurugrow.stores import client as storage
-from gurugrow.stores.client import run_script
+from gurugrow.stores.caches import ChannelFieldRead, FlowCaches
+from gurugrow.stores.client import Riders, run_script
 
 STEP = "return redis.call('INCR', KEYS[1])"
 
@@ -79,3 +81,25 @@ def test_on_a_cluster_client_the_rider_is_left_out_and_hears_nothing(r, monkeypa
     rider = Rider()
     assert run_script(r, step, ["step"], [], rider) == 1
     assert (rider.answers, r.get("ridden")) == ([], None)
+
+
+def test_several_riders_share_the_round_trip_each_with_its_own_answer(r, round_trips):
+    step = r.register_script(STEP)
+    step(keys=["step"], args=[])
+    r.set("other", "kept")
+    first, second = Rider(), ChannelFieldRead("other")
+    before = round_trips[0]
+    assert run_script(r, step, ["step"], [], Riders(first, None, second)) == 2
+    assert round_trips[0] - before == 1
+    assert (first.answers, second.answered, second.value) == ([1], True, b"kept")
+
+
+def test_a_field_record_read_left_out_on_a_cluster_is_read_on_its_own(r, monkeypatch):
+    monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)  # pipelines refuse scripts
+    caches = FlowCaches(r, "gg:")
+    caches.put_channel_field_written("telegram", "1001", "555", 1_780_000_000.0, 60)
+    read = caches.channel_field_read("telegram", "1001")
+    step = r.register_script(STEP)
+    run_script(r, step, ["step"], [], Riders(read))
+    assert not read.answered
+    assert caches.channel_field_written("telegram", "1001", read) == ("555", 1_780_000_000.0)

@@ -29,7 +29,8 @@ from gurugrow.flows.order_once import forget_once, request_token
 from gurugrow.gateways.retailcrm import Customer
 from gurugrow.logs import log_event
 from gurugrow.services import Services
-from gurugrow.stores.client import WriteBatch
+from gurugrow.stores.caches import ChannelFieldRead
+from gurugrow.stores.client import Riders, WriteBatch
 from gurugrow.stores.otp import OtpSession
 
 T = TypeVar("T")
@@ -141,10 +142,10 @@ def remember_field_written(svc: Services, channel: str, customer_id: str, accoun
 
 
 def _field_before(svc: Services, identity: MessengerIdentity, customer_id: str,
-                  seen: FieldSeen | None) -> FieldSeen | None:
+                  seen: FieldSeen | None, read: ChannelFieldRead) -> FieldSeen | None:
     """What the customer's field held, as far as known without RetailCRM: the later of
     what the session read and what this service wrote since; None when neither is known."""
-    written = svc.caches.channel_field_written(identity.channel, customer_id)
+    written = svc.caches.channel_field_written(identity.channel, customer_id, read)
     if written is not None and (seen is None or written[1] >= seen.at):
         return FieldSeen(*written)
     return seen
@@ -175,8 +176,12 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     which one is ``seen`` (what the phone's lookup read of the customer) unless this
     service wrote the field since; knowing neither, RetailCRM is asked.
     """
+    # This service's record of the field, and the write's RetailCRM slot, ride on the
+    # hold's round trip.
+    read = svc.caches.channel_field_read(identity.channel, customer_id)
+
     def bind() -> str:
-        before = _field_before(svc, identity, customer_id, seen)
+        before = _field_before(svc, identity, customer_id, seen, read)
         if before is not None:
             holders, previous = find_bound_customers(svc, identity), before.account
         else:  # who holds the account, and what the customer holds: two reads at once
@@ -196,15 +201,17 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
                                                 identity.field_code), customer_id)
         return verified_until
 
-    return one_binding_at_a_time(svc, identity, bind)
+    return one_binding_at_a_time(svc, identity, bind,
+                                 Riders(read, svc.crm.slot_rider()))
 
 
 def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
-                          work: Callable[[], T]) -> T:
+                          work: Callable[[], T], riders: Riders | None = None) -> T:
     """``work()`` (who holds the account, then the write) while no other binding of the
     same messenger account runs: two bindings at once would bind it to two customers.
     A second one waits for the first (up to BOT_ANSWER_SECONDS, then ``in_progress``);
-    the hold is a renewed lease, so a dead worker's lapses by itself."""
+    the hold is a renewed lease, so a dead worker's lapses by itself. ``riders`` ride on
+    the hold's round trip."""
     token = request_token("binding", identity.channel, identity.account_id)
     done: list[T] = []
 
@@ -215,7 +222,7 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
     svc.caches.run_once("binding", token, svc.settings.otp_ttl_seconds, run,
                         keep=lambda result: False,
                         wait_seconds=svc.settings.bot_answer_seconds,
-                        lease_seconds=svc.settings.in_progress_lease_seconds)
+                        lease_seconds=svc.settings.in_progress_lease_seconds, rider=riders)
     return done[0]
 
 

@@ -15,6 +15,22 @@ from gurugrow.stores.client import WriteBatch, redis_guard, written
 from gurugrow.stores.once import Lease, run_once
 
 
+class ChannelFieldRead:
+    """One GET riding on another step's round trip (``stores.client.PipelineRider``)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.answered = False
+        self.value: Any = None
+
+    def queue(self, pipe: Any) -> None:
+        pipe.get(self.key)
+
+    def receive(self, answer: Any) -> None:
+        if not isinstance(answer, Exception):  # else it is read on its own
+            self.answered, self.value = True, answer
+
+
 class FlowCaches:
     """Cached RetailCRM answers and the run-once records, by what they are about."""
 
@@ -58,13 +74,23 @@ class FlowCaches:
             token = pipe.execute()[1]
         return token.decode() if isinstance(token, bytes) else token
 
-    def channel_field_written(self, channel: str, customer_id: str
+    def channel_field_read(self, channel: str, customer_id: str) -> ChannelFieldRead:
+        """A read of ``channel_field_written`` to ride on another step's round trip."""
+        return ChannelFieldRead(redis_keys.channel_field_written(self._prefix, channel,
+                                                                 customer_id))
+
+    def channel_field_written(self, channel: str, customer_id: str,
+                              read: ChannelFieldRead | None = None
                               ) -> tuple[str, float] | None:
-        """The account this service last wrote into the customer's channel field ("" for
-        an unlink) and when; None when it wrote none lately (or the record is unreadable)."""
-        with redis_guard():
-            raw = self._client.get(redis_keys.channel_field_written(self._prefix, channel,
-                                                                    customer_id))
+        """The account this service last wrote into the customer's channel field and
+        when; None when it wrote none lately (or the record is unreadable). ``read``: the
+        record as a ride already read it (read now when it got no answer)."""
+        if read is not None and read.answered:
+            raw = read.value
+        else:
+            with redis_guard():
+                raw = self._client.get(redis_keys.channel_field_written(
+                    self._prefix, channel, customer_id))
         text = raw.decode() if isinstance(raw, bytes) else raw
         at, _, account = (text or "").partition(" ")
         try:

@@ -44,19 +44,37 @@ class PipelineRider(Protocol):
     def receive(self, answer: Any) -> None: ...
 
 
+class Riders:
+    """Several riders in one step's round trip, each handed its own command's answer."""
+
+    def __init__(self, *riders: PipelineRider | None) -> None:
+        self.riders = [r for r in riders if r is not None]
+
+    def queue(self, pipe: Any) -> None:
+        for rider in self.riders:
+            rider.queue(pipe)
+
+    def receive_all(self, answers: list[Any]) -> None:
+        for rider, answer in zip(self.riders, answers, strict=True):
+            rider.receive(answer)
+
+
 def run_script(client: Any, script: Any, keys: list[str], args: list[Any],
-               rider: PipelineRider | None = None) -> Any:
-    """Run a script registered on ``client``, with ``rider``'s command in the same round
-    trip (not on a Redis Cluster, whose pipelines refuse scripts: there the rider is left
-    out and gets no answer)."""
+               rider: PipelineRider | Riders | None = None) -> Any:
+    """Run a script registered on ``client``, with ``rider``'s command (or each of
+    ``Riders``') in the same round trip (not on a Redis Cluster, whose pipelines refuse
+    scripts: there the riders are left out and get no answer)."""
     with redis_guard():
         if rider is None or isinstance(client, RedisCluster):
             return script(keys=keys, args=args)
         pipe = client.pipeline(transaction=False)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         rider.queue(pipe)
-        answer, ridden = pipe.execute(raise_on_error=False)
-        rider.receive(ridden)
+        answer, *ridden = pipe.execute(raise_on_error=False)
+        if isinstance(rider, Riders):
+            rider.receive_all(ridden)
+        else:
+            rider.receive(ridden[0])
         if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
             return script(keys=keys, args=args)
         if isinstance(answer, Exception):

@@ -16,7 +16,13 @@ from typing import Any
 import redis
 
 from gurugrow.basics.errors import InProgress
-from gurugrow.stores.client import redis_guard, registered_script
+from gurugrow.stores.client import (
+    PipelineRider,
+    Riders,
+    redis_guard,
+    registered_script,
+    run_script,
+)
 from gurugrow.stores.scripts import load_script
 
 
@@ -173,7 +179,7 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
              operation: Callable[[Lease], dict], *,
              keep: Callable[[dict], bool] = lambda result: True,
              wait_seconds: float = 10.0, poll: float = 0.05,
-             lease_seconds: float = 1.0) -> dict:
+             lease_seconds: float = 1.0, rider: PipelineRider | Riders | None = None) -> dict:
     """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result."""
     # ``lease_key`` (same cluster slot) is held while an attempt runs it.
     #
@@ -181,14 +187,14 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
     # repeat waits up to ``wait_seconds`` for the first one's result, then raises InProgress; when
     # the lease lapses (the worker died) it takes over at once, with the notes the first attempt
     # left in ``Lease.notes``. A result that ``keep`` rejects, or an exception, frees the operation
-    # for the next call (notes are kept).
+    # for the next call (notes are kept). ``rider`` rides on the first claim's round trip.
     keys = [key, lease_key]
     deadline = time.monotonic() + wait_seconds
     while True:
         lease = Lease(client, keys, lease_seconds, {})
-        with redis_guard():
-            state, raw = registered_script(client, _CLAIM_SCRIPT)(
-                keys=keys, args=[lease.token, lease._ms, window])
+        state, raw = run_script(client, registered_script(client, _CLAIM_SCRIPT), keys,
+                                [lease.token, lease._ms, window], rider)
+        rider = None
         state = state.decode() if isinstance(state, bytes) else state
         if state == "done":
             return json.loads(raw)
