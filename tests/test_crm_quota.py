@@ -232,6 +232,21 @@ def test_journey_endpoints_take_journey_slots(app, client, world):
     assert sample("gurugrow_crm_slots_total", priority=JOURNEY) >= before[JOURNEY] + 3
 
 
+def test_a_cold_reference_is_loaded_ahead_of_the_reads_in_line(app, client, world):
+    """The statuses and the time zone a cold /orders loads serve every request after it:
+    their calls take journey slots, so a wave of reads cannot keep them from loading
+    (each /orders would otherwise run out of time before its turn, and answer busy)."""
+    before = {p: sample("gurugrow_crm_slots_total", priority=p) for p in (JOURNEY, READ)}
+    assert get(client, "/orders", BOUND)["status"] == "ok"
+    assert world.crm_calls("GET /api/v5/reference/statuses")
+    assert world.crm_calls("GET /api/v5/settings")
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == before[JOURNEY] + 2
+    # the binding and the order list are reads
+    assert sample("gurugrow_crm_slots_total", priority=READ) == before[READ] + 2
+    assert get(client, "/orders", BOUND)["status"] == "ok"  # warm: no reference call
+    assert sample("gurugrow_crm_slots_total", priority=JOURNEY) == before[JOURNEY] + 2
+
+
 @pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "9",
                                             "RETAILCRM_QUEUE_SECONDS": "10"}])
 def test_the_doctor_prints_the_configured_quota(app, world):

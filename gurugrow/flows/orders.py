@@ -88,11 +88,12 @@ def list_orders(svc: Services, data: OrdersRequest) -> Answer:
     customer = bound_customer(svc, identity, data.customer_id)
     customer_id = str(customer["id"])
     limit = data.limit or svc.settings.orders_default_limit
+    # The references first: cold, their calls go ahead of the line the list waits in.
+    statuses, groups, zone = order_statuses(svc)
     orders = mirrored_orders(svc, customer_id)
     if orders is None:  # no current mirror of this customer's orders: as without one
         orders = crm_cache.customer_orders(svc, customer_id, lambda: svc.crm.list_customer_orders(
             customer_id, svc.settings.orders_max_lookback))
-    statuses, groups, zone = order_statuses(svc)
     rules, urls = StatusRules.from_settings(svc.settings), tracking_urls(svc.settings)
     shown = []
     for order in sorted(orders, key=lambda o: str(o.get("createdAt") or ""), reverse=True):

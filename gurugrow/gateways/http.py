@@ -80,7 +80,7 @@ class HttpClient:
 
     def request(self, method: str, path: str, *, retry: bool = False,
                 retry_throttled: bool = False, route: str | None = None,
-                **kwargs: JsonValue) -> tuple[int, JsonValue]:
+                priority: str | None = None, **kwargs: JsonValue) -> tuple[int, JsonValue]:
         """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
         after a 429/503 or a dropped connection they are sent again, up to ``max_retries``
         times, each time through the bucket (and the breaker) and within the first
@@ -91,13 +91,14 @@ class HttpClient:
 
         ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
         a path built from any value must pass one (without, the path is the label).
+        ``priority``: the slot's, when not the request's (``governor.current_priority``).
         """
         attempts = 1 + (self.max_retries if retry else 1 if retry_throttled else 0)
         deadline = self.quota.deadline() if self.quota else None
         for attempt in range(attempts):
             try:
                 response = self._governed_send(method, path, route or path, deadline,
-                                               **kwargs)
+                                               priority, **kwargs)
             except UpstreamConnectionDropped:
                 if retry and attempt + 1 < attempts:
                     continue
@@ -120,12 +121,12 @@ class HttpClient:
                         * (0.5 + random.random()))
 
     def _governed_send(self, method: str, path: str, route: str, deadline: float | None,
-                       **kwargs: JsonValue) -> requests.Response:
+                       priority: str | None = None, **kwargs: JsonValue) -> requests.Response:
         breaker = self.breaker
         if breaker is not None and breaker.state == OPEN:  # before waiting for a slot
             raise UpstreamUnavailable(self.gateway, f"{method} {route}: circuit breaker open")
         if self.quota is not None:
-            self.quota.acquire(deadline)
+            self.quota.acquire(deadline, priority)
         if breaker is None:
             return self._send(method, path, route, **kwargs)
         if not breaker.allow():

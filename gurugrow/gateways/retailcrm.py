@@ -17,8 +17,13 @@ from gurugrow.basics.json_types import JsonObject, JsonValue
 from gurugrow.basics.phone import normalize_phone
 from gurugrow.gateways.breaker import OPEN, CircuitBreaker
 from gurugrow.gateways.http import HttpClient
-from gurugrow.governor import CrmQuota, SlotRider
+from gurugrow.governor import JOURNEY, CrmQuota, SlotRider
 
+# The references the order view reads (statuses, status groups, the time zone) are loaded
+# once for every request waiting on them (single-flight, then cached): their calls take
+# journey slots, ahead of the reads in line, or a cold cache in a wave of reads would
+# never fill (each loader out of time before its turn) and every /orders answer busy.
+SHARED_LOAD = JOURNEY
 GATEWAY = "retailcrm"
 Params = list[tuple[str, str]]
 # A safety stop for paginated listings (100 per page): far beyond any real account.
@@ -220,10 +225,11 @@ class RetailCrmGateway:
     # Paths are built only from constants and ``path_segment``; query strings only from
     # lists of pairs (``Params``), which the transport encodes: no value a request sent
     # can change the path or add a parameter. ``route`` is the template, for metrics.
-    def _get(self, path: str, params: Params | None = None, route: str | None = None
-             ) -> JsonObject:
+    def _get(self, path: str, params: Params | None = None, route: str | None = None,
+             priority: str | None = None) -> JsonObject:
         status, body = self._http.request("GET", path, params=params or [], retry=True,
-                                          headers=self._headers, route=route)
+                                          headers=self._headers, route=route,
+                                          priority=priority)
         return self._envelope(status, body, route or path)
 
     def _post(self, path: str, form: dict[str, str], route: str | None = None, *,
@@ -448,14 +454,15 @@ class RetailCrmGateway:
         """The account's time zone (``GET /api/v5/settings`` → ``settings.timezone.value``,
         e.g. ``Europe/Moscow``): every RetailCRM date is local time there. ``""`` when
         the answer names none."""
-        settings = self._get("/api/v5/settings").get("settings")
+        settings = self._get("/api/v5/settings", priority=SHARED_LOAD).get("settings")
         zone = (settings.get("timezone") if isinstance(settings, dict) else None) or {}
         value = zone.get("value") if isinstance(zone, dict) else None
         return value if isinstance(value, str) else ""
 
     def get_statuses(self) -> JsonObject:
         """Order statuses keyed by code (``{code: {name, group, ...}}``)."""
-        statuses = self._get("/api/v5/reference/statuses").get("statuses")
+        statuses = self._get("/api/v5/reference/statuses", priority=SHARED_LOAD).get(
+            "statuses")
         return statuses if isinstance(statuses, dict) else {}
 
     def get_sites(self) -> JsonObject:
@@ -465,7 +472,8 @@ class RetailCrmGateway:
 
     def get_status_groups(self) -> JsonObject:
         """Status groups keyed by code."""
-        groups = self._get("/api/v5/reference/status-groups").get("statusGroups")
+        groups = self._get("/api/v5/reference/status-groups", priority=SHARED_LOAD).get(
+            "statusGroups")
         return groups if isinstance(groups, dict) else {}
 
     def find_offers(self, ids: list[str], external_ids: list[str], xml_ids: list[str]
