@@ -4,10 +4,16 @@ mirror on or off."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from gurugrow.flows.mirror_worker import run_mirror
-from tests.helpers import BODY_KINDS, get, post, run_concurrently, set_clock
+from gurugrow.flows.order_once import request_token
+from gurugrow.stores import keys as redis_keys
+from gurugrow.stores import once
+from tests.helpers import BODY_KINDS, get, post, redis_of, run_concurrently, set_clock
 
 TG_FIELD = "bot_telegram_account_id"
 OLD = {"channelType": "telegram", "messengerUserId": "111"}
@@ -132,3 +138,43 @@ def test_a_field_read_after_this_service_last_wrote_it_is_the_one_believed(
     set_clock(app, NOW + 20)
     assert post(client, "/auth/check", check, kind)["status"] == "authorized"
     assert get(client, "/auth/status", MANAGERS)["status"] == "not_authorized"
+
+
+class PollWatch:
+    """``stores.once``'s clock: tells when a claim found the hold taken and began to poll."""
+
+    def __init__(self) -> None:
+        self.polling = threading.Event()
+        self.monotonic = time.monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.polling.set()
+        time.sleep(seconds)
+
+
+@pytest.mark.parametrize("env_overrides", [{**CONTACT, "BOT_ANSWER_SECONDS": "30"}])
+def test_a_check_that_waited_for_its_accounts_hold_reads_the_field_record_again(
+        app, client, world, monkeypatch):
+    """NEW's check finds its account's binding hold taken and waits; meanwhile 555 binds
+    the customer. The record read beside the first (refused) claim is out of date: the
+    check reads it again and cuts 555 off."""
+    set_clock(app, NOW)
+    check = started(client, NEW, "79991234567", world)
+    watch = PollWatch()
+    monkeypatch.setattr(once, "time", watch)
+    hold = redis_keys.operation_lease("gg:", "binding",
+                                      request_token("binding", "telegram", "222"))
+    redis_of(app).set(hold, "another-attempt", px=60_000)  # a binding of 222 running
+    answers: list[dict] = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        post(app.test_client(), "/auth/check", check)))
+    waiting.start()
+    assert watch.polling.wait(20)  # the check's first claim was refused: it waits
+    set_clock(app, NOW + 10)
+    assert contact(client, OTHER, "79991234567")["status"] == "authorized"
+    assert get(client, "/auth/status", OTHER)["status"] == "authorized"  # cached
+    redis_of(app).delete(hold)  # the other binding of 222 ends
+    waiting.join(30)
+    assert answers and answers[0]["status"] == "authorized"
+    assert world.field(626518, TG_FIELD) == "222"
+    assert get(client, "/auth/status", OTHER)["status"] == "not_authorized"

@@ -31,6 +31,7 @@ from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.caches import ChannelFieldRead
 from gurugrow.stores.client import Riders, WriteBatch
+from gurugrow.stores.once import Lease
 from gurugrow.stores.otp import OtpSession
 
 T = TypeVar("T")
@@ -180,7 +181,9 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     # hold's round trip.
     read = svc.caches.channel_field_read(identity.channel, customer_id)
 
-    def bind() -> str:
+    def bind(waited: bool) -> str:
+        if waited:  # another binding of the account ran meanwhile: the ride read too early
+            read.forget()
         before = _field_before(svc, identity, customer_id, seen, read)
         if before is not None:
             holders, previous = find_bound_customers(svc, identity), before.account
@@ -206,17 +209,17 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
 
 
 def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
-                          work: Callable[[], T], riders: Riders | None = None) -> T:
-    """``work()`` (who holds the account, then the write) while no other binding of the
-    same messenger account runs: two bindings at once would bind it to two customers.
-    A second one waits for the first (up to BOT_ANSWER_SECONDS, then ``in_progress``);
-    the hold is a renewed lease, so a dead worker's lapses by itself. ``riders`` ride on
-    the hold's round trip."""
+                          work: Callable[[bool], T], riders: Riders | None = None) -> T:
+    """``work(waited)`` (who holds the account, then the write) while no other binding
+    of the same messenger account runs: two bindings at once would bind it to two
+    customers. A second one waits for the first (up to BOT_ANSWER_SECONDS, then
+    ``in_progress``); the hold is a renewed lease, so a dead worker's lapses by itself.
+    ``riders`` ride on the hold's first round trip; ``waited`` says the hold came later."""
     token = request_token("binding", identity.channel, identity.account_id)
     done: list[T] = []
 
-    def run(_lease: object) -> JsonObject:
-        done.append(work())
+    def run(lease: Lease) -> JsonObject:
+        done.append(work(lease.waited))
         return {}
 
     svc.caches.run_once("binding", token, svc.settings.otp_ttl_seconds, run,

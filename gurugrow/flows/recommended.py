@@ -262,7 +262,7 @@ def _new_customer_once(svc: Services, identity: MessengerIdentity, session: OtpS
         log_event("customer_found_by_external_id", customer_id=found.id)
         return found.id, verified_until
 
-    def create() -> tuple[str, str]:
+    def create(_waited: bool) -> tuple[str, str]:
         holders = find_bound_customers(svc, identity)
         if _created_by_earlier_attempt(holders, session.phone):
             # An earlier check of this code died between creating the (already bound)

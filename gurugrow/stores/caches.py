@@ -30,6 +30,10 @@ class ChannelFieldRead:
         if not isinstance(answer, Exception):  # else it is read on its own
             self.answered, self.value = True, answer
 
+    def forget(self) -> None:
+        """The answer is out of date: the next look reads the record on its own."""
+        self.answered, self.value = False, None
+
 
 class FlowCaches:
     """Cached RetailCRM answers and the run-once records, by what they are about."""

@@ -160,6 +160,8 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.notes = notes
         self.resumed = False  # an earlier attempt ran (and died or failed) before this one
+        # It waited for another attempt first: what rode on the first claim is older news.
+        self.waited = False
 
     def note(self, **fields: Any) -> None:
         """Remember ``fields`` with the operation (kept until its window ends)."""
@@ -190,8 +192,10 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
     # for the next call (notes are kept). ``rider`` rides on the first claim's round trip.
     keys = [key, lease_key]
     deadline = time.monotonic() + wait_seconds
+    waited = False
     while True:
         lease = Lease(client, keys, lease_seconds, {})
+        lease.waited = waited
         state, raw = run_script(client, registered_script(client, _CLAIM_SCRIPT), keys,
                                 [lease.token, lease._ms, window], rider)
         rider = None
@@ -203,6 +207,7 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
             break
         if time.monotonic() >= deadline:
             raise InProgress(key)
+        waited = True
         time.sleep(poll)
     lease.notes = json.loads(raw) if raw else {}
     result: dict | None = None
