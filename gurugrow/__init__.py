@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["ConfigError", "Settings", "create_app", "create_cli_app"]
 
 
-
 def load_settings(overrides: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``.env`` (if present), then the environment, then ``overrides``."""
     return Settings.load(load_environment(overrides))

@@ -19,17 +19,6 @@ from typing import Any
 
 from gurugrow import routes as _routes
 
-# The settings file read beside the environment (python-dotenv), in the working directory.
-ENV_FILE = ".env"
-# app.extensions key of an app built by create_cli_app: the problems a start would refuse.
-CONFIG_PROBLEMS = "gurugrow.config_problems"
-
-
-def config_problems(app: Any) -> list[ConfigProblem]:
-    """The problems a start of ``app``'s (a Flask app's) configuration would refuse (none:
-    it started)."""
-    return list(app.extensions.get(CONFIG_PROBLEMS, []))
-
 CHANNELS = ("telegram", "vk", "whatsapp", "max", "instagram")
 # Messengers whose contact share carries the id of the user it belongs to.
 CONTACT_CHANNELS = ("telegram", "max")
@@ -78,6 +67,18 @@ class ConfigError(Exception):
     def __init__(self, problems: list[ConfigProblem] | ConfigProblem) -> None:
         self.problems = [problems] if isinstance(problems, ConfigProblem) else list(problems)
         super().__init__("; ".join(p.text for p in self.problems))
+
+
+# The settings file read beside the environment (python-dotenv), in the working directory.
+ENV_FILE = ".env"
+# app.extensions key of an app built by create_cli_app: the problems a start would refuse.
+CONFIG_PROBLEMS = "gurugrow.config_problems"
+
+
+def config_problems(app: Any) -> list[ConfigProblem]:
+    """The problems a start of ``app``'s (a Flask app's) configuration would refuse (none:
+    it started)."""
+    return list(app.extensions.get(CONFIG_PROBLEMS, []))
 
 
 def config_error_lines(error: ConfigError, *, env_file_exists: bool) -> list[str]:

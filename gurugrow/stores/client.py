@@ -67,14 +67,12 @@ def run_script(client: Any, script: Any, keys: list[str], args: list[Any],
     with redis_guard():
         if rider is None or isinstance(client, RedisCluster):
             return script(keys=keys, args=args)
+        riders = rider if isinstance(rider, Riders) else Riders(rider)
         pipe = client.pipeline(transaction=False)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
-        rider.queue(pipe)
+        riders.queue(pipe)
         answer, *ridden = pipe.execute(raise_on_error=False)
-        if isinstance(rider, Riders):
-            rider.receive_all(ridden)
-        else:
-            rider.receive(ridden[0])
+        riders.receive_all(ridden)
         if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
             return script(keys=keys, args=args)
         if isinstance(answer, Exception):
