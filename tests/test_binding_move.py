@@ -178,3 +178,62 @@ def test_a_check_that_waited_for_its_accounts_hold_reads_the_field_record_again(
     assert answers and answers[0]["status"] == "authorized"
     assert world.field(626518, TG_FIELD) == "222"
     assert get(client, "/auth/status", OTHER)["status"] == "not_authorized"
+
+
+def binding_hold(account: str) -> str:
+    return redis_keys.operation_lease("gg:", "binding",
+                                      request_token("binding", "telegram", account))
+
+
+@pytest.fixture
+def pipelines(monkeypatch) -> list[list[tuple[str, ...]]]:
+    """Each pipeline the app sends: its commands as (name, first key or script's keys)."""
+    import redis.client
+
+    sent: list[list[tuple[str, ...]]] = []
+    execute = redis.client.Pipeline.execute
+
+    def recording(self, *args, **kwargs):
+        sent.append([_named(c[0]) for c in self.command_stack])
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", recording)
+    return sent
+
+
+def _named(args: tuple) -> tuple[str, ...]:
+    text = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
+    if text[0].upper() == "EVALSHA":
+        return ("EVALSHA", *text[3:3 + int(text[2])])
+    return (text[0].upper(), text[1])
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_check_frees_its_accounts_binding_hold_last_in_its_closing_round_trip(
+        app, client, world, pipelines, kind):
+    """One round trip closes the check: the answer kept for replays, NEW's binding cached,
+    the field's record, OLD (cut off) dropped and, after all of them, the hold freed."""
+    check = started(client, NEW, "79991234567", world, kind)
+    assert get(client, "/auth/status", OLD)["status"] == "authorized"  # cached
+    pipelines.clear()
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+    closing = pipelines[-1]
+    assert closing[-1][0] == "EVALSHA" and closing[-1][-1] == binding_hold("222")
+    written = {command[1] for command in closing[:-1]}
+    assert {redis_keys.binding_cache("gg:", "telegram", "222"),
+            redis_keys.binding_cache("gg:", "telegram", "111"),
+            redis_keys.channel_field_written("gg:", "telegram", "626518")} <= written
+    assert not redis_of(app).exists(binding_hold("222"))
+    assert get(client, "/auth/status", OLD)["status"] == "not_authorized"
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_check_whose_crm_write_failed_frees_the_hold_and_the_code_at_once(
+        app, client, world, kind):
+    check = started(client, NEW, "79991234567", world, kind)
+    world.fail["edit"] = (503, {"success": False, "errorMsg": "Rate limit exceeded"})
+    assert post(client, "/auth/check", check, kind)["errorCode"] == "crm_unavailable"
+    assert not redis_of(app).exists(binding_hold("222"))  # not left to lapse
+    del world.fail["edit"]
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+    assert get(client, "/auth/status", OLD)["status"] == "not_authorized"

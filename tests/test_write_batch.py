@@ -86,3 +86,44 @@ def test_written_sends_its_own_batch_at_the_end_and_leaves_a_given_one_to_its_ow
     assert r.get("given") is None
     given.send()
     assert r.get("given") == b"1"
+
+
+APPEND_SCRIPT = "redis.call('RPUSH', KEYS[1], ARGV[1]) redis.call('EXPIRE', KEYS[1], 60) return 1"
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_a_last_write_goes_after_every_other_queued_before_or_after_it(r, monkeypatch,
+                                                                      cluster):
+    """A hold freed last: whoever takes it next finds everything it guarded written."""
+    if cluster:
+        from gurugrow.stores import client as storage
+
+        monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)
+    script = r.register_script(APPEND_SCRIPT)
+    r.script_load(APPEND_SCRIPT)  # a lost script runs on its own after the rest
+    batch = WriteBatch(r)
+    batch.script(script, ["order"], ["first"])
+    batch.script(script, ["order"], ["freed"], last=True)
+    batch.commands(lambda pipe: pipe.rpush("order", "queued after it"))
+    batch.send()
+    assert r.lrange("order", 0, -1) == [b"first", b"queued after it", b"freed"]
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_then_is_handed_the_answers_once_sent_and_not_when_the_write_failed(r, monkeypatch,
+                                                                          cluster):
+    if cluster:
+        from gurugrow.stores import client as storage
+
+        monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)
+    r.set("token", "t-1")
+    r.set("not-a-hash", "x")
+    heard: list = []
+    batch = WriteBatch(r)
+    batch.commands(lambda pipe: (pipe.delete("cached"), pipe.getdel("token")),
+                   then=heard.append)
+    batch.commands(lambda pipe: pipe.hset("not-a-hash", "f", "v"),
+                   on_failure=lambda error: None, then=heard.append)
+    assert heard == []  # nothing before the batch goes
+    batch.send()
+    assert heard == [[0, b"t-1"]] and r.get("token") is None

@@ -75,11 +75,16 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
         lines.append(f"cleared {identity.field_code} of customer {customer_id} in RetailCRM "
                      "and the mirror")
         log_event("account_unbound", channel=identity.channel, customer_id=customer_id)
-    token = crm_cache.forget_binding(svc, identity)
-    if token is not None:  # a contact shared again binds again
-        forget_once(svc, "contact", token)
+    tokens: list[str] = []
+
+    def forget_contact(token: str | None) -> None:
+        if token is not None:  # a contact shared again binds again
+            forget_once(svc, "contact", token)
+            tokens.append(token)
+
+    crm_cache.forget_binding(svc, identity, forget_contact)
     lines.append("dropped the cached binding" + (" and the contact binding's kept answer"
-                                                 if token is not None else ""))
+                                                 if tokens else ""))
     if not holders:
         lines.insert(0, "no customer in RetailCRM holds the account")
         log_event("account_unbound", channel=identity.channel, customer_id="-")

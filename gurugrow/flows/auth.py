@@ -62,9 +62,10 @@ def start(svc: Services, data: StartRequest) -> Answer:
 
 
 def _bind(svc: Services, identity: MessengerIdentity, customer_id: str, phone: str,
-          method: str | None, seen: FieldSeen | None) -> Answer:
-    """Bind the account to the verified phone's customer: /auth/check's answer."""
-    verified_until = bind_identity(svc, identity, customer_id, method, seen)
+          method: str | None, seen: FieldSeen | None, batch: WriteBatch) -> Answer:
+    """Bind the account to the verified phone's customer: /auth/check's answer. The
+    binding's own Redis writes go with ``batch``."""
+    verified_until = bind_identity(svc, identity, customer_id, method, seen, batch)
     log_event("auth_checked", channel=identity.channel, customer_id=customer_id,
               method=method)
     return {"status": "authorized", "authorized": True, "customerId": customer_id,
@@ -77,16 +78,19 @@ def check(svc: Services, data: CheckRequest) -> Answer:
     A replay of the same code by the same identity gets the same answer, no new write.
     """
     identity = identity_of(svc, data)
+    # One round trip ends it all: the code's stored answer, the new binding cached, and
+    # the binding's hold freed (with an account it cut off dropped).
+    batch = svc.batch()
 
     def bind(session: OtpSession) -> Answer:
         return _bind(svc, identity, str(session.customer_id), session.phone, session.method,
-                     FieldSeen.of_session(session))
+                     FieldSeen.of_session(session), batch)
 
     def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
         remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)
 
     return check_code(svc, identity, data.session_id, data.code, "auth", bind,
-                      also=cache_binding)
+                      also=cache_binding, batch=batch)
 
 
 def contact(svc: Services, data: ContactRequest) -> Answer:
@@ -131,9 +135,10 @@ def _bind_contact(svc: Services, identity: MessengerIdentity, phone: str, token:
     # binding earned (a conflict) keeps them.
     with returned_on_failure(svc, admission, keep_on=(FlowRefusal,)):
         held = customer.field(identity.field_code)
+        # The binding's own writes, its cache and, for unlink, the kept answer: together.
+        batch = svc.batch()
         answer = _bind(svc, identity, customer.id, phone, method,
-                       None if held is None else FieldSeen(held, read_at))
-        batch = svc.batch()  # the binding cache and, for unlink, the kept answer
+                       None if held is None else FieldSeen(held, read_at), batch)
         remember_new_binding(svc, identity, customer.id, phone, batch)
         svc.caches.put_contact_token(identity.channel, identity.account_id, token,
                                      svc.settings.otp_ttl_seconds, batch)

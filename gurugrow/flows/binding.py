@@ -168,8 +168,11 @@ def binding_fields(svc: Services, identity: MessengerIdentity, method: str | Non
 
 
 def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
-                  method: str | None, seen: FieldSeen | None = None) -> str:
+                  method: str | None, seen: FieldSeen | None = None,
+                  batch: WriteBatch | None = None) -> str:
     """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
+    With ``batch``, the Redis writes that follow the CRM's (the hold freed, the cut-off
+    account's cache dropped) go when the caller sends it.
 
     Serialised per account (``one_binding_at_a_time``). Refuses with ``conflict``
     (nothing written) when another customer holds the id. When the customer was bound to
@@ -201,20 +204,22 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
             # goes from every cache and the mirror too, so that account is cut off now.
             log_event("binding_moved", channel=identity.channel, customer_id=customer_id)
             drop_binding(svc, MessengerIdentity(identity.channel, previous,
-                                                identity.field_code), customer_id)
+                                                identity.field_code), customer_id, batch)
         return verified_until
 
     return one_binding_at_a_time(svc, identity, bind,
-                                 Riders(read, svc.crm.slot_rider()))
+                                 Riders(read, svc.crm.slot_rider()), batch)
 
 
 def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
-                          work: Callable[[bool], T], riders: Riders | None = None) -> T:
+                          work: Callable[[bool], T], riders: Riders | None = None,
+                          batch: WriteBatch | None = None) -> T:
     """``work(waited)`` (who holds the account, then the write) while no other binding
     of the same messenger account runs: two bindings at once would bind it to two
     customers. A second one waits for the first (up to BOT_ANSWER_SECONDS, then
     ``in_progress``); the hold is a renewed lease, so a dead worker's lapses by itself.
-    ``riders`` ride on the hold's first round trip; ``waited`` says the hold came later."""
+    ``riders`` ride on the hold's first round trip; ``waited`` says the hold came later.
+    With ``batch``, the hold is freed when that batch is sent, after its other writes."""
     token = request_token("binding", identity.channel, identity.account_id)
     done: list[T] = []
 
@@ -225,17 +230,22 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
     svc.caches.run_once("binding", token, svc.settings.otp_ttl_seconds, run,
                         keep=lambda result: False,
                         wait_seconds=svc.settings.bot_answer_seconds,
-                        lease_seconds=svc.settings.in_progress_lease_seconds, rider=riders)
+                        lease_seconds=svc.settings.in_progress_lease_seconds, rider=riders,
+                        batch=batch)
     return done[0]
 
 
-def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str) -> None:
+def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str,
+                 batch: WriteBatch | None = None) -> None:
     """The account is no longer bound to ``customer_id``: its cached binding, a contact
     binding's kept answer and its mirrored binding go, so its next call is answered from
-    RetailCRM (``not_authorized`` when nothing holds it)."""
-    token = crm_cache.forget_binding(svc, identity)
-    if token is not None:
-        forget_once(svc, "contact", token)
+    RetailCRM (``not_authorized`` when nothing holds it). With ``batch``, the cached
+    binding goes when that batch is sent."""
+    def forget_contact(token: str | None) -> None:
+        if token is not None:
+            forget_once(svc, "contact", token)
+
+    crm_cache.forget_binding(svc, identity, forget_contact, batch)
     mirror_unlinked(svc, identity, customer_id)
 
 

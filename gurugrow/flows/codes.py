@@ -377,9 +377,11 @@ def resendable_session(svc: Services, session_id: str, channel: str | None,
 def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code: str | None,
                purpose: str, work: Callable[[OtpSession], Answer],
                done: Callable[[Answer], bool] = lambda answer: True,
-               also: Callable[[OtpSession, WriteBatch], None] | None = None) -> Answer:
+               also: Callable[[OtpSession, WriteBatch], None] | None = None,
+               batch: WriteBatch | None = None) -> Answer:
     """Verify the code, then run ``work`` for its session once and answer what it returns.
-    ``also`` adds writes that go to Redis with the stored answer (one round trip).
+    ``also`` adds writes that go to Redis with the stored answer, and so does ``work``
+    through ``batch`` (one round trip, sent whatever ``work``'s outcome).
 
     Another identity's or another purpose's session is answered as not found. A replay
     of a code that already succeeded gets the stored answer again, without running
@@ -406,28 +408,33 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
             metrics.LIMIT_REFUSALS.labels(outcome).inc()
         answer_status, error_code = _CHECK_REFUSALS.get(outcome, _CHECK_REFUSALS["missing"])
         raise FlowRefusal(error_code, status=answer_status, maskedPhone=mask_phone(session.phone))
+    if batch is None:
+        batch = svc.batch()
     try:
         with LeaseRenewer(lambda: svc.otp.renew_claim(session), svc.otp.lease_seconds / 4):
             answer = work(session)
-    except FlowRefusal as refusal:
-        if refusal.status == "conflict":
-            svc.otp.burn(session)
-        else:
-            svc.otp.release(session)
-        raise
-    except BaseException:
-        svc.otp.release(session)
+    except BaseException as failure:
+        _end_failed_check(svc, session, failure, batch)
         raise
     if done(answer):
-        batch = svc.batch()
         svc.otp.finish(session, dict(answer), batch)
         if also is not None:
             also(session, batch)
-        batch.send()
         metrics.VERIFICATIONS.labels(session.method or "unknown").inc()
     else:
-        svc.otp.release(session)
+        svc.otp.release(session, batch)
+    batch.send()
     return answer
+
+
+def _end_failed_check(svc: Services, session: OtpSession, failure: BaseException,
+                      batch: WriteBatch) -> None:
+    """A conflict burns the code; any other failure gives it back for a retry."""
+    if isinstance(failure, FlowRefusal) and failure.status == "conflict":
+        svc.otp.burn(session, batch)
+    else:
+        svc.otp.release(session, batch)
+    batch.send()
 
 
 def sent_answer(svc: Services, session: OtpSession) -> Answer:

@@ -74,10 +74,13 @@ def remember_binding(svc: Services, identity: MessengerIdentity,
                                    "binding_cache_failed", logging.WARNING, error=error))
 
 
-def forget_binding(svc: Services, identity: MessengerIdentity) -> str | None:
+def forget_binding(svc: Services, identity: MessengerIdentity,
+                   then: Callable[[str | None], None], batch: WriteBatch | None = None
+                   ) -> None:
     """Drop the cached binding (this service unlinked the account) and take the account's
-    contact binding token in the same round trip (None: there was none)."""
-    return svc.caches.forget_binding(identity.channel, identity.account_id)
+    contact binding token in the same round trip, handed to ``then`` (None: there was
+    none); with ``batch``, when that batch is sent."""
+    svc.caches.forget_binding(identity.channel, identity.account_id, then, batch)
 
 
 def customer_orders(svc: Services, customer_id: str,

@@ -69,14 +69,24 @@ class FlowCaches:
         key = redis_keys.contact_token(self._prefix, channel, account_id)
         batch.commands(lambda pipe: pipe.set(key, token, ex=ttl))
 
-    def forget_binding(self, channel: str, account_id: str) -> str | None:
-        """Drop the cached binding and take the contact token, in one round trip."""
-        with redis_guard():
-            pipe = self._client.pipeline(transaction=False)
-            pipe.delete(redis_keys.binding_cache(self._prefix, channel, account_id))
-            pipe.getdel(redis_keys.contact_token(self._prefix, channel, account_id))
-            token = pipe.execute()[1]
-        return token.decode() if isinstance(token, bytes) else token
+    def forget_binding(self, channel: str, account_id: str,
+                       then: Callable[[str | None], None],
+                       batch: WriteBatch | None = None) -> None:
+        """Drop the cached binding and take the contact token, in one round trip (with
+        ``batch``, when it is sent); ``then`` is handed the token (None: there was none)."""
+        cached = redis_keys.binding_cache(self._prefix, channel, account_id)
+        token_key = redis_keys.contact_token(self._prefix, channel, account_id)
+
+        def queue(pipe: Any) -> None:
+            pipe.delete(cached)
+            pipe.getdel(token_key)
+
+        def taken(answers: list[Any]) -> None:
+            token = answers[1]
+            then(token.decode() if isinstance(token, bytes) else token)
+
+        with written(self._client, batch) as writes:
+            writes.commands(queue, then=taken)
 
     def channel_field_read(self, channel: str, customer_id: str) -> ChannelFieldRead:
         """A read of ``channel_field_written`` to ride on another step's round trip."""

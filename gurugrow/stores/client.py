@@ -82,8 +82,9 @@ def run_script(client: Any, script: Any, keys: list[str], args: list[Any],
 
 class _Write(NamedTuple):
     queue: Callable[[Any], None]  # puts its commands on a pipeline
-    alone: Callable[[], None]  # runs it on its own (a cluster client; a script Redis lost)
+    alone: Callable[[], list[Any]]  # runs it on its own (a cluster; a script Redis lost)
     on_failure: Callable[[StorageUnavailable], None] | None  # None: a failure raises
+    then: Callable[[list[Any]], None] | None  # handed the commands' answers once sent
 
 
 class WriteBatch:
@@ -96,52 +97,64 @@ class WriteBatch:
     def __init__(self, client: Any) -> None:
         self._client = client
         self._writes: list[_Write] = []
+        self._last: list[_Write] = []
 
     def script(self, script: Any, keys: list[str], args: list[Any], *,
-               on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
+               on_failure: Callable[[StorageUnavailable], None] | None = None,
+               last: bool = False) -> None:
         """Queue a script registered on this client (as EVALSHA itself: redis-py's own
-        script queueing would first ask Redis whether it has the script, a round trip)."""
-        self._writes.append(_Write(
-            lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
-            lambda: script(keys=keys, args=args), on_failure))
+        script queueing would first ask Redis whether it has the script, a round trip).
+        ``last``: after every other write, queued before or after (a hold is freed once
+        everything it guards is written)."""
+        write = _Write(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
+                       lambda: [script(keys=keys, args=args)], on_failure, None)
+        (self._last if last else self._writes).append(write)
 
     def commands(self, queue: Callable[[Any], None], *,
-                 on_failure: Callable[[StorageUnavailable], None] | None = None) -> None:
-        """Queue the commands ``queue`` puts on a pipeline, as one write."""
-        def alone() -> None:
+                 on_failure: Callable[[StorageUnavailable], None] | None = None,
+                 then: Callable[[list[Any]], None] | None = None) -> None:
+        """Queue the commands ``queue`` puts on a pipeline, as one write; ``then`` is
+        handed their answers once the batch is sent."""
+        def alone() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             queue(pipe)
-            pipe.execute()
+            return list(pipe.execute())
 
-        self._writes.append(_Write(queue, alone, on_failure))
+        self._writes.append(_Write(queue, alone, on_failure, then))
 
     def send(self) -> None:
         """Send everything queued. A write that failed raises StorageUnavailable, unless
         it was queued with ``on_failure`` (then that is called, and the rest stands)."""
+        writes = [*self._writes, *self._last]
         with redis_guard():
             if isinstance(self._client, RedisCluster):
-                for write in self._writes:
+                for write in writes:
                     self._run_alone(write)
                 return
             pipe = self._client.pipeline(transaction=False)
             counts = []
-            for write in self._writes:
+            for write in writes:
                 before = len(pipe)
                 write.queue(pipe)
                 counts.append(len(pipe) - before)
             results = iter(pipe.execute(raise_on_error=False))
-            for write, count in zip(self._writes, counts, strict=True):
-                for result in itertools.islice(results, count):
-                    if isinstance(result, redis.exceptions.NoScriptError):
-                        self._run_alone(write)  # Redis lost its scripts (a restart)
-                    elif isinstance(result, Exception):
-                        self._failed(result, write)
+            for write, count in zip(writes, counts, strict=True):
+                answers = list(itertools.islice(results, count))
+                if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                    self._run_alone(write)  # Redis lost its scripts (a restart)
+                elif failed := next((a for a in answers if isinstance(a, Exception)), None):
+                    self._failed(failed, write)
+                elif write.then is not None:
+                    write.then(answers)
 
     def _run_alone(self, write: _Write) -> None:
         try:
-            write.alone()
+            answers = write.alone()
         except REDIS_ERRORS as e:
             self._failed(e, write)
+            return
+        if write.then is not None:
+            write.then(answers)
 
     @staticmethod
     def _failed(error: Exception, write: _Write) -> None:

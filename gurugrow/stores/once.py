@@ -19,9 +19,11 @@ from gurugrow.basics.errors import InProgress
 from gurugrow.stores.client import (
     PipelineRider,
     Riders,
+    WriteBatch,
     redis_guard,
     registered_script,
     run_script,
+    written,
 )
 from gurugrow.stores.scripts import load_script
 
@@ -181,8 +183,10 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
              operation: Callable[[Lease], dict], *,
              keep: Callable[[dict], bool] = lambda result: True,
              wait_seconds: float = 10.0, poll: float = 0.05,
-             lease_seconds: float = 1.0, rider: PipelineRider | Riders | None = None) -> dict:
-    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result."""
+             lease_seconds: float = 1.0, rider: PipelineRider | Riders | None = None,
+             batch: WriteBatch | None = None) -> dict:
+    """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result.
+    With ``batch``, a finished operation's lease is freed when that batch is sent."""
     # ``lease_key`` (same cluster slot) is held while an attempt runs it.
     #
     # The running attempt holds a lease of ``lease_seconds``, renewed while it works. A concurrent
@@ -210,13 +214,22 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
         waited = True
         time.sleep(poll)
     lease.notes = json.loads(raw) if raw else {}
-    result: dict | None = None
+    finish = registered_script(client, _FINISH_SCRIPT)
     try:
         with LeaseRenewer(lease.renew, every=lease_seconds / 4):
             result = operation(lease)
-    finally:
-        kept = json.dumps(result, ensure_ascii=False) if result is not None and keep(
-            result) else ""
+    except BaseException:
         with redis_guard():
-            registered_script(client, _FINISH_SCRIPT)(keys=keys, args=[lease.token, kept, window])
+            finish(keys=keys, args=[lease.token, "", window])
+        raise
+    kept = json.dumps(result, ensure_ascii=False) if keep(result) else ""
+    with written(client, batch) as writes:
+        # Freed last in the caller's batch, after the writes the operation guards. A free
+        # that fails costs nothing a kept result needs: the lease lapses by itself.
+        writes.script(finish, keys, [lease.token, kept, window], last=True,
+                      on_failure=None if kept else _lapses_by_itself)
     return result
+
+
+def _lapses_by_itself(error: Exception) -> None:
+    """A lease not freed: the next attempt waits out its few seconds."""

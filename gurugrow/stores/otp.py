@@ -311,13 +311,13 @@ class OtpStore:
     def sends_left(self, session: OtpSession) -> bool:
         return session.sends < self._policy.max_sends
 
-    def release(self, session: OtpSession) -> None:
+    def release(self, session: OtpSession, batch: WriteBatch | None = None) -> None:
         """Make a claimed code valid again after our own failure, so it can be retried."""
-        self._end_claim(session, "pending")
+        self._end_claim(session, "pending", batch=batch)
 
-    def burn(self, session: OtpSession) -> None:
+    def burn(self, session: OtpSession, batch: WriteBatch | None = None) -> None:
         """End a claimed code for good without an answer to replay (e.g. a conflict)."""
-        self._end_claim(session, "used")
+        self._end_claim(session, "used", batch=batch)
 
     def finish(self, session: OtpSession, answer: dict[str, Any],
                batch: WriteBatch | None = None) -> None:
