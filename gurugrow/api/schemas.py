@@ -36,6 +36,19 @@ def _camel(name: str) -> str:
     return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
 
 
+_LOADED_NAMES: dict[type[rq.FlowRequest], tuple[tuple[str, str], ...]] = {}
+
+
+def _loaded_names(request_type: type[rq.FlowRequest]) -> tuple[tuple[str, str], ...]:
+    """Each field of a request type with the camelCase name it is loaded as (worked out
+    once per type, not on every request)."""
+    names = _LOADED_NAMES.get(request_type)
+    if names is None:
+        names = _LOADED_NAMES[request_type] = tuple(
+            (f.name, _camel(f.name)) for f in dataclasses.fields(request_type))
+    return names
+
+
 class RequestSchema(Schema):
     """Base of request schemas: unknown fields ignored; ``required_fields`` enforced;
     loads into its ``request_type`` (a frozen dataclass of gurugrow/flows/requests.py)."""
@@ -64,9 +77,8 @@ class RequestSchema(Schema):
             return data
         # Each field of the request from the loaded value of its camelCase name; the
         # client_ip is the wrapper's to set.
-        return self.request_type(**{
-            f.name: data[_camel(f.name)] for f in dataclasses.fields(self.request_type)
-            if _camel(f.name) in data})
+        return self.request_type(**{name: data[camel] for name, camel in
+                                    _loaded_names(self.request_type) if camel in data})
 
 
 class IdentitySchema(RequestSchema):

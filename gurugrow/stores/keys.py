@@ -15,11 +15,13 @@ script runs unchanged on Redis Cluster:
 from __future__ import annotations
 
 import hashlib
+import re
 
 SEND_TAG = "{send}"
 # The one sorted set of messenger sends due a delivery check: a single key (one slot),
 # touched only by single-key commands and scripts, so it runs on Redis Cluster too.
 DELIVERY_DUE_TAG = "{deliveries}"
+_IDENTITY_TAG = re.compile(r"[0-9a-f]{16}")
 
 
 def identity_tag(channel: str, account_id: str) -> str:
@@ -30,7 +32,7 @@ def identity_tag(channel: str, account_id: str) -> str:
 def session_tag(session_id: str) -> str | None:
     """The identity tag a session id starts with (``<tag>.<random>``), if well formed."""
     tag, dot, rest = session_id.partition(".")
-    if not dot or not rest or len(tag) != 16 or not all(c in "0123456789abcdef" for c in tag):
+    if not dot or not rest or _IDENTITY_TAG.fullmatch(tag) is None:
         return None
     return tag
 
