@@ -234,9 +234,12 @@ class CrmQuota:
 
     def rider(self) -> SlotRider | None:
         """A slot for the request's next RetailCRM call, to be asked for in another Redis
-        step's round trip; None outside a request (``crm_priority``)."""
+        step's round trip; None outside a request (``crm_priority``), and while a slot
+        taken ahead still waits for that next call."""
         ahead = CRM_SLOTS_AHEAD.get()
-        if ahead is None:
+        # A second slot ahead would serve the call after next: one call-time later, past
+        # the slot's tolerance, so it would go unused, a slot of the quota lost.
+        if ahead is None or ahead:
             return None
         patience = max(self.deadline() - self._monotonic(), 0.0)
         return SlotRider(self, current_priority(), int(patience * 1_000_000), ahead)

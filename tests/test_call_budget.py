@@ -19,13 +19,20 @@ class RoundTrips:
         self.count = 0
 
 
+# A new connection's handshake (HELLO, CLIENT SETINFO): made once per pooled connection,
+# when a request's two reads at once first need a second one; not a request's trip.
+HANDSHAKE = (b"HELLO", b"CLIENT")
+
+
 @pytest.fixture
 def round_trips(monkeypatch):
     counter = RoundTrips()
     original = FakeRedisConnection.send_packed_command
 
     def counting(self, command, *args, **kwargs):
-        counter.count += 1
+        first = command[0] if isinstance(command, list | tuple) else command
+        if not any(b"\r\n" + word + b"\r\n" in first[:40] for word in HANDSHAKE):
+            counter.count += 1
         return original(self, command, *args, **kwargs)
 
     monkeypatch.setattr(FakeRedisConnection, "send_packed_command", counting)
@@ -104,10 +111,11 @@ def test_requests_per_endpoint(client, world, round_trips):
     # Find-verify-and-claim with the first CRM call's slot; the account's binding hold
     # claimed with what this service last wrote into the customer's field (who held it
     # before is what the start's lookup read, unless written since: no read of the
-    # customer) and the write's slot; then, together, the answer a replay gets back
-    # stored, the new binding cached, the field's record and, last, the hold freed.
+    # customer); the write's slot, taken when the write is next (taken with the hold, it
+    # would be a lookup's time late, unused); then, together, the answer a replay gets
+    # back stored, the new binding cached, the field's record and, last, the hold freed.
     assert (answer["status"], crm, trips) == (
-        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 3)
+        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 4)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001", "messengerUserId": "r"}))

@@ -402,6 +402,37 @@ def test_a_rider_outside_a_request_is_none_and_a_busy_answer_keeps_nothing():
             bucket.acquire()  # it asked the bucket again: still busy
 
 
+def test_a_request_holding_a_slot_ahead_is_offered_no_second_one():
+    """A second slot ahead would serve the call after next, one call-time later: past the
+    slot's tolerance, unused, a slot of the quota lost. The next rider comes once the
+    slot ahead is used."""
+    client = fakeredis.FakeRedis()
+    bucket = quota(client, rate=10, sleep=lambda seconds: None)
+    client.script_load(load_script("quota_take"))  # loaded, as a warm worker's is
+    riders = rider_outcomes()
+    with crm_priority(JOURNEY):
+        ride(client, bucket)
+        assert bucket.rider() is None
+        bucket.acquire()  # the next call uses the slot ahead
+        assert bucket.rider() is not None
+    assert rider_outcomes(riders) == {"kept": 1, "used": 1}
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_check_wastes_no_slot_when_its_lookup_outlasts_the_slot_tolerance(
+        app, client, world, kind):
+    """The write's slot is taken when the write is next, not before the lookup: a slot
+    taken ahead of a lookup slower than the tolerance would go unused every check."""
+    started = post(client, "/auth/start", {**TG, "phone": "79990000001"}, kind)
+    late = crm_quota(app).late_tolerance + 0.05
+    world.delay["GET /api/v5/customers"] = late  # a RetailCRM lookup of normal speed
+    riders = rider_outcomes()
+    answer = post(client, "/auth/check", {**TG, "sessionId": started["sessionId"],
+                                         "code": world.codes_sent()[-1]}, kind)
+    assert answer["status"] == "authorized"
+    assert rider_outcomes(riders) == {"kept": 1, "used": 1}
+
+
 @pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_wrong_codes_take_no_crm_slot_from_a_queue(app, client, world, kind, monkeypatch):

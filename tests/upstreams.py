@@ -11,6 +11,7 @@ offers, products, create_customer, telegram, vk, sms, dedupe.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +41,8 @@ class Upstreams:
         self.app = create_standins_app(data or _empty_data(), rate_limit_per_second=0)
         self.state = self.app.extensions["sandbox_state"]
         self._client = self.app.test_client()
+        # "METHOD /path" → seconds the upstream takes to answer it (a real call's time).
+        self.delay: dict[str, float] = {}
         for base, mount in ((CRM, "/retailcrm"), (SMS, "/greensms"), (DEDUPE, "/deduper")):
             for method in ("GET", "POST"):
                 rsps.add_callback(method, re.compile(re.escape(base) + r"/.*"),
@@ -48,6 +51,8 @@ class Upstreams:
     def _forward(self, base: str, mount: str):
         def callback(request) -> tuple[int, dict[str, str], bytes]:
             parts = urlsplit(request.url)
+            if pause := self.delay.get(f"{request.method} {parts.path}"):
+                time.sleep(pause)
             body = request.body.encode() if isinstance(request.body, str) else request.body
             response = self._client.open(
                 mount + parts.path, method=request.method, query_string=parts.query,

@@ -180,8 +180,9 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     which one is ``seen`` (what the phone's lookup read of the customer) unless this
     service wrote the field since; knowing neither, RetailCRM is asked.
     """
-    # This service's record of the field, and the write's RetailCRM slot, ride on the
-    # hold's round trip.
+    # This service's record of the field rides on the hold's round trip, and so does the
+    # next RetailCRM call's slot unless the request already holds one (a check's, for its
+    # lookup: then the write takes its own when it is next).
     read = svc.caches.channel_field_read(identity.channel, customer_id)
 
     def bind(waited: bool) -> str:
