@@ -211,38 +211,18 @@ def scenarios(stack: Stack, base: str, is_gurugrow: bool) -> dict[str, Callable]
 
 
 def redis_round_trips(stack: Stack, base: str, calls: list) -> float:
-    """Round trips per request, from MONITOR: script-internal commands are not trips, a
-    MULTI…EXEC block is one. Sent one at a time so connections do not interleave."""
-    seen: list[str] = []
+    """Round trips per request: redis-server's read events (INFO ``total_reads_processed``)
+    while the calls are sent one at a time. A pipeline or a script arrives as one read
+    however many commands it holds (MONITOR would list each of a pipeline's commands)."""
     client = redis.Redis(port=stack.redis_port)
-    stop = threading.Event()
 
-    def listen() -> None:
-        with client.monitor() as monitor:
-            for command in monitor.listen():
-                if stop.is_set():
-                    break
-                if command.get("client_type") != "lua":
-                    seen.append(command["command"].split(" ")[0].upper())
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
 
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    time.sleep(0.3)
+    before = reads()
     for method, path, kwargs in calls:
         requests.request(method, base + path, headers=AUTH, timeout=30, **kwargs)
-    time.sleep(0.3)
-    stop.set()
-    client.ping()  # wakes the listener so it sees the stop flag
-    thread.join(timeout=5)
-    trips, in_block = 0, False
-    for name in seen:
-        if name == "MULTI":
-            in_block, trips = True, trips + 1
-        elif name == "EXEC":
-            in_block = False
-        elif not in_block and name != "PING":
-            trips += 1
-    return trips / len(calls)
+    return (reads() - before - 1) / len(calls)  # less the second INFO's own read
 
 
 def measure(stack: Stack, base: str, calls: list) -> dict:
