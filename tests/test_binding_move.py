@@ -237,3 +237,31 @@ def test_a_check_whose_crm_write_failed_frees_the_hold_and_the_code_at_once(
     del world.fail["edit"]
     assert post(client, "/auth/check", check, kind)["status"] == "authorized"
     assert get(client, "/auth/status", OLD)["status"] == "not_authorized"
+
+
+def wrong(code: str) -> str:
+    return "000000" if code != "000000" else "111111"
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_refused_or_replayed_code_frees_the_hold_it_claimed_with_the_check(
+        app, client, world, kind):
+    """The hold rides the code check's round trip, before the code is known good: a
+    refused code, and a replay of a checked one, bind nothing and free it at once."""
+    check = started(client, NEW, "79991234567", world, kind)
+    refused = post(client, "/auth/check", {**check, "code": wrong(check["code"])}, kind)
+    assert refused["status"] == "invalid_code"
+    assert not redis_of(app).exists(binding_hold("222"))
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"
+    assert post(client, "/auth/check", check, kind)["status"] == "authorized"  # a replay
+    assert not redis_of(app).exists(binding_hold("222"))
+    assert world.field(626518, TG_FIELD) == "222"
+
+
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_refused_code_leaves_another_bindings_hold_alone(app, client, world, kind):
+    check = started(client, NEW, "79991234567", world, kind)
+    redis_of(app).set(binding_hold("222"), "another-attempt", px=60_000)
+    refused = post(client, "/auth/check", {**check, "code": wrong(check["code"])}, kind)
+    assert refused["status"] == "invalid_code"
+    assert redis_of(app).get(binding_hold("222")) == b"another-attempt"

@@ -108,14 +108,14 @@ def test_requests_per_endpoint(client, world, round_trips):
     # the binding check stays fresh from the CRM; the new binding is cached
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/check", {
         **TG, "sessionId": session_id, "code": world.codes_sent()[-1]}))
-    # Find-verify-and-claim with the first CRM call's slot; the account's binding hold
-    # claimed with what this service last wrote into the customer's field (who held it
-    # before is what the start's lookup read, unless written since: no read of the
-    # customer); the write's slot, taken when the write is next (taken with the hold, it
-    # would be a lookup's time late, unused); then, together, the answer a replay gets
-    # back stored, the new binding cached, the field's record and, last, the hold freed.
+    # Find-verify-and-claim with the first CRM call's slot and the account's binding
+    # hold; after "who holds the account", what this service last wrote into the
+    # customer's field (who held it before is what the start's lookup read, unless
+    # written since: no read of the customer) with the write's slot, due next; then,
+    # together, the answer a replay gets back stored, the new binding cached, the field's
+    # record and, last, the hold freed.
     assert (answer["status"], crm, trips) == (
-        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 4)
+        "authorized", ["GET /api/v5/customers", "POST /api/v5/customers/1001/edit"], 3)
 
     answer, crm, sms, dedupe, trips = m(lambda: post(client, "/auth/start", {
         **TG, "phone": "79990000001", "messengerUserId": "r"}))

@@ -18,6 +18,7 @@ from gurugrow.flows.binding import (
     bound_customer,
     customer_masked_phone,
     drop_binding,
+    hold_ahead,
     remember_new_binding,
 )
 from gurugrow.flows.codes import (
@@ -41,6 +42,7 @@ from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.client import WriteBatch
+from gurugrow.stores.once import ClaimAhead
 from gurugrow.stores.otp import OtpSession
 
 
@@ -62,10 +64,11 @@ def start(svc: Services, data: StartRequest) -> Answer:
 
 
 def _bind(svc: Services, identity: MessengerIdentity, customer_id: str, phone: str,
-          method: str | None, seen: FieldSeen | None, batch: WriteBatch) -> Answer:
+          method: str | None, seen: FieldSeen | None, batch: WriteBatch,
+          ahead: ClaimAhead | None = None) -> Answer:
     """Bind the account to the verified phone's customer: /auth/check's answer. The
-    binding's own Redis writes go with ``batch``."""
-    verified_until = bind_identity(svc, identity, customer_id, method, seen, batch)
+    binding's own Redis writes go with ``batch``; ``ahead``: its hold, claimed already."""
+    verified_until = bind_identity(svc, identity, customer_id, method, seen, batch, ahead)
     log_event("auth_checked", channel=identity.channel, customer_id=customer_id,
               method=method)
     return {"status": "authorized", "authorized": True, "customerId": customer_id,
@@ -78,19 +81,20 @@ def check(svc: Services, data: CheckRequest) -> Answer:
     A replay of the same code by the same identity gets the same answer, no new write.
     """
     identity = identity_of(svc, data)
-    # One round trip ends it all: the code's stored answer, the new binding cached, and
-    # the binding's hold freed (with an account it cut off dropped).
-    batch = svc.batch()
+    # The account's binding hold is claimed in the code check's round trip, and one
+    # round trip ends it all: the code's stored answer, the new binding cached, and the
+    # hold freed (with an account it cut off dropped).
+    ahead, batch = hold_ahead(svc, identity), svc.batch()
 
     def bind(session: OtpSession) -> Answer:
         return _bind(svc, identity, str(session.customer_id), session.phone, session.method,
-                     FieldSeen.of_session(session), batch)
+                     FieldSeen.of_session(session), batch, ahead)
 
     def cache_binding(session: OtpSession, batch: WriteBatch) -> None:
         remember_new_binding(svc, identity, str(session.customer_id), session.phone, batch)
 
     return check_code(svc, identity, data.session_id, data.code, "auth", bind,
-                      also=cache_binding, batch=batch)
+                      also=cache_binding, batch=batch, ahead=ahead)
 
 
 def contact(svc: Services, data: ContactRequest) -> Answer:

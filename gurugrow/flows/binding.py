@@ -30,8 +30,8 @@ from gurugrow.gateways.retailcrm import Customer
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 from gurugrow.stores.caches import ChannelFieldRead
-from gurugrow.stores.client import Riders, WriteBatch
-from gurugrow.stores.once import Lease
+from gurugrow.stores.client import PipelineRider, Riders, WriteBatch
+from gurugrow.stores.once import ClaimAhead, Lease
 from gurugrow.stores.otp import OtpSession
 
 T = TypeVar("T")
@@ -143,10 +143,12 @@ def remember_field_written(svc: Services, channel: str, customer_id: str, accoun
 
 
 def _field_before(svc: Services, identity: MessengerIdentity, customer_id: str,
-                  seen: FieldSeen | None, read: ChannelFieldRead) -> FieldSeen | None:
+                  seen: FieldSeen | None, read: ChannelFieldRead,
+                  ride: PipelineRider | None = None) -> FieldSeen | None:
     """What the customer's field held, as far as known without RetailCRM: the later of
-    what the session read and what this service wrote since; None when neither is known."""
-    written = svc.caches.channel_field_written(identity.channel, customer_id, read)
+    what the session read and what this service wrote since; None when neither is known.
+    ``ride`` goes with the record's read, when it must be read now."""
+    written = svc.caches.channel_field_written(identity.channel, customer_id, read, ride)
     if written is not None and (seen is None or written[1] >= seen.at):
         return FieldSeen(*written)
     return seen
@@ -169,10 +171,11 @@ def binding_fields(svc: Services, identity: MessengerIdentity, method: str | Non
 
 def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
                   method: str | None, seen: FieldSeen | None = None,
-                  batch: WriteBatch | None = None) -> str:
+                  batch: WriteBatch | None = None, ahead: ClaimAhead | None = None) -> str:
     """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
     With ``batch``, the Redis writes that follow the CRM's (the hold freed, the cut-off
-    account's cache dropped) go when the caller sends it.
+    account's cache dropped) go when the caller sends it; ``ahead``: the account's hold
+    as claimed in an earlier round trip (``hold_ahead``).
 
     Serialised per account (``one_binding_at_a_time``). Refuses with ``conflict``
     (nothing written) when another customer holds the id. When the customer was bound to
@@ -181,15 +184,20 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     service wrote the field since; knowing neither, RetailCRM is asked.
     """
     # This service's record of the field rides on the hold's round trip, and so does the
-    # next RetailCRM call's slot unless the request already holds one (a check's, for its
-    # lookup: then the write takes its own when it is next).
+    # next RetailCRM call's slot unless the request already holds one. A hold claimed
+    # ahead carried neither: the record is read after "who holds the account", with
+    # the write's slot, due next.
     read = svc.caches.channel_field_read(identity.channel, customer_id)
 
     def bind(waited: bool) -> str:
         if waited:  # another binding of the account ran meanwhile: the ride read too early
             read.forget()
-        before = _field_before(svc, identity, customer_id, seen, read)
-        if before is not None:
+        if seen is not None and not read.answered:
+            holders = find_bound_customers(svc, identity)
+            before = _field_before(svc, identity, customer_id, seen, read,
+                                   ride=svc.crm.slot_rider())
+            previous = before.account if before is not None else seen.account
+        elif (before := _field_before(svc, identity, customer_id, seen, read)) is not None:
             holders, previous = find_bound_customers(svc, identity), before.account
         else:  # who holds the account, and what the customer holds: two reads at once
             holders, current = both(lambda: find_bound_customers(svc, identity),
@@ -209,18 +217,28 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
         return verified_until
 
     return one_binding_at_a_time(svc, identity, bind,
-                                 Riders(read, svc.crm.slot_rider()), batch)
+                                 Riders(read, svc.crm.slot_rider()), batch, ahead)
+
+
+def hold_ahead(svc: Services, identity: MessengerIdentity) -> ClaimAhead:
+    """The claim of the account's binding hold, to ride an earlier round trip of the
+    request (the code check's); ``give_up`` frees it when no binding follows."""
+    return svc.caches.claim_ahead(
+        "binding", request_token("binding", identity.channel, identity.account_id),
+        svc.settings.otp_ttl_seconds, svc.settings.in_progress_lease_seconds)
 
 
 def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
                           work: Callable[[bool], T], riders: Riders | None = None,
-                          batch: WriteBatch | None = None) -> T:
+                          batch: WriteBatch | None = None,
+                          ahead: ClaimAhead | None = None) -> T:
     """``work(waited)`` (who holds the account, then the write) while no other binding
     of the same messenger account runs: two bindings at once would bind it to two
     customers. A second one waits for the first (up to BOT_ANSWER_SECONDS, then
     ``in_progress``); the hold is a renewed lease, so a dead worker's lapses by itself.
     ``riders`` ride on the hold's first round trip; ``waited`` says the hold came later.
-    With ``batch``, the hold is freed when that batch is sent, after its other writes."""
+    With ``batch``, the hold is freed when that batch is sent, after its other writes;
+    with ``ahead``, the hold's first claim is that one (``hold_ahead``)."""
     token = request_token("binding", identity.channel, identity.account_id)
     done: list[T] = []
 
@@ -232,7 +250,7 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
                         keep=lambda result: False,
                         wait_seconds=svc.settings.bot_answer_seconds,
                         lease_seconds=svc.settings.in_progress_lease_seconds, rider=riders,
-                        batch=batch)
+                        batch=batch, ahead=ahead)
     return done[0]
 
 

@@ -43,9 +43,9 @@ from gurugrow.gateways.greensms import SendAnswer
 from gurugrow.logs import log_event
 from gurugrow.routes import NUMBER_TO_CALL, OUR_CODE, ROUTES, THEIR_CODE, route_of_method
 from gurugrow.services import Services
-from gurugrow.stores.client import PipelineRider, WriteBatch
+from gurugrow.stores.client import PipelineRider, Riders, WriteBatch
 from gurugrow.stores.limits import Admission
-from gurugrow.stores.once import LeaseRenewer
+from gurugrow.stores.once import ClaimAhead, LeaseRenewer
 from gurugrow.stores.otp import OtpSession
 
 
@@ -378,10 +378,12 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
                purpose: str, work: Callable[[OtpSession], Answer],
                done: Callable[[Answer], bool] = lambda answer: True,
                also: Callable[[OtpSession, WriteBatch], None] | None = None,
-               batch: WriteBatch | None = None) -> Answer:
+               batch: WriteBatch | None = None, ahead: ClaimAhead | None = None) -> Answer:
     """Verify the code, then run ``work`` for its session once and answer what it returns.
     ``also`` adds writes that go to Redis with the stored answer, and so does ``work``
-    through ``batch`` (one round trip, sent whatever ``work``'s outcome).
+    through ``batch`` (one round trip, sent whatever ``work``'s outcome). ``ahead``, a
+    claim ``work`` starts from, rides the code's check and is given up when ``work``
+    does not take it.
 
     Another identity's or another purpose's session is answered as not found. A replay
     of a code that already succeeded gets the stored answer again, without running
@@ -395,8 +397,22 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
         return typed
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
+    try:
+        return _checked(svc, identity, session_id, typed, purpose, work, done, also, batch,
+                        ahead)
+    finally:
+        if ahead is not None:
+            ahead.give_up()  # unless work took it: a refused code binds nothing
+
+
+def _checked(svc: Services, identity: MessengerIdentity, session_id: str, typed: str,
+             purpose: str, work: Callable[[OtpSession], Answer],
+             done: Callable[[Answer], bool],
+             also: Callable[[OtpSession, WriteBatch], None] | None,
+             batch: WriteBatch | None, ahead: ClaimAhead | None) -> Answer:
+    riders = Riders(svc.crm.slot_rider(), ahead)
     outcome, session = svc.otp.check(session_id, identity.channel, identity.account_id,
-                                     purpose, typed, rider=svc.crm.slot_rider())
+                                     purpose, typed, rider=riders if riders.riders else None)
     if session is None:
         raise FlowRefusal("session_not_found")
     if outcome == "replay" and (kept := svc.otp.answer_of(session)) is not None:

@@ -11,8 +11,15 @@ import redis
 
 from gurugrow.stores import keys as redis_keys
 from gurugrow.stores.cache import cached_json
-from gurugrow.stores.client import WriteBatch, redis_guard, written
-from gurugrow.stores.once import Lease, run_once
+from gurugrow.stores.client import (
+    PipelineRider,
+    Riders,
+    WriteBatch,
+    redis_guard,
+    run_riders,
+    written,
+)
+from gurugrow.stores.once import ClaimAhead, Lease, run_once
 
 
 class ChannelFieldRead:
@@ -94,11 +101,15 @@ class FlowCaches:
                                                                  customer_id))
 
     def channel_field_written(self, channel: str, customer_id: str,
-                              read: ChannelFieldRead | None = None
+                              read: ChannelFieldRead | None = None,
+                              ride: PipelineRider | None = None
                               ) -> tuple[str, float] | None:
         """The account this service last wrote into the customer's channel field and
         when; None when it wrote none lately (or the record is unreadable). ``read``: the
-        record as a ride already read it (read now when it got no answer)."""
+        record as a ride already read it (read now when it got no answer, with ``ride``
+        in the same round trip)."""
+        if read is not None and not read.answered and ride is not None:
+            run_riders(self._client, Riders(read, ride))
         if read is not None and read.answered:
             raw = read.value
         else:
@@ -140,6 +151,14 @@ class FlowCaches:
         """A bundle article's cached catalog entry, else ``load()``'s."""
         return cached_json(self._client, redis_keys.bundle_offer(self._prefix, article), ttl,
                            load)
+
+    def claim_ahead(self, kind: str, token: str, window: int,
+                    lease_seconds: float) -> ClaimAhead:
+        """The first claim of ``run_once`` on ``kind`` and ``token``, to ride another
+        step's round trip (``run_once(..., ahead=)``)."""
+        return ClaimAhead(self._client, redis_keys.operation_once(self._prefix, kind, token),
+                          redis_keys.operation_lease(self._prefix, kind, token), window,
+                          lease_seconds)
 
     def run_once(self, kind: str, token: str, window: int,
                  operation: Callable[[Lease], dict], **options: Any) -> dict:

@@ -80,6 +80,17 @@ def run_script(client: Any, script: Any, keys: list[str], args: list[Any],
         return answer
 
 
+def run_riders(client: Any, riders: Riders) -> None:
+    """Riders with no script to ride on: their commands together, in one round trip of
+    their own (not on a Redis Cluster: there they get no answer, as in ``run_script``)."""
+    if isinstance(client, RedisCluster):
+        return
+    with redis_guard():
+        pipe = client.pipeline(transaction=False)
+        riders.queue(pipe)
+        riders.receive_all(pipe.execute(raise_on_error=False))
+
+
 class _Write(NamedTuple):
     queue: Callable[[Any], None]  # puts its commands on a pipeline
     alone: Callable[[], list[Any]]  # runs it on its own (a cluster; a script Redis lost)

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from gurugrow.basics.errors import InProgress
+from gurugrow.basics.errors import InProgress, StorageUnavailable
 from gurugrow.stores.client import (
     PipelineRider,
     Riders,
@@ -179,14 +179,58 @@ class Lease:
                 keys=self._keys[1:], args=[self.token, self._ms]))
 
 
+class ClaimAhead:
+    """The first claim of a run-once operation, riding another step's round trip (a
+    ``PipelineRider``); ``run_once(..., ahead=)`` starts from its answer, and
+    ``give_up`` frees what it claimed when the operation is not run after all."""
+
+    def __init__(self, client: redis.Redis, key: str, lease_key: str, window: int,
+                 lease_seconds: float) -> None:
+        self._client = client
+        self.keys = [key, lease_key]
+        self.window = window
+        self.lease = Lease(client, self.keys, lease_seconds, {})
+        self.answer: list[Any] | None = None  # the claim script's, once it rode
+        self.taken = False  # run_once started from it
+
+    def queue(self, pipe: Any) -> None:
+        script = registered_script(self._client, _CLAIM_SCRIPT)
+        pipe.evalsha(script.sha, len(self.keys), *self.keys, self.lease.token,
+                     self.lease._ms, self.window)
+
+    def receive(self, answer: Any) -> None:
+        # A script Redis lost (or a failure): no answer, run_once claims on its own.
+        if not isinstance(answer, Exception):
+            self.answer = answer
+
+    def give_up(self) -> None:
+        """Free the lease this claim took, unless run_once took it over (best effort: an
+        unfreed lease lapses by itself)."""
+        if self.taken or self.answer is None or _state(self.answer[0]) not in (
+                "claimed", "resumed"):
+            return
+        self.taken = True
+        try:
+            with redis_guard():
+                registered_script(self._client, _FINISH_SCRIPT)(
+                    keys=self.keys, args=[self.lease.token, "", self.window])
+        except StorageUnavailable:
+            pass
+
+
+def _state(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
              operation: Callable[[Lease], dict], *,
              keep: Callable[[dict], bool] = lambda result: True,
              wait_seconds: float = 10.0, poll: float = 0.05,
              lease_seconds: float = 1.0, rider: PipelineRider | Riders | None = None,
-             batch: WriteBatch | None = None) -> dict:
+             batch: WriteBatch | None = None, ahead: ClaimAhead | None = None) -> dict:
     """Run ``operation`` once per ``key`` within ``window`` seconds; repeats get its result.
-    With ``batch``, a finished operation's lease is freed when that batch is sent."""
+    With ``batch``, a finished operation's lease is freed when that batch is sent; with
+    ``ahead``, the first claim is the one that rode another step (``rider`` then unused)."""
     # ``lease_key`` (same cluster slot) is held while an attempt runs it.
     #
     # The running attempt holds a lease of ``lease_seconds``, renewed while it works. A concurrent
@@ -197,13 +241,19 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
     keys = [key, lease_key]
     deadline = time.monotonic() + wait_seconds
     waited = False
+    claimed = ahead.answer if ahead is not None and not ahead.taken else None
     while True:
-        lease = Lease(client, keys, lease_seconds, {})
+        if claimed is not None and ahead is not None:
+            ahead.taken = True
+            lease, (state, raw) = ahead.lease, claimed
+            claimed = rider = None
+        else:
+            lease = Lease(client, keys, lease_seconds, {})
+            state, raw = run_script(client, registered_script(client, _CLAIM_SCRIPT), keys,
+                                    [lease.token, lease._ms, window], rider)
+            rider = None
         lease.waited = waited
-        state, raw = run_script(client, registered_script(client, _CLAIM_SCRIPT), keys,
-                                [lease.token, lease._ms, window], rider)
-        rider = None
-        state = state.decode() if isinstance(state, bytes) else state
+        state = _state(state)
         if state == "done":
             return json.loads(raw)
         if state in ("claimed", "resumed"):

@@ -27,6 +27,7 @@ from gurugrow.stores.client import (
     REDIS_ERRORS,
     PipelineRider,
     RedisHash,
+    Riders,
     WriteBatch,
     redis_guard,
     run_script,
@@ -224,7 +225,7 @@ class OtpStore:
         return _session_from(session_id, data)
 
     def check(self, session_id: str, channel: str, account_id: str, purpose: str,
-              code: str, *, rider: PipelineRider | None = None
+              code: str, *, rider: PipelineRider | Riders | None = None
               ) -> tuple[str, OtpSession | None]:
         """Check ``code`` against the identity's session for ``purpose``; claim it on success."""
         # Find the session this messenger identity started for ``purpose`` and check ``code``
