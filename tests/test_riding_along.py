@@ -13,6 +13,8 @@ from fakeredis._clients._sync import FakeRedisConnection
 from gurugrow.stores import client as storage
 from gurugrow.stores.caches import ChannelFieldRead, FlowCaches
 from gurugrow.stores.client import Riders, run_script
+from gurugrow.stores.once import ClaimAhead, run_once
+from gurugrow.stores.scripts import load_script
 
 STEP = "return redis.call('INCR', KEYS[1])"
 
@@ -103,3 +105,50 @@ def test_a_field_record_read_left_out_on_a_cluster_is_read_on_its_own(r, monkeyp
     run_script(r, step, ["step"], [], Riders(read))
     assert not read.answered
     assert caches.channel_field_written("telegram", "1001", read) == ("555", 1_780_000_000.0)
+
+
+def claim_ahead(r) -> ClaimAhead:
+    for name in ("once_claim", "once_finish"):
+        r.script_load(load_script(name))  # loaded, as a warm worker's are
+    return ClaimAhead(r, "once:{hold}", "once:{hold}:lease", 60, 1.0)
+
+
+def test_a_claim_ahead_rides_and_run_once_starts_from_it_without_claiming_again(
+        r, round_trips):
+    ahead = claim_ahead(r)
+    step = r.register_script(STEP)
+    step(keys=["step"], args=[])
+    run_script(r, step, ["step"], [], Riders(ahead))
+    assert r.get("once:{hold}:lease") == ahead.lease.token.encode()
+    before, tokens = round_trips[0], []
+    run_once(r, "once:{hold}", "once:{hold}:lease", 60,
+             lambda lease: tokens.append(lease.token) or {}, keep=lambda result: False,
+             ahead=ahead)
+    assert tokens == [ahead.lease.token]
+    assert round_trips[0] - before == 1  # only the lease freed
+    ahead.give_up()  # taken over: nothing left to free, no round trip
+    assert round_trips[0] - before == 1
+    assert not r.exists("once:{hold}:lease")
+
+
+def test_a_claim_ahead_left_out_on_a_cluster_is_claimed_by_run_once(r, monkeypatch):
+    monkeypatch.setattr(storage, "RedisCluster", fakeredis.FakeRedis)  # pipelines refuse scripts
+    ahead = claim_ahead(r)
+    run_script(r, r.register_script(STEP), ["step"], [], Riders(ahead))
+    assert ahead.answer is None and not r.exists("once:{hold}:lease")
+    ran: list[str] = []
+    run_once(r, "once:{hold}", "once:{hold}:lease", 60,
+             lambda lease: ran.append(lease.token) or {}, ahead=ahead)
+    assert len(ran) == 1 and not r.exists("once:{hold}:lease")
+
+
+def test_a_claim_ahead_given_up_frees_only_its_own_lease(r):
+    ahead = claim_ahead(r)
+    run_script(r, r.register_script(STEP), ["step"], [], Riders(ahead))
+    ahead.give_up()
+    assert not r.exists("once:{hold}:lease")
+    r.set("once:{hold}:lease", "another-attempt", px=60_000)
+    late = claim_ahead(r)
+    run_script(r, r.register_script(STEP), ["step"], [], Riders(late))
+    late.give_up()  # it found the hold running: nothing of its own to free
+    assert r.get("once:{hold}:lease") == b"another-attempt"
