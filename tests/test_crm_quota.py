@@ -433,6 +433,21 @@ def test_a_check_wastes_no_slot_when_its_lookup_outlasts_the_slot_tolerance(
     assert rider_outcomes(riders) == {"kept": 1, "used": 1}
 
 
+@pytest.mark.parametrize("kind", BODY_KINDS)
+def test_a_repeat_wastes_no_slot_when_its_reads_outlast_the_slot_tolerance(
+        app, client, world, kind):
+    """Its slots ride the claim (for the first of its two reads at once) and the number's
+    note (for the create): each taken just before its call, none left unused."""
+    late = crm_quota(app).late_tolerance + 0.05
+    for call in ("GET /api/v5/customers", "GET /api/v5/orders/5001", "GET /api/v5/orders",
+                 "GET /api/v5/store/offers"):
+        world.delay[call] = late
+    riders = rider_outcomes()
+    answer = post(client, "/orders/repeat", {**BOUND, "sourceOrderId": "5001"}, kind)
+    assert answer["status"] == "created"
+    assert rider_outcomes(riders) == {"kept": 2, "used": 2}
+
+
 @pytest.mark.parametrize("env_overrides", [{"RETAILCRM_RATE_LIMIT": "1"}])
 @pytest.mark.parametrize("kind", BODY_KINDS)
 def test_wrong_codes_take_no_crm_slot_from_a_queue(app, client, world, kind, monkeypatch):

@@ -92,6 +92,7 @@ def customer_orders(svc: Services, customer_id: str,
     return orders
 
 
-def forget_orders(svc: Services, customer_id: str) -> None:
-    """Drop the cached order list (this service created an order for the customer)."""
-    svc.caches.forget_orders(customer_id)
+def forget_orders(svc: Services, customer_id: str, batch: WriteBatch | None = None) -> None:
+    """Drop the cached order list (this service created an order for the customer); with
+    ``batch``, when that batch is sent."""
+    svc.caches.forget_orders(customer_id, batch)

@@ -39,6 +39,7 @@ from gurugrow.flows.vocabulary import Answer, identity_of
 from gurugrow.gateways.retailcrm import CreatedOrder, Order, offer_ref
 from gurugrow.logs import log_event
 from gurugrow.services import Services
+from gurugrow.stores.client import WriteBatch
 from gurugrow.stores.once import Lease
 
 _NUMBER_ATTEMPTS = 3
@@ -120,8 +121,14 @@ def repeat_order(svc: Services, data: RepeatOrderRequest) -> Answer:
     token = request_token(identity.channel, identity.account_id, customer_id, source.id)
     windowed = windowed_order(svc, "rep", identity.channel, identity.account_id, customer_id,
                               source.id)
+    # The claim carries the slot of the first call of the creation (a replay gives it
+    # back); the kept answer, the lease freed and the customer's cached order list
+    # dropped go together.
+    batch = svc.batch()
     answer = create_once(svc, "repeat", token, lambda lease: _create_repeat(
-        svc, lease, identity.channel, customer_id, source, windowed))
+        svc, lease, identity.channel, customer_id, source, windowed, batch), batch=batch,
+        rider=svc.crm.slot_rider())
+    batch.send()
     mark_interacted(svc, customer, identity)
     return answer
 
@@ -192,7 +199,7 @@ def _repeat_payload(svc: Services, channel: str, customer_id: str, source: Order
 
 
 def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
-                   source: Order, windowed: WindowedOrder) -> Answer:
+                   source: Order, windowed: WindowedOrder, batch: WriteBatch) -> Answer:
     base: Answer = {"customerId": customer_id, "sourceOrderId": source.id,
             "sourceOrderNumber": source.number or source.id}
     # The store the new order is made in, and where any lookup of it looks.
@@ -216,7 +223,7 @@ def _create_repeat(svc: Services, lease: Lease, channel: str, customer_id: str,
             payload = {**_repeat_payload(svc, channel, customer_id, source),
                        "externalId": windowed.external_id}
             created = _create_with_fresh_number(svc, lease, payload, site, customer_id)
-    crm_cache.forget_orders(svc, customer_id)
+    crm_cache.forget_orders(svc, customer_id, batch)
     mirror_order_created(svc, customer_id)
     log_event("repeat_created", source_order_id=source.id, new_order_id=created.id)
     return {**base, "status": "created", "newOrderId": created.id,
@@ -256,7 +263,7 @@ def _create_with_fresh_number(svc: Services, lease: Lease, payload: JsonObject, 
         # The noted number of an earlier attempt is tried again first: should that
         # attempt's create still land, RetailCRM refuses the same number a second time.
         number, retry = retry or _new_number(svc), None
-        lease.note(number=number)
+        lease.note(svc.crm.slot_rider(), number=number)  # with the create's slot
         try:
             created = svc.crm.create_order({**payload, "number": number}, site)
             return CreatedOrder(id=created.id, number=number)

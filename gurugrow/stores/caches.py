@@ -137,9 +137,11 @@ class FlowCaches:
         return cached_json(self._client, redis_keys.orders_cache(self._prefix, customer_id),
                            ttl, load, "orders")
 
-    def forget_orders(self, customer_id: str) -> None:
-        with redis_guard():
-            self._client.delete(redis_keys.orders_cache(self._prefix, customer_id))
+    def forget_orders(self, customer_id: str, batch: WriteBatch | None = None) -> None:
+        """Drop the customer's cached order list (with ``batch``, when it is sent)."""
+        key = redis_keys.orders_cache(self._prefix, customer_id)
+        with written(self._client, batch) as writes:
+            writes.commands(lambda pipe: pipe.delete(key))
 
     def reference(self, name: str, ttl: int, load: Callable[[], Any],
                   cache: str | None = None) -> Any:

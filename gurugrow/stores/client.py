@@ -137,6 +137,8 @@ class WriteBatch:
         """Send everything queued. A write that failed raises StorageUnavailable, unless
         it was queued with ``on_failure`` (then that is called, and the rest stands)."""
         writes = [*self._writes, *self._last]
+        if not writes:
+            return
         with redis_guard():
             if isinstance(self._client, RedisCluster):
                 for write in writes:

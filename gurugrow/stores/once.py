@@ -165,12 +165,12 @@ class Lease:
         # It waited for another attempt first: what rode on the first claim is older news.
         self.waited = False
 
-    def note(self, **fields: Any) -> None:
-        """Remember ``fields`` with the operation (kept until its window ends)."""
+    def note(self, rider: PipelineRider | None = None, **fields: Any) -> None:
+        """Remember ``fields`` with the operation (kept until its window ends); ``rider``
+        rides the same round trip."""
         self.notes = {**self.notes, **fields}
-        with redis_guard():
-            registered_script(self._client, _NOTE_SCRIPT)(
-                keys=self._keys, args=[self.token, json.dumps(self.notes, ensure_ascii=False)])
+        run_script(self._client, registered_script(self._client, _NOTE_SCRIPT), self._keys,
+                   [self.token, json.dumps(self.notes, ensure_ascii=False)], rider)
 
     def renew(self) -> bool:
         """Extend the lease; False when it was lost (lapsed and taken over)."""
