@@ -152,3 +152,16 @@ def test_a_claim_ahead_given_up_frees_only_its_own_lease(r):
     run_script(r, r.register_script(STEP), ["step"], [], Riders(late))
     late.give_up()  # it found the hold running: nothing of its own to free
     assert r.get("once:{hold}:lease") == b"another-attempt"
+
+
+def test_a_failed_operation_whose_lease_cannot_be_freed_raises_its_own_error():
+    """The lease lapses by itself; Redis going away must not hide why the work failed."""
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+
+    def operation(lease: Any) -> dict:
+        server.connected = False
+        raise ValueError("the operation's own")
+
+    with pytest.raises(ValueError, match="the operation's own"):
+        run_once(client, "once:{x}", "once:{x}:lease", 60, operation)

@@ -13,9 +13,12 @@ from __future__ import annotations
 from gurugrow.basics.identity import MessengerIdentity
 from gurugrow.basics.json_types import JsonObject
 from gurugrow.flows import crm_cache
-from gurugrow.flows.binding import customer_masked_phone, find_bound_customers
+from gurugrow.flows.binding import (
+    customer_masked_phone,
+    find_bound_customers,
+    forget_cached_binding,
+)
 from gurugrow.flows.mirror import mirror_unlinked, mirrored_binding
-from gurugrow.flows.order_once import forget_once
 from gurugrow.logs import log_event
 from gurugrow.services import Services
 
@@ -75,16 +78,10 @@ def unbind_account(svc: Services, identity: MessengerIdentity) -> list[str]:
         lines.append(f"cleared {identity.field_code} of customer {customer_id} in RetailCRM "
                      "and the mirror")
         log_event("account_unbound", channel=identity.channel, customer_id=customer_id)
-    tokens: list[str] = []
-
-    def forget_contact(token: str | None) -> None:
-        if token is not None:  # a contact shared again binds again
-            forget_once(svc, "contact", token)
-            tokens.append(token)
-
-    crm_cache.forget_binding(svc, identity, forget_contact)
+    forgot: list[bool] = []
+    forget_cached_binding(svc, identity, forgot_contact=lambda: forgot.append(True))
     lines.append("dropped the cached binding" + (" and the contact binding's kept answer"
-                                                 if tokens else ""))
+                                                 if forgot else ""))
     if not holders:
         lines.insert(0, "no customer in RetailCRM holds the account")
         log_event("account_unbound", channel=identity.channel, customer_id="-")

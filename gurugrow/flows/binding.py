@@ -196,7 +196,7 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
             holders = find_bound_customers(svc, identity)
             before = _field_before(svc, identity, customer_id, seen, read,
                                    ride=svc.crm.slot_rider())
-            previous = before.account if before is not None else seen.account
+            previous = (before or seen).account
         elif (before := _field_before(svc, identity, customer_id, seen, read)) is not None:
             holders, previous = find_bound_customers(svc, identity), before.account
         else:  # who holds the account, and what the customer holds: two reads at once
@@ -260,12 +260,22 @@ def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str,
     binding's kept answer and its mirrored binding go, so its next call is answered from
     RetailCRM (``not_authorized`` when nothing holds it). With ``batch``, the cached
     binding goes when that batch is sent."""
+    forget_cached_binding(svc, identity, batch)
+    mirror_unlinked(svc, identity, customer_id)
+
+
+def forget_cached_binding(svc: Services, identity: MessengerIdentity,
+                          batch: WriteBatch | None = None,
+                          forgot_contact: Callable[[], None] = lambda: None) -> None:
+    """The account's cached binding goes, and with it a contact binding's kept answer (a
+    contact shared again binds again; ``forgot_contact`` is told). With ``batch``, when
+    that batch is sent."""
     def forget_contact(token: str | None) -> None:
         if token is not None:
             forget_once(svc, "contact", token)
+            forgot_contact()
 
     crm_cache.forget_binding(svc, identity, forget_contact, batch)
-    mirror_unlinked(svc, identity, customer_id)
 
 
 def mark_interacted(svc: Services, customer: JsonObject,

@@ -203,23 +203,32 @@ class ClaimAhead:
         if not isinstance(answer, Exception):
             self.answer = answer
 
-    def give_up(self) -> None:
-        """Free the lease this claim took, unless run_once took it over (best effort: an
-        unfreed lease lapses by itself)."""
-        if self.taken or self.answer is None or _state(self.answer[0]) not in (
-                "claimed", "resumed"):
-            return
+    def take(self) -> list[Any] | None:
+        """The claim's answer for run_once to start from, once (None: it got none)."""
+        if self.taken or self.answer is None:
+            return None
         self.taken = True
-        try:
-            with redis_guard():
-                registered_script(self._client, _FINISH_SCRIPT)(
-                    keys=self.keys, args=[self.lease.token, "", self.window])
-        except StorageUnavailable:
-            pass
+        return self.answer
+
+    def give_up(self) -> None:
+        """Free the lease this claim took, unless run_once took it over."""
+        answer = self.take()
+        if answer is not None and _state(answer[0]) in ("claimed", "resumed"):
+            _free_lease(self._client, self.keys, self.lease.token, self.window)
 
 
 def _state(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _free_lease(client: redis.Redis, keys: list[str], token: str, window: int) -> None:
+    """Free a lease without keeping a result; best effort: an unfreed one lapses by
+    itself, so a failure here must not hide the error that brought us here."""
+    try:
+        with redis_guard():
+            registered_script(client, _FINISH_SCRIPT)(keys=keys, args=[token, "", window])
+    except StorageUnavailable:
+        pass
 
 
 def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
@@ -241,10 +250,9 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
     keys = [key, lease_key]
     deadline = time.monotonic() + wait_seconds
     waited = False
-    claimed = ahead.answer if ahead is not None and not ahead.taken else None
+    claimed = ahead.take() if ahead is not None else None
     while True:
         if claimed is not None and ahead is not None:
-            ahead.taken = True
             lease, (state, raw) = ahead.lease, claimed
             claimed = rider = None
         else:
@@ -269,8 +277,7 @@ def run_once(client: redis.Redis, key: str, lease_key: str, window: int,
         with LeaseRenewer(lease.renew, every=lease_seconds / 4):
             result = operation(lease)
     except BaseException:
-        with redis_guard():
-            finish(keys=keys, args=[lease.token, "", window])
+        _free_lease(client, keys, lease.token, window)
         raise
     kept = json.dumps(result, ensure_ascii=False) if keep(result) else ""
     with written(client, batch) as writes:
