@@ -58,14 +58,13 @@ def current_priority() -> str:
 
 @contextmanager
 def crm_priority(priority: str, budget_seconds: float | None = None) -> Iterator[None]:
-    """CRM calls made inside take slots with ``priority`` (``journey`` or ``read``) and
-    share one queue deadline (one request); with ``budget_seconds`` (the time left of
-    the request's answer budget) they stop waiting ``ANSWER_RESERVE_SECONDS`` before it
-    runs out."""
-    token = CRM_PRIORITY.set(priority)
-    deadline_token = CRM_REQUEST_DEADLINE.set([])
+    """CRM calls made inside take slots with ``priority`` and share one queue deadline."""
+    token = CRM_PRIORITY.set(priority)  # ``journey`` or ``read``
+    deadline_token = CRM_REQUEST_DEADLINE.set([])  # one queue deadline: one request
     ahead_token = CRM_SLOTS_AHEAD.set([])
     place_token = CRM_PLACE.set([0])
+    # With ``budget_seconds`` (the time left of the request's answer budget) they stop
+    # waiting ``ANSWER_RESERVE_SECONDS`` before it runs out.
     answer_by = None if budget_seconds is None else (
         time.monotonic() + budget_seconds - ANSWER_RESERVE_SECONDS)
     answer_token = CRM_ANSWER_BY.set(answer_by)
@@ -89,10 +88,7 @@ class SlotAhead(NamedTuple):
 
 
 class SlotRider:
-    """The slot of a request's next RetailCRM call, asked for in the round trip of another
-    Redis step: queued on that step's pipeline, kept for the call when granted. One look
-    for a spare slot (``take_args(spare_only=True)``): anything but a grant, or a failed
-    script, keeps nothing, and the call then asks the bucket itself."""
+    """The slot of a request's next RetailCRM call, asked for in another Redis step's round trip."""
 
     def __init__(self, quota: CrmQuota, priority: str, patience_us: int,
                  ahead: list[SlotAhead]) -> None:
@@ -103,6 +99,8 @@ class SlotRider:
 
     def queue(self, pipe: Any) -> None:
         """Put the slot's request on ``pipe`` (one command, one answer)."""
+        # Queued on that step's pipeline: one look for a spare slot
+        # (``take_args(spare_only=True)``).
         self._quota.bucket.queue_spare_look(pipe, self._priority == READ, self._patience_us)
 
     def take_now(self) -> bool:
@@ -119,6 +117,8 @@ class SlotRider:
 
     def receive(self, answer: Any) -> None:
         """The command's answer (an exception when it failed)."""
+        # Anything but a grant, or a failed script, keeps nothing, and the call then asks
+        # the bucket itself; a grant is kept for the call.
         if isinstance(answer, Exception) or int(answer[0]) != GRANTED:
             metrics.CRM_SLOT_RIDERS.labels("none").inc()
             return
@@ -204,12 +204,10 @@ class CrmQuota:
         return deadline
 
     def acquire(self, deadline: float | None = None, priority: str | None = None) -> float:
-        """Wait for a slot (until ``deadline``); return the seconds waited.
-
-        Raises CrmBusy (with the estimated wait) when no slot comes in time, at once when
-        the line is already longer than the time left or this process's waiting room is
-        full.
-        """
+        """Wait for a slot (until ``deadline``); return the seconds waited."""
+        # Raises CrmBusy (with the estimated wait) when no slot comes in time, at once when
+        # the line is already longer than the time left or this process's waiting room is
+        # full.
         priority = priority or current_priority()
         began = self._monotonic()
         waited = self._use_slot_ahead(priority, began)

@@ -65,12 +65,10 @@ def check_due_sends(svc: Services, should_stop: Callable[[], bool] = lambda: Fal
 
 
 def check_send(svc: Services, session_id: str, request_id: str) -> str:
-    """Act on one claimed check; returns what happened to it.
-
-    The check is forgotten only once its outcome is known: an exception leaves it due
-    again after the claim's lease (and gives a claimed fallback back), so a worker that
-    dies or fails before the SMS went out loses no SMS.
-    """
+    """Act on one claimed check; returns what happened to it."""
+    # The check is forgotten only once its outcome is known: an exception leaves it due
+    # again after the claim's lease (and gives a claimed fallback back), so a worker that
+    # dies or fails before the SMS went out loses no SMS.
     tracker = svc.deliveries
     record = tracker.load(session_id)
     if record is not None and record.request_id == request_id and record.fallback_held(
@@ -120,12 +118,8 @@ def check_send(svc: Services, session_id: str, request_id: str) -> str:
 
 def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord,
                       status: str = "failed") -> str:
-    """A fresh code by the workflow's next route for the session, within its send caps;
-    the route's name when it went out (``sms`` with the default workflows). After a
-    failed or late send the cooldown is skipped (the customer got nothing); after an
-    ``unknown`` one it is kept, and a cooldown still running (another send to the phone
-    meanwhile) leaves the check ``waiting`` until it ends. Raises what the send raised
-    after giving the claimed fallback back (the check stays due)."""
+    """Send the session a fresh code by the workflow's next route, within its send caps."""
+    # Answers the route's name when it went out (``sms`` with the default workflows).
     masked = mask_phone(session.phone)
     following = next_route(svc, session.channel, record.route)
     if following is None:  # the workflow's last route: nothing left to try
@@ -139,11 +133,15 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord,
         return "refused"
     if not claim_fallback(svc, record):
         return "superseded"  # a resend replaced this send meanwhile
+    # After a failed or late send the cooldown is skipped (the customer got nothing);
+    # after an ``unknown`` one it is kept.
     waived = waives_cooldown(status)
     try:
         reissue_code(svc, session, following, cooldown=not waived)
     except FlowRefusal as refusal:
         if refusal.error_code == "resend_too_early":
+            # A cooldown still running (another send to the phone meanwhile) leaves the
+            # check ``waiting`` until it ends.
             give_back_fallback(svc, record)
             retry = refusal.fields.get("retryAfterSec")
             svc.deliveries.reschedule(session.session_id, record.request_id, svc.clock() + (
@@ -155,6 +153,8 @@ def send_fallback_sms(svc: Services, session: OtpSession, record: SendRecord,
                   phone=masked)
         return "refused"
     except BaseException:
+        # Raises what the send raised after giving the claimed fallback back (the check
+        # stays due).
         give_back_fallback(svc, record)
         raise
     metrics.AUTO_FALLBACKS.labels(record.route).inc()

@@ -45,12 +45,10 @@ def find_bound_customers(svc: Services, identity: MessengerIdentity) -> list[Cus
 def bound_customer(svc: Services, identity: MessengerIdentity,
                    claimed_customer_id: str | None = None, *, fresh: bool = False
                    ) -> JsonObject:
-    """The one customer bound to ``identity`` (``{"id", "maskedPhone", "customFields"}``,
-    from the binding cache unless ``fresh``); ``claimed_customer_id`` is only checked.
-
-    Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict`` (several, or the
-    claimed id differs).
-    """
+    """The one customer bound to ``identity`` (``{"id", "maskedPhone", "customFields"}``)."""
+    # Read from the mirror or the binding cache unless ``fresh``; ``claimed_customer_id``
+    # is only checked. Raises FlowRefusal: ``not_authorized`` (no binding) or ``conflict``
+    # (several, or the claimed id differs).
     mirrored = None if fresh else mirrored_binding(svc, identity)
     if mirrored is not None:  # the mirror is current: it answers, RetailCRM is not asked
         if len(mirrored) > 1:
@@ -129,14 +127,15 @@ class FieldSeen:
 
 def remember_field_written(svc: Services, channel: str, customer_id: str, account_id: str,
                            batch: WriteBatch | None = None) -> None:
-    """This service just wrote ``account_id`` into the customer's channel field: a
-    binding of the customer whose session read the field earlier learns it. Kept for
-    OTP_TTL_SECONDS, as long as such a session lives. (An unlink writes none: the account
-    it names then is only dropped once more, which costs its next call a live read.)"""
+    """Record that this service just wrote ``account_id`` into the customer's channel field."""
+    # A binding of the customer whose session read the field earlier learns it. (An unlink
+    # writes none: the account it names then is only dropped once more, which costs its
+    # next call a live read.)
     def lost(error: Exception) -> None:  # then that binding trusts what its session read
         log_event("field_record_failed", logging.WARNING, customer_id=customer_id,
                   error=error)
 
+    # Kept for OTP_TTL_SECONDS (and a minute), as long as such a session lives.
     svc.caches.put_channel_field_written(channel, customer_id, account_id, svc.clock(),
                                          svc.settings.otp_ttl_seconds + 60, batch,
                                          on_failure=lost)
@@ -172,17 +171,11 @@ def binding_fields(svc: Services, identity: MessengerIdentity, method: str | Non
 def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
                   method: str | None, seen: FieldSeen | None = None,
                   batch: WriteBatch | None = None, ahead: ClaimAhead | None = None) -> str:
-    """Write the binding and service fields in one CRM call; return ``verifiedUntil``.
-    With ``batch``, the Redis writes that follow the CRM's (the hold freed, the cut-off
-    account's cache dropped) go when the caller sends it; ``ahead``: the account's hold
-    as claimed in an earlier round trip (``hold_ahead``).
+    """Write the binding and service fields in one CRM call; return ``verifiedUntil``."""
+    # ``batch``: the Redis writes that follow the CRM's (the hold freed, the cut-off
+    # account's cache dropped) go when the caller sends it.
+    # ``ahead``: the account's hold as claimed in an earlier round trip (``hold_ahead``).
 
-    Serialised per account (``one_binding_at_a_time``). Refuses with ``conflict``
-    (nothing written) when another customer holds the id. When the customer was bound to
-    another account of the channel, that account loses it at once (``drop_binding``):
-    which one is ``seen`` (what the phone's lookup read of the customer) unless this
-    service wrote the field since; knowing neither, RetailCRM is asked.
-    """
     # This service's record of the field rides on the hold's round trip, and so does the
     # next RetailCRM call's slot unless the request already holds one. A hold claimed
     # ahead carried neither: the record is read after "who holds the account", with
@@ -192,6 +185,10 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
     def bind(waited: bool) -> str:
         if waited:  # another binding of the account ran meanwhile: the ride read too early
             read.forget()
+        # When the customer was bound to another account of the channel, that account
+        # loses it at once (``drop_binding``): which one is ``seen`` (what the phone's
+        # lookup read of the customer) unless this service wrote the field since; knowing
+        # neither, RetailCRM is asked.
         if seen is not None and not read.answered:
             holders = find_bound_customers(svc, identity)
             before = _field_before(svc, identity, customer_id, seen, read,
@@ -205,6 +202,7 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
             previous = str((current.custom_fields if current else {})
                            .get(identity.field_code) or "")
         if any(c.id != customer_id for c in holders):
+            # Another customer holds the id: ``conflict``, nothing written.
             _conflict(identity, len(holders))
         fields, verified_until = binding_fields(svc, identity, method)
         svc.crm.edit_customer_custom_fields(customer_id, fields)
@@ -216,6 +214,7 @@ def bind_identity(svc: Services, identity: MessengerIdentity, customer_id: str,
                                                 identity.field_code), customer_id, batch)
         return verified_until
 
+    # Serialised per account.
     return one_binding_at_a_time(svc, identity, bind,
                                  Riders(read, svc.crm.slot_rider()), batch, ahead)
 
@@ -232,13 +231,12 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
                           work: Callable[[bool], T], riders: Riders | None = None,
                           batch: WriteBatch | None = None,
                           ahead: ClaimAhead | None = None) -> T:
-    """``work(waited)`` (who holds the account, then the write) while no other binding
-    of the same messenger account runs: two bindings at once would bind it to two
-    customers. A second one waits for the first (up to BOT_ANSWER_SECONDS, then
-    ``in_progress``); the hold is a renewed lease, so a dead worker's lapses by itself.
-    ``riders`` ride on the hold's first round trip; ``waited`` says the hold came later.
-    With ``batch``, the hold is freed when that batch is sent, after its other writes;
-    with ``ahead``, the hold's first claim is that one (``hold_ahead``)."""
+    """Run ``work(waited)`` while no other binding of the same messenger account runs."""
+    # ``work``: who holds the account, then the write; two bindings at once would bind it
+    # to two customers. ``waited`` says the hold came later.
+    # ``riders`` ride on the hold's first round trip.
+    # ``batch``: the hold is freed when that batch is sent, after its other writes.
+    # ``ahead``: the hold's first claim is that one (``hold_ahead``).
     token = request_token("binding", identity.channel, identity.account_id)
     done: list[T] = []
 
@@ -246,6 +244,8 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
         done.append(work(lease.waited))
         return {}
 
+    # A second one waits for the first (up to BOT_ANSWER_SECONDS, then ``in_progress``);
+    # the hold is a renewed lease, so a dead worker's lapses by itself.
     svc.caches.run_once("binding", token, svc.settings.otp_ttl_seconds, run,
                         keep=lambda result: False,
                         wait_seconds=svc.settings.bot_answer_seconds,
@@ -256,10 +256,10 @@ def one_binding_at_a_time(svc: Services, identity: MessengerIdentity,
 
 def drop_binding(svc: Services, identity: MessengerIdentity, customer_id: str,
                  batch: WriteBatch | None = None) -> None:
-    """The account is no longer bound to ``customer_id``: its cached binding, a contact
-    binding's kept answer and its mirrored binding go, so its next call is answered from
-    RetailCRM (``not_authorized`` when nothing holds it). With ``batch``, the cached
-    binding goes when that batch is sent."""
+    """The account is no longer bound to ``customer_id``: drop its cached and mirrored binding."""
+    # So its next call is answered from RetailCRM (``not_authorized`` when nothing holds
+    # it). The cached binding goes with a contact binding's kept answer; with ``batch``,
+    # when that batch is sent.
     forget_cached_binding(svc, identity, batch)
     mirror_unlinked(svc, identity, customer_id)
 

@@ -71,17 +71,16 @@ def find_customer_id_by_phone(svc: Services, phone: str) -> str | None:
 
 
 def find_customer_by_phone(svc: Services, phone: str) -> PhoneCustomer | None:
-    """The one CRM customer of ``phone`` (deduper for several), or None for nobody.
-
-    Raises FlowRefusal("dedupe_failed") when the duplicates cannot be resolved: the
-    contract's unresolved case, whose message hands the customer to a manager. With no
-    deduper configured (DEDUPE_BASE_URL empty) every phone with several customers is.
-    """
+    """The one CRM customer of ``phone`` (deduper for several), or None for nobody."""
+    # Raises FlowRefusal("dedupe_failed") when the duplicates cannot be resolved: the
+    # contract's unresolved case, whose message hands the customer to a manager.
     customers = svc.crm.find_customers_by_phone(phone)
     if not customers:
         return None
     if len(customers) == 1:
         return PhoneCustomer(customers[0].id, customers[0].custom_fields)
+    # With no deduper configured (DEDUPE_BASE_URL empty) every phone with several
+    # customers is unresolved.
     if not svc.deduper.configured:
         log_event("duplicates_unresolved", phone=mask_phone(phone), candidates=len(customers),
                   reason="no deduper (DEDUPE_BASE_URL empty)")
@@ -100,16 +99,9 @@ def find_customer_by_phone(svc: Services, phone: str) -> PhoneCustomer | None:
 
 
 def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
-    """Send a code by ``route``, falling back to the workflow's next routes when one
-    refuses it at once; return what took it (with the code the customer got).
-
-    A send whose outcome is unknown (it may have reached GreenSMS) is taken as made: no
-    other route is tried (the code may still arrive), its admission is kept and its
-    delivery is unknown (``Sent.unknown``); a route whose code or number is in GreenSMS's
-    answer cannot be checked without it, so the next route is tried. Raises
-    FlowRefusal("delivery_failed") when no route accepted the code (DeliveryMaybeMade,
-    which keeps the admission, when one may have gone out).
-    """
+    """Send a code by ``route``, falling back to the workflow's next routes; return what took it."""
+    # A route is fallen back from when it refuses the code at once; what took it carries
+    # the code the customer got.
     maybe_made = False
     for attempt in routes_from(svc, channel, route):
         declared = ROUTES[attempt]
@@ -137,6 +129,11 @@ def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
         if attempt != route:
             metrics.SMS_FALLBACKS.labels(route).inc()
         if answer is None:
+            # A send whose outcome is unknown (it may have reached GreenSMS) is taken as
+            # made: no other route is tried (the code may still arrive), its admission is
+            # kept and its delivery is unknown (``Sent.unknown``); a route whose code or
+            # number is in GreenSMS's answer cannot be checked without it, so the next
+            # route is tried.
             if declared.sends != OUR_CODE:
                 # Its code (or number) was in the answer that did not come: the customer
                 # needs a route whose code we hold. It is counted as made all the same.
@@ -148,6 +145,8 @@ def deliver_code(svc: Services, phone: str, channel: str, route: str) -> Sent:
             # GreenSMS reports the call (``check_code``).
             code = call_code(svc, answer.request_id)
         return Sent(attempt, answer.request_id, answer.code or code, answer.number)
+    # No route accepted the code: FlowRefusal("delivery_failed"), or DeliveryMaybeMade
+    # (which keeps the admission) when one may have gone out.
     raise DeliveryMaybeMade() if maybe_made else FlowRefusal("delivery_failed")
 
 
@@ -207,12 +206,11 @@ def called_code(svc: Services, identity: MessengerIdentity, session_id: str, pur
 def take_send_allowance(svc: Services, phone: str, channel: str, account_id: str,
                         client_ip: str | None, *, route: str, cooldown: bool = True,
                         rider: PipelineRider | None = None) -> Admission:
-    """Apply every send limit before any code goes out by ``route`` (and before the phone
-    is looked up, so a refusal says nothing about whether the phone is a customer): all
-    taken at once, or nothing. Give the admission back with ``returned_on_failure``.
-
-    ``cooldown=False`` only to replace a messenger code that was not delivered. ``rider``
-    (a RetailCRM slot request) goes in the admission's round trip."""
+    """Apply every send limit before a code goes out by ``route``: all taken at once, or none."""
+    # Also before the phone is looked up, so a refusal says nothing about whether the
+    # phone is a customer. Give the admission back with ``returned_on_failure``.
+    # ``cooldown=False`` only to replace a messenger code that was not delivered.
+    # ``rider`` (a RetailCRM slot request) goes in the admission's round trip.
     with refused_by_limits(phone, client_ip):
         svc.limits.check_region(phone)
         return svc.limits.admit_send(phone, channel, account_id, client_ip, route=route,
@@ -234,16 +232,15 @@ def refused_by_limits(phone: str | None, client_ip: str | None) -> Iterator[None
 @contextmanager
 def returned_on_failure(svc: Services, admission: Admission,
                         keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Give back everything ``admission`` took when the block fails (nothing went out:
-    a send that certainly never left, or an upstream failure before the send; a send
-    whose outcome is unknown is no failure, see ``deliver_code``), so the customer may try
-    again at once and an outage does not use up their sends. An exception of ``keep_on``
-    (an answer the attempt earned) keeps what was taken."""
+    """Give back everything ``admission`` took when the block fails (nothing went out)."""
+    # A failure is a send that certainly never left, or an upstream failure before the
+    # send; given back, the customer may try again at once and an outage does not use up
+    # their sends.
     try:
         yield
-    except DeliveryMaybeMade:
+    except DeliveryMaybeMade:  # a send whose outcome is unknown is no failure (deliver_code)
         raise
-    except keep_on:
+    except keep_on:  # an answer the attempt earned keeps what was taken
         raise
     except BaseException:
         try:
@@ -291,11 +288,7 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
                client_ip: str | None = None, purpose: str = "auth",
                payload: JsonObject | None = None,
                send_to_unknown: bool = False) -> OtpSession:
-    """Throttle, find the phone's customer, send the code (or pretend), store the session.
-
-    A phone with no customer gets a decoy session and no message, unless
-    ``send_to_unknown`` (the customer will be created after the check).
-    """
+    """Throttle, find the phone's customer, send the code (or pretend), store the session."""
     # The phone lookup's RetailCRM slot is asked for in the admission's round trip; a
     # refused admission gives it back at the request's end.
     route = first_route(svc, identity.channel, route)
@@ -305,6 +298,8 @@ def issue_code(svc: Services, identity: MessengerIdentity, phone: str, route: st
         read_at = svc.clock()  # before the read: a binding written meanwhile is later
         customer = find_customer_by_phone(svc, phone)
         customer_id = None if customer is None else customer.id
+        # A phone with no customer gets a decoy session and no message, unless
+        # ``send_to_unknown`` (the customer will be created after the check).
         send = customer_id is not None or send_to_unknown
         sent = send_or_pretend(svc, phone=phone, channel=identity.channel, send=send,
                                route=route)
@@ -335,27 +330,25 @@ def ensure_resendable(svc: Services, session: OtpSession) -> None:
 
 def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
                  client_ip: str | None = None, cooldown: bool = True) -> Sent:
-    """Send a live session a fresh code by ``route`` (default: the workflow's first),
-    replacing the old one, and track it; return what took it. Used by resend and by the
-    deliveries worker's fallback.
-
-    It goes through the same admission as a start: the session's own send cap, then
-    every send limit at once, all given back when nothing went out. ``cooldown=False``
-    (replacing an undelivered messenger code) skips the cooldown, which then restarts.
-    A session whose code was never sent (a decoy) stays one: nothing is sent now either.
-    Raises FlowRefusal.
-    """
+    """Send a live session a fresh code by ``route``, replacing the old one; return what took it."""
+    # Used by resend and by the deliveries worker's fallback; the new send is tracked.
+    # Raises FlowRefusal. It goes through the same admission as a start: the session's own
+    # send cap, then every send limit at once, all given back when nothing went out.
     ensure_resendable(svc, session)
-    route = route or first_route(svc, session.channel, None)
+    route = route or first_route(svc, session.channel, None)  # default: the workflow's first
     admission = take_send_allowance(svc, session.phone, session.channel, session.account_id,
                                     client_ip, route=route, cooldown=cooldown)
     with returned_on_failure(svc, admission):
+        # A session whose code was never sent (a decoy) stays one: nothing is sent now
+        # either.
         sent = send_or_pretend(svc, phone=session.phone, channel=session.channel,
                                send=session.sent, route=route)
     if not svc.otp.replace_code(session, sent.code, sent.method):
         # Checked or burned while the code went out: the new code is not kept.
         raise FlowRefusal("session_not_found")
     track_send(svc, session, sent)
+    # ``cooldown=False`` (replacing an undelivered messenger code) skips the cooldown,
+    # which then restarts.
     if not cooldown:
         svc.limits.restart_cooldown(session.phone, session.channel, session.account_id)
     return sent
@@ -363,10 +356,11 @@ def reissue_code(svc: Services, session: OtpSession, route: str | None, *,
 
 def resendable_session(svc: Services, session_id: str, channel: str | None,
                        account_ids: tuple[str, ...]) -> OtpSession:
-    """The pending session of any kind (/auth/start or /orders/recommended/start) to send
-    a new code for. The unguessable ``sessionId`` is enough; a channel, when the caller
-    sends one, must be the session's, and so must one of the identity fields it sends.
-    Any other caller is told the session does not exist (``session_not_found``)."""
+    """The pending session, of any kind, to send a new code for."""
+    # Either kind: /auth/start's or /orders/recommended/start's. The unguessable
+    # ``sessionId`` is enough; a channel, when the caller sends one, must be the
+    # session's, and so must one of the identity fields it sends. Any other caller is told
+    # the session does not exist (``session_not_found``).
     session = svc.otp.load(session_id)
     if session is None or (channel is not None and channel != session.channel) or (
             account_ids and session.account_id not in account_ids):
@@ -379,22 +373,21 @@ def check_code(svc: Services, identity: MessengerIdentity, session_id: str, code
                done: Callable[[Answer], bool] = lambda answer: True,
                also: Callable[[OtpSession, WriteBatch], None] | None = None,
                batch: WriteBatch | None = None, ahead: ClaimAhead | None = None) -> Answer:
-    """Verify the code, then run ``work`` for its session once and answer what it returns.
-    ``also`` adds writes that go to Redis with the stored answer, and so does ``work``
-    through ``batch`` (one round trip, sent whatever ``work``'s outcome). ``ahead``, a
-    claim ``work`` starts from, rides the code's check and is given up when ``work``
-    does not take it.
+    """Verify the code, then run ``work`` for its session once and answer what it returns."""
+    # ``also`` adds writes that go to Redis with the stored answer, and so does ``work``
+    # through ``batch`` (one round trip, sent whatever ``work``'s outcome). ``ahead``, a
+    # claim ``work`` starts from, rides the code's check and is given up when ``work``
+    # does not take it.
 
-    Another identity's or another purpose's session is answered as not found. A replay
-    of a code that already succeeded gets the stored answer again, without running
-    ``work``; one arriving while the first still runs waits for it. The code stays
-    checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
-    our own failure never burns the customer's code.
-    """
     # No code: an incoming call's check (did the customer call?) may answer pending.
     typed = code if code is not None else called_code(svc, identity, session_id, purpose)
     if not isinstance(typed, str):  # the incoming call's pending answer
         return typed
+    # Another identity's or another purpose's session is answered as not found. A replay
+    # of a code that already succeeded gets the stored answer again, without running
+    # ``work``; one arriving while the first still runs waits for it. The code stays
+    # checked when ``done(answer)``, is burned on a conflict, and is released otherwise, so
+    # our own failure never burns the customer's code.
     # The first RetailCRM call of ``work`` takes its slot in the check's round trip; when
     # the code is refused, the slot goes back to the bucket at the request's end.
     try:
@@ -483,12 +476,10 @@ def delivery_route(session: OtpSession) -> str | None:
 
 
 def resend_code(svc: Services, data: ResendRequest) -> Answer:
-    """A new code for a pending session, after the cooldown and within the send caps.
-
-    Serves every session kind; the new code completes that session's own check
-    (``/auth/check`` or ``/orders/recommended/check``). See ``resendable_session`` for
-    who may ask.
-    """
+    """A new code for a pending session, after the cooldown and within the send caps."""
+    # Serves every session kind; the new code completes that session's own check
+    # (``/auth/check`` or ``/orders/recommended/check``). ``resendable_session`` says who
+    # may ask.
     session = resendable_session(svc, data.session_id, data.channel, data.account_ids)
     ensure_resendable(svc, session)
     route = first_route(svc, session.channel, data.delivery_route)

@@ -59,15 +59,15 @@ def binding_entry(customer_id: str, masked_phone: str | None, interacted: bool,
 
 def remember_binding(svc: Services, identity: MessengerIdentity,
                      entry: JsonObject | None, batch: WriteBatch | None = None) -> None:
-    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL); with
-    ``batch``, when that is sent. A refused write is only logged (Redis unreachable
-    still raises): the binding itself is in the CRM, and a stale "bound to nobody"
-    entry lasts its short TTL at most."""
+    """Cache ``entry`` (None: bound to nobody, for the shorter negative TTL)."""
     s = svc.settings
     ttl = s.binding_cache_seconds if entry is not None else s.binding_negative_cache_seconds
     if s.binding_cache_seconds <= 0 or ttl <= 0:
         return
     value = json.dumps(entry, ensure_ascii=False)
+    # With ``batch``, written when that is sent. A refused write is only logged (Redis
+    # unreachable still raises): the binding itself is in the CRM, and a stale "bound to
+    # nobody" entry lasts its short TTL at most.
     with svc.caches.written(batch) as writes:
         svc.caches.put_binding(identity.channel, identity.account_id, value, ttl, writes,
                                on_failure=lambda error: log_event(

@@ -29,16 +29,18 @@ from gurugrow.stores.otp import OtpSession
 
 @dataclass(frozen=True)
 class Sent:
-    """What took a code: its route, GreenSMS's request id (None: a decoy, nothing went
-    out), the code the customer got (ours, or GreenSMS's for a flash call; for an
-    incoming call one nobody is told), an incoming call's number to call, and whether the
-    outcome is ``unknown``: the send may have reached GreenSMS but its answer did not
-    come, so it counts as made and its delivery is unknown."""
+    """What took a code: its route and what GreenSMS answered to the send."""
 
     route: str
+    # GreenSMS's request id (None: a decoy, nothing went out; or an ``unknown`` outcome,
+    # whose answer never came).
     request_id: str | None
+    # The code the customer got: ours, or GreenSMS's for a flash call; for an incoming
+    # call one nobody is told.
     code: str | None = None
     number: str | None = None  # an incoming call's number to call
+    # Whether the outcome is ``unknown``: the send may have reached GreenSMS but its
+    # answer did not come, so it counts as made and its delivery is unknown.
     unknown: bool = False
 
     @property
@@ -87,12 +89,7 @@ def next_route(svc: Services, channel: str, after: str) -> str | None:
 
 def track_send(svc: Services, session: OtpSession, sent: Sent,
                batch: WriteBatch | None = None) -> None:
-    """Remember the session's latest send; a messenger send is watched until delivered.
-    With ``batch``, written when the batch is sent.
-
-    Best effort: the code has gone out already, so a Redis failure here is logged and
-    costs only the tracking of this one send.
-    """
+    """Remember the session's latest send; a watched route's send is checked until delivered."""
     if sent.request_id is None and not sent.unknown:  # a decoy: nothing to watch
         return
     s = svc.settings
@@ -105,11 +102,13 @@ def track_send(svc: Services, session: OtpSession, sent: Sent,
         check_at = now + min(s.delivery_check_interval_seconds,
                              s.delivery_fallback_after_seconds)
 
+    # Best effort: the code has gone out already, so a Redis failure here is logged and
+    # costs only the tracking of this one send.
     def failed(error: StorageUnavailable) -> None:
         log_event("delivery_tracking_failed", logging.WARNING, route=sent.route, error=error)
 
     try:
-        with svc.caches.written(batch) as writes:
+        with svc.caches.written(batch) as writes:  # with ``batch``, written when it is sent
             svc.deliveries.record_send(session.session_id, sent.route, request_id, now,
                                        check_at, batch=writes, on_failure=failed)
     except StorageUnavailable as e:  # Redis unreachable (a batch of our own)
@@ -190,17 +189,7 @@ def give_back_fallback(svc: Services, record: SendRecord) -> None:
 
 def resend_route(svc: Services, session: OtpSession, asked_route: str
                  ) -> tuple[str, SendRecord | None, bool]:
-    """The route of a resend, the undelivered send it replaces (claimed: the caller
-    sends its code, or gives the claim back with ``give_back_fallback``), and whether it
-    skips the cooldown.
-
-    Such a resend goes by the workflow's next route whatever route is asked. After a
-    failed or still pending send it does not wait for the cooldown (the customer got
-    nothing); after an ``unknown`` one it does (nobody said the code did not arrive), and
-    until the cooldown ends the send is not claimed. Of the worker and concurrent resends
-    only one replaces a given send that way (``claim_fallback``). A route that did not
-    deliver earlier in the session is not tried again.
-    """
+    """A resend's route, the undelivered send it replaces, and whether it skips the cooldown."""
     if session.is_decoy:
         _pretend_status_read(svc, session)
         return asked_route, None, False
@@ -208,8 +197,15 @@ def resend_route(svc: Services, session: OtpSession, asked_route: str
     if record is None:
         return asked_route, None, False
     following = next_route(svc, session.channel, record.route)
+    # A resend that replaces an undelivered send goes by the workflow's next route,
+    # whatever route is asked.
     if record.state == "watching" and ROUTES[record.route].watched and following:
         status = read_status(svc, record)
+        # After a failed or still pending send it does not wait for the cooldown (the
+        # customer got nothing); after an ``unknown`` one it does (nobody said the code did
+        # not arrive), and until the cooldown ends the send is not claimed. Of the worker
+        # and concurrent resends only one replaces a given send that way
+        # (``claim_fallback``).
         waived = waives_cooldown(status)
         if undelivered(svc, record, status) and (
                 waived or not cooldown_left(svc, session)) and claim_fallback(svc, record):
@@ -218,7 +214,10 @@ def resend_route(svc: Services, session: OtpSession, asked_route: str
                 metrics.DELIVERIES.labels(record.route, "unknown").inc()
             log_event("delivery_fallback", by="resend", from_route=record.route,
                       to_route=following, status=status)
+            # The replaced send is claimed: the caller sends its code, or gives the claim
+            # back with ``give_back_fallback``.
             return following, record, waived
+    # A route that did not deliver earlier in the session is not tried again.
     if asked_route == record.undeliverable:
         return next_route(svc, session.channel, asked_route) or asked_route, None, False
     return asked_route, None, False

@@ -159,12 +159,12 @@ class Sync:
         return (now - back).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
     def newest_record_id(self, entity: str, start: str) -> int:
-        """A history position to follow from after the load, in one call whatever the
-        history's length: the highest id among the records since ``start``
-        (``filter[startDate]``). Any id up to the newest at the load's start is right
-        (what came before is covered by the load; re-applying a record is harmless).
-        None since ``start``: 0, and the first sync reads from ``start`` by date."""
+        """A history position to follow from after the load, in one call whatever its length."""
+        # The highest id among the records since ``start`` (``filter[startDate]``). Any id
+        # up to the newest at the load's start is right (what came before is covered by
+        # the load; re-applying a record is harmless).
         recent, _ = self._crm("history", self.svc.crm.history, entity, start_date=start)
+        # None since ``start``: 0, and the first sync reads from ``start`` by date.
         return max((r["id"] for r in recent), default=0)
 
     def _pages(self, entity: str, first: tuple[list[JsonObject], int | None] | None = None,
@@ -276,11 +276,10 @@ class Sync:
                 self.load_orders_of(cid)
 
     def follow(self, entity: str, since: int) -> tuple[bool, int]:
-        """Apply the history of ``entity`` after ``since``, saving the position after each
-        page; (True when it reached the end, records applied). The end is the answer's
-        own word: a page whose ``pagination`` says it is the last one, or an empty page
-        (no pagination: read on until one). A short page with more pages after it is not
-        the end."""
+        """Apply ``entity``'s history after ``since``: (reached its end, records applied)."""
+        # The end is the answer's own word: a page whose ``pagination`` says it is the last
+        # one, or an empty page (no pagination: read on until one). A short page with more
+        # pages after it is not the end.
         applied = 0
         for _ in range(MAX_PAGES_PER_PASS):
             if since == 0 and self.history_from:  # no record yet since the load: by date
@@ -303,7 +302,7 @@ class Sync:
                 self.store.schedule(f"{entity[0]}:{i}", self.svc.settings.mirror_poll_seconds)
             since = max(r["id"] for r in fresh)
             applied += len(fresh)
-            self._write({f"{entity}_since": since})
+            self._write({f"{entity}_since": since})  # the position, saved after each page
             if total is not None and total <= 1:
                 return True, applied
         return False, applied
@@ -383,10 +382,8 @@ class Sync:
         return len(batch)
 
     def write_marks(self) -> int:
-        """Write queued ``chatbot_interacted`` marks in the quota's spare slots only (no
-        reader waiting, the bucket free now): the lowest priority. A mark is postponed
-        before its write, so a poller dying meanwhile leaves it to be tried again; a
-        failed one stays queued. How many were written."""
+        """Write queued ``chatbot_interacted`` marks in the quota's spare slots; how many."""
+        # Spare slots only (no reader waiting, the bucket free now): the lowest priority.
         code = self.svc.settings.retailcrm_cf_chatbot_interacted
         written = 0
         for cid in self.store.due_marks(MAX_MARKS_PER_PASS):
@@ -394,6 +391,8 @@ class Sync:
                 rider = self.svc.crm.slot_rider()
                 if rider is None or not rider.take_now():
                     break  # no spare slot (or the breaker is open): next pass
+                # Postponed before its write, so a poller dying meanwhile leaves it to be
+                # tried again.
                 self.store.postpone_mark(cid, MARK_RETRY_SECONDS)
                 self.calls["marks"] = self.calls.get("marks", 0) + 1
                 try:
@@ -401,7 +400,7 @@ class Sync:
                 except NotFound:  # the customer is gone (deleted, merged): nothing to mark
                     self.store.drop_mark(cid)
                     continue
-                except (UpstreamError, CrmBusy) as e:
+                except (UpstreamError, CrmBusy) as e:  # a failed one stays queued
                     log_event("mark_interacted_failed", logging.WARNING, customer_id=cid,
                               error=e)
                     break
@@ -410,10 +409,7 @@ class Sync:
         return written
 
     def sync_pass(self, now: Callable[[], float]) -> dict[str, int]:
-        """Load when needed, else follow both histories; the sync time is saved last, and
-        only when both were followed to their end (``behind`` in the answer otherwise).
-        The sync time is the moment the reads began: what the mirror holds is RetailCRM
-        as of then at least."""
+        """Load when needed, else follow both histories (and re-read, reconcile, write marks)."""
         state = self.store.state()
         if self.needs_load(state):
             return self.full_load(now())
@@ -423,6 +419,9 @@ class Sync:
         followed = [self.follow(entity, int(state.get(f"{entity}_since") or 0))
                     for entity in (CUSTOMERS, ORDERS)]
         drained = all(done for done, _ in followed)
+        # The sync time is saved once both histories are applied, and only when both were
+        # followed to their end (``behind`` in the answer otherwise). It is the moment the
+        # reads began: what the mirror holds is RetailCRM as of then at least.
         if drained:
             self._write({"synced_at": began})
         changes = sum(n for _, n in followed)

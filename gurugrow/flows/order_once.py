@@ -25,10 +25,10 @@ def create_once(svc: Services, kind: str, token: str, create: Callable[[Lease], 
                 kept_status: str = "created", window: int | None = None,
                 batch: WriteBatch | None = None, rider: PipelineRider | None = None
                 ) -> Answer:
-    """``create(lease)``'s answer, run once per ``kind`` and ``token`` within ``window``
-    seconds (default ORDER_IDEMPOTENCY_SECONDS); only an answer with ``kept_status`` is
-    kept for repeats (a failure may be tried again). ``rider`` rides the claim's round
-    trip; with ``batch``, the answer is kept (and the lease freed) when it is sent."""
+    """``create(lease)``'s answer, run once per ``kind`` and ``token`` within ``window`` seconds."""
+    # ``window``: default ORDER_IDEMPOTENCY_SECONDS. Only an answer with ``kept_status``
+    # is kept for repeats (a failure may be tried again). ``rider`` rides the claim's round
+    # trip; with ``batch``, the answer is kept (and the lease freed) when it is sent.
     # The store keeps the answer as JSON; a repeat reads back what ``create`` answered.
     return cast(Answer, svc.caches.run_once(
         kind, token, window or svc.settings.order_idempotency_seconds,

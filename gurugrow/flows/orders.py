@@ -46,20 +46,21 @@ _NUMBER_ATTEMPTS = 3
 
 
 def order_statuses(svc: Services) -> tuple[JsonObject, JsonObject, tzinfo]:
-    """The statuses reference, the account's time zone (RetailCRM dates are local time
-    there) and the status groups (only when group names are configured), cached in
-    Redis: statuses and zone in one entry, so a typical /orders call costs two CRM
-    requests and one cache read for them."""
+    """The statuses reference, the status groups and the account's time zone, cached in Redis."""
     s = svc.settings
     ttl = s.reference_cache_seconds
 
     def load() -> JsonObject:
         return {"statuses": svc.crm.get_statuses(), "timezone": _account_timezone(svc)}
 
+    # Statuses and zone in one entry, so a typical /orders call costs two CRM requests and
+    # one cache read for them.
     reference = svc.caches.reference("statuses-and-zone", ttl, load, cache="statuses")
     groups: JsonObject = {}
+    # The status groups only when group names are configured.
     if s.retailcrm_order_group_complete_names or s.retailcrm_order_group_delivery_names:
         groups = svc.caches.reference("status-groups", ttl, svc.crm.get_status_groups)
+    # The zone: RetailCRM dates are local time there.
     return reference.get("statuses") or {}, groups, _zone(reference.get("timezone") or "")
 
 
@@ -146,11 +147,9 @@ def _source_order(svc: Services, data: RepeatOrderRequest, customer_id: str) -> 
 
 
 def unavailable_item(svc: Services, items: list[JsonObject]) -> str | None:
-    """Name of the first item whose offer no longer exists or is inactive, else None.
-
-    RetailCRM would silently turn an unknown offer into a free-form line, so this check
-    must come before the order is created.
-    """
+    """Name of the first item whose offer no longer exists or is inactive, else None."""
+    # RetailCRM would silently turn an unknown offer into a free-form line, so this check
+    # must come before the order is created.
     refs = [(offer_ref(item.get("offer") or {}), item) for item in items]
     ids = [str(r["id"]) for r, _ in refs if r and "id" in r]
     external = [str(r["externalId"]) for r, _ in refs if r and "externalId" in r]

@@ -64,13 +64,10 @@ def clean_email(raw: str | None) -> str | None:
 
 
 def resolve_bundle(svc: Services, bundle: RecommendedSet) -> JsonObject:
-    """The active catalog offer of the bundle article, as ``{id|externalId|xmlId: ...}``.
-
-    ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
-    Raises FlowRefusal("bundle_unavailable") when the catalog has no active match.
-    """
+    """The active catalog offer of the bundle article, as ``{id|externalId|xmlId: ...}``."""
+    # ``filter[name]`` is fuzzy, so the article is compared locally. Cached in Redis.
     offer = bundle_catalog_entry(svc, bundle)["offer"]
-    if offer is None:
+    if offer is None:  # the catalog has no active match: FlowRefusal("bundle_unavailable")
         log_event("bundle_unavailable", logging.WARNING, article=bundle.bundle_article)
         raise FlowRefusal("bundle_unavailable")
     return offer
@@ -113,10 +110,10 @@ def _ordering(value: JsonValue) -> int:
 
 
 def offer_price(offer: JsonObject) -> str | None:
-    """The offer's price as a customer reads it ("1 990 ₽"), or None when the catalog
-    gives none. RetailCRM lists ``prices`` (``{priceType, price, ordering, currency}``,
-    the lowest ``ordering`` first) and the base ``price``; neither is in the reference we
-    have, so both are read defensively and a missing or non-numeric one is no price."""
+    """The offer's price as a customer reads it ("1 990 ₽"), or None when the catalog gives none."""
+    # RetailCRM lists ``prices`` (``{priceType, price, ordering, currency}``, the lowest
+    # ``ordering`` first) and the base ``price``; neither is in the reference we have, so
+    # both are read defensively and a missing or non-numeric one is no price.
     candidates = [p for p in offer.get("prices") or [] if isinstance(p, dict)]
     candidates.sort(key=lambda p: _ordering(p.get("ordering")))
     for amount, currency in [(p.get("price"), p.get("currency")) for p in candidates] + [

@@ -58,13 +58,12 @@ class DeduperGateway:
                             warnings=list(body.get("warnings") or []))
 
     def probe(self, site: str) -> str:
-        """Does the deduper answer? An auto-resolve of ``PROBE_PHONE`` (no customer can
-        have it, so nothing is resolved or merged); return the ``status`` it answered.
-
-        Any JSON answer carrying ``status`` counts (whatever its value). Raises
-        ``UpstreamRejected`` on 4xx (401/403: the key), ``UpstreamUnavailable`` otherwise.
-        """
+        """Does the deduper answer? The ``status`` of an auto-resolve of ``PROBE_PHONE``."""
+        # ``PROBE_PHONE``: no customer can have it, so nothing is resolved or merged.
+        # Raises ``UpstreamRejected`` on 4xx (401/403: the key) or a JSON answer that is no
+        # object, ``UpstreamUnavailable`` otherwise.
         body = self._auto_resolve(PROBE_PHONE, site, str(uuid.uuid4()))
+        # Any JSON answer carrying ``status`` counts (whatever its value).
         if "status" not in body:
             raise UpstreamUnavailable(GATEWAY, "answer has no status field")
         return str(body["status"])

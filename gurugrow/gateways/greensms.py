@@ -112,19 +112,16 @@ class GreenSmsGateway:
         return self._senders.get(route) or ""
 
     def send_code(self, route: str, phone: str, code: str, text: str) -> SendAnswer:
-        """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's answer.
-
-        The route's declaration (gurugrow/routes.py) says what goes in ``txt``: the code
-        alone (telegram, voice), ``text`` (the messengers, SMS), or nothing (a flash call,
-        whose code is GreenSMS's and comes back in the answer). An ``error`` in the body is
-        a refusal whatever the HTTP status.
-        """
+        """Send ``code`` to ``phone`` (digits) by ``route``; return GreenSMS's answer."""
         declared = _route(route)
         sender = self.sender(route)
         if declared.sender_required and not sender:
             # GreenSMS refuses it (``from`` is required); the flows skip the route then.
             raise UpstreamRejected(GATEWAY, f"{route}: {declared.sender_setting} is not set")
         payload: JsonObject = {"to": phone}
+        # The route's declaration (gurugrow/routes.py) says what goes in ``txt``: the code
+        # alone (telegram, voice), ``text`` (the messengers, SMS), or nothing (a flash call,
+        # whose code is GreenSMS's and comes back in the answer).
         if declared.txt == "code":
             payload["txt"] = code
         elif declared.txt == "text":
@@ -135,6 +132,7 @@ class GreenSmsGateway:
             payload["hidden"] = code  # kept out of GreenSMS's message history
         if route == "telegram" and self._telegram_ttl:
             payload["ttl"] = self._telegram_ttl
+        # An ``error`` in the body is a refusal whatever the HTTP status.
         return self._send(declared, payload)
 
     def _send(self, declared: Route, payload: JsonObject) -> SendAnswer:
@@ -153,12 +151,10 @@ class GreenSmsGateway:
             raise
 
     def delivery_status(self, route: str, request_id: str) -> str:
-        """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send.
-
-        ``GET /<route>/status`` with ``id`` and ``extended``; the answer's shape is
-        read code first, word second (``DELIVERY_CODES``, ``DELIVERY_STATUSES``). A refusal raises
-        ``UpstreamRejected``, an unreachable GreenSMS ``UpstreamUnavailable``.
-        """
+        """``delivered``, ``pending``, ``failed`` or ``unknown`` for one earlier send."""
+        # ``GET /<module>/status`` (the route's module) with ``id`` and ``extended``. A
+        # refusal raises ``UpstreamRejected``, an unreachable GreenSMS
+        # ``UpstreamUnavailable``.
         declared = _route(route)
         status, body = self._authorized_get(f"/{declared.module}/status",
                                             [("id", request_id), ("extended", "true")])
@@ -166,6 +162,8 @@ class GreenSmsGateway:
         _answer_field(f"{route}/status", status, body,
                       "status_code" if isinstance(body, dict) and body.get("status_code")
                       not in (None, "") else "status")
+        # The answer's shape is read code first, word second (``DELIVERY_CODES``,
+        # ``DELIVERY_STATUSES``).
         mapped = delivery_status_of(body, declared.statuses)
         if mapped == "unknown":  # a word or code to add to the tables, once understood
             log_event("greensms_status_unmapped", logging.WARNING, route=route,
@@ -174,14 +172,13 @@ class GreenSmsGateway:
         return mapped
 
     def account_balance(self) -> str:
-        """The account balance (``GET /account/balance``): proves the credentials work.
-
-        With a token it travels as the Bearer header, as for sends. With user/pass they go
-        in the body of ``POST /account/token`` (never a URL), and the short-lived token it
-        answers reads the balance. A refusal raises ``UpstreamRejected`` whose
-        ``status_code`` is the HTTP status and ``errors`` GreenSMS's ``{error, code}``.
-        """
+        """The account balance (``GET /account/balance``): proves the credentials work."""
+        # With a token it travels as the Bearer header, as for sends. With user/pass they go
+        # in the body of ``POST /account/token`` (never a URL), and the short-lived token it
+        # answers reads the balance.
         status, body = self._authorized_get("/account/balance")
+        # A refusal raises ``UpstreamRejected`` whose ``status_code`` is the HTTP status and
+        # ``errors`` GreenSMS's ``{error, code}``.
         return _answer_field("account/balance", status, body, "balance")
 
     def _authorized_get(self, path: str, params: list[tuple[str, str]] | None = None
@@ -243,12 +240,11 @@ def _send_answer(declared: Route, status: int, body: JsonValue) -> SendAnswer:
 
 
 def may_have_left(error: UpstreamError) -> bool:
-    """Whether a failed send may have reached GreenSMS (and so may be delivered).
-
-    Certainly never left: GreenSMS's own error answer or a 4xx refusal, a refused
-    connection, a connect timeout, a name that does not resolve. Anything else (a read
-    timeout, a connection dropped under the call, a 5xx, an answer without a request_id
-    or not JSON) may have: the send counts as made."""
+    """Whether a failed send may have reached GreenSMS (and so may be delivered)."""
+    # Certainly never left: GreenSMS's own error answer or a 4xx refusal, a refused
+    # connection, a connect timeout, a name that does not resolve. Anything else (a read
+    # timeout, a connection dropped under the call, a 5xx, an answer without a request_id
+    # or not JSON) may have: the send counts as made.
     if isinstance(error, UpstreamRejected):
         return False
     if error.status_code is not None:

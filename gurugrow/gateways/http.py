@@ -44,24 +44,17 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 
 def make_session(trust_env: bool = False) -> requests.Session:
-    """A Session with the project's User-Agent (connection pooling per gateway).
-
-    ``trust_env`` off by default: requests would otherwise scan the environment for
-    proxies and read ~/.netrc on every call, the costliest step of a local request.
-    """
+    """A Session with the project's User-Agent (connection pooling per gateway)."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    # ``trust_env`` off by default: requests would otherwise scan the environment for
+    # proxies and read ~/.netrc on every call, the costliest step of a local request.
     session.trust_env = trust_env
     return session
 
 
 class HttpClient:
-    """Sends requests for one gateway and translates failures into typed errors.
-
-    With a ``quota`` every attempt first takes a slot from the shared bucket, and a 429/503
-    slows the bucket for everybody instead of this worker retrying on its own; with a
-    ``breaker`` a dead upstream fails fast.
-    """
+    """Sends requests for one gateway and translates failures into typed errors."""
 
     def __init__(self, gateway: str, base_url: str, *, timeout: float, connect_timeout: float,
                  session: requests.Session | None = None, max_retries: int = 0,
@@ -74,25 +67,26 @@ class HttpClient:
         self.session = session or make_session()
         self.max_retries = max_retries
         self._sleep = sleep
+        # With a ``quota`` every attempt first takes a slot from the shared bucket, and a
+        # 429/503 slows the bucket for everybody instead of this worker retrying on its own.
         self.quota = quota
-        self.breaker = breaker
+        self.breaker = breaker  # with a ``breaker`` a dead upstream fails fast
         self.throttle_pause_seconds = throttle_pause_seconds
 
     def request(self, method: str, path: str, *, retry: bool = False,
                 retry_throttled: bool = False, route: str | None = None,
                 priority: str | None = None, **kwargs: JsonValue) -> tuple[int, JsonValue]:
-        """Send, return (HTTP status, parsed JSON). ``retry`` only for calls safe to repeat:
-        after a 429/503 or a dropped connection they are sent again, up to ``max_retries``
-        times, each time through the bucket (and the breaker) and within the first
-        attempt's queue deadline. A timeout is not repeated: the upstream is slow, and
-        a repeat would only hold the caller longer. ``retry_throttled`` (a write the
-        quota refused, so not applied): sent again once after a 429/503 only, the same
-        way; never after a dropped connection, a timeout or any other 5xx.
-
-        ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
-        a path built from any value must pass one (without, the path is the label).
-        ``priority``: the slot's, when not the request's (``governor.current_priority``).
-        """
+        """Send, return (HTTP status, parsed JSON)."""
+        # ``route`` is the path's template (``/api/v5/orders/{id}``), the metrics' label;
+        # a path built from any value must pass one (without, the path is the label).
+        # ``priority``: the slot's, when not the request's (``governor.current_priority``).
+        # ``retry`` only for calls safe to repeat: after a 429/503 or a dropped connection
+        # they are sent again, up to ``max_retries`` times, each time through the bucket
+        # (and the breaker) and within the first attempt's queue deadline. A timeout is not
+        # repeated: the upstream is slow, and a repeat would only hold the caller longer.
+        # ``retry_throttled`` (a write the quota refused, so not applied): sent again once
+        # after a 429/503 only, the same way; never after a dropped connection, a timeout
+        # or any other 5xx.
         attempts = 1 + (self.max_retries if retry else 1 if retry_throttled else 0)
         deadline = self.quota.deadline() if self.quota else None
         for attempt in range(attempts):

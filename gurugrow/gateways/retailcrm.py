@@ -143,16 +143,13 @@ def internal_id(value: str) -> str | None:
 
 
 def path_segment(value: str) -> str:
-    """``value`` quoted as one path segment: ``/``, ``?``, ``#``, ``%`` and the rest
-    cannot step out of it, so no value can change which resource is called.
-
-    Raises ValueError for ``""``, ``.`` and ``..``: quoted or not, the HTTP client
-    resolves those (RFC 3986 dot segments), which would call another resource.
-    """
+    """``value`` quoted as one path segment, so no value can change which resource is called."""
     text = str(value)
+    # ``""``, ``.`` and ``..`` raise ValueError: quoted or not, the HTTP client resolves
+    # those (RFC 3986 dot segments), which would call another resource.
     if text in ("", ".", ".."):
         raise ValueError(f"{text!r} cannot be a path segment")
-    return quote(text, safe="")
+    return quote(text, safe="")  # ``/``, ``?``, ``#``, ``%`` and the rest cannot step out
 
 
 def custom_fields(entity: JsonObject) -> JsonObject:
@@ -212,10 +209,10 @@ class RetailCrmGateway:
         return twin
 
     def slot_rider(self) -> SlotRider | None:
-        """The slot of this request's next call, to be asked for in another Redis step's
-        round trip (``quota.SlotRider``, handed to that step as its ``rider``); None
-        without a bucket, outside a request, or while the breaker is open (the call would
-        not go out)."""
+        """The slot of this request's next call, to ask for in another Redis step's round trip."""
+        # A ``governor.SlotRider``, handed to that step as its ``rider``. None without a
+        # bucket, outside a request, or while the breaker is open (the call would not go
+        # out).
         http = self._http
         if http.quota is None or (http.breaker is not None and http.breaker.state == OPEN):
             return None
@@ -426,11 +423,10 @@ class RetailCrmGateway:
 
     def history(self, entity: str, since_id: int | None = None, page: int | None = None,
                 start_date: str | None = None) -> Page:
-        """One page of 100 records of ``/api/v5/{customers,orders}/history`` after
-        ``since_id`` (or, only to find the newest record before a load, by ``page``: the
-        two together are refused). A record's ``id`` is taken as an integer or digits (its
-        value shapes are unsettled); records without one are dropped. The total page count
-        when the answer has one."""
+        """One page of 100 records of ``/api/v5/{customers,orders}/history``, and its page count."""
+        # After ``since_id``, or by ``page`` (the two together are refused; no caller pages
+        # now), or from ``start_date`` (how the newest record before a load is found). The
+        # total page count only when the answer has one.
         params: Params = [("limit", "100")]
         if since_id is not None:
             params.append(("filter[sinceId]", str(since_id)))
@@ -440,6 +436,8 @@ class RetailCrmGateway:
             params.append(("filter[startDate]", start_date))
         body = self._get(_HISTORY[entity], params)
         raw = body.get("history") or []
+        # A record's ``id`` is taken as an integer or digits (its value shapes are
+        # unsettled); records without one are dropped.
         records = [{**r, "id": int(r["id"])} for r in raw
                    if isinstance(r, dict) and _history_id(r.get("id"))]
         pagination = body.get("pagination") or {}
@@ -498,15 +496,13 @@ class RetailCrmGateway:
 
     # -- custom fields (setup: ``flask gurugrow doctor`` / ``create-fields``) ----------
     def list_custom_fields(self, entity: str) -> list[JsonObject]:
-        """Every custom field of ``entity`` (``customer``, ``order``…), all pages.
-
-        ``{code, name, type, entity, …}`` each; fields of another entity are dropped in
-        case the filter is not honoured.
-        """
+        """Every custom field of ``entity`` (``customer``, ``order``…), all pages."""
+        # ``{code, name, type, entity, …}`` each.
         found: list[JsonObject] = []
         for page in range(1, MAX_LIST_PAGES + 1):
             body = self._get("/api/v5/custom-fields", [("filter[entity]", entity),
                                                        ("limit", "100"), ("page", str(page))])
+            # Fields of another entity are dropped in case the filter is not honoured.
             chunk = [f for f in body.get("customFields") or []
                      if isinstance(f, dict) and f.get("entity", entity) == entity]
             found += chunk

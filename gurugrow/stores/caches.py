@@ -104,10 +104,9 @@ class FlowCaches:
                               read: ChannelFieldRead | None = None,
                               ride: PipelineRider | None = None
                               ) -> tuple[str, float] | None:
-        """The account this service last wrote into the customer's channel field and
-        when; None when it wrote none lately (or the record is unreadable). ``read``: the
-        record as a ride already read it (read now when it got no answer, with ``ride``
-        in the same round trip)."""
+        """The account this service last wrote into the customer's channel field, and when."""
+        # ``read``: the record as a ride already read it (read now when it got no answer,
+        # with ``ride`` in the same round trip).
         if read is not None and not read.answered and ride is not None:
             run_riders(self._client, Riders(read, ride))
         if read is not None and read.answered:
@@ -120,7 +119,7 @@ class FlowCaches:
         at, _, account = (text or "").partition(" ")
         try:
             return account, float(at)
-        except ValueError:
+        except ValueError:  # it wrote none lately, or the record is unreadable
             return None
 
     def put_channel_field_written(self, channel: str, customer_id: str, account_id: str,

@@ -113,12 +113,13 @@ class WriteBatch:
     def script(self, script: Any, keys: list[str], args: list[Any], *,
                on_failure: Callable[[StorageUnavailable], None] | None = None,
                last: bool = False) -> None:
-        """Queue a script registered on this client (as EVALSHA itself: redis-py's own
-        script queueing would first ask Redis whether it has the script, a round trip).
-        ``last``: after every other write, queued before or after (a hold is freed once
-        everything it guards is written)."""
+        """Queue a script registered on this client, as EVALSHA itself."""
+        # EVALSHA itself: redis-py's own script queueing would first ask Redis whether it
+        # has the script, a round trip.
         write = _Write(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
                        lambda: [script(keys=keys, args=args)], on_failure, None)
+        # ``last``: after every other write, queued before or after (a hold is freed once
+        # everything it guards is written).
         (self._last if last else self._writes).append(write)
 
     def commands(self, queue: Callable[[Any], None], *,

@@ -44,21 +44,19 @@ _CLAIM_CHECK_SCRIPT = load_script("deliveries_claim_check")
 
 @dataclass(frozen=True)
 class SendRecord:
-    """The latest send of one session.
-
-    ``state``: ``watching`` (a messenger send whose delivery is not settled), ``settled``
-    (delivered, sent by SMS, or given up) or ``fallen_back`` (its SMS fallback was
-    claimed; until ``fallback_until``, after which an SMS not yet recorded may be claimed
-    again). ``undeliverable``: a messenger route that did not deliver in this session.
-    """
+    """The latest send of one session."""
 
     session_id: str
     route: str
     request_id: str
     sent_at: float
     status: str
+    # ``watching`` (a messenger send whose delivery is not settled), ``settled``
+    # (delivered, sent by SMS, or given up) or ``fallen_back`` (its SMS fallback was
+    # claimed; until ``fallback_until``, after which an SMS not yet recorded may be claimed
+    # again).
     state: str
-    undeliverable: str = ""
+    undeliverable: str = ""  # a messenger route that did not deliver in this session
     fallback_until: float = 0.0
 
     def fallback_held(self, now: float) -> bool:
@@ -130,10 +128,10 @@ class DeliveryTracker:
         return bool(changed)
 
     def claim_fallback(self, record: SendRecord, now: float, lease_until: float) -> bool:
-        """Take the one right to replace this undelivered send by SMS (worker or resend)
-        until ``lease_until``; marks its route undeliverable for the rest of the session.
-        A claim whose holder recorded no SMS by then may be taken again (see the script):
-        the SMS is sent once, and never lost to a claimer that died."""
+        """Take the one right to replace this undelivered send, until ``lease_until``."""
+        # One claimer, the worker or a resend. Marks its route undeliverable for the rest of
+        # the session. A claim whose holder recorded no SMS by then may be taken again (see
+        # the script): the SMS is sent once, and never lost to a claimer that died.
         with redis_guard():
             claimed = self._claim_fallback(keys=[self._record_key(record.session_id)],
                                            args=[record.request_id, now, lease_until,

@@ -246,13 +246,14 @@ class Limits:
         return int(spent or 0) / 100
 
     def count_no_send(self, batch: WriteBatch, admission: Admission | None = None) -> None:
-        """One more admitted start whose phone has no customer (nothing sent; it still
-        took its send-budget unit, so the send budget says nothing about who is a
-        customer). Its cost goes back with ``admission``: nothing is paid for it, so
-        starts to unknown phones cannot spend the day's cost budget."""
+        """Count one more admitted start whose phone has no customer (nothing sent)."""
+        # It still took its send-budget unit, so the send budget says nothing about who is
+        # a customer.
         now = self.clock()
         key = redis_keys.send_counter(self._prefix, "no-send", "all",
                                       datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
+        # Its cost goes back with ``admission``: nothing is paid for it, so starts to
+        # unknown phones cannot spend the day's cost budget.
         cost_key = admission.cost_key if admission is not None and admission.price else None
         if not self.policy.daily_budget and cost_key is None:
             return

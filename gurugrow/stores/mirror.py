@@ -177,10 +177,7 @@ class MirrorStore:
     def put_customer(self, customer_id: str, identities: Iterable[Identity],
                      masked_phone: str | None, interacted: bool, *,
                      confirmed: bool = False) -> bool:
-        """File the customer under exactly ``identities`` (none: unbound, its keys go);
-        True when it is bound and its orders are not mirrored yet. A write that changes
-        nothing writes nothing, unless ``confirmed`` (RetailCRM was just asked: the
-        reconcile, a load): then only the keys' expiry and the index's time move."""
+        """File the customer under exactly ``identities`` (none: unbound, its keys go)."""
         customer_id = str(customer_id)
         wanted = sorted({(str(c), str(a)) for c, a in identities})
         old = self.customer(customer_id)
@@ -193,6 +190,9 @@ class MirrorStore:
         record_key = redis_keys.mirror_customer(self._prefix, customer_id)
         orders_key = redis_keys.mirror_orders(self._prefix, customer_id)
         index = redis_keys.mirror_bound_index(self._prefix)
+        # A write that changes nothing writes nothing, unless ``confirmed`` (RetailCRM was
+        # just asked: the reconcile, a load): then only the keys' expiry and the index's
+        # time move.
         unchanged = old == record or (old is None and not wanted)
         with redis_guard():
             pipe = self._client.pipeline(transaction=False)
@@ -229,7 +229,7 @@ class MirrorStore:
             if wanted:
                 pipe.exists(orders_key)
             answers = pipe.execute()
-        return bool(wanted) and not answers[-1]
+        return bool(wanted) and not answers[-1]  # bound, and its orders not mirrored yet
 
     def add_identity(self, customer_id: str, identity: Identity, masked_phone: str | None,
                      interacted: bool) -> None:

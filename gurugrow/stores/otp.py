@@ -274,11 +274,7 @@ class OtpStore:
         return outcome, session
 
     def replace_code(self, session: OtpSession, code: str | None, method: str | None) -> bool:
-        """Store a resent code: new hash and lifetime, attempts reset, one more send.
-
-        False when the session no longer waits for a code (checked, claimed or burned
-        since it was loaded): it is left untouched.
-        """
+        """Store a resent code: new hash and lifetime, attempts reset, one more send."""
         expires_at = self.clock() + self._policy.ttl_seconds
         fields = self._hashed_fields(code if not session.is_decoy else None,
                                      session.session_id)
@@ -289,6 +285,8 @@ class OtpStore:
                       self._policy.ttl_seconds + _TOMBSTONE_SECONDS,
                       self._policy.max_attempts]))
         if sends < 0:
+            # The session no longer waits for a code (checked, claimed or burned since it
+            # was loaded): it is left untouched.
             return False
         session.expires_at, session.method, session.sends, session.attempts = (
             expires_at, method, sends, 0)
@@ -359,16 +357,15 @@ class OtpStore:
             return False
 
     def write_state(self) -> tuple[str, str]:
-        """``("ok", "")`` when Redis takes a write (a probe key with a short TTL),
-        ``("refuses_writes", reason)`` when it answers but refuses it (out of memory under
-        ``noeviction``, a read-only replica), ``("unavailable", "")`` when it does not
-        answer."""
+        """Whether Redis takes a write (a probe key with a short TTL), as ``(state, reason)``."""
         try:
             self._redis.set(redis_keys.health_probe(self._prefix), "1", ex=HEALTH_PROBE_TTL)
         except redis.ResponseError as e:  # OutOfMemoryError and ReadOnlyError among them
+            # It answers but refuses the write (out of memory under ``noeviction``, a
+            # read-only replica).
             words = str(e).splitlines()[0][:160] if str(e) else ""
             return "refuses_writes", f"{type(e).__name__}: {words}".rstrip(": ")
-        except REDIS_ERRORS:
+        except REDIS_ERRORS:  # it does not answer
             return "unavailable", ""
         return "ok", ""
 

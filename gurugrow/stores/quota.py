@@ -57,11 +57,11 @@ class QuotaBucket:
 
     def take_args(self, is_read: bool, patience_us: int, token: str, *,
                   spare_only: bool = False) -> list[Any]:
-        """The take script's arguments for one look. ``spare_only``: a slot at most one
-        interval ahead (the bucket has room now) or busy, never a place in the readers'
-        line: a look made before anyone knows the call will be sent must not take a slot
-        from a wave's callers."""
+        """The take script's arguments for one look."""
         horizon_us = min(self.read_horizon_us, patience_us) if is_read else patience_us
+        # ``spare_only``: a slot at most one interval ahead (the bucket has room now) or
+        # busy, never a place in the readers' line: a look made before anyone knows the
+        # call will be sent must not take a slot from a wave's callers.
         if spare_only:
             horizon_us, patience_us = min(horizon_us, self.interval_us), 0
         return [self.interval_us, horizon_us, patience_us, token, "1" if is_read else "0",
