@@ -40,9 +40,12 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+def spawn(args: list[str], env: dict[str, str], name: str, cwd: Path = ROOT
+          ) -> subprocess.Popen:
+    """Start a process in ``cwd`` (the project, unless another tree of it), logging to
+    the scratch directory."""
     log = (SCRATCH / f"{name}.log").open("w")
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -77,6 +77,23 @@ class Stack:
         self.burst_upstream = f"http://127.0.0.1:{self.burst_up_port}"
 
     def start(self) -> None:
+        self.start_shared()
+        governed = {"RETAILCRM_RATE_LIMIT": GOVERNED_RATE_LIMIT}
+        apps = {"gurugrow": ("wsgi:app", self.app_env(self.upstream, governed)),
+                "gurugrow-caches-off": ("wsgi:app", self.app_env(
+                    self.upstream, {**governed, **CACHES_OFF, "REDIS_PREFIX": "nocache:"})),
+                "baseline": ("bench.baseline:app", {**self.app_env(self.upstream, {}),
+                                                    "BASELINE_UPSTREAM": self.upstream}),
+                "gurugrow-burst": ("wsgi:app", self.app_env(self.burst_upstream, {
+                    "REDIS_PREFIX": "burst:"}))}
+        for name, (target, env) in apps.items():
+            env.update(APP_HOST="127.0.0.1", APP_PORT=str(self.ports[name]))
+            self.procs[name] = spawn([GUNICORN, "-c", "gunicorn.conf.py", target], env, name)
+        for port in self.ports.values():
+            wait_http(f"http://127.0.0.1:{port}/health")
+
+    def start_shared(self) -> None:
+        """redis-server and the two stand-ins, which every app of a run shares."""
         self.procs["redis"] = spawn([shutil.which("redis-server") or "redis-server", "--port",
                                      str(self.redis_port), "--save", "", "--appendonly",
                                      "no"], dict(os.environ), "redis")
@@ -92,19 +109,6 @@ class Stack:
                                       "bench.standins:standins_from_env()"],
                                      env, name)
             wait_http(f"http://127.0.0.1:{port}/outbox")
-        governed = {"RETAILCRM_RATE_LIMIT": GOVERNED_RATE_LIMIT}
-        apps = {"gurugrow": ("wsgi:app", self.app_env(self.upstream, governed)),
-                "gurugrow-caches-off": ("wsgi:app", self.app_env(
-                    self.upstream, {**governed, **CACHES_OFF, "REDIS_PREFIX": "nocache:"})),
-                "baseline": ("bench.baseline:app", {**self.app_env(self.upstream, {}),
-                                                    "BASELINE_UPSTREAM": self.upstream}),
-                "gurugrow-burst": ("wsgi:app", self.app_env(self.burst_upstream, {
-                    "REDIS_PREFIX": "burst:"}))}
-        for name, (target, env) in apps.items():
-            env.update(APP_HOST="127.0.0.1", APP_PORT=str(self.ports[name]))
-            self.procs[name] = spawn([GUNICORN, "-c", "gunicorn.conf.py", target], env, name)
-        for port in self.ports.values():
-            wait_http(f"http://127.0.0.1:{port}/health")
 
     def app_env(self, up: str, extra: dict[str, str]) -> dict[str, str]:
         return {**{k: v for k, v in os.environ.items() if not k.startswith("GURUGROW_")},
