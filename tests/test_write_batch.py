@@ -127,3 +127,20 @@ def test_then_is_handed_the_answers_once_sent_and_not_when_the_write_failed(r, m
     assert heard == []  # nothing before the batch goes
     batch.send()
     assert heard == [[0, b"t-1"]] and r.get("token") is None
+
+
+def test_a_failed_write_raises_only_once_every_sent_write_is_settled(r):
+    """The pipeline applied the writes around a failed one: each ``then`` after it still
+    hears of its answers (a token taken out of Redis is handed over, not lost with the
+    error), and a best-effort failure after it is still reported."""
+    r.set("not-a-hash", "x")
+    r.set("token", "t-1")
+    taken, failures = [], []
+    batch = WriteBatch(r)
+    batch.commands(lambda pipe: pipe.hset("not-a-hash", "f", "v"))
+    batch.commands(lambda pipe: pipe.getdel("token"), then=taken.append)
+    batch.commands(lambda pipe: pipe.hset("not-a-hash", "g", "v"), on_failure=failures.append)
+    with pytest.raises(StorageUnavailable):
+        batch.send()
+    assert taken == [[b"t-1"]] and r.get("token") is None
+    assert len(failures) == 1

@@ -142,8 +142,9 @@ class WriteBatch:
             return
         with redis_guard():
             if isinstance(self._client, RedisCluster):
-                for write in writes:
-                    self._run_alone(write)
+                for write in writes:  # one by one: a write after a failure is not sent
+                    if (failure := self._run_alone(write)) is not None:
+                        raise failure
                 return
             pipe = self._client.pipeline(transaction=False)
             counts = []
@@ -152,29 +153,40 @@ class WriteBatch:
                 write.queue(pipe)
                 counts.append(len(pipe) - before)
             results = iter(pipe.execute(raise_on_error=False))
+            # All of them were sent: each is settled before one's failure raises, so what
+            # the others applied stands and their ``then`` hears of it (a token taken is
+            # handed over, not lost with the error).
+            failure = None
             for write, count in zip(writes, counts, strict=True):
                 answers = list(itertools.islice(results, count))
+                unsettled = None
                 if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
-                    self._run_alone(write)  # Redis lost its scripts (a restart)
+                    unsettled = self._run_alone(write)  # Redis lost its scripts (a restart)
                 elif failed := next((a for a in answers if isinstance(a, Exception)), None):
-                    self._failed(failed, write)
+                    unsettled = self._failed(failed, write)
                 elif write.then is not None:
                     write.then(answers)
+                failure = failure or unsettled
+            if failure is not None:
+                raise failure
 
-    def _run_alone(self, write: _Write) -> None:
+    def _run_alone(self, write: _Write) -> Exception | None:
+        """Run one write on its own; the failure to raise, if it is not best effort."""
         try:
             answers = write.alone()
         except REDIS_ERRORS as e:
-            self._failed(e, write)
-            return
+            return self._failed(e, write)
         if write.then is not None:
             write.then(answers)
+        return None
 
     @staticmethod
-    def _failed(error: Exception, write: _Write) -> None:
+    def _failed(error: Exception, write: _Write) -> Exception | None:
+        """A write failed: ``error`` to raise, or None once its ``on_failure`` heard it."""
         if write.on_failure is None:
-            raise error
+            return error
         write.on_failure(StorageUnavailable(type(error).__name__))
+        return None
 
 
 @contextmanager
