@@ -29,10 +29,12 @@ APPS = ("tree", "ref", "baseline")
 
 def export(ref: str) -> Path:
     """``ref``'s files in a scratch directory (``git archive``: committed files only)."""
-    tree = SCRATCH / f"ref-{ref}"
+    tree = SCRATCH / ("ref-" + "".join(c if c.isalnum() else "-" for c in ref))  # origin/main
     tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref],
-                             check=True, capture_output=True).stdout
+    archived = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True)
+    if archived.returncode != 0:
+        sys.exit(f"git archive {ref}: {archived.stderr.decode().strip()}")
+    archive = archived.stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     return tree
 
